@@ -1,0 +1,30 @@
+//! HTTP/1.1 server codec (RFC 9112), sans-IO.
+//!
+//! Read RFC 9112 §2–§7 and RFC 9110 §6–§8 before editing. The split follows hyper's
+//! `proto/h1`, minus the IO:
+//!
+//! - [`request`]: the request head: [`parse_request`] tokenises with `httparse` and applies
+//!   every framing, strictness and size rule Peregrine enforces at the edge.
+//! - [`body`]: [`BodyDecoder`], Content-Length and chunked framing, one state per function.
+//! - [`response`]: serialising response heads, chunk framing and canned error responses into
+//!   caller-owned buffers.
+//! - [`error`]: [`ParseError`], and the one place a parse error becomes a status code.
+//!
+//! The connection loop in `peregrine-core` drives these: it appends received bytes to a
+//! `BytesMut`, calls [`parse_request`] until it yields a head (`Ok(None)` means "need more
+//! bytes"), then feeds the same buffer to a [`BodyDecoder`] built from the head's
+//! [`BodyFraming`]. Pipelined requests are simply the next call to [`parse_request`] on
+//! whatever the body decoder left in the buffer.
+
+pub mod body;
+pub mod error;
+pub mod request;
+pub mod response;
+
+pub use body::{BodyDecoder, BodyEvent};
+pub use error::{BodyError, LimitExceeded, ParseError, Violation};
+pub use request::{parse_request, BodyFraming, ParseConfig, RequestHead};
+pub use response::{
+    encode_chunk_header, encode_error_response, encode_response_head, response_framing,
+    ResponseFraming, CHUNK_END, CONTINUE_100, LAST_CHUNK,
+};
