@@ -1,0 +1,152 @@
+//! Everything that talks to the kernel directly. All of this crate's `unsafe` lives under this
+//! module; each block says why it is sound.
+//!
+//! - [`uring`]: the io_uring backend, with [`buf_ring`] (provided receive buffers).
+//! - [`epoll`]: the epoll backend (through `mio`), emulating completions.
+//! - this file: small syscall wrappers both backends and the server use.
+
+pub(crate) mod buf_ring;
+pub(crate) mod epoll;
+pub(crate) mod uring;
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use bytes::Bytes;
+
+/// Turns a libc return value into `io::Result`, reading `errno` on -1 (mio's `syscall!`).
+fn cvt<T: Into<i64> + Copy>(ret: T) -> io::Result<T> {
+    if ret.into() == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Accepts one connection, non-blocking and close-on-exec.
+pub(crate) fn accept(listener: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: accept4 with null address pointers only reads the listener descriptor.
+    let fd = cvt(unsafe {
+        libc::accept4(
+            listener,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    })?;
+    // SAFETY: accept4 returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Receives into `buf` without blocking.
+pub(crate) fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the pointer and length describe `buf`, which is valid for writes for the call.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    cvt(n as i64).map(|n| n as usize)
+}
+
+/// Sends `chunks` with one `sendmsg`, without blocking and without SIGPIPE.
+pub(crate) fn send_chunks(fd: RawFd, chunks: &[Bytes]) -> io::Result<usize> {
+    let mut slices = [IoSlice::new(&[]); crate::op::MAX_SEND_CHUNKS];
+    let n = chunks.len().min(slices.len());
+    for (slot, chunk) in slices.iter_mut().zip(chunks) {
+        *slot = IoSlice::new(chunk);
+    }
+    // SAFETY: an all-zero msghdr is a valid empty message.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = slices.as_mut_ptr().cast();
+    msg.msg_iovlen = n as _;
+    // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix (documented by std); the iovecs
+    // and the bytes they point to outlive this synchronous call.
+    let sent = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+    cvt(sent as i64).map(|n| n as usize)
+}
+
+/// Sets or clears `O_NONBLOCK`.
+pub(crate) fn set_nonblocking(fd: RawFd, nonblocking: bool) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL only read and write the descriptor's status flags.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    let wanted = if nonblocking { flags | libc::O_NONBLOCK } else { flags & !libc::O_NONBLOCK };
+    if wanted != flags {
+        // SAFETY: as above.
+        cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, wanted) })?;
+    }
+    Ok(())
+}
+
+/// A non-blocking eventfd, used to wake a driver blocked in `wait` from another thread.
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd has no pointer arguments.
+    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds one to an eventfd's counter (wakes its readers).
+pub(crate) fn eventfd_signal(fd: RawFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a live u64. A full counter (EAGAIN) already means "woken".
+    let _ = unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+}
+
+/// Resets an eventfd's counter.
+pub(crate) fn eventfd_drain(fd: RawFd) {
+    let mut value: u64 = 0;
+    // SAFETY: reads 8 bytes into a live u64; EAGAIN (nothing pending) is fine.
+    let _ = unsafe { libc::read(fd, (&mut value as *mut u64).cast(), 8) };
+}
+
+/// Pins the calling thread to one CPU.
+pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "cpu index out of range"));
+    }
+    // SAFETY: `cpu` is within the set's size, checked above.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: passes a valid set of the size given; pid 0 is the calling thread.
+    cvt(unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) })?;
+    Ok(())
+}
+
+/// The CPUs this process may run on, in order.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: as in `pin_current_thread`; sched_getaffinity fills the set we own.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the size matches the set passed.
+    let ok =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if ok != 0 {
+        return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+    }
+    // SAFETY: CPU_ISSET reads the set within its size.
+    (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
+}
+
+/// Raises the soft open-files limit to the hard limit (as Go's runtime and nginx's
+/// `worker_rlimit_nofile` do) and returns the resulting soft limit.
+pub fn raise_open_files_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit read and write a plain struct we own.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return raised.rlim_cur;
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Shuts down the write side of a socket: the peer sees EOF after the bytes already sent.
+/// Used for lingering close, so a client gets an error response before any reset.
+pub fn shutdown_write(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: shutdown only acts on the descriptor, which `fd` keeps open.
+    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) })?;
+    Ok(())
+}

@@ -1,0 +1,399 @@
+//! The io_uring backend.
+//!
+//! Every operation gets a slot in `ops` whose index and generation form the SQE's
+//! `user_data`. A slot owns whatever memory the kernel may touch for that operation (a send's
+//! iovec array, message header and bytes), so memory can only be freed when the slot's final
+//! completion arrives. Receives use the provided-buffer ring, so they own nothing.
+//!
+//! The ring is set up with `SINGLE_ISSUER | DEFER_TASKRUN` when the kernel has them (6.1):
+//! completions are then processed only when this thread enters the kernel, which suits one
+//! ring per reactor thread and batches the kernel's work with ours.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use io_uring::types::{Fd, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, squeue, IoUring};
+use slab::Slab;
+
+use super::buf_ring::BufRing;
+use crate::op::{Completion, OpId, Outcome, SendBuf, MAX_SEND_CHUNKS};
+use crate::DriverConfig;
+
+/// Buffer group id of the receive ring (one ring per driver).
+const RECV_GROUP: u16 = 0;
+
+/// What a slot is waiting for.
+enum Kind {
+    Accept,
+    Recv {
+        fd: RawFd,
+    },
+    Send(Box<SendState>),
+    Close,
+    /// An internal cancellation request; its own completion is not reported.
+    Cancel,
+    /// The internal poll on the waker's eventfd.
+    Waker,
+}
+
+struct Slot {
+    generation: u32,
+    token: u64,
+    kind: Kind,
+    cancel_requested: bool,
+}
+
+/// Memory the kernel reads during a send. Boxed so its address is stable while the slot
+/// (and the slab around it) moves.
+struct SendState {
+    buf: SendBuf,
+    iov: [libc::iovec; MAX_SEND_CHUNKS],
+    msg: libc::msghdr,
+}
+
+impl SendState {
+    fn new() -> Box<SendState> {
+        Box::new(SendState {
+            buf: SendBuf::new(),
+            iov: [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_SEND_CHUNKS],
+            // SAFETY: an all-zero msghdr is a valid empty message.
+            msg: unsafe { std::mem::zeroed() },
+        })
+    }
+}
+
+pub(crate) struct Uring {
+    ring: IoUring,
+    ops: Slab<Slot>,
+    next_generation: u32,
+    bufs: BufRing,
+    waker: Arc<OwnedFd>,
+    /// Reused boxes for sends, so a send allocates nothing once warm. They stay boxed because
+    /// the kernel holds pointers into them: their address must not move with the Vec.
+    #[allow(clippy::vec_box)]
+    send_pool: Vec<Box<SendState>>,
+    /// Reused completion batch.
+    cqes: Vec<cqueue::Entry>,
+    /// Receives that got ENOBUFS (ring momentarily empty), to resubmit after recycling.
+    retry: Vec<usize>,
+}
+
+impl Uring {
+    /// Sets up a ring, registers the receive buffers and arms the waker. Any error here means
+    /// "io_uring is not usable on this system" and the caller may fall back to epoll.
+    pub(crate) fn new(cfg: &DriverConfig) -> io::Result<Uring> {
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_coop_taskrun()
+            .build(cfg.ring_entries)
+            .or_else(|_| IoUring::builder().build(cfg.ring_entries))?;
+        if !ring.params().is_feature_ext_arg() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_uring lacks IORING_FEAT_EXT_ARG (kernel older than 5.11)",
+            ));
+        }
+        let bufs =
+            BufRing::new(&ring.submitter(), cfg.recv_buffers, cfg.recv_buffer_size, RECV_GROUP)
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("io_uring buffer ring registration failed: {e}"),
+                    )
+                })?;
+        let waker = Arc::new(super::eventfd()?);
+        let mut this = Uring {
+            ring,
+            ops: Slab::with_capacity(1024),
+            next_generation: 0,
+            bufs,
+            waker,
+            send_pool: Vec::new(),
+            cqes: Vec::with_capacity(256),
+            retry: Vec::new(),
+        };
+        this.arm_waker();
+        Ok(this)
+    }
+
+    pub(crate) fn waker_fd(&self) -> Arc<OwnedFd> {
+        Arc::clone(&self.waker)
+    }
+
+    fn insert(&mut self, token: u64, kind: Kind) -> OpId {
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let generation = self.next_generation;
+        let index = self.ops.insert(Slot { generation, token, kind, cancel_requested: false });
+        OpId { index: index as u32, generation }
+    }
+
+    /// Queues an SQE, flushing the submission queue to the kernel if it is full.
+    fn push(&mut self, entry: squeue::Entry) {
+        loop {
+            // SAFETY: every pointer an entry carries (send iovecs and headers) points into a
+            // boxed `SendState` owned by the op's slot, which lives until the op's final
+            // completion is reaped; receives use the registered buffer ring; other entries
+            // carry no pointers.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+            // The queue is full: hand what is queued to the kernel and try again.
+            if let Err(e) = self.ring.submit() {
+                if e.raw_os_error() != Some(libc::EBUSY) {
+                    // Nothing sane remains to do with a ring that rejects submissions.
+                    panic!("io_uring submit failed while flushing a full queue: {e}");
+                }
+                let _ = self.reap_into_buffer();
+            }
+        }
+    }
+
+    fn arm_waker(&mut self) {
+        let fd = self.waker.as_raw_fd();
+        let id = self.insert(0, Kind::Waker);
+        let entry = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(id.to_user_data());
+        self.push(entry);
+    }
+
+    pub(crate) fn accept(&mut self, listener: RawFd, token: u64) -> OpId {
+        // io_uring wants blocking sockets: it tries non-blocking itself and parks the request
+        // on a poll when the socket is not ready.
+        let _ = super::set_nonblocking(listener, false);
+        let id = self.insert(token, Kind::Accept);
+        let entry = opcode::AcceptMulti::new(Fd(listener))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(id.to_user_data());
+        self.push(entry);
+        id
+    }
+
+    fn recv_entry(&self, fd: RawFd, id: OpId) -> squeue::Entry {
+        opcode::Recv::new(Fd(fd), std::ptr::null_mut(), self.bufs.buf_size() as u32)
+            .buf_group(self.bufs.group())
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT)
+            .user_data(id.to_user_data())
+    }
+
+    pub(crate) fn recv(&mut self, fd: RawFd, token: u64) -> OpId {
+        let id = self.insert(token, Kind::Recv { fd });
+        let entry = self.recv_entry(fd, id);
+        self.push(entry);
+        id
+    }
+
+    pub(crate) fn send(&mut self, fd: RawFd, buf: SendBuf, token: u64) -> OpId {
+        let mut state = self.send_pool.pop().unwrap_or_else(SendState::new);
+        state.buf = buf;
+        let chunks = state.buf.head_chunks();
+        let n = chunks.len();
+        for (iov, chunk) in state.iov.iter_mut().zip(chunks) {
+            *iov = libc::iovec { iov_base: chunk.as_ptr() as *mut _, iov_len: chunk.len() };
+        }
+        state.msg.msg_iov = state.iov.as_mut_ptr();
+        state.msg.msg_iovlen = n as _;
+        let msg: *const libc::msghdr = &state.msg;
+        let id = self.insert(token, Kind::Send(state));
+        let entry = opcode::SendMsg::new(Fd(fd), msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(id.to_user_data());
+        self.push(entry);
+        id
+    }
+
+    pub(crate) fn close(&mut self, fd: OwnedFd, token: u64) -> OpId {
+        let id = self.insert(token, Kind::Close);
+        let entry = opcode::Close::new(Fd(fd.into_raw_fd())).build().user_data(id.to_user_data());
+        self.push(entry);
+        id
+    }
+
+    pub(crate) fn cancel(&mut self, op: OpId) {
+        match self.ops.get_mut(op.index as usize) {
+            Some(slot) if slot.generation == op.generation && !slot.cancel_requested => {
+                slot.cancel_requested = true;
+            }
+            _ => return,
+        }
+        let cancel = self.insert(0, Kind::Cancel);
+        let entry =
+            opcode::AsyncCancel::new(op.to_user_data()).build().user_data(cancel.to_user_data());
+        self.push(entry);
+    }
+
+    /// Submits what is queued and waits up to `timeout` (`None`: until something completes)
+    /// for completions, then reports them.
+    pub(crate) fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        on: &mut dyn FnMut(Completion<'_>),
+    ) -> io::Result<()> {
+        let ready = !self.ring.completion().is_empty();
+        let result = match timeout {
+            _ if ready => self.ring.submit(),
+            Some(t) if t.is_zero() => self.ring.submit(),
+            Some(t) => {
+                let ts = Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
+                self.ring.submitter().submit_with_args(1, &SubmitArgs::new().timespec(&ts))
+            }
+            None => self.ring.submit_and_wait(1),
+        };
+        match result {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {
+            }
+            Err(e) => return Err(e),
+        }
+        self.reap(on);
+        Ok(())
+    }
+
+    /// Moves the completion queue's entries into `self.cqes`.
+    fn reap_into_buffer(&mut self) -> usize {
+        let mut cq = self.ring.completion();
+        cq.sync();
+        let before = self.cqes.len();
+        self.cqes.extend(&mut cq);
+        self.cqes.len() - before
+    }
+
+    fn reap(&mut self, on: &mut dyn FnMut(Completion<'_>)) {
+        self.reap_into_buffer();
+        let mut cqes = std::mem::take(&mut self.cqes);
+        let mut recycled = false;
+        for cqe in cqes.drain(..) {
+            recycled |= self.complete(cqe, on);
+        }
+        self.cqes = cqes;
+        if recycled {
+            self.bufs.publish();
+        }
+        for index in std::mem::take(&mut self.retry) {
+            if let Some(Slot { kind: Kind::Recv { fd }, generation, .. }) = self.ops.get(index) {
+                let id = OpId { index: index as u32, generation: *generation };
+                let entry = self.recv_entry(*fd, id);
+                self.push(entry);
+            }
+        }
+    }
+
+    /// Handles one completion; returns whether a receive buffer was recycled.
+    fn complete(&mut self, cqe: cqueue::Entry, on: &mut dyn FnMut(Completion<'_>)) -> bool {
+        let id = OpId::from_user_data(cqe.user_data());
+        let index = id.index as usize;
+        match self.ops.get(index) {
+            Some(slot) if slot.generation == id.generation => {}
+            _ => return false, // stale: the slot was already finished
+        }
+        let res = cqe.result();
+        let flags = cqe.flags();
+        let result = if res < 0 { Err(io::Error::from_raw_os_error(-res)) } else { Ok(res) };
+        let more = cqueue::more(flags);
+        let slot = &self.ops[index];
+        let token = slot.token;
+        match slot.kind {
+            Kind::Accept => {
+                if !more {
+                    self.ops.remove(index);
+                }
+                // SAFETY: a successful accept returns a new descriptor that we now own.
+                let result = result.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+                on(Completion { token, op: id, outcome: Outcome::Accepted { result, more } });
+                false
+            }
+            Kind::Recv { .. } => {
+                if res == -libc::ENOBUFS && !slot.cancel_requested {
+                    // Every buffer is lent out in this batch; resubmit once they are back.
+                    self.retry.push(index);
+                    return false;
+                }
+                self.ops.remove(index);
+                let bid = cqueue::buffer_select(flags);
+                let outcome = match (result, bid) {
+                    (Ok(n), Some(bid)) => Outcome::Received(Ok(self.bufs.filled(bid, n as usize))),
+                    (Ok(_), None) => Outcome::Received(Ok(&[])),
+                    (Err(e), _) => Outcome::Received(Err(e)),
+                };
+                on(Completion { token, op: id, outcome });
+                if let Some(bid) = bid {
+                    self.bufs.recycle(bid);
+                }
+                bid.is_some()
+            }
+            Kind::Send(_) => {
+                let Kind::Send(mut state) = self.ops.remove(index).kind else { unreachable!() };
+                let buf = std::mem::take(&mut state.buf);
+                self.send_pool.push(state);
+                let result = result.map(|n| n as usize);
+                on(Completion { token, op: id, outcome: Outcome::Sent { result, buf } });
+                false
+            }
+            Kind::Close => {
+                self.ops.remove(index);
+                on(Completion { token, op: id, outcome: Outcome::Closed(result.map(drop)) });
+                false
+            }
+            Kind::Cancel => {
+                self.ops.remove(index);
+                false
+            }
+            Kind::Waker => {
+                super::eventfd_drain(self.waker.as_raw_fd());
+                if !more {
+                    self.ops.remove(index);
+                    self.arm_waker();
+                }
+                false
+            }
+        }
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        // The waker's poll is always armed and is not the caller's.
+        self.ops.iter().filter(|(_, s)| !matches!(s.kind, Kind::Waker | Kind::Cancel)).count()
+    }
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        // Cancel everything, then wait (bounded) for the kernel to give every slot back, so
+        // no memory it may still touch is freed.
+        let live: Vec<OpId> = self
+            .ops
+            .iter()
+            .filter(|(_, s)| !matches!(s.kind, Kind::Cancel))
+            .map(|(i, s)| OpId { index: i as u32, generation: s.generation })
+            .collect();
+        for op in live {
+            self.cancel(op);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !self.ops.is_empty() && std::time::Instant::now() < deadline {
+            let mut ignore = |_: Completion<'_>| {};
+            if self.wait(Some(Duration::from_millis(50)), &mut ignore).is_err() {
+                break;
+            }
+            // The waker re-arms itself on cancellation; stop it from doing so forever.
+            let only_waker = self.ops.iter().all(|(_, s)| matches!(s.kind, Kind::Waker));
+            if only_waker {
+                break;
+            }
+        }
+        self.bufs.unregister(&self.ring.submitter());
+        // Sends the kernel never gave back keep their memory: leak rather than free it.
+        for (_, slot) in std::mem::take(&mut self.ops) {
+            if let Kind::Send(state) = slot.kind {
+                std::mem::forget(state);
+            }
+        }
+    }
+}
