@@ -1,8 +1,12 @@
 //! Request body framing: Content-Length and chunked (RFC 9112 §6, §7).
+//!
+//! Read RFC 9112 §6.2 (Content-Length), §6.3 (message body length) and §7 (chunked) before
+//! editing. The chunked state machine lives in the private `chunked` module.
 
 use bytes::{Bytes, BytesMut};
 
-use super::error::BodyError;
+use super::chunked::Chunked;
+use super::error::{BodyError, LimitExceeded};
 use super::request::BodyFraming;
 
 /// What [`BodyDecoder::decode`] found in the buffer.
@@ -18,9 +22,33 @@ pub enum BodyEvent {
 }
 
 /// Decodes one request body from a receive buffer.
+///
+/// Call [`decode`](Self::decode) whenever bytes arrive, and again after every
+/// [`BodyEvent::Data`], until it returns [`BodyEvent::Done`] or an error. `NeedMore` is only
+/// returned once every buffered byte has been consumed. The decoder never consumes a byte past
+/// the end of its body, so the buffer then holds the next pipelined request.
+///
+/// Errors are sticky: once `decode` fails, it keeps returning the same error. Trailer fields
+/// of a chunked body are validated (and their size capped) but discarded: nothing in Peregrine
+/// consumes them, and forwarding them would be a way to inject fields after the head was
+/// checked.
 #[derive(Debug)]
 pub struct BodyDecoder {
-    _private: (),
+    kind: Kind,
+    failed: Option<BodyError>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// No more body bytes (empty framing, or all read).
+    Done,
+    /// Content-Length framing: `remaining` of `total` bytes still to come.
+    Length {
+        remaining: u64,
+        total: u64,
+        max_body: Option<u64>,
+    },
+    Chunked(Chunked),
 }
 
 impl BodyDecoder {
@@ -28,18 +56,71 @@ impl BodyDecoder {
     /// a Content-Length above it should be rejected by the caller before reading, chunked
     /// bodies are counted as they arrive. `max_trailer_size` caps the trailer section.
     pub fn new(framing: BodyFraming, max_body_size: Option<u64>, max_trailer_size: usize) -> Self {
-        let _ = (framing, max_body_size, max_trailer_size);
-        todo!()
+        let kind = match framing {
+            BodyFraming::Empty | BodyFraming::Length(0) => Kind::Done,
+            BodyFraming::Length(n) => {
+                Kind::Length { remaining: n, total: n, max_body: max_body_size }
+            }
+            BodyFraming::Chunked => Kind::Chunked(Chunked::new(max_body_size, max_trailer_size)),
+        };
+        BodyDecoder { kind, failed: None }
     }
 
     /// Decodes from the front of `buf`, consuming framing bytes and splitting off data.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<BodyEvent, BodyError> {
-        let _ = buf;
-        todo!()
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        let result = match &mut self.kind {
+            Kind::Done => Ok(BodyEvent::Done),
+            Kind::Length { remaining, total, max_body } => {
+                decode_length(remaining, *total, *max_body, buf)
+            }
+            Kind::Chunked(chunked) => chunked.decode(buf),
+        };
+        match &result {
+            Err(e) => self.failed = Some(*e),
+            Ok(_) if matches!(self.kind, Kind::Length { remaining: 0, .. }) => {
+                self.kind = Kind::Done;
+            }
+            Ok(_) => {}
+        }
+        result
     }
 
     /// Whether the whole body has been decoded.
     pub fn is_done(&self) -> bool {
-        todo!()
+        match &self.kind {
+            Kind::Done => true,
+            Kind::Length { .. } => false,
+            Kind::Chunked(chunked) => chunked.is_done(),
+        }
     }
+}
+
+/// Content-Length framing (RFC 9112 §6.2): hand out up to `remaining` bytes as they arrive.
+fn decode_length(
+    remaining: &mut u64,
+    total: u64,
+    max_body: Option<u64>,
+    buf: &mut BytesMut,
+) -> Result<BodyEvent, BodyError> {
+    // The caller should have answered 413 from the head already; this keeps a decoder built
+    // without that check from reading an oversized body anyway.
+    if let Some(max) = max_body {
+        if total > max {
+            return Err(BodyError::Limit(LimitExceeded {
+                limit: "max_request_body_size",
+                max,
+                observed: total,
+            }));
+        }
+    }
+    if buf.is_empty() {
+        return Ok(BodyEvent::NeedMore);
+    }
+    // At most `buf.len()`, so it fits a usize.
+    let n = (*remaining).min(buf.len() as u64) as usize;
+    *remaining -= n as u64;
+    Ok(BodyEvent::Data(buf.split_to(n).freeze()))
 }

@@ -17,9 +17,13 @@
 //! whatever the body decoder left in the buffer.
 
 pub mod body;
+mod chunked;
 pub mod error;
 pub mod request;
 pub mod response;
+mod scan;
+#[cfg(test)]
+mod tests;
 
 pub use body::{BodyDecoder, BodyEvent};
 pub use error::{BodyError, LimitExceeded, ParseError, Violation};

@@ -3,10 +3,13 @@
 //! Read RFC 9112 §2.2 (message parsing), §3 (request line), §5 (field syntax), §6 (body
 //! framing) and RFC 9110 §7.2 (Host) before editing.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::Authority;
 use http::{HeaderMap, Method, Uri, Version};
 
-use super::error::ParseError;
+use super::error::{LimitExceeded, ParseError, Violation};
+use super::scan::{self, HeaderSpan, RawHead};
 
 /// The limits the head parser enforces while bytes arrive. Built by the caller from
 /// `peregrine_limits::Limits`; the field names match.
@@ -65,6 +68,268 @@ pub fn parse_request(
     buf: &mut BytesMut,
     cfg: &ParseConfig,
 ) -> Result<Option<RequestHead>, ParseError> {
-    let _ = (buf, cfg);
-    todo!()
+    let slots = scan::header_slots(cfg);
+    let mut stack_spans = [const { HeaderSpan::EMPTY }; scan::STACK_HEADER_SLOTS];
+    let mut heap_spans = Vec::new();
+    let spans: &mut [HeaderSpan] = if slots <= scan::STACK_HEADER_SLOTS {
+        &mut stack_spans[..slots]
+    } else {
+        heap_spans.resize(slots, HeaderSpan::EMPTY);
+        &mut heap_spans
+    };
+
+    let Some(raw) = scan::scan_head(buf, cfg, spans)? else { return Ok(None) };
+    // The head is complete: from here on the buffer is only split, never copied. On an error
+    // below the head is already consumed, which is fine: the caller closes the connection.
+    let head = buf.split_to(raw.len).freeze();
+    build_head(&head, &raw, &spans[..raw.header_count]).map(Some)
+}
+
+fn malformed<E>(_: E) -> ParseError {
+    ParseError::Invalid(Violation::MalformedHead)
+}
+
+fn invalid(v: Violation) -> ParseError {
+    ParseError::Invalid(v)
+}
+
+/// Builds the `http` types from a tokenised head (zero-copy slices of `bytes`) and applies
+/// the semantic rules. When several rules are broken the first in this order is reported:
+/// malformed field bytes, target, Host, Transfer-Encoding, Content-Length.
+fn build_head(
+    bytes: &Bytes,
+    raw: &RawHead,
+    spans: &[HeaderSpan],
+) -> Result<RequestHead, ParseError> {
+    let method = Method::from_bytes(&bytes[raw.method.clone()]).map_err(malformed)?;
+    let version = if raw.minor_version == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
+
+    // `HeaderMap` holds at most 32 Ki entries; only limits far above the defaults reach that.
+    let too_many = |_| {
+        let n = spans.len() as u64;
+        ParseError::Limit(LimitExceeded { limit: "max_request_header_count", max: n, observed: n })
+    };
+    let mut headers = HeaderMap::try_with_capacity(spans.len()).map_err(too_many)?;
+    let mut fields = Fields::default();
+    for span in spans {
+        // `from_bytes` lowercases; the common names resolve to constants without allocating.
+        let name = HeaderName::from_bytes(&bytes[span.name.clone()]).map_err(malformed)?;
+        let value = bytes.slice(span.value.clone());
+        fields.observe(&name, &value);
+        // Rejects control bytes other than HTAB (httparse already did; this is the type's
+        // own guarantee, so a mismatch cannot slip through).
+        let value = HeaderValue::from_maybe_shared(value).map_err(malformed)?;
+        headers.try_append(name, value).map_err(too_many)?;
+    }
+
+    let uri = parse_target(&method, bytes.slice(raw.target.clone()))?;
+    fields.check_host(version)?;
+    let framing = fields.framing(version)?;
+
+    let http11 = version == Version::HTTP_11;
+    // RFC 9112 §9.3: HTTP/1.1 is persistent unless `close`; HTTP/1.0 only with `keep-alive`.
+    // `close` wins when both are sent.
+    let keep_alive = !fields.conn_close && (http11 || fields.conn_keep_alive);
+    Ok(RequestHead {
+        method,
+        uri,
+        version,
+        headers,
+        framing,
+        keep_alive,
+        // RFC 9110 §10.1.1: a server MUST ignore 100-continue in an HTTP/1.0 request.
+        expect_continue: http11 && fields.expect_continue,
+        // RFC 9110 §7.8: a server MUST ignore Upgrade in an HTTP/1.0 request.
+        upgrade: http11 && fields.conn_upgrade && fields.upgrade,
+    })
+}
+
+/// Checks the request-target against the form its method allows (RFC 9112 §3.2).
+///
+/// - origin-form (`/path?query`, §3.2.1): any method but CONNECT.
+/// - absolute-form (`scheme://authority/path`, §3.2.2): any method but CONNECT.
+/// - authority-form (`host:port`, §3.2.3): CONNECT only, and CONNECT takes nothing else. No
+///   userinfo: the grammar is `uri-host ":" port`.
+/// - asterisk-form (`*`, §3.2.4): OPTIONS only.
+///
+/// A fragment is never part of a request-target; `http` would drop it silently, we reject
+/// it. Targets longer than `http::Uri` can hold (64 KiB) are rejected as invalid too.
+fn parse_target(method: &Method, target: Bytes) -> Result<Uri, ParseError> {
+    let bad = || invalid(Violation::InvalidTarget);
+    if target.contains(&b'#') {
+        return Err(bad());
+    }
+    let first = target.first().copied();
+    let asterisk = target.as_ref() == b"*";
+    let uri = Uri::from_maybe_shared(target).map_err(|_| bad())?;
+    let ok = if method == Method::CONNECT {
+        uri.scheme().is_none()
+            && uri.path().is_empty()
+            && uri.authority().is_some_and(|a| a.port().is_some() && !a.as_str().contains('@'))
+    } else if first == Some(b'/') {
+        // `Uri` parses anything starting with '/' as a path.
+        true
+    } else if asterisk {
+        method == Method::OPTIONS
+    } else {
+        uri.scheme().is_some() && uri.authority().is_some()
+    };
+    if ok {
+        Ok(uri)
+    } else {
+        Err(bad())
+    }
+}
+
+/// What the fields that decide framing and connection handling said, gathered in one pass.
+#[derive(Debug, Default)]
+struct Fields {
+    host_count: usize,
+    host_invalid: bool,
+    /// The agreed Content-Length, once one valid value has been seen.
+    content_length: Option<u64>,
+    content_length_seen: bool,
+    content_length_invalid: bool,
+    transfer_encoding_seen: bool,
+    /// Times `chunked` was named across all Transfer-Encoding lines.
+    chunked_count: usize,
+    /// Whether the last coding named so far is `chunked`.
+    chunked_last: bool,
+    /// Whether any coding other than `chunked` was named.
+    other_coding: bool,
+    conn_close: bool,
+    conn_keep_alive: bool,
+    conn_upgrade: bool,
+    expect_continue: bool,
+    upgrade: bool,
+}
+
+impl Fields {
+    fn observe(&mut self, name: &HeaderName, value: &Bytes) {
+        if name == header::HOST {
+            self.host_count += 1;
+            // RFC 9110 §7.2: Host = uri-host [ ":" port ]. Empty is allowed (a target URI
+            // without authority); userinfo is not, though `Authority` would accept it.
+            if !value.is_empty()
+                && (value.contains(&b'@') || Authority::from_maybe_shared(value.clone()).is_err())
+            {
+                self.host_invalid = true;
+            }
+        } else if name == header::CONTENT_LENGTH {
+            self.content_length_seen = true;
+            self.observe_content_length(value);
+        } else if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding_seen = true;
+            for coding in list_elements(value) {
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    self.chunked_count += 1;
+                    self.chunked_last = true;
+                } else {
+                    self.other_coding = true;
+                    self.chunked_last = false;
+                }
+            }
+        } else if name == header::CONNECTION {
+            for token in list_elements(value) {
+                self.conn_close |= token.eq_ignore_ascii_case(b"close");
+                self.conn_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                self.conn_upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+            }
+        } else if name == header::EXPECT {
+            self.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
+        } else if name == header::UPGRADE {
+            self.upgrade = true;
+        }
+    }
+
+    /// RFC 9110 §8.6: `Content-Length = 1*DIGIT`. A list of identical values (`5, 5`, or
+    /// repeated lines) may be accepted as that value; anything else is invalid.
+    fn observe_content_length(&mut self, value: &[u8]) {
+        let mut any = false;
+        for element in value.split(|&b| b == b',').map(trim_ows) {
+            any = true;
+            match (parse_decimal(element), self.content_length) {
+                (Some(n), None) => self.content_length = Some(n),
+                (Some(n), Some(agreed)) if n == agreed => {}
+                _ => self.content_length_invalid = true,
+            }
+        }
+        self.content_length_invalid |= !any;
+    }
+
+    /// RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host, for any request with more
+    /// than one Host line, and for an invalid Host value.
+    fn check_host(&self, version: Version) -> Result<(), ParseError> {
+        match self.host_count {
+            0 if version == Version::HTTP_11 => Err(invalid(Violation::MissingHost)),
+            0 | 1 if self.host_invalid => Err(invalid(Violation::InvalidHost)),
+            0 | 1 => Ok(()),
+            _ => Err(invalid(Violation::DuplicateHost)),
+        }
+    }
+
+    /// The request body length, RFC 9112 §6.3, as it applies to requests:
+    ///
+    /// 1. (HEAD, 1xx, 204, 304: responses only.)
+    /// 2. (2xx to CONNECT: responses only.)
+    /// 3. Transfer-Encoding and Content-Length both present: RFC 9112 lets TE override and
+    ///    asks that the connection be closed; Peregrine rejects it outright, since it is the
+    ///    classic request-smuggling shape (§11.2).
+    /// 4. Transfer-Encoding present: chunked must be the final coding, else 400. We decode no
+    ///    other coding, so anything before `chunked` is 501 (RFC 9112 §6.1). Applying chunked
+    ///    twice is forbidden (§7) and also 400. On HTTP/1.0, Transfer-Encoding means the
+    ///    framing is faulty (§6.1): 400.
+    /// 5. Content-Length invalid, or several differing values: 400.
+    /// 6. Content-Length valid: that many bytes.
+    /// 7. Neither: no body.
+    /// 8. (Close-delimited: responses only.)
+    fn framing(&self, version: Version) -> Result<BodyFraming, ParseError> {
+        if self.transfer_encoding_seen {
+            if version == Version::HTTP_10 {
+                return Err(invalid(Violation::TransferEncodingOnHttp10));
+            }
+            if self.content_length_seen {
+                return Err(invalid(Violation::ContentLengthWithTransferEncoding));
+            }
+            if self.chunked_count != 1 || !self.chunked_last {
+                return Err(invalid(Violation::TransferEncodingNotChunkedLast));
+            }
+            if self.other_coding {
+                return Err(ParseError::UnsupportedTransferCoding);
+            }
+            return Ok(BodyFraming::Chunked);
+        }
+        if self.content_length_invalid {
+            return Err(invalid(Violation::InvalidContentLength));
+        }
+        Ok(match self.content_length {
+            Some(n) if n > 0 => BodyFraming::Length(n),
+            _ => BodyFraming::Empty,
+        })
+    }
+}
+
+/// The non-empty, OWS-trimmed elements of a comma-separated list (RFC 9110 §5.6.1; empty
+/// elements are ignored, as recipients must).
+fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(trim_ows).filter(|e| !e.is_empty())
+}
+
+/// Strips optional whitespace (SP / HTAB, RFC 9110 §5.6.3) from both ends.
+fn trim_ows(s: &[u8]) -> &[u8] {
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = s.iter().position(|b| !is_ows(b)).unwrap_or(s.len());
+    let end = s.iter().rposition(|b| !is_ows(b)).map_or(start, |i| i + 1);
+    &s[start..end]
+}
+
+/// `1*DIGIT` as a u64: no sign, no whitespace, no overflow.
+fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }

@@ -1,6 +1,10 @@
 //! Serialising responses into caller-owned buffers.
+//!
+//! Read RFC 9112 §4 (status line), §6.3 (message body length), §7.1 (chunked), §9.3
+//! (persistence) and RFC 9110 §6.4.1 (which responses have content) before editing.
 
 use bytes::BytesMut;
+use http::header::{self, HeaderName};
 use http::{HeaderMap, Method, StatusCode, Version};
 
 /// `100 Continue`, sent when a handler first reads a body whose request said
@@ -29,14 +33,32 @@ pub enum ResponseFraming {
 }
 
 /// Chooses the framing for a response (RFC 9112 §6.3, RFC 9110 §6.4.1).
+///
+/// In order: 1xx, 204 and 304 never have a body; a 2xx answer to CONNECT turns the connection
+/// into a tunnel and must not carry Content-Length or Transfer-Encoding (RFC 9110 §9.3.6); a
+/// HEAD response has no body but may advertise the length a GET would have had; a known
+/// length is sent as Content-Length; an unknown one is chunked for HTTP/1.1 and delimited by
+/// closing the connection for HTTP/1.0 (which has no chunked coding).
 pub fn response_framing(
     status: StatusCode,
     request_method: &Method,
     request_version: Version,
     body_len: Option<u64>,
 ) -> ResponseFraming {
-    let _ = (status, request_method, request_version, body_len);
-    todo!()
+    let no_body_status = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if no_body_status || (request_method == Method::CONNECT && status.is_success()) {
+        ResponseFraming::NoBody { content_length: None }
+    } else if request_method == Method::HEAD {
+        ResponseFraming::NoBody { content_length: body_len }
+    } else if let Some(n) = body_len {
+        ResponseFraming::Length(n)
+    } else if request_version >= Version::HTTP_11 {
+        ResponseFraming::Chunked
+    } else {
+        ResponseFraming::CloseDelimited
+    }
 }
 
 /// Writes a status line and header block into `dst`.
@@ -46,6 +68,14 @@ pub fn response_framing(
 /// caller's cached 29-byte IMF-fixdate; `date` and `server` are written unless the handler set
 /// them. `Connection: close` is written when `close` is true; for HTTP/1.0 requests that stay
 /// open, `Connection: keep-alive`.
+///
+/// A [`ResponseFraming::CloseDelimited`] body ends when the connection closes, so it always
+/// gets `Connection: close`, whatever `close` says; the caller must close after it.
+///
+/// The status line always says `HTTP/1.1` (RFC 9112 §2.3: a server sends its own highest
+/// conformant version, whatever the request's), as nginx does. Names are written lowercase, as
+/// `http::HeaderName` stores them; values are written as their raw bytes. Nothing on this
+/// path allocates except `dst` growing, and it is reserved once.
 pub fn encode_response_head(
     status: StatusCode,
     headers: &HeaderMap,
@@ -55,18 +85,119 @@ pub fn encode_response_head(
     date: &[u8],
     dst: &mut BytesMut,
 ) {
-    let _ = (status, headers, framing, request_version, close, date, dst);
-    todo!()
+    let close = close || framing == ResponseFraming::CloseDelimited;
+    let handler_bytes: usize = headers
+        .iter()
+        .filter(|(name, _)| !is_codec_owned(name))
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    // Status line, the codec's own fields and the final CRLF fit in this with room to spare.
+    dst.reserve(handler_bytes + date.len() + 160);
+
+    put_status_line(status, dst);
+    for (name, value) in headers {
+        if !is_codec_owned(name) {
+            put_field(name.as_str().as_bytes(), value.as_bytes(), dst);
+        }
+    }
+    match framing {
+        ResponseFraming::Length(n) | ResponseFraming::NoBody { content_length: Some(n) } => {
+            put_field(b"content-length", decimal(n, &mut [0; 20]), dst);
+        }
+        ResponseFraming::Chunked => put_field(b"transfer-encoding", b"chunked", dst),
+        ResponseFraming::NoBody { content_length: None } | ResponseFraming::CloseDelimited => {}
+    }
+    if close {
+        put_field(b"connection", b"close", dst);
+    } else if request_version == Version::HTTP_10 {
+        // HTTP/1.0 closes by default (RFC 9112 §9.3); say that this connection persists.
+        put_field(b"connection", b"keep-alive", dst);
+    }
+    if !headers.contains_key(header::DATE) {
+        put_field(b"date", date, dst);
+    }
+    if !headers.contains_key(header::SERVER) {
+        put_field(b"server", b"peregrine", dst);
+    }
+    dst.extend_from_slice(b"\r\n");
+}
+
+/// Fields whose values follow from the framing and connection decisions: a handler's copy
+/// could contradict them (the response-splitting / desync shape), so it is dropped.
+/// `keep-alive` is a connection-specific field of HTTP/1.0 (RFC 9110 §7.6.1).
+fn is_codec_owned(name: &HeaderName) -> bool {
+    name == header::CONTENT_LENGTH
+        || name == header::TRANSFER_ENCODING
+        || name == header::CONNECTION
+        || name.as_str() == "keep-alive"
+}
+
+/// `HTTP/1.1 200 OK\r\n`; with no canonical reason, `HTTP/1.1 599 \r\n` (the reason-phrase
+/// may be empty, but the space before it is not optional, RFC 9112 §4).
+fn put_status_line(status: StatusCode, dst: &mut BytesMut) {
+    dst.extend_from_slice(b"HTTP/1.1 ");
+    dst.extend_from_slice(status.as_str().as_bytes());
+    dst.extend_from_slice(b" ");
+    dst.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    dst.extend_from_slice(b"\r\n");
+}
+
+fn put_field(name: &[u8], value: &[u8], dst: &mut BytesMut) {
+    dst.extend_from_slice(name);
+    dst.extend_from_slice(b": ");
+    dst.extend_from_slice(value);
+    dst.extend_from_slice(b"\r\n");
+}
+
+/// Formats `n` in decimal into the end of `scratch` and returns the digits.
+fn decimal(mut n: u64, scratch: &mut [u8; 20]) -> &[u8] {
+    let mut i = scratch.len();
+    loop {
+        i -= 1;
+        scratch[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &scratch[i..];
+        }
+    }
+}
+
+/// Formats `n` in lowercase hex into the end of `scratch` and returns the digits.
+fn hex(mut n: u64, scratch: &mut [u8; 16]) -> &[u8] {
+    let mut i = scratch.len();
+    loop {
+        i -= 1;
+        scratch[i] = b"0123456789abcdef"[(n & 0xf) as usize];
+        n >>= 4;
+        if n == 0 {
+            return &scratch[i..];
+        }
+    }
 }
 
 /// Writes a chunk-size line (`{len:x}\r\n`) for a chunk of `len > 0` bytes.
+///
+/// # Panics
+///
+/// In debug builds, if `len` is 0: that line is the last chunk, written with [`LAST_CHUNK`].
 pub fn encode_chunk_header(len: usize, dst: &mut BytesMut) {
-    let _ = (len, dst);
-    todo!()
+    debug_assert!(len > 0, "a zero-length chunk ends the body; use LAST_CHUNK");
+    dst.extend_from_slice(hex(len as u64, &mut [0; 16]));
+    dst.extend_from_slice(b"\r\n");
 }
 
 /// Writes a complete error response (`status`, empty body, `Connection: close`).
+///
+/// The same bytes as [`encode_response_head`] with no handler headers and a zero
+/// Content-Length: `content-length: 0`, `connection: close`, `date`, `server`.
 pub fn encode_error_response(status: StatusCode, date: &[u8], dst: &mut BytesMut) {
-    let _ = (status, date, dst);
-    todo!()
+    encode_response_head(
+        status,
+        &HeaderMap::new(),
+        ResponseFraming::Length(0),
+        Version::HTTP_11,
+        true,
+        date,
+        dst,
+    );
 }
