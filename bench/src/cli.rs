@@ -1,0 +1,196 @@
+//! Command-line options (hand-parsed: std only, and there are few of them).
+
+use std::path::PathBuf;
+
+/// Usage text for `--help`.
+pub const USAGE: &str = "\
+peregrine-bench: Peregrine vs nginx load benchmark (wrk, 127.0.0.1 only)
+
+USAGE:
+    cargo run -p peregrine-bench --release -- [OPTIONS]
+
+OPTIONS:
+    --quick              3 s runs, 1 round (explicit --duration/--rounds still win)
+    --rounds N           rounds over all scenarios [default: 3]
+    --duration SECS      seconds per wrk run [default: 10]
+    --warmup SECS        unrecorded warm-up per server before round 1 [default: 1; 0 = none]
+    --peregrine PATH     Peregrine binary [default: <workspace>/target/release/peregrine];
+                         giving a path also skips the build
+    --no-build           do not run `cargo build --release -p peregrine` first
+    --peers-only         skip Peregrine; benchmark the peers (nginx) alone
+    --nginx PATH         nginx binary [default: nginx on PATH, else /usr/sbin/nginx]
+    --no-nginx           skip nginx (no ratios)
+    --server-cpu LIST    CPUs the servers are pinned to, taskset -c syntax [default: 0]
+    --wrk-cpu LIST       CPUs wrk is pinned to [default: 1]
+    --no-pin             do not pin anything
+    --out DIR            where reports go [default: bench/results]
+    -h, --help           this text
+";
+
+/// Parsed options; see [`USAGE`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cli {
+    /// `--quick`.
+    pub quick: bool,
+    /// `--rounds`, if given.
+    pub rounds: Option<u32>,
+    /// `--duration`, if given.
+    pub duration_s: Option<u64>,
+    /// `--warmup`.
+    pub warmup_s: u64,
+    /// `--peregrine`, if given.
+    pub peregrine: Option<PathBuf>,
+    /// `--no-build`.
+    pub no_build: bool,
+    /// `--peers-only`.
+    pub peers_only: bool,
+    /// `--nginx`, if given.
+    pub nginx: Option<PathBuf>,
+    /// `--no-nginx`.
+    pub no_nginx: bool,
+    /// `--server-cpu`.
+    pub server_cpus: String,
+    /// `--wrk-cpu`.
+    pub wrk_cpus: String,
+    /// Whether `--server-cpu` or `--wrk-cpu` was given explicitly.
+    pub cpus_explicit: bool,
+    /// `--no-pin`.
+    pub no_pin: bool,
+    /// `--out`, if given.
+    pub out: Option<PathBuf>,
+}
+
+impl Default for Cli {
+    fn default() -> Self {
+        Cli {
+            quick: false,
+            rounds: None,
+            duration_s: None,
+            warmup_s: 1,
+            peregrine: None,
+            no_build: false,
+            peers_only: false,
+            nginx: None,
+            no_nginx: false,
+            server_cpus: "0".into(),
+            wrk_cpus: "1".into(),
+            cpus_explicit: false,
+            no_pin: false,
+            out: None,
+        }
+    }
+}
+
+impl Cli {
+    /// Rounds to run: explicit, else 1 with `--quick`, else 3.
+    pub fn rounds(&self) -> u32 {
+        self.rounds.unwrap_or(if self.quick { 1 } else { 3 })
+    }
+
+    /// Seconds per run: explicit, else 3 with `--quick`, else 10.
+    pub fn duration_s(&self) -> u64 {
+        self.duration_s.unwrap_or(if self.quick { 3 } else { 10 })
+    }
+}
+
+/// Parses the arguments after the program name. `Ok(None)` means `--help`.
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Cli>, String> {
+    let mut cli = Cli::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        // Accept both `--flag value` and `--flag=value`.
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| {
+            inline.clone().or_else(|| args.next()).ok_or_else(|| format!("{name} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--quick" => cli.quick = true,
+            "--no-build" => cli.no_build = true,
+            "--peers-only" => cli.peers_only = true,
+            "--no-nginx" => cli.no_nginx = true,
+            "--no-pin" => cli.no_pin = true,
+            "--rounds" => cli.rounds = Some(positive(&flag, &value(&flag)?)?),
+            "--duration" => cli.duration_s = Some(positive(&flag, &value(&flag)?)?),
+            "--warmup" => {
+                let v = value(&flag)?;
+                cli.warmup_s = v.parse().map_err(|_| format!("{flag}: not a number: {v:?}"))?;
+            }
+            "--peregrine" => cli.peregrine = Some(value(&flag)?.into()),
+            "--nginx" => cli.nginx = Some(value(&flag)?.into()),
+            "--out" => cli.out = Some(value(&flag)?.into()),
+            "--server-cpu" => {
+                cli.server_cpus = cpu_list(&flag, value(&flag)?)?;
+                cli.cpus_explicit = true;
+            }
+            "--wrk-cpu" => {
+                cli.wrk_cpus = cpu_list(&flag, value(&flag)?)?;
+                cli.cpus_explicit = true;
+            }
+            _ => return Err(format!("unknown argument {arg:?}; see --help")),
+        }
+    }
+    if cli.peers_only && cli.no_nginx {
+        return Err("--peers-only with --no-nginx leaves nothing to benchmark".into());
+    }
+    Ok(Some(cli))
+}
+
+fn positive<T: std::str::FromStr + PartialOrd + Default>(flag: &str, v: &str) -> Result<T, String> {
+    match v.parse::<T>() {
+        Ok(n) if n > T::default() => Ok(n),
+        _ => Err(format!("{flag}: expected a positive number, got {v:?}")),
+    }
+}
+
+/// Only what `taskset -c` accepts (digits, `,`, `-`), so a typo fails here
+/// with a clear message instead of as a confusing wrk/server failure.
+fn cpu_list(flag: &str, v: String) -> Result<String, String> {
+    if !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == ',' || c == '-') {
+        Ok(v)
+    } else {
+        Err(format!("{flag}: expected a CPU list such as 0 or 2-3, got {v:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_strs(args: &[&str]) -> Result<Option<Cli>, String> {
+        parse(args.iter().map(|s| (*s).to_owned()))
+    }
+
+    #[test]
+    fn defaults_and_quick() {
+        let cli = parse_strs(&[]).unwrap().unwrap();
+        assert_eq!((cli.rounds(), cli.duration_s()), (3, 10));
+        let cli = parse_strs(&["--quick"]).unwrap().unwrap();
+        assert_eq!((cli.rounds(), cli.duration_s()), (1, 3));
+        let cli = parse_strs(&["--quick", "--rounds", "2", "--duration=5"]).unwrap().unwrap();
+        assert_eq!((cli.rounds(), cli.duration_s()), (2, 5));
+    }
+
+    #[test]
+    fn paths_and_cpus() {
+        let cli = parse_strs(&["--peregrine", "/x/peregrine", "--server-cpu=2", "--wrk-cpu", "3"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(cli.peregrine, Some(PathBuf::from("/x/peregrine")));
+        assert_eq!((cli.server_cpus.as_str(), cli.wrk_cpus.as_str()), ("2", "3"));
+        assert!(cli.cpus_explicit);
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(parse_strs(&["--rounds", "0"]).is_err());
+        assert!(parse_strs(&["--duration"]).is_err());
+        assert!(parse_strs(&["--server-cpu", "0; rm -rf /"]).is_err());
+        assert!(parse_strs(&["--frobnicate"]).is_err());
+        assert!(parse_strs(&["--peers-only", "--no-nginx"]).is_err());
+        assert_eq!(parse_strs(&["--help"]).unwrap(), None);
+    }
+}
