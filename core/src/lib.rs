@@ -1,1 +1,38 @@
-//! placeholder
+//! Peregrine: a thread-per-core HTTP edge server.
+//!
+//! One reactor per core, each with its own listening socket (SO_REUSEPORT), its own
+//! completion driver (io_uring, or epoll where io_uring is blocked), a small executor and
+//! timers; no locks and no cross-core traffic on the request path. The codecs are sans-IO
+//! (`peregrine-protocols`), the limits are one documented policy (`peregrine-limits`).
+//!
+//! Embedding, the way an ASP.NET Core app embeds Kestrel: give a handler factory; each core
+//! builds its own handler, so handlers may hold `!Send` state and never lock.
+//!
+//! ```no_run
+//! use peregrine::{Body, Server, ServerConfig};
+//! use http::{Request, Response};
+//!
+//! let config = ServerConfig { listen: vec!["127.0.0.1:0".parse().unwrap()], ..Default::default() };
+//! let server = Server::start(config, || {
+//!     |_req: Request<Body>| async { Response::new(Body::from("hello")) }
+//! })
+//! .unwrap();
+//! println!("listening on http://{}", server.local_addrs()[0]);
+//! server.wait();
+//! ```
+#![forbid(unsafe_code)]
+
+mod body;
+pub mod config;
+mod date;
+mod h1;
+mod handler;
+pub mod routes;
+mod rt;
+mod server;
+
+pub use body::{Body, BodyChunk, BodyError};
+pub use handler::Handler;
+pub use peregrine_io_linux::{DriverKind, IoChoice};
+pub use peregrine_limits::{Limits, MinDataRate};
+pub use server::{Server, ServerConfig, ShutdownHandle, StartError};

@@ -35,7 +35,7 @@ mod op;
 #[allow(unsafe_code)]
 mod sys;
 
-pub use op::{Completion, OpId, Outcome, SendBuf, MAX_SEND_CHUNKS};
+pub use op::{is_canceled, Completion, OpId, Outcome, SendBuf, MAX_SEND_CHUNKS};
 pub use sys::{allowed_cpus, pin_current_thread, raise_open_files_limit, shutdown_write};
 
 use std::fmt;

@@ -125,6 +125,11 @@ pub struct Completion<'a> {
     pub outcome: Outcome<'a>,
 }
 
+/// Whether `e` is the error of a cancelled operation (ECANCELED).
+pub fn is_canceled(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ECANCELED)
+}
+
 /// The error a cancelled operation completes with.
 pub(crate) fn canceled() -> io::Error {
     io::Error::from_raw_os_error(libc::ECANCELED)

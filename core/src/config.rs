@@ -1,0 +1,185 @@
+//! The TOML config file.
+//!
+//! ```toml
+//! threads = 2                 # default: one per CPU
+//! io = "auto"                 # auto | uring | epoll
+//! pin_threads = true
+//!
+//! [[listener]]
+//! address = "127.0.0.1:8080"
+//!
+//! [limits]                    # any field of peregrine_limits::Limits
+//! keep_alive_timeout = "130s"
+//!
+//! [[route]]                   # fixed responses, matched on the exact path
+//! path = "/healthz"
+//! status = 200
+//! body = "ok"
+//! content_type = "text/plain"
+//! ```
+//!
+//! Unknown keys are errors: a misspelt limit must not silently fall back to its default.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+
+use peregrine_io_linux::IoChoice;
+use peregrine_limits::Limits;
+use serde::Deserialize;
+
+/// The whole config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listeners, in order.
+    pub listener: Vec<ListenerConfig>,
+    /// Reactor threads; default one per CPU.
+    pub threads: Option<usize>,
+    /// `auto`, `uring` or `epoll`.
+    pub io: Option<String>,
+    /// Pin reactor threads to CPUs (default true).
+    pub pin_threads: Option<bool>,
+    /// Hardening limits.
+    pub limits: Limits,
+    /// Fixed-response routes.
+    pub route: Vec<RouteConfig>,
+}
+
+/// One listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `host:port`; port 0 picks a free port.
+    pub address: String,
+}
+
+/// A fixed response for an exact path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The exact request path, e.g. `/healthz`.
+    pub path: String,
+    /// Status code (default 200).
+    #[serde(default = "default_status")]
+    pub status: u16,
+    /// Response body (default empty).
+    #[serde(default)]
+    pub body: String,
+    /// Content-Type (default `text/plain`).
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+}
+
+fn default_status() -> u16 {
+    200
+}
+
+fn default_content_type() -> String {
+    "text/plain".into()
+}
+
+impl Config {
+    /// Reads and validates a config file. The error is one line naming the file, the line,
+    /// the field and the problem.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        Config::parse(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| one_line(text, &e))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values serde cannot check.
+    pub fn validate(&self) -> Result<(), String> {
+        self.limits.validate()?;
+        if self.threads == Some(0) {
+            return Err("threads must be at least 1".into());
+        }
+        if let Some(io) = &self.io {
+            io.parse::<IoChoice>().map_err(|e| format!("io: {e}"))?;
+        }
+        for (i, l) in self.listener.iter().enumerate() {
+            resolve(&l.address).map_err(|e| format!("listener[{i}].address: {e}"))?;
+        }
+        for (i, r) in self.route.iter().enumerate() {
+            if !r.path.starts_with('/') {
+                return Err(format!("route[{i}].path: `{}` must start with `/`", r.path));
+            }
+            if !(100..=999).contains(&r.status) {
+                return Err(format!("route[{i}].status: {} is not a valid status code", r.status));
+            }
+            if http::HeaderValue::from_str(&r.content_type).is_err() {
+                return Err(format!("route[{i}].content_type: not a valid header value"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The listener addresses, resolved.
+    pub fn listen_addrs(&self) -> Result<Vec<SocketAddr>, String> {
+        self.listener.iter().map(|l| resolve(&l.address)).collect()
+    }
+}
+
+/// Resolves `host:port` (an IP literal, or a name such as `localhost`).
+pub fn resolve(address: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = address.parse() {
+        return Ok(addr);
+    }
+    address
+        .to_socket_addrs()
+        .map_err(|e| format!("`{address}` is not a host:port address ({e})"))?
+        .next()
+        .ok_or_else(|| format!("`{address}` resolves to no address"))
+}
+
+/// Turns a TOML error into one line: where, which line of the file, and what.
+fn one_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+            format!("line {line_no} (`{line}`): {message}")
+        }
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_config_parses() {
+        let c = Config::parse(
+            "threads = 2\nio = \"epoll\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n\
+             [limits]\nkeep_alive_timeout = \"5s\"\n[[route]]\npath = \"/hi\"\nbody = \"hi\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.threads, Some(2));
+        assert_eq!(c.limits.keep_alive_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(c.route[0].status, 200);
+        assert_eq!(c.listen_addrs().unwrap()[0].port(), 0);
+    }
+
+    #[test]
+    fn errors_are_one_line_and_name_the_field() {
+        let e = Config::parse("threads = 2\n[limits]\nkeep_alive_timeot = \"5s\"\n").unwrap_err();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.contains("keep_alive_timeot") && e.contains("line 3"), "{e}");
+        let e = Config::parse("threads = \"many\"\n").unwrap_err();
+        assert!(e.contains("threads") && !e.contains('\n'), "{e}");
+        let e = Config::parse("io = \"kqueue\"\n").unwrap_err();
+        assert!(e.starts_with("io:"), "{e}");
+        let e = Config::parse("[[route]]\npath = \"x\"\n").unwrap_err();
+        assert!(e.contains("route[0].path"), "{e}");
+        let e = Config::parse("[[listener]]\naddress = \"nope\"\n").unwrap_err();
+        assert!(e.contains("listener[0].address"), "{e}");
+    }
+}

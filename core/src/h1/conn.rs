@@ -1,0 +1,338 @@
+//! The HTTP/1.1 connection loop.
+//!
+//! ```text
+//!   ┌──► read head ──► checks ──► handler ──► write response ──► drain unread body ──┐
+//!   │    (keep-alive / headers timeout)        (min response rate)  (drain timeout)   │
+//!   └──────────────────────────── keep-alive ◄────────────────────────────────────────┘
+//!        any error ──► status response (if none started) ──► lingering close
+//! ```
+//!
+//! Timeouts, Kestrel's model: the first request's head must arrive within
+//! `request_headers_timeout` of the accept; later, an idle connection waits up to
+//! `keep_alive_timeout` for a next request, whose head must then complete within
+//! `request_headers_timeout` of its first byte (the slowloris defence: `408` and close).
+
+use std::future::{poll_fn, Future};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response, StatusCode};
+use peregrine_limits::{ConnectionPermit, Limits};
+use peregrine_protocols::h1::{
+    encode_error_response, parse_request, BodyDecoder, BodyEvent, BodyFraming, ParseConfig,
+    RequestHead,
+};
+use tracing::debug;
+
+use super::incoming::Incoming;
+use super::io::{ConnIo, Continue};
+use super::write::{write_response, Written};
+use crate::{date, rt, Body, Handler};
+
+/// How long a lingering close waits for the client to finish sending, and how much it reads.
+/// After an error response we stop reading, but closing with unread bytes in the socket makes
+/// the kernel send a reset that can destroy the response before the client reads it; so, like
+/// nginx's `lingering_close`, we half-close and discard input for a short while.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Per-core connection settings, derived once from `Limits`.
+pub(crate) struct Settings {
+    pub(crate) limits: Limits,
+    pub(crate) parse: ParseConfig,
+}
+
+impl Settings {
+    pub(crate) fn new(limits: Limits) -> Settings {
+        let parse = ParseConfig {
+            max_request_line_size: limits.max_request_line_size,
+            max_request_headers_total_size: limits.max_request_headers_total_size,
+            max_request_header_count: limits.max_request_header_count,
+        };
+        Settings { limits, parse }
+    }
+}
+
+/// How the loop ends.
+enum Ending {
+    /// Orderly: flush what is pending and close.
+    Close,
+    /// Answer this status (no response started) and close.
+    Reject(StatusCode, &'static str),
+    /// Close at once.
+    Abort(&'static str),
+}
+
+/// Serves one HTTP/1 connection until it closes.
+pub(crate) async fn serve<H: Handler>(
+    fd: OwnedFd,
+    handler: Rc<H>,
+    settings: Rc<Settings>,
+    permit: ConnectionPermit,
+) {
+    let limits = &settings.limits;
+    let io = Rc::new(ConnIo::new(
+        fd.as_raw_fd(),
+        limits.min_request_body_data_rate,
+        limits.min_response_data_rate,
+    ));
+    let mut first_deadline = Some(rt::now() + limits.request_headers_timeout);
+    let ending = loop {
+        let head = match read_head(&io, &settings, first_deadline.take()).await {
+            Ok(Some(head)) => head,
+            Ok(None) => break Ending::Close,
+            Err(e) => break e,
+        };
+        match exchange(&io, &*handler, &settings, head).await {
+            Ok(true) => continue,
+            Ok(false) => break Ending::Close,
+            Err(e) => break e,
+        }
+    };
+    finish(&io, fd, ending).await;
+    drop(permit);
+}
+
+/// Reads until a request head is parsed. `Ok(None)`: the connection ended quietly (EOF,
+/// keep-alive timeout, shutdown while idle).
+async fn read_head(
+    io: &ConnIo,
+    settings: &Settings,
+    first_deadline: Option<Instant>,
+) -> Result<Option<RequestHead>, Ending> {
+    let limits = &settings.limits;
+    let mut head_started: Option<Instant> = None;
+    loop {
+        {
+            let mut read = io.read.borrow_mut();
+            if !read.inbuf.is_empty() {
+                head_started.get_or_insert_with(rt::now);
+                match parse_request(&mut read.inbuf, &settings.parse) {
+                    Ok(Some(head)) => return Ok(Some(head)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        debug!(reason = %e, "rejecting request");
+                        return Err(Ending::Reject(e.status(), e.reason()));
+                    }
+                }
+            }
+        }
+        // Responses to pipelined requests go out before we wait for more input.
+        if io.has_output() && io.flush().await.is_err() {
+            return Ok(None);
+        }
+        let idle = head_started.is_none();
+        if idle && rt::shutting_down() {
+            return Ok(None);
+        }
+        let deadline = match (first_deadline, head_started) {
+            (Some(d), _) => d,
+            (None, Some(start)) => start + limits.request_headers_timeout,
+            (None, None) => rt::now() + limits.keep_alive_timeout,
+        };
+        io.timer.set_idle(idle);
+        let result = io.read_more(Some(deadline)).await;
+        io.timer.set_idle(false);
+        match result {
+            Ok(0) => return Ok(None),
+            Err(super::io::ReadFail::Io(e)) => {
+                debug!(error = %e, "read failed");
+                return Ok(None);
+            }
+            Ok(_) => {}
+            Err(super::io::ReadFail::TimedOut) if idle => return Ok(None),
+            Err(super::io::ReadFail::TimedOut) => {
+                debug!("request head not received within request_headers_timeout");
+                return Err(Ending::Reject(StatusCode::REQUEST_TIMEOUT, "request_headers_timeout"));
+            }
+        }
+    }
+}
+
+/// One request/response exchange. `Ok(true)`: keep the connection for another request.
+async fn exchange<H: Handler>(
+    io: &Rc<ConnIo>,
+    handler: &H,
+    settings: &Settings,
+    head: RequestHead,
+) -> Result<bool, Ending> {
+    let limits = &settings.limits;
+    if let (BodyFraming::Length(n), Some(max)) = (head.framing, limits.max_request_body_size) {
+        if n > max {
+            // Before reading any of it, and before any 100 Continue.
+            return Err(Ending::Reject(StatusCode::PAYLOAD_TOO_LARGE, "max_request_body_size"));
+        }
+    }
+    let has_body = head.framing != BodyFraming::Empty;
+    {
+        let mut read = io.read.borrow_mut();
+        read.decoder = has_body.then(|| {
+            BodyDecoder::new(
+                head.framing,
+                limits.max_request_body_size,
+                limits.max_request_headers_total_size,
+            )
+        });
+        read.continue_state = if head.expect_continue && has_body {
+            Continue::Expected
+        } else {
+            Continue::NotExpected
+        };
+        read.body_rate = None;
+        read.failure = None;
+    }
+    io.response_started.set(false);
+
+    let RequestHead { method, uri, version, headers, framing, keep_alive, .. } = head;
+    let body = match framing {
+        BodyFraming::Empty => Body::empty(),
+        BodyFraming::Length(n) => Body::incoming(Incoming::new(Rc::clone(io), Some(n))),
+        BodyFraming::Chunked => Body::incoming(Incoming::new(Rc::clone(io), None)),
+    };
+    let mut request = Request::new(body);
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+
+    let (response, panicked) = match call(handler, request).await {
+        Some(response) => (response, false),
+        None => {
+            tracing::error!("handler panicked; answering 500 and closing the connection");
+            (internal_error(), true)
+        }
+    };
+    if let Some(failure) = io.read.borrow_mut().failure.take() {
+        // The handler hit a body error (and perhaps answered anyway): the client's mistake
+        // decides the answer, as in Kestrel.
+        return Err(match failure.status {
+            Some(status) => Ending::Reject(status, failure.reason),
+            None => Ending::Abort(failure.reason),
+        });
+    }
+    let (body_unread, continue_owed) = {
+        let read = io.read.borrow();
+        (
+            read.decoder.as_ref().is_some_and(|d| !d.is_done()),
+            read.continue_state == Continue::Expected,
+        )
+    };
+    // A client still waiting for 100 Continue may or may not send the body now: the framing
+    // of the connection is unknowable, so it cannot be reused.
+    let close = !keep_alive || panicked || rt::shutting_down() || (body_unread && continue_owed);
+    match write_response(io, response, &method, version, close).await {
+        Written::Done { close: true } => Ok(false),
+        Written::Done { close: false } => {
+            if body_unread && !drain(io, settings).await {
+                return Ok(false);
+            }
+            Ok(true)
+        }
+        Written::FailedBeforeStart(status) => {
+            let reason = io.read.borrow_mut().failure.take().map_or("request body", |f| f.reason);
+            Err(Ending::Reject(status, reason))
+        }
+        Written::Abort(reason) => {
+            let failure = io.read.borrow_mut().failure.take();
+            Err(Ending::Abort(failure.map_or(reason, |f| f.reason)))
+        }
+    }
+}
+
+/// Calls the handler, turning a panic (in the call or while polling its future) into `None`.
+async fn call<H: Handler>(handler: &H, request: Request<Body>) -> Option<Response<Body>> {
+    let future = catch_unwind(AssertUnwindSafe(|| handler.call(request))).ok()?;
+    let mut future = std::pin::pin!(future);
+    poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+        Ok(Poll::Ready(r)) => Poll::Ready(Some(r)),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(_) => Poll::Ready(None),
+    })
+    .await
+}
+
+fn internal_error() -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    r
+}
+
+/// Reads and discards what the handler left of the body, so the connection can carry the
+/// next request. False: give up and close (too slow, too large, broken).
+async fn drain(io: &ConnIo, settings: &Settings) -> bool {
+    let deadline = rt::now() + settings.limits.request_body_drain_timeout;
+    loop {
+        {
+            let mut read = io.read.borrow_mut();
+            let read = &mut *read;
+            let Some(decoder) = read.decoder.as_mut() else { return true };
+            loop {
+                match decoder.decode(&mut read.inbuf) {
+                    Ok(BodyEvent::Data(_)) => continue,
+                    Ok(BodyEvent::Done) => {
+                        read.decoder = None;
+                        return true;
+                    }
+                    Ok(BodyEvent::NeedMore) => break,
+                    Err(_) => return false,
+                }
+            }
+        }
+        if io.has_output() && io.flush().await.is_err() {
+            return false;
+        }
+        match io.read_more(Some(deadline)).await {
+            Ok(n) if n > 0 => {}
+            _ => {
+                debug!("request body not drained within request_body_drain_timeout");
+                return false;
+            }
+        }
+    }
+}
+
+/// Ends the connection as `ending` says.
+async fn finish(io: &ConnIo, fd: OwnedFd, ending: Ending) {
+    let linger = match ending {
+        Ending::Close => {
+            let _ = io.flush().await;
+            let read = io.read.borrow();
+            !read.inbuf.is_empty() || read.decoder.as_ref().is_some_and(|d| !d.is_done())
+        }
+        Ending::Reject(status, reason) => {
+            debug!(%status, reason, "closing connection with an error response");
+            if !io.response_started.get() {
+                io.out.borrow_mut().clear();
+                io.queued.borrow_mut().clear();
+                date::with(|d| encode_error_response(status, d, &mut io.out.borrow_mut()));
+                let _ = io.flush().await;
+            }
+            true
+        }
+        Ending::Abort(reason) => {
+            debug!(reason, "aborting connection");
+            false
+        }
+    };
+    if linger && peregrine_io_linux::shutdown_write(&fd).is_ok() {
+        let deadline = rt::now() + LINGER_TIME;
+        let mut discarded = 0;
+        while discarded < LINGER_BYTES {
+            io.read.borrow_mut().inbuf.clear();
+            match io.read_more(Some(deadline)).await {
+                Ok(n) if n > 0 => discarded += n,
+                _ => break,
+            }
+        }
+    }
+    rt::io::close(fd).await;
+}
+
+/// Answers a connection over `max_connections` with `503` and closes it.
+pub(crate) async fn reject_over_capacity(fd: OwnedFd) {
+    let io = ConnIo::new(fd.as_raw_fd(), None, None);
+    finish(&io, fd, Ending::Reject(StatusCode::SERVICE_UNAVAILABLE, "max_connections")).await;
+}

@@ -1,0 +1,122 @@
+//! The request body as a handler sees it: decoded on demand from the connection's receive
+//! buffer, reading the socket only when the handler asks for more (back-pressure).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use peregrine_protocols::h1::{self, BodyEvent, CONTINUE_100};
+
+use super::io::{BodyFailure, ConnIo, Continue};
+use crate::body::{BodyChunk, BodyError};
+use crate::rt;
+
+/// An HTTP/1 request body.
+pub(crate) struct Incoming {
+    io: Rc<ConnIo>,
+    len: Option<u64>,
+    reading: Option<rt::io::Recv>,
+    continuing: Option<rt::io::Send>,
+}
+
+impl Incoming {
+    pub(crate) fn new(io: Rc<ConnIo>, len: Option<u64>) -> Incoming {
+        Incoming { io, len, reading: None, continuing: None }
+    }
+
+    pub(crate) fn exact_len(&self) -> Option<u64> {
+        self.len
+    }
+
+    fn fail(&self, error: BodyError, reason: &'static str) -> Poll<Option<BodyChunk>> {
+        let mut read = self.io.read.borrow_mut();
+        read.decoder = None;
+        read.failure = Some(BodyFailure { status: error.status(), reason });
+        Poll::Ready(Some(Err(error)))
+    }
+
+    pub(crate) fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<BodyChunk>> {
+        loop {
+            if let Some(send) = &mut self.continuing {
+                let (result, _) = std::task::ready!(Pin::new(send).poll(cx));
+                self.continuing = None;
+                if let Err(e) = result {
+                    return self.fail(BodyError::Io(e), "io error");
+                }
+            }
+            if let Some(recv) = &mut self.reading {
+                match Pin::new(recv).poll(cx) {
+                    Poll::Ready((buf, result)) => {
+                        self.reading = None;
+                        self.io.timer.set(None);
+                        let mut read = self.io.read.borrow_mut();
+                        read.inbuf = buf;
+                        let n = match result {
+                            Ok(n) => n,
+                            Err(e) => {
+                                drop(read);
+                                return self.fail(BodyError::Io(e), "io error");
+                            }
+                        };
+                        if let Some(rate) = read.body_rate.as_mut() {
+                            rate.end_wait(rt::now(), n as u64);
+                        }
+                        if n == 0 {
+                            drop(read);
+                            return self.fail(BodyError::Closed, "client closed mid-body");
+                        }
+                    }
+                    Poll::Pending => {
+                        if self.io.timer.poll_fired(cx).is_ready() {
+                            // Dropping the receive cancels it; the connection is closed after.
+                            self.reading = None;
+                            return self.fail(BodyError::TooSlow, "min_request_body_data_rate");
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            let mut read = self.io.read.borrow_mut();
+            let read = &mut *read;
+            let Some(decoder) = read.decoder.as_mut() else { return Poll::Ready(None) };
+            match decoder.decode(&mut read.inbuf) {
+                Ok(BodyEvent::Data(chunk)) => return Poll::Ready(Some(Ok(chunk))),
+                Ok(BodyEvent::Done) => {
+                    read.decoder = None;
+                    return Poll::Ready(None);
+                }
+                Ok(BodyEvent::NeedMore) => {}
+                Err(e) => {
+                    let error = match e {
+                        h1::BodyError::Limit(l) => BodyError::TooLarge { limit: l.max },
+                        h1::BodyError::Invalid(v) => BodyError::Malformed(v.reason()),
+                    };
+                    let reason = e.reason();
+                    return self.fail(error, reason);
+                }
+            }
+            // Need bytes from the socket. Owe the client its 100 Continue first, unless a
+            // final response has already started.
+            if read.continue_state == Continue::Expected {
+                read.continue_state = Continue::Sent;
+                if !self.io.response_started.get() {
+                    let mut buf = peregrine_io_linux::SendBuf::new();
+                    buf.push(Bytes::from_static(CONTINUE_100));
+                    self.continuing = Some(rt::io::send(self.io.fd, buf));
+                    continue;
+                }
+            }
+            let deadline = self.io.min_body_rate.map(|min| {
+                let rate =
+                    read.body_rate.get_or_insert_with(|| peregrine_limits::DataRate::new(min));
+                rate.start_wait(rt::now())
+            });
+            self.io.timer.set(deadline);
+            let mut buf = std::mem::take(&mut read.inbuf);
+            buf.reserve(8192);
+            self.reading = Some(rt::io::recv(self.io.fd, buf));
+        }
+    }
+}

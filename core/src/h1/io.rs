@@ -1,0 +1,197 @@
+//! One connection's socket state, shared (through `Rc`) between the connection loop and the
+//! request body a handler reads. Both run in the same task, one after the other, so the
+//! `RefCell`s are only ever borrowed between awaits, never across one.
+
+use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
+use std::io;
+use std::os::fd::RawFd;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use peregrine_io_linux::SendBuf;
+use peregrine_limits::{DataRate, MinDataRate};
+use peregrine_protocols::h1::BodyDecoder;
+
+use crate::rt;
+use crate::rt::timer::Timer;
+
+/// Whether `100 Continue` is owed to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Continue {
+    NotExpected,
+    /// The client waits for it before sending the body; sent when the body is first read.
+    Expected,
+    Sent,
+}
+
+/// How a request body ended badly, recorded for the connection loop.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyFailure {
+    pub(crate) status: Option<http::StatusCode>,
+    pub(crate) reason: &'static str,
+}
+
+/// The reading side.
+pub(crate) struct ReadState {
+    pub(crate) inbuf: BytesMut,
+    pub(crate) decoder: Option<BodyDecoder>,
+    pub(crate) continue_state: Continue,
+    pub(crate) body_rate: Option<DataRate>,
+    pub(crate) failure: Option<BodyFailure>,
+}
+
+/// Why a read ended without data.
+#[derive(Debug)]
+pub(crate) enum ReadFail {
+    TimedOut,
+    Io(io::Error),
+}
+
+/// Why a write failed.
+#[derive(Debug)]
+pub(crate) enum WriteFail {
+    TooSlow,
+    Io(io::Error),
+}
+
+pub(crate) struct ConnIo {
+    pub(crate) fd: RawFd,
+    pub(crate) timer: Timer,
+    pub(crate) read: RefCell<ReadState>,
+    /// Small writes (heads, small bodies, chunk framing) gathered before a send.
+    pub(crate) out: RefCell<BytesMut>,
+    /// Chunks queued for the next send, in order (large bodies go here without a copy).
+    pub(crate) queued: RefCell<SendBuf>,
+    /// Set once any byte of the current response reached the socket.
+    pub(crate) response_started: Cell<bool>,
+    pub(crate) min_body_rate: Option<MinDataRate>,
+    pub(crate) min_response_rate: Option<MinDataRate>,
+}
+
+impl ConnIo {
+    pub(crate) fn new(
+        fd: RawFd,
+        min_body_rate: Option<MinDataRate>,
+        min_response_rate: Option<MinDataRate>,
+    ) -> ConnIo {
+        ConnIo {
+            fd,
+            timer: Timer::new(),
+            read: RefCell::new(ReadState {
+                inbuf: BytesMut::new(),
+                decoder: None,
+                continue_state: Continue::NotExpected,
+                body_rate: None,
+                failure: None,
+            }),
+            out: RefCell::new(BytesMut::new()),
+            queued: RefCell::new(SendBuf::new()),
+            response_started: Cell::new(false),
+            min_body_rate,
+            min_response_rate,
+        }
+    }
+
+    /// Receives more bytes into the receive buffer, giving up at `deadline`. On a timeout
+    /// the buffered bytes are dropped: the caller is about to close the connection.
+    pub(crate) async fn read_more(&self, deadline: Option<Instant>) -> Result<usize, ReadFail> {
+        let mut buf = std::mem::take(&mut self.read.borrow_mut().inbuf);
+        if buf.capacity() == 0 {
+            // Allocated only when a receive is actually made: a connection that never reads
+            // again never holds a buffer.
+            buf.reserve(4096);
+        }
+        self.timer.set(deadline);
+        let mut recv = rt::io::recv(self.fd, buf);
+        let done = poll_fn(|cx| {
+            if let Poll::Ready(r) = Pin::new(&mut recv).poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            if deadline.is_some() && self.timer.poll_fired(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await;
+        self.timer.set(None);
+        match done {
+            Some((buf, result)) => {
+                self.read.borrow_mut().inbuf = buf;
+                result.map_err(ReadFail::Io)
+            }
+            None => Err(ReadFail::TimedOut),
+        }
+    }
+
+    /// Appends bytes to the pending output (copied: for small pieces).
+    pub(crate) fn write_small(&self, bytes: &[u8]) {
+        self.out.borrow_mut().extend_from_slice(bytes);
+    }
+
+    /// Queues a chunk to send without copying it.
+    pub(crate) fn write_shared(&self, chunk: Bytes) {
+        let mut out = self.out.borrow_mut();
+        let mut queued = self.queued.borrow_mut();
+        if !out.is_empty() {
+            queued.push(out.split().freeze());
+        }
+        queued.push(chunk);
+    }
+
+    /// Whether output is waiting to be sent.
+    pub(crate) fn has_output(&self) -> bool {
+        !self.out.borrow().is_empty() || !self.queued.borrow().is_empty()
+    }
+
+    /// Bytes waiting to be sent.
+    pub(crate) fn output_len(&self) -> usize {
+        self.out.borrow().len() + self.queued.borrow().len()
+    }
+
+    /// Sends everything pending. Each send must progress at `min_response_data_rate` once
+    /// its grace period is over, or the write fails (a client that stops reading cannot pin
+    /// response memory forever).
+    pub(crate) async fn flush(&self) -> Result<(), WriteFail> {
+        let mut buf = std::mem::take(&mut *self.queued.borrow_mut());
+        {
+            let mut out = self.out.borrow_mut();
+            if !out.is_empty() {
+                buf.push(out.split().freeze());
+            }
+        }
+        let mut rate = self.min_response_rate.map(DataRate::new);
+        while !buf.is_empty() {
+            let deadline = rate.as_mut().map(|r| r.start_wait(rt::now()));
+            self.timer.set(deadline);
+            let mut send = rt::io::send(self.fd, buf);
+            let done = poll_fn(|cx| {
+                if let Poll::Ready(r) = Pin::new(&mut send).poll(cx) {
+                    return Poll::Ready(Some(r));
+                }
+                if deadline.is_some() && self.timer.poll_fired(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                Poll::Pending
+            })
+            .await;
+            self.timer.set(None);
+            let Some((result, back)) = done else { return Err(WriteFail::TooSlow) };
+            buf = back;
+            let n = result.map_err(WriteFail::Io)?;
+            if n == 0 {
+                return Err(WriteFail::Io(io::ErrorKind::WriteZero.into()));
+            }
+            self.response_started.set(true);
+            if let Some(r) = rate.as_mut() {
+                r.end_wait(rt::now(), n as u64);
+            }
+            buf.advance(n);
+        }
+        buf.clear();
+        *self.queued.borrow_mut() = buf; // keep the allocation for the next response
+        Ok(())
+    }
+}

@@ -1,0 +1,143 @@
+//! Writing a response: head, then the body as one piece or streamed, framed as the codec
+//! decided (Content-Length, chunked, or until close).
+
+use std::future::poll_fn;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::task::Poll;
+
+use http::{Method, Response, Version};
+use peregrine_protocols::h1::{
+    encode_chunk_header, encode_response_head, response_framing, ResponseFraming, CHUNK_END,
+    LAST_CHUNK,
+};
+
+use super::io::{ConnIo, WriteFail};
+use crate::body::BodyError;
+use crate::{date, Body};
+
+/// Bodies up to this size are copied next to the head (one send, one small copy); larger
+/// ones are sent from their own buffer without copying.
+const COPY_BODY_MAX: usize = 16 * 1024;
+/// Pipelined responses are gathered into one send up to this much output.
+const PIPELINE_FLUSH_AT: usize = 64 * 1024;
+
+/// How writing a response ended.
+pub(crate) enum Written {
+    /// Fully written (or queued behind pipelined requests); `close` says whether the
+    /// framing or headers require closing the connection now.
+    Done { close: bool },
+    /// The body stream failed before any byte of the response was sent: answer this status
+    /// instead.
+    FailedBeforeStart(http::StatusCode),
+    /// The connection cannot continue (write error, body failure mid-response, panic).
+    Abort(&'static str),
+}
+
+/// Writes `response` to a request made with `method`/`version`.
+pub(crate) async fn write_response(
+    io: &ConnIo,
+    response: Response<Body>,
+    method: &Method,
+    version: Version,
+    mut close: bool,
+) -> Written {
+    let (parts, mut body) = response.into_parts();
+    let framing = response_framing(parts.status, method, version, body.exact_len());
+    close |= framing == ResponseFraming::CloseDelimited || wants_close(&parts.headers);
+    date::with(|d| {
+        let mut out = io.out.borrow_mut();
+        encode_response_head(parts.status, &parts.headers, framing, version, close, d, &mut out)
+    });
+    if let ResponseFraming::NoBody { .. } = framing {
+        return finish(io, close).await;
+    }
+    if let Some(full) = body.take_full() {
+        // `exact_len` came from this same body, so a Length framing matches it.
+        if full.len() <= COPY_BODY_MAX {
+            io.write_small(&full);
+        } else {
+            io.write_shared(full);
+        }
+        return finish(io, close).await;
+    }
+    let declared = match framing {
+        ResponseFraming::Length(n) => Some(n),
+        _ => None,
+    };
+    let mut written: u64 = 0;
+    loop {
+        let next = poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| body.poll_chunk(cx))) {
+            Ok(p) => p.map(Ok),
+            Err(_) => Poll::Ready(Err(())),
+        })
+        .await;
+        let chunk = match next {
+            Err(()) => return Written::Abort("response body panicked"),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return body_failed(io, e),
+            Ok(Some(Ok(chunk))) if chunk.is_empty() => continue,
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        written += chunk.len() as u64;
+        if declared.is_some_and(|n| written > n) {
+            return Written::Abort("response body longer than its content-length");
+        }
+        if framing == ResponseFraming::Chunked {
+            encode_chunk_header(chunk.len(), &mut io.out.borrow_mut());
+            io.write_shared(chunk);
+            io.write_small(CHUNK_END);
+        } else {
+            io.write_shared(chunk);
+        }
+        if let Err(e) = io.flush().await {
+            return write_failed(e);
+        }
+    }
+    if declared.is_some_and(|n| written != n) {
+        return Written::Abort("response body shorter than its content-length");
+    }
+    if framing == ResponseFraming::Chunked {
+        io.write_small(LAST_CHUNK);
+    }
+    finish(io, close).await
+}
+
+/// Sends what is pending, unless more pipelined requests are already buffered: then their
+/// responses join this one in a single send.
+async fn finish(io: &ConnIo, close: bool) -> Written {
+    let pipelined = !io.read.borrow().inbuf.is_empty();
+    if close || !pipelined || io.output_len() >= PIPELINE_FLUSH_AT {
+        if let Err(e) = io.flush().await {
+            return write_failed(e);
+        }
+    }
+    Written::Done { close }
+}
+
+fn body_failed(io: &ConnIo, e: BodyError) -> Written {
+    match e.status() {
+        Some(status) if !io.response_started.get() => {
+            io.out.borrow_mut().clear();
+            io.queued.borrow_mut().clear();
+            Written::FailedBeforeStart(status)
+        }
+        _ => Written::Abort("response body failed"),
+    }
+}
+
+fn write_failed(e: WriteFail) -> Written {
+    match e {
+        WriteFail::TooSlow => Written::Abort("min_response_data_rate"),
+        WriteFail::Io(e) => {
+            tracing::debug!(error = %e, "write failed");
+            Written::Abort("write error")
+        }
+    }
+}
+
+/// Whether the handler asked for the connection to close.
+fn wants_close(headers: &http::HeaderMap) -> bool {
+    headers.get_all(http::header::CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+    })
+}

@@ -1,0 +1,27 @@
+//! The application API: a handler per core, built by a factory.
+
+use std::future::Future;
+
+use http::{Request, Response};
+
+use crate::Body;
+
+/// Answers requests. Each reactor core builds its own handler from the app's factory, so a
+/// handler may hold `!Send` state (`Rc`, `RefCell`, caches) and never needs a lock.
+///
+/// A handler that panics produces a `500`; its connection is closed and the core keeps
+/// serving.
+pub trait Handler: 'static {
+    /// Answers one request. The request body streams from the socket as it is read.
+    fn call(&self, request: Request<Body>) -> impl Future<Output = Response<Body>>;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Request<Body>) -> Fut + 'static,
+    Fut: Future<Output = Response<Body>>,
+{
+    fn call(&self, request: Request<Body>) -> impl Future<Output = Response<Body>> {
+        self(request)
+    }
+}

@@ -1,0 +1,205 @@
+//! Futures over the driver: receive, send, close.
+//!
+//! Each operation gets a slot in this core's op table, keyed by the token given to the
+//! driver. The slot holds the waker and, once the completion arrives, the result. Buffers
+//! travel with the operation: a receive lends its `BytesMut` to the slot (received bytes are
+//! appended there, straight from the driver's buffer), a send hands its `SendBuf` to the
+//! driver and gets it back with the completion.
+//!
+//! Dropping a future before its completion cancels the operation; the slot stays (marked
+//! orphaned) until the completion arrives, so a late result never reaches a reused slot.
+
+use std::future::Future;
+use std::io;
+use std::os::fd::{OwnedFd, RawFd};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::BytesMut;
+use peregrine_io_linux::{Completion, OpId, Outcome, SendBuf};
+use slab::Slab;
+
+use super::with_driver;
+
+/// What a slot is waiting for, or what arrived.
+pub(crate) enum SlotState {
+    Recv { buf: BytesMut, result: Option<io::Result<usize>> },
+    Send { result: Option<(io::Result<usize>, SendBuf)> },
+    Close { done: bool },
+}
+
+pub(crate) struct Slot {
+    state: SlotState,
+    waker: Option<Waker>,
+    op: OpId,
+    orphaned: bool,
+}
+
+/// The op table of one core.
+#[derive(Default)]
+pub(crate) struct Ops {
+    slots: Slab<Slot>,
+}
+
+impl Ops {
+    /// Files a completion into its slot and wakes the owner.
+    pub(crate) fn complete(&mut self, c: Completion<'_>) {
+        let index = c.token as usize;
+        let Some(slot) = self.slots.get_mut(index) else { return };
+        if slot.op != c.op {
+            return;
+        }
+        if slot.orphaned {
+            self.slots.remove(index);
+            return;
+        }
+        match (&mut slot.state, c.outcome) {
+            (SlotState::Recv { buf, result }, Outcome::Received(r)) => {
+                *result = Some(r.map(|data| {
+                    // The one copy on the receive path: from the driver's shared buffer into
+                    // the connection's own, so the shared one goes straight back to the pool
+                    // and the request head can be handed out as zero-copy `Bytes`.
+                    buf.extend_from_slice(data);
+                    data.len()
+                }));
+            }
+            (SlotState::Send { result }, Outcome::Sent { result: r, buf }) => {
+                *result = Some((r, buf));
+            }
+            (SlotState::Close { done }, Outcome::Closed(_)) => *done = true,
+            _ => return,
+        }
+        if let Some(w) = slot.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Takes every stored waker (teardown).
+    pub(crate) fn take_wakers(&mut self) -> Vec<Waker> {
+        self.slots.iter_mut().filter_map(|(_, s)| s.waker.take()).collect()
+    }
+}
+
+/// Registers a new slot and submits its operation.
+fn submit(
+    state: SlotState,
+    start: impl FnOnce(&mut peregrine_io_linux::Driver, u64) -> OpId,
+) -> usize {
+    with_driver(|driver, ops| {
+        let entry = ops.slots.vacant_entry();
+        let index = entry.key();
+        let op = start(driver, index as u64);
+        entry.insert(Slot { state, waker: None, op, orphaned: false });
+        index
+    })
+}
+
+/// Polls a slot: `Some(state)` (slot freed) once the result is in.
+fn poll_slot(index: usize, cx: &mut Context<'_>) -> Option<SlotState> {
+    with_driver(|_, ops| {
+        let slot = &mut ops.slots[index];
+        let ready = match &slot.state {
+            SlotState::Recv { result, .. } => result.is_some(),
+            SlotState::Send { result } => result.is_some(),
+            SlotState::Close { done } => *done,
+        };
+        if ready {
+            Some(ops.slots.remove(index).state)
+        } else {
+            match &slot.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => slot.waker = Some(cx.waker().clone()),
+            }
+            None
+        }
+    })
+}
+
+/// Cancels a slot whose future was dropped early.
+fn orphan(index: usize) {
+    super::try_with_driver(|driver, ops| {
+        if let Some(slot) = ops.slots.get_mut(index) {
+            slot.orphaned = true;
+            slot.waker = None;
+            driver.cancel(slot.op);
+        }
+    });
+}
+
+/// One receive into `buf` (appended). Resolves to the buffer and the byte count (0: EOF).
+pub(crate) struct Recv {
+    index: Option<usize>,
+}
+
+pub(crate) fn recv(fd: RawFd, buf: BytesMut) -> Recv {
+    let index = submit(SlotState::Recv { buf, result: None }, |d, token| d.recv(fd, token));
+    Recv { index: Some(index) }
+}
+
+impl Future for Recv {
+    type Output = (BytesMut, io::Result<usize>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let index = self.index.expect("Recv polled after completion");
+        match poll_slot(index, cx) {
+            Some(SlotState::Recv { buf, result: Some(r) }) => {
+                self.index = None;
+                Poll::Ready((buf, r))
+            }
+            Some(_) => unreachable!("slot kind changed"),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Recv {
+    fn drop(&mut self) {
+        if let Some(index) = self.index {
+            orphan(index);
+        }
+    }
+}
+
+/// One send of `buf` (possibly partial). Resolves to the count written and the buffer back.
+pub(crate) struct Send {
+    index: Option<usize>,
+}
+
+pub(crate) fn send(fd: RawFd, buf: SendBuf) -> Send {
+    let index = submit(SlotState::Send { result: None }, |d, token| d.send(fd, buf, token));
+    Send { index: Some(index) }
+}
+
+impl Future for Send {
+    type Output = (io::Result<usize>, SendBuf);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let index = self.index.expect("Send polled after completion");
+        match poll_slot(index, cx) {
+            Some(SlotState::Send { result: Some(r) }) => {
+                self.index = None;
+                Poll::Ready(r)
+            }
+            Some(_) => unreachable!("slot kind changed"),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Send {
+    fn drop(&mut self) {
+        if let Some(index) = self.index {
+            orphan(index);
+        }
+    }
+}
+
+/// Closes `fd` through the driver, waiting for the close to finish.
+pub(crate) async fn close(fd: OwnedFd) {
+    let index = submit(SlotState::Close { done: false }, |d, token| d.close(fd, token));
+    std::future::poll_fn(|cx| match poll_slot(index, cx) {
+        Some(_) => Poll::Ready(()),
+        None => Poll::Pending,
+    })
+    .await
+}

@@ -1,0 +1,150 @@
+//! The per-core runtime: a completion driver, an executor and timers, one of each per
+//! reactor thread, reached through thread-locals so tasks never hold a reference to them
+//! across an await.
+//!
+//! One turn of a reactor ([`turn`]):
+//! 1. run the tasks that are queued (bounded: what was queued when the turn began);
+//! 2. hand submissions to the kernel and wait for completions, no longer than the next
+//!    timer (not at all if tasks are still queued);
+//! 3. file completions into their op slots (waking their tasks) or pass accepts up;
+//! 4. read the clock once, refresh the cached `Date`, fire due timers.
+
+pub(crate) mod executor;
+pub(crate) mod io;
+pub(crate) mod timer;
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::{OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use peregrine_io_linux::{Driver, OpId, Outcome};
+
+struct Core {
+    driver: Driver,
+    ops: io::Ops,
+}
+
+thread_local! {
+    static CORE: RefCell<Option<Core>> = const { RefCell::new(None) };
+    static NOW: Cell<Option<Instant>> = const { Cell::new(None) };
+    static SHUTTING_DOWN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Tokens at or above this are listener accepts; below are op-table slots.
+pub(crate) const ACCEPT_TOKEN_BASE: u64 = 1 << 62;
+
+/// Installs this thread's driver.
+pub(crate) fn install(driver: Driver) {
+    CORE.with(|c| *c.borrow_mut() = Some(Core { driver, ops: io::Ops::default() }));
+    NOW.with(|n| n.set(Some(Instant::now())));
+    crate::date::refresh();
+}
+
+pub(crate) fn with_driver<R>(f: impl FnOnce(&mut Driver, &mut io::Ops) -> R) -> R {
+    CORE.with(|c| {
+        let mut core = c.borrow_mut();
+        let core = core.as_mut().expect("no reactor on this thread");
+        f(&mut core.driver, &mut core.ops)
+    })
+}
+
+/// Like [`with_driver`], but does nothing during teardown.
+pub(crate) fn try_with_driver(f: impl FnOnce(&mut Driver, &mut io::Ops)) {
+    let _ = CORE.try_with(|c| {
+        if let Ok(mut core) = c.try_borrow_mut() {
+            if let Some(core) = core.as_mut() {
+                f(&mut core.driver, &mut core.ops);
+            }
+        }
+    });
+}
+
+/// The time at the start of this reactor turn (the clock is read once per turn).
+pub(crate) fn now() -> Instant {
+    NOW.with(|n| match n.get() {
+        Some(t) => t,
+        None => {
+            let t = Instant::now();
+            n.set(Some(t));
+            t
+        }
+    })
+}
+
+/// Whether this core has begun a graceful shutdown.
+pub(crate) fn shutting_down() -> bool {
+    SHUTTING_DOWN.with(Cell::get)
+}
+
+/// Starts accepting on `listener`; completions come back through [`turn`]'s `on_accept`.
+pub(crate) fn accept(listener: RawFd, index: usize) -> OpId {
+    with_driver(|d, _| d.accept(listener, ACCEPT_TOKEN_BASE + index as u64))
+}
+
+/// Cancels an operation (e.g. a listener's accept).
+pub(crate) fn cancel(op: OpId) {
+    try_with_driver(|d, _| d.cancel(op));
+}
+
+/// What an accept completion carried: the listener index, the connection or error, and
+/// whether the accept is still armed.
+pub(crate) type AcceptEvent = (usize, std::io::Result<OwnedFd>, bool);
+
+/// Runs one reactor turn; `max_wait` caps the wait (for the server loop's own deadlines).
+pub(crate) fn turn(
+    max_wait: Option<Duration>,
+    accepted: &mut Vec<AcceptEvent>,
+) -> std::io::Result<()> {
+    executor::run_queued();
+    let timeout = if executor::has_queued() {
+        Some(Duration::ZERO)
+    } else {
+        let timer = timer::with(|t| t.next_deadline()).map(|d| d.saturating_duration_since(now()));
+        match (timer, max_wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    };
+    CORE.with(|c| {
+        let mut core = c.borrow_mut();
+        let Core { driver, ops } = core.as_mut().expect("no reactor on this thread");
+        driver.wait(timeout, &mut |completion| {
+            if completion.token >= ACCEPT_TOKEN_BASE {
+                if let Outcome::Accepted { result, more } = completion.outcome {
+                    accepted.push(((completion.token - ACCEPT_TOKEN_BASE) as usize, result, more));
+                }
+            } else {
+                ops.complete(completion);
+            }
+        })
+    })?;
+    let t = Instant::now();
+    NOW.with(|n| n.set(Some(t)));
+    crate::date::refresh();
+    timer::with(|timers| timers.fire_due(t));
+    Ok(())
+}
+
+/// Begins this core's graceful shutdown: idle connections are woken to close.
+pub(crate) fn begin_shutdown() {
+    SHUTTING_DOWN.with(|s| s.set(true));
+    timer::with(|t| t.fire_idle());
+}
+
+/// Tears the runtime down: drops every task (aborting its connection), then the driver,
+/// which cancels what is still in flight and waits for the kernel to let go of buffers.
+pub(crate) fn teardown() {
+    for _ in 0..8 {
+        // Dropping a waker of a detached task can reschedule it once so it can be dropped.
+        let wakers: Vec<_> = CORE.with(|c| {
+            c.borrow_mut().as_mut().map(|core| core.ops.take_wakers()).unwrap_or_default()
+        });
+        drop(wakers);
+        drop(timer::with(|t| t.clear()));
+        if executor::drop_queued() == 0 {
+            break;
+        }
+    }
+    let core = CORE.with(|c| c.borrow_mut().take());
+    drop(core);
+}

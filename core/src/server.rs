@@ -1,0 +1,401 @@
+//! The server: listeners, one reactor thread per core, lifecycle.
+//!
+//! Each reactor thread owns its own listening socket per address (SO_REUSEPORT: the kernel
+//! spreads new connections across them), its own driver, executor and timers, and its own
+//! handler built by the app's factory. Nothing on the request path is shared between cores;
+//! the only shared state is the connection cap (touched at accept and close) and the
+//! shutdown signal.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use peregrine_io_linux::{Driver, DriverConfig, DriverKind, DriverWaker, IoChoice};
+use peregrine_limits::{ConnectionLimiter, Limits};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tracing::{debug, warn};
+
+use crate::h1;
+use crate::rt::{self, executor};
+use crate::Handler;
+
+/// What to serve and how.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Addresses to listen on (port 0 picks a free port; see [`Server::local_addrs`]).
+    pub listen: Vec<SocketAddr>,
+    /// Reactor threads; `None`: one per CPU this process may use.
+    pub threads: Option<usize>,
+    /// Pin each reactor thread to its own CPU.
+    pub pin_threads: bool,
+    /// IO driver choice.
+    pub io: IoChoice,
+    /// The hardening limits.
+    pub limits: Limits,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            threads: None,
+            pin_threads: true,
+            io: IoChoice::Auto,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// A listener could not be bound.
+    Bind(SocketAddr, io::Error),
+    /// The IO driver could not be set up.
+    Driver(io::Error),
+    /// A configuration value is unusable.
+    Config(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            StartError::Driver(e) => write!(f, "cannot set up the io driver: {e}"),
+            StartError::Config(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// State shared by the reactor threads and the controlling handle.
+struct Control {
+    shutting_down: AtomicBool,
+    wakers: Mutex<Vec<DriverWaker>>,
+}
+
+/// A running server.
+pub struct Server {
+    addrs: Vec<SocketAddr>,
+    threads: Vec<JoinHandle<()>>,
+    control: Arc<Control>,
+    driver: DriverKind,
+    driver_why: String,
+}
+
+/// A cloneable, thread-safe handle that starts a graceful shutdown.
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<Control>);
+
+impl ShutdownHandle {
+    /// Starts a graceful shutdown: stop accepting, finish in-flight requests, close idle
+    /// connections, abort what remains after `shutdown_timeout`.
+    pub fn shutdown(&self) {
+        if !self.0.shutting_down.swap(true, Ordering::SeqCst) {
+            for w in self.0.wakers.lock().expect("waker list poisoned").iter() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Whether a shutdown has started.
+    pub fn is_shutting_down(&self) -> bool {
+        self.0.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+impl std::fmt::Debug for ShutdownHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShutdownHandle").field("shutting_down", &self.is_shutting_down()).finish()
+    }
+}
+
+impl Server {
+    /// Binds the listeners and starts the reactors. Returns once every reactor runs, so
+    /// [`local_addrs`](Self::local_addrs) are ready to use.
+    pub fn start<F, H>(config: ServerConfig, factory: F) -> Result<Server, StartError>
+    where
+        F: Fn() -> H + Send + Sync + 'static,
+        H: Handler,
+    {
+        config.limits.validate().map_err(StartError::Config)?;
+        if config.listen.is_empty() {
+            return Err(StartError::Config("no listen address".into()));
+        }
+        let cpus = peregrine_io_linux::allowed_cpus();
+        let threads = config.threads.unwrap_or(cpus.len()).max(1);
+        let open_files = peregrine_io_linux::raise_open_files_limit();
+        let limiter = ConnectionLimiter::new(config.limits.effective_max_connections(open_files));
+
+        // One socket per (thread, address). Port 0 is resolved by the first bind, and the
+        // other threads bind that same port.
+        let mut addrs = Vec::new();
+        let mut per_thread: Vec<Vec<OwnedFd>> = (0..threads).map(|_| Vec::new()).collect();
+        for requested in &config.listen {
+            let mut addr = *requested;
+            for sockets in per_thread.iter_mut() {
+                let socket = bind(addr).map_err(|e| StartError::Bind(addr, e))?;
+                if addr.port() == 0 {
+                    addr = socket
+                        .local_addr()
+                        .ok()
+                        .and_then(|a| a.as_socket())
+                        .ok_or_else(|| StartError::Bind(addr, io::ErrorKind::Other.into()))?;
+                }
+                sockets.push(socket.into());
+            }
+            addrs.push(addr);
+        }
+
+        let control =
+            Arc::new(Control { shutting_down: AtomicBool::new(false), wakers: Mutex::default() });
+        let factory = Arc::new(factory);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut handles = Vec::new();
+        for (index, listeners) in per_thread.into_iter().enumerate() {
+            let reactor = Reactor {
+                index,
+                cpu: config
+                    .pin_threads
+                    .then(|| cpus.get(index % cpus.len().max(1)).copied())
+                    .flatten(),
+                listeners,
+                limits: config.limits.clone(),
+                driver: DriverConfig { io: config.io, ..DriverConfig::default() },
+                limiter: Arc::clone(&limiter),
+                control: Arc::clone(&control),
+            };
+            let factory = Arc::clone(&factory);
+            let ready = ready_tx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("peregrine-{index}"))
+                .spawn(move || reactor.run(move || factory(), ready))
+                .map_err(StartError::Driver)?;
+            handles.push(handle);
+        }
+        drop(ready_tx);
+        let mut driver = None;
+        for _ in 0..threads {
+            match ready_rx.recv() {
+                Ok(Ok((kind, why, waker))) => {
+                    control.wakers.lock().expect("waker list poisoned").push(waker);
+                    driver = Some((kind, why));
+                }
+                Ok(Err(e)) => {
+                    ShutdownHandle(Arc::clone(&control)).shutdown();
+                    return Err(StartError::Driver(e));
+                }
+                Err(_) => return Err(StartError::Driver(io::Error::other("reactor thread died"))),
+            }
+        }
+        let (driver, driver_why) = driver.expect("at least one reactor");
+        // A shutdown requested while reactors were starting must reach them all.
+        if control.shutting_down.load(Ordering::SeqCst) {
+            ShutdownHandle(Arc::clone(&control)).shutdown();
+        }
+        Ok(Server { addrs, threads: handles, control, driver, driver_why })
+    }
+
+    /// The addresses actually bound, one per configured listener, in order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The IO driver the reactors run.
+    pub fn driver(&self) -> DriverKind {
+        self.driver
+    }
+
+    /// Why that driver was chosen.
+    pub fn driver_reason(&self) -> &str {
+        &self.driver_why
+    }
+
+    /// Reactor threads.
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// A handle to start a graceful shutdown from anywhere.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(Arc::clone(&self.control))
+    }
+
+    /// Starts a graceful shutdown (see [`ShutdownHandle::shutdown`]).
+    pub fn shutdown(&self) {
+        self.shutdown_handle().shutdown();
+    }
+
+    /// Waits until every reactor has stopped.
+    pub fn wait(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds one listening socket with SO_REUSEPORT.
+fn bind(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    // The kernel caps this at net.core.somaxconn.
+    socket.listen(4096)?;
+    Ok(socket)
+}
+
+type Ready = mpsc::Sender<io::Result<(DriverKind, String, DriverWaker)>>;
+
+/// One core's share of the server.
+struct Reactor {
+    index: usize,
+    cpu: Option<usize>,
+    listeners: Vec<OwnedFd>,
+    limits: Limits,
+    driver: DriverConfig,
+    limiter: Arc<ConnectionLimiter>,
+    control: Arc<Control>,
+}
+
+/// A listener's accept state on one core.
+struct Listener {
+    fd: OwnedFd,
+    op: Option<peregrine_io_linux::OpId>,
+    /// After an error such as EMFILE, accept again only from this time (nginx backs off too).
+    retry_at: Option<Instant>,
+}
+
+/// How long to pause accepting after an accept error (EMFILE, ENFILE, ENOBUFS...).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+impl Reactor {
+    fn run<H: Handler>(self, make_handler: impl FnOnce() -> H, ready: Ready) {
+        if let Some(cpu) = self.cpu {
+            if let Err(e) = peregrine_io_linux::pin_current_thread(cpu) {
+                warn!(cpu, error = %e, "could not pin reactor thread");
+            }
+        }
+        let driver = match Driver::new(&self.driver) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let info = (driver.kind(), driver.why().to_string(), driver.waker());
+        rt::install(driver);
+        let handler = Rc::new(make_handler());
+        let settings = Rc::new(h1::Settings::new(self.limits.clone()));
+        let mut listeners: Vec<Listener> = self
+            .listeners
+            .into_iter()
+            .map(|fd| Listener { fd, op: None, retry_at: None })
+            .collect();
+        for (i, l) in listeners.iter_mut().enumerate() {
+            l.op = Some(rt::accept(l.fd.as_raw_fd(), i));
+        }
+        let _ = ready.send(Ok(info));
+        debug!(core = self.index, cpu = ?self.cpu, "reactor running");
+
+        let live = Rc::new(std::cell::Cell::new(0usize));
+        let mut accepted = Vec::new();
+        let mut hard_deadline: Option<Instant> = None;
+        loop {
+            if hard_deadline.is_none() && self.control.shutting_down.load(Ordering::SeqCst) {
+                // Stop accepting; the listening sockets close when this loop ends.
+                for l in &mut listeners {
+                    if let Some(op) = l.op.take() {
+                        rt::cancel(op);
+                    }
+                }
+                rt::begin_shutdown();
+                hard_deadline = Some(rt::now() + self.limits.shutdown_timeout);
+            }
+            if let Some(deadline) = hard_deadline {
+                if live.get() == 0 {
+                    break;
+                }
+                if rt::now() >= deadline {
+                    warn!(
+                        core = self.index,
+                        connections = live.get(),
+                        "shutdown_timeout passed; aborting connections"
+                    );
+                    break;
+                }
+            }
+            let retry = listeners.iter().filter_map(|l| l.retry_at).min();
+            let max_wait = [hard_deadline, retry]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|t| t.saturating_duration_since(rt::now()));
+            if let Err(e) = rt::turn(max_wait, &mut accepted) {
+                warn!(error = %e, "io driver failed; stopping this reactor");
+                break;
+            }
+            for (index, result, more) in accepted.drain(..) {
+                let l = &mut listeners[index];
+                if !more {
+                    l.op = None;
+                }
+                match result {
+                    Ok(fd) if hard_deadline.is_none() => {
+                        let _ = SockRef::from(&fd).set_tcp_nodelay(true);
+                        match self.limiter.try_acquire() {
+                            Some(permit) => {
+                                let live = Rc::clone(&live);
+                                live.set(live.get() + 1);
+                                let serve = h1::serve(
+                                    fd,
+                                    Rc::clone(&handler),
+                                    Rc::clone(&settings),
+                                    permit,
+                                );
+                                executor::spawn(async move {
+                                    serve.await;
+                                    live.set(live.get() - 1);
+                                });
+                            }
+                            None => {
+                                debug!(
+                                    limit = self.limiter.max(),
+                                    "max_connections reached; answering 503"
+                                );
+                                executor::spawn(h1::reject_over_capacity(fd));
+                            }
+                        }
+                    }
+                    Ok(_) => {} // accepted during shutdown: dropped (closed)
+                    Err(e) if peregrine_io_linux::is_canceled(&e) => {}
+                    Err(e) => {
+                        warn!(error = %e, "accept failed; pausing accepts briefly");
+                        l.retry_at = Some(rt::now() + ACCEPT_BACKOFF);
+                    }
+                }
+            }
+            if hard_deadline.is_none() {
+                for (i, l) in listeners.iter_mut().enumerate() {
+                    if l.op.is_none() && l.retry_at.is_none_or(|t| rt::now() >= t) {
+                        l.retry_at = None;
+                        l.op = Some(rt::accept(l.fd.as_raw_fd(), i));
+                    }
+                }
+            }
+        }
+        drop(listeners);
+        drop(handler);
+        rt::teardown();
+        debug!(core = self.index, "reactor stopped");
+    }
+}
