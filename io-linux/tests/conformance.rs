@@ -257,3 +257,34 @@ fn wait_times_out_without_completions() {
         assert!(start.elapsed() < Duration::from_secs(2), "{:?}", d.kind());
     }
 }
+
+#[test]
+fn a_ready_operation_does_not_wait_out_the_timeout() {
+    // A send to a socket with room completes at once; `wait` must report it without first
+    // blocking for its timeout (the epoll backend attempts it before polling, and no new
+    // readiness edge will arrive to end the poll).
+    for mut d in drivers() {
+        let (l, addr) = listener();
+        let _s = TcpStream::connect(addr).unwrap();
+        let fd = accept_one(&mut d, &l);
+        let send = |d: &mut Driver| {
+            let mut buf = SendBuf::new();
+            buf.push(Bytes::from_static(b"x"));
+            d.send(fd.as_raw_fd(), buf, 9);
+        };
+        send(&mut d);
+        collect(&mut d, 1);
+        // Let every edge from the first send be consumed.
+        for _ in 0..3 {
+            d.wait(Some(Duration::from_millis(20)), &mut |c| panic!("unexpected {c:?}")).unwrap();
+        }
+        send(&mut d);
+        let start = Instant::now();
+        let mut got = 0;
+        while got == 0 && start.elapsed() < Duration::from_secs(10) {
+            d.wait(Some(Duration::from_secs(3)), &mut |_| got += 1).unwrap();
+        }
+        assert_eq!(got, 1);
+        assert!(start.elapsed() < Duration::from_secs(1), "{:?}: {:?}", d.kind(), start.elapsed());
+    }
+}

@@ -208,8 +208,10 @@ impl Epoll {
         timeout: Option<Duration>,
         on: &mut dyn FnMut(Completion<'_>),
     ) -> io::Result<()> {
-        self.run(on);
-        let timeout = if self.ready.is_empty() { timeout } else { Some(Duration::ZERO) };
+        // Completions delivered now wake tasks that must run before anything blocks.
+        let delivered = self.run(on);
+        let timeout =
+            if self.ready.is_empty() && delivered == 0 { timeout } else { Some(Duration::ZERO) };
         if let Err(e) = self.poll.poll(&mut self.events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
@@ -246,14 +248,21 @@ impl Epoll {
     }
 
     /// Attempts every ready operation once (accepts re-queue themselves for the next turn).
-    fn run(&mut self, on: &mut dyn FnMut(Completion<'_>)) {
+    /// Returns how many completions were delivered.
+    fn run(&mut self, on: &mut dyn FnMut(Completion<'_>)) -> usize {
+        let mut delivered = 0;
+        let mut counting = |c: Completion<'_>| {
+            delivered += 1;
+            on(c)
+        };
         for _ in 0..self.ready.len() {
             let Some(index) = self.ready.pop_front() else { break };
             if !self.ops.contains(index) {
                 continue;
             }
-            self.attempt(index, on);
+            self.attempt(index, &mut counting);
         }
+        delivered
     }
 
     fn attempt(&mut self, index: usize, on: &mut dyn FnMut(Completion<'_>)) {
