@@ -134,6 +134,9 @@ async fn read_head(
             (None, None) => rt::now() + limits.keep_alive_timeout,
         };
         io.timer.set_idle(idle);
+        if idle {
+            io.release_idle_buffers();
+        }
         let result = io.read_more(Some(deadline)).await;
         io.timer.set_idle(false);
         match result {
@@ -307,7 +310,7 @@ async fn finish(io: &ConnIo, fd: OwnedFd, ending: Ending) {
             if !io.response_started.get() {
                 io.out.borrow_mut().clear();
                 io.queued.borrow_mut().clear();
-                date::with(|d| encode_error_response(status, d, &mut io.out.borrow_mut()));
+                date::with(|d| encode_error_response(status, d, &mut io.out()));
                 let _ = io.flush().await;
             }
             true

@@ -45,7 +45,7 @@ pub(crate) async fn write_response(
     let framing = response_framing(parts.status, method, version, body.exact_len());
     close |= framing == ResponseFraming::CloseDelimited || wants_close(&parts.headers);
     date::with(|d| {
-        let mut out = io.out.borrow_mut();
+        let mut out = io.out();
         encode_response_head(parts.status, &parts.headers, framing, version, close, d, &mut out)
     });
     if let ResponseFraming::NoBody { .. } = framing {
@@ -83,7 +83,7 @@ pub(crate) async fn write_response(
             return Written::Abort("response body longer than its content-length");
         }
         if framing == ResponseFraming::Chunked {
-            encode_chunk_header(chunk.len(), &mut io.out.borrow_mut());
+            encode_chunk_header(chunk.len(), &mut io.out());
             io.write_shared(chunk);
             io.write_small(CHUNK_END);
         } else {
