@@ -112,6 +112,11 @@ impl Body {
         }
     }
 
+    /// Whether the body is already in memory (sending it reads nothing else).
+    pub(crate) fn is_in_memory(&self) -> bool {
+        matches!(self.inner, Inner::Empty | Inner::Full(_))
+    }
+
     /// The whole body at once, if it is already in memory.
     pub(crate) fn take_full(&mut self) -> Option<Bytes> {
         match &mut self.inner {

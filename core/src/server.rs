@@ -311,15 +311,18 @@ impl Reactor {
         let mut accepted = Vec::new();
         let mut hard_deadline: Option<Instant> = None;
         loop {
+            rt::run_tasks();
             if hard_deadline.is_none() && self.control.shutting_down.load(Ordering::SeqCst) {
-                // Stop accepting; the listening sockets close when this loop ends.
-                for l in &mut listeners {
-                    if let Some(op) = l.op.take() {
+                // Stop accepting and close the listening sockets now, so new connections are
+                // refused instead of waiting in a backlog nobody reads.
+                for l in listeners.drain(..) {
+                    if let Some(op) = l.op {
                         rt::cancel(op);
                     }
                 }
                 rt::begin_shutdown();
                 hard_deadline = Some(rt::now() + self.limits.shutdown_timeout);
+                rt::run_tasks(); // let idle connections see the shutdown and close
             }
             if let Some(deadline) = hard_deadline {
                 if live.get() == 0 {
@@ -340,14 +343,15 @@ impl Reactor {
                 .flatten()
                 .min()
                 .map(|t| t.saturating_duration_since(rt::now()));
-            if let Err(e) = rt::turn(max_wait, &mut accepted) {
+            if let Err(e) = rt::poll_io(max_wait, &mut accepted) {
                 warn!(error = %e, "io driver failed; stopping this reactor");
                 break;
             }
             for (index, result, more) in accepted.drain(..) {
-                let l = &mut listeners[index];
-                if !more {
-                    l.op = None;
+                if let Some(l) = listeners.get_mut(index) {
+                    if !more {
+                        l.op = None;
+                    }
                 }
                 match result {
                     Ok(fd) if hard_deadline.is_none() => {
@@ -380,7 +384,9 @@ impl Reactor {
                     Err(e) if peregrine_io_linux::is_canceled(&e) => {}
                     Err(e) => {
                         warn!(error = %e, "accept failed; pausing accepts briefly");
-                        l.retry_at = Some(rt::now() + ACCEPT_BACKOFF);
+                        if let Some(l) = listeners.get_mut(index) {
+                            l.retry_at = Some(rt::now() + ACCEPT_BACKOFF);
+                        }
                     }
                 }
             }

@@ -361,8 +361,6 @@ both_drivers!(
     pipelined_echo,
     chunked_upload_echo,
     expect_continue_echo,
-    #[ignore = "BUG: Expect: 100-continue + handler that reads the body while streaming its \
-                response (/echo) gets Connection: close and a closed connection"]
     expect_continue_echo_keeps_alive,
     expect_continue_unread_body,
     http10_closes,

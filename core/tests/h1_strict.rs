@@ -130,8 +130,6 @@ fn valid_request_then_pipelined(io: IoChoice) {
 
 both_drivers!(
     strict_head_rejections,
-    #[ignore = "BUG: invalid chunk framing panics (RefCell already borrowed) in \
-                Incoming::poll_chunk: no 400, connection dropped"]
     strict_chunk_framing_rejections,
     valid_request_then_pipelined,
 );

@@ -216,19 +216,23 @@ async fn exchange<H: Handler>(
             None => Ending::Abort(failure.reason),
         });
     }
-    let (body_unread, continue_owed) = {
+    // A client still waiting for 100 Continue may or may not send the body after our final
+    // response, so the connection's framing is unknowable and it cannot be reused: unless the
+    // response itself goes on to read the body (checked again after writing).
+    let unread_owing_continue = || {
         let read = io.read.borrow();
-        (
-            read.decoder.as_ref().is_some_and(|d| !d.is_done()),
-            read.continue_state == Continue::Expected,
-        )
+        read.decoder.as_ref().is_some_and(|d| !d.is_done())
+            && read.continue_state == Continue::Expected
     };
-    // A client still waiting for 100 Continue may or may not send the body now: the framing
-    // of the connection is unknowable, so it cannot be reused.
-    let close = !keep_alive || panicked || rt::shutting_down() || (body_unread && continue_owed);
-    match write_response(io, response, &method, version, close).await {
+    let close = !keep_alive || panicked || rt::shutting_down();
+    let owing = unread_owing_continue();
+    match write_response(io, response, &method, version, close, owing).await {
         Written::Done { close: true } => Ok(false),
         Written::Done { close: false } => {
+            if unread_owing_continue() {
+                return Ok(false);
+            }
+            let body_unread = io.read.borrow().decoder.as_ref().is_some_and(|d| !d.is_done());
             if body_unread && !drain(io, settings).await {
                 return Ok(false);
             }

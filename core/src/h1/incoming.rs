@@ -93,8 +93,9 @@ impl Incoming {
                         h1::BodyError::Limit(l) => BodyError::TooLarge { limit: l.max },
                         h1::BodyError::Invalid(v) => BodyError::Malformed(v.reason()),
                     };
-                    let reason = e.reason();
-                    return self.fail(error, reason);
+                    read.decoder = None;
+                    read.failure = Some(BodyFailure { status: error.status(), reason: e.reason() });
+                    return Poll::Ready(Some(Err(error)));
                 }
             }
             // Need bytes from the socket. Owe the client its 100 Continue first, unless a

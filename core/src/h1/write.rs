@@ -33,17 +33,21 @@ pub(crate) enum Written {
     Abort(&'static str),
 }
 
-/// Writes `response` to a request made with `method`/`version`.
+/// Writes `response` to a request made with `method`/`version`. `close_unless_streaming`:
+/// close if the response body is already in memory (it cannot go on to read the request body
+/// the connection still owes; a streamed one might, e.g. an echo).
 pub(crate) async fn write_response(
     io: &ConnIo,
     response: Response<Body>,
     method: &Method,
     version: Version,
     mut close: bool,
+    close_unless_streaming: bool,
 ) -> Written {
     let (parts, mut body) = response.into_parts();
     let framing = response_framing(parts.status, method, version, body.exact_len());
     close |= framing == ResponseFraming::CloseDelimited || wants_close(&parts.headers);
+    close |= close_unless_streaming && body.is_in_memory();
     date::with(|d| {
         let mut out = io.out();
         encode_response_head(parts.status, &parts.headers, framing, version, close, d, &mut out)

@@ -2,7 +2,7 @@
 //! reactor thread, reached through thread-locals so tasks never hold a reference to them
 //! across an await.
 //!
-//! One turn of a reactor ([`turn`]):
+//! One turn of a reactor ([`run_tasks`], then [`poll_io`]):
 //! 1. run the tasks that are queued (bounded: what was queued when the turn began);
 //! 2. hand submissions to the kernel and wait for completions, no longer than the next
 //!    timer (not at all if tasks are still queued);
@@ -90,12 +90,17 @@ pub(crate) fn cancel(op: OpId) {
 /// whether the accept is still armed.
 pub(crate) type AcceptEvent = (usize, std::io::Result<OwnedFd>, bool);
 
-/// Runs one reactor turn; `max_wait` caps the wait (for the server loop's own deadlines).
-pub(crate) fn turn(
+/// First half of a reactor turn: runs the tasks queued now.
+pub(crate) fn run_tasks() {
+    executor::run_queued();
+}
+
+/// Second half of a reactor turn: waits for IO (no longer than the next timer or
+/// `max_wait`, and not at all if tasks are queued), files completions, fires timers.
+pub(crate) fn poll_io(
     max_wait: Option<Duration>,
     accepted: &mut Vec<AcceptEvent>,
 ) -> std::io::Result<()> {
-    executor::run_queued();
     let timeout = if executor::has_queued() {
         Some(Duration::ZERO)
     } else {

@@ -183,19 +183,10 @@ pub fn wait_within(server: Server, within: Duration) -> Duration {
     }
 }
 
-/// How long [`finish`] lets the server notice that the test's clients have gone.
-///
-/// A workaround, not a synchronisation: `Server::wait()` does not return when the last
-/// connection closes during a shutdown, only at the reactor's next timer (about 5 s later, or
-/// `shutdown_timeout`); see lifecycle.rs, `wait_returns_when_last_connection_closes`. Letting
-/// the closes land before the shutdown starts keeps each test from paying that delay.
-pub const SETTLE: Duration = Duration::from_millis(50);
-
 /// The end of every test: the server still serves a new connection, then stops cleanly.
 /// Drop the test's own clients before calling it.
 pub fn finish(server: Server) {
     assert_healthy(&server);
-    std::thread::sleep(SETTLE);
     shutdown_and_wait(server, Duration::from_secs(10));
 }
 
