@@ -69,6 +69,19 @@ pub fn parse_request(
     cfg: &ParseConfig,
 ) -> Result<Option<RequestHead>, ParseError> {
     let slots = scan::header_slots(cfg);
+    // Most requests carry a handful of headers: parse first with a small span array (its
+    // initialisation is paid on every request), and only when that runs out of slots parse
+    // again with room for every header the limit allows.
+    let first = slots.min(FIRST_TRY_SLOTS);
+    let mut small = [const { HeaderSpan::EMPTY }; FIRST_TRY_SLOTS];
+    match scan::scan_head(buf, cfg, &mut small[..first]) {
+        Err(ParseError::Limit(l)) if l.limit == "max_request_header_count" && slots > first => {}
+        result => {
+            let Some(raw) = result? else { return Ok(None) };
+            let head = buf.split_to(raw.len).freeze();
+            return build_head(&head, &raw, &small[..raw.header_count]).map(Some);
+        }
+    }
     let mut stack_spans = [const { HeaderSpan::EMPTY }; scan::STACK_HEADER_SLOTS];
     let mut heap_spans = Vec::new();
     let spans: &mut [HeaderSpan] = if slots <= scan::STACK_HEADER_SLOTS {
@@ -84,6 +97,9 @@ pub fn parse_request(
     let head = buf.split_to(raw.len).freeze();
     build_head(&head, &raw, &spans[..raw.header_count]).map(Some)
 }
+
+/// Header slots of the first parse attempt (see [`parse_request`]).
+const FIRST_TRY_SLOTS: usize = 24;
 
 fn malformed<E>(_: E) -> ParseError {
     ParseError::Invalid(Violation::MalformedHead)
