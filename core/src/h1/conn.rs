@@ -29,7 +29,9 @@ use tracing::debug;
 
 use super::incoming::Incoming;
 use super::io::{ConnIo, Continue};
-use super::write::{write_response, Written};
+use super::write::{
+    finish as finish_response, must_flush, prepare_response, stream_body, Prepared, Written,
+};
 use crate::{date, rt, Body, Handler};
 
 /// How long a lingering close waits for the client to finish sending, and how much it reads.
@@ -226,14 +228,20 @@ async fn exchange<H: Handler>(
     };
     let close = !keep_alive || panicked || rt::shutting_down();
     let owing = unread_owing_continue();
-    match write_response(io, response, &method, version, close, owing).await {
+    let written = match prepare_response(io, response, &method, version, close, owing) {
+        Prepared::Complete { close } if !must_flush(io, close) => Written::Done { close },
+        Prepared::Complete { close } => finish_response(io, close).await,
+        // Rare next to in-memory bodies; boxed so its state does not enlarge every exchange.
+        Prepared::Streaming(body) => Box::pin(stream_body(io, body)).await,
+    };
+    match written {
         Written::Done { close: true } => Ok(false),
         Written::Done { close: false } => {
             if unread_owing_continue() {
                 return Ok(false);
             }
             let body_unread = io.read.borrow().decoder.as_ref().is_some_and(|d| !d.is_done());
-            if body_unread && !drain(io, settings).await {
+            if body_unread && !Box::pin(drain(io, settings)).await {
                 return Ok(false);
             }
             Ok(true)

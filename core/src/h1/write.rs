@@ -33,17 +33,33 @@ pub(crate) enum Written {
     Abort(&'static str),
 }
 
-/// Writes `response` to a request made with `method`/`version`. `close_unless_streaming`:
-/// close if the response body is already in memory (it cannot go on to read the request body
-/// the connection still owes; a streamed one might, e.g. an echo).
-pub(crate) async fn write_response(
+/// A response whose head (and body, when in memory) is in the output buffer.
+pub(crate) enum Prepared {
+    /// Everything is written or queued; `close` as in [`Written::Done`].
+    Complete { close: bool },
+    /// The body still has to be streamed.
+    Streaming(StreamingBody),
+}
+
+/// A body to stream after its head.
+pub(crate) struct StreamingBody {
+    body: Body,
+    framing: ResponseFraming,
+    close: bool,
+}
+
+/// Writes the head of `response` (to a request made with `method`/`version`) into the output
+/// buffer, and its body too when it is already in memory: the common case costs no await.
+/// `close_unless_streaming`: close if the body is in memory (it cannot go on to read the
+/// request body the connection still owes; a streamed one might, e.g. an echo).
+pub(crate) fn prepare_response(
     io: &ConnIo,
     response: Response<Body>,
     method: &Method,
     version: Version,
     mut close: bool,
     close_unless_streaming: bool,
-) -> Written {
+) -> Prepared {
     let (parts, mut body) = response.into_parts();
     let framing = response_framing(parts.status, method, version, body.exact_len());
     close |= framing == ResponseFraming::CloseDelimited || wants_close(&parts.headers);
@@ -53,17 +69,36 @@ pub(crate) async fn write_response(
         encode_response_head(parts.status, &parts.headers, framing, version, close, d, &mut out)
     });
     if let ResponseFraming::NoBody { .. } = framing {
-        return finish(io, close).await;
+        return Prepared::Complete { close };
     }
-    if let Some(full) = body.take_full() {
+    match body.take_full() {
         // `exact_len` came from this same body, so a Length framing matches it.
-        if full.len() <= COPY_BODY_MAX {
-            io.write_small(&full);
-        } else {
-            io.write_shared(full);
-        }
-        return finish(io, close).await;
+        Some(full) if full.len() <= COPY_BODY_MAX => io.write_small(&full),
+        Some(full) => io.write_shared(full),
+        None => return Prepared::Streaming(StreamingBody { body, framing, close }),
     }
+    Prepared::Complete { close }
+}
+
+/// Whether pending output must go out now: unless more pipelined requests are already
+/// buffered, in which case their responses join this one in a single send.
+pub(crate) fn must_flush(io: &ConnIo, close: bool) -> bool {
+    close || io.read.borrow().inbuf.is_empty() || io.output_len() >= PIPELINE_FLUSH_AT
+}
+
+/// Sends pending output if [`must_flush`] says so.
+pub(crate) async fn finish(io: &ConnIo, close: bool) -> Written {
+    if must_flush(io, close) {
+        if let Err(e) = io.flush().await {
+            return write_failed(e);
+        }
+    }
+    Written::Done { close }
+}
+
+/// Streams a body whose head is already in the output buffer.
+pub(crate) async fn stream_body(io: &ConnIo, streaming: StreamingBody) -> Written {
+    let StreamingBody { mut body, framing, close } = streaming;
     let declared = match framing {
         ResponseFraming::Length(n) => Some(n),
         _ => None,
@@ -106,18 +141,6 @@ pub(crate) async fn write_response(
     finish(io, close).await
 }
 
-/// Sends what is pending, unless more pipelined requests are already buffered: then their
-/// responses join this one in a single send.
-async fn finish(io: &ConnIo, close: bool) -> Written {
-    let pipelined = !io.read.borrow().inbuf.is_empty();
-    if close || !pipelined || io.output_len() >= PIPELINE_FLUSH_AT {
-        if let Err(e) = io.flush().await {
-            return write_failed(e);
-        }
-    }
-    Written::Done { close }
-}
-
 fn body_failed(io: &ConnIo, e: BodyError) -> Written {
     match e.status() {
         Some(status) if !io.response_started.get() => {
@@ -129,7 +152,7 @@ fn body_failed(io: &ConnIo, e: BodyError) -> Written {
     }
 }
 
-fn write_failed(e: WriteFail) -> Written {
+pub(crate) fn write_failed(e: WriteFail) -> Written {
     match e {
         WriteFail::TooSlow => Written::Abort("min_response_data_rate"),
         WriteFail::Io(e) => {
