@@ -122,6 +122,28 @@ impl ConnIo {
         }
     }
 
+    /// Runs `op` until it finishes (`Some`) or the connection's timer passes `deadline`
+    /// (`None`; `op` is then dropped, which cancels it).
+    async fn until_deadline<F: Future + Unpin>(
+        &self,
+        mut op: F,
+        deadline: Option<Instant>,
+    ) -> Option<F::Output> {
+        self.timer.set(deadline);
+        let done = poll_fn(|cx| {
+            if let Poll::Ready(r) = Pin::new(&mut op).poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            if deadline.is_some() && self.timer.poll_fired(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await;
+        self.timer.set(None);
+        done
+    }
+
     /// Receives more bytes into the receive buffer, giving up at `deadline`. On a timeout
     /// the buffered bytes are dropped: the caller is about to close the connection.
     pub(crate) async fn read_more(&self, deadline: Option<Instant>) -> Result<usize, ReadFail> {
@@ -133,20 +155,7 @@ impl ConnIo {
                 buf.reserve(RECV_BUF);
             }
         }
-        self.timer.set(deadline);
-        let mut recv = rt::io::recv(self.fd, buf);
-        let done = poll_fn(|cx| {
-            if let Poll::Ready(r) = Pin::new(&mut recv).poll(cx) {
-                return Poll::Ready(Some(r));
-            }
-            if deadline.is_some() && self.timer.poll_fired(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-            Poll::Pending
-        })
-        .await;
-        self.timer.set(None);
-        match done {
+        match self.until_deadline(rt::io::recv(self.fd, buf), deadline).await {
             Some((buf, result)) => {
                 self.read.borrow_mut().inbuf = buf;
                 result.map_err(ReadFail::Io)
@@ -215,20 +224,10 @@ impl ConnIo {
         let mut rate = self.min_response_rate.map(DataRate::new);
         while !buf.is_empty() {
             let deadline = rate.as_mut().map(|r| r.start_wait(rt::now()));
-            self.timer.set(deadline);
-            let mut send = rt::io::send(self.fd, buf);
-            let done = poll_fn(|cx| {
-                if let Poll::Ready(r) = Pin::new(&mut send).poll(cx) {
-                    return Poll::Ready(Some(r));
-                }
-                if deadline.is_some() && self.timer.poll_fired(cx).is_ready() {
-                    return Poll::Ready(None);
-                }
-                Poll::Pending
-            })
-            .await;
-            self.timer.set(None);
-            let Some((result, back)) = done else { return Err(WriteFail::TooSlow) };
+            let send = rt::io::send(self.fd, buf);
+            let Some((result, back)) = self.until_deadline(send, deadline).await else {
+                return Err(WriteFail::TooSlow);
+            };
             buf = back;
             let n = result.map_err(WriteFail::Io)?;
             if n == 0 {
