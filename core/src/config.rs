@@ -4,6 +4,8 @@
 //! threads = 2                 # default: one per CPU
 //! io = "auto"                 # auto | uring | epoll
 //! pin_threads = true
+//! admin = "127.0.0.1:9090"    # /metrics, /healthz, /readyz; off when absent
+//! access_log = "-"            # JSON lines to stdout, or a file path; off when absent
 //!
 //! [[listener]]
 //! address = "127.0.0.1:8080"
@@ -39,6 +41,10 @@ pub struct Config {
     pub io: Option<String>,
     /// Pin reactor threads to CPUs (default true).
     pub pin_threads: Option<bool>,
+    /// Admin listener address (`/metrics`, `/healthz`, `/readyz`); off when absent.
+    pub admin: Option<String>,
+    /// Access log path, or `-` for standard output; off when absent.
+    pub access_log: Option<String>,
     /// Hardening limits.
     pub limits: Limits,
     /// Fixed-response routes.
@@ -102,6 +108,9 @@ impl Config {
         }
         if let Some(io) = &self.io {
             io.parse::<IoChoice>().map_err(|e| format!("io: {e}"))?;
+        }
+        if let Some(a) = &self.admin {
+            resolve(a).map_err(|e| format!("admin: {e}"))?;
         }
         for (i, l) in self.listener.iter().enumerate() {
             resolve(&l.address).map_err(|e| format!("listener[{i}].address: {e}"))?;

@@ -22,17 +22,22 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod access_log;
+mod admin;
 mod body;
 pub mod config;
 mod date;
 mod h1;
 mod handler;
+mod metrics;
 pub mod routes;
 mod rt;
 mod server;
 
+pub use access_log::AccessLogTarget;
 pub use body::{Body, BodyChunk, BodyError};
 pub use handler::Handler;
+pub use metrics::Metrics;
 pub use peregrine_io_linux::{DriverKind, IoChoice};
 pub use peregrine_limits::{Limits, MinDataRate};
 pub use server::{Server, ServerConfig, ShutdownHandle, StartError};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, ValueEnum};
 use peregrine::config::{self, Config};
 use peregrine::routes::BuiltinRoutes;
-use peregrine::{IoChoice, Server, ServerConfig};
+use peregrine::{AccessLogTarget, IoChoice, Server, ServerConfig};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -22,28 +22,37 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     /// Address to listen on, as host:port (repeatable; port 0 picks a free port). Overrides
     /// the config file's listeners. Default: 127.0.0.1:8080.
-    #[arg(long = "listen", value_name = "ADDR")]
+    #[arg(long = "listen", value_name = "ADDR", env = "PEREGRINE_LISTEN", value_delimiter = ',')]
     listen: Vec<String>,
 
     /// Reactor threads, one event loop each. Default: one per CPU.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "N", env = "PEREGRINE_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
 
     /// IO driver: `auto` (io_uring, falling back to epoll where it is blocked), `uring`, or
     /// `epoll`.
-    #[arg(long, value_name = "DRIVER", value_parser = parse_io)]
+    #[arg(long, value_name = "DRIVER", env = "PEREGRINE_IO", value_parser = parse_io)]
     io: Option<IoChoice>,
 
     /// TOML config file: listeners, threads, io driver, limits, fixed-response routes.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "PEREGRINE_CONFIG")]
     config: Option<PathBuf>,
+
+    /// Admin listener (host:port) serving /metrics (Prometheus), /healthz and /readyz. Off
+    /// unless given here or in the config file.
+    #[arg(long, value_name = "ADDR", env = "PEREGRINE_ADMIN")]
+    admin: Option<String>,
+
+    /// Access log: one JSON line per request, to this file (`-` for stdout). Off by default.
+    #[arg(long, value_name = "PATH", env = "PEREGRINE_ACCESS_LOG")]
+    access_log: Option<PathBuf>,
 
     /// Do not pin reactor threads to CPUs.
     #[arg(long)]
     no_pin: bool,
 
     /// Log format on stderr. The level comes from RUST_LOG (default `info`).
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, value_enum, env = "PEREGRINE_LOG_FORMAT", default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
 
@@ -81,12 +90,29 @@ fn main() -> ExitCode {
     };
     let io =
         cli.io.or_else(|| config.io.as_deref().and_then(|s| s.parse().ok())).unwrap_or_default();
+    let admin = match cli.admin.as_deref().or(config.admin.as_deref()) {
+        Some(a) => match config::resolve(a) {
+            Ok(addr) => Some(addr),
+            Err(e) => return usage_error(&format!("--admin: {e}")),
+        },
+        None => None,
+    };
+    let access_log =
+        cli.access_log.clone().or_else(|| config.access_log.as_ref().map(PathBuf::from)).map(|p| {
+            if p.as_os_str() == "-" {
+                AccessLogTarget::Stdout
+            } else {
+                AccessLogTarget::File(p)
+            }
+        });
     let server_config = ServerConfig {
         listen,
         threads: cli.threads.map(usize::from).or(config.threads),
         pin_threads: !cli.no_pin && config.pin_threads.unwrap_or(true),
         io,
         limits: config.limits.clone(),
+        admin,
+        access_log,
     };
     let routes = Arc::new(config.route.clone());
     let server = match Server::start(server_config, move || BuiltinRoutes::new(&routes)) {
@@ -105,6 +131,9 @@ fn main() -> ExitCode {
     );
     for addr in server.local_addrs() {
         println!("listening on http://{addr}");
+    }
+    if let Some(addr) = server.admin_addr() {
+        println!("admin listening on http://{addr}");
     }
     if let Some(addr) = server.local_addrs().first() {
         println!(

@@ -20,7 +20,10 @@ use peregrine_limits::{ConnectionLimiter, Limits};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tracing::{debug, warn};
 
+use crate::access_log::{self, AccessLogTarget};
+use crate::admin::Admin;
 use crate::h1;
+use crate::metrics::{CoreMetrics, Metrics};
 use crate::rt::{self, executor};
 use crate::Handler;
 
@@ -37,6 +40,10 @@ pub struct ServerConfig {
     pub io: IoChoice,
     /// The hardening limits.
     pub limits: Limits,
+    /// Admin listener (`/metrics`, `/healthz`, `/readyz`); off when `None`.
+    pub admin: Option<SocketAddr>,
+    /// Access log (one JSON line per request); off when `None`.
+    pub access_log: Option<AccessLogTarget>,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +54,8 @@ impl Default for ServerConfig {
             pin_threads: true,
             io: IoChoice::Auto,
             limits: Limits::default(),
+            admin: None,
+            access_log: None,
         }
     }
 }
@@ -60,12 +69,20 @@ pub enum StartError {
     Driver(io::Error),
     /// A configuration value is unusable.
     Config(String),
+    /// The admin listener could not be bound.
+    Admin(SocketAddr, io::Error),
+    /// The access log could not be opened.
+    AccessLog(io::Error),
 }
 
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            StartError::Admin(addr, e) => {
+                write!(f, "cannot start the admin listener on {addr}: {e}")
+            }
+            StartError::AccessLog(e) => write!(f, "cannot open the access log: {e}"),
             StartError::Driver(e) => write!(f, "cannot set up the io driver: {e}"),
             StartError::Config(e) => f.write_str(e),
         }
@@ -87,6 +104,9 @@ pub struct Server {
     control: Arc<Control>,
     driver: DriverKind,
     driver_why: String,
+    metrics: Metrics,
+    admin: Option<Admin>,
+    access_log: Option<access_log::Writer>,
 }
 
 /// A cloneable, thread-safe handle that starts a graceful shutdown.
@@ -155,6 +175,11 @@ impl Server {
 
         let control =
             Arc::new(Control { shutting_down: AtomicBool::new(false), wakers: Mutex::default() });
+        let core_metrics: Vec<Arc<CoreMetrics>> = (0..threads).map(|_| Arc::default()).collect();
+        let mut access_log = match &config.access_log {
+            Some(target) => Some(access_log::Writer::start(target).map_err(StartError::AccessLog)?),
+            None => None,
+        };
         let factory = Arc::new(factory);
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut handles = Vec::new();
@@ -170,6 +195,8 @@ impl Server {
                 driver: DriverConfig { io: config.io, ..DriverConfig::default() },
                 limiter: Arc::clone(&limiter),
                 control: Arc::clone(&control),
+                metrics: Arc::clone(&core_metrics[index]),
+                access_log: access_log.as_ref().map(access_log::Writer::core),
             };
             let factory = Arc::clone(&factory);
             let ready = ready_tx.clone();
@@ -199,7 +226,43 @@ impl Server {
         if control.shutting_down.load(Ordering::SeqCst) {
             ShutdownHandle(Arc::clone(&control)).shutdown();
         }
-        Ok(Server { addrs, threads: handles, control, driver, driver_why })
+        let metrics = Metrics {
+            cores: Arc::new(core_metrics),
+            driver: match driver {
+                DriverKind::Uring => "io_uring",
+                DriverKind::Epoll => "epoll",
+            },
+            max_connections: limiter.max(),
+        };
+        let admin = match config.admin {
+            Some(addr) => {
+                let handle = ShutdownHandle(Arc::clone(&control));
+                match Admin::start(addr, metrics.clone(), handle) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        ShutdownHandle(Arc::clone(&control)).shutdown();
+                        for t in handles {
+                            let _ = t.join();
+                        }
+                        if let Some(w) = access_log.as_mut() {
+                            w.finish();
+                        }
+                        return Err(StartError::Admin(addr, e));
+                    }
+                }
+            }
+            None => None,
+        };
+        Ok(Server {
+            addrs,
+            threads: handles,
+            control,
+            driver,
+            driver_why,
+            metrics,
+            admin,
+            access_log,
+        })
     }
 
     /// The addresses actually bound, one per configured listener, in order.
@@ -217,6 +280,16 @@ impl Server {
         &self.driver_why
     }
 
+    /// The admin listener's bound address, if it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.addr)
+    }
+
+    /// The server's metrics (what the admin listener's `/metrics` renders).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Reactor threads.
     pub fn threads(&self) -> usize {
         self.threads.len()
@@ -232,10 +305,17 @@ impl Server {
         self.shutdown_handle().shutdown();
     }
 
-    /// Waits until every reactor has stopped.
-    pub fn wait(self) {
-        for t in self.threads {
+    /// Waits until every reactor has stopped, then stops the admin listener and writes out
+    /// the access log.
+    pub fn wait(mut self) {
+        for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        if let Some(admin) = self.admin.as_mut() {
+            admin.stop();
+        }
+        if let Some(log) = self.access_log.as_mut() {
+            log.finish();
         }
     }
 }
@@ -265,6 +345,8 @@ struct Reactor {
     driver: DriverConfig,
     limiter: Arc<ConnectionLimiter>,
     control: Arc<Control>,
+    metrics: Arc<CoreMetrics>,
+    access_log: Option<access_log::CoreLog>,
 }
 
 /// A listener's accept state on one core.
@@ -294,8 +376,9 @@ impl Reactor {
         };
         let info = (driver.kind(), driver.why().to_string(), driver.waker());
         rt::install(driver);
+        crate::metrics::install(Arc::clone(&self.metrics));
         let handler = Rc::new(make_handler());
-        let settings = Rc::new(h1::Settings::new(self.limits.clone()));
+        let settings = Rc::new(h1::Settings::new(self.limits.clone(), self.access_log));
         let mut listeners: Vec<Listener> = self
             .listeners
             .into_iter()
@@ -338,7 +421,8 @@ impl Reactor {
                 }
             }
             let retry = listeners.iter().filter_map(|l| l.retry_at).min();
-            let max_wait = [hard_deadline, retry]
+            let log_due = settings.access_log.as_ref().and_then(|l| l.flush_due());
+            let max_wait = [hard_deadline, retry, log_due]
                 .into_iter()
                 .flatten()
                 .min()
@@ -346,6 +430,9 @@ impl Reactor {
             if let Err(e) = rt::poll_io(max_wait, &mut accepted) {
                 warn!(error = %e, "io driver failed; stopping this reactor");
                 break;
+            }
+            if let Some(log) = &settings.access_log {
+                log.maybe_flush(rt::now());
             }
             for (index, result, more) in accepted.drain(..) {
                 if let Some(l) = listeners.get_mut(index) {
@@ -355,9 +442,18 @@ impl Reactor {
                 }
                 match result {
                     Ok(fd) if hard_deadline.is_none() => {
-                        let _ = SockRef::from(&fd).set_tcp_nodelay(true);
+                        let socket = SockRef::from(&fd);
+                        let _ = socket.set_tcp_nodelay(true);
                         match self.limiter.try_acquire() {
                             Some(permit) => {
+                                // A syscall per connection, so only when the log wants it.
+                                let peer = settings
+                                    .access_log
+                                    .as_ref()
+                                    .and_then(|_| socket.peer_addr().ok())
+                                    .and_then(|a| a.as_socket());
+                                self.metrics.accepted();
+                                let metrics = Arc::clone(&self.metrics);
                                 let live = Rc::clone(&live);
                                 live.set(live.get() + 1);
                                 let serve = h1::serve(
@@ -365,9 +461,11 @@ impl Reactor {
                                     Rc::clone(&handler),
                                     Rc::clone(&settings),
                                     permit,
+                                    peer,
                                 );
                                 executor::spawn(async move {
                                     serve.await;
+                                    metrics.closed();
                                     live.set(live.get() - 1);
                                 });
                             }
@@ -402,6 +500,9 @@ impl Reactor {
         drop(listeners);
         drop(handler);
         rt::teardown();
+        if let Some(log) = &settings.access_log {
+            log.flush(Instant::now());
+        }
         debug!(core = self.index, "reactor stopped");
     }
 }

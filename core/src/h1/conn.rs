@@ -13,6 +13,7 @@
 //! `request_headers_timeout` of its first byte (the slowloris defence: `408` and close).
 
 use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
@@ -32,6 +33,8 @@ use super::io::{ConnIo, Continue};
 use super::write::{
     finish as finish_response, must_flush, prepare_response, stream_body, Prepared, Written,
 };
+use crate::access_log::{CoreLog, Entry};
+use crate::metrics::Rejection;
 use crate::{date, rt, Body, Handler};
 
 /// How long a lingering close waits for the client to finish sending, and how much it reads.
@@ -45,16 +48,18 @@ const LINGER_BYTES: usize = 256 * 1024;
 pub(crate) struct Settings {
     pub(crate) limits: Limits,
     pub(crate) parse: ParseConfig,
+    /// This core's access log, when enabled.
+    pub(crate) access_log: Option<CoreLog>,
 }
 
 impl Settings {
-    pub(crate) fn new(limits: Limits) -> Settings {
+    pub(crate) fn new(limits: Limits, access_log: Option<CoreLog>) -> Settings {
         let parse = ParseConfig {
             max_request_line_size: limits.max_request_line_size,
             max_request_headers_total_size: limits.max_request_headers_total_size,
             max_request_header_count: limits.max_request_header_count,
         };
-        Settings { limits, parse }
+        Settings { limits, parse, access_log }
     }
 }
 
@@ -74,6 +79,7 @@ pub(crate) async fn serve<H: Handler>(
     handler: Rc<H>,
     settings: Rc<Settings>,
     permit: ConnectionPermit,
+    peer: Option<SocketAddr>,
 ) {
     let limits = &settings.limits;
     let io = Rc::new(ConnIo::new(
@@ -88,7 +94,7 @@ pub(crate) async fn serve<H: Handler>(
             Ok(None) => break Ending::Close,
             Err(e) => break e,
         };
-        match exchange(&io, &*handler, &settings, head).await {
+        match exchange(&io, &*handler, &settings, head, peer).await {
             Ok(true) => continue,
             Ok(false) => break Ending::Close,
             Err(e) => break e,
@@ -163,8 +169,10 @@ async fn exchange<H: Handler>(
     handler: &H,
     settings: &Settings,
     head: RequestHead,
+    peer: Option<SocketAddr>,
 ) -> Result<bool, Ending> {
     let limits = &settings.limits;
+    let started = rt::now();
     if let (BodyFraming::Length(n), Some(max)) = (head.framing, limits.max_request_body_size) {
         if n > max {
             // Before reading any of it, and before any 100 Continue.
@@ -192,6 +200,8 @@ async fn exchange<H: Handler>(
     io.response_started.set(false);
 
     let RequestHead { method, uri, version, headers, framing, keep_alive, .. } = head;
+    // Kept for the access log only when it is on: a `Uri` clone is a few refcount bumps.
+    let logged_uri = settings.access_log.as_ref().map(|_| uri.clone());
     let body = match framing {
         BodyFraming::Empty => Body::empty(),
         BodyFraming::Length(n) => Body::incoming(Incoming::new(Rc::clone(io), Some(n))),
@@ -207,9 +217,11 @@ async fn exchange<H: Handler>(
         Some(response) => (response, false),
         None => {
             tracing::error!("handler panicked; answering 500 and closing the connection");
+            crate::metrics::count(|m| m.rejected(Rejection::HandlerPanic));
             (internal_error(), true)
         }
     };
+    let status = response.status();
     if let Some(failure) = io.read.borrow_mut().failure.take() {
         // The handler hit a body error (and perhaps answered anyway): the client's mistake
         // decides the answer, as in Kestrel.
@@ -228,15 +240,35 @@ async fn exchange<H: Handler>(
     };
     let close = !keep_alive || panicked || rt::shutting_down();
     let owing = unread_owing_continue();
+    let in_memory_len = response.body().exact_len().unwrap_or(0);
     let written = match prepare_response(io, response, &method, version, close, owing) {
-        Prepared::Complete { close } if !must_flush(io, close) => Written::Done { close },
-        Prepared::Complete { close } => finish_response(io, close).await,
+        Prepared::Complete { close } if !must_flush(io, close) => {
+            Written::Done { close, body_bytes: in_memory_len }
+        }
+        Prepared::Complete { close } => finish_response(io, close, in_memory_len).await,
         // Rare next to in-memory bodies; boxed so its state does not enlarge every exchange.
         Prepared::Streaming(body) => Box::pin(stream_body(io, body)).await,
     };
+    if let Written::Done { body_bytes, .. } = written {
+        let duration = rt::now().saturating_duration_since(started);
+        crate::metrics::count(|m| m.response(status, Some(duration.as_micros() as u64)));
+        if let (Some(log), Some(target)) = (&settings.access_log, &logged_uri) {
+            let bytes = if method == http::Method::HEAD { 0 } else { body_bytes };
+            let entry = Entry {
+                peer,
+                method: &method,
+                target,
+                version,
+                status: status.as_u16(),
+                bytes,
+                duration,
+            };
+            log.record(&entry, rt::now());
+        }
+    }
     match written {
-        Written::Done { close: true } => Ok(false),
-        Written::Done { close: false } => {
+        Written::Done { close: true, .. } => Ok(false),
+        Written::Done { close: false, .. } => {
             if unread_owing_continue() {
                 return Ok(false);
             }
@@ -303,6 +335,7 @@ async fn drain(io: &ConnIo, settings: &Settings) -> bool {
             Ok(n) if n > 0 => {}
             _ => {
                 debug!("request body not drained within request_body_drain_timeout");
+                crate::metrics::count(|m| m.rejected(Rejection::RequestBodyDrainTimeout));
                 return false;
             }
         }
@@ -319,6 +352,11 @@ async fn finish(io: &ConnIo, fd: OwnedFd, ending: Ending) {
         }
         Ending::Reject(status, reason) => {
             debug!(%status, reason, "closing connection with an error response");
+            let why = Rejection::from_reason(reason).unwrap_or(Rejection::ProtocolError);
+            crate::metrics::count(|m| m.rejected(why));
+            if !io.response_started.get() {
+                crate::metrics::count(|m| m.response(status, None));
+            }
             if !io.response_started.get() {
                 io.out.borrow_mut().clear();
                 io.queued.borrow_mut().clear();
@@ -329,6 +367,9 @@ async fn finish(io: &ConnIo, fd: OwnedFd, ending: Ending) {
         }
         Ending::Abort(reason) => {
             debug!(reason, "aborting connection");
+            if let Some(why) = Rejection::from_reason(reason) {
+                crate::metrics::count(|m| m.rejected(why));
+            }
             false
         }
     };

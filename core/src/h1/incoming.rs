@@ -60,6 +60,7 @@ impl Incoming {
                                 return self.fail(BodyError::Io(e), "io error");
                             }
                         };
+                        crate::metrics::count(|m| m.bytes_in(n as u64));
                         if let Some(rate) = read.body_rate.as_mut() {
                             rate.end_wait(rt::now(), n as u64);
                         }

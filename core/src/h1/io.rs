@@ -158,6 +158,9 @@ impl ConnIo {
         match self.until_deadline(rt::io::recv(self.fd, buf), deadline).await {
             Some((buf, result)) => {
                 self.read.borrow_mut().inbuf = buf;
+                if let Ok(n) = result {
+                    crate::metrics::count(|m| m.bytes_in(n as u64));
+                }
                 result.map_err(ReadFail::Io)
             }
             None => Err(ReadFail::TimedOut),
@@ -234,6 +237,7 @@ impl ConnIo {
                 return Err(WriteFail::Io(io::ErrorKind::WriteZero.into()));
             }
             self.response_started.set(true);
+            crate::metrics::count(|m| m.bytes_out(n as u64));
             if let Some(r) = rate.as_mut() {
                 r.end_wait(rt::now(), n as u64);
             }

@@ -25,7 +25,12 @@ const PIPELINE_FLUSH_AT: usize = 64 * 1024;
 pub(crate) enum Written {
     /// Fully written (or queued behind pipelined requests); `close` says whether the
     /// framing or headers require closing the connection now.
-    Done { close: bool },
+    Done {
+        /// Close the connection now.
+        close: bool,
+        /// Body bytes sent (for the access log).
+        body_bytes: u64,
+    },
     /// The body stream failed before any byte of the response was sent: answer this status
     /// instead.
     FailedBeforeStart(http::StatusCode),
@@ -87,13 +92,13 @@ pub(crate) fn must_flush(io: &ConnIo, close: bool) -> bool {
 }
 
 /// Sends pending output if [`must_flush`] says so.
-pub(crate) async fn finish(io: &ConnIo, close: bool) -> Written {
+pub(crate) async fn finish(io: &ConnIo, close: bool, body_bytes: u64) -> Written {
     if must_flush(io, close) {
         if let Err(e) = io.flush().await {
             return write_failed(e);
         }
     }
-    Written::Done { close }
+    Written::Done { close, body_bytes }
 }
 
 /// Streams a body whose head is already in the output buffer.
@@ -138,7 +143,7 @@ pub(crate) async fn stream_body(io: &ConnIo, streaming: StreamingBody) -> Writte
     if framing == ResponseFraming::Chunked {
         io.write_small(LAST_CHUNK);
     }
-    finish(io, close).await
+    finish(io, close, written).await
 }
 
 fn body_failed(io: &ConnIo, e: BodyError) -> Written {

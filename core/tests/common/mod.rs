@@ -71,6 +71,7 @@ pub fn config(io: IoChoice, limits: Limits) -> ServerConfig {
         pin_threads: false,
         io,
         limits,
+        ..ServerConfig::default()
     }
 }
 

@@ -1,0 +1,103 @@
+//! The admin listener: `/metrics` (Prometheus text), `/healthz` (live) and `/readyz` (ready;
+//! turns 503 as soon as a graceful shutdown starts, so a load balancer stops sending before
+//! connections drain).
+//!
+//! It runs on its own thread with a plain blocking socket, away from the reactors: scrapes
+//! and probes are a handful of requests a second, and keeping them off the data path means
+//! a flood on the public listeners cannot starve health checks, nor the reverse. One request
+//! per connection, with short timeouts, so a stuck client cannot hold it for long.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::metrics::Metrics;
+use crate::ShutdownHandle;
+
+/// How long the admin listener waits on one client.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest request head it reads.
+const MAX_HEAD: usize = 8 * 1024;
+
+/// A running admin listener.
+pub(crate) struct Admin {
+    pub(crate) addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Admin {
+    pub(crate) fn start(
+        addr: SocketAddr,
+        metrics: Metrics,
+        shutdown: ShutdownHandle,
+    ) -> io::Result<Admin> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread =
+            std::thread::Builder::new().name("peregrine-admin".into()).spawn(move || {
+                for stream in listener.incoming() {
+                    if stopping.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if let Ok(stream) = stream {
+                        let _ = serve(stream, &metrics, &shutdown);
+                    }
+                }
+            })?;
+        Ok(Admin { addr, stop, thread: Some(thread) })
+    }
+
+    /// Stops the listener thread and waits for it.
+    pub(crate) fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept with a connection of our own.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(mut stream: TcpStream, metrics: &Metrics, shutdown: &ShutdownHandle) -> io::Result<()> {
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf)?;
+        if n == 0 || head.len() + n > MAX_HEAD {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, path) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let (status, content_type, body) = match (method, path) {
+        (b"GET" | b"HEAD", b"/metrics") => {
+            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics.render())
+        }
+        (b"GET" | b"HEAD", b"/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
+        (b"GET" | b"HEAD", b"/readyz") if shutdown.is_shutting_down() => {
+            ("503 Service Unavailable", "text/plain", "shutting down\n".to_string())
+        }
+        (b"GET" | b"HEAD", b"/readyz") => ("200 OK", "text/plain", "ready\n".to_string()),
+        (b"GET" | b"HEAD", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
+        _ => ("405 Method Not Allowed", "text/plain", "method not allowed\n".to_string()),
+    };
+    let mut response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
+         connection: close\r\ncache-control: no-store\r\n\r\n",
+        body.len()
+    );
+    if method != b"HEAD" {
+        response.push_str(&body);
+    }
+    stream.write_all(response.as_bytes())
+}

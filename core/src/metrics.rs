@@ -1,0 +1,318 @@
+//! Server metrics: per-core counters, merged when scraped.
+//!
+//! Each core owns one [`CoreMetrics`] and is its only writer; the admin thread only reads.
+//! A single-writer counter needs no read-modify-write instruction: a relaxed load and store
+//! (a plain `mov` on x86) is enough, and the struct is cache-line aligned so cores never
+//! share a line. So the request path touches no contended atomic, and a scrape sees every
+//! core's counts as of a moment ago, which is what Prometheus expects.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Why a request or connection was refused or cut short. Limits are named as in
+/// `peregrine_limits::Limits`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    MaxConnections,
+    MaxRequestLineSize,
+    MaxRequestHeadersTotalSize,
+    MaxRequestHeaderCount,
+    MaxRequestBodySize,
+    RequestHeadersTimeout,
+    MinRequestBodyDataRate,
+    MinResponseDataRate,
+    RequestBodyDrainTimeout,
+    /// A strictness rule of RFC 9112 (400/501/505).
+    ProtocolError,
+    HandlerPanic,
+}
+
+impl Rejection {
+    const ALL: [Rejection; 11] = [
+        Rejection::MaxConnections,
+        Rejection::MaxRequestLineSize,
+        Rejection::MaxRequestHeadersTotalSize,
+        Rejection::MaxRequestHeaderCount,
+        Rejection::MaxRequestBodySize,
+        Rejection::RequestHeadersTimeout,
+        Rejection::MinRequestBodyDataRate,
+        Rejection::MinResponseDataRate,
+        Rejection::RequestBodyDrainTimeout,
+        Rejection::ProtocolError,
+        Rejection::HandlerPanic,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Rejection::MaxConnections => "max_connections",
+            Rejection::MaxRequestLineSize => "max_request_line_size",
+            Rejection::MaxRequestHeadersTotalSize => "max_request_headers_total_size",
+            Rejection::MaxRequestHeaderCount => "max_request_header_count",
+            Rejection::MaxRequestBodySize => "max_request_body_size",
+            Rejection::RequestHeadersTimeout => "request_headers_timeout",
+            Rejection::MinRequestBodyDataRate => "min_request_body_data_rate",
+            Rejection::MinResponseDataRate => "min_response_data_rate",
+            Rejection::RequestBodyDrainTimeout => "request_body_drain_timeout",
+            Rejection::ProtocolError => "protocol_error",
+            Rejection::HandlerPanic => "handler_panic",
+        }
+    }
+
+    /// Classifies a reason string from the codec or the connection loop.
+    pub(crate) fn from_reason(reason: &str) -> Option<Rejection> {
+        Rejection::ALL.into_iter().find(|r| r.label() == reason)
+    }
+}
+
+/// Upper bounds of the request-duration histogram, in microseconds.
+const LATENCY_BOUNDS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 5_000_000,
+];
+
+/// A counter with one writer.
+#[derive(Default, Debug)]
+struct Counter(AtomicU64);
+
+impl Counter {
+    fn add(&self, n: u64) {
+        // Single writer: no read-modify-write needed (see the module doc).
+        self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One core's counters.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct CoreMetrics {
+    accepted: Counter,
+    closed: Counter,
+    rejections: [Counter; 11],
+    /// HTTP/1.1 responses by status class 1xx..5xx.
+    responses: [Counter; 5],
+    bytes_in: Counter,
+    bytes_out: Counter,
+    latency_buckets: [Counter; 15],
+    latency_sum_us: Counter,
+}
+
+impl CoreMetrics {
+    pub(crate) fn accepted(&self) {
+        self.accepted.add(1);
+    }
+
+    pub(crate) fn closed(&self) {
+        self.closed.add(1);
+    }
+
+    pub(crate) fn rejected(&self, why: Rejection) {
+        let i = Rejection::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.rejections[i].add(1);
+    }
+
+    /// Counts a response; `duration_us` (head arrival to response written) feeds the latency
+    /// histogram when known (error responses to unparsed requests have none).
+    pub(crate) fn response(&self, status: http::StatusCode, duration_us: Option<u64>) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.responses[class].add(1);
+        let Some(duration_us) = duration_us else { return };
+        let bucket = LATENCY_BOUNDS_US
+            .iter()
+            .position(|&b| duration_us <= b)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        self.latency_buckets[bucket].add(1);
+        self.latency_sum_us.add(duration_us);
+    }
+
+    pub(crate) fn bytes_in(&self, n: u64) {
+        self.bytes_in.add(n);
+    }
+
+    pub(crate) fn bytes_out(&self, n: u64) {
+        self.bytes_out.add(n);
+    }
+}
+
+/// Every core's metrics plus process-wide facts, rendered on scrape.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub(crate) cores: Arc<Vec<Arc<CoreMetrics>>>,
+    pub(crate) driver: &'static str,
+    pub(crate) max_connections: u64,
+}
+
+impl Metrics {
+    /// Renders the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let sum =
+            |f: &dyn Fn(&CoreMetrics) -> u64| -> u64 { self.cores.iter().map(|c| f(c)).sum() };
+        let mut out = String::with_capacity(4096);
+        let accepted = sum(&|c| c.accepted.get());
+        let closed = sum(&|c| c.closed.get());
+        metric(
+            &mut out,
+            "peregrine_connections_accepted_total",
+            "counter",
+            "Connections accepted.",
+            &[("", accepted)],
+        );
+        metric(
+            &mut out,
+            "peregrine_connections_closed_total",
+            "counter",
+            "Connections closed.",
+            &[("", closed)],
+        );
+        metric(
+            &mut out,
+            "peregrine_connections_active",
+            "gauge",
+            "Connections open now.",
+            &[("", accepted.saturating_sub(closed))],
+        );
+        metric(
+            &mut out,
+            "peregrine_connections_max",
+            "gauge",
+            "The max_connections cap.",
+            &[("", self.max_connections)],
+        );
+        let rejections: Vec<(String, u64)> = Rejection::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("reason=\"{}\"", r.label()), sum(&|c| c.rejections[i].get())))
+            .collect();
+        metric_owned(
+            &mut out,
+            "peregrine_rejections_total",
+            "counter",
+            "Requests or connections refused or cut short, by limit or rule.",
+            &rejections,
+        );
+        let responses: Vec<(String, u64)> = (0..5)
+            .map(|i| {
+                (
+                    format!("protocol=\"http/1.1\",code=\"{}xx\"", i + 1),
+                    sum(&|c| c.responses[i].get()),
+                )
+            })
+            .collect();
+        metric_owned(
+            &mut out,
+            "peregrine_responses_total",
+            "counter",
+            "Responses sent, by protocol and status class.",
+            &responses,
+        );
+        metric(
+            &mut out,
+            "peregrine_received_bytes_total",
+            "counter",
+            "Bytes received from clients.",
+            &[("", sum(&|c| c.bytes_in.get()))],
+        );
+        metric(
+            &mut out,
+            "peregrine_sent_bytes_total",
+            "counter",
+            "Bytes sent to clients.",
+            &[("", sum(&|c| c.bytes_out.get()))],
+        );
+        let _ = writeln!(out, "# HELP peregrine_io_driver The IO driver the reactors run.\n# TYPE peregrine_io_driver gauge");
+        let _ = writeln!(out, "peregrine_io_driver{{driver=\"{}\"}} 1", self.driver);
+        let _ = writeln!(
+            out,
+            "# HELP peregrine_reactors Reactor threads.\n# TYPE peregrine_reactors gauge"
+        );
+        let _ = writeln!(out, "peregrine_reactors {}", self.cores.len());
+        // Active HTTP/2 streams join here with the HTTP/2 codec.
+        let name = "peregrine_request_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} Time from a request head's arrival to its response being written.\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BOUNDS_US.iter().enumerate() {
+            cumulative += sum(&|c| c.latency_buckets[i].get());
+            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 / 1e6);
+        }
+        cumulative += sum(&|c| c.latency_buckets[LATENCY_BOUNDS_US.len()].get());
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum {}", sum(&|c| c.latency_sum_us.get()) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {cumulative}");
+        out
+    }
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, values: &[(&str, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, v) in values {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+fn metric_owned(out: &mut String, name: &str, kind: &str, help: &str, values: &[(String, u64)]) {
+    let borrowed: Vec<(&str, u64)> = values.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    metric(out, name, kind, help, &borrowed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_merge_across_cores_and_render_as_prometheus_text() {
+        let cores: Vec<Arc<CoreMetrics>> = (0..2).map(|_| Arc::default()).collect();
+        cores[0].accepted();
+        cores[1].accepted();
+        cores[1].closed();
+        cores[0].rejected(Rejection::MaxRequestLineSize);
+        cores[1].response(http::StatusCode::NOT_FOUND, Some(300));
+        cores[0].response(http::StatusCode::OK, Some(50));
+        cores[0].response(http::StatusCode::BAD_REQUEST, None);
+        let m = Metrics { cores: Arc::new(cores), driver: "epoll", max_connections: 10 };
+        let text = m.render();
+        assert!(text.contains("peregrine_connections_active 1\n"), "{text}");
+        assert!(text.contains("peregrine_rejections_total{reason=\"max_request_line_size\"} 1\n"));
+        assert!(text.contains("peregrine_responses_total{protocol=\"http/1.1\",code=\"4xx\"} 2\n"));
+        assert!(text.contains("peregrine_request_duration_seconds_bucket{le=\"0.0001\"} 1\n"));
+        assert!(text.contains("peregrine_request_duration_seconds_bucket{le=\"0.0005\"} 2\n"));
+        assert!(text.contains("peregrine_request_duration_seconds_count 2\n"));
+        assert!(text.contains("peregrine_io_driver{driver=\"epoll\"} 1\n"));
+    }
+
+    #[test]
+    fn reasons_from_the_codec_map_to_limits() {
+        assert_eq!(
+            Rejection::from_reason("max_request_line_size"),
+            Some(Rejection::MaxRequestLineSize)
+        );
+        assert_eq!(Rejection::from_reason("missing host"), None);
+    }
+}
+
+thread_local! {
+    static CORE: std::cell::OnceCell<Arc<CoreMetrics>> = const { std::cell::OnceCell::new() };
+}
+
+/// Makes `metrics` this reactor thread's counters.
+pub(crate) fn install(metrics: Arc<CoreMetrics>) {
+    CORE.with(|c| {
+        let _ = c.set(metrics);
+    });
+}
+
+/// Counts on this core's metrics (nothing on a thread without a reactor).
+pub(crate) fn count(f: impl FnOnce(&CoreMetrics)) {
+    CORE.with(|c| {
+        if let Some(m) = c.get() {
+            f(m)
+        }
+    });
+}
