@@ -94,11 +94,6 @@ impl BufRing {
         self.group
     }
 
-    /// Size of each buffer.
-    pub(crate) fn buf_size(&self) -> usize {
-        self.buf_size
-    }
-
     /// The first `len` bytes of buffer `bid`, which a completion just handed back to us.
     pub(crate) fn filled(&self, bid: u16, len: usize) -> &[u8] {
         assert!(bid < self.entries && len <= self.buf_size, "kernel returned a bad buffer id");

@@ -5,6 +5,13 @@
 //! iovec array, message header and bytes), so memory can only be freed when the slot's final
 //! completion arrives. Receives use the provided-buffer ring, so they own nothing.
 //!
+//! Receives are multishot: the first receive on a socket arms one `RECV_MULTISHOT` request
+//! that stays armed across requests, so a keep-alive connection costs no receive submission
+//! and no poll re-arm per request. Each [`Uring::recv`] is a *waiter* that takes the next
+//! piece of data; data that arrives with no waiter is held (at most [`MAX_HELD`] buffers per
+//! socket, past which the multishot is cancelled as back-pressure, and re-armed by the next
+//! waiter).
+//!
 //! The ring is set up with `SINGLE_ISSUER | DEFER_TASKRUN` when the kernel has them (6.1):
 //! completions are then processed only when this thread enters the kernel, which suits one
 //! ring per reactor thread and batches the kernel's work with ours.
@@ -24,16 +31,35 @@ use crate::DriverConfig;
 
 /// Buffer group id of the receive ring (one ring per driver).
 const RECV_GROUP: u16 = 0;
-/// `IORING_RECVSEND_POLL_FIRST` (include/uapi/linux/io_uring.h, Linux 5.19): arm the poll
-/// before trying the receive. A server submits its next receive right after sending a
-/// response, when the next request cannot have arrived yet; skipping the receive attempt that
-/// would fail with EAGAIN saves a trip through the socket layer per request.
-const RECVSEND_POLL_FIRST: u16 = 1;
+/// Buffers held for one socket with no receive waiting before its multishot is cancelled.
+const MAX_HELD: usize = 4;
+
+/// What a multishot delivered that no waiter has taken yet.
+enum Held {
+    Data { bid: u16, len: u32 },
+    Eof,
+    Error(i32),
+}
+
+/// Receive state of one socket.
+#[derive(Default)]
+struct Socket {
+    /// The armed multishot, if any.
+    armed: Option<OpId>,
+    /// The waiting receive, if any.
+    waiter: Option<OpId>,
+    held: std::collections::VecDeque<Held>,
+}
 
 /// What a slot is waiting for.
 enum Kind {
     Accept,
+    /// A caller's receive: waits for the socket's multishot to deliver. Has no SQE of its own.
     Recv {
+        fd: RawFd,
+    },
+    /// A socket's armed multishot receive.
+    RecvMulti {
         fd: RawFd,
     },
     Send(Box<SendState>),
@@ -82,8 +108,13 @@ pub(crate) struct Uring {
     send_pool: Vec<Box<SendState>>,
     /// Reused completion batch.
     cqes: Vec<cqueue::Entry>,
-    /// Receives that got ENOBUFS (ring momentarily empty), to resubmit after recycling.
-    retry: Vec<usize>,
+    /// Receive state per socket.
+    sockets: std::collections::HashMap<RawFd, Socket>,
+    /// Sockets whose multishot ended for lack of buffers while a receive waits: re-armed
+    /// after this batch recycled buffers.
+    rearm: Vec<RawFd>,
+    /// Receives that can complete without the kernel (held data, cancellation).
+    immediate: Vec<(OpId, Held)>,
 }
 
 impl Uring {
@@ -119,7 +150,9 @@ impl Uring {
             waker,
             send_pool: Vec::new(),
             cqes: Vec::with_capacity(256),
-            retry: Vec::new(),
+            sockets: std::collections::HashMap::new(),
+            rearm: Vec::new(),
+            immediate: Vec::new(),
         };
         this.arm_waker();
         Ok(this)
@@ -180,19 +213,27 @@ impl Uring {
         id
     }
 
-    fn recv_entry(&self, fd: RawFd, id: OpId) -> squeue::Entry {
-        opcode::Recv::new(Fd(fd), std::ptr::null_mut(), self.bufs.buf_size() as u32)
-            .buf_group(self.bufs.group())
-            .ioprio(RECVSEND_POLL_FIRST)
-            .build()
-            .flags(squeue::Flags::BUFFER_SELECT)
-            .user_data(id.to_user_data())
+    /// Arms `fd`'s multishot receive.
+    fn arm(&mut self, fd: RawFd) {
+        let id = self.insert(0, Kind::RecvMulti { fd });
+        self.sockets.entry(fd).or_default().armed = Some(id);
+        let entry =
+            opcode::RecvMulti::new(Fd(fd), self.bufs.group()).build().user_data(id.to_user_data());
+        self.push(entry);
     }
 
     pub(crate) fn recv(&mut self, fd: RawFd, token: u64) -> OpId {
         let id = self.insert(token, Kind::Recv { fd });
-        let entry = self.recv_entry(fd, id);
-        self.push(entry);
+        let socket = self.sockets.entry(fd).or_default();
+        if let Some(held) = socket.held.pop_front() {
+            self.immediate.push((id, held));
+            return id;
+        }
+        debug_assert!(socket.waiter.is_none(), "two receives outstanding on one socket");
+        socket.waiter = Some(id);
+        if socket.armed.is_none() {
+            self.arm(fd);
+        }
         id
     }
 
@@ -223,6 +264,24 @@ impl Uring {
     }
 
     pub(crate) fn close(&mut self, fd: OwnedFd, token: u64) -> OpId {
+        if let Some(socket) = self.sockets.remove(&fd.as_raw_fd()) {
+            if let Some(armed) = socket.armed {
+                self.cancel(armed);
+            }
+            if let Some(waiter) = socket.waiter {
+                self.immediate.push((waiter, Held::Error(libc::ECANCELED)));
+            }
+            let mut recycled = false;
+            for held in socket.held {
+                if let Held::Data { bid, .. } = held {
+                    self.bufs.recycle(bid);
+                    recycled = true;
+                }
+            }
+            if recycled {
+                self.bufs.publish();
+            }
+        }
         let id = self.insert(token, Kind::Close);
         let entry = opcode::Close::new(Fd(fd.into_raw_fd())).build().user_data(id.to_user_data());
         self.push(entry);
@@ -233,6 +292,19 @@ impl Uring {
         match self.ops.get_mut(op.index as usize) {
             Some(slot) if slot.generation == op.generation && !slot.cancel_requested => {
                 slot.cancel_requested = true;
+                if let Kind::Recv { fd } = slot.kind {
+                    // A waiter has no kernel request: it finishes now. The socket's multishot
+                    // stays armed for the next receive.
+                    if let Some(socket) = self.sockets.get_mut(&fd) {
+                        if socket.waiter == Some(op) {
+                            socket.waiter = None;
+                        }
+                    }
+                    if !self.immediate.iter().any(|(id, _)| *id == op) {
+                        self.immediate.push((op, Held::Error(libc::ECANCELED)));
+                    }
+                    return;
+                }
             }
             _ => return,
         }
@@ -249,7 +321,7 @@ impl Uring {
         timeout: Option<Duration>,
         on: &mut dyn FnMut(Completion<'_>),
     ) -> io::Result<()> {
-        let ready = !self.ring.completion().is_empty();
+        let ready = !self.ring.completion().is_empty() || !self.immediate.is_empty();
         let result = match timeout {
             _ if ready => self.ring.submit(),
             Some(t) if t.is_zero() => self.ring.submit(),
@@ -280,8 +352,11 @@ impl Uring {
 
     fn reap(&mut self, on: &mut dyn FnMut(Completion<'_>)) {
         self.reap_into_buffer();
-        let mut cqes = std::mem::take(&mut self.cqes);
         let mut recycled = false;
+        for (id, held) in std::mem::take(&mut self.immediate) {
+            recycled |= self.deliver(id, held, on);
+        }
+        let mut cqes = std::mem::take(&mut self.cqes);
         for cqe in cqes.drain(..) {
             recycled |= self.complete(cqe, on);
         }
@@ -289,11 +364,96 @@ impl Uring {
         if recycled {
             self.bufs.publish();
         }
-        for index in std::mem::take(&mut self.retry) {
-            if let Some(Slot { kind: Kind::Recv { fd }, generation, .. }) = self.ops.get(index) {
-                let id = OpId { index: index as u32, generation: *generation };
-                let entry = self.recv_entry(*fd, id);
-                self.push(entry);
+        for fd in std::mem::take(&mut self.rearm) {
+            let wants =
+                self.sockets.get(&fd).is_some_and(|s| s.armed.is_none() && s.waiter.is_some());
+            if wants {
+                self.arm(fd);
+            }
+        }
+    }
+
+    /// Completes receive `id` with `held`; returns whether a buffer was recycled.
+    fn deliver(&mut self, id: OpId, held: Held, on: &mut dyn FnMut(Completion<'_>)) -> bool {
+        let index = id.index as usize;
+        let token = match self.ops.get(index) {
+            Some(slot) if slot.generation == id.generation => slot.token,
+            _ => {
+                // The waiter is gone (cannot happen: waiters leave only through here); do not
+                // lose the buffer.
+                if let Held::Data { bid, .. } = held {
+                    self.bufs.recycle(bid);
+                    return true;
+                }
+                return false;
+            }
+        };
+        self.ops.remove(index);
+        let outcome = match held {
+            Held::Data { bid, len } => Outcome::Received(Ok(self.bufs.filled(bid, len as usize))),
+            Held::Eof => Outcome::Received(Ok(&[])),
+            Held::Error(errno) => Outcome::Received(Err(io::Error::from_raw_os_error(errno))),
+        };
+        on(Completion { token, op: id, outcome });
+        if let Held::Data { bid, .. } = held {
+            self.bufs.recycle(bid);
+            return true;
+        }
+        false
+    }
+
+    /// A completion of `fd`'s multishot receive (`id`); returns whether a buffer was recycled.
+    fn complete_multishot(
+        &mut self,
+        id: OpId,
+        fd: RawFd,
+        res: i32,
+        flags: u32,
+        on: &mut dyn FnMut(Completion<'_>),
+    ) -> bool {
+        let more = cqueue::more(flags);
+        let bid = cqueue::buffer_select(flags);
+        if !more {
+            self.ops.remove(id.index as usize);
+        }
+        let current = self.sockets.get(&fd).is_some_and(|s| s.armed == Some(id));
+        if !current {
+            // A cancelled multishot of a closed socket (the number may be reused already).
+            if let Some(bid) = bid {
+                self.bufs.recycle(bid);
+                return true;
+            }
+            return false;
+        }
+        let socket = self.sockets.get_mut(&fd).expect("checked above");
+        if !more {
+            socket.armed = None;
+        }
+        let held = match (res, bid) {
+            (n, Some(bid)) if n > 0 => Held::Data { bid, len: n as u32 },
+            (0, _) => Held::Eof,
+            (n, _) if n == -libc::ENOBUFS || n == -libc::ECANCELED => {
+                // Out of buffers, or our own back-pressure cancel: nothing to deliver. Re-arm
+                // once buffers are back if someone waits.
+                if socket.waiter.is_some() {
+                    self.rearm.push(fd);
+                }
+                return false;
+            }
+            (n, _) if n < 0 => Held::Error(-n),
+            (_, None) => return false,
+            (_, Some(_)) => unreachable!("positive results are handled above"),
+        };
+        match socket.waiter.take() {
+            Some(waiter) => self.deliver(waiter, held, on),
+            None => {
+                socket.held.push_back(held);
+                if socket.held.len() >= MAX_HELD {
+                    if let Some(armed) = socket.armed {
+                        self.cancel(armed);
+                    }
+                }
+                false
             }
         }
     }
@@ -322,25 +482,8 @@ impl Uring {
                 on(Completion { token, op: id, outcome: Outcome::Accepted { result, more } });
                 false
             }
-            Kind::Recv { .. } => {
-                if res == -libc::ENOBUFS && !slot.cancel_requested {
-                    // Every buffer is lent out in this batch; resubmit once they are back.
-                    self.retry.push(index);
-                    return false;
-                }
-                self.ops.remove(index);
-                let bid = cqueue::buffer_select(flags);
-                let outcome = match (result, bid) {
-                    (Ok(n), Some(bid)) => Outcome::Received(Ok(self.bufs.filled(bid, n as usize))),
-                    (Ok(_), None) => Outcome::Received(Ok(&[])),
-                    (Err(e), _) => Outcome::Received(Err(e)),
-                };
-                on(Completion { token, op: id, outcome });
-                if let Some(bid) = bid {
-                    self.bufs.recycle(bid);
-                }
-                bid.is_some()
-            }
+            Kind::Recv { .. } => false, // waiters have no kernel request
+            Kind::RecvMulti { fd } => self.complete_multishot(id, fd, res, flags, on),
             Kind::Send(_) => {
                 let Kind::Send(mut state) = self.ops.remove(index).kind else { unreachable!() };
                 let buf = std::mem::take(&mut state.buf);
@@ -371,7 +514,11 @@ impl Uring {
 
     pub(crate) fn in_flight(&self) -> usize {
         // The waker's poll is always armed and is not the caller's.
-        self.ops.iter().filter(|(_, s)| !matches!(s.kind, Kind::Waker | Kind::Cancel)).count()
+        // The waker's poll and the sockets' multishot receives are the driver's own.
+        self.ops
+            .iter()
+            .filter(|(_, s)| !matches!(s.kind, Kind::Waker | Kind::Cancel | Kind::RecvMulti { .. }))
+            .count()
     }
 }
 
