@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs Peregrine's whole test suite: formatting, lints, unit and integration tests (over real
-# loopback sockets, with both IO drivers). Installs the tools the tests use (curl, wrk,
-# nghttp2-client) when they are missing. Usage: ./test.sh
+# loopback sockets, with both IO drivers), and the container image's contents (a static musl
+# build run in an empty root; see core/tests/container.rs). Installs the tools the tests use
+# (curl, wrk, nghttp2-client, strace, musl-tools, busybox-static, the musl Rust target) when
+# they are missing. Usage: ./test.sh
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -9,6 +11,9 @@ missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
+command -v strace >/dev/null || missing+=(strace)       # the seccomp profile's syscall check
+command -v musl-gcc >/dev/null || missing+=(musl-tools) # C (mimalloc) for the static build
+[ -e /bin/busybox ] || missing+=(busybox-static)        # the image's HEALTHCHECK client
 if ((${#missing[@]})); then
     echo "test.sh: installing ${missing[*]}"
     sudo=""
@@ -22,4 +27,17 @@ done
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# What core/tests/container.rs runs but cannot build itself: the seccomp launcher and the
+# image's static binary (debug profile: the optimised build is the image's own job). With
+# PEREGRINE_CONTAINER_TESTS=require, a missing one fails those tests instead of skipping
+# them; only a machine that cannot get the musl target at all (rustup needs to download it
+# once) runs them without, skipping what needs the static binary, with a warning.
+cargo build -p peregrine-seccomp-run
+musl=x86_64-unknown-linux-musl
+if rustup target list --installed 2>/dev/null | grep -qx "$musl" || rustup target add "$musl"; then
+    cargo build --target "$musl" -p peregrine
+    export PEREGRINE_CONTAINER_TESTS=require
+else
+    echo "test.sh: WARNING: no $musl target; skipping the static-binary container tests" >&2
+fi
 cargo test --workspace

@@ -114,6 +114,18 @@ fn main() -> ExitCode {
         admin,
         access_log,
     };
+    // Registered before anything starts: a SIGTERM that arrives while the server starts up is
+    // queued and honoured as a graceful shutdown, instead of killing the process outright.
+    let signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch signals; graceful shutdown unavailable");
+            None
+        }
+    };
     let routes = Arc::new(config.route.clone());
     let server = match Server::start(server_config, move || BuiltinRoutes::new(&routes)) {
         Ok(s) => s,
@@ -141,7 +153,9 @@ fn main() -> ExitCode {
              h2load -n10000 -c16 http://{addr}/plaintext (h2c arrives with the HTTP/2 issue)"
         );
     }
-    watch_signals(server.shutdown_handle());
+    if let Some(signals) = signals {
+        watch_signals(signals, server.shutdown_handle());
+    }
     server.wait();
     tracing::info!("peregrine stopped");
     ExitCode::SUCCESS
@@ -163,15 +177,7 @@ fn init_logging(format: LogFormat) {
 }
 
 /// SIGINT/SIGTERM start a graceful shutdown; a second one exits at once.
-fn watch_signals(handle: peregrine::ShutdownHandle) {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch signals; graceful shutdown unavailable");
-            return;
-        }
-    };
+fn watch_signals(mut signals: signal_hook::iterator::Signals, handle: peregrine::ShutdownHandle) {
     std::thread::Builder::new()
         .name("peregrine-signals".into())
         .spawn(move || {
