@@ -10,9 +10,12 @@ USAGE:
     cargo run -p peregrine-bench --release -- [OPTIONS]
 
 OPTIONS:
-    --quick              3 s runs, 1 round (explicit --duration/--rounds still win)
-    --rounds N           rounds over all scenarios [default: 3]
-    --duration SECS      seconds per wrk run [default: 10]
+    --quick              1 round of 3 s runs, 2,000 idle connections: under a minute
+                         (explicit --rounds/--duration/--idle-conns still win)
+    --rounds N           rounds over all scenarios [default: 5]
+    --duration SECS      seconds per wrk run [default: 9]
+    --idle-conns N       idle keep-alive connections per server for the memory
+                         measurement [default: 10000; 0 = skip]
     --warmup SECS        unrecorded warm-up per server before round 1 [default: 1; 0 = none]
     --peregrine PATH     Peregrine binary [default: <workspace>/target/release/peregrine];
                          giving a path also skips the build
@@ -36,6 +39,8 @@ pub struct Cli {
     pub rounds: Option<u32>,
     /// `--duration`, if given.
     pub duration_s: Option<u64>,
+    /// `--idle-conns`, if given.
+    pub idle_conns: Option<usize>,
     /// `--warmup`.
     pub warmup_s: u64,
     /// `--peregrine`, if given.
@@ -66,6 +71,7 @@ impl Default for Cli {
             quick: false,
             rounds: None,
             duration_s: None,
+            idle_conns: None,
             warmup_s: 1,
             peregrine: None,
             no_build: false,
@@ -81,15 +87,28 @@ impl Default for Cli {
     }
 }
 
+// The defaults put a full run at about 5 minutes on a 2-core machine: 5 rounds
+// × 3 scenarios × 2 servers × 9 s of load (4.5 min), plus warm-up and the
+// idle-memory phase. Five rounds give the median two runs of slack on each
+// side against a noisy neighbour; 9 s keeps the 10 ms CPU-tick resolution
+// below 0.2% of a run. `--quick` is one 3 s round: a smoke test under a
+// minute, with numbers to match.
 impl Cli {
-    /// Rounds to run: explicit, else 1 with `--quick`, else 3.
+    /// Rounds to run: explicit, else 1 with `--quick`, else 5.
     pub fn rounds(&self) -> u32 {
-        self.rounds.unwrap_or(if self.quick { 1 } else { 3 })
+        self.rounds.unwrap_or(if self.quick { 1 } else { 5 })
     }
 
-    /// Seconds per run: explicit, else 3 with `--quick`, else 10.
+    /// Seconds per run: explicit, else 3 with `--quick`, else 9.
     pub fn duration_s(&self) -> u64 {
-        self.duration_s.unwrap_or(if self.quick { 3 } else { 10 })
+        self.duration_s.unwrap_or(if self.quick { 3 } else { 9 })
+    }
+
+    /// Idle connections per server: explicit, else 2,000 with `--quick`,
+    /// else 10,000. Fewer in quick mode because opening and closing 10,000
+    /// sockets twice takes a good part of a minute's budget.
+    pub fn idle_conns(&self) -> usize {
+        self.idle_conns.unwrap_or(if self.quick { 2_000 } else { 10_000 })
     }
 }
 
@@ -115,6 +134,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Cli>, Stri
             "--no-pin" => cli.no_pin = true,
             "--rounds" => cli.rounds = Some(positive(&flag, &value(&flag)?)?),
             "--duration" => cli.duration_s = Some(positive(&flag, &value(&flag)?)?),
+            "--idle-conns" => {
+                let v = value(&flag)?;
+                cli.idle_conns =
+                    Some(v.parse().map_err(|_| format!("{flag}: not a number: {v:?}"))?);
+            }
             "--warmup" => {
                 let v = value(&flag)?;
                 cli.warmup_s = v.parse().map_err(|_| format!("{flag}: not a number: {v:?}"))?;
@@ -167,11 +191,13 @@ mod tests {
     #[test]
     fn defaults_and_quick() {
         let cli = parse_strs(&[]).unwrap().unwrap();
-        assert_eq!((cli.rounds(), cli.duration_s()), (3, 10));
+        assert_eq!((cli.rounds(), cli.duration_s(), cli.idle_conns()), (5, 9, 10_000));
         let cli = parse_strs(&["--quick"]).unwrap().unwrap();
-        assert_eq!((cli.rounds(), cli.duration_s()), (1, 3));
-        let cli = parse_strs(&["--quick", "--rounds", "2", "--duration=5"]).unwrap().unwrap();
-        assert_eq!((cli.rounds(), cli.duration_s()), (2, 5));
+        assert_eq!((cli.rounds(), cli.duration_s(), cli.idle_conns()), (1, 3, 2_000));
+        let cli = parse_strs(&["--quick", "--rounds", "2", "--duration=5", "--idle-conns", "0"])
+            .unwrap()
+            .unwrap();
+        assert_eq!((cli.rounds(), cli.duration_s(), cli.idle_conns()), (2, 5, 0));
     }
 
     #[test]
@@ -188,6 +214,7 @@ mod tests {
     fn rejects_bad_input() {
         assert!(parse_strs(&["--rounds", "0"]).is_err());
         assert!(parse_strs(&["--duration"]).is_err());
+        assert!(parse_strs(&["--idle-conns", "-1"]).is_err());
         assert!(parse_strs(&["--server-cpu", "0; rm -rf /"]).is_err());
         assert!(parse_strs(&["--frobnicate"]).is_err());
         assert!(parse_strs(&["--peers-only", "--no-nginx"]).is_err());

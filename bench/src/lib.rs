@@ -6,15 +6,24 @@
 //! side by side. This library holds the pieces the binary is made of, kept apart
 //! so the parsers can be unit-tested against captured real output:
 //!
-//! - [`wrk`]: building `wrk` command lines and parsing its `--latency` output;
-//! - [`procstat`]: reading a process's CPU time from `/proc/PID/stat`;
+//! - [`wrk`]: building `wrk` command lines and parsing its output and the
+//!   Lua `done` hook's latency line;
+//! - [`procstat`]: a process's CPU time (`/proc/PID/stat`) and resident
+//!   memory (`/proc/PID/status`);
+//! - [`perf`]: instructions per request with `perf stat`, where supported;
+//! - [`idle`]: memory per idle keep-alive connection;
 //! - [`servers`]: starting, probing and stopping the servers under test;
 //! - [`scenario`]: the fixed set of load shapes;
 //! - [`report`]: medians, ratios, and the Markdown/JSON report;
-//! - [`sys`]: bounded child-process waits, machine facts, timestamps.
+//! - [`plot`]: the latency-percentile chart (SVG);
+//! - [`sys`]: bounded child-process waits, limits, signals, machine facts,
+//!   timestamps.
 //!
 //! See `bench/README.md` for how to run it and how to read the numbers.
 
+pub mod idle;
+pub mod perf;
+pub mod plot;
 pub mod procstat;
 pub mod report;
 pub mod scenario;

@@ -1,9 +1,12 @@
-//! CPU time of a process from `/proc/PID/stat`.
+//! CPU time and memory of a process from `/proc/PID/stat` and
+//! `/proc/PID/status`.
 //!
 //! The harness reads a server's user+system time before and after each `wrk`
 //! run; the difference is the CPU the server spent serving that run. The
 //! process-level stat file sums all threads, so multi-threaded servers are
-//! covered too.
+//! covered too. For the idle-connection measurement it reads resident memory
+//! (`VmRSS`) summed over the server's process tree, so a server that forks
+//! workers (nginx with `master_process on`) is measured whole.
 
 use std::io;
 use std::process::Command;
@@ -21,6 +24,72 @@ pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// Extracts the parent PID (field 4) from the text of `/proc/PID/stat`.
+pub fn parse_ppid(stat: &str) -> Option<u32> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    after_comm.split_whitespace().nth(4 - 3)?.parse().ok()
+}
+
+/// Extracts `VmRSS` from the text of `/proc/PID/status`, in bytes.
+///
+/// The kernel prints it as `VmRSS:\t    1234 kB` (kB meaning KiB). Kernel
+/// threads and zombies have no `VmRSS` line: `None`.
+pub fn parse_vm_rss_bytes(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let mut words = line.split_whitespace();
+    let kib: u64 = words.next()?.parse().ok()?;
+    (words.next()? == "kB").then_some(kib * 1024)
+}
+
+/// `pid` and all its descendants that are alive now, parents first.
+///
+/// Built from one scan of `/proc/*/stat`: there is no child list for a whole
+/// process in procfs (`/proc/PID/task/TID/children` is per thread and needs
+/// a kernel option).
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let ppid = std::fs::read_to_string(entry.path().join("stat"))
+                .ok()
+                .and_then(|stat| parse_ppid(&stat));
+            if let Some(ppid) = ppid {
+                parent_of.push((child, ppid));
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(parent_of.iter().filter(|&&(_, p)| p == parent).map(|&(c, _)| c));
+        i += 1;
+    }
+    tree
+}
+
+/// Resident memory of `pid` and its descendants, in bytes.
+///
+/// Summing RSS double-counts pages that processes share (a forked worker's
+/// copy-on-write pages); the idle-connection figure is a difference of two
+/// such sums, in which the shared pages cancel out.
+pub fn read_tree_rss_bytes(pid: u32) -> io::Result<u64> {
+    let mut total = 0;
+    for (i, member) in process_tree(pid).into_iter().enumerate() {
+        match std::fs::read_to_string(format!("/proc/{member}/status")) {
+            Ok(status) => total += parse_vm_rss_bytes(&status).unwrap_or(0),
+            // A descendant may exit between the scan and the read; the server
+            // itself may not.
+            Err(e) if i == 0 => return Err(e),
+            Err(_) => {}
+        }
+    }
+    Ok(total)
 }
 
 /// Reads `utime + stime` of process `pid`, in clock ticks.
@@ -77,6 +146,44 @@ mod tests {
         let ticks = read_cpu_ticks(std::process::id()).expect("own /proc/PID/stat");
         // Any value is fine; this checks the live file format matches the parser.
         assert!(ticks < u64::MAX);
+    }
+
+    #[test]
+    fn parses_parent_pid() {
+        let stat = "3874 (nginx) S 3873 3873 3812 0 -1 4194624 2021 0 0 0 1234 567";
+        assert_eq!(parse_ppid(stat), Some(3873));
+        assert_eq!(parse_ppid("42 (a) b) R 7 42 42 0"), Some(7));
+        assert_eq!(parse_ppid("42 (x) R"), None);
+    }
+
+    // Trimmed from a real /proc/PID/status (Linux 6.1, nginx worker).
+    const STATUS: &str = "Name:\tnginx\nUmask:\t0022\nState:\tS (sleeping)\n\
+        Tgid:\t3874\nPid:\t3874\nPPid:\t3873\nVmPeak:\t   12700 kB\n\
+        VmSize:\t   12700 kB\nVmHWM:\t    4420 kB\nVmRSS:\t    4208 kB\n\
+        RssAnon:\t    1104 kB\nRssFile:\t    3104 kB\nThreads:\t1\n";
+
+    #[test]
+    fn parses_vm_rss() {
+        assert_eq!(parse_vm_rss_bytes(STATUS), Some(4208 * 1024));
+        // Kernel threads have no Vm* lines at all.
+        assert_eq!(parse_vm_rss_bytes("Name:\tkthreadd\nState:\tS (sleeping)\n"), None);
+        assert_eq!(parse_vm_rss_bytes("VmRSS:\t    x kB\n"), None);
+        assert_eq!(parse_vm_rss_bytes("VmRSS:\t    12 MB\n"), None);
+        // VmHWM must not be mistaken for VmRSS.
+        assert_eq!(parse_vm_rss_bytes("VmHWM:\t 9 kB\n"), None);
+    }
+
+    #[test]
+    fn reads_own_memory_and_tree() {
+        let me = std::process::id();
+        assert!(read_tree_rss_bytes(me).unwrap() > 0);
+        let mut child = Command::new("sleep").arg("5").spawn().unwrap();
+        let tree = process_tree(me);
+        assert_eq!(tree[0], me);
+        assert!(tree.contains(&child.id()), "{tree:?} lacks child {}", child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(read_tree_rss_bytes(u32::MAX).is_err());
     }
 
     #[test]

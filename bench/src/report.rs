@@ -1,28 +1,36 @@
-//! Aggregation (medians, ratios) and the Markdown and JSON reports.
+//! Aggregation (medians, ratios) behind the Markdown and JSON reports.
 //!
 //! The headline number is *requests per server-CPU-second*: total responses
 //! divided by the CPU time the server process consumed. On a 2-core box wrk
 //! often saturates its core before the server does, which caps requests/s for
 //! every server alike; CPU cost per request still shows how much work each
 //! server spends per response, and is far less sensitive to the load
-//! generator and to noisy neighbours.
+//! generator and to noisy neighbours. Latency percentiles, instructions per
+//! request and memory per idle connection complete the picture.
+//!
+//! Rendering lives in the submodules: [`markdown`] and [`json`].
 
-use std::fmt::Write as _;
+mod json;
+mod markdown;
 
+use crate::idle::IdleMemory;
+use crate::perf;
+use crate::plot;
 use crate::scenario::Scenario;
 use crate::sys::{MachineInfo, UtcTime};
+use crate::wrk::{Percentiles, PERCENTILE_LEVELS};
 
 /// Name under which Peregrine's runs are recorded.
 pub const PEREGRINE: &str = "peregrine";
 /// Name under which nginx's runs are recorded.
 pub const NGINX: &str = "nginx";
 
-/// The sentence every report leads with.
+/// The caveat every report states right after its ratios.
 pub const DRIFT_NOTE: &str = "Absolute numbers on a shared 2-core machine drift by up to 2× \
 between runs; the Peregrine/nginx ratios measured in the same run (servers interleaved round \
 by round) are what to compare.";
 
-/// What one wrk run against one server measured.
+/// What one load run against one server measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunMeasurement {
     /// wrk's `Requests/sec`.
@@ -33,9 +41,11 @@ pub struct RunMeasurement {
     pub elapsed_s: f64,
     /// Server CPU time (user + system, all threads) during the run, in seconds.
     pub cpu_s: f64,
-    /// 99th percentile latency, microseconds; `None` when wrk's value was
-    /// implausible (see [`crate::wrk::WrkStats::p99_us`]).
-    pub p99_us: Option<f64>,
+    /// Latency percentiles (see [`crate::wrk::WrkStats::latency`]).
+    pub latency: Percentiles,
+    /// Instructions the server retired during the run (`perf stat`); `None`
+    /// where perf is unavailable or failed for this run.
+    pub instructions: Option<u64>,
     /// Socket errors plus non-2xx/3xx responses.
     pub errors: u64,
 }
@@ -53,6 +63,12 @@ impl RunMeasurement {
     pub fn cpu_utilisation(&self) -> Option<f64> {
         (self.elapsed_s > 0.0).then(|| self.cpu_s / self.elapsed_s)
     }
+
+    /// Server instructions per response.
+    pub fn instructions_per_request(&self) -> Option<f64> {
+        let instructions = self.instructions?;
+        (self.total_requests > 0).then(|| instructions as f64 / self.total_requests as f64)
+    }
 }
 
 /// One (round, scenario, server) cell: a measurement or why there is none.
@@ -68,6 +84,15 @@ pub struct RunRecord {
     pub outcome: Result<RunMeasurement, String>,
 }
 
+/// One server's idle-connection measurement, or why there is none.
+#[derive(Debug, Clone)]
+pub struct IdleRecord {
+    /// Server name.
+    pub server: String,
+    /// The measurement, or the error that prevented it.
+    pub outcome: Result<IdleMemory, String>,
+}
+
 /// A server that took part, for the report header.
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
@@ -80,6 +105,8 @@ pub struct ServerInfo {
 /// How the run was configured.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
+    /// `--quick` was given.
+    pub quick: bool,
     /// Rounds over all scenarios.
     pub rounds: u32,
     /// Seconds per wrk run.
@@ -96,6 +123,12 @@ pub struct RunConfig {
     pub clk_tck: u64,
     /// `wrk -v` first line.
     pub wrk_version: String,
+    /// Whether instructions could be counted.
+    pub perf: perf::Support,
+    /// Idle connections asked for per server; 0 when the phase was skipped.
+    pub idle_connections: usize,
+    /// The harness's open-files soft limit after raising it, if known.
+    pub nofile_limit: Option<u64>,
 }
 
 /// Everything needed to render the report.
@@ -113,6 +146,10 @@ pub struct Report {
     pub scenarios: Vec<Scenario>,
     /// Every run, in the order executed.
     pub runs: Vec<RunRecord>,
+    /// Idle-connection measurements, one per server that took part.
+    pub idle: Vec<IdleRecord>,
+    /// File name of the latency chart, relative to the Markdown report.
+    pub plot_file: Option<String>,
     /// Free-form notes: skipped servers, warnings.
     pub notes: Vec<String>,
 }
@@ -130,8 +167,10 @@ pub struct Summary {
     pub req_per_cpu_s: Option<f64>,
     /// Median server CPU utilisation (1.0 = one core).
     pub cpu_utilisation: Option<f64>,
-    /// Median p99 latency over the runs that have one, microseconds.
-    pub p99_us: Option<f64>,
+    /// Median of each latency percentile over the runs that have it.
+    pub latency: Percentiles,
+    /// Median instructions per request over the runs that have a count.
+    pub instructions_per_req: Option<f64>,
     /// Median error count per run.
     pub errors_median: f64,
     /// Errors summed over all successful runs, so one bad round is not hidden
@@ -142,10 +181,14 @@ pub struct Summary {
 /// Peregrine/nginx ratios of the medians for one scenario.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ratios {
-    /// Ratio of median requests/s.
+    /// Ratio of median requests/s (higher is better for Peregrine).
     pub req_per_s: Option<f64>,
-    /// Ratio of median requests per server-CPU-second.
+    /// Ratio of median requests per server-CPU-second (higher is better).
     pub req_per_cpu_s: Option<f64>,
+    /// Ratio of median p99 latency (lower is better).
+    pub p99: Option<f64>,
+    /// Ratio of median instructions per request (lower is better).
+    pub instructions_per_req: Option<f64>,
 }
 
 /// Median of the values (mean of the middle two for an even count); `None`
@@ -174,13 +217,18 @@ impl Report {
             self.runs.iter().filter(|r| r.scenario == scenario && r.server == server).collect();
         let ok: Vec<&RunMeasurement> =
             runs.iter().filter_map(|r| r.outcome.as_ref().ok()).collect();
+        let mut latency = Percentiles::default();
+        for (i, slot) in latency.0.iter_mut().enumerate() {
+            *slot = median(ok.iter().filter_map(|m| m.latency.0[i]));
+        }
         Some(Summary {
             runs_ok: ok.len(),
             runs_failed: runs.len() - ok.len(),
             req_per_s: median(ok.iter().map(|m| m.req_per_s))?,
             req_per_cpu_s: median(ok.iter().filter_map(|m| m.req_per_cpu_s())),
             cpu_utilisation: median(ok.iter().filter_map(|m| m.cpu_utilisation())),
-            p99_us: median(ok.iter().filter_map(|m| m.p99_us)),
+            latency,
+            instructions_per_req: median(ok.iter().filter_map(|m| m.instructions_per_request())),
             errors_median: median(ok.iter().map(|m| m.errors as f64))?,
             errors_total: ok.iter().map(|m| m.errors).sum(),
         })
@@ -193,365 +241,78 @@ impl Report {
         Some(Ratios {
             req_per_s: ratio(Some(p.req_per_s), Some(n.req_per_s)),
             req_per_cpu_s: ratio(p.req_per_cpu_s, n.req_per_cpu_s),
+            p99: ratio(p.latency.p99(), n.latency.p99()),
+            instructions_per_req: ratio(p.instructions_per_req, n.instructions_per_req),
         })
+    }
+
+    /// The idle-connection measurement of `server`, if it succeeded.
+    pub fn idle_memory(&self, server: &str) -> Option<&IdleMemory> {
+        self.idle.iter().find(|r| r.server == server).and_then(|r| r.outcome.as_ref().ok())
+    }
+
+    /// Peregrine/nginx ratio of bytes per idle connection (lower is better).
+    /// Only meaningful when both grew; a negative figure has no ratio.
+    pub fn idle_ratio(&self) -> Option<f64> {
+        let p = self.idle_memory(PEREGRINE)?.bytes_per_connection()?;
+        let n = self.idle_memory(NGINX)?.bytes_per_connection()?;
+        if p < 0.0 {
+            return None;
+        }
+        ratio(Some(p), Some(n))
+    }
+
+    /// One chart line per (scenario, server) with a successful run: the
+    /// median of each percentile over rounds.
+    pub fn latency_series(&self) -> Vec<plot::Series> {
+        let mut series = Vec::new();
+        for (index, scenario) in self.scenarios.iter().enumerate() {
+            for server in &self.servers {
+                let Some(sum) = self.summary(scenario.name, &server.name) else { continue };
+                let points: Vec<(f64, f64)> = PERCENTILE_LEVELS
+                    .iter()
+                    .zip(sum.latency.0)
+                    .filter_map(|(&level, us)| Some((level, us?)))
+                    .collect();
+                series.push(plot::Series {
+                    label: format!("{} — {}", scenario.name, server.name),
+                    server: server.name.clone(),
+                    scenario_index: index,
+                    points,
+                });
+            }
+        }
+        series
     }
 
     fn has_server(&self, name: &str) -> bool {
         self.servers.iter().any(|s| s.name == name)
     }
-
-    /// The human-readable report.
-    pub fn to_markdown(&self) -> String {
-        let mut md = String::new();
-        let rounds = self.config.rounds;
-        let _ = writeln!(md, "# Peregrine load benchmark — {}\n", self.started.iso8601());
-        let _ = writeln!(md, "**Compare ratios, not absolute numbers.** {DRIFT_NOTE}\n");
-
-        let _ = writeln!(md, "## Peregrine / nginx (ratio of medians over {rounds} round(s))\n");
-        if self.has_server(PEREGRINE) && self.has_server(NGINX) {
-            md.push_str("| scenario | req/s | req per server-CPU-s | target (per CPU-s) | met |\n");
-            md.push_str("|---|---:|---:|---:|:---:|\n");
-            for s in &self.scenarios {
-                let r = self.ratios(s.name);
-                let per_cpu = r.and_then(|r| r.req_per_cpu_s);
-                let met = match per_cpu {
-                    Some(x) if x >= s.target_cpu_ratio => "yes",
-                    Some(_) => "no",
-                    None => "n/a",
-                };
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | ≥ {}× | {met} |",
-                    s.description,
-                    fmt_ratio(r.and_then(|r| r.req_per_s)),
-                    fmt_ratio(per_cpu),
-                    s.target_cpu_ratio,
-                );
-            }
-        } else {
-            let missing = if self.has_server(PEREGRINE) { "nginx" } else { "Peregrine" };
-            let _ = writeln!(
-                md,
-                "Ratios unavailable: {missing} was not measured in this run (see Notes)."
-            );
-        }
-
-        let _ = writeln!(md, "\n## Per server (medians over {rounds} round(s))\n");
-        md.push_str(
-            "| scenario | server | req/s | req per server-CPU-s | server CPU | p99 | \
-             errors (median / total) | runs ok |\n",
-        );
-        md.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
-        for s in &self.scenarios {
-            for server in &self.servers {
-                let Some(sum) = self.summary(s.name, &server.name) else {
-                    let _ = writeln!(
-                        md,
-                        "| {} | {} | failed | | | | | 0/{rounds} |",
-                        s.description, server.name
-                    );
-                    continue;
-                };
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | {} | {} | {} | {} / {} | {}/{} |",
-                    s.description,
-                    server.name,
-                    fmt_count(sum.req_per_s),
-                    sum.req_per_cpu_s.map_or("n/a".into(), fmt_count),
-                    sum.cpu_utilisation.map_or("n/a".into(), |u| format!("{:.0}%", u * 100.0)),
-                    sum.p99_us.map_or("n/a".into(), fmt_us),
-                    sum.errors_median,
-                    sum.errors_total,
-                    sum.runs_ok,
-                    sum.runs_ok + sum.runs_failed,
-                );
-            }
-        }
-        md.push_str(
-            "\n`server CPU` is server CPU time over wall time (100% = one core busy); well under \
-             100% means wrk, not the server, set the pace, so req/s understates the server and \
-             req per server-CPU-s is the number to read. Pipelined p99 is per batch of 16 (wrk \
-             records one latency per pipelined write) and approximate; `n/a` marks a p99 wrk \
-             printed as impossible (wg/wrk#354).\n",
-        );
-
-        if !self.notes.is_empty() {
-            md.push_str("\n## Notes\n\n");
-            for note in &self.notes {
-                let _ = writeln!(md, "- {}", note.replace('\n', "\n  "));
-            }
-        }
-
-        let c = &self.config;
-        md.push_str("\n## Setup\n\n");
-        let _ = writeln!(
-            md,
-            "- Machine: nproc {}, {}{}",
-            self.machine.nproc,
-            self.machine.kernel,
-            self.machine.cpu_model.as_deref().map(|m| format!(", {m}")).unwrap_or_default()
-        );
-        let _ = writeln!(md, "- Load generator: {} (`-t1 --latency`)", c.wrk_version);
-        for server in &self.servers {
-            let _ = writeln!(md, "- Server: {} — {}", server.name, server.version);
-        }
-        if c.pinned {
-            let _ = writeln!(
-                md,
-                "- Pinning (taskset): servers on CPU {}, wrk on CPU {}",
-                c.server_cpus, c.wrk_cpus
-            );
-        } else {
-            md.push_str("- Pinning: off (servers and wrk share all CPUs)\n");
-        }
-        let _ = writeln!(
-            md,
-            "- {} round(s) × {} s per run, {} s warm-up per server; rounds interleave servers, \
-             alternating which goes first",
-            c.rounds, c.duration_s, c.warmup_s
-        );
-        let _ = writeln!(
-            md,
-            "- Server CPU from /proc/PID/stat utime+stime, CLK_TCK={} ({} ms resolution)",
-            c.clk_tck,
-            1000 / c.clk_tck.max(1)
-        );
-
-        md.push_str("\n## All runs\n\n");
-        md.push_str(
-            "| round | scenario | server | req/s | requests | server CPU-s | req per CPU-s | p99 | errors |\n",
-        );
-        md.push_str("|---:|---|---|---:|---:|---:|---:|---:|---:|\n");
-        for run in &self.runs {
-            match &run.outcome {
-                Ok(m) => {
-                    let _ = writeln!(
-                        md,
-                        "| {} | {} | {} | {} | {} | {:.2} | {} | {} | {} |",
-                        run.round,
-                        run.scenario,
-                        run.server,
-                        fmt_count(m.req_per_s),
-                        fmt_count(m.total_requests as f64),
-                        m.cpu_s,
-                        m.req_per_cpu_s().map_or("n/a".into(), fmt_count),
-                        m.p99_us.map_or("n/a".into(), fmt_us),
-                        m.errors
-                    );
-                }
-                Err(e) => {
-                    let first_line = e.lines().next().unwrap_or_default().replace('|', "\\|");
-                    let _ = writeln!(
-                        md,
-                        "| {} | {} | {} | failed: {first_line} | | | | | |",
-                        run.round, run.scenario, run.server
-                    );
-                }
-            }
-        }
-        md
-    }
-
-    /// The machine-readable report (hand-written JSON; no dependencies).
-    pub fn to_json(&self) -> String {
-        let c = &self.config;
-        let mut j = String::from("{\n");
-        let _ = writeln!(j, "  \"started\": {},", js(&self.started.iso8601()));
-        let _ = writeln!(j, "  \"note\": {},", js(DRIFT_NOTE));
-        let _ = writeln!(
-            j,
-            "  \"machine\": {{\"nproc\": {}, \"kernel\": {}, \"cpu_model\": {}}},",
-            js(&self.machine.nproc),
-            js(&self.machine.kernel),
-            self.machine.cpu_model.as_deref().map_or("null".into(), js)
-        );
-        let _ = writeln!(
-            j,
-            "  \"config\": {{\"rounds\": {}, \"duration_s\": {}, \"warmup_s\": {}, \
-             \"server_cpus\": {}, \"wrk_cpus\": {}, \"pinned\": {}, \"clk_tck\": {}, \
-             \"wrk\": {}}},",
-            c.rounds,
-            c.duration_s,
-            c.warmup_s,
-            js(&c.server_cpus),
-            js(&c.wrk_cpus),
-            c.pinned,
-            c.clk_tck,
-            js(&c.wrk_version)
-        );
-        let servers: Vec<String> = self
-            .servers
-            .iter()
-            .map(|s| format!("{{\"name\": {}, \"version\": {}}}", js(&s.name), js(&s.version)))
-            .collect();
-        let _ = writeln!(j, "  \"servers\": [{}],", servers.join(", "));
-        let notes: Vec<String> = self.notes.iter().map(|n| js(n)).collect();
-        let _ = writeln!(j, "  \"notes\": [{}],", notes.join(", "));
-
-        j.push_str("  \"scenarios\": [\n");
-        for (i, s) in self.scenarios.iter().enumerate() {
-            let _ = writeln!(j, "    {{");
-            let _ = writeln!(
-                j,
-                "      \"name\": {}, \"description\": {}, \"connections\": {}, \
-                 \"pipeline_depth\": {}, \"target_req_per_cpu_s_ratio\": {},",
-                js(s.name),
-                js(s.description),
-                s.connections,
-                s.pipeline_depth,
-                jf(Some(s.target_cpu_ratio))
-            );
-            let r = self.ratios(s.name);
-            let _ = writeln!(
-                j,
-                "      \"ratio_peregrine_over_nginx\": {{\"req_per_s\": {}, \"req_per_cpu_s\": {}}},",
-                jf(r.and_then(|r| r.req_per_s)),
-                jf(r.and_then(|r| r.req_per_cpu_s))
-            );
-            j.push_str("      \"servers\": {");
-            let per_server: Vec<String> = self
-                .servers
-                .iter()
-                .map(|server| {
-                    let body = match self.summary(s.name, &server.name) {
-                        Some(m) => format!(
-                            "{{\"median_req_per_s\": {}, \"median_req_per_cpu_s\": {}, \
-                             \"median_cpu_utilisation\": {}, \"median_p99_us\": {}, \
-                             \"median_errors\": {}, \"errors_total\": {}, \"runs_ok\": {}, \
-                             \"runs_failed\": {}}}",
-                            jf(Some(m.req_per_s)),
-                            jf(m.req_per_cpu_s),
-                            jf(m.cpu_utilisation),
-                            jf(m.p99_us),
-                            jf(Some(m.errors_median)),
-                            m.errors_total,
-                            m.runs_ok,
-                            m.runs_failed
-                        ),
-                        None => "null".into(),
-                    };
-                    format!("\n        {}: {body}", js(&server.name))
-                })
-                .collect();
-            j.push_str(&per_server.join(","));
-            j.push_str("\n      }\n");
-            let _ = writeln!(j, "    }}{}", if i + 1 < self.scenarios.len() { "," } else { "" });
-        }
-        j.push_str("  ],\n");
-
-        j.push_str("  \"runs\": [");
-        let runs: Vec<String> = self
-            .runs
-            .iter()
-            .map(|run| {
-                let head = format!(
-                    "\"round\": {}, \"scenario\": {}, \"server\": {}",
-                    run.round,
-                    js(run.scenario),
-                    js(&run.server)
-                );
-                match &run.outcome {
-                    Ok(m) => format!(
-                        "\n    {{{head}, \"req_per_s\": {}, \"total_requests\": {}, \
-                         \"elapsed_s\": {}, \"cpu_s\": {}, \"req_per_cpu_s\": {}, \
-                         \"p99_us\": {}, \"errors\": {}}}",
-                        jf(Some(m.req_per_s)),
-                        m.total_requests,
-                        jf(Some(m.elapsed_s)),
-                        jf(Some(m.cpu_s)),
-                        jf(m.req_per_cpu_s()),
-                        jf(m.p99_us),
-                        m.errors
-                    ),
-                    Err(e) => format!("\n    {{{head}, \"error\": {}}}", js(e)),
-                }
-            })
-            .collect();
-        j.push_str(&runs.join(","));
-        j.push_str("\n  ]\n}\n");
-        j
-    }
-}
-
-/// JSON string literal.
-fn js(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// JSON number, or `null` for missing/non-finite values. Rounded to 3
-/// decimals: more digits than that are noise here.
-fn jf(x: Option<f64>) -> String {
-    match x {
-        Some(x) if x.is_finite() => {
-            let rounded = (x * 1000.0).round() / 1000.0;
-            format!("{rounded}")
-        }
-        _ => "null".into(),
-    }
-}
-
-/// `84694.88` → `84,695`.
-fn fmt_count(x: f64) -> String {
-    let digits = format!("{:.0}", x.max(0.0));
-    let mut out = String::new();
-    for (i, d) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(d);
-    }
-    out
-}
-
-/// Microseconds in the unit a reader expects: `644 us`, `1.17 ms`, `2.00 s`.
-fn fmt_us(us: f64) -> String {
-    if us < 1000.0 {
-        format!("{us:.0} us")
-    } else if us < 1e6 {
-        format!("{:.2} ms", us / 1e3)
-    } else {
-        format!("{:.2} s", us / 1e6)
-    }
-}
-
-fn fmt_ratio(x: Option<f64>) -> String {
-    x.map_or("n/a".into(), |x| format!("{x:.2}×"))
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::scenario::SCENARIOS;
 
-    fn measurement(req_per_s: f64, total: u64, cpu_s: f64, errors: u64) -> RunMeasurement {
+    pub(crate) fn measurement(
+        req_per_s: f64,
+        total: u64,
+        cpu_s: f64,
+        errors: u64,
+    ) -> RunMeasurement {
         RunMeasurement {
             req_per_s,
             total_requests: total,
             elapsed_s: 3.0,
             cpu_s,
-            p99_us: Some(1500.0),
+            latency: Percentiles([Some(500.0), Some(700.0), Some(900.0), Some(1500.0), None]),
+            instructions: Some(total * 20_000),
             errors,
         }
     }
 
-    fn report(runs: Vec<RunRecord>, servers: &[&str]) -> Report {
+    pub(crate) fn report(runs: Vec<RunRecord>, servers: &[&str]) -> Report {
         Report {
             started: UtcTime::from_unix(1_700_000_000),
             machine: MachineInfo {
@@ -560,6 +321,7 @@ mod tests {
                 cpu_model: Some("Test \"CPU\"".into()),
             },
             config: RunConfig {
+                quick: false,
                 rounds: 3,
                 duration_s: 3,
                 warmup_s: 1,
@@ -568,6 +330,9 @@ mod tests {
                 pinned: true,
                 clk_tck: 100,
                 wrk_version: "wrk 4.1.0".into(),
+                perf: perf::Support::Unavailable("not supported on this machine".into()),
+                idle_connections: 10_000,
+                nofile_limit: Some(20_000),
             },
             servers: servers
                 .iter()
@@ -575,12 +340,29 @@ mod tests {
                 .collect(),
             scenarios: SCENARIOS.to_vec(),
             runs,
+            idle: Vec::new(),
+            plot_file: None,
             notes: vec!["a note\nwith two lines".into()],
         }
     }
 
-    fn run(round: u32, server: &str, outcome: Result<RunMeasurement, String>) -> RunRecord {
+    pub(crate) fn run(
+        round: u32,
+        server: &str,
+        outcome: Result<RunMeasurement, String>,
+    ) -> RunRecord {
         RunRecord { round, scenario: "keepalive-c64", server: server.into(), outcome }
+    }
+
+    pub(crate) fn idle(opened: usize, before: u64, after: u64) -> IdleMemory {
+        IdleMemory {
+            target: 10_000,
+            opened,
+            open_at_sample: opened,
+            rss_before: before,
+            rss_after: after,
+            stopped_by: None,
+        }
     }
 
     #[test]
@@ -593,10 +375,13 @@ mod tests {
 
     #[test]
     fn ratios_use_medians_and_skip_failed_runs() {
+        let mut slow = measurement(120.0, 360, 3.0, 4);
+        slow.latency.0[3] = Some(3000.0);
+        slow.instructions = None;
         let runs = vec![
             run(1, PEREGRINE, Ok(measurement(200.0, 600, 2.0, 0))),
             run(1, NGINX, Ok(measurement(100.0, 300, 3.0, 0))),
-            run(2, NGINX, Ok(measurement(120.0, 360, 3.0, 4))),
+            run(2, NGINX, Ok(slow)),
             run(2, PEREGRINE, Err("wrk timed out".into())),
             run(3, PEREGRINE, Ok(measurement(240.0, 720, 2.0, 0))),
             run(3, NGINX, Ok(measurement(80.0, 240, 3.0, 0))),
@@ -606,67 +391,48 @@ mod tests {
         assert_eq!((p.runs_ok, p.runs_failed), (2, 1));
         assert_eq!(p.req_per_s, 220.0);
         assert_eq!(p.req_per_cpu_s, Some(330.0));
+        assert_eq!(p.instructions_per_req, Some(20_000.0));
         let n = r.summary("keepalive-c64", NGINX).unwrap();
         assert_eq!(n.req_per_cpu_s, Some(100.0));
         assert_eq!(n.errors_total, 4);
         assert_eq!(n.errors_median, 0.0);
+        // Median of 1500, 3000, 1500; a missing p99.9 stays missing.
+        assert_eq!(n.latency.p99(), Some(1500.0));
+        assert_eq!(n.latency.p999(), None);
+        // The run without a perf count is left out, not counted as zero.
+        assert_eq!(n.instructions_per_req, Some(20_000.0));
         let ratios = r.ratios("keepalive-c64").unwrap();
         assert_eq!(ratios.req_per_s, Some(2.2));
         assert_eq!(ratios.req_per_cpu_s, Some(3.3));
+        assert_eq!(ratios.p99, Some(1.0));
+        assert_eq!(ratios.instructions_per_req, Some(1.0));
         assert!(r.ratios("pipeline16-c64").is_none());
-
-        let md = r.to_markdown();
-        assert!(md.contains(DRIFT_NOTE));
-        assert!(md.contains("| keep-alive, 64 connections | 2.20× | 3.30× | ≥ 1.5× | yes |"));
-        assert!(md.contains("failed: wrk timed out"));
     }
 
     #[test]
-    fn markdown_without_nginx_says_ratios_unavailable() {
-        let r = report(vec![run(1, PEREGRINE, Ok(measurement(1.0, 3, 1.0, 0)))], &[PEREGRINE]);
-        assert!(r.to_markdown().contains("Ratios unavailable: nginx was not measured"));
-        let r = report(vec![run(1, NGINX, Ok(measurement(1.0, 3, 1.0, 0)))], &[NGINX]);
-        assert!(r.to_markdown().contains("Ratios unavailable: Peregrine was not measured"));
-    }
-
-    #[test]
-    fn json_is_well_formed_enough() {
-        let runs = vec![
-            run(1, NGINX, Ok(measurement(100.0, 300, 0.0, 0))),
-            run(1, PEREGRINE, Err("boom \"quoted\"\n\tline".into())),
+    fn idle_ratio_needs_both_servers_and_growth() {
+        let mut r = report(vec![], &[PEREGRINE, NGINX]);
+        r.idle = vec![
+            IdleRecord { server: PEREGRINE.into(), outcome: Ok(idle(1000, 0, 2_000_000)) },
+            IdleRecord { server: NGINX.into(), outcome: Ok(idle(1000, 0, 8_000_000)) },
         ];
-        let j = report(runs, &[PEREGRINE, NGINX]).to_json();
-        // Balanced brackets outside strings, and escapes where expected.
-        let (mut depth, mut in_str, mut escaped) = (0i32, false, false);
-        for c in j.chars() {
-            match (in_str, escaped, c) {
-                (true, true, _) => escaped = false,
-                (true, false, '\\') => escaped = true,
-                (true, false, '"') | (false, _, '"') => in_str = !in_str,
-                (false, _, '{' | '[') => depth += 1,
-                (false, _, '}' | ']') => depth -= 1,
-                _ => {}
-            }
-            assert!(depth >= 0);
-            assert!(!(in_str && c == '\n'), "raw newline inside a JSON string");
-        }
-        assert_eq!(depth, 0);
-        assert!(!in_str);
-        assert!(j.contains(r#""error": "boom \"quoted\"\n\tline""#));
-        assert!(j.contains(r#""cpu_model": "Test \"CPU\"""#));
-        // Zero CPU time gives no per-CPU rate rather than infinity.
-        assert!(j.contains(r#""req_per_cpu_s": null"#));
+        assert_eq!(r.idle_ratio(), Some(0.25));
+        r.idle[1].outcome = Err("nginx died".into());
+        assert_eq!(r.idle_ratio(), None);
+        r.idle[1].outcome = Ok(idle(1000, 0, 8_000_000));
+        r.idle[0].outcome = Ok(idle(1000, 5_000_000, 4_000_000));
+        assert_eq!(r.idle_ratio(), None);
     }
 
     #[test]
-    fn number_formatting() {
-        assert_eq!(fmt_count(84694.88), "84,695");
-        assert_eq!(fmt_count(999.0), "999");
-        assert_eq!(fmt_count(1_000_000.0), "1,000,000");
-        assert_eq!(fmt_us(644.0), "644 us");
-        assert_eq!(fmt_us(1170.0), "1.17 ms");
-        assert_eq!(fmt_us(2_500_000.0), "2.50 s");
-        assert_eq!(jf(Some(1.23456)), "1.235");
-        assert_eq!(jf(Some(f64::INFINITY)), "null");
+    fn latency_series_per_scenario_and_server() {
+        let runs = vec![
+            run(1, PEREGRINE, Ok(measurement(200.0, 600, 2.0, 0))),
+            run(1, NGINX, Err("boom".into())),
+        ];
+        let series = report(runs, &[PEREGRINE, NGINX]).latency_series();
+        assert_eq!(series.len(), 1);
+        assert_eq!(series[0].label, "keepalive-c64 — peregrine");
+        assert_eq!(series[0].points, [(50.0, 500.0), (75.0, 700.0), (90.0, 900.0), (99.0, 1500.0)]);
     }
 }

@@ -427,7 +427,9 @@ pub fn check_plaintext(addr: SocketAddrV4) -> Result<(), String> {
     }
 }
 
-fn plaintext_response_ok(response: &[u8]) -> bool {
+/// Whether `response` holds a complete `200` answer to `GET /plaintext`: a
+/// status line, a header block and the expected body.
+pub fn plaintext_response_ok(response: &[u8]) -> bool {
     let text = String::from_utf8_lossy(response);
     let Some((head, body)) = text.split_once("\r\n\r\n") else { return false };
     head.starts_with("HTTP/1.1 200") && body.contains(PLAINTEXT_BODY)
@@ -474,6 +476,9 @@ mod tests {
         assert!(conf.contains("pid /tmp/x/nginx.pid;"));
         assert!(conf.contains("master_process off;"));
         assert!(conf.contains("keepalive_requests 10000000;"));
+        // The idle-memory phase holds 10,000 connections.
+        assert!(conf.contains("worker_rlimit_nofile 65536;"));
+        assert!(conf.contains("worker_connections 20000;"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Small system helpers: bounded waits on child processes, program lookup,
-//! machine facts and UTC timestamps, all with std only.
+//! machine facts and UTC timestamps with std; the open-files limit and
+//! signals through `libc`, which std does not expose.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -103,6 +104,48 @@ pub fn first_output_line(program: &Path, args: &[&str]) -> Option<String> {
         .map(str::trim)
         .find(|line| !line.is_empty())
         .map(str::to_owned)
+}
+
+/// Raises this process's soft `RLIMIT_NOFILE` to its hard limit and returns
+/// the soft limit now in force.
+///
+/// The idle-connection measurement holds thousands of sockets, more than the
+/// usual soft limit of 1,024. Children inherit the raised limit, which helps
+/// nginx; Peregrine raises its own anyway. Raising the hard limit itself would
+/// need privileges, so that is left to the operator (`ulimit -Hn`).
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        // SAFETY: `raised` is a valid rlimit; setrlimit only reads it.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    // `rlim_t` is `u64` on 64-bit Linux (an identity conversion) but not on
+    // every target.
+    #[allow(clippy::useless_conversion)]
+    Ok(u64::from(limit.rlim_cur))
+}
+
+/// Sends `signal` (e.g. `libc::SIGINT`) to process `pid`.
+///
+/// Only ever called with the PID of a child the harness spawned and has not
+/// yet reaped, so the PID cannot have been reused by an unrelated process.
+pub fn send_signal(pid: u32, signal: libc::c_int) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "PID out of range"))?;
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    if unsafe { libc::kill(pid, signal) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Facts about the machine, printed with every report because absolute
@@ -217,6 +260,25 @@ mod tests {
         assert_eq!(UtcTime::from_unix(1_700_000_000).iso8601(), "2023-11-14T22:13:20Z");
         assert_eq!(UtcTime::from_unix(1_700_000_000).file_stamp(), "20231114T221320Z");
         assert_eq!(UtcTime::from_unix(4_107_542_399).iso8601(), "2100-02-28T23:59:59Z");
+    }
+
+    #[test]
+    fn nofile_limit_is_raised_to_hard() {
+        let soft = raise_nofile_limit().unwrap();
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: valid, writable rlimit.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+        // Already at the hard limit: a second call changes nothing.
+        assert_eq!(raise_nofile_limit().unwrap(), soft);
+        assert_eq!(limit.rlim_cur, limit.rlim_max);
+    }
+
+    #[test]
+    fn signals_a_child() {
+        let mut child = Command::new("sleep").arg("10").spawn().unwrap();
+        send_signal(child.id(), libc::SIGINT).unwrap();
+        let status = wait_timeout(&mut child, Duration::from_secs(5)).unwrap();
+        assert!(status.is_some_and(|s| !s.success()), "sleep survived SIGINT");
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Driving `wrk` and parsing what it prints.
 //!
-//! Only `wrk` 4.x's human-readable output is available (it has no
-//! machine-readable mode without a Lua `done` hook), so the parser reads the
-//! handful of lines the harness needs and fails loudly if they are missing
-//! rather than reporting zeros.
+//! wrk 4.x has no machine-readable output of its own. Every run therefore
+//! loads one of the harness's Lua scripts (`keepalive.lua`, `pipeline.lua`),
+//! whose `done` hook prints a single `peregrine-bench-wrk key=value ...` line
+//! with the latency percentiles (p99.9 included, which `--latency` does not
+//! print) and the error counters. Throughput still comes from wrk's
+//! human-readable report. The parser reads the handful of lines the harness
+//! needs and fails loudly if they are missing rather than reporting zeros.
 
 use std::path::Path;
 
@@ -41,16 +44,15 @@ pub struct WrkStats {
     pub socket_errors: SocketErrors,
     /// `Non-2xx or 3xx responses:`; zero when wrk omits the line.
     pub non_2xx_3xx: u64,
-    /// 99th percentile latency in microseconds, from the `Latency
-    /// Distribution` block. With a pipelining script wrk samples one latency
-    /// per batch, so this is the time to the batch's last response.
-    ///
-    /// `None` when wrk printed an impossible value: wrk 4.1's
-    /// coordinated-omission correction can add samples below the recorded
-    /// minimum, and its percentile scan then falls off the end and prints
-    /// `0.00us` (wg/wrk#354). Seen here with pipelining, where the correction
-    /// interval is per response but samples are per batch.
-    pub p99_us: Option<f64>,
+    /// Latency percentiles, from the `done` hook's line when present, else
+    /// from the `Latency Distribution` block (which has no p99.9). With a
+    /// pipelining script wrk samples one latency per batch, so these are times
+    /// to the batch's last response. Impossible values are `None`: see
+    /// [`Percentiles::from_raw`].
+    pub latency: Percentiles,
+    /// Whether the harness's `done` hook line was found (the script loaded
+    /// and ran).
+    pub from_hook: bool,
 }
 
 impl WrkStats {
@@ -59,6 +61,141 @@ impl WrkStats {
     pub fn errors(&self) -> u64 {
         self.socket_errors.total() + self.non_2xx_3xx
     }
+}
+
+/// Latency percentile levels the harness reports, in percent. wrk's
+/// `--latency` block prints the first four; the `done` hook adds p99.9.
+pub const PERCENTILE_LEVELS: [f64; 5] = [50.0, 75.0, 90.0, 99.0, 99.9];
+
+/// Latency percentiles of one run in microseconds, one slot per
+/// [`PERCENTILE_LEVELS`] entry; `None` where wrk gave no value or an
+/// impossible one.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Percentiles(pub [Option<f64>; 5]);
+
+impl Percentiles {
+    /// Keeps the plausible values of `raw` (same order as
+    /// [`PERCENTILE_LEVELS`]).
+    ///
+    /// wrk 4.1's coordinated-omission correction can add samples below the
+    /// recorded minimum; its percentile scan then falls off the end and
+    /// reports `0` (wg/wrk#354), seen here with pipelining, where the
+    /// correction interval is per response but samples are per batch. A run
+    /// that completed requests cannot have a zero percentile, and a
+    /// percentile can never be below a lower one, so either marks the value
+    /// as impossible.
+    pub fn from_raw(raw: [Option<f64>; 5]) -> Self {
+        let mut kept = [None; 5];
+        for (i, value) in raw.iter().enumerate() {
+            let Some(us) = *value else { continue };
+            let below_lower = raw[..i].iter().flatten().any(|&lower| lower > us);
+            if us.is_finite() && us > 0.0 && !below_lower {
+                kept[i] = Some(us);
+            }
+        }
+        Percentiles(kept)
+    }
+
+    /// The value at `level` (one of [`PERCENTILE_LEVELS`]).
+    pub fn at(&self, level: f64) -> Option<f64> {
+        PERCENTILE_LEVELS.iter().position(|&l| l == level).and_then(|i| self.0[i])
+    }
+
+    /// Median latency.
+    pub fn p50(&self) -> Option<f64> {
+        self.0[0]
+    }
+
+    /// 99th percentile.
+    pub fn p99(&self) -> Option<f64> {
+        self.0[3]
+    }
+
+    /// 99.9th percentile.
+    pub fn p999(&self) -> Option<f64> {
+        self.0[4]
+    }
+}
+
+/// First word of the line the Lua `done` hook prints.
+pub const HOOK_PREFIX: &str = "peregrine-bench-wrk";
+
+/// What the `done` hook in `keepalive.lua`/`pipeline.lua` printed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookLine {
+    /// `summary.requests`: completed responses.
+    pub requests: u64,
+    /// `summary.duration`: run length in microseconds.
+    pub duration_us: u64,
+    /// `latency:percentile(p)` at each of [`PERCENTILE_LEVELS`], raw
+    /// (impossible values included), microseconds.
+    pub latency_us: [f64; 5],
+    /// `latency.max`, microseconds.
+    pub max_us: f64,
+    /// `summary.errors` connect/read/write/timeout.
+    pub socket_errors: SocketErrors,
+    /// `summary.errors.status`: responses with a status of 400 or more
+    /// (wrk's `Non-2xx or 3xx responses`).
+    pub status_errors: u64,
+}
+
+/// Parses the hook's `peregrine-bench-wrk requests=N ... timeout=N` line.
+/// Every key must be present once and numeric; unknown keys are errors, so a
+/// script and harness that drifted apart fail loudly.
+pub fn parse_hook_line(line: &str) -> Result<HookLine, String> {
+    const KEYS: [&str; 13] = [
+        "requests",
+        "duration_us",
+        "p50_us",
+        "p75_us",
+        "p90_us",
+        "p99_us",
+        "p99.9_us",
+        "max_us",
+        "connect",
+        "read",
+        "write",
+        "status",
+        "timeout",
+    ];
+    let bad = |why: &str| format!("bad {HOOK_PREFIX} line ({why}): {line:?}");
+    let mut words = line.split_whitespace();
+    if words.next() != Some(HOOK_PREFIX) {
+        return Err(bad("prefix"));
+    }
+    let mut values = [None::<f64>; KEYS.len()];
+    for word in words {
+        let (key, value) = word.split_once('=').ok_or_else(|| bad("no `=`"))?;
+        let slot = KEYS.iter().position(|&k| k == key).ok_or_else(|| bad("unknown key"))?;
+        // Lua prints `nan`/`inf` for broken maths; refuse those too.
+        let value: f64 = value
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| bad(key))?;
+        if values[slot].replace(value).is_some() {
+            return Err(bad("duplicate key"));
+        }
+    }
+    let mut got = [0.0; KEYS.len()];
+    for (i, value) in values.iter().enumerate() {
+        got[i] = value.ok_or_else(|| bad(&format!("missing {}", KEYS[i])))?;
+    }
+    // Counters are printed with %.0f, so they are whole numbers.
+    let count = |i: usize| got[i] as u64;
+    Ok(HookLine {
+        requests: count(0),
+        duration_us: count(1),
+        latency_us: [got[2], got[3], got[4], got[5], got[6]],
+        max_us: got[7],
+        socket_errors: SocketErrors {
+            connect: count(8),
+            read: count(9),
+            write: count(10),
+            timeout: count(12),
+        },
+        status_errors: count(11),
+    })
 }
 
 /// Converts a wrk time such as `644.00us`, `1.17ms`, `2.00s` or `1.50m` to
@@ -90,6 +227,7 @@ pub fn parse_output(output: &str) -> Result<WrkStats, String> {
     let mut non_2xx_3xx = 0;
     let mut percentiles: Vec<(f64, f64)> = Vec::new();
     let mut in_distribution = false;
+    let mut hook = None;
 
     for line in output.lines() {
         let line = line.trim();
@@ -110,7 +248,9 @@ pub fn parse_output(output: &str) -> Result<WrkStats, String> {
                 _ => in_distribution = false,
             }
         }
-        if let Some(rest) = line.strip_prefix("Requests/sec:") {
+        if line.starts_with(HOOK_PREFIX) {
+            hook = Some(parse_hook_line(line)?);
+        } else if let Some(rest) = line.strip_prefix("Requests/sec:") {
             requests_per_sec = Some(
                 rest.trim()
                     .parse::<f64>()
@@ -127,21 +267,37 @@ pub fn parse_output(output: &str) -> Result<WrkStats, String> {
     }
 
     let (total_requests, elapsed_s) = totals.ok_or("no `N requests in T` line in wrk output")?;
-    let p99_us = percentiles
-        .iter()
-        .find(|(pct, _)| *pct == 99.0)
-        .map(|&(_, us)| us)
-        .ok_or("no 99% line in wrk's Latency Distribution (was --latency passed?)")?;
-    // A percentile can never be below a lower one, and a run that completed
-    // requests cannot have a zero p99; either means wrk#354 struck.
-    let p99_plausible = p99_us > 0.0 && percentiles.iter().all(|&(_, us)| us <= p99_us);
+    let latency = match &hook {
+        // The hook reads the same histogram as --latency, unrounded, and
+        // adds p99.9; its error counters are the ones wrk prints too.
+        Some(hook) => {
+            socket_errors = hook.socket_errors;
+            non_2xx_3xx = hook.status_errors;
+            Percentiles::from_raw(hook.latency_us.map(Some))
+        }
+        None => {
+            if !percentiles.iter().any(|&(pct, _)| pct == 99.0) {
+                return Err(
+                    "no 99% line in wrk's Latency Distribution (was --latency passed?)".into()
+                );
+            }
+            let mut raw = [None; 5];
+            for (pct, us) in percentiles {
+                if let Some(i) = PERCENTILE_LEVELS.iter().position(|&l| l == pct) {
+                    raw[i] = Some(us);
+                }
+            }
+            Percentiles::from_raw(raw)
+        }
+    };
     Ok(WrkStats {
         requests_per_sec: requests_per_sec.ok_or("no `Requests/sec:` line in wrk output")?,
         total_requests,
         elapsed_s,
         socket_errors,
         non_2xx_3xx,
-        p99_us: p99_plausible.then_some(p99_us),
+        latency,
+        from_hook: hook.is_some(),
     })
 }
 
@@ -172,8 +328,9 @@ fn parse_socket_errors(rest: &str) -> Option<SocketErrors> {
 /// Arguments for one `wrk` run (everything after the program name).
 ///
 /// Always one wrk thread (`-t1`): wrk gets one core, and more threads on one
-/// core would only add contention. `script` is the pipelining script and its
-/// arguments, passed after `--` as wrk expects.
+/// core would only add contention. `script` is the Lua script
+/// (`keepalive.lua` or `pipeline.lua`) and its arguments, passed after `--` as
+/// wrk expects.
 pub fn args(
     url: &str,
     connections: u32,
@@ -210,6 +367,12 @@ mod tests {
     const PIPELINED: &str = include_str!("../fixtures/wrk_pipeline16_c64.txt");
     const ERRORS: &str = include_str!("../fixtures/wrk_errors.txt");
     const PIPELINED_P99_BUG: &str = include_str!("../fixtures/wrk_pipeline16_p99_bug.txt");
+    // The same, with the harness's Lua scripts loaded (wrk 4.1.0, nginx 1.22).
+    const KEEPALIVE_HOOK: &str = include_str!("../fixtures/wrk_keepalive_c64_hook.txt");
+    const PIPELINED_HOOK: &str = include_str!("../fixtures/wrk_pipeline16_c64_hook.txt");
+    const ERRORS_HOOK: &str = include_str!("../fixtures/wrk_errors_hook.txt");
+    const PIPELINED_P99_BUG_HOOK: &str =
+        include_str!("../fixtures/wrk_pipeline16_p99_bug_hook.txt");
 
     #[test]
     fn time_units_convert_to_microseconds() {
@@ -240,7 +403,12 @@ mod tests {
         assert_eq!(stats.socket_errors, SocketErrors::default());
         assert_eq!(stats.non_2xx_3xx, 0);
         assert_eq!(stats.errors(), 0);
-        assert_eq!(stats.p99_us, Some(1170.0));
+        assert_eq!(stats.latency.p99(), Some(1170.0));
+        assert_eq!(stats.latency.p50(), Some(644.0));
+        assert_eq!(stats.latency.at(90.0), Some(870.0));
+        // --latency prints no p99.9; only the hook has it.
+        assert_eq!(stats.latency.p999(), None);
+        assert!(!stats.from_hook);
     }
 
     #[test]
@@ -248,7 +416,7 @@ mod tests {
         let stats = parse_output(KEEPALIVE_C256).unwrap();
         assert_eq!(stats.total_requests, 170_400);
         assert_eq!(stats.elapsed_s, 2.01);
-        assert_eq!(stats.p99_us, Some(3880.0));
+        assert_eq!(stats.latency.p99(), Some(3880.0));
     }
 
     #[test]
@@ -256,7 +424,7 @@ mod tests {
         let stats = parse_output(PIPELINED).unwrap();
         assert_eq!(stats.requests_per_sec, 129969.09);
         assert_eq!(stats.total_requests, 260_195);
-        assert_eq!(stats.p99_us, Some(48290.0));
+        assert_eq!(stats.latency.p99(), Some(48290.0));
     }
 
     #[test]
@@ -270,7 +438,7 @@ mod tests {
         assert_eq!(stats.errors(), 2 * 245_085);
         assert_eq!(stats.elapsed_s, 3.03);
         // Every request timed out, so wrk has no latency samples at all.
-        assert_eq!(stats.p99_us, None);
+        assert_eq!(stats.latency, Percentiles::default());
     }
 
     #[test]
@@ -278,7 +446,99 @@ mod tests {
         // Captured: wrk 4.1.0, pipelined x16, -c64 -d1s against nginx.
         let stats = parse_output(PIPELINED_P99_BUG).unwrap();
         assert_eq!(stats.total_requests, 114_776);
-        assert_eq!(stats.p99_us, None);
+        assert_eq!(stats.latency.p99(), None);
+        assert!(stats.latency.p50().is_some());
+    }
+
+    #[test]
+    fn hook_line_gives_full_precision_percentiles() {
+        let stats = parse_output(KEEPALIVE_HOOK).unwrap();
+        assert!(stats.from_hook);
+        assert_eq!(stats.total_requests, 202_817);
+        assert_eq!(stats.requests_per_sec, 96562.28);
+        // --latency printed `90% 1.00ms`; the hook has the unrounded 1005 us.
+        assert_eq!(
+            stats.latency,
+            Percentiles([Some(637.0), Some(683.0), Some(1005.0), Some(1199.0), Some(3581.0)])
+        );
+        assert_eq!(stats.errors(), 0);
+
+        let stats = parse_output(PIPELINED_HOOK).unwrap();
+        assert_eq!(stats.total_requests, 171_374);
+        assert_eq!(stats.latency.p99(), Some(21178.0));
+        assert_eq!(stats.latency.p999(), Some(30755.0));
+    }
+
+    #[test]
+    fn hook_line_carries_errors() {
+        let stats = parse_output(ERRORS_HOOK).unwrap();
+        assert_eq!(stats.non_2xx_3xx, 103_541);
+        assert_eq!(stats.socket_errors, SocketErrors::default());
+        assert_eq!(stats.errors(), 103_541);
+    }
+
+    #[test]
+    fn hook_percentiles_keep_the_wrk354_guard() {
+        // Captured: the hook printed `p99_us=0.00 p99.9_us=0.00`.
+        let stats = parse_output(PIPELINED_P99_BUG_HOOK).unwrap();
+        assert_eq!(stats.latency.p50(), Some(8462.0));
+        assert_eq!(stats.latency.at(90.0), Some(15927.0));
+        assert_eq!(stats.latency.p99(), None);
+        assert_eq!(stats.latency.p999(), None);
+    }
+
+    #[test]
+    fn percentile_guard() {
+        let p = Percentiles::from_raw([Some(5.0), Some(7.0), Some(6.0), Some(9.0), Some(0.0)]);
+        // 6 < 7 is impossible; 0 is impossible; 9 is fine (above all lower ones).
+        assert_eq!(p, Percentiles([Some(5.0), Some(7.0), None, Some(9.0), None]));
+        let p = Percentiles::from_raw([Some(0.0), None, Some(3.0), Some(f64::NAN), Some(4.0)]);
+        assert_eq!(p, Percentiles([None, None, Some(3.0), None, Some(4.0)]));
+    }
+
+    #[test]
+    fn parses_hook_line() {
+        let line = "peregrine-bench-wrk requests=10 duration_us=2000000 p50_us=1.50 p75_us=2 \
+                    p90_us=3 p99_us=4 p99.9_us=5 max_us=6 connect=1 read=2 write=3 status=4 \
+                    timeout=5";
+        let hook = parse_hook_line(line).unwrap();
+        assert_eq!(hook.requests, 10);
+        assert_eq!(hook.duration_us, 2_000_000);
+        assert_eq!(hook.latency_us, [1.5, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(hook.max_us, 6.0);
+        assert_eq!(hook.socket_errors, SocketErrors { connect: 1, read: 2, write: 3, timeout: 5 });
+        assert_eq!(hook.status_errors, 4);
+    }
+
+    #[test]
+    fn hook_line_rejects_junk() {
+        let full = "peregrine-bench-wrk requests=1 duration_us=1 p50_us=1 p75_us=1 p90_us=1 \
+                    p99_us=1 p99.9_us=1 max_us=1 connect=0 read=0 write=0 status=0 timeout=0";
+        assert!(parse_hook_line(full).is_ok());
+        assert!(parse_hook_line(&full.replace(" timeout=0", "")).unwrap_err().contains("timeout"));
+        assert!(parse_hook_line(&full.replace("p50_us=1", "p50_us=nan")).is_err());
+        assert!(parse_hook_line(&full.replace("p50_us=1", "p50_us=-1")).is_err());
+        assert!(parse_hook_line(&format!("{full} extra=1")).is_err());
+        assert!(parse_hook_line(&format!("{full} read=0")).is_err());
+        assert!(parse_hook_line("peregrine-bench-wrk requests").is_err());
+        // A malformed hook line fails the whole parse rather than being ignored.
+        let broken = KEEPALIVE_HOOK.replace("p99_us=1199.00", "p99_us=");
+        assert!(parse_output(&broken).is_err());
+    }
+
+    #[test]
+    fn lua_scripts_share_one_done_hook() {
+        fn done_hook(script: &str) -> &str {
+            let start = script.find("-- BEGIN done hook").expect("BEGIN marker");
+            let end = script.find("-- END done hook").expect("END marker");
+            &script[start..end]
+        }
+        let keepalive = include_str!("../keepalive.lua");
+        let pipeline = include_str!("../pipeline.lua");
+        assert_eq!(done_hook(keepalive), done_hook(pipeline));
+        assert!(done_hook(keepalive).contains(HOOK_PREFIX));
+        // The keep-alive script must not replace wrk's default request.
+        assert!(!keepalive.contains("request ="));
     }
 
     #[test]
