@@ -463,6 +463,10 @@ impl Reactor {
                                     permit,
                                     peer,
                                 );
+                                tracing::trace!(
+                                    bytes = std::mem::size_of_val(&serve),
+                                    "connection task"
+                                );
                                 executor::spawn(async move {
                                     serve.await;
                                     metrics.closed();

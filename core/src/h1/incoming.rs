@@ -117,7 +117,9 @@ impl Incoming {
             });
             self.io.timer.set(deadline);
             let mut buf = std::mem::take(&mut read.inbuf);
-            buf.reserve(8192);
+            if !buf.is_empty() {
+                buf.reserve(8192);
+            }
             self.reading = Some(rt::io::recv(self.io.fd, buf));
         }
     }

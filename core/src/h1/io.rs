@@ -57,33 +57,6 @@ pub(crate) enum WriteFail {
     Io(io::Error),
 }
 
-/// Size of a connection's receive buffer when it is (re)acquired.
-const RECV_BUF: usize = 4096;
-/// Spare buffers kept per core. A connection waiting idle gives its empty buffers back here
-/// and takes one again when it next reads or writes, so ten thousand idle keep-alive
-/// connections hold no buffers, while a busy core recycles the same few without malloc.
-const SPARE_MAX: usize = 128;
-
-thread_local! {
-    static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
-}
-
-fn take_spare() -> BytesMut {
-    SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_else(|| BytesMut::with_capacity(RECV_BUF))
-}
-
-fn give_spare(mut buf: BytesMut) {
-    buf.clear();
-    if (RECV_BUF / 2..=16 * RECV_BUF).contains(&buf.capacity()) {
-        SPARE.with(|s| {
-            let mut s = s.borrow_mut();
-            if s.len() < SPARE_MAX {
-                s.push(buf);
-            }
-        });
-    }
-}
-
 pub(crate) struct ConnIo {
     pub(crate) fd: RawFd,
     pub(crate) timer: Timer,
@@ -148,12 +121,10 @@ impl ConnIo {
     /// the buffered bytes are dropped: the caller is about to close the connection.
     pub(crate) async fn read_more(&self, deadline: Option<Instant>) -> Result<usize, ReadFail> {
         let mut buf = std::mem::take(&mut self.read.borrow_mut().inbuf);
-        if buf.capacity() == buf.len() {
-            if buf.is_empty() {
-                buf = take_spare();
-            } else {
-                buf.reserve(RECV_BUF);
-            }
+        // An empty buffer goes out with no capacity: the receive takes one from the core's
+        // pool only when data arrives, so a connection waiting for a request holds none.
+        if !buf.is_empty() && buf.capacity() == buf.len() {
+            buf.reserve(rt::io::RECV_BUF);
         }
         match self.until_deadline(rt::io::recv(self.fd, buf), deadline).await {
             Some((buf, result)) => {
@@ -171,11 +142,11 @@ impl ConnIo {
     pub(crate) fn release_idle_buffers(&self) {
         let mut read = self.read.borrow_mut();
         if read.inbuf.is_empty() && read.inbuf.capacity() > 0 {
-            give_spare(std::mem::take(&mut read.inbuf));
+            rt::io::give_buffer(std::mem::take(&mut read.inbuf));
         }
         let mut out = self.out.borrow_mut();
         if out.is_empty() && out.capacity() > 0 {
-            give_spare(std::mem::take(&mut *out));
+            rt::io::give_buffer(std::mem::take(&mut *out));
         }
     }
 
@@ -183,7 +154,7 @@ impl ConnIo {
     pub(crate) fn out(&self) -> std::cell::RefMut<'_, BytesMut> {
         let mut out = self.out.borrow_mut();
         if out.capacity() == 0 {
-            *out = take_spare();
+            *out = rt::io::take_buffer();
         }
         out
     }

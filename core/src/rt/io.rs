@@ -9,6 +9,7 @@
 //! Dropping a future before its completion cancels the operation; the slot stays (marked
 //! orphaned) until the completion arrives, so a late result never reaches a reused slot.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
@@ -20,6 +21,35 @@ use peregrine_io_linux::{Completion, OpId, Outcome, SendBuf};
 use slab::Slab;
 
 use super::with_driver;
+
+/// Size of a buffer taken from the pool.
+pub(crate) const RECV_BUF: usize = 4096;
+/// Spare buffers kept per core. Connections give their empty buffers back before waiting
+/// idle and take one when data actually arrives, so ten thousand idle connections hold no
+/// buffers while a busy core recycles the same few without malloc.
+const POOL_MAX: usize = 128;
+
+thread_local! {
+    static POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A buffer from this core's pool (or a new one).
+pub(crate) fn take_buffer() -> BytesMut {
+    POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| BytesMut::with_capacity(RECV_BUF))
+}
+
+/// Returns a buffer to this core's pool (dropped if the pool is full or the size is odd).
+pub(crate) fn give_buffer(mut buf: BytesMut) {
+    buf.clear();
+    if (RECV_BUF / 2..=16 * RECV_BUF).contains(&buf.capacity()) {
+        POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOL_MAX {
+                p.push(buf);
+            }
+        });
+    }
+}
 
 /// What a slot is waiting for, or what arrived.
 pub(crate) enum SlotState {
@@ -56,6 +86,9 @@ impl Ops {
         match (&mut slot.state, c.outcome) {
             (SlotState::Recv { buf, result }, Outcome::Received(r)) => {
                 *result = Some(r.map(|data| {
+                    if buf.capacity() == 0 && !data.is_empty() {
+                        *buf = take_buffer();
+                    }
                     // The one copy on the receive path: from the driver's shared buffer into
                     // the connection's own, so the shared one goes straight back to the pool
                     // and the request head can be handed out as zero-copy `Bytes`.
