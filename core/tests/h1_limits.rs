@@ -288,7 +288,39 @@ fn min_response_data_rate(io: IoChoice) {
     finish(server);
 }
 
+/// Sends `bytes` in `piece`-byte writes, each its own segment, reading nothing meanwhile.
+fn trickle(c: &mut Client, bytes: &[u8], piece: usize) {
+    c.stream().set_nodelay(true).unwrap();
+    for chunk in bytes.chunks(piece) {
+        if c.try_send(chunk).is_err() {
+            return; // the server may close once a limit fires; the response is already sent
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn limits_fire_when_the_head_trickles_in(io: IoChoice) {
+    // The server re-parses a growing head only when new bytes could end it or a limit is
+    // crossed; a head sent a byte (or a few) at a time must still be answered exactly as a
+    // head sent whole.
+    let server = start(io, limits());
+    let mut c = Client::connect(addr(&server));
+    trickle(&mut c, b"GET /plaintext HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\n", 1);
+    let r = c.read_response();
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello, World!"));
+    let mut c = Client::connect(addr(&server));
+    trickle(&mut c, format!("GET /{} HTTP/1.1\r\n", "a".repeat(400)).as_bytes(), 7);
+    assert_eq!(first_status(&c.read_to_eof()), Some(414), "request line trickled past the limit");
+    let mut c = Client::connect(addr(&server));
+    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n", "b".repeat(700));
+    trickle(&mut c, big.as_bytes(), 5);
+    assert_eq!(first_status(&c.read_to_eof()), Some(431), "headers trickled past the limit");
+    drop(c);
+    finish(server);
+}
+
 both_drivers!(
+    limits_fire_when_the_head_trickles_in,
     request_line_too_long,
     headers_too_large,
     too_many_headers,

@@ -27,7 +27,7 @@ mod tests;
 
 pub use body::{BodyDecoder, BodyEvent};
 pub use error::{BodyError, LimitExceeded, ParseError, Violation};
-pub use request::{parse_request, BodyFraming, ParseConfig, RequestHead};
+pub use request::{head_may_be_complete, parse_request, BodyFraming, ParseConfig, RequestHead};
 pub use response::{
     encode_chunk_header, encode_error_response, encode_response_head, response_framing,
     ResponseFraming, CHUNK_END, CONTINUE_100, LAST_CHUNK,

@@ -349,3 +349,40 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
         n.checked_mul(10)?.checked_add(u64::from(digit))
     })
 }
+
+/// Whether bytes appended after offset `from` could complete a request head in `buf`: the
+/// new bytes (with the 3 before them) contain an empty line (`\n\r\n` or `\n\n`).
+///
+/// [`parse_request`] keeps no state between calls, so a caller that re-parses after every
+/// read does work quadratic in the head's size when a client sends it a byte per segment
+/// (the slowloris shape). Re-parsing only when this says yes, or when the buffer crosses
+/// one of the size limits (so the 414/431 still fire on time), bounds the parses per head.
+pub fn head_may_be_complete(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(3).min(buf.len());
+    buf[start..]
+        .windows(2)
+        .enumerate()
+        .any(|(i, w)| w == b"\n\n" || (w == b"\n\r" && buf.get(start + i + 2) == Some(&b'\n')))
+}
+
+#[cfg(test)]
+mod head_end_tests {
+    use super::head_may_be_complete;
+
+    #[test]
+    fn finds_an_empty_line_only_in_or_just_before_the_new_bytes() {
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(head_may_be_complete(head, 0));
+        assert!(
+            head_may_be_complete(head, head.len() - 1),
+            "the \\r\\n before the new byte counts"
+        );
+        assert!(!head_may_be_complete(&head[..head.len() - 2], 0));
+        assert!(head_may_be_complete(b"GET / HTTP/1.1\nHost: x\n\n", 20));
+        assert!(!head_may_be_complete(b"GET / HTTP/1.1\r\nHost: x\r\n", 10));
+        // Fed a byte at a time, it says yes exactly when the last byte arrives.
+        let yes: Vec<usize> =
+            (1..=head.len()).filter(|&n| head_may_be_complete(&head[..n], n - 1)).collect();
+        assert_eq!(yes, vec![head.len()]);
+    }
+}
