@@ -9,7 +9,10 @@
 //! ```text
 //!  received bytes ──► h1::parse_request ──► RequestHead ──► h1::BodyDecoder ──► Bytes chunks
 //!  response parts ──► h1::encode_*      ──► caller's BytesMut ──► socket (core)
+//!  received bytes ──► h2::preface::check, h2::FrameDecoder ──► h2::Frame
+//!  frames to send ──► h2 frame encode    ──► caller's BytesMut ──► socket (core)
 //! ```
 #![forbid(unsafe_code)]
 
 pub mod h1;
+pub mod h2;
