@@ -163,13 +163,18 @@ fn driver(log: &str) -> Option<&'static str> {
 /// A plain `peregrine` (debug, this test's) with the test flags, and the log env.
 fn peregrine(binary: &Path) -> Command {
     let mut c = Command::new(binary);
-    c.args(["--listen", "127.0.0.1:0", "--threads", "1", "--no-pin"])
-        .env("RUST_LOG", "info")
+    c.args(["--listen", "127.0.0.1:0", "--threads", "1", "--no-pin"]);
+    quiet_env(&mut c);
+    c
+}
+
+/// Info-level uncoloured logs, and none of the developer's PEREGRINE_* settings.
+fn quiet_env(c: &mut Command) -> &mut Command {
+    c.env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .env_remove("PEREGRINE_CONFIG")
         .env_remove("PEREGRINE_ADMIN")
-        .env_remove("PEREGRINE_IO");
-    c
+        .env_remove("PEREGRINE_IO")
 }
 
 /// Whether io_uring can be set up on this machine at all (outside any filter of ours):
@@ -549,14 +554,14 @@ fn image_runs_in_an_empty_root_as_its_user() {
 fn io_uring_blocked_by_seccomp_falls_back_to_epoll() {
     let Some(launcher) = seccomp_run() else { return };
     let mut command = Command::new(&launcher);
-    command
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_peregrine"))
-        .args(["--listen", "127.0.0.1:0", "--threads", "1", "--no-pin"])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .env_remove("PEREGRINE_IO")
-        .env_remove("PEREGRINE_CONFIG");
+    command.arg("--").arg(env!("CARGO_BIN_EXE_peregrine")).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--no-pin",
+    ]);
+    quiet_env(&mut command);
     let mut p = Proc::spawn(&mut command);
     let addr = p.listening();
     let log = p.wait_stderr("started");
@@ -676,16 +681,15 @@ fn seccomp_profile_enforced_runs_io_uring() {
     binaries.extend(musl_peregrine());
     for binary in binaries {
         let mut command = Command::new(&launcher);
-        command
-            .arg("--profile")
-            .arg(&profile)
-            .arg("--")
-            .arg(&binary)
-            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--threads", "2"])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .env_remove("PEREGRINE_IO")
-            .env_remove("PEREGRINE_CONFIG");
+        command.arg("--profile").arg(&profile).arg("--").arg(&binary).args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--threads",
+            "2",
+        ]);
+        quiet_env(&mut command);
         let mut p = Proc::spawn(&mut command);
         let addr = p.listening();
         let log = p.wait_stderr("started");

@@ -143,3 +143,27 @@ fn binary_prints_its_admin_address_and_serves_probes() {
     // against a running admin listener are covered above.
     assert_ne!(admin.port(), 0);
 }
+
+#[test]
+fn admin_listener_sheds_oversized_and_stalled_clients() {
+    use std::io::{Read, Write};
+    let server = start_with_admin(Limits::default(), None);
+    let admin = server.admin_addr().unwrap();
+    // A head past 8 KiB is dropped without an answer.
+    let mut big = std::net::TcpStream::connect(admin).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ =
+        big.write_all(format!("GET /metrics HTTP/1.1\r\nX: {}\r\n", "a".repeat(9000)).as_bytes());
+    let mut got = Vec::new();
+    let _ = big.read_to_end(&mut got);
+    assert!(got.is_empty(), "answered an oversized head: {:?}", String::from_utf8_lossy(&got));
+    // A client that stalls mid-request holds the one-at-a-time listener for its 2 s timeout at
+    // most: a probe behind it is still answered.
+    let mut stalled = std::net::TcpStream::connect(admin).unwrap();
+    stalled.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    let start = std::time::Instant::now();
+    assert_eq!(admin_get(&server, "/healthz").status, 200);
+    assert!(start.elapsed() < Duration::from_secs(4), "probe waited {:?}", start.elapsed());
+    drop(stalled);
+    common::finish(server);
+}
