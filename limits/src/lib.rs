@@ -11,9 +11,11 @@
 #![forbid(unsafe_code)]
 
 mod connections;
+mod h2;
 mod rate;
 
 pub use connections::{ConnectionLimiter, ConnectionPermit};
+pub use h2::{Budget, FloodBudget, H2Limits};
 pub use rate::DataRate;
 
 use serde::{Deserialize, Serialize};
@@ -69,6 +71,8 @@ pub struct Limits {
     /// host `ShutdownTimeout` is 30 s since .NET 6). Then remaining connections are aborted.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// HTTP/2 limits and flood budgets (the `[limits.h2]` table).
+    pub h2: H2Limits,
 }
 
 /// A minimum data rate with a grace period (Kestrel's `MinDataRate`).
@@ -103,6 +107,7 @@ impl Default for Limits {
             min_response_data_rate: Some(MinDataRate::KESTREL_DEFAULT),
             request_body_drain_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(30),
+            h2: H2Limits::default(),
         }
     }
 }
@@ -135,7 +140,7 @@ impl Limits {
                 }
             }
         }
-        Ok(())
+        self.h2.validate()
     }
 
     /// The connection cap to use given the process's open-files limit: the configured value,
