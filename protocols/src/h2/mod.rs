@@ -26,3 +26,6 @@ mod tests;
 
 pub use error::{Error, Reason};
 pub use frame::{Frame, FrameDecoder, Head, Kind, StreamId};
+mod hpack_shim;
+pub mod server;
+pub use hpack_shim::*;

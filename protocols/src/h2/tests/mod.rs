@@ -8,6 +8,7 @@ mod decoder;
 mod encode;
 mod frames;
 mod preface;
+mod server;
 
 use bytes::BytesMut;
 

@@ -1,0 +1,292 @@
+//! Output: control frames, response heads, and DATA scheduled under flow control.
+//!
+//! Everything encoded goes into one ordered buffer (`out`), so frames leave in the order they
+//! were encoded; that order matters for HPACK, whose blocks must reach the client in the
+//! order the encoder produced them. Bodies are not copied into it: a DATA frame is its 9-byte
+//! header in `out` followed by the body `Bytes` as a separate chunk (a vectored send), except
+//! for tiny bodies, whose copy is cheaper than an extra chunk.
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, StatusCode};
+
+use super::stream::{Outgoing, SendState};
+use super::{Connection, Phase};
+use crate::h2::frame::{Continuation, Data, Headers, RstStream, StreamId, WindowUpdate};
+use crate::h2::Reason;
+
+/// Bodies up to this size are copied next to their frame header instead of sent as their own
+/// chunk.
+const COPY_BELOW: usize = 256;
+
+/// Most chunks one [`Connection::poll_transmit`] hands out (the driver's send takes 64).
+const MAX_CHUNKS: usize = 60;
+
+/// Most bytes one `poll_transmit` schedules, so one send stays a reasonable size and the
+/// other streams get their turn soon.
+const MAX_TRANSMIT: usize = 256 * 1024;
+
+/// Why an application command was refused: the stream is gone (reset, or the connection
+/// failed) or the command does not fit its state. Stop working on the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamGone;
+
+impl std::fmt::Display for StreamGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the HTTP/2 stream is closed")
+    }
+}
+
+impl std::error::Error for StreamGone {}
+
+impl Connection {
+    /// Queues the response head for `id`. `end_stream`: the response has no body.
+    pub fn send_response(
+        &mut self,
+        id: StreamId,
+        status: StatusCode,
+        headers: &HeaderMap,
+        end_stream: bool,
+    ) -> Result<(), StreamGone> {
+        let stream = self.streams.get_mut(&id).ok_or(StreamGone)?;
+        if stream.send != SendState::Idle {
+            return Err(StreamGone);
+        }
+        stream.send = if end_stream { SendState::Done } else { SendState::Open };
+        self.encode_head(id, status, headers, end_stream);
+        if end_stream {
+            self.end_send(id);
+        }
+        Ok(())
+    }
+
+    /// Queues body bytes on `id` (after [`send_response`](Self::send_response)); they leave
+    /// as flow control allows. `end_stream` ends the response. Check
+    /// [`stream_buffered`](Self::stream_buffered) before queuing more: nothing here refuses
+    /// bytes, the caller applies `max_stream_send_buffer`.
+    pub fn send_data(
+        &mut self,
+        id: StreamId,
+        data: Bytes,
+        end_stream: bool,
+    ) -> Result<(), StreamGone> {
+        let stream = self.streams.get_mut(&id).ok_or(StreamGone)?;
+        if stream.send != SendState::Open {
+            return Err(StreamGone);
+        }
+        if data.is_empty() && !end_stream {
+            return Ok(());
+        }
+        if end_stream {
+            stream.send = SendState::Done;
+        }
+        stream.queued_bytes += data.len();
+        stream.queue.push_back(Outgoing::Data(data, end_stream));
+        self.schedule(id);
+        Ok(())
+    }
+
+    /// Queues trailers on `id`; they end the response once the body queued before them is
+    /// out.
+    pub fn send_trailers(&mut self, id: StreamId, trailers: HeaderMap) -> Result<(), StreamGone> {
+        let stream = self.streams.get_mut(&id).ok_or(StreamGone)?;
+        if stream.send != SendState::Open {
+            return Err(StreamGone);
+        }
+        stream.send = SendState::Done;
+        stream.queue.push_back(Outgoing::Trailers(trailers));
+        self.schedule(id);
+        Ok(())
+    }
+
+    /// Body bytes queued on `id` and not yet sent; `None` if the stream is gone.
+    pub fn stream_buffered(&self, id: StreamId) -> Option<usize> {
+        self.streams.get(&id).map(|s| s.queued_bytes)
+    }
+
+    /// Whether `id` is still open for output.
+    pub fn stream_is_open(&self, id: StreamId) -> bool {
+        self.streams.get(&id).is_some_and(|s| s.send != SendState::Done)
+    }
+
+    /// The server abandons `id` (a handler failure, an unreadable request body): RST_STREAM
+    /// with `reason` and the stream's queued output dropped. No event is produced.
+    pub fn reset_stream(&mut self, id: StreamId, reason: Reason) {
+        if self.streams.contains_key(&id) {
+            self.send_reset(id, reason);
+        }
+    }
+
+    /// The application consumed `n` bytes of `id`'s request body (delivered in
+    /// [`Event::Data`](super::Event::Data)). Reopens the windows, announcing them with
+    /// WINDOW_UPDATE when pacing says so. Call it even after the stream is gone: the
+    /// connection window still needs the bytes back.
+    pub fn release_capacity(&mut self, id: StreamId, n: usize) {
+        if n == 0 || self.phase == Phase::Closed {
+            return;
+        }
+        self.release_connection(n);
+        if let Some(stream) = self.streams.get_mut(&id).filter(|s| s.recv_open) {
+            if let Some(increment) = stream.recv_window.release(n) {
+                WindowUpdate::new(id, increment).encode(&mut self.out);
+            }
+        }
+    }
+
+    pub(super) fn release_connection(&mut self, n: usize) {
+        if let Some(increment) = self.recv_window.release(n) {
+            WindowUpdate::new(StreamId::ZERO, increment).encode(&mut self.out);
+        }
+    }
+
+    /// Queues a control frame that answers the client (PING or SETTINGS acknowledgement,
+    /// RST_STREAM). A client that provokes more of them than `max_queued_control_frames`
+    /// while not reading what we send gets GOAWAY ENHANCE_YOUR_CALM.
+    pub(super) fn queue_control(&mut self, encode: impl FnOnce(&mut BytesMut)) {
+        if self.queued_control >= self.config.h2.max_queued_control_frames {
+            return self.fail(Reason::ENHANCE_YOUR_CALM, "max_queued_control_frames");
+        }
+        self.queued_control += 1;
+        encode(&mut self.out);
+    }
+
+    /// RST_STREAM on `id`; the stream is forgotten and its late frames are ignored.
+    pub(super) fn send_reset(&mut self, id: StreamId, reason: Reason) {
+        self.queue_control(|out| RstStream::new(id, reason).encode(out));
+        if self.streams.contains_key(&id) {
+            self.ready.retain(|s| *s != id);
+            self.remove_stream(id);
+        }
+        self.remember_reset(id);
+    }
+
+    /// Encodes a response head as HEADERS plus CONTINUATIONs no larger than the client's
+    /// SETTINGS_MAX_FRAME_SIZE.
+    pub(super) fn encode_head(
+        &mut self,
+        id: StreamId,
+        status: StatusCode,
+        headers: &HeaderMap,
+        end_stream: bool,
+    ) {
+        let mut block = BytesMut::new();
+        self.encoder.encode_response(status, headers, &mut block);
+        self.write_block(id, block.freeze(), end_stream);
+    }
+
+    fn write_block(&mut self, id: StreamId, mut block: Bytes, end_stream: bool) {
+        let max = self.peer_max_frame_size as usize;
+        let first = block.split_to(block.len().min(max));
+        Headers::new(id, first, end_stream, block.is_empty()).encode(&mut self.out);
+        while !block.is_empty() {
+            let next = block.split_to(block.len().min(max));
+            Continuation::new(id, next, block.is_empty()).encode(&mut self.out);
+        }
+    }
+
+    /// The send side of `id` is complete: forget the stream if the receive side is too.
+    fn end_send(&mut self, id: StreamId) {
+        self.finish_if_done(id);
+    }
+
+    /// Puts `id` in the round-robin list if it has output that can go.
+    pub(super) fn schedule(&mut self, id: StreamId) {
+        let conn_window = self.send_window.available();
+        if let Some(stream) = self.streams.get_mut(&id) {
+            if !stream.scheduled && stream.can_send(conn_window) {
+                stream.scheduled = true;
+                self.ready.push_back(id);
+            }
+        }
+    }
+
+    /// After a window grew: schedules every stream that can now send.
+    pub(super) fn schedule_all(&mut self) {
+        let mut ids: Vec<StreamId> =
+            self.streams.iter().filter(|(_, s)| !s.queue.is_empty()).map(|(id, _)| *id).collect();
+        ids.sort();
+        for id in ids {
+            self.schedule(id);
+        }
+    }
+
+    /// Appends the next bytes to send to `dst` as chunks, in order. Returns whether it added
+    /// any. Call it when the previous send has completed.
+    #[must_use]
+    pub fn poll_transmit(&mut self, dst: &mut Vec<Bytes>) -> bool {
+        let start = dst.len();
+        let mut budget = MAX_TRANSMIT;
+        while dst.len() - start < MAX_CHUNKS && budget > 0 {
+            let Some(id) = self.ready.pop_front() else { break };
+            let sent = self.send_one(id, dst);
+            budget = budget.saturating_sub(sent);
+        }
+        self.flush_out(dst);
+        self.queued_control = 0;
+        if self.phase == Phase::Closing && self.streams.is_empty() {
+            self.phase = Phase::Closed;
+        }
+        dst.len() > start
+    }
+
+    fn flush_out(&mut self, dst: &mut Vec<Bytes>) {
+        if !self.out.is_empty() {
+            dst.push(self.out.split().freeze());
+        }
+    }
+
+    /// Sends the next frame of `id`'s queue (DATA up to one frame, or the trailers) and
+    /// reschedules the stream if more can go. Returns the body bytes sent.
+    fn send_one(&mut self, id: StreamId, dst: &mut Vec<Bytes>) -> usize {
+        let conn_window = self.send_window.available();
+        let max_frame = self.peer_max_frame_size as usize;
+        let Some(stream) = self.streams.get_mut(&id) else { return 0 };
+        stream.scheduled = false;
+        if !stream.can_send(conn_window) {
+            return 0;
+        }
+        let mut sent = 0;
+        let mut trailers = None;
+        match stream.queue.front_mut() {
+            Some(Outgoing::Data(data, end)) => {
+                let n =
+                    data.len().min(stream.send_window.available()).min(conn_window).min(max_frame);
+                let chunk = data.split_to(n);
+                let last = data.is_empty();
+                let end_stream = last && *end;
+                if last {
+                    stream.queue.pop_front();
+                }
+                stream.queued_bytes -= n;
+                stream.send_window.consume(n);
+                sent = n;
+                let frame = Data::new(id, chunk, end_stream);
+                frame.encode_head(&mut self.out);
+                if n < COPY_BELOW {
+                    self.out.extend_from_slice(&frame.data);
+                } else {
+                    self.flush_out(dst);
+                    dst.push(frame.data);
+                }
+            }
+            Some(Outgoing::Trailers(_)) => {
+                if let Some(Outgoing::Trailers(t)) = stream.queue.pop_front() {
+                    trailers = Some(t);
+                }
+            }
+            None => {}
+        }
+        self.send_window.consume(sent);
+        if let Some(t) = trailers {
+            let mut block = BytesMut::new();
+            self.encoder.encode_trailers(&t, &mut block);
+            self.write_block(id, block.freeze(), true);
+        }
+        let finished = self.streams.get(&id).is_some_and(|s| s.is_finished());
+        if finished {
+            self.remove_stream(id);
+        } else {
+            self.schedule(id);
+        }
+        sent
+    }
+}
