@@ -1,0 +1,354 @@
+//! Request header blocks: HPACK decoding plus the HTTP/2 message rules (RFC 9113 §8.1–§8.3),
+//! giving an `http` request head or the reason the request is malformed.
+//!
+//! The connection assembles HEADERS and CONTINUATION into one complete, byte-capped block and
+//! hands it to [`HeaderDecoder`]. Errors come in four kinds ([`HeaderError`]), which differ in
+//! what survives: a compression error or a flood ends the connection, because the HPACK
+//! context is lost; an oversized list or a malformed request ends only the stream, because
+//! the block was decoded to its end and the table is still in step with the peer's.
+//!
+//! Request rules, numbered as [`Request::finish`] and [`Request::field`] apply them:
+//!
+//! 1. Pseudo-headers come before regular fields, each at most once, and only the four
+//!    request ones (§8.3): `:status`, `:protocol` (RFC 8441, which we do not advertise) and
+//!    unknown ones are malformed.
+//! 2. Regular fields pass [`fields::check`] (names, values, connection-specific fields, `te`).
+//! 3. `content-length` values are decimal and agree with each other (RFC 9110 §8.6).
+//! 4. `:method` is present. CONNECT (§8.5) has `:authority` and neither `:scheme` nor `:path`.
+//! 5. Other methods have `:scheme` and a non-empty `:path`, which is `*` only for OPTIONS
+//!    and otherwise starts with `/` (§8.3.1).
+//! 6. `:authority` has no userinfo (§8.3.1); a `host` field equals it, ignoring case
+//!    (§8.3.1 says a server SHOULD treat a mismatch as malformed, and we do); without
+//!    `:authority` the `host` field gives the authority, and one of them must be there for
+//!    http and https.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HOST};
+use http::uri::{Authority, Parts, PathAndQuery, Scheme};
+use http::{HeaderMap, Method, Uri};
+
+use super::error::{go_away, reset, Error, Reason};
+use super::fields;
+use super::frame::StreamId;
+use super::hpack::decoder::{DecodeError, Decoder, ListLimits};
+use super::hpack::table::{Entry, Name, Pseudo};
+use crate::h1::LimitExceeded;
+
+/// The request head decoded from one HEADERS block.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    /// The request method.
+    pub method: http::Method,
+    /// Scheme, authority (from `:authority`, else `host`) and path-and-query; for CONNECT,
+    /// the authority alone.
+    pub uri: http::Uri,
+    /// The regular fields, in order; repeated names (such as several `cookie` fields) are
+    /// kept as separate entries.
+    pub headers: http::HeaderMap,
+    /// The `content-length` value, if the request has one.
+    pub content_length: Option<u64>,
+}
+
+/// Why a header block was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderError {
+    /// HPACK decoding failed: connection error COMPRESSION_ERROR (the dynamic table is now
+    /// unknown). Says what was wrong.
+    Compression(&'static str),
+    /// The decoded list passed max_list_size or max_fields, but the block was decoded to the
+    /// end so the table is still in sync: the stream gets a 431 response (or a reset with
+    /// REFUSED_STREAM); the connection lives.
+    TooLarge,
+    /// The decoded list passed **twice** max_list_size: decoding stopped at once (an HPACK
+    /// bomb never expands in memory); the table is now unusable, so this is a connection
+    /// error COMPRESSION_ERROR (GOAWAY).
+    Flood,
+    /// A malformed request (RFC 9113 §8.1.1): stream error PROTOCOL_ERROR, never a normal
+    /// response. Says which rule was broken.
+    Malformed(&'static str),
+}
+
+impl HeaderError {
+    /// Whether this ends the connection (GOAWAY) rather than one stream.
+    pub fn is_connection_error(&self) -> bool {
+        matches!(self, HeaderError::Compression(_) | HeaderError::Flood)
+    }
+
+    /// The error code for GOAWAY or RST_STREAM.
+    pub fn reason(&self) -> Reason {
+        match self {
+            HeaderError::Compression(_) | HeaderError::Flood => Reason::COMPRESSION_ERROR,
+            HeaderError::TooLarge => Reason::REFUSED_STREAM,
+            HeaderError::Malformed(_) => Reason::PROTOCOL_ERROR,
+        }
+    }
+
+    /// A short description for GOAWAY debug data, RST logs and metrics.
+    pub fn description(&self) -> &'static str {
+        match self {
+            HeaderError::Compression(d) | HeaderError::Malformed(d) => d,
+            HeaderError::TooLarge => "request header list over the limit",
+            HeaderError::Flood => "request header list over twice the limit",
+        }
+    }
+
+    /// The frame-layer error to act on for a block received on `stream`: a connection error
+    /// for [`Compression`](Self::Compression) and [`Flood`](Self::Flood), a stream error
+    /// otherwise. (For [`TooLarge`](Self::TooLarge) a 431 response is the friendlier answer;
+    /// this is the reset to send when no response can be.)
+    pub fn to_error(&self, stream: StreamId) -> Error {
+        if self.is_connection_error() {
+            go_away(self.reason(), self.description())
+        } else {
+            reset(stream, self.reason(), self.description())
+        }
+    }
+}
+
+impl fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason(), self.description())
+    }
+}
+
+impl std::error::Error for HeaderError {}
+
+/// Decodes request header blocks for one connection (owns the HPACK dynamic table).
+#[derive(Debug)]
+pub struct HeaderDecoder {
+    hpack: Decoder,
+    limits: ListLimits,
+    /// Set by a connection-level failure: the table is out of step for good, so every later
+    /// block fails the same way.
+    failed: Option<HeaderError>,
+    /// The limit the last block crossed, for logs and metrics.
+    last_limit: Option<LimitExceeded>,
+}
+
+impl HeaderDecoder {
+    /// `max_table_size`: our SETTINGS_HEADER_TABLE_SIZE (4096 default); `max_list_size`: our
+    /// SETTINGS_MAX_HEADER_LIST_SIZE (= limits.max_request_headers_total_size, 32 KiB,
+    /// counted the RFC 9113 way: name + value + 32 per field, pseudo-headers included);
+    /// `max_fields`: limits.max_request_header_count (100), counting regular fields only, as
+    /// HTTP/1 counts header lines and not the request line.
+    pub fn new(max_table_size: usize, max_list_size: usize, max_fields: usize) -> HeaderDecoder {
+        HeaderDecoder {
+            hpack: Decoder::new(max_table_size),
+            limits: ListLimits { max_size: max_list_size, max_fields },
+            failed: None,
+            last_limit: None,
+        }
+    }
+
+    /// Decodes one complete header block that opens a request.
+    pub fn decode_request(&mut self, block: &[u8]) -> Result<RequestHead, HeaderError> {
+        let mut req = Request::default();
+        let too_large = self.decode(block, |f| req.field(f))?;
+        req.finish(too_large)
+    }
+
+    /// Decodes a complete trailer block (no pseudo-headers allowed).
+    pub fn decode_trailers(&mut self, block: &[u8]) -> Result<HeaderMap, HeaderError> {
+        let mut headers = HeaderMap::new();
+        let mut malformed = None;
+        let too_large = self.decode(block, |Entry { name, value, .. }| {
+            if malformed.is_some() {
+                return;
+            }
+            let checked = match name {
+                Name::Header(name) => fields::check(name, value),
+                Name::Pseudo(_) => Err("pseudo-header in trailers"),
+                Name::Invalid(why) => Err(why),
+            };
+            match checked {
+                Ok((name, value)) => {
+                    headers.append(name, value);
+                }
+                Err(why) => malformed = Some(why),
+            }
+        })?;
+        match malformed {
+            Some(why) => Err(HeaderError::Malformed(why)),
+            None if too_large => Err(HeaderError::TooLarge),
+            None => Ok(headers),
+        }
+    }
+
+    /// Which limit the last block crossed (with the configured and observed values), if it
+    /// ended in [`HeaderError::TooLarge`] or [`HeaderError::Flood`].
+    pub fn last_limit(&self) -> Option<LimitExceeded> {
+        self.last_limit
+    }
+
+    /// Runs the HPACK decoder over `block`, turning connection-level failures into
+    /// [`HeaderError`]s; `Ok(true)` means the list passed a limit (fields past it were not
+    /// delivered). The caller reports a malformed message before that: the fields it
+    /// checked were all within the limit, and a malformed request must never get a response.
+    fn decode(&mut self, block: &[u8], field: impl FnMut(Entry)) -> Result<bool, HeaderError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        self.last_limit = None;
+        let limits = self.limits;
+        match self.hpack.decode(block, limits, field) {
+            Ok(d) if d.too_large => {
+                self.last_limit = Some(if d.list_size > limits.max_size {
+                    size_limit(limits.max_size, d.list_size)
+                } else {
+                    LimitExceeded {
+                        limit: "max_request_header_count",
+                        max: limits.max_fields as u64,
+                        observed: d.fields as u64,
+                    }
+                });
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+            Err(DecodeError::Compression(what)) => Err(self.fail(HeaderError::Compression(what))),
+            Err(DecodeError::Flood(seen)) => {
+                self.last_limit = Some(size_limit(limits.max_size, seen));
+                Err(self.fail(HeaderError::Flood))
+            }
+        }
+    }
+
+    fn fail(&mut self, e: HeaderError) -> HeaderError {
+        self.failed = Some(e);
+        e
+    }
+}
+
+fn size_limit(max: usize, observed: usize) -> LimitExceeded {
+    LimitExceeded {
+        limit: "max_request_headers_total_size",
+        max: max as u64,
+        observed: observed as u64,
+    }
+}
+
+/// A request head being assembled, field by field.
+#[derive(Default)]
+struct Request {
+    method: Option<Bytes>,
+    scheme: Option<Bytes>,
+    authority: Option<Bytes>,
+    path: Option<Bytes>,
+    regular_seen: bool,
+    headers: HeaderMap,
+    content_length: Option<u64>,
+    /// The first rule broken; later fields are only counted by the decoder, not checked.
+    malformed: Option<&'static str>,
+}
+
+impl Request {
+    fn field(&mut self, entry: Entry) {
+        if self.malformed.is_none() {
+            if let Err(why) = self.try_field(entry) {
+                self.malformed = Some(why);
+            }
+        }
+    }
+
+    /// Rules 1–3.
+    fn try_field(&mut self, Entry { name, value, .. }: Entry) -> Result<(), &'static str> {
+        match name {
+            Name::Pseudo(pseudo) => {
+                if self.regular_seen {
+                    return Err("pseudo-header after a regular field");
+                }
+                let slot = match pseudo {
+                    Pseudo::Method => &mut self.method,
+                    Pseudo::Scheme => &mut self.scheme,
+                    Pseudo::Authority => &mut self.authority,
+                    Pseudo::Path => &mut self.path,
+                    Pseudo::Status => return Err("response pseudo-header in a request"),
+                };
+                if slot.is_some() {
+                    return Err("duplicate pseudo-header");
+                }
+                *slot = Some(value);
+            }
+            Name::Invalid(why) => return Err(why),
+            Name::Header(name) => {
+                self.regular_seen = true;
+                let (name, value) = fields::check(name, value)?;
+                if name == CONTENT_LENGTH {
+                    let n = fields::parse_content_length(&value).ok_or("invalid content-length")?;
+                    if self.content_length.is_some_and(|seen| seen != n) {
+                        return Err("conflicting content-length values");
+                    }
+                    self.content_length = Some(n);
+                }
+                self.headers.append(name, value);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rules 4–6, once the whole block is decoded (unless it was too large: then fields are
+    /// missing and only the rules broken so far count).
+    fn finish(self, too_large: bool) -> Result<RequestHead, HeaderError> {
+        if let Some(why) = self.malformed {
+            return Err(HeaderError::Malformed(why));
+        }
+        if too_large {
+            return Err(HeaderError::TooLarge);
+        }
+        self.build().map_err(HeaderError::Malformed)
+    }
+
+    fn build(self) -> Result<RequestHead, &'static str> {
+        let method = self.method.ok_or("missing :method")?;
+        let method = Method::from_bytes(&method).map_err(|_| "invalid :method")?;
+        let authority = self.authority.map(parse_authority).transpose()?;
+        if let (Some(host), Some(authority)) = (self.headers.get(HOST), &authority) {
+            if !host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()) {
+                return Err("host differs from :authority");
+            }
+        }
+
+        let mut parts = Parts::default();
+        if method == Method::CONNECT {
+            if self.scheme.is_some() || self.path.is_some() {
+                return Err("CONNECT with :scheme or :path");
+            }
+            parts.authority = Some(authority.ok_or("CONNECT without :authority")?);
+        } else {
+            let scheme = self.scheme.ok_or("missing :scheme")?;
+            let path = self.path.ok_or("missing :path")?;
+            match path.first() {
+                None => return Err("empty :path"),
+                Some(b'*') if &path[..] == b"*" => {
+                    if method != Method::OPTIONS {
+                        return Err(":path * outside OPTIONS");
+                    }
+                }
+                Some(b'/') => {}
+                Some(_) => return Err(":path is not an absolute path"),
+            }
+            let authority = match authority {
+                Some(a) => a,
+                None => {
+                    let host = self.headers.get(HOST).ok_or("no :authority and no host")?;
+                    Authority::try_from(host.as_bytes()).map_err(|_| "invalid host")?
+                }
+            };
+            parts.scheme = Some(Scheme::try_from(&scheme[..]).map_err(|_| "invalid :scheme")?);
+            parts.authority = Some(authority);
+            parts.path_and_query =
+                Some(PathAndQuery::from_maybe_shared(path).map_err(|_| "invalid :path")?);
+        }
+        let uri = Uri::from_parts(parts).map_err(|_| "invalid request target")?;
+        Ok(RequestHead { method, uri, headers: self.headers, content_length: self.content_length })
+    }
+}
+
+/// Rule 6: `:authority` is host and optional port, without userinfo.
+fn parse_authority(value: Bytes) -> Result<Authority, &'static str> {
+    if value.contains(&b'@') {
+        return Err("userinfo in :authority");
+    }
+    Authority::from_maybe_shared(value).map_err(|_| "invalid :authority")
+}

@@ -1,0 +1,109 @@
+//! Response header blocks: the table-free HPACK encoder.
+//!
+//! Every field goes out as a literal without indexing (RFC 7541 §6.2.2), naming a static
+//! table entry where one has the name, and `:status` is a single indexed byte for the seven
+//! codes the static table holds. No dynamic table is kept: encoding is a pass over the map
+//! with no lookups besides the static name index, the encoder's state is a few words per
+//! connection, and no later block depends on an earlier one (so a response that is dropped
+//! after encoding can never desynchronise the peer). The price is bytes on the wire for
+//! repeated fields, which a benchmark of small responses barely notices next to the frame
+//! and TLS overheads. Sensitive values (`HeaderValue::set_sensitive`) go out "never
+//! indexed" (§6.2.3) so intermediaries do not index them either.
+//!
+//! Dynamic table size (RFC 7541 §4.2, RFC 9113 §6.5.2): the peer's
+//! SETTINGS_HEADER_TABLE_SIZE bounds our table. We never insert, but the peer's decoder still
+//! believes our table may use its previous maximum, and decoders such as nghttp2 insist on a
+//! size update at the start of the next block when the setting shrinks. So a decrease is
+//! recorded and signalled once, at the front of the next block; an increase needs no signal
+//! (our table stays at the smaller size, which the larger setting allows).
+
+use bytes::BytesMut;
+use http::{HeaderMap, StatusCode};
+
+use super::fields::is_connection_specific;
+use super::hpack::encoder;
+use super::hpack::table::{static_name_index, static_status_index};
+
+/// The `:status` entry of the static table, used as a name index for other codes.
+const STATUS_NAME_INDEX: usize = 8;
+/// The table size both sides assume before any SETTINGS (RFC 9113 §6.5.2).
+const INITIAL_TABLE_SIZE: usize = 4096;
+
+/// Encodes response and trailer blocks for one connection.
+#[derive(Debug, Clone)]
+pub struct HeaderEncoder {
+    /// The table size the peer's decoder assumes we may use.
+    table_size: usize,
+    /// A smaller size to announce at the front of the next block.
+    pending_update: Option<usize>,
+}
+
+impl Default for HeaderEncoder {
+    fn default() -> HeaderEncoder {
+        HeaderEncoder::new()
+    }
+}
+
+impl HeaderEncoder {
+    /// An encoder at the protocol's initial table size.
+    pub fn new() -> HeaderEncoder {
+        HeaderEncoder { table_size: INITIAL_TABLE_SIZE, pending_update: None }
+    }
+
+    /// The peer's SETTINGS_HEADER_TABLE_SIZE changed (the encoder must never use more than
+    /// this). Call it when the SETTINGS frame arrives; blocks encoded after it honour it.
+    pub fn set_max_table_size(&mut self, size: usize) {
+        if size < self.table_size {
+            // If it shrinks several times before the next block, the smallest value is the
+            // one to announce (RFC 7541 §4.2), and it is also the latest smaller one.
+            self.table_size = size;
+            self.pending_update = Some(size);
+        }
+    }
+
+    /// Appends the HPACK block for a response head (`:status` first, then the fields) to
+    /// `dst`. Connection-specific fields (connection, keep-alive, proxy-connection,
+    /// transfer-encoding, upgrade) are dropped, because HTTP/2 forbids them; names are
+    /// already lowercase in `http`.
+    pub fn encode_response(&mut self, status: StatusCode, headers: &HeaderMap, dst: &mut BytesMut) {
+        self.flush_update(dst);
+        match static_status_index(status.as_u16()) {
+            Some(index) => encoder::indexed(index, dst),
+            None => {
+                encoder::literal(STATUS_NAME_INDEX, &[], status.as_str().as_bytes(), false, dst)
+            }
+        }
+        encode_fields(headers, dst);
+    }
+
+    /// Appends the HPACK block for trailers to `dst`, dropping connection-specific fields.
+    pub fn encode_trailers(&mut self, headers: &HeaderMap, dst: &mut BytesMut) {
+        self.flush_update(dst);
+        encode_fields(headers, dst);
+    }
+
+    fn flush_update(&mut self, dst: &mut BytesMut) {
+        if let Some(size) = self.pending_update.take() {
+            encoder::size_update(size, dst);
+        }
+    }
+}
+
+fn encode_fields(headers: &HeaderMap, dst: &mut BytesMut) {
+    // Each field costs its bytes plus at most a few of framing; reserving once avoids
+    // regrowth for all the usual responses.
+    dst.reserve(headers.len() * 8);
+    for (name, value) in headers {
+        if is_connection_specific(name) {
+            continue;
+        }
+        let index = static_name_index(name).unwrap_or(0);
+        encoder::literal(
+            index,
+            name.as_str().as_bytes(),
+            value.as_bytes(),
+            value.is_sensitive(),
+            dst,
+        );
+    }
+}
