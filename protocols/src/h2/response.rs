@@ -98,6 +98,12 @@ fn encode_fields(headers: &HeaderMap, dst: &mut BytesMut) {
             continue;
         }
         let index = static_name_index(name).unwrap_or(0);
-        encoder::literal(index, name.as_str().as_bytes(), value.as_bytes(), value.is_sensitive(), dst);
+        encoder::literal(
+            index,
+            name.as_str().as_bytes(),
+            value.as_bytes(),
+            value.is_sensitive(),
+            dst,
+        );
     }
 }
