@@ -308,3 +308,31 @@ fn hpack_bomb_stops_at_twice_the_limit_without_expanding() {
     assert_eq!(calls, max / entry);
     assert!(delivered <= max);
 }
+
+#[test]
+fn arbitrary_bytes_never_panic_and_never_pass_the_limit() {
+    // A poor man's fuzz run: random blocks, some built from valid representations, some
+    // pure noise, through one long-lived decoder (until it fails) and fresh ones.
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let limits = ListLimits { max_size: 600, max_fields: 8 };
+    let mut shared = Decoder::new(256);
+    for round in 0..5_000 {
+        let len = rng.below(64);
+        let mut block: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        if round % 2 == 0 {
+            // Bias towards small indices and short strings, which reach deeper.
+            for b in block.iter_mut().step_by(3) {
+                *b &= 0xc7;
+            }
+        }
+        for dec in [&mut shared, &mut Decoder::new(256)] {
+            let mut delivered = 0;
+            let res = dec.decode(&block, limits, |e| delivered += e.size);
+            assert!(delivered <= limits.max_size, "{block:02x?}");
+            assert!(dec.table().size() <= 256);
+            if let Ok(d) = res {
+                assert!(d.list_size <= 2 * limits.max_size);
+            }
+        }
+    }
+}
