@@ -21,7 +21,7 @@ mod chunked;
 pub mod error;
 pub mod request;
 pub mod response;
-mod scan;
+pub(crate) mod scan;
 #[cfg(test)]
 mod tests;
 

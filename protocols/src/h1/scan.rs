@@ -261,7 +261,7 @@ fn classify_header_name(line: &[u8]) -> Verdict {
 }
 
 /// `tchar` (RFC 9110 §5.6.2): the bytes allowed in a token such as a field name.
-pub(super) fn is_tchar(b: u8) -> bool {
+pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,

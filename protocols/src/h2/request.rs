@@ -133,6 +133,11 @@ impl HeaderDecoder {
     /// counted the RFC 9113 way: name + value + 32 per field, pseudo-headers included);
     /// `max_fields`: limits.max_request_header_count (100), counting regular fields only, as
     /// HTTP/1 counts header lines and not the request line.
+    ///
+    /// A `max_table_size` below the protocol's initial 4096 is enforced from the first block,
+    /// although RFC 9113 §6.5.3 lets the peer use 4096 until it acknowledges our SETTINGS: a
+    /// client that encodes before the acknowledgement may then be refused. At the default
+    /// (4096) there is no difference.
     pub fn new(max_table_size: usize, max_list_size: usize, max_fields: usize) -> HeaderDecoder {
         HeaderDecoder {
             hpack: Decoder::new(max_table_size),

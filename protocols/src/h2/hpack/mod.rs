@@ -13,7 +13,8 @@
 //! block; it accepts a dynamic table size update after a field (RFC 7541 §4.2 forbids it);
 //! and its Huffman decoder builds a 257-entry hash map for every string, which a peer can
 //! turn into CPU amplification with a block of tiny Huffman literals. `hpack` 0.3 also
-//! accepts size updates of any size, letting a peer grow the table without bound. The crate
+//! accepts size updates of any size, letting a peer grow the table without bound, and
+//! panics on a truncated one. The crate
 //! is still used, in the tests, as an independent encoder and decoder to check against.
 
 pub(crate) mod decoder;

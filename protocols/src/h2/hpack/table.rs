@@ -11,6 +11,8 @@ use std::sync::LazyLock;
 use bytes::Bytes;
 use http::HeaderName;
 
+use crate::h1::scan::is_tchar;
+
 /// A request or response pseudo-header this server knows (RFC 9113 §8.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pseudo {
@@ -53,8 +55,13 @@ impl Name {
             [b':', ..] => Name::Invalid("unknown pseudo-header"),
             [] => Name::Invalid("empty field name"),
             _ if raw.iter().any(u8::is_ascii_uppercase) => Name::Invalid("uppercase field name"),
-            // `from_lowercase` accepts exactly the token characters (and finds the standard
-            // names without allocating).
+            // RFC 9113 §8.2.1 forbids only controls, space, DEL, non-ASCII and colons, but a
+            // name outside RFC 9110's token grammar cannot be passed on to HTTP/1 or matched
+            // by any rule, so it is refused here too (`http` alone would let `"` through).
+            _ if !raw.iter().all(|&b| is_tchar(b)) => {
+                Name::Invalid("invalid character in field name")
+            }
+            // Finds the standard names without allocating.
             _ => match HeaderName::from_lowercase(raw) {
                 Ok(name) => Name::Header(name),
                 Err(_) => Name::Invalid("invalid character in field name"),
@@ -224,6 +231,8 @@ impl Table {
         self.evict_to(capacity);
     }
 
+    /// Sum of the dynamic entries' sizes (§4.1).
+    #[cfg(test)]
     pub(crate) fn size(&self) -> usize {
         self.size
     }

@@ -7,7 +7,10 @@
 mod decoder;
 mod encode;
 mod frames;
+mod hpack;
 mod preface;
+mod request;
+mod response;
 mod server;
 
 use bytes::BytesMut;

@@ -1,0 +1,146 @@
+//! The response encoder: round trips through an independent decoder (`loona-hpack`) and our
+//! own, connection-specific fields dropped, and table size updates after SETTINGS changes.
+
+use bytes::BytesMut;
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, SERVER, SET_COOKIE};
+use http::{HeaderMap, StatusCode};
+use loona_hpack::Decoder as OtherDecoder;
+
+use crate::h2::hpack::decoder::{Decoder, ListLimits};
+use crate::h2::HeaderEncoder;
+
+type List = Vec<(String, String)>;
+
+fn other_decode(dec: &mut OtherDecoder, block: &[u8]) -> List {
+    let list = dec.decode(block).unwrap_or_else(|e| panic!("{e:?} decoding {block:02x?}"));
+    list.into_iter()
+        .map(|(n, v)| (String::from_utf8(n).unwrap(), String::from_utf8(v).unwrap()))
+        .collect()
+}
+
+fn own_decode(block: &[u8]) -> List {
+    let mut out = Vec::new();
+    let limits = ListLimits { max_size: 1 << 20, max_fields: 1000 };
+    Decoder::new(4096)
+        .decode(block, limits, |e| {
+            let name = match e.name {
+                crate::h2::hpack::table::Name::Header(h) => h.to_string(),
+                crate::h2::hpack::table::Name::Pseudo(p) => format!(":{p:?}").to_lowercase(),
+                crate::h2::hpack::table::Name::Invalid(w) => panic!("{w}"),
+            };
+            out.push((name, String::from_utf8(e.value.to_vec()).unwrap()));
+        })
+        .unwrap();
+    out
+}
+
+fn pairs(fields: &[(&str, &str)]) -> List {
+    fields.iter().map(|&(n, v)| (n.to_string(), v.to_string())).collect()
+}
+
+/// Encodes after a 0xa5-filled prefix and checks the prefix was left alone.
+fn encode(enc: &mut HeaderEncoder, status: StatusCode, headers: &HeaderMap) -> Vec<u8> {
+    let mut dst = BytesMut::from(&[0xa5; 7][..]);
+    enc.encode_response(status, headers, &mut dst);
+    assert_eq!(dst[..7], [0xa5; 7]);
+    dst[7..].to_vec()
+}
+
+fn response_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    h.insert(CONTENT_LENGTH, HeaderValue::from_static("13"));
+    h.insert(SERVER, HeaderValue::from_static("peregrine"));
+    h.append(SET_COOKIE, HeaderValue::from_static("a=1"));
+    h.append(SET_COOKIE, HeaderValue::from_static("b=2"));
+    h.insert("x-custom", HeaderValue::from_static("v"));
+    for name in ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"] {
+        h.insert(name, HeaderValue::from_static("x"));
+    }
+    h
+}
+
+#[test]
+fn a_response_round_trips_without_connection_specific_fields() {
+    let want = pairs(&[
+        (":status", "200"),
+        ("content-type", "text/plain"),
+        ("content-length", "13"),
+        ("server", "peregrine"),
+        ("set-cookie", "a=1"),
+        ("set-cookie", "b=2"),
+        ("x-custom", "v"),
+    ]);
+    let mut enc = HeaderEncoder::new();
+    let mut other = OtherDecoder::new();
+    for _ in 0..3 {
+        // No dynamic table: every block is the same bytes and decodes on its own.
+        let block = encode(&mut enc, StatusCode::OK, &response_headers());
+        assert_eq!(block[0], 0x88, ":status 200 is static index 8");
+        assert_eq!(other_decode(&mut other, &block), want);
+        assert_eq!(own_decode(&block), want);
+    }
+}
+
+#[test]
+fn statuses_outside_the_static_table_and_long_values() {
+    let mut enc = HeaderEncoder::new();
+    let mut h = HeaderMap::new();
+    let long = "l".repeat(300); // a length that needs a multi-byte integer
+    h.insert("x-long", HeaderValue::from_str(&long).unwrap());
+    for status in [201, 204, 206, 304, 400, 404, 418, 500, 503] {
+        let status = StatusCode::from_u16(status).unwrap();
+        let block = encode(&mut enc, status, &h);
+        let want = pairs(&[(":status", status.as_str()), ("x-long", &long)]);
+        assert_eq!(other_decode(&mut OtherDecoder::new(), &block), want);
+    }
+}
+
+#[test]
+fn sensitive_values_are_never_indexed() {
+    let mut h = HeaderMap::new();
+    let mut v = HeaderValue::from_static("secret");
+    v.set_sensitive(true);
+    h.insert("authorization", v);
+    let block = encode(&mut HeaderEncoder::new(), StatusCode::OK, &h);
+    // 0001 + name index 23 (authorization) needs the 4-bit prefix extended: 0x1f, 23 - 15.
+    assert_eq!(block[1..3], [0x1f, 0x08]);
+    assert_eq!(
+        other_decode(&mut OtherDecoder::new(), &block)[1],
+        ("authorization".into(), "secret".into())
+    );
+}
+
+#[test]
+fn trailers_round_trip() {
+    let mut h = HeaderMap::new();
+    h.insert("grpc-status", HeaderValue::from_static("0"));
+    h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+    let mut dst = BytesMut::new();
+    HeaderEncoder::new().encode_trailers(&h, &mut dst);
+    assert_eq!(other_decode(&mut OtherDecoder::new(), &dst), pairs(&[("grpc-status", "0")]));
+}
+
+#[test]
+fn a_smaller_peer_table_is_announced_once() {
+    let mut enc = HeaderEncoder::new();
+    let h = HeaderMap::new();
+    // Growing needs no signal.
+    enc.set_max_table_size(65_536);
+    assert_eq!(encode(&mut enc, StatusCode::OK, &h), [0x88]);
+    // Shrinking several times before a block: only the smallest goes out, once.
+    enc.set_max_table_size(100);
+    enc.set_max_table_size(50);
+    enc.set_max_table_size(200);
+    let block = encode(&mut enc, StatusCode::OK, &h);
+    assert_eq!(block, [0x3f, 0x13, 0x88]); // size update 50 (31 + 19), then :status 200
+    let mut other = OtherDecoder::new();
+    other.set_max_allowed_table_size(200);
+    assert_eq!(other_decode(&mut other, &block), pairs(&[(":status", "200")]));
+    assert_eq!(encode(&mut enc, StatusCode::OK, &h), [0x88]);
+    // To zero, and it is the first thing in a trailer block too.
+    enc.set_max_table_size(0);
+    let mut dst = BytesMut::new();
+    enc.encode_trailers(&h, &mut dst);
+    assert_eq!(dst[..], [0x20]);
+}
