@@ -430,3 +430,17 @@ fn tls_connection_ends_with_close_notify() {
     assert!(all.ends_with(b"Hello, World!"), "{:?}", String::from_utf8_lossy(&all));
     stop(server);
 }
+
+#[test]
+fn graceful_shutdown_closes_connections_still_in_their_handshake() {
+    let server = start_with(vec![tls_listener(Protocols::BOTH)], Limits::default());
+    let addr = server.local_addrs()[0];
+    let mut silent = Client::connect(addr); // plain TCP: says nothing
+                                            // A completed exchange first, so the silent connection (accepted before it) is in its
+                                            // handshake when the shutdown starts.
+    assert_eq!(get_plaintext(tls::connect(addr, "localhost", &[]).unwrap()), 200);
+    server.shutdown();
+    assert!(silent.is_closed(Duration::from_secs(2)), "handshake kept open by shutdown");
+    drop(silent);
+    common::wait_within(server, Duration::from_secs(5));
+}
