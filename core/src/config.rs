@@ -9,6 +9,17 @@
 //!
 //! [[listener]]
 //! address = "127.0.0.1:8080"
+//! protocols = ["http1", "h2"]  # default: both (h2 by prior knowledge on cleartext)
+//!
+//! [[listener]]
+//! address = "127.0.0.1:8443"
+//! [listener.tls]              # absent: cleartext
+//! certificate = "/path/cert.pem"   # chain, leaf first: the default certificate
+//! key = "/path/key.pem"
+//! [[listener.tls.sni]]        # any number: chosen by the client's SNI server name
+//! server_name = "example.com"
+//! certificate = "/path/example.pem"
+//! key = "/path/example.key"
 //!
 //! [limits]                    # any field of peregrine_limits::Limits
 //! keep_alive_timeout = "130s"
@@ -23,11 +34,13 @@
 //! Unknown keys are errors: a misspelt limit must not silently fall back to its default.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use peregrine_io_linux::IoChoice;
 use peregrine_limits::Limits;
 use serde::Deserialize;
+
+use crate::{CertSource, ListenerSpec, Protocols, SniCertificate, TlsSettings};
 
 /// The whole config file.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -57,6 +70,78 @@ pub struct Config {
 pub struct ListenerConfig {
     /// `host:port`; port 0 picks a free port.
     pub address: String,
+    /// `http1` and/or `h2`; default both.
+    pub protocols: Option<Vec<String>>,
+    /// TLS; absent: cleartext.
+    pub tls: Option<TlsConfig>,
+}
+
+/// A listener's TLS section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first: the default certificate.
+    pub certificate: PathBuf,
+    /// PEM private key of the default certificate.
+    pub key: PathBuf,
+    /// More certificates, chosen by SNI server name.
+    #[serde(default)]
+    pub sni: Vec<SniConfig>,
+}
+
+/// One SNI certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniConfig {
+    /// The DNS name (or `*.example.com`).
+    pub server_name: String,
+    /// PEM certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+impl ListenerConfig {
+    /// The protocols, checked.
+    fn protocols(&self) -> Result<Protocols, String> {
+        let Some(names) = &self.protocols else { return Ok(Protocols::BOTH) };
+        let mut p = Protocols { http1: false, h2: false };
+        for name in names {
+            match name.as_str() {
+                "http1" | "http/1.1" => p.http1 = true,
+                "h2" => p.h2 = true,
+                other => {
+                    return Err(format!("unknown protocol `{other}` (use \"http1\" or \"h2\")"))
+                }
+            }
+        }
+        if !p.http1 && !p.h2 {
+            return Err("must name at least one protocol".into());
+        }
+        Ok(p)
+    }
+
+    /// The TLS settings (files are read when the server starts).
+    fn tls_settings(&self) -> Option<TlsSettings> {
+        let tls = self.tls.as_ref()?;
+        Some(TlsSettings {
+            certificate: CertSource::Files {
+                certificate: tls.certificate.clone(),
+                key: tls.key.clone(),
+            },
+            sni: tls
+                .sni
+                .iter()
+                .map(|s| SniCertificate {
+                    server_name: s.server_name.clone(),
+                    certificate: CertSource::Files {
+                        certificate: s.certificate.clone(),
+                        key: s.key.clone(),
+                    },
+                })
+                .collect(),
+        })
+    }
 }
 
 /// A fixed response for an exact path.
@@ -114,6 +199,12 @@ impl Config {
         }
         for (i, l) in self.listener.iter().enumerate() {
             resolve(&l.address).map_err(|e| format!("listener[{i}].address: {e}"))?;
+            l.protocols().map_err(|e| format!("listener[{i}].protocols: {e}"))?;
+            for (j, sni) in l.tls.iter().flat_map(|t| t.sni.iter()).enumerate() {
+                if sni.server_name.trim().is_empty() {
+                    return Err(format!("listener[{i}].tls.sni[{j}].server_name: empty"));
+                }
+            }
         }
         for (i, r) in self.route.iter().enumerate() {
             if !r.path.starts_with('/') {
@@ -132,6 +223,24 @@ impl Config {
     /// The listener addresses, resolved.
     pub fn listen_addrs(&self) -> Result<Vec<SocketAddr>, String> {
         self.listener.iter().map(|l| resolve(&l.address)).collect()
+    }
+
+    /// The listeners: resolved addresses, protocols, TLS settings.
+    pub fn listeners(&self) -> Result<Vec<ListenerSpec>, String> {
+        self.listener
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                Ok(ListenerSpec {
+                    address: resolve(&l.address)
+                        .map_err(|e| format!("listener[{i}].address: {e}"))?,
+                    protocols: l
+                        .protocols()
+                        .map_err(|e| format!("listener[{i}].protocols: {e}"))?,
+                    tls: l.tls_settings(),
+                })
+            })
+            .collect()
     }
 }
 
@@ -190,5 +299,34 @@ mod tests {
         assert!(e.contains("route[0].path"), "{e}");
         let e = Config::parse("[[listener]]\naddress = \"nope\"\n").unwrap_err();
         assert!(e.contains("listener[0].address"), "{e}");
+        let e = Config::parse("[[listener]]\naddress = \"127.0.0.1:0\"\nprotocols = [\"h3\"]\n")
+            .unwrap_err();
+        assert!(e.contains("listener[0].protocols") && e.contains("h3"), "{e}");
+        let e = Config::parse(
+            "[[listener]]\naddress = \"127.0.0.1:0\"\n[listener.tls]\ncertificate = \"c\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("key"), "{e}");
+    }
+
+    #[test]
+    fn tls_listener_with_sni_parses() {
+        let c = Config::parse(
+            "[[listener]]\naddress = \"127.0.0.1:8443\"\nprotocols = [\"h2\"]\n\
+             [listener.tls]\ncertificate = \"/c.pem\"\nkey = \"/k.pem\"\n\
+             [[listener.tls.sni]]\nserver_name = \"example.com\"\ncertificate = \"/e.pem\"\n\
+             key = \"/e.key\"\n\
+             [[listener]]\naddress = \"127.0.0.1:8080\"\n",
+        )
+        .unwrap();
+        let l = c.listeners().unwrap();
+        assert_eq!(l[0].protocols, Protocols::H2);
+        let tls = l[0].tls.as_ref().expect("tls");
+        assert!(
+            matches!(&tls.certificate, CertSource::Files { key, .. } if key == Path::new("/k.pem"))
+        );
+        assert_eq!(tls.sni[0].server_name, "example.com");
+        assert_eq!(l[1].protocols, Protocols::BOTH);
+        assert!(l[1].tls.is_none());
     }
 }

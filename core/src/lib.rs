@@ -12,7 +12,8 @@
 //! use peregrine::{Body, Server, ServerConfig};
 //! use http::{Request, Response};
 //!
-//! let config = ServerConfig { listen: vec!["127.0.0.1:0".parse().unwrap()], ..Default::default() };
+//! let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+//! let config = ServerConfig { listen: vec![addr.into()], ..Default::default() };
 //! let server = Server::start(config, || {
 //!     |_req: Request<Body>| async { Response::new(Body::from("hello")) }
 //! })
@@ -26,18 +27,24 @@ mod access_log;
 mod admin;
 mod body;
 pub mod config;
+mod conn;
 mod date;
 mod h1;
 mod handler;
+mod listener;
 mod metrics;
 pub mod routes;
 mod rt;
 mod server;
+mod tls;
+mod transport;
 
 pub use access_log::AccessLogTarget;
 pub use body::{Body, BodyChunk, BodyError};
 pub use handler::Handler;
+pub use listener::{ListenerSpec, Protocols};
 pub use metrics::Metrics;
 pub use peregrine_io_linux::{DriverKind, IoChoice};
 pub use peregrine_limits::{Limits, MinDataRate};
 pub use server::{Server, ServerConfig, ShutdownHandle, StartError};
+pub use tls::{CertSource, SniCertificate, TlsError, TlsReloadHandle, TlsSettings};

@@ -1,6 +1,7 @@
 //! The `peregrine` binary: serves the built-in routes on an embedded default, or what a
 //! config file says.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,22 +9,44 @@ use std::sync::Arc;
 use clap::{Parser, ValueEnum};
 use peregrine::config::{self, Config};
 use peregrine::routes::BuiltinRoutes;
-use peregrine::{AccessLogTarget, IoChoice, Server, ServerConfig};
+use peregrine::{
+    AccessLogTarget, IoChoice, ListenerSpec, Server, ServerConfig, StartError, TlsSettings,
+};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Peregrine: a thread-per-core HTTP edge server.
 ///
-/// With no arguments it serves http://127.0.0.1:8080 with a welcome page at /, the
-/// benchmark routes /plaintext and /json, and /echo.
+/// With no arguments it serves http://127.0.0.1:8080 and https://127.0.0.1:8443 (with a
+/// self-signed development certificate generated at start) with a welcome page at /, the
+/// benchmark routes /plaintext and /json, and /echo. SIGHUP reloads TLS certificates.
 #[derive(Parser, Debug)]
 #[command(name = "peregrine", version, about, long_about)]
 struct Cli {
     /// Address to listen on, as host:port (repeatable; port 0 picks a free port). Overrides
-    /// the config file's listeners. Default: 127.0.0.1:8080.
+    /// the config file's listeners. Default: 127.0.0.1:8080, plus TLS on 127.0.0.1:8443.
     #[arg(long = "listen", value_name = "ADDR", env = "PEREGRINE_LISTEN", value_delimiter = ',')]
     listen: Vec<String>,
+
+    /// TLS address to listen on, as host:port (repeatable). Uses --tls-cert and --tls-key,
+    /// or a self-signed development certificate when they are not given. Overrides the
+    /// config file's listeners, like --listen.
+    #[arg(
+        long = "tls-listen",
+        value_name = "ADDR",
+        env = "PEREGRINE_TLS_LISTEN",
+        value_delimiter = ','
+    )]
+    tls_listen: Vec<String>,
+
+    /// PEM certificate chain (leaf first) for --tls-listen.
+    #[arg(long, value_name = "FILE", env = "PEREGRINE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-listen.
+    #[arg(long, value_name = "FILE", env = "PEREGRINE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 
     /// Reactor threads, one event loop each. Default: one per CPU.
     #[arg(long, value_name = "N", env = "PEREGRINE_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
@@ -76,17 +99,9 @@ fn main() -> ExitCode {
         },
         None => Config::default(),
     };
-    let listen = if !cli.listen.is_empty() {
-        match cli.listen.iter().map(|a| config::resolve(a)).collect::<Result<Vec<_>, _>>() {
-            Ok(addrs) => addrs,
-            Err(e) => return usage_error(&format!("--listen: {e}")),
-        }
-    } else {
-        match config.listen_addrs() {
-            Ok(addrs) if !addrs.is_empty() => addrs,
-            Ok(_) => ServerConfig::default().listen,
-            Err(e) => return usage_error(&e),
-        }
+    let listen = match listeners(&cli, &config) {
+        Ok(l) => l,
+        Err(e) => return usage_error(&e),
     };
     let io =
         cli.io.or_else(|| config.io.as_deref().and_then(|s| s.parse().ok())).unwrap_or_default();
@@ -105,6 +120,7 @@ fn main() -> ExitCode {
                 AccessLogTarget::File(p)
             }
         });
+    let listen_specs = listen.clone();
     let server_config = ServerConfig {
         listen,
         threads: cli.threads.map(usize::from).or(config.threads),
@@ -119,6 +135,7 @@ fn main() -> ExitCode {
     let signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ]) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -129,6 +146,8 @@ fn main() -> ExitCode {
     let routes = Arc::new(config.route.clone());
     let server = match Server::start(server_config, move || BuiltinRoutes::new(&routes)) {
         Ok(s) => s,
+        // Unusable certificate files are a configuration mistake: exit 2, like a bad flag.
+        Err(e @ StartError::Tls(..)) => return usage_error(&e.to_string()),
         Err(e) => {
             eprintln!("peregrine: error: {e}");
             return ExitCode::FAILURE;
@@ -141,24 +160,72 @@ fn main() -> ExitCode {
         "peregrine {} started",
         env!("CARGO_PKG_VERSION")
     );
-    for addr in server.local_addrs() {
-        println!("listening on http://{addr}");
+    for (addr, spec) in server.local_addrs().iter().zip(&listen_specs) {
+        let scheme = if spec.is_tls() { "https" } else { "http" };
+        println!("listening on {scheme}://{addr}");
     }
     if let Some(addr) = server.admin_addr() {
         println!("admin listening on http://{addr}");
     }
-    if let Some(addr) = server.local_addrs().first() {
+    let first =
+        |tls: bool| server.local_addrs().iter().zip(&listen_specs).find(|(_, s)| s.is_tls() == tls);
+    if let Some((addr, _)) = first(false) {
         println!(
             "try: curl http://{addr}/plaintext | wrk -t1 -c64 -d10s http://{addr}/plaintext | \
-             h2load -n10000 -c16 http://{addr}/plaintext (h2c arrives with the HTTP/2 issue)"
+             h2load -n10000 -c16 http://{addr}/plaintext (h2c arrives with the HTTP/2 loop)"
+        );
+    }
+    if let Some((addr, _)) = first(true) {
+        println!(
+            "try: curl -k https://{addr}/plaintext (-k: a development certificate is not trusted)"
         );
     }
     if let Some(signals) = signals {
-        watch_signals(signals, server.shutdown_handle());
+        watch_signals(signals, server.shutdown_handle(), server.tls_reload_handle());
     }
     server.wait();
     tracing::info!("peregrine stopped");
     ExitCode::SUCCESS
+}
+
+/// The listeners: from the flags, else the config file, else the embedded default.
+fn listeners(cli: &Cli, config: &Config) -> Result<Vec<ListenerSpec>, String> {
+    if cli.listen.is_empty() && cli.tls_listen.is_empty() {
+        let from_file = config.listeners()?;
+        if !from_file.is_empty() {
+            return Ok(from_file);
+        }
+        let tls = development_certificate()?;
+        return Ok(vec![
+            SocketAddr::from(([127, 0, 0, 1], 8080)).into(),
+            ListenerSpec::tls(SocketAddr::from(([127, 0, 0, 1], 8443)), tls),
+        ]);
+    }
+    let mut specs = Vec::new();
+    for a in &cli.listen {
+        specs.push(config::resolve(a).map_err(|e| format!("--listen: {e}"))?.into());
+    }
+    if !cli.tls_listen.is_empty() {
+        let tls = match (&cli.tls_cert, &cli.tls_key) {
+            (Some(cert), Some(key)) => TlsSettings::from_files(cert, key),
+            _ => development_certificate()?,
+        };
+        for a in &cli.tls_listen {
+            let addr = config::resolve(a).map_err(|e| format!("--tls-listen: {e}"))?;
+            specs.push(ListenerSpec::tls(addr, tls.clone()));
+        }
+    }
+    Ok(specs)
+}
+
+/// A fresh self-signed certificate, announced as what it is.
+fn development_certificate() -> Result<TlsSettings, String> {
+    let tls = TlsSettings::development().map_err(|e| e.to_string())?;
+    tracing::warn!(
+        "using a self-signed development certificate for localhost and 127.0.0.1, generated \
+         at start: clients will not trust it; not for production (configure [listener.tls])"
+    );
+    Ok(tls)
 }
 
 fn usage_error(message: &str) -> ExitCode {
@@ -176,12 +243,29 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// SIGINT/SIGTERM start a graceful shutdown; a second one exits at once.
-fn watch_signals(mut signals: signal_hook::iterator::Signals, handle: peregrine::ShutdownHandle) {
+/// SIGINT/SIGTERM start a graceful shutdown; a second one exits at once. SIGHUP reloads the
+/// TLS certificates (a failed reload keeps the old ones and says why).
+fn watch_signals(
+    mut signals: signal_hook::iterator::Signals,
+    handle: peregrine::ShutdownHandle,
+    tls: peregrine::TlsReloadHandle,
+) {
     std::thread::Builder::new()
         .name("peregrine-signals".into())
         .spawn(move || {
             for signal in signals.forever() {
+                if signal == signal_hook::consts::SIGHUP {
+                    match tls.reload() {
+                        Ok(()) => {
+                            tracing::info!(listeners = tls.listeners(), "TLS certificates reloaded")
+                        }
+                        Err(e) => tracing::error!(
+                            error = %e,
+                            "TLS certificate reload failed; keeping the previous certificates"
+                        ),
+                    }
+                    continue;
+                }
                 if handle.is_shutting_down() {
                     tracing::warn!(signal, "second signal: exiting now");
                     std::process::exit(130);

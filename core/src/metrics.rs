@@ -65,6 +65,29 @@ impl Rejection {
     }
 }
 
+/// Why a TLS handshake did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TlsFailure {
+    /// A TLS or IO error (bad ClientHello, no common ALPN protocol, peer hung up...).
+    Error,
+    /// `tls_handshake_timeout` passed.
+    Timeout,
+    /// `max_concurrent_tls_handshakes_per_core` was reached: closed before any TLS byte.
+    OverCap,
+}
+
+impl TlsFailure {
+    const ALL: [TlsFailure; 3] = [TlsFailure::Error, TlsFailure::Timeout, TlsFailure::OverCap];
+
+    fn label(self) -> &'static str {
+        match self {
+            TlsFailure::Error => "error",
+            TlsFailure::Timeout => "tls_handshake_timeout",
+            TlsFailure::OverCap => "max_concurrent_tls_handshakes_per_core",
+        }
+    }
+}
+
 /// Upper bounds of the request-duration histogram, in microseconds.
 const LATENCY_BOUNDS_US: [u64; 14] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
@@ -99,6 +122,10 @@ pub(crate) struct CoreMetrics {
     bytes_out: Counter,
     latency_buckets: [Counter; 15],
     latency_sum_us: Counter,
+    tls_handshakes: Counter,
+    tls_failures: [Counter; 3],
+    /// Connections by protocol: HTTP/1, HTTP/2.
+    protocols: [Counter; 2],
 }
 
 impl CoreMetrics {
@@ -135,6 +162,20 @@ impl CoreMetrics {
 
     pub(crate) fn bytes_out(&self, n: u64) {
         self.bytes_out.add(n);
+    }
+
+    pub(crate) fn tls_handshake_done(&self) {
+        self.tls_handshakes.add(1);
+    }
+
+    pub(crate) fn tls_failed(&self, why: TlsFailure) {
+        let i = TlsFailure::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.tls_failures[i].add(1);
+    }
+
+    /// Counts a connection once its protocol is known (ALPN, sniffing or the listener).
+    pub(crate) fn protocol(&self, protocol: crate::conn::Protocol) {
+        self.protocols[protocol as usize].add(1);
     }
 }
 
@@ -223,6 +264,37 @@ impl Metrics {
             "Bytes sent to clients.",
             &[("", sum(&|c| c.bytes_out.get()))],
         );
+        metric(
+            &mut out,
+            "peregrine_tls_handshakes_total",
+            "counter",
+            "TLS handshakes completed.",
+            &[("", sum(&|c| c.tls_handshakes.get()))],
+        );
+        let failures: Vec<(String, u64)> = TlsFailure::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("reason=\"{}\"", r.label()), sum(&|c| c.tls_failures[i].get())))
+            .collect();
+        metric_owned(
+            &mut out,
+            "peregrine_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that did not complete, by reason.",
+            &failures,
+        );
+        let protocols: Vec<(String, u64)> = ["http/1.1", "h2"]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("protocol=\"{p}\""), sum(&|c| c.protocols[i].get())))
+            .collect();
+        metric_owned(
+            &mut out,
+            "peregrine_connections_by_protocol_total",
+            "counter",
+            "Connections by the protocol chosen for them (ALPN, h2c preface, or the listener).",
+            &protocols,
+        );
         let _ = writeln!(out, "# HELP peregrine_io_driver The IO driver the reactors run.\n# TYPE peregrine_io_driver gauge");
         let _ = writeln!(out, "peregrine_io_driver{{driver=\"{}\"}} 1", self.driver);
         let _ = writeln!(
@@ -276,6 +348,10 @@ mod tests {
         cores[1].response(http::StatusCode::NOT_FOUND, Some(300));
         cores[0].response(http::StatusCode::OK, Some(50));
         cores[0].response(http::StatusCode::BAD_REQUEST, None);
+        cores[0].tls_handshake_done();
+        cores[1].tls_handshake_done();
+        cores[1].tls_failed(TlsFailure::Timeout);
+        cores[0].protocol(crate::conn::Protocol::Http2);
         let m = Metrics { cores: Arc::new(cores), driver: "epoll", max_connections: 10 };
         let text = m.render();
         assert!(text.contains("peregrine_connections_active 1\n"), "{text}");
@@ -285,6 +361,11 @@ mod tests {
         assert!(text.contains("peregrine_request_duration_seconds_bucket{le=\"0.0005\"} 2\n"));
         assert!(text.contains("peregrine_request_duration_seconds_count 2\n"));
         assert!(text.contains("peregrine_io_driver{driver=\"epoll\"} 1\n"));
+        assert!(text.contains("peregrine_tls_handshakes_total 2\n"), "{text}");
+        assert!(text.contains(
+            "peregrine_tls_handshake_failures_total{reason=\"tls_handshake_timeout\"} 1\n"
+        ));
+        assert!(text.contains("peregrine_connections_by_protocol_total{protocol=\"h2\"} 1\n"));
     }
 
     #[test]

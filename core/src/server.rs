@@ -22,16 +22,21 @@ use tracing::{debug, warn};
 
 use crate::access_log::{self, AccessLogTarget};
 use crate::admin::Admin;
+use crate::conn::{self, Endpoint};
 use crate::h1;
-use crate::metrics::{CoreMetrics, Metrics};
+use crate::listener::{ListenerSpec, Protocols};
+use crate::metrics::{CoreMetrics, Metrics, Rejection};
 use crate::rt::{self, executor};
+use crate::tls::{TlsError, TlsListener, TlsReloadHandle};
 use crate::Handler;
 
 /// What to serve and how.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Addresses to listen on (port 0 picks a free port; see [`Server::local_addrs`]).
-    pub listen: Vec<SocketAddr>,
+    /// Listeners: address, protocols, TLS or cleartext (port 0 picks a free port; see
+    /// [`Server::local_addrs`]). A `SocketAddr` converts into a cleartext listener serving
+    /// both protocols (`addr.into()`).
+    pub listen: Vec<ListenerSpec>,
     /// Reactor threads; `None`: one per CPU this process may use.
     pub threads: Option<usize>,
     /// Pin each reactor thread to its own CPU.
@@ -49,7 +54,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080)).into()],
             threads: None,
             pin_threads: true,
             io: IoChoice::Auto,
@@ -73,6 +78,8 @@ pub enum StartError {
     Admin(SocketAddr, io::Error),
     /// The access log could not be opened.
     AccessLog(io::Error),
+    /// A TLS listener's certificates could not be loaded.
+    Tls(SocketAddr, TlsError),
 }
 
 impl std::fmt::Display for StartError {
@@ -85,6 +92,7 @@ impl std::fmt::Display for StartError {
             StartError::AccessLog(e) => write!(f, "cannot open the access log: {e}"),
             StartError::Driver(e) => write!(f, "cannot set up the io driver: {e}"),
             StartError::Config(e) => f.write_str(e),
+            StartError::Tls(addr, e) => write!(f, "TLS listener {addr}: {e}"),
         }
     }
 }
@@ -107,6 +115,7 @@ pub struct Server {
     metrics: Metrics,
     admin: Option<Admin>,
     access_log: Option<access_log::Writer>,
+    tls: TlsReloadHandle,
 }
 
 /// A cloneable, thread-safe handle that starts a graceful shutdown.
@@ -156,9 +165,24 @@ impl Server {
         // One socket per (thread, address). Port 0 is resolved by the first bind, and the
         // other threads bind that same port.
         let mut addrs = Vec::new();
-        let mut per_thread: Vec<Vec<OwnedFd>> = (0..threads).map(|_| Vec::new()).collect();
-        for requested in &config.listen {
-            let mut addr = *requested;
+        let mut per_thread: Vec<Vec<(OwnedFd, ListenerInfo)>> =
+            (0..threads).map(|_| Vec::new()).collect();
+        let mut tls_listeners = Vec::new();
+        for spec in &config.listen {
+            if !spec.protocols.http1 && !spec.protocols.h2 {
+                return Err(StartError::Config(format!("listener {}: no protocol", spec.address)));
+            }
+            let tls = match &spec.tls {
+                Some(settings) => {
+                    let l = TlsListener::new(settings.clone(), spec.protocols)
+                        .map_err(|e| StartError::Tls(spec.address, e))?;
+                    let l = Arc::new(l);
+                    tls_listeners.push(Arc::clone(&l));
+                    Some(l)
+                }
+                None => None,
+            };
+            let mut addr = spec.address;
             for sockets in per_thread.iter_mut() {
                 let socket = bind(addr).map_err(|e| StartError::Bind(addr, e))?;
                 if addr.port() == 0 {
@@ -168,7 +192,8 @@ impl Server {
                         .and_then(|a| a.as_socket())
                         .ok_or_else(|| StartError::Bind(addr, io::ErrorKind::Other.into()))?;
                 }
-                sockets.push(socket.into());
+                let info = ListenerInfo { protocols: spec.protocols, tls: tls.clone() };
+                sockets.push((socket.into(), info));
             }
             addrs.push(addr);
         }
@@ -262,7 +287,21 @@ impl Server {
             metrics,
             admin,
             access_log,
+            tls: TlsReloadHandle(Arc::new(tls_listeners)),
         })
+    }
+
+    /// Reads every TLS listener's certificate and key files again (what SIGHUP does in the
+    /// binary): new handshakes use the new certificates, established connections keep
+    /// theirs, and a listener whose new files fail to load keeps its old certificates (the
+    /// error says which file and why).
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        self.tls.reload()
+    }
+
+    /// A thread-safe handle for [`reload_tls`](Self::reload_tls).
+    pub fn tls_reload_handle(&self) -> TlsReloadHandle {
+        self.tls.clone()
     }
 
     /// The addresses actually bound, one per configured listener, in order.
@@ -336,11 +375,17 @@ fn bind(addr: SocketAddr) -> io::Result<Socket> {
 
 type Ready = mpsc::Sender<io::Result<(DriverKind, String, DriverWaker)>>;
 
+/// A listener's protocols and TLS state, given to every core.
+struct ListenerInfo {
+    protocols: Protocols,
+    tls: Option<Arc<TlsListener>>,
+}
+
 /// One core's share of the server.
 struct Reactor {
     index: usize,
     cpu: Option<usize>,
-    listeners: Vec<OwnedFd>,
+    listeners: Vec<(OwnedFd, ListenerInfo)>,
     limits: Limits,
     driver: DriverConfig,
     limiter: Arc<ConnectionLimiter>,
@@ -352,6 +397,7 @@ struct Reactor {
 /// A listener's accept state on one core.
 struct Listener {
     fd: OwnedFd,
+    endpoint: Rc<Endpoint>,
     op: Option<peregrine_io_linux::OpId>,
     /// After an error such as EMFILE, accept again only from this time (nginx backs off too).
     retry_at: Option<Instant>,
@@ -382,7 +428,12 @@ impl Reactor {
         let mut listeners: Vec<Listener> = self
             .listeners
             .into_iter()
-            .map(|fd| Listener { fd, op: None, retry_at: None })
+            .map(|(fd, info)| Listener {
+                fd,
+                endpoint: Rc::new(Endpoint { protocols: info.protocols, tls: info.tls }),
+                op: None,
+                retry_at: None,
+            })
             .collect();
         for (i, l) in listeners.iter_mut().enumerate() {
             l.op = Some(rt::accept(l.fd.as_raw_fd(), i));
@@ -440,6 +491,9 @@ impl Reactor {
                         l.op = None;
                     }
                 }
+                let Some(endpoint) = listeners.get(index).map(|l| Rc::clone(&l.endpoint)) else {
+                    continue; // a late accept of a listener closed by shutdown
+                };
                 match result {
                     Ok(fd) if hard_deadline.is_none() => {
                         let socket = SockRef::from(&fd);
@@ -456,8 +510,9 @@ impl Reactor {
                                 let metrics = Arc::clone(&self.metrics);
                                 let live = Rc::clone(&live);
                                 live.set(live.get() + 1);
-                                let serve = h1::serve(
+                                let serve = conn::serve(
                                     fd,
+                                    endpoint,
                                     Rc::clone(&handler),
                                     Rc::clone(&settings),
                                     permit,
@@ -472,6 +527,15 @@ impl Reactor {
                                     metrics.closed();
                                     live.set(live.get() - 1);
                                 });
+                            }
+                            None if endpoint.tls.is_some() => {
+                                // Closed before TLS: a 503 would cost a whole handshake.
+                                debug!(
+                                    limit = self.limiter.max(),
+                                    "max_connections reached; closing a TLS connection"
+                                );
+                                crate::metrics::count(|m| m.rejected(Rejection::MaxConnections));
+                                executor::spawn(rt::io::close(fd));
                             }
                             None => {
                                 debug!(

@@ -148,17 +148,35 @@ fn help_lists_the_flags() {
 }
 
 #[test]
-fn no_arguments_serves_on_8080() {
-    match TcpListener::bind("127.0.0.1:8080") {
-        Ok(probe) => drop(probe),
-        Err(e) => {
-            println!("note: 127.0.0.1:8080 is not free ({e}); skipping the default-listener test");
-            return;
+fn no_arguments_serves_on_8080_and_https_on_8443() {
+    for port in ["127.0.0.1:8080", "127.0.0.1:8443"] {
+        match TcpListener::bind(port) {
+            Ok(probe) => drop(probe),
+            Err(e) => {
+                println!("note: {port} is not free ({e}); skipping the default-listener test");
+                return;
+            }
         }
     }
     let mut p = spawn(&[]);
     let line = p.line_starting("listening on http://", START_TIMEOUT).expect("no listening line");
     assert_eq!(line, "listening on http://127.0.0.1:8080");
+    let line = p.line_starting("listening on https://", START_TIMEOUT).expect("no https line");
+    assert_eq!(line, "listening on https://127.0.0.1:8443");
     let (status, body) = get("127.0.0.1:8080".parse().unwrap(), "/plaintext");
     assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "Hello, World!"));
+    let stderr = p.wait_stderr("development certificate");
+    assert!(stderr.contains("not for production"), "{stderr}");
+    // The development certificate is self-signed: curl -k, where curl is installed.
+    let curl = Command::new("curl")
+        .args(["-q", "-sS", "-k", "--http1.1", "--max-time", "5", "--noproxy", "*"])
+        .arg("https://127.0.0.1:8443/plaintext")
+        .output();
+    match curl {
+        Ok(out) => {
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(out.stdout, b"Hello, World!");
+        }
+        Err(e) => println!("note: curl not runnable ({e}); HTTPS default not checked"),
+    }
 }

@@ -23,11 +23,27 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
     })
 }
 
-/// A hyper HTTP/1 connection to `addr`.
+/// A hyper HTTP/1 connection to `addr` (over tokio-rustls, ALPN `http/1.1`, to a TLS
+/// test server).
 async fn connect(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    if common::is_tls(addr) {
+        let connector =
+            tokio_rustls::TlsConnector::from(common::tls::client_config(&[b"http/1.1"]));
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = connector.connect(name, stream).await.expect("TLS handshake");
+        assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+        return handshake(stream).await;
+    }
+    handshake(stream).await
+}
+
+async fn handshake<T>(io: T) -> SendRequest<Full<Bytes>>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+        hyper::client::conn::http1::handshake(TokioIo::new(io)).await.expect("handshake");
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -294,7 +310,8 @@ fn handler_panic(io: IoChoice) {
 fn curl(args: &[&str], stdin: Option<&[u8]>) -> (bool, Vec<u8>, String) {
     use std::io::Write;
     let mut cmd = Command::new("curl");
-    cmd.args(["-q", "-sS", "--max-time", "5", "--noproxy", "*"]).args(args);
+    // -k: TLS test servers present a certificate from the tests' own CA.
+    cmd.args(["-q", "-sS", "-k", "--http1.1", "--max-time", "5", "--noproxy", "*"]).args(args);
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn curl");
@@ -320,7 +337,7 @@ fn curl_clients(io: IoChoice) {
         return;
     }
     let server = start(io, Limits::default());
-    let base = format!("http://{}", addr(&server));
+    let base = format!("{}://{}", common::scheme(addr(&server)), addr(&server));
 
     let (ok, out, err) = curl(&[&format!("{base}/plaintext")], None);
     assert!(ok, "curl GET failed: {err}");
@@ -353,7 +370,7 @@ fn curl_clients(io: IoChoice) {
     finish(server);
 }
 
-both_drivers!(
+all_transports!(
     hyper_get_plaintext_and_json,
     hyper_head_plaintext,
     hyper_post_echo,

@@ -319,7 +319,7 @@ fn limits_fire_when_the_head_trickles_in(io: IoChoice) {
     finish(server);
 }
 
-both_drivers!(
+all_transports!(
     limits_fire_when_the_head_trickles_in,
     request_line_too_long,
     headers_too_large,
@@ -329,8 +329,11 @@ both_drivers!(
     keep_alive_timeout,
     request_headers_timeout,
     min_request_body_data_rate,
-    max_connections,
     request_body_drain_timeout,
     unread_small_body_is_drained,
     min_response_data_rate,
 );
+
+// Over TLS a connection past max_connections is closed before the handshake (no 503): see
+// tls.rs.
+both_drivers!(max_connections);

@@ -76,6 +76,11 @@ impl SendBuf {
         self.chunks.drain(..done);
     }
 
+    /// The chunks still to send, in order (a TLS transport reads them to encrypt them).
+    pub fn chunks(&self) -> &[Bytes] {
+        &self.chunks
+    }
+
     /// Drops everything, keeping the allocation.
     pub fn clear(&mut self) {
         self.chunks.clear();

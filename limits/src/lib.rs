@@ -55,6 +55,12 @@ pub struct Limits {
     /// How long a TLS handshake may take. Default 10 s (Kestrel's `HandshakeTimeout`).
     #[serde(with = "humantime_serde")]
     pub tls_handshake_timeout: Duration,
+    /// Most TLS handshakes one core runs at once. Default 256 (Peregrine's own: Kestrel has
+    /// no such cap). A handshake costs CPU for the key exchange and signature and a few KiB of
+    /// rustls state before any request is seen, so a flood of new TLS connections is bounded
+    /// per core; past the cap a new TLS connection is closed at once (before any TLS byte) and
+    /// counted in metrics. Must be at least 1.
+    pub max_concurrent_tls_handshakes_per_core: usize,
     /// Minimum request body rate while the server waits for body bytes. Default 240 B/s after
     /// a 5 s grace (Kestrel: `MinRequestBodyDataRate`). Below it: `408` and close.
     pub min_request_body_data_rate: Option<MinDataRate>,
@@ -103,6 +109,7 @@ impl Default for Limits {
             keep_alive_timeout: Duration::from_secs(130),
             request_headers_timeout: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),
+            max_concurrent_tls_handshakes_per_core: 256,
             min_request_body_data_rate: Some(MinDataRate::KESTREL_DEFAULT),
             min_response_data_rate: Some(MinDataRate::KESTREL_DEFAULT),
             request_body_drain_timeout: Duration::from_secs(5),
@@ -119,6 +126,7 @@ impl Limits {
             ("max_request_line_size", self.max_request_line_size),
             ("max_request_headers_total_size", self.max_request_headers_total_size),
             ("max_request_header_count", self.max_request_header_count),
+            ("max_concurrent_tls_handshakes_per_core", self.max_concurrent_tls_handshakes_per_core),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -165,6 +173,8 @@ mod tests {
         assert_eq!(l.request_headers_timeout, Duration::from_secs(30));
         assert_eq!(l.request_body_drain_timeout, Duration::from_secs(5));
         assert_eq!(l.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(l.tls_handshake_timeout, Duration::from_secs(10));
+        assert_eq!(l.max_concurrent_tls_handshakes_per_core, 256);
         assert_eq!(l.min_request_body_data_rate, Some(MinDataRate::KESTREL_DEFAULT));
         assert!(l.validate().is_ok());
     }

@@ -20,6 +20,7 @@ use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use http::{Request, Response, StatusCode};
 use peregrine_limits::{ConnectionPermit, Limits};
 use peregrine_protocols::h1::{
@@ -35,6 +36,7 @@ use super::write::{
 };
 use crate::access_log::{CoreLog, Entry};
 use crate::metrics::Rejection;
+use crate::transport::Transport;
 use crate::{date, rt, Body, Handler};
 
 /// How long a lingering close waits for the client to finish sending, and how much it reads.
@@ -102,9 +104,12 @@ enum Ending {
     Abort(&'static str),
 }
 
-/// Serves one HTTP/1 connection until it closes.
+/// Serves one HTTP/1 connection until it closes. `initial`: bytes already received (by
+/// protocol sniffing), parsed before anything else is read.
 pub(crate) async fn serve<H: Handler>(
     fd: OwnedFd,
+    transport: Transport,
+    initial: BytesMut,
     handler: Rc<H>,
     settings: Rc<Settings>,
     permit: ConnectionPermit,
@@ -112,10 +117,11 @@ pub(crate) async fn serve<H: Handler>(
 ) {
     let limits = &settings.limits;
     let io = Rc::new(ConnIo::new(
-        fd.as_raw_fd(),
+        transport,
         limits.min_request_body_data_rate,
         limits.min_response_data_rate,
     ));
+    io.read.borrow_mut().inbuf = initial;
     let mut first_deadline = Some(rt::now() + limits.request_headers_timeout);
     let ending = loop {
         let head = match read_head(&io, &settings, first_deadline.take()).await {
@@ -394,6 +400,7 @@ async fn drain(io: &ConnIo, settings: &Settings) -> bool {
 
 /// Ends the connection as `ending` says.
 async fn finish(io: &ConnIo, fd: OwnedFd, ending: Ending) {
+    let orderly = !matches!(ending, Ending::Abort(_));
     let linger = match ending {
         Ending::Close => {
             let _ = io.flush().await;
@@ -423,6 +430,12 @@ async fn finish(io: &ConnIo, fd: OwnedFd, ending: Ending) {
             false
         }
     };
+    if orderly {
+        // TLS: close_notify before the TCP half-close, so the client can tell our end of the
+        // stream from a cut one. Bounded: a client that does not read cannot hold us here.
+        let deadline = rt::now() + LINGER_TIME;
+        io.until_deadline(io.transport.close_notify(), Some(deadline)).await;
+    }
     if linger && peregrine_io_linux::shutdown_write(&fd).is_ok() {
         let deadline = rt::now() + LINGER_TIME;
         let mut discarded = 0;
@@ -439,7 +452,7 @@ async fn finish(io: &ConnIo, fd: OwnedFd, ending: Ending) {
 
 /// Answers a connection over `max_connections` with `503` and closes it.
 pub(crate) async fn reject_over_capacity(fd: OwnedFd) {
-    let io = ConnIo::new(fd.as_raw_fd(), None, None);
+    let io = ConnIo::new(Transport::plain(fd.as_raw_fd()), None, None);
     finish(&io, fd, Ending::Reject(StatusCode::SERVICE_UNAVAILABLE, "max_connections")).await;
 }
 

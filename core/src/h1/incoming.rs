@@ -6,7 +6,10 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use peregrine_io_linux::SendBuf;
 use peregrine_protocols::h1::{self, BodyEvent, CONTINUE_100};
 
 use super::io::{BodyFailure, ConnIo, Continue};
@@ -17,9 +20,13 @@ use crate::rt;
 pub(crate) struct Incoming {
     io: Rc<ConnIo>,
     len: Option<u64>,
-    reading: Option<rt::io::Recv>,
-    continuing: Option<rt::io::Send>,
+    reading: Option<Pending<(BytesMut, io::Result<usize>)>>,
+    continuing: Option<Pending<(io::Result<usize>, SendBuf)>>,
 }
+
+/// A transport operation in flight, owning its connection handle. Boxed: one allocation per
+/// body read that has to wait for the socket (never on requests without a body).
+type Pending<T> = Pin<Box<dyn Future<Output = T>>>;
 
 impl Incoming {
     pub(crate) fn new(io: Rc<ConnIo>, len: Option<u64>) -> Incoming {
@@ -40,14 +47,14 @@ impl Incoming {
     pub(crate) fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<BodyChunk>> {
         loop {
             if let Some(send) = &mut self.continuing {
-                let (result, _) = std::task::ready!(Pin::new(send).poll(cx));
+                let (result, _) = std::task::ready!(send.as_mut().poll(cx));
                 self.continuing = None;
                 if let Err(e) = result {
                     return self.fail(BodyError::Io(e), "io error");
                 }
             }
             if let Some(recv) = &mut self.reading {
-                match Pin::new(recv).poll(cx) {
+                match recv.as_mut().poll(cx) {
                     Poll::Ready((buf, result)) => {
                         self.reading = None;
                         self.io.timer.set(None);
@@ -104,9 +111,10 @@ impl Incoming {
             if read.continue_state == Continue::Expected {
                 read.continue_state = Continue::Sent;
                 if !self.io.response_started.get() {
-                    let mut buf = peregrine_io_linux::SendBuf::new();
+                    let mut buf = SendBuf::new();
                     buf.push(Bytes::from_static(CONTINUE_100));
-                    self.continuing = Some(rt::io::send(self.io.fd, buf));
+                    let io = Rc::clone(&self.io);
+                    self.continuing = Some(Box::pin(async move { io.transport.send(buf).await }));
                     continue;
                 }
             }
@@ -120,7 +128,8 @@ impl Incoming {
             if !buf.is_empty() {
                 buf.reserve(8192);
             }
-            self.reading = Some(rt::io::recv(self.io.fd, buf));
+            let io = Rc::clone(&self.io);
+            self.reading = Some(Box::pin(async move { io.transport.recv(buf).await }));
         }
     }
 }

@@ -3,11 +3,8 @@
 //! `RefCell`s are only ever borrowed between awaits, never across one.
 
 use std::cell::{Cell, RefCell};
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io;
-use std::os::fd::RawFd;
-use std::pin::Pin;
-use std::task::Poll;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -17,6 +14,7 @@ use peregrine_protocols::h1::BodyDecoder;
 
 use crate::rt;
 use crate::rt::timer::Timer;
+use crate::transport::Transport;
 
 /// Whether `100 Continue` is owed to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +56,8 @@ pub(crate) enum WriteFail {
 }
 
 pub(crate) struct ConnIo {
-    pub(crate) fd: RawFd,
+    /// The socket, cleartext or TLS.
+    pub(crate) transport: Transport,
     pub(crate) timer: Timer,
     pub(crate) read: RefCell<ReadState>,
     /// Small writes (heads, small bodies, chunk framing) gathered before a send.
@@ -73,12 +72,12 @@ pub(crate) struct ConnIo {
 
 impl ConnIo {
     pub(crate) fn new(
-        fd: RawFd,
+        transport: Transport,
         min_body_rate: Option<MinDataRate>,
         min_response_rate: Option<MinDataRate>,
     ) -> ConnIo {
         ConnIo {
-            fd,
+            transport,
             timer: Timer::new(),
             read: RefCell::new(ReadState {
                 inbuf: BytesMut::new(),
@@ -97,24 +96,12 @@ impl ConnIo {
 
     /// Runs `op` until it finishes (`Some`) or the connection's timer passes `deadline`
     /// (`None`; `op` is then dropped, which cancels it).
-    async fn until_deadline<F: Future + Unpin>(
+    pub(crate) async fn until_deadline<F: Future>(
         &self,
-        mut op: F,
+        op: F,
         deadline: Option<Instant>,
     ) -> Option<F::Output> {
-        self.timer.set(deadline);
-        let done = poll_fn(|cx| {
-            if let Poll::Ready(r) = Pin::new(&mut op).poll(cx) {
-                return Poll::Ready(Some(r));
-            }
-            if deadline.is_some() && self.timer.poll_fired(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-            Poll::Pending
-        })
-        .await;
-        self.timer.set(None);
-        done
+        self.timer.run_until(op, deadline).await
     }
 
     /// Receives more bytes into the receive buffer, giving up at `deadline`. On a timeout
@@ -126,7 +113,7 @@ impl ConnIo {
         if !buf.is_empty() && buf.capacity() == buf.len() {
             buf.reserve(rt::io::RECV_BUF);
         }
-        match self.until_deadline(rt::io::recv(self.fd, buf), deadline).await {
+        match self.until_deadline(self.transport.recv(buf), deadline).await {
             Some((buf, result)) => {
                 self.read.borrow_mut().inbuf = buf;
                 if let Ok(n) = result {
@@ -198,7 +185,7 @@ impl ConnIo {
         let mut rate = self.min_response_rate.map(DataRate::new);
         while !buf.is_empty() {
             let deadline = rate.as_mut().map(|r| r.start_wait(rt::now()));
-            let send = rt::io::send(self.fd, buf);
+            let send = self.transport.send(buf);
             let Some((result, back)) = self.until_deadline(send, deadline).await else {
                 return Err(WriteFail::TooSlow);
             };

@@ -10,6 +10,7 @@
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::future::{poll_fn, Future};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -148,6 +149,36 @@ impl Timer {
             }
         })
     }
+}
+
+impl Timer {
+    /// Runs `op` until it finishes (`Some`) or this timer passes `deadline` (`None`; `op` is
+    /// then dropped, which cancels it). The deadline is cleared afterwards.
+    pub(crate) async fn run_until<F: Future>(
+        &self,
+        op: F,
+        deadline: Option<Instant>,
+    ) -> Option<F::Output> {
+        let mut op = std::pin::pin!(op);
+        self.set(deadline);
+        let done = poll_fn(|cx| {
+            if let Poll::Ready(r) = op.as_mut().poll(cx) {
+                return Poll::Ready(Some(r));
+            }
+            if deadline.is_some() && self.poll_fired(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await;
+        self.set(None);
+        done
+    }
+}
+
+/// Runs `op` until `deadline` with a timer of its own (for code without a connection timer).
+pub(crate) async fn timeout<F: Future>(deadline: Instant, op: F) -> Option<F::Output> {
+    Timer::new().run_until(op, Some(deadline)).await
 }
 
 impl Drop for Timer {

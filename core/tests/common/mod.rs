@@ -1,17 +1,23 @@
 //! Shared helpers for Peregrine's integration tests: a test handler, server start-up per IO
-//! driver, and a raw-socket HTTP/1.1 client whose every wait is bounded.
+//! driver and transport (cleartext or TLS), and a raw-socket HTTP/1.1 client whose every
+//! wait is bounded.
 #![allow(dead_code)] // each test crate uses its own subset of these helpers
 
-use std::cell::OnceCell;
+pub mod tls;
+
+use std::cell::{Cell, OnceCell};
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::{mpsc, OnceLock};
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use peregrine::routes::BuiltinRoutes;
-use peregrine::{Body, DriverKind, Handler, IoChoice, Limits, Server, ServerConfig, StartError};
+use peregrine::{
+    Body, DriverKind, Handler, IoChoice, Limits, ListenerSpec, Server, ServerConfig, StartError,
+};
 
 /// How long any single read helper waits before the test fails.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,10 +69,44 @@ impl Handler for TestHandler {
     }
 }
 
-/// A one-thread, unpinned server config on 127.0.0.1 port 0.
+thread_local! {
+    /// Set by the `tls` variant of the test matrix: servers this thread starts listen with TLS.
+    static TLS_MODE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Addresses of TLS test servers: [`Client::connect`] speaks TLS to them (from any thread).
+static TLS_SERVERS: Mutex<Option<HashSet<SocketAddr>>> = Mutex::new(None);
+
+/// Makes the servers this thread starts TLS listeners (the matrix's `tls` variant).
+pub fn set_tls_mode(on: bool) {
+    TLS_MODE.with(|m| m.set(on));
+}
+
+/// Whether `addr` is a TLS test server.
+pub fn is_tls(addr: SocketAddr) -> bool {
+    TLS_SERVERS.lock().unwrap().as_ref().is_some_and(|s| s.contains(&addr))
+}
+
+/// `https` for a TLS test server, else `http`.
+pub fn scheme(addr: SocketAddr) -> &'static str {
+    if is_tls(addr) {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// A one-thread, unpinned server config on 127.0.0.1 port 0 (TLS with the test CA's
+/// `localhost` certificate in the matrix's `tls` variant).
 pub fn config(io: IoChoice, limits: Limits) -> ServerConfig {
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let listener = if TLS_MODE.with(Cell::get) {
+        ListenerSpec::tls(addr, tls::localhost_settings())
+    } else {
+        addr.into()
+    };
     ServerConfig {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        listen: vec![listener],
         threads: Some(1),
         pin_threads: false,
         io,
@@ -77,7 +117,13 @@ pub fn config(io: IoChoice, limits: Limits) -> ServerConfig {
 
 /// Starts a server with [`TestHandler`], reporting a start error.
 pub fn try_start(io: IoChoice, limits: Limits) -> Result<Server, StartError> {
-    Server::start(config(io, limits), TestHandler::new)
+    let config = config(io, limits);
+    let tls = config.listen[0].is_tls();
+    let server = Server::start(config, TestHandler::new)?;
+    if tls {
+        TLS_SERVERS.lock().unwrap().get_or_insert_with(HashSet::new).insert(addr(&server));
+    }
+    Ok(server)
 }
 
 /// Starts a server with [`TestHandler`] on the driver `io` asks for.
@@ -124,6 +170,40 @@ pub fn skip_uring() -> bool {
         }
         None => false,
     }
+}
+
+/// Expands to a module named after the test function holding three tests: `uring` and
+/// `epoll` run it on each driver over cleartext, `tls` over TLS (ALPN `http/1.1`, the
+/// default driver). For tests whose subject is cleartext-only, use [`both_drivers!`].
+#[macro_export]
+macro_rules! all_transports {
+    ($($(#[$attr:meta])* $name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                $(#[$attr])*
+                fn uring() {
+                    if $crate::common::skip_uring() {
+                        return;
+                    }
+                    super::$name(peregrine::IoChoice::Uring);
+                }
+
+                #[test]
+                $(#[$attr])*
+                fn epoll() {
+                    super::$name(peregrine::IoChoice::Epoll);
+                }
+
+                #[test]
+                $(#[$attr])*
+                fn tls() {
+                    $crate::common::set_tls_mode(true);
+                    super::$name(peregrine::IoChoice::Auto);
+                }
+            }
+        )+
+    };
 }
 
 /// Expands to a module named after the test function holding two tests, `uring` and
@@ -240,10 +320,57 @@ pub enum Fill {
     TimedOut,
 }
 
-/// A raw HTTP/1.1 client over a std `TcpStream`. Received bytes stay in a buffer, so
-/// pipelined responses can be read one at a time.
+/// A client byte stream: cleartext, or TLS (ALPN `http/1.1`) to a TLS test server.
+pub enum Stream {
+    /// Cleartext.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<tls::TlsStream>),
+}
+
+impl Stream {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            // A server that closes TCP without close_notify ends the stream too.
+            Stream::Tls(s) => match s.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            },
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// A raw HTTP/1.1 client over a std `TcpStream`, or TLS over one. Received bytes stay in a
+/// buffer, so pipelined responses can be read one at a time.
 pub struct Client {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     eof: bool,
 }
@@ -254,18 +381,36 @@ impl Client {
         Client::try_connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
     }
 
-    /// Connects (within 5 s).
+    /// Connects (within 5 s); TLS with ALPN `http/1.1` to a TLS test server.
     pub fn try_connect(addr: SocketAddr) -> io::Result<Client> {
+        if is_tls(addr) {
+            let stream = tls::connect(addr, "localhost", &[b"http/1.1"])?;
+            return Ok(Client {
+                stream: Stream::Tls(Box::new(stream)),
+                buf: Vec::new(),
+                eof: false,
+            });
+        }
         let stream = TcpStream::connect_timeout(&addr, READ_TIMEOUT)?;
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
         stream.set_write_timeout(Some(READ_TIMEOUT))?;
         stream.set_nodelay(true)?;
-        Ok(Client { stream, buf: Vec::new(), eof: false })
+        Ok(Client { stream: Stream::Plain(stream), buf: Vec::new(), eof: false })
     }
 
-    /// The socket, for tweaks.
+    /// A client over an established stream (e.g. a TLS stream a test set up itself).
+    pub fn over(stream: Stream) -> Client {
+        Client { stream, buf: Vec::new(), eof: false }
+    }
+
+    /// The TCP socket, for tweaks.
     pub fn stream(&self) -> &TcpStream {
-        &self.stream
+        self.stream.tcp()
+    }
+
+    /// The client stream.
+    pub fn raw(&mut self) -> &mut Stream {
+        &mut self.stream
     }
 
     /// Writes all of `bytes`, failing the test on error.
@@ -279,9 +424,13 @@ impl Client {
         self.stream.flush()
     }
 
-    /// Half-closes the sending side.
+    /// Half-closes the sending side (TLS: close_notify first).
     pub fn shutdown_write(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
+        if let Stream::Tls(s) = &mut self.stream {
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        }
+        let _ = self.stream.tcp().shutdown(Shutdown::Write);
     }
 
     /// Bytes received and not yet consumed by a parse.
@@ -299,7 +448,7 @@ impl Client {
             return Fill::TimedOut;
         }
         let wait = (deadline - now).max(Duration::from_millis(1));
-        self.stream.set_read_timeout(Some(wait)).expect("set_read_timeout");
+        self.stream.tcp().set_read_timeout(Some(wait)).expect("set_read_timeout");
         let mut chunk = vec![0u8; 64 * 1024];
         loop {
             match self.stream.read(&mut chunk) {

@@ -1,0 +1,64 @@
+//! What one listener serves: its address, its protocols, and TLS or cleartext.
+
+use std::net::SocketAddr;
+
+use crate::tls::TlsSettings;
+
+/// The HTTP versions a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Protocols {
+    /// HTTP/1.1 (and 1.0).
+    pub http1: bool,
+    /// HTTP/2: by ALPN `h2` over TLS, by prior knowledge (h2c) on cleartext.
+    pub h2: bool,
+}
+
+impl Protocols {
+    /// HTTP/1.1 and HTTP/2 (the default).
+    pub const BOTH: Protocols = Protocols { http1: true, h2: true };
+    /// HTTP/1.1 only.
+    pub const HTTP1: Protocols = Protocols { http1: true, h2: false };
+    /// HTTP/2 only.
+    pub const H2: Protocols = Protocols { http1: false, h2: true };
+}
+
+impl Default for Protocols {
+    fn default() -> Self {
+        Protocols::BOTH
+    }
+}
+
+/// One listener.
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    /// Where to listen (port 0 picks a free port; see `Server::local_addrs`).
+    pub address: SocketAddr,
+    /// What it serves.
+    pub protocols: Protocols,
+    /// TLS settings; `None`: cleartext.
+    pub tls: Option<TlsSettings>,
+}
+
+impl ListenerSpec {
+    /// A TLS listener serving both protocols (chosen by ALPN).
+    pub fn tls(address: SocketAddr, tls: TlsSettings) -> ListenerSpec {
+        ListenerSpec { address, protocols: Protocols::BOTH, tls: Some(tls) }
+    }
+
+    /// The same listener with other protocols.
+    pub fn with_protocols(self, protocols: Protocols) -> ListenerSpec {
+        ListenerSpec { protocols, ..self }
+    }
+
+    /// Whether it runs TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+/// A cleartext listener serving both protocols.
+impl From<SocketAddr> for ListenerSpec {
+    fn from(address: SocketAddr) -> ListenerSpec {
+        ListenerSpec { address, protocols: Protocols::BOTH, tls: None }
+    }
+}
