@@ -28,6 +28,7 @@ mod body;
 pub mod config;
 mod date;
 mod h1;
+mod h2;
 mod handler;
 mod metrics;
 pub mod routes;
