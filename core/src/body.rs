@@ -26,6 +26,7 @@ enum Inner {
     Empty,
     Full(Option<Bytes>),
     Incoming(crate::h1::Incoming),
+    H2(crate::h2::RequestBody),
     Stream { stream: Pin<Box<dyn Stream<Item = BodyChunk>>>, len: Option<u64> },
 }
 
@@ -102,12 +103,17 @@ impl Body {
         Body { inner: Inner::Incoming(incoming) }
     }
 
+    pub(crate) fn h2(body: crate::h2::RequestBody) -> Body {
+        Body { inner: Inner::H2(body) }
+    }
+
     /// The exact length, when known in advance.
     pub fn exact_len(&self) -> Option<u64> {
         match &self.inner {
             Inner::Empty => Some(0),
             Inner::Full(b) => Some(b.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Incoming(i) => i.exact_len(),
+            Inner::H2(b) => b.exact_len(),
             Inner::Stream { len, .. } => *len,
         }
     }
@@ -132,6 +138,7 @@ impl Body {
             Inner::Empty => Poll::Ready(None),
             Inner::Full(b) => Poll::Ready(b.take().filter(|b| !b.is_empty()).map(Ok)),
             Inner::Incoming(i) => i.poll_chunk(cx),
+            Inner::H2(b) => b.poll_chunk(cx),
             Inner::Stream { stream, .. } => stream.as_mut().poll_next(cx),
         }
     }
@@ -181,7 +188,7 @@ impl fmt::Debug for Body {
         let kind = match self.inner {
             Inner::Empty => "empty",
             Inner::Full(_) => "full",
-            Inner::Incoming(_) => "incoming",
+            Inner::Incoming(_) | Inner::H2(_) => "incoming",
             Inner::Stream { .. } => "stream",
         };
         f.debug_struct("Body").field("kind", &kind).field("len", &self.exact_len()).finish()

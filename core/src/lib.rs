@@ -30,6 +30,7 @@ pub mod config;
 mod conn;
 mod date;
 mod h1;
+mod h2;
 mod handler;
 mod listener;
 mod metrics;

@@ -26,10 +26,14 @@ pub(crate) enum Rejection {
     /// A strictness rule of RFC 9112 (400/501/505).
     ProtocolError,
     HandlerPanic,
+    /// An HTTP/2 stream answered by the codec (RST_STREAM, 431, refused).
+    H2Stream,
+    /// An HTTP/2 connection error (GOAWAY with an error code, floods included).
+    H2Connection,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 11] = [
+    const ALL: [Rejection; 13] = [
         Rejection::MaxConnections,
         Rejection::MaxRequestLineSize,
         Rejection::MaxRequestHeadersTotalSize,
@@ -41,6 +45,8 @@ impl Rejection {
         Rejection::RequestBodyDrainTimeout,
         Rejection::ProtocolError,
         Rejection::HandlerPanic,
+        Rejection::H2Stream,
+        Rejection::H2Connection,
     ];
 
     fn label(self) -> &'static str {
@@ -56,6 +62,8 @@ impl Rejection {
             Rejection::RequestBodyDrainTimeout => "request_body_drain_timeout",
             Rejection::ProtocolError => "protocol_error",
             Rejection::HandlerPanic => "handler_panic",
+            Rejection::H2Stream => "h2_stream_error",
+            Rejection::H2Connection => "h2_connection_error",
         }
     }
 

@@ -1,0 +1,354 @@
+//! The connection task and the state it shares with its stream tasks.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use peregrine_io_linux::SendBuf;
+use peregrine_limits::{ConnectionPermit, DataRate};
+use peregrine_protocols::h2::server::{Config, Connection, Event};
+use peregrine_protocols::h2::StreamId;
+use tracing::debug;
+
+use super::stream;
+use crate::h1::Settings;
+use crate::metrics::Rejection;
+use crate::rt;
+use crate::rt::timer::Timer;
+use crate::transport::Transport;
+use crate::Handler;
+
+/// A stream as the connection task and the stream's own task share it.
+#[derive(Default)]
+pub(crate) struct Slot {
+    /// Request body chunks received and not yet read by the handler.
+    pub(crate) body: VecDeque<Bytes>,
+    /// The request body ended (END_STREAM or trailers).
+    pub(crate) body_done: bool,
+    /// The stream was reset (by the client, or after a stream error): stop.
+    pub(crate) reset: bool,
+    /// The handler's body reader waits for data.
+    pub(crate) body_waker: Option<Waker>,
+    /// The stream task, to wake on reset or when send capacity frees up.
+    pub(crate) task_waker: Option<Waker>,
+    /// A request body failure (too large, too slow) that decides the answer.
+    pub(crate) body_failure: Option<(StatusCode, &'static str)>,
+}
+
+/// What the connection task and its stream tasks share.
+pub(crate) struct Shared {
+    pub(crate) conn: RefCell<Connection>,
+    pub(crate) slots: RefCell<HashMap<StreamId, Slot>>,
+    conn_waker: RefCell<Option<Waker>>,
+    pub(crate) settings: Rc<Settings>,
+    pub(crate) peer: Option<SocketAddr>,
+    /// Streams whose task has not finished yet (the connection ends only after them).
+    pub(crate) running: Cell<usize>,
+}
+
+impl Shared {
+    /// Wakes the connection task: the codec has new output or the windows changed.
+    pub(crate) fn wake_conn(&self) {
+        if let Some(w) = self.conn_waker.borrow().as_ref() {
+            w.wake_by_ref();
+        }
+    }
+
+    /// Runs `f` on a stream's slot, if it still exists.
+    pub(crate) fn with_slot<R>(&self, id: StreamId, f: impl FnOnce(&mut Slot) -> R) -> Option<R> {
+        self.slots.borrow_mut().get_mut(&id).map(f)
+    }
+
+    /// Forgets a stream's slot, handing unread body bytes back to flow control.
+    pub(crate) fn remove_slot(&self, id: StreamId) {
+        let Some(slot) = self.slots.borrow_mut().remove(&id) else { return };
+        let unread: usize = slot.body.iter().map(Bytes::len).sum();
+        if unread > 0 {
+            self.conn.borrow_mut().release_capacity(id, unread);
+            self.wake_conn();
+        }
+    }
+
+    fn wake_all_tasks(&self) {
+        for slot in self.slots.borrow_mut().values_mut() {
+            if let Some(w) = slot.task_waker.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// Serves one HTTP/2 connection until it closes. `initial` holds bytes already received
+/// (for h2c, the preface the listener sniffed).
+pub(crate) async fn serve<H: Handler>(
+    fd: OwnedFd,
+    transport: Transport,
+    initial: BytesMut,
+    handler: Rc<H>,
+    settings: Rc<Settings>,
+    permit: ConnectionPermit,
+    peer: Option<SocketAddr>,
+) {
+    let config = Config::new(&settings.limits);
+    let shared = Rc::new(Shared {
+        conn: RefCell::new(Connection::new(config, rt::now())),
+        slots: RefCell::new(HashMap::new()),
+        conn_waker: RefCell::new(None),
+        settings: Rc::clone(&settings),
+        peer,
+        running: Cell::new(0),
+    });
+    Driver { shared: &shared, transport: &transport, handler: &handler, inbuf: Some(initial) }
+        .run()
+        .await;
+    // Stream tasks still running see their slots gone and stop.
+    for slot in shared.slots.borrow_mut().values_mut() {
+        slot.reset = true;
+    }
+    shared.wake_all_tasks();
+    let deadline = rt::now() + std::time::Duration::from_secs(1);
+    rt::timer::timeout(deadline, transport.close_notify()).await;
+    drop(transport);
+    rt::io::close(fd).await;
+    drop(permit);
+}
+
+type RecvFuture<'a> = Pin<Box<dyn Future<Output = (BytesMut, std::io::Result<usize>)> + 'a>>;
+type SendFuture<'a> = Pin<Box<dyn Future<Output = (std::io::Result<usize>, SendBuf)> + 'a>>;
+
+/// The connection task's state.
+struct Driver<'a, H> {
+    shared: &'a Rc<Shared>,
+    transport: &'a Transport,
+    handler: &'a Rc<H>,
+    inbuf: Option<BytesMut>,
+}
+
+impl<'a, H: Handler> Driver<'a, H> {
+    async fn run(mut self) {
+        let timer = Timer::new();
+        // Idle: a graceful shutdown fires it, which is how this task learns of one.
+        timer.set_idle(true);
+        let min_rate = self.shared.settings.limits.min_response_data_rate;
+        let mut recv: Option<RecvFuture<'a>> = None;
+        // The send in flight, with the min-response-rate meter and the deadline by which it
+        // must complete.
+        let mut send: Option<(SendFuture<'a>, Option<(DataRate, Instant)>)> = None;
+        let mut pending = SendBuf::new();
+        let mut eof = false;
+        let mut going_away = false;
+        let mut armed: Option<std::time::Instant> = None;
+        let mut chunks = Vec::new();
+        poll_fn(|cx| {
+            *self.shared.conn_waker.borrow_mut() = Some(cx.waker().clone());
+            loop {
+                let mut progress = false;
+                if !going_away && rt::shutting_down() {
+                    going_away = true;
+                    self.shared.conn.borrow_mut().go_away(rt::now());
+                    progress = true;
+                }
+                // 1. Receive.
+                if recv.is_none() && !eof && !self.shared.conn.borrow().is_closed() {
+                    let mut buf = self.inbuf.take().unwrap_or_default();
+                    if !buf.is_empty() {
+                        self.feed(&mut buf);
+                        progress = true;
+                    }
+                    if buf.capacity() - buf.len() < 1024 {
+                        buf.reserve(rt::io::RECV_BUF);
+                    }
+                    recv = Some(Box::pin(self.transport.recv(buf)));
+                }
+                if let Some(f) = recv.as_mut() {
+                    if let Poll::Ready((mut buf, result)) = f.as_mut().poll(cx) {
+                        recv = None;
+                        progress = true;
+                        match result {
+                            Ok(n) if n > 0 => {
+                                crate::metrics::count(|m| m.bytes_in(n as u64));
+                                self.feed(&mut buf);
+                            }
+                            Ok(_) => eof = true,
+                            Err(e) => {
+                                debug!(error = %e, "h2 receive failed");
+                                eof = true;
+                            }
+                        }
+                        self.inbuf = Some(buf);
+                    }
+                }
+                // 2. Events.
+                if self.dispatch_events() {
+                    progress = true;
+                }
+                // 3. Send.
+                if send.is_none() {
+                    if pending.is_empty() {
+                        chunks.clear();
+                        if self.shared.conn.borrow_mut().poll_transmit(&mut chunks) {
+                            for c in chunks.drain(..) {
+                                pending.push(c);
+                            }
+                            // Room freed in the stream buffers: producers may go on.
+                            self.shared.wake_all_tasks();
+                        }
+                    }
+                    if !pending.is_empty() {
+                        let buf = std::mem::take(&mut pending);
+                        let rate = min_rate.map(|m| {
+                            let mut r = DataRate::new(m);
+                            let deadline = r.start_wait(rt::now());
+                            (r, deadline)
+                        });
+                        send = Some((Box::pin(self.transport.send(buf)), rate));
+                    }
+                }
+                if let Some((f, rate)) = send.as_mut() {
+                    if rate.as_ref().is_some_and(|(_, deadline)| *deadline <= rt::now()) {
+                        debug!("h2 client reads slower than min_response_data_rate");
+                        return Poll::Ready(());
+                    }
+                    if let Poll::Ready((result, mut buf)) = f.as_mut().poll(cx) {
+                        progress = true;
+                        let Ok(n @ 1..) = result else {
+                            debug!("h2 send failed");
+                            return Poll::Ready(());
+                        };
+                        crate::metrics::count(|m| m.bytes_out(n as u64));
+                        buf.advance(n);
+                        let mut rate = rate.take();
+                        send = None;
+                        if !buf.is_empty() {
+                            // A partial send: the rest must move at the minimum rate too.
+                            if let Some((r, deadline)) = rate.as_mut() {
+                                r.end_wait(rt::now(), n as u64);
+                                *deadline = r.start_wait(rt::now());
+                            }
+                            send = Some((Box::pin(self.transport.send(buf)), rate));
+                        }
+                    }
+                }
+                // 4. Timers.
+                let conn_deadline = self.shared.conn.borrow().poll_timeout();
+                let send_deadline = send.as_ref().and_then(|(_, r)| r.as_ref()).map(|(_, d)| *d);
+                let deadline = [conn_deadline, send_deadline].into_iter().flatten().min();
+                if deadline != armed {
+                    timer.set(deadline);
+                    armed = deadline;
+                }
+                if timer.poll_fired(cx).is_ready() {
+                    timer.set(deadline);
+                    let now = rt::now();
+                    if conn_deadline.is_some_and(|d| d <= now) {
+                        self.shared.conn.borrow_mut().handle_timeout(now);
+                    }
+                    progress = true; // re-check the send deadline and shutdown
+                }
+                // 5. The end.
+                let closed = self.shared.conn.borrow().is_closed();
+                if closed && send.is_none() && pending.is_empty() {
+                    chunks.clear();
+                    if !self.shared.conn.borrow_mut().poll_transmit(&mut chunks) {
+                        return Poll::Ready(());
+                    }
+                    for c in chunks.drain(..) {
+                        pending.push(c);
+                    }
+                    continue;
+                }
+                if eof && send.is_none() && pending.is_empty() {
+                    return Poll::Ready(()); // the client is gone
+                }
+                if !progress {
+                    return Poll::Pending;
+                }
+            }
+        })
+        .await;
+        let conn = self.shared.conn.borrow();
+        debug!(streams = conn.open_streams(), "h2 connection ends");
+    }
+
+    fn feed(&mut self, buf: &mut BytesMut) {
+        self.shared.conn.borrow_mut().recv(buf, rt::now());
+    }
+
+    /// Hands the codec's events to the stream tasks. Returns whether there were any.
+    fn dispatch_events(&mut self) -> bool {
+        let mut any = false;
+        loop {
+            let event = self.shared.conn.borrow_mut().poll_event();
+            let Some(event) = event else { return any };
+            any = true;
+            match event {
+                Event::Request { id, head, end_stream } => {
+                    let slot = Slot { body_done: end_stream, ..Slot::default() };
+                    self.shared.slots.borrow_mut().insert(id, slot);
+                    self.shared.running.set(self.shared.running.get() + 1);
+                    let (shared, handler) = (Rc::clone(self.shared), Rc::clone(self.handler));
+                    stream::spawn(shared, handler, id, head, end_stream);
+                }
+                Event::Data { id, data, end_stream } => {
+                    let len = data.len();
+                    let found = self.shared.with_slot(id, |slot| {
+                        if !data.is_empty() {
+                            slot.body.push_back(data);
+                        }
+                        slot.body_done |= end_stream;
+                        if let Some(w) = slot.body_waker.take() {
+                            w.wake();
+                        }
+                    });
+                    if found.is_none() {
+                        self.shared.conn.borrow_mut().release_capacity(id, len);
+                    }
+                }
+                Event::Trailers { id, .. } => {
+                    // Request trailers are validated by the codec; the handler API has no
+                    // place for them yet, so they end the body.
+                    self.shared.with_slot(id, |slot| {
+                        slot.body_done = true;
+                        if let Some(w) = slot.body_waker.take() {
+                            w.wake();
+                        }
+                    });
+                }
+                Event::Reset { id, reason, by_peer } => {
+                    debug!(stream = id.value(), %reason, by_peer, "h2 stream reset");
+                    self.shared.with_slot(id, |slot| {
+                        slot.reset = true;
+                        for w in [slot.body_waker.take(), slot.task_waker.take()].into_iter().flatten()
+                        {
+                            w.wake();
+                        }
+                    });
+                }
+                Event::Rejected { id, why } => {
+                    debug!(stream = id.value(), why, "h2 request rejected");
+                    crate::metrics::count(|m| m.rejected(Rejection::H2Stream));
+                }
+                Event::ConnectionError { reason, description } => {
+                    debug!(%reason, description, "h2 connection error");
+                    crate::metrics::count(|m| m.rejected(Rejection::H2Connection));
+                }
+            }
+        }
+    }
+}
+
+/// Stores `cx`'s waker in `slot_waker` unless it is already there.
+pub(crate) fn register(slot_waker: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot_waker {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot_waker = Some(cx.waker().clone()),
+    }
+}

@@ -1,0 +1,246 @@
+//! One stream's task: run the handler, then queue the response on the codec.
+
+use std::future::{poll_fn, Future};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, DATE, SERVER};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use peregrine_protocols::h2::{Reason, RequestHead, StreamId};
+
+use super::body::RequestBody;
+use super::conn::{register, Shared};
+use crate::access_log::Entry;
+use crate::metrics::Rejection;
+use crate::rt::executor;
+use crate::{date, rt, Body, Handler};
+
+/// Starts the task for a new request on stream `id`.
+pub(crate) fn spawn<H: Handler>(
+    shared: Rc<Shared>,
+    handler: Rc<H>,
+    id: StreamId,
+    head: RequestHead,
+    end_stream: bool,
+) {
+    executor::spawn(async move {
+        let task = Box::pin(run(&shared, &*handler, id, head, end_stream));
+        Abortable { shared: &shared, id, inner: task }.await;
+        shared.remove_slot(id);
+        shared.running.set(shared.running.get() - 1);
+        shared.wake_conn();
+    });
+}
+
+/// Runs `inner` until it finishes or the stream is reset (then `inner` is dropped, which
+/// stops the handler wherever it waits).
+struct Abortable<'a, F> {
+    shared: &'a Shared,
+    id: StreamId,
+    inner: Pin<Box<F>>,
+}
+
+impl<F: Future<Output = ()>> Future for Abortable<'_, F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let id = self.id;
+        let reset = self.shared.with_slot(id, |slot| {
+            register(&mut slot.task_waker, cx);
+            slot.reset
+        });
+        if reset != Some(false) {
+            return Poll::Ready(());
+        }
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+async fn run<H: Handler>(
+    shared: &Rc<Shared>,
+    handler: &H,
+    id: StreamId,
+    head: RequestHead,
+    end_stream: bool,
+) {
+    let started = rt::now();
+    let limits = &shared.settings.limits;
+    let RequestHead { method, uri, headers, content_length } = head;
+    if let (Some(n), Some(max)) = (content_length, limits.max_request_body_size) {
+        if n > max {
+            crate::metrics::count(|m| m.rejected(Rejection::MaxRequestBodySize));
+            return respond_error(shared, id, StatusCode::PAYLOAD_TOO_LARGE);
+        }
+    }
+    let body = if end_stream {
+        Body::empty()
+    } else {
+        Body::h2(RequestBody::new(Rc::clone(shared), id, content_length))
+    };
+    let logged_uri = shared.settings.access_log.as_ref().map(|_| uri.clone());
+    let mut request = Request::new(body);
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_2;
+    *request.headers_mut() = headers;
+
+    let response = match call(handler, request).await {
+        Some(r) => r,
+        None => {
+            tracing::error!(stream = id.value(), "handler panicked; answering 500");
+            crate::metrics::count(|m| m.rejected(Rejection::HandlerPanic));
+            return respond_error(shared, id, StatusCode::INTERNAL_SERVER_ERROR);
+        }
+    };
+    if let Some(Some((status, _why))) = shared.with_slot(id, |s| s.body_failure.take()) {
+        // The request body failed (too large, too slow): the client's mistake decides the
+        // answer, as for HTTP/1.
+        return respond_error(shared, id, status);
+    }
+    let status = response.status();
+    let Some(bytes) = write_response(shared, id, response, method == Method::HEAD).await else {
+        return;
+    };
+    let duration = rt::now().saturating_duration_since(started);
+    crate::metrics::count(|m| m.response(status, Some(duration.as_micros() as u64)));
+    if let (Some(log), Some(target)) = (&shared.settings.access_log, &logged_uri) {
+        let entry = Entry {
+            peer: shared.peer,
+            method: &method,
+            target,
+            version: Version::HTTP_2,
+            status: status.as_u16(),
+            bytes,
+            duration,
+        };
+        log.record(&entry, rt::now());
+    }
+}
+
+/// Runs the handler, turning a panic into `None`.
+async fn call<H: Handler>(handler: &H, request: Request<Body>) -> Option<Response<Body>> {
+    let mut fut = std::pin::pin!(handler.call(request));
+    poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+        Ok(Poll::Ready(r)) => Poll::Ready(Some(r)),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(_) => Poll::Ready(None),
+    })
+    .await
+}
+
+/// Answers `status` with an empty body, and asks the client to stop sending a request body
+/// it may still be sending (RFC 9113 §8.1: RST_STREAM NO_ERROR after a complete response).
+fn respond_error(shared: &Shared, id: StreamId, status: StatusCode) {
+    let mut conn = shared.conn.borrow_mut();
+    let mut headers = HeaderMap::new();
+    add_server_fields(&mut headers, Some(0));
+    if conn.send_response(id, status, &headers, true).is_ok() {
+        crate::metrics::count(|m| m.response(status, None));
+    }
+    let body_done = shared.with_slot(id, |s| s.body_done).unwrap_or(true);
+    if !body_done {
+        conn.reset_stream(id, Reason::NO_ERROR);
+    }
+    shared.wake_conn();
+}
+
+/// `date`, `server` and, when known, `content-length`, unless the handler set them.
+fn add_server_fields(headers: &mut HeaderMap, len: Option<u64>) {
+    if !headers.contains_key(DATE) {
+        let date = date::with(|d| HeaderValue::from_maybe_shared(Bytes::copy_from_slice(d)));
+        if let Ok(d) = date {
+            headers.insert(DATE, d);
+        }
+    }
+    if !headers.contains_key(SERVER) {
+        headers.insert(SERVER, HeaderValue::from_static("peregrine"));
+    }
+    if let Some(n) = len {
+        if !headers.contains_key(CONTENT_LENGTH) {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+        }
+    }
+}
+
+/// Queues the response on the codec, streaming its body no faster than the client takes it.
+/// Returns the body bytes queued, or `None` if the stream went away.
+async fn write_response(
+    shared: &Shared,
+    id: StreamId,
+    response: Response<Body>,
+    head_only: bool,
+) -> Option<u64> {
+    let (mut parts, mut body) = response.into_parts();
+    let len = body.exact_len();
+    add_server_fields(&mut parts.headers, len);
+    let no_body = head_only
+        || len == Some(0)
+        || parts.status.is_informational()
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED;
+    let full = if no_body { None } else { body.take_full() };
+    {
+        let mut conn = shared.conn.borrow_mut();
+        conn.send_response(id, parts.status, &parts.headers, no_body).ok()?;
+        if let Some(full) = &full {
+            conn.send_data(id, full.clone(), true).ok()?;
+        }
+    }
+    shared.wake_conn();
+    if no_body {
+        return Some(0);
+    }
+    if let Some(full) = full {
+        return Some(full.len() as u64);
+    }
+    let max_buffered = shared.settings.limits.h2.max_stream_send_buffer;
+    let mut sent = 0u64;
+    loop {
+        // Back-pressure: read the handler's body only while this stream's queue is short.
+        // A client that never opens its window keeps it full; the connection's
+        // min_response_data_rate and the client's own resets end that.
+        poll_fn(|cx| {
+            let buffered = shared.conn.borrow().stream_buffered(id);
+            match buffered {
+                None => Poll::Ready(()),
+                Some(n) if n < max_buffered => Poll::Ready(()),
+                Some(_) => {
+                    shared.with_slot(id, |slot| register(&mut slot.task_waker, cx));
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
+        match body.chunk().await {
+            Some(Ok(chunk)) => {
+                sent += chunk.len() as u64;
+                if len.is_some_and(|l| sent > l) {
+                    shared.conn.borrow_mut().reset_stream(id, Reason::INTERNAL_ERROR);
+                    shared.wake_conn();
+                    return None;
+                }
+                shared.conn.borrow_mut().send_data(id, chunk, false).ok()?;
+                shared.wake_conn();
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "response body failed; resetting the stream");
+                shared.conn.borrow_mut().reset_stream(id, Reason::INTERNAL_ERROR);
+                shared.wake_conn();
+                return None;
+            }
+            None => {
+                if len.is_some_and(|l| sent != l) {
+                    shared.conn.borrow_mut().reset_stream(id, Reason::INTERNAL_ERROR);
+                    shared.wake_conn();
+                    return None;
+                }
+                shared.conn.borrow_mut().send_data(id, Bytes::new(), true).ok()?;
+                shared.wake_conn();
+                return Some(sent);
+            }
+        }
+    }
+}
