@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::BytesMut;
 use peregrine_limits::ConnectionPermit;
@@ -23,7 +22,6 @@ use crate::h1;
 use crate::listener::Protocols;
 use crate::metrics::TlsFailure;
 use crate::rt;
-use crate::rt::timer::Timer;
 use crate::tls::{accept, TlsListener};
 use crate::transport::Transport;
 use crate::Handler;
@@ -87,7 +85,7 @@ pub(crate) async fn serve<H: Handler>(
                 return;
             };
             let deadline = rt::now() + limits.tls_handshake_timeout;
-            let result = idle_until(deadline, accept::handshake(fd.as_raw_fd(), tls)).await;
+            let result = rt::timer::timeout(deadline, accept::handshake(fd.as_raw_fd(), tls)).await;
             drop(slot);
             match result {
                 Some(Ok((transport, protocol))) => {
@@ -97,11 +95,6 @@ pub(crate) async fn serve<H: Handler>(
                 Some(Err(e)) => {
                     debug!(error = %e, "TLS handshake failed");
                     crate::metrics::count(|m| m.tls_failed(TlsFailure::Error));
-                    rt::io::close(fd).await;
-                    return;
-                }
-                None if rt::shutting_down() => {
-                    debug!("graceful shutdown: closing a connection still in its TLS handshake");
                     rt::io::close(fd).await;
                     return;
                 }
@@ -118,7 +111,7 @@ pub(crate) async fn serve<H: Handler>(
             match endpoint.protocols {
                 Protocols { http1: true, h2: true } => {
                     let deadline = rt::now() + limits.request_headers_timeout;
-                    match idle_until(deadline, sniff(&transport)).await {
+                    match rt::timer::timeout(deadline, sniff(&transport)).await {
                         Some(Ok((protocol, initial))) => (transport, protocol, initial),
                         // Silent, closed or failed before a byte: nothing to answer.
                         _ => {
@@ -137,18 +130,6 @@ pub(crate) async fn serve<H: Handler>(
         Protocol::Http1 => h1::serve(fd, transport, initial, handler, settings, permit, peer).await,
         Protocol::Http2 => serve_h2(fd, transport, initial, handler, settings, permit, peer).await,
     }
-}
-
-/// Runs `op` until `deadline` as an idle wait: a graceful shutdown ends it at once (`None`),
-/// as it ends an idle keep-alive wait. A connection still in its handshake or still to send
-/// its first bytes has no request in flight to finish.
-async fn idle_until<F: std::future::Future>(deadline: Instant, op: F) -> Option<F::Output> {
-    if rt::shutting_down() {
-        return None;
-    }
-    let timer = Timer::new();
-    timer.set_idle(true);
-    timer.run_until(op, Some(deadline)).await
 }
 
 /// Reads until the first bytes tell HTTP/2 prior knowledge (the full 24-byte preface) from
@@ -185,16 +166,5 @@ pub(crate) async fn serve_h2<H: Handler>(
     permit: ConnectionPermit,
     peer: Option<SocketAddr>,
 ) {
-    debug!(
-        tls = transport.is_tls(),
-        buffered = initial.len(),
-        ?peer,
-        "HTTP/2 connection: no HTTP/2 loop yet; closing"
-    );
-    drop((handler, settings));
-    let deadline = rt::now() + std::time::Duration::from_secs(1);
-    rt::timer::timeout(deadline, transport.close_notify()).await;
-    drop(transport);
-    rt::io::close(fd).await;
-    drop(permit);
+    crate::h2::serve(fd, transport, initial, handler, settings, permit, peer).await
 }

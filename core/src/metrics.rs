@@ -123,7 +123,7 @@ impl Counter {
 pub(crate) struct CoreMetrics {
     accepted: Counter,
     closed: Counter,
-    rejections: [Counter; 11],
+    rejections: [Counter; Rejection::ALL.len()],
     /// HTTP/1.1 responses by status class 1xx..5xx.
     responses: [Counter; 5],
     bytes_in: Counter,

@@ -5,9 +5,9 @@
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::StatusCode;
 use peregrine_limits::DataRate;
-use bytes::Bytes;
 use peregrine_protocols::h2::StreamId;
 
 use super::conn::{register, Shared};
@@ -46,7 +46,12 @@ impl RequestBody {
     }
 
     /// Records the failure for the stream task (it decides the answer) and reports it.
-    fn fail(&self, status: StatusCode, why: &'static str, error: BodyError) -> Poll<Option<BodyChunk>> {
+    fn fail(
+        &self,
+        status: StatusCode,
+        why: &'static str,
+        error: BodyError,
+    ) -> Poll<Option<BodyChunk>> {
         self.shared.with_slot(self.id, |slot| slot.body_failure = Some((status, why)));
         Poll::Ready(Some(Err(error)))
     }
@@ -110,7 +115,11 @@ impl RequestBody {
             self.timer.set(Some(rate.start_wait(rt::now())));
         }
         if self.timer.poll_fired(cx).is_ready() {
-            return self.fail(StatusCode::REQUEST_TIMEOUT, "min_request_body_data_rate", BodyError::TooSlow);
+            return self.fail(
+                StatusCode::REQUEST_TIMEOUT,
+                "min_request_body_data_rate",
+                BodyError::TooSlow,
+            );
         }
         Poll::Pending
     }

@@ -97,6 +97,7 @@ pub(crate) async fn serve<H: Handler>(
     permit: ConnectionPermit,
     peer: Option<SocketAddr>,
 ) {
+    debug!(tls = transport.is_tls(), ?peer, "HTTP/2 connection");
     let config = Config::new(&settings.limits);
     let shared = Rc::new(Shared {
         conn: RefCell::new(Connection::new(config, rt::now())),
@@ -326,7 +327,8 @@ impl<'a, H: Handler> Driver<'a, H> {
                     debug!(stream = id.value(), %reason, by_peer, "h2 stream reset");
                     self.shared.with_slot(id, |slot| {
                         slot.reset = true;
-                        for w in [slot.body_waker.take(), slot.task_waker.take()].into_iter().flatten()
+                        for w in
+                            [slot.body_waker.take(), slot.task_waker.take()].into_iter().flatten()
                         {
                             w.wake();
                         }

@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, DATE, SERVER};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use peregrine_limits::DataRate;
 use peregrine_protocols::h2::{Reason, RequestHead, StreamId};
 
 use super::body::RequestBody;
@@ -16,6 +17,7 @@ use super::conn::{register, Shared};
 use crate::access_log::Entry;
 use crate::metrics::Rejection;
 use crate::rt::executor;
+use crate::rt::timer::Timer;
 use crate::{date, rt, Body, Handler};
 
 /// Starts the task for a new request on stream `id`.
@@ -193,27 +195,22 @@ async fn write_response(
     if no_body {
         return Some(0);
     }
+    // A client that never opens its flow-control window would keep this stream's queue full
+    // forever: whenever the queue is full, it must drain at min_response_data_rate or the
+    // stream is reset (memory per stream is capped by max_stream_send_buffer regardless).
+    let mut rate = shared.settings.limits.min_response_data_rate.map(DataRate::new);
+    let timer = Timer::new();
     if let Some(full) = full {
-        return Some(full.len() as u64);
+        // Already queued whole (shared, not copied): wait until it has left.
+        return drain_below(shared, id, 1, &mut rate, &timer).await.then_some(full.len() as u64);
     }
     let max_buffered = shared.settings.limits.h2.max_stream_send_buffer;
     let mut sent = 0u64;
     loop {
         // Back-pressure: read the handler's body only while this stream's queue is short.
-        // A client that never opens its window keeps it full; the connection's
-        // min_response_data_rate and the client's own resets end that.
-        poll_fn(|cx| {
-            let buffered = shared.conn.borrow().stream_buffered(id);
-            match buffered {
-                None => Poll::Ready(()),
-                Some(n) if n < max_buffered => Poll::Ready(()),
-                Some(_) => {
-                    shared.with_slot(id, |slot| register(&mut slot.task_waker, cx));
-                    Poll::Pending
-                }
-            }
-        })
-        .await;
+        if !drain_below(shared, id, max_buffered, &mut rate, &timer).await {
+            return None;
+        }
         match body.chunk().await {
             Some(Ok(chunk)) => {
                 sent += chunk.len() as u64;
@@ -243,4 +240,48 @@ async fn write_response(
             }
         }
     }
+}
+
+/// Waits until fewer than `below` bytes are queued on the stream. While waiting, the queue
+/// must drain at `rate`; if it does not, the stream is reset and this returns `false`.
+async fn drain_below(
+    shared: &Shared,
+    id: StreamId,
+    below: usize,
+    rate: &mut Option<DataRate>,
+    timer: &Timer,
+) -> bool {
+    let mut last: Option<usize> = None;
+    let drained = poll_fn(|cx| {
+        let Some(n) = shared.conn.borrow().stream_buffered(id) else {
+            return Poll::Ready(true); // gone: the caller's next send fails
+        };
+        if let (Some(before), Some(r)) = (last, rate.as_mut()) {
+            if n < before {
+                r.end_wait(rt::now(), (before - n) as u64);
+                last = None;
+            }
+        }
+        if n < below {
+            timer.set(None);
+            return Poll::Ready(true);
+        }
+        if last.is_none() {
+            last = Some(n);
+            timer.set(rate.as_mut().map(|r| r.start_wait(rt::now())));
+        }
+        if timer.poll_fired(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        shared.with_slot(id, |slot| register(&mut slot.task_waker, cx));
+        Poll::Pending
+    })
+    .await;
+    if !drained {
+        tracing::debug!(stream = id.value(), "h2 client reads slower than min_response_data_rate");
+        crate::metrics::count(|m| m.rejected(Rejection::MinResponseDataRate));
+        shared.conn.borrow_mut().reset_stream(id, Reason::CANCEL);
+        shared.wake_conn();
+    }
+    drained
 }

@@ -1,0 +1,425 @@
+//! HTTP/2 abuse over real sockets: a raw-frame client sends each malformed request and each
+//! flood, and checks the exact RST_STREAM or GOAWAY code; then a new client must be served
+//! normally (an attack on one connection never takes the server down for others).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use common::{addr, finish, start};
+use peregrine::{IoChoice, Limits};
+use peregrine_protocols::h2::frame::{
+    Continuation, Data, FrameDecoder, Headers, Ping, RstStream, Settings, WindowUpdate,
+};
+use peregrine_protocols::h2::preface::PREFACE;
+use peregrine_protocols::h2::{Frame, Reason, StreamId};
+
+/// HPACK literal without indexing, new name, no Huffman (RFC 7541 §6.2.2); lengths < 127.
+fn literal(name: &str, value: &str, dst: &mut Vec<u8>) {
+    assert!(name.len() < 127 && value.len() < 127);
+    dst.push(0);
+    dst.push(name.len() as u8);
+    dst.extend_from_slice(name.as_bytes());
+    dst.push(value.len() as u8);
+    dst.extend_from_slice(value.as_bytes());
+}
+
+fn request_block(extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (n, v) in [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":authority", "localhost"),
+        (":path", "/plaintext"),
+    ] {
+        literal(n, v, &mut b);
+    }
+    for (n, v) in extra {
+        literal(n, v, &mut b);
+    }
+    b
+}
+
+fn frame(f: impl FnOnce(&mut BytesMut)) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    f(&mut b);
+    b.to_vec()
+}
+
+fn headers(id: u32, block: Vec<u8>, end_stream: bool) -> Vec<u8> {
+    frame(|b| Headers::new(StreamId::new(id), Bytes::from(block), end_stream, true).encode(b))
+}
+
+/// A raw HTTP/2 client over a blocking socket with bounded reads.
+struct Raw {
+    tcp: TcpStream,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+/// What the server ended with.
+#[derive(Debug, PartialEq)]
+enum End {
+    GoAway(Reason),
+    Reset(u32, Reason),
+    Closed,
+}
+
+impl Raw {
+    fn connect(addr: SocketAddr) -> Raw {
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut raw = Raw { tcp, buf: BytesMut::new(), decoder: FrameDecoder::new() };
+        let mut hello = PREFACE.to_vec();
+        hello.extend(frame(|b| Settings::default().encode(b)));
+        hello.extend(frame(|b| Settings::ack().encode(b)));
+        raw.send(&hello);
+        raw
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        // The server may close mid-flood: a write error then is expected.
+        let _ = self.tcp.write_all(bytes);
+    }
+
+    /// Reads frames until `want` matches one (or the connection ends), within 10 s.
+    fn until(&mut self, mut want: impl FnMut(&Frame) -> Option<End>) -> End {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            while let Ok(Some(f)) = self.decoder.decode(&mut self.buf) {
+                if let Some(end) = want(&f) {
+                    return end;
+                }
+            }
+            assert!(Instant::now() < deadline, "no answer within 10 s");
+            match self.tcp.read(&mut chunk) {
+                Ok(0) => return End::Closed,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return End::Closed,
+            }
+        }
+    }
+
+    fn goaway_or_reset(&mut self) -> End {
+        self.until(|f| match f {
+            Frame::GoAway(g) => Some(End::GoAway(g.reason)),
+            Frame::RstStream(r) => Some(End::Reset(r.stream_id.value(), r.reason)),
+            _ => None,
+        })
+    }
+
+    fn goaway(&mut self) -> End {
+        self.until(|f| match f {
+            Frame::GoAway(g) => Some(End::GoAway(g.reason)),
+            _ => None,
+        })
+    }
+
+    /// Sends a GET on stream `id` and waits for its response HEADERS.
+    fn served(&mut self, id: u32) -> bool {
+        self.send(&headers(id, request_block(&[]), true));
+        self.until(|f| match f {
+            Frame::Headers(h) if h.stream_id.value() == id => Some(End::Closed),
+            Frame::GoAway(g) => Some(End::GoAway(g.reason)),
+            Frame::RstStream(r) if r.stream_id.value() == id => Some(End::Reset(id, r.reason)),
+            _ => None,
+        }) == End::Closed
+    }
+}
+
+fn limits() -> Limits {
+    Limits::default()
+}
+
+/// Each malformed request gets RST_STREAM PROTOCOL_ERROR on its stream, never a response;
+/// the connection goes on serving.
+fn malformed_requests_are_reset(io: IoChoice) {
+    let server = start(io, limits());
+    let a = addr(&server);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("uppercase name", request_block(&[("X-Upper", "1")])),
+        ("connection header", request_block(&[("connection", "keep-alive")])),
+        ("te other than trailers", request_block(&[("te", "gzip")])),
+        ("unknown pseudo", request_block(&[(":bogus", "1")])),
+        ("duplicate pseudo", {
+            let mut b = request_block(&[]);
+            literal(":path", "/again", &mut b);
+            b
+        }),
+        ("pseudo after regular", {
+            let mut b = request_block(&[("x-a", "1")]);
+            literal(":status", "200", &mut b);
+            b
+        }),
+        ("missing :path", {
+            let mut b = Vec::new();
+            for (n, v) in [(":method", "GET"), (":scheme", "http"), (":authority", "x")] {
+                literal(n, v, &mut b);
+            }
+            b
+        }),
+        ("bad value", request_block(&[("x-a", "a\u{0}b")])),
+        ("bad content-length", request_block(&[("content-length", "12x")])),
+    ];
+    let mut raw = Raw::connect(a);
+    for (i, (what, block)) in cases.into_iter().enumerate() {
+        let id = 1 + 2 * i as u32;
+        raw.send(&headers(id, block, true));
+        assert_eq!(raw.goaway_or_reset(), End::Reset(id, Reason::PROTOCOL_ERROR), "{what}");
+    }
+    assert!(raw.served(101), "the connection still serves after malformed requests");
+    // content-length that does not match the DATA.
+    raw.send(&headers(103, request_block(&[("content-length", "2")]), false));
+    raw.send(&frame(|b| {
+        let d = Data::new(StreamId::new(103), Bytes::from_static(b"abc"), true);
+        d.encode_head(b);
+        b.extend_from_slice(b"abc");
+    }));
+    assert_eq!(raw.goaway_or_reset(), End::Reset(103, Reason::PROTOCOL_ERROR));
+    finish(server);
+}
+
+/// Runs a flood and checks the GOAWAY code, then that a new client is served.
+fn flood(
+    io: IoChoice,
+    tweak: impl FnOnce(&mut Limits),
+    attack: impl FnOnce(&mut Raw),
+    want: Reason,
+) {
+    let mut l = limits();
+    tweak(&mut l);
+    let server = start(io, l);
+    let a = addr(&server);
+    let mut raw = Raw::connect(a);
+    attack(&mut raw);
+    assert_eq!(raw.goaway(), End::GoAway(want));
+    let mut fresh = Raw::connect(a);
+    assert!(fresh.served(1), "a new client is served after the attack");
+    common::assert_healthy(&server);
+    finish(server);
+}
+
+fn rapid_reset(io: IoChoice) {
+    flood(
+        io,
+        |_| {},
+        |raw| {
+            let mut burst = Vec::new();
+            for i in 0..400u32 {
+                let id = 1 + 2 * i;
+                burst.extend(headers(id, request_block(&[]), false));
+                burst
+                    .extend(frame(|b| RstStream::new(StreamId::new(id), Reason::CANCEL).encode(b)));
+            }
+            raw.send(&burst);
+        },
+        Reason::ENHANCE_YOUR_CALM,
+    );
+}
+
+fn made_you_reset(io: IoChoice) {
+    // Each WINDOW_UPDATE overflow makes the server reset a stream (CVE-2025-8671).
+    flood(
+        io,
+        |_| {},
+        |raw| {
+            let mut burst = Vec::new();
+            for i in 0..200u32 {
+                let id = 1 + 2 * i;
+                burst.extend(headers(id, request_block(&[]), false));
+                burst.extend(frame(|b| {
+                    WindowUpdate::new(StreamId::new(id), (1 << 31) - 1).encode(b)
+                }));
+            }
+            raw.send(&burst);
+        },
+        Reason::ENHANCE_YOUR_CALM,
+    );
+}
+
+fn ping_flood(io: IoChoice) {
+    flood(
+        io,
+        |_| {},
+        |raw| {
+            let burst: Vec<u8> =
+                (0..500).flat_map(|_| frame(|b| Ping::new([1; 8]).encode(b))).collect();
+            raw.send(&burst);
+        },
+        Reason::ENHANCE_YOUR_CALM,
+    );
+}
+
+fn settings_flood(io: IoChoice) {
+    flood(
+        io,
+        |_| {},
+        |raw| {
+            let burst: Vec<u8> =
+                (0..200).flat_map(|_| frame(|b| Settings::default().encode(b))).collect();
+            raw.send(&burst);
+        },
+        Reason::ENHANCE_YOUR_CALM,
+    );
+}
+
+fn continuation_flood(io: IoChoice) {
+    flood(
+        io,
+        |_| {},
+        |raw| {
+            let mut burst =
+                frame(|b| Headers::new(StreamId::new(1), Bytes::new(), true, false).encode(b));
+            for _ in 0..1000 {
+                burst.extend(frame(|b| {
+                    Continuation::new(StreamId::new(1), Bytes::new(), false).encode(b)
+                }));
+            }
+            raw.send(&burst);
+        },
+        Reason::ENHANCE_YOUR_CALM,
+    );
+}
+
+fn empty_data_flood(io: IoChoice) {
+    flood(
+        io,
+        |_| {},
+        |raw| {
+            let mut burst = headers(1, request_block(&[]), false);
+            for _ in 0..500 {
+                burst.extend(frame(|b| {
+                    Data::new(StreamId::new(1), Bytes::new(), false).encode_head(b)
+                }));
+            }
+            raw.send(&burst);
+        },
+        Reason::ENHANCE_YOUR_CALM,
+    );
+}
+
+fn hpack_bomb(io: IoChoice) {
+    // One 4,000-byte value inserted into the dynamic table, then referenced thousands of
+    // times in one small block: it would expand to ~40 MB; decoding stops at twice the limit.
+    flood(
+        io,
+        |_| {},
+        |raw| {
+            let mut block = request_block(&[]);
+            block.push(0x40); // literal with incremental indexing, new name
+            block.push(5);
+            block.extend_from_slice(b"x-big");
+            block.extend_from_slice(&[0x7f, 0x81, 0x1e]); // length 4000 (127 + 3873)
+            block.extend(std::iter::repeat_n(b'a', 4000));
+            block.extend(std::iter::repeat_n(0xbe, 10_000)); // indexed: dynamic entry 62
+            assert!(block.len() > 10_000 && block.len() < 16_000);
+            raw.send(&frame(|b| {
+                let mut block = Bytes::from(block);
+                let first = block.split_to(10_000);
+                Headers::new(StreamId::new(1), first, true, false).encode(b);
+                Continuation::new(StreamId::new(1), block, true).encode(b);
+            }));
+        },
+        Reason::COMPRESSION_ERROR,
+    );
+}
+
+fn oversized_header_list_gets_431(io: IoChoice) {
+    let server = start(io, limits());
+    let a = addr(&server);
+    let mut raw = Raw::connect(a);
+    let mut extra = Vec::new();
+    for i in 0..400 {
+        extra.push((format!("x-h{i}"), "v".repeat(100)));
+    }
+    let extra: Vec<(&str, &str)> = extra.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let block = request_block(&extra);
+    raw.send(&frame(|b| {
+        let mut block = Bytes::from(block);
+        let first = block.split_to(16_000);
+        Headers::new(StreamId::new(1), first, true, false).encode(b);
+        while !block.is_empty() {
+            let next = block.split_to(block.len().min(16_000));
+            Continuation::new(StreamId::new(1), next, block.is_empty()).encode(b);
+        }
+    }));
+    let status = raw.until(|f| match f {
+        Frame::Headers(h) if h.stream_id.value() == 1 => Some(End::Closed),
+        Frame::GoAway(g) => Some(End::GoAway(g.reason)),
+        _ => None,
+    });
+    assert_eq!(status, End::Closed, "a response, not a GOAWAY");
+    assert!(raw.served(3));
+    finish(server);
+}
+
+fn refused_past_max_concurrent_streams(io: IoChoice) {
+    let server = start(io, limits());
+    let a = addr(&server);
+    let mut raw = Raw::connect(a);
+    // /collect waits for a body that never comes: each stream stays open.
+    let mut burst = Vec::new();
+    for i in 0..101u32 {
+        let mut b = Vec::new();
+        for (n, v) in
+            [(":method", "POST"), (":scheme", "http"), (":authority", "x"), (":path", "/collect")]
+        {
+            literal(n, v, &mut b);
+        }
+        burst.extend(headers(1 + 2 * i, b, false));
+    }
+    raw.send(&burst);
+    assert_eq!(raw.goaway_or_reset(), End::Reset(201, Reason::REFUSED_STREAM));
+    finish(server);
+}
+
+both_drivers!(
+    malformed_requests_are_reset,
+    rapid_reset,
+    made_you_reset,
+    ping_flood,
+    settings_flood,
+    continuation_flood,
+    empty_data_flood,
+    hpack_bomb,
+    oversized_header_list_gets_431,
+    refused_past_max_concurrent_streams,
+);
+
+/// A client that opens a window of zero and never reads: the stream's queue is capped and,
+/// once it stops draining at min_response_data_rate, the stream is reset.
+#[test]
+fn a_client_that_never_opens_its_window_is_cut_off() {
+    let mut l = limits();
+    l.min_response_data_rate = Some(peregrine::MinDataRate {
+        bytes_per_second: 1000.0,
+        grace_period: Duration::from_millis(300),
+    });
+    let server = start(IoChoice::Auto, l);
+    let a = addr(&server);
+    let tcp = TcpStream::connect(a).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut raw = Raw { tcp, buf: BytesMut::new(), decoder: FrameDecoder::new() };
+    let mut hello = PREFACE.to_vec();
+    hello.extend(frame(|b| {
+        Settings { initial_window_size: Some(0), ..Settings::default() }.encode(b)
+    }));
+    hello.extend(frame(|b| Settings::ack().encode(b)));
+    raw.send(&hello);
+    let mut b = Vec::new();
+    for (n, v) in [(":method", "GET"), (":scheme", "http"), (":authority", "x"), (":path", "/big")]
+    {
+        literal(n, v, &mut b);
+    }
+    raw.send(&headers(1, b, true));
+    assert_eq!(raw.goaway_or_reset(), End::Reset(1, Reason::CANCEL));
+    assert!(raw.served(3), "the connection and server go on");
+    finish(server);
+}
