@@ -25,7 +25,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
-use peregrine_io_linux::IoChoice;
+use crate::sys::driver::IoChoice;
 use peregrine_limits::Limits;
 use serde::Deserialize;
 

@@ -33,11 +33,12 @@ mod metrics;
 pub mod routes;
 mod rt;
 mod server;
+mod sys;
 
 pub use access_log::AccessLogTarget;
 pub use body::{Body, BodyChunk, BodyError};
 pub use handler::Handler;
 pub use metrics::Metrics;
-pub use peregrine_io_linux::{DriverKind, IoChoice};
 pub use peregrine_limits::{Limits, MinDataRate};
 pub use server::{Server, ServerConfig, ShutdownHandle, StartError};
+pub use sys::driver::{DriverKind, IoChoice};

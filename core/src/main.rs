@@ -116,6 +116,7 @@ fn main() -> ExitCode {
     };
     // Registered before anything starts: a SIGTERM that arrives while the server starts up is
     // queued and honoured as a graceful shutdown, instead of killing the process outright.
+    #[cfg(unix)]
     let signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
@@ -153,9 +154,12 @@ fn main() -> ExitCode {
              h2load -n10000 -c16 http://{addr}/plaintext (h2c arrives with the HTTP/2 issue)"
         );
     }
+    #[cfg(unix)]
     if let Some(signals) = signals {
         watch_signals(signals, server.shutdown_handle());
     }
+    #[cfg(windows)]
+    watch_console(server.shutdown_handle());
     server.wait();
     tracing::info!("peregrine stopped");
     ExitCode::SUCCESS
@@ -177,6 +181,7 @@ fn init_logging(format: LogFormat) {
 }
 
 /// SIGINT/SIGTERM start a graceful shutdown; a second one exits at once.
+#[cfg(unix)]
 fn watch_signals(mut signals: signal_hook::iterator::Signals, handle: peregrine::ShutdownHandle) {
     std::thread::Builder::new()
         .name("peregrine-signals".into())
@@ -191,4 +196,21 @@ fn watch_signals(mut signals: signal_hook::iterator::Signals, handle: peregrine:
             }
         })
         .expect("spawn signal thread");
+}
+
+/// Ctrl+C, Ctrl+Break and closing the console window start a graceful shutdown (Windows'
+/// counterparts of SIGINT and SIGTERM); a second one exits at once.
+#[cfg(windows)]
+fn watch_console(handle: peregrine::ShutdownHandle) {
+    let installed = peregrine_io_windows::on_console_ctrl(move || {
+        if handle.is_shutting_down() {
+            tracing::warn!("second console control event: exiting now");
+            std::process::exit(130);
+        }
+        tracing::info!("console control event: graceful shutdown started");
+        handle.shutdown();
+    });
+    if let Err(e) = installed {
+        tracing::warn!(error = %e, "cannot watch Ctrl+C; graceful shutdown unavailable");
+    }
 }

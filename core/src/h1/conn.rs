@@ -12,9 +12,9 @@
 //! `keep_alive_timeout` for a next request, whose head must then complete within
 //! `request_headers_timeout` of its first byte (the slowloris defence: `408` and close).
 
+use crate::sys::{self, driver, OwnedSocket};
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::task::Poll;
@@ -104,7 +104,7 @@ enum Ending {
 
 /// Serves one HTTP/1 connection until it closes.
 pub(crate) async fn serve<H: Handler>(
-    fd: OwnedFd,
+    fd: OwnedSocket,
     handler: Rc<H>,
     settings: Rc<Settings>,
     permit: ConnectionPermit,
@@ -112,7 +112,7 @@ pub(crate) async fn serve<H: Handler>(
 ) {
     let limits = &settings.limits;
     let io = Rc::new(ConnIo::new(
-        fd.as_raw_fd(),
+        sys::raw(&fd),
         limits.min_request_body_data_rate,
         limits.min_response_data_rate,
     ));
@@ -393,7 +393,7 @@ async fn drain(io: &ConnIo, settings: &Settings) -> bool {
 }
 
 /// Ends the connection as `ending` says.
-async fn finish(io: &ConnIo, fd: OwnedFd, ending: Ending) {
+async fn finish(io: &ConnIo, fd: OwnedSocket, ending: Ending) {
     let linger = match ending {
         Ending::Close => {
             let _ = io.flush().await;
@@ -423,7 +423,7 @@ async fn finish(io: &ConnIo, fd: OwnedFd, ending: Ending) {
             false
         }
     };
-    if linger && peregrine_io_linux::shutdown_write(&fd).is_ok() {
+    if linger && driver::shutdown_write(&fd).is_ok() {
         let deadline = rt::now() + LINGER_TIME;
         let mut discarded = 0;
         while discarded < LINGER_BYTES {
@@ -438,8 +438,8 @@ async fn finish(io: &ConnIo, fd: OwnedFd, ending: Ending) {
 }
 
 /// Answers a connection over `max_connections` with `503` and closes it.
-pub(crate) async fn reject_over_capacity(fd: OwnedFd) {
-    let io = ConnIo::new(fd.as_raw_fd(), None, None);
+pub(crate) async fn reject_over_capacity(fd: OwnedSocket) {
+    let io = ConnIo::new(sys::raw(&fd), None, None);
     finish(&io, fd, Ending::Reject(StatusCode::SERVICE_UNAVAILABLE, "max_connections")).await;
 }
 

@@ -104,7 +104,7 @@ impl Incoming {
             if read.continue_state == Continue::Expected {
                 read.continue_state = Continue::Sent;
                 if !self.io.response_started.get() {
-                    let mut buf = peregrine_io_linux::SendBuf::new();
+                    let mut buf = crate::sys::driver::SendBuf::new();
                     buf.push(Bytes::from_static(CONTINUE_100));
                     self.continuing = Some(rt::io::send(self.io.fd, buf));
                     continue;

@@ -2,16 +2,16 @@
 //! request body a handler reads. Both run in the same task, one after the other, so the
 //! `RefCell`s are only ever borrowed between awaits, never across one.
 
+use crate::sys::RawSocket;
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
 use std::io;
-use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Instant;
 
+use crate::sys::driver::SendBuf;
 use bytes::{Bytes, BytesMut};
-use peregrine_io_linux::SendBuf;
 use peregrine_limits::{DataRate, MinDataRate};
 use peregrine_protocols::h1::BodyDecoder;
 
@@ -58,7 +58,7 @@ pub(crate) enum WriteFail {
 }
 
 pub(crate) struct ConnIo {
-    pub(crate) fd: RawFd,
+    pub(crate) fd: RawSocket,
     pub(crate) timer: Timer,
     pub(crate) read: RefCell<ReadState>,
     /// Small writes (heads, small bodies, chunk framing) gathered before a send.
@@ -73,7 +73,7 @@ pub(crate) struct ConnIo {
 
 impl ConnIo {
     pub(crate) fn new(
-        fd: RawFd,
+        fd: RawSocket,
         min_body_rate: Option<MinDataRate>,
         min_response_rate: Option<MinDataRate>,
     ) -> ConnIo {
