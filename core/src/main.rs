@@ -29,8 +29,8 @@ struct Cli {
     #[arg(long, value_name = "N", env = "PEREGRINE_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
 
-    /// IO driver: `auto` (io_uring, falling back to epoll where it is blocked), `uring`, or
-    /// `epoll`.
+    /// IO driver: `auto` (Linux: io_uring, falling back to epoll where it is blocked;
+    /// Windows: IOCP), `uring` or `epoll` (Linux), `iocp` (Windows).
     #[arg(long, value_name = "DRIVER", env = "PEREGRINE_IO", value_parser = parse_io)]
     io: Option<IoChoice>,
 
