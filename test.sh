@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs Peregrine's whole test suite: formatting, lints, unit and integration tests (over real
 # loopback sockets, with both IO drivers), and the container image's contents (a static musl
-# build run in an empty root; see core/tests/container.rs). Installs the tools the tests use
-# (curl, wrk, nghttp2-client, strace, musl-tools, busybox-static, the musl Rust target) when
-# they are missing. Usage: ./test.sh
+# build run in an empty root; see core/tests/container.rs), then the Windows build under Wine
+# (.ci/wine-test.sh). Installs the tools the tests use (curl, wrk, nghttp2-client, strace,
+# musl-tools, busybox-static, the musl Rust target; mingw-w64, Wine and the Windows target)
+# when they are missing. Usage: ./test.sh
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -41,3 +42,11 @@ else
     echo "test.sh: WARNING: no $musl target; skipping the static-binary container tests" >&2
 fi
 cargo test --workspace
+
+# --- Windows, under Wine -----------------------------------------------------------------
+# Cross-builds for x86_64-pc-windows-gnu and runs the IOCP driver's conformance suite, core's
+# tests and a peregrine.exe smoke test under Wine (installs mingw-w64 and Wine when missing;
+# the prefix lives in target/wine-prefix). PEREGRINE_SKIP_WINE=1 leaves this part out.
+if [ "${PEREGRINE_SKIP_WINE:-0}" != 1 ]; then
+    .ci/wine-test.sh
+fi

@@ -36,7 +36,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-use peregrine_io_linux::IoChoice;
+use crate::sys::driver::IoChoice;
 use peregrine_limits::Limits;
 use serde::Deserialize;
 
@@ -276,7 +276,7 @@ mod tests {
     #[test]
     fn full_config_parses() {
         let c = Config::parse(
-            "threads = 2\nio = \"epoll\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n\
+            "threads = 2\nio = \"auto\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n\
              [limits]\nkeep_alive_timeout = \"5s\"\n[[route]]\npath = \"/hi\"\nbody = \"hi\"\n",
         )
         .unwrap();

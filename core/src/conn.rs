@@ -8,9 +8,9 @@
 //!                                      └► Protocol::Http2 ─► serve_h2
 //! ```
 
+use crate::sys::{self, OwnedSocket};
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -67,7 +67,7 @@ impl Drop for HandshakeSlot {
 
 /// Serves one accepted connection until it closes.
 pub(crate) async fn serve<H: Handler>(
-    fd: OwnedFd,
+    fd: OwnedSocket,
     endpoint: Rc<Endpoint>,
     handler: Rc<H>,
     settings: Rc<h1::Settings>,
@@ -85,7 +85,7 @@ pub(crate) async fn serve<H: Handler>(
                 return;
             };
             let deadline = rt::now() + limits.tls_handshake_timeout;
-            let result = rt::timer::timeout(deadline, accept::handshake(fd.as_raw_fd(), tls)).await;
+            let result = rt::timer::timeout(deadline, accept::handshake(sys::raw(&fd), tls)).await;
             drop(slot);
             match result {
                 Some(Ok((transport, protocol))) => {
@@ -107,7 +107,7 @@ pub(crate) async fn serve<H: Handler>(
             }
         }
         None => {
-            let transport = Transport::plain(fd.as_raw_fd());
+            let transport = Transport::plain(sys::raw(&fd));
             match endpoint.protocols {
                 Protocols { http1: true, h2: true } => {
                     let deadline = rt::now() + limits.request_headers_timeout;
@@ -158,7 +158,7 @@ async fn sniff(transport: &Transport) -> std::io::Result<(Protocol, BytesMut)> {
 /// socket, its transport, the bytes already read — for h2c, at least the preface — and the
 /// per-core handler and settings).
 pub(crate) async fn serve_h2<H: Handler>(
-    fd: OwnedFd,
+    fd: OwnedSocket,
     transport: Transport,
     initial: BytesMut,
     handler: Rc<H>,

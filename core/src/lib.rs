@@ -37,6 +37,7 @@ mod metrics;
 pub mod routes;
 mod rt;
 mod server;
+mod sys;
 mod tls;
 mod transport;
 
@@ -45,7 +46,7 @@ pub use body::{Body, BodyChunk, BodyError};
 pub use handler::Handler;
 pub use listener::{ListenerSpec, Protocols};
 pub use metrics::Metrics;
-pub use peregrine_io_linux::{DriverKind, IoChoice};
 pub use peregrine_limits::{Limits, MinDataRate};
 pub use server::{Server, ServerConfig, ShutdownHandle, StartError};
+pub use sys::driver::{DriverKind, IoChoice};
 pub use tls::{CertSource, SniCertificate, TlsError, TlsReloadHandle, TlsSettings};

@@ -52,8 +52,8 @@ struct Cli {
     #[arg(long, value_name = "N", env = "PEREGRINE_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
 
-    /// IO driver: `auto` (io_uring, falling back to epoll where it is blocked), `uring`, or
-    /// `epoll`.
+    /// IO driver: `auto` (Linux: io_uring, falling back to epoll where it is blocked;
+    /// Windows: IOCP), `uring` or `epoll` (Linux), `iocp` (Windows).
     #[arg(long, value_name = "DRIVER", env = "PEREGRINE_IO", value_parser = parse_io)]
     io: Option<IoChoice>,
 
@@ -132,6 +132,7 @@ fn main() -> ExitCode {
     };
     // Registered before anything starts: a SIGTERM that arrives while the server starts up is
     // queued and honoured as a graceful shutdown, instead of killing the process outright.
+    #[cfg(unix)]
     let signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
@@ -180,9 +181,12 @@ fn main() -> ExitCode {
             "try: curl -k https://{addr}/plaintext (-k: a development certificate is not trusted)"
         );
     }
+    #[cfg(unix)]
     if let Some(signals) = signals {
         watch_signals(signals, server.shutdown_handle(), server.tls_reload_handle());
     }
+    #[cfg(windows)]
+    watch_console(server.shutdown_handle());
     server.wait();
     tracing::info!("peregrine stopped");
     ExitCode::SUCCESS
@@ -245,6 +249,7 @@ fn init_logging(format: LogFormat) {
 
 /// SIGINT/SIGTERM start a graceful shutdown; a second one exits at once. SIGHUP reloads the
 /// TLS certificates (a failed reload keeps the old ones and says why).
+#[cfg(unix)]
 fn watch_signals(
     mut signals: signal_hook::iterator::Signals,
     handle: peregrine::ShutdownHandle,
@@ -275,4 +280,21 @@ fn watch_signals(
             }
         })
         .expect("spawn signal thread");
+}
+
+/// Ctrl+C, Ctrl+Break and closing the console window start a graceful shutdown (Windows'
+/// counterparts of SIGINT and SIGTERM); a second one exits at once.
+#[cfg(windows)]
+fn watch_console(handle: peregrine::ShutdownHandle) {
+    let installed = peregrine_io_windows::on_console_ctrl(move || {
+        if handle.is_shutting_down() {
+            tracing::warn!("second console control event: exiting now");
+            std::process::exit(130);
+        }
+        tracing::info!("console control event: graceful shutdown started");
+        handle.shutdown();
+    });
+    if let Err(e) = installed {
+        tracing::warn!(error = %e, "cannot watch Ctrl+C; graceful shutdown unavailable");
+    }
 }

@@ -1,23 +1,23 @@
 //! The server: listeners, one reactor thread per core, lifecycle.
 //!
-//! Each reactor thread owns its own listening socket per address (SO_REUSEPORT: the kernel
-//! spreads new connections across them), its own driver, executor and timers, and its own
+//! Each reactor thread accepts on each listening address (on Linux its own socket with
+//! SO_REUSEPORT, on Windows a share of one socket; see `sys.rs`), and owns its own driver,
+//! executor and timers, and its own
 //! handler built by the app's factory. Nothing on the request path is shared between cores;
 //! the only shared state is the connection cap (touched at accept and close) and the
 //! shutdown signal.
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use peregrine_io_linux::{Driver, DriverConfig, DriverKind, DriverWaker, IoChoice};
+use crate::sys::driver::{self, Driver, DriverConfig, DriverKind, DriverWaker, IoChoice};
 use peregrine_limits::{ConnectionLimiter, Limits};
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::SockRef;
 use tracing::{debug, warn};
 
 use crate::access_log::{self, AccessLogTarget};
@@ -27,6 +27,7 @@ use crate::h1;
 use crate::listener::{ListenerSpec, Protocols};
 use crate::metrics::{CoreMetrics, Metrics, Rejection};
 use crate::rt::{self, executor};
+use crate::sys;
 use crate::tls::{TlsError, TlsListener, TlsReloadHandle};
 use crate::Handler;
 
@@ -157,15 +158,14 @@ impl Server {
         if config.listen.is_empty() {
             return Err(StartError::Config("no listen address".into()));
         }
-        let cpus = peregrine_io_linux::allowed_cpus();
+        let cpus = driver::allowed_cpus();
         let threads = config.threads.unwrap_or(cpus.len()).max(1);
-        let open_files = peregrine_io_linux::raise_open_files_limit();
+        let open_files = driver::raise_open_files_limit();
         let limiter = ConnectionLimiter::new(config.limits.effective_max_connections(open_files));
 
-        // One socket per (thread, address). Port 0 is resolved by the first bind, and the
-        // other threads bind that same port.
+        // Each thread's listener per address (port 0 is resolved by the first bind).
         let mut addrs = Vec::new();
-        let mut per_thread: Vec<Vec<(OwnedFd, ListenerInfo)>> =
+        let mut per_thread: Vec<Vec<(sys::Listener, ListenerInfo)>> =
             (0..threads).map(|_| Vec::new()).collect();
         let mut tls_listeners = Vec::new();
         for spec in &config.listen {
@@ -182,18 +182,11 @@ impl Server {
                 }
                 None => None,
             };
-            let mut addr = spec.address;
-            for sockets in per_thread.iter_mut() {
-                let socket = bind(addr).map_err(|e| StartError::Bind(addr, e))?;
-                if addr.port() == 0 {
-                    addr = socket
-                        .local_addr()
-                        .ok()
-                        .and_then(|a| a.as_socket())
-                        .ok_or_else(|| StartError::Bind(addr, io::ErrorKind::Other.into()))?;
-                }
+            let (addr, listeners) = sys::bind_listeners(spec.address, threads)
+                .map_err(|e| StartError::Bind(spec.address, e))?;
+            for (sockets, listener) in per_thread.iter_mut().zip(listeners) {
                 let info = ListenerInfo { protocols: spec.protocols, tls: tls.clone() };
-                sockets.push((socket.into(), info));
+                sockets.push((listener, info));
             }
             addrs.push(addr);
         }
@@ -253,10 +246,7 @@ impl Server {
         }
         let metrics = Metrics {
             cores: Arc::new(core_metrics),
-            driver: match driver {
-                DriverKind::Uring => "io_uring",
-                DriverKind::Epoll => "epoll",
-            },
+            driver: driver.as_str(),
             max_connections: limiter.max(),
         };
         let admin = match config.admin {
@@ -359,20 +349,6 @@ impl Server {
     }
 }
 
-/// Binds one listening socket with SO_REUSEPORT.
-fn bind(addr: SocketAddr) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    // The kernel caps this at net.core.somaxconn.
-    socket.listen(4096)?;
-    Ok(socket)
-}
-
 type Ready = mpsc::Sender<io::Result<(DriverKind, String, DriverWaker)>>;
 
 /// A listener's protocols and TLS state, given to every core.
@@ -385,7 +361,7 @@ struct ListenerInfo {
 struct Reactor {
     index: usize,
     cpu: Option<usize>,
-    listeners: Vec<(OwnedFd, ListenerInfo)>,
+    listeners: Vec<(sys::Listener, ListenerInfo)>,
     limits: Limits,
     driver: DriverConfig,
     limiter: Arc<ConnectionLimiter>,
@@ -396,9 +372,9 @@ struct Reactor {
 
 /// A listener's accept state on one core.
 struct Listener {
-    fd: OwnedFd,
+    fd: sys::Listener,
     endpoint: Rc<Endpoint>,
-    op: Option<peregrine_io_linux::OpId>,
+    op: Option<driver::OpId>,
     /// After an error such as EMFILE, accept again only from this time (nginx backs off too).
     retry_at: Option<Instant>,
 }
@@ -409,7 +385,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 impl Reactor {
     fn run<H: Handler>(self, make_handler: impl FnOnce() -> H, ready: Ready) {
         if let Some(cpu) = self.cpu {
-            if let Err(e) = peregrine_io_linux::pin_current_thread(cpu) {
+            if let Err(e) = driver::pin_current_thread(cpu) {
                 warn!(cpu, error = %e, "could not pin reactor thread");
             }
         }
@@ -436,7 +412,7 @@ impl Reactor {
             })
             .collect();
         for (i, l) in listeners.iter_mut().enumerate() {
-            l.op = Some(rt::accept(l.fd.as_raw_fd(), i));
+            l.op = Some(rt::accept(sys::raw(&l.fd), i));
         }
         let _ = ready.send(Ok(info));
         debug!(core = self.index, cpu = ?self.cpu, "reactor running");
@@ -547,7 +523,7 @@ impl Reactor {
                         }
                     }
                     Ok(_) => {} // accepted during shutdown: dropped (closed)
-                    Err(e) if peregrine_io_linux::is_canceled(&e) => {}
+                    Err(e) if driver::is_canceled(&e) => {}
                     Err(e) => {
                         warn!(error = %e, "accept failed; pausing accepts briefly");
                         if let Some(l) = listeners.get_mut(index) {
@@ -560,7 +536,7 @@ impl Reactor {
                 for (i, l) in listeners.iter_mut().enumerate() {
                     if l.op.is_none() && l.retry_at.is_none_or(|t| rt::now() >= t) {
                         l.retry_at = None;
-                        l.op = Some(rt::accept(l.fd.as_raw_fd(), i));
+                        l.op = Some(rt::accept(sys::raw(&l.fd), i));
                     }
                 }
             }

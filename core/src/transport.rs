@@ -32,14 +32,14 @@
 //! buffered API's copies are bounded by record size (16 KiB). The seam is this file: the
 //! protocol loops only see `recv`/`send`.
 
+use crate::sys::RawSocket;
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::io::{self, Read, Write};
-use std::os::fd::RawFd;
 use std::task::{Poll, Waker};
 
+use crate::sys::driver::SendBuf;
 use bytes::{Buf, BufMut, BytesMut};
-use peregrine_io_linux::SendBuf;
 use rustls::ServerConnection;
 
 use crate::rt;
@@ -51,7 +51,7 @@ const TLS_SEND_MAX: usize = 64 * 1024 - 4 * 1024;
 
 /// One connection's transport. See the module doc.
 pub(crate) struct Transport {
-    fd: RawFd,
+    fd: RawSocket,
     tls: Option<Box<Tls>>,
 }
 
@@ -99,14 +99,14 @@ fn tls_error(e: rustls::Error) -> io::Error {
 
 impl Transport {
     /// A cleartext transport over `fd`.
-    pub(crate) fn plain(fd: RawFd) -> Transport {
+    pub(crate) fn plain(fd: RawSocket) -> Transport {
         Transport { fd, tls: None }
     }
 
     /// A TLS transport over `fd` whose handshake has begun in `conn`; `raw` holds ciphertext
     /// already received and not yet given to rustls. Finish with
     /// [`complete_handshake`](Self::complete_handshake).
-    pub(crate) fn tls(fd: RawFd, conn: ServerConnection, raw: BytesMut) -> Transport {
+    pub(crate) fn tls(fd: RawSocket, conn: ServerConnection, raw: BytesMut) -> Transport {
         let tls = Tls {
             conn: RefCell::new(conn),
             raw: Cell::new(raw),
@@ -276,7 +276,7 @@ impl Tls {
     }
 
     /// One receive of ciphertext from the socket, then processing it.
-    async fn receive(&self, fd: RawFd) -> io::Result<()> {
+    async fn receive(&self, fd: RawSocket) -> io::Result<()> {
         let raw = self.raw.take();
         if !raw.is_empty() {
             // rustls would take no more and gave no plaintext: a message over its buffer
@@ -333,7 +333,7 @@ impl Tls {
     }
 
     /// Sends everything rustls has to send, then lets go of the write side.
-    async fn flush(&self, fd: RawFd, guard: WriteGuard<'_>) -> io::Result<()> {
+    async fn flush(&self, fd: RawSocket, guard: WriteGuard<'_>) -> io::Result<()> {
         let mut guard = self.flush_keep(fd, guard).await?;
         guard.done = true;
         Ok(())
@@ -342,7 +342,7 @@ impl Tls {
     /// Sends everything rustls has to send, keeping the write side.
     async fn flush_keep<'a>(
         &'a self,
-        fd: RawFd,
+        fd: RawSocket,
         guard: WriteGuard<'a>,
     ) -> io::Result<WriteGuard<'a>> {
         loop {
@@ -374,7 +374,7 @@ impl Tls {
     }
 
     /// Best effort: sends the alert rustls queued for a failure, if the write side is free.
-    async fn flush_alert(&self, fd: RawFd) {
+    async fn flush_alert(&self, fd: RawSocket) {
         if let Some(guard) = self.try_write() {
             let _ = self.flush(fd, guard).await;
         }

@@ -1,5 +1,8 @@
 //! The `peregrine` binary: flags, config files, usage errors, signals, and the default
 //! listener, each checked on a real child process.
+// Unix only: these tests send signals and read /proc-style process state; on Windows the CI
+// starts `peregrine.exe` under Wine and checks it with curl instead (.ci/wine-test.sh).
+#![cfg(unix)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -17,6 +17,8 @@
 //!
 //! Every server binds 127.0.0.1 port 0, every wait is bounded, and children are killed when
 //! their guard drops.
+// Linux only: static musl builds, chroot, seccomp and strace.
+#![cfg(target_os = "linux")]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};

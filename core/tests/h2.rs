@@ -4,6 +4,7 @@
 mod common;
 
 use std::net::SocketAddr;
+#[cfg(not(windows))]
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -273,6 +274,7 @@ macro_rules! h2_matrix {
         $(
             mod $name {
                 use super::*;
+                #[cfg(not(windows))]
                 #[test]
                 fn h2c_uring() {
                     if common::skip_uring() {
@@ -280,9 +282,15 @@ macro_rules! h2_matrix {
                     }
                     super::$name(IoChoice::Uring, Via::H2c);
                 }
+                #[cfg(not(windows))]
                 #[test]
                 fn h2c_epoll() {
                     super::$name(IoChoice::Epoll, Via::H2c);
+                }
+                #[cfg(windows)]
+                #[test]
+                fn h2c_iocp() {
+                    super::$name(IoChoice::Auto, Via::H2c);
                 }
                 #[test]
                 fn tls() {
@@ -301,6 +309,7 @@ h2_matrix!(
     hyper_client
 );
 
+#[cfg(not(windows))]
 fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let text =
@@ -308,10 +317,13 @@ fn run(cmd: &mut Command) -> (bool, String) {
     (out.status.success(), text)
 }
 
+#[cfg(not(windows))]
 fn have(tool: &str) -> bool {
     Command::new(tool).arg("--version").output().is_ok()
 }
 
+// Runs a Linux tool or sends a Unix signal: not under Wine.
+#[cfg(not(windows))]
 #[test]
 fn curl_speaks_h2_with_prior_knowledge_and_over_alpn() {
     let plain = server(IoChoice::Auto, Via::H2c, Limits::default());
@@ -356,6 +368,8 @@ fn curl_speaks_h2_with_prior_knowledge_and_over_alpn() {
     finish(tls);
 }
 
+// Runs a Linux tool or sends a Unix signal: not under Wine.
+#[cfg(not(windows))]
 #[test]
 fn nghttp_and_a_bounded_h2load_run() {
     if !have("nghttp") || !have("h2load") {

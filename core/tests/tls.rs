@@ -8,6 +8,7 @@ mod process;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+#[cfg(not(windows))]
 use std::process::Command;
 use std::time::Duration;
 
@@ -184,6 +185,8 @@ fn bad_certificate_files_fail_start_naming_the_file() {
     assert!(e.contains("good.pem") && e.contains("no PEM private key"), "{e}");
 }
 
+// Runs a Linux tool or sends a Unix signal: not under Wine.
+#[cfg(not(windows))]
 #[test]
 fn binary_exits_2_on_a_bad_key_file() {
     let dir = TempDir::new("cli-bad");
@@ -287,6 +290,8 @@ fn reload_serves_new_certificates_and_keeps_connections_and_old_certs_on_error()
     stop(server);
 }
 
+// Runs a Linux tool or sends a Unix signal: not under Wine.
+#[cfg(not(windows))]
 #[test]
 fn sighup_reloads_the_binary_certificates() {
     let dir = TempDir::new("sighup");
@@ -324,6 +329,7 @@ fn sighup_reloads_the_binary_certificates() {
 }
 
 /// Whether `pid` has a handler for signal number `signal`.
+#[cfg(not(windows))]
 fn catches(pid: u32, signal: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -333,10 +339,13 @@ fn catches(pid: u32, signal: u32) -> bool {
         .is_some_and(|mask| mask & (1 << (signal - 1)) != 0)
 }
 
+#[cfg(not(windows))]
 fn curl_available() -> bool {
     Command::new("curl").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
+// Runs a Linux tool or sends a Unix signal: not under Wine.
+#[cfg(not(windows))]
 #[test]
 fn curl_over_https() {
     if !curl_available() {

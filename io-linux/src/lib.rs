@@ -80,12 +80,19 @@ pub enum DriverKind {
     Epoll,
 }
 
-impl fmt::Display for DriverKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl DriverKind {
+    /// The backend's name, for logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
             DriverKind::Uring => "io_uring",
             DriverKind::Epoll => "epoll",
-        })
+        }
+    }
+}
+
+impl fmt::Display for DriverKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -12,9 +12,9 @@
 //! `keep_alive_timeout` for a next request, whose head must then complete within
 //! `request_headers_timeout` of its first byte (the slowloris defence: `408` and close).
 
+use crate::sys::{self, OwnedSocket};
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::task::Poll;
@@ -107,7 +107,7 @@ enum Ending {
 /// Serves one HTTP/1 connection until it closes. `initial`: bytes already received (by
 /// protocol sniffing), parsed before anything else is read.
 pub(crate) async fn serve<H: Handler>(
-    fd: OwnedFd,
+    fd: OwnedSocket,
     transport: Transport,
     initial: BytesMut,
     handler: Rc<H>,
@@ -399,7 +399,7 @@ async fn drain(io: &ConnIo, settings: &Settings) -> bool {
 }
 
 /// Ends the connection as `ending` says.
-async fn finish(io: &ConnIo, fd: OwnedFd, ending: Ending) {
+async fn finish(io: &ConnIo, fd: OwnedSocket, ending: Ending) {
     let orderly = !matches!(ending, Ending::Abort(_));
     let linger = match ending {
         Ending::Close => {
@@ -436,7 +436,7 @@ async fn finish(io: &ConnIo, fd: OwnedFd, ending: Ending) {
         let deadline = rt::now() + LINGER_TIME;
         io.until_deadline(io.transport.close_notify(), Some(deadline)).await;
     }
-    if linger && peregrine_io_linux::shutdown_write(&fd).is_ok() {
+    if linger && crate::sys::driver::shutdown_write(&fd).is_ok() {
         let deadline = rt::now() + LINGER_TIME;
         let mut discarded = 0;
         while discarded < LINGER_BYTES {
@@ -451,8 +451,8 @@ async fn finish(io: &ConnIo, fd: OwnedFd, ending: Ending) {
 }
 
 /// Answers a connection over `max_connections` with `503` and closes it.
-pub(crate) async fn reject_over_capacity(fd: OwnedFd) {
-    let io = ConnIo::new(Transport::plain(fd.as_raw_fd()), None, None);
+pub(crate) async fn reject_over_capacity(fd: OwnedSocket) {
+    let io = ConnIo::new(Transport::plain(sys::raw(&fd)), None, None);
     finish(&io, fd, Ending::Reject(StatusCode::SERVICE_UNAVAILABLE, "max_connections")).await;
 }
 

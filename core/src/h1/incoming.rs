@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 
 use std::io;
 
+use crate::sys::driver::SendBuf;
 use bytes::{Bytes, BytesMut};
-use peregrine_io_linux::SendBuf;
 use peregrine_protocols::h1::{self, BodyEvent, CONTINUE_100};
 
 use super::io::{BodyFailure, ConnIo, Continue};

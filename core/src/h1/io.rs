@@ -7,8 +7,8 @@ use std::future::Future;
 use std::io;
 use std::time::Instant;
 
+use crate::sys::driver::SendBuf;
 use bytes::{Bytes, BytesMut};
-use peregrine_io_linux::SendBuf;
 use peregrine_limits::{DataRate, MinDataRate};
 use peregrine_protocols::h1::BodyDecoder;
 

@@ -1,18 +1,18 @@
 //! The connection task and the state it shares with its stream tasks.
 
+use crate::sys::OwnedSocket;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
+use crate::sys::driver::SendBuf;
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
-use peregrine_io_linux::SendBuf;
 use peregrine_limits::{ConnectionPermit, DataRate};
 use peregrine_protocols::h2::server::{Config, Connection, Event};
 use peregrine_protocols::h2::StreamId;
@@ -89,7 +89,7 @@ impl Shared {
 /// Serves one HTTP/2 connection until it closes. `initial` holds bytes already received
 /// (for h2c, the preface the listener sniffed).
 pub(crate) async fn serve<H: Handler>(
-    fd: OwnedFd,
+    fd: OwnedSocket,
     transport: Transport,
     initial: BytesMut,
     handler: Rc<H>,

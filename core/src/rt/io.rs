@@ -9,15 +9,15 @@
 //! Dropping a future before its completion cancels the operation; the slot stays (marked
 //! orphaned) until the completion arrives, so a late result never reaches a reused slot.
 
+use crate::sys::{OwnedSocket, RawSocket};
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
+use crate::sys::driver::{self, Completion, OpId, Outcome, SendBuf};
 use bytes::BytesMut;
-use peregrine_io_linux::{Completion, OpId, Outcome, SendBuf};
 use slab::Slab;
 
 use super::with_driver;
@@ -114,10 +114,7 @@ impl Ops {
 }
 
 /// Registers a new slot and submits its operation.
-fn submit(
-    state: SlotState,
-    start: impl FnOnce(&mut peregrine_io_linux::Driver, u64) -> OpId,
-) -> usize {
+fn submit(state: SlotState, start: impl FnOnce(&mut driver::Driver, u64) -> OpId) -> usize {
     with_driver(|driver, ops| {
         let entry = ops.slots.vacant_entry();
         let index = entry.key();
@@ -164,7 +161,7 @@ pub(crate) struct Recv {
     index: Option<usize>,
 }
 
-pub(crate) fn recv(fd: RawFd, buf: BytesMut) -> Recv {
+pub(crate) fn recv(fd: RawSocket, buf: BytesMut) -> Recv {
     let index = submit(SlotState::Recv { buf, result: None }, |d, token| d.recv(fd, token));
     Recv { index: Some(index) }
 }
@@ -198,7 +195,7 @@ pub(crate) struct Send {
     index: Option<usize>,
 }
 
-pub(crate) fn send(fd: RawFd, buf: SendBuf) -> Send {
+pub(crate) fn send(fd: RawSocket, buf: SendBuf) -> Send {
     let index = submit(SlotState::Send { result: None }, |d, token| d.send(fd, buf, token));
     Send { index: Some(index) }
 }
@@ -228,7 +225,7 @@ impl Drop for Send {
 }
 
 /// Closes `fd` through the driver, waiting for the close to finish.
-pub(crate) async fn close(fd: OwnedFd) {
+pub(crate) async fn close(fd: OwnedSocket) {
     let index = submit(SlotState::Close { done: false }, |d, token| d.close(fd, token));
     std::future::poll_fn(|cx| match poll_slot(index, cx) {
         Some(_) => Poll::Ready(()),

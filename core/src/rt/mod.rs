@@ -13,11 +13,11 @@ pub(crate) mod executor;
 pub(crate) mod io;
 pub(crate) mod timer;
 
+use crate::sys::{OwnedSocket, RawSocket};
 use std::cell::{Cell, RefCell};
-use std::os::fd::{OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use peregrine_io_linux::{Driver, OpId, Outcome};
+use crate::sys::driver::{Driver, OpId, Outcome};
 
 struct Core {
     driver: Driver,
@@ -77,7 +77,7 @@ pub(crate) fn shutting_down() -> bool {
 }
 
 /// Starts accepting on `listener`; completions come back through [`turn`]'s `on_accept`.
-pub(crate) fn accept(listener: RawFd, index: usize) -> OpId {
+pub(crate) fn accept(listener: RawSocket, index: usize) -> OpId {
     with_driver(|d, _| d.accept(listener, ACCEPT_TOKEN_BASE + index as u64))
 }
 
@@ -88,7 +88,7 @@ pub(crate) fn cancel(op: OpId) {
 
 /// What an accept completion carried: the listener index, the connection or error, and
 /// whether the accept is still armed.
-pub(crate) type AcceptEvent = (usize, std::io::Result<OwnedFd>, bool);
+pub(crate) type AcceptEvent = (usize, std::io::Result<OwnedSocket>, bool);
 
 /// First half of a reactor turn: runs the tasks queued now.
 pub(crate) fn run_tasks() {

@@ -7,8 +7,8 @@
 //!    (an old client, or one offering only protocols we lack, still gets HTTP/1.1);
 //! 3. else (an h2-only listener, `h2` not offered): a fatal `no_application_protocol` alert.
 
+use crate::sys::RawSocket;
 use std::io;
-use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
@@ -50,7 +50,7 @@ fn choose(protocols: Protocols, offered: Option<&[&[u8]]>) -> Option<Alpn> {
 /// Runs the server side of a handshake on `fd`. The caller bounds it in time (dropping it
 /// cancels whatever is in flight).
 pub(crate) async fn handshake(
-    fd: RawFd,
+    fd: RawSocket,
     listener: &TlsListener,
 ) -> io::Result<(Transport, Protocol)> {
     let mut acceptor = Acceptor::default();
@@ -113,8 +113,8 @@ pub(crate) async fn handshake(
 }
 
 /// Best effort: sends `bytes` (an alert) before the connection is closed.
-async fn send_all(fd: RawFd, bytes: Vec<u8>) {
-    let mut buf = peregrine_io_linux::SendBuf::new();
+async fn send_all(fd: RawSocket, bytes: Vec<u8>) {
+    let mut buf = crate::sys::driver::SendBuf::new();
     buf.push(bytes.into());
     while !buf.is_empty() {
         let (result, back) = rt::io::send(fd, buf).await;

@@ -9,15 +9,13 @@ use std::cell::{Cell, OnceCell};
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::{mpsc, Mutex, OnceLock};
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use peregrine::routes::BuiltinRoutes;
-use peregrine::{
-    Body, DriverKind, Handler, IoChoice, Limits, ListenerSpec, Server, ServerConfig, StartError,
-};
+use peregrine::{Body, Handler, IoChoice, Limits, ListenerSpec, Server, ServerConfig, StartError};
 
 /// How long any single read helper waits before the test fails.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -129,11 +127,13 @@ pub fn try_start(io: IoChoice, limits: Limits) -> Result<Server, StartError> {
 /// Starts a server with [`TestHandler`] on the driver `io` asks for.
 pub fn start(io: IoChoice, limits: Limits) -> Server {
     let server = try_start(io, limits).unwrap_or_else(|e| panic!("server start ({io:?}): {e}"));
+    #[cfg(not(windows))]
     let expected = match io {
-        IoChoice::Uring => Some(DriverKind::Uring),
-        IoChoice::Epoll => Some(DriverKind::Epoll),
+        IoChoice::Uring => Some(peregrine::DriverKind::Uring),
+        IoChoice::Epoll => Some(peregrine::DriverKind::Epoll),
         _ => None,
     };
+    #[cfg(not(windows))]
     if let Some(kind) = expected {
         assert_eq!(server.driver(), kind, "server runs another driver than asked for");
     }
@@ -146,8 +146,9 @@ pub fn addr(server: &Server) -> SocketAddr {
 }
 
 /// Why io_uring cannot be used here (probed once per test binary), or `None` when it can.
+#[cfg(not(windows))]
 pub fn uring_unavailable() -> Option<&'static str> {
-    static PROBE: OnceLock<Option<String>> = OnceLock::new();
+    static PROBE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     PROBE
         .get_or_init(|| match try_start(IoChoice::Uring, Limits::default()) {
             Ok(server) => {
@@ -162,6 +163,7 @@ pub fn uring_unavailable() -> Option<&'static str> {
 }
 
 /// True (after printing a note) when the io_uring variant of a test must be skipped.
+#[cfg(not(windows))]
 pub fn skip_uring() -> bool {
     match uring_unavailable() {
         Some(why) => {
@@ -180,6 +182,7 @@ macro_rules! all_transports {
     ($($(#[$attr:meta])* $name:ident),+ $(,)?) => {
         $(
             mod $name {
+                #[cfg(not(windows))]
                 #[test]
                 $(#[$attr])*
                 fn uring() {
@@ -189,10 +192,18 @@ macro_rules! all_transports {
                     super::$name(peregrine::IoChoice::Uring);
                 }
 
+                #[cfg(not(windows))]
                 #[test]
                 $(#[$attr])*
                 fn epoll() {
                     super::$name(peregrine::IoChoice::Epoll);
+                }
+
+                #[cfg(windows)]
+                #[test]
+                $(#[$attr])*
+                fn iocp() {
+                    super::$name(peregrine::IoChoice::Auto);
                 }
 
                 #[test]
@@ -209,12 +220,14 @@ macro_rules! all_transports {
 /// Expands to a module named after the test function holding two tests, `uring` and
 /// `epoll`, that run it on each driver. The io_uring one is skipped, with a note, where
 /// io_uring cannot be set up (Docker's default seccomp profile, old kernels). Attributes
-/// before a name (`#[ignore = "BUG: ..."]`) apply to both tests.
+/// before a name (`#[ignore = "BUG: ..."]`) apply to both tests. On Windows, which has one
+/// driver, the module holds one test, `iocp`.
 #[macro_export]
 macro_rules! both_drivers {
     ($($(#[$attr:meta])* $name:ident),+ $(,)?) => {
         $(
             mod $name {
+                #[cfg(not(windows))]
                 #[test]
                 $(#[$attr])*
                 fn uring() {
@@ -224,10 +237,18 @@ macro_rules! both_drivers {
                     super::$name(peregrine::IoChoice::Uring);
                 }
 
+                #[cfg(not(windows))]
                 #[test]
                 $(#[$attr])*
                 fn epoll() {
                     super::$name(peregrine::IoChoice::Epoll);
+                }
+
+                #[cfg(windows)]
+                #[test]
+                $(#[$attr])*
+                fn iocp() {
+                    super::$name(peregrine::IoChoice::Auto);
                 }
             }
         )+

@@ -1,0 +1,95 @@
+//! The one module of core that knows which OS it runs on: it picks the IO driver crate and
+//! names the socket handle types, and binds listeners the way each OS spreads connections
+//! across cores. Everything else in core uses these names and never asks.
+//!
+//! - Linux: `peregrine-io-linux` (io_uring, or epoll), sockets are file descriptors, and each
+//!   reactor gets its own listening socket per address with SO_REUSEPORT (the kernel spreads
+//!   connections across them).
+//! - Windows: `peregrine-io-windows` (IOCP), sockets are `SOCKET` handles, and one listening
+//!   socket per address, with SO_EXCLUSIVEADDRUSE, is shared by every reactor: the driver's
+//!   accept thread hands its connections round-robin to the reactors' completion ports
+//!   (Windows has no SO_REUSEPORT balancing; see io-windows' `sys/acceptor.rs`).
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+#[cfg(target_os = "linux")]
+pub(crate) use peregrine_io_linux as driver;
+#[cfg(windows)]
+pub(crate) use peregrine_io_windows as driver;
+
+#[cfg(unix)]
+pub(crate) use std::os::fd::{OwnedFd as OwnedSocket, RawFd as RawSocket};
+#[cfg(windows)]
+pub(crate) use std::os::windows::io::{OwnedSocket, RawSocket};
+
+/// A reactor's handle on one listening socket: its own socket on Linux, a share of the one
+/// socket on Windows.
+#[cfg(unix)]
+pub(crate) type Listener = OwnedSocket;
+/// A reactor's handle on one listening socket: its own socket on Linux, a share of the one
+/// socket on Windows.
+#[cfg(windows)]
+pub(crate) type Listener = std::sync::Arc<OwnedSocket>;
+
+/// The raw handle of a socket, for driver operations.
+pub(crate) fn raw(socket: &OwnedSocket) -> RawSocket {
+    #[cfg(unix)]
+    return std::os::fd::AsRawFd::as_raw_fd(socket);
+    #[cfg(windows)]
+    return std::os::windows::io::AsRawSocket::as_raw_socket(socket);
+}
+
+/// Binds `addr` for `reactors` reactors and returns each one's listener and the bound
+/// address (port 0 resolved by the first bind).
+pub(crate) fn bind_listeners(
+    addr: SocketAddr,
+    reactors: usize,
+) -> io::Result<(SocketAddr, Vec<Listener>)> {
+    #[cfg(unix)]
+    {
+        let mut addr = addr;
+        let mut out = Vec::with_capacity(reactors);
+        for _ in 0..reactors {
+            let socket = bind(addr)?;
+            if addr.port() == 0 {
+                addr = bound_addr(&socket)?;
+            }
+            out.push(socket.into());
+        }
+        Ok((addr, out))
+    }
+    #[cfg(windows)]
+    {
+        let socket = bind(addr)?;
+        let addr = bound_addr(&socket)?;
+        let shared = std::sync::Arc::new(OwnedSocket::from(socket));
+        Ok((addr, (0..reactors).map(|_| std::sync::Arc::clone(&shared)).collect()))
+    }
+}
+
+fn bound_addr(socket: &Socket) -> io::Result<SocketAddr> {
+    socket.local_addr()?.as_socket().ok_or_else(|| io::ErrorKind::Other.into())
+}
+
+/// Binds one listening socket: SO_REUSEPORT on Linux (one per reactor), SO_EXCLUSIVEADDRUSE
+/// on Windows (where SO_REUSEADDR would let another socket steal the port).
+fn bind(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(unix)]
+    {
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+    }
+    #[cfg(windows)]
+    driver::set_exclusive_address_use(&socket)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    // The kernel caps this at net.core.somaxconn (SOMAXCONN on Windows).
+    socket.listen(4096)?;
+    Ok(socket)
+}

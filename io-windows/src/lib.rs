@@ -1,0 +1,232 @@
+//! Peregrine's Windows IO driver: the completion-style API of `peregrine-io-linux`, over an
+//! I/O completion port (IOCP).
+//!
+//! The driver knows nothing of HTTP and nothing of futures. The caller submits operations
+//! that own their buffers and later collects their completions, exactly as on Linux:
+//!
+//! ```text
+//!  accept(listener) ─┐                       ┌─► Accepted { socket, more } (repeats)
+//!  recv(socket)     ─┼─► Driver::wait(..) ───┼─► Received(&[u8])          (lent for the callback)
+//!  send(socket, buf)─┤   (one GetQueued-     ├─► Sent { n, SendBuf }      (buffer handed back)
+//!  close(socket)    ─┤    CompletionStatusEx ├─► Closed
+//!  cancel(op)       ─┘    per turn)          └─► the cancelled op completes with
+//!                                                ERROR_OPERATION_ABORTED (see `is_canceled`)
+//! ```
+//!
+//! How each operation maps onto IOCP (details in `sys/iocp.rs` and `sys/acceptor.rs`):
+//!
+//! - **accept**: `AcceptEx` on a process-wide accept port, with the accepted sockets handed
+//!   round-robin to the cores that accept on that listener (Windows has no SO_REUSEPORT
+//!   balancing and a socket belongs to one completion port; `sys/acceptor.rs` explains the
+//!   choice).
+//! - **recv**: a zero-byte overlapped `WSARecv` that completes when data (or EOF) arrives,
+//!   then a non-blocking `recv` into one driver-owned scratch buffer lent to the callback, as
+//!   libuv does: like the provided-buffer ring on Linux, an idle connection holds no receive
+//!   memory.
+//! - **send**: one vectored overlapped `WSASend` of up to [`MAX_SEND_CHUNKS`] chunks.
+//! - **close**: `closesocket`, which aborts the socket's outstanding operations.
+//! - **cancel**: `CancelIoEx` on the operation's own `OVERLAPPED`.
+//! - **timers**: the caller's next deadline is the `GetQueuedCompletionStatusEx` timeout.
+//!
+//! Buffer ownership: every `OVERLAPPED` and every byte the kernel may touch stays owned by
+//! the driver until its completion has been dequeued from the port, including after
+//! [`Driver::cancel`] and when the driver is dropped (drop cancels everything and waits,
+//! bounded, for the completions; what the kernel never gives back is leaked rather than
+//! freed).
+//!
+//! Every `unsafe` block in this crate lives under the private `sys` module. On targets other
+//! than Windows the crate is empty.
+#![cfg(windows)]
+#![deny(unsafe_code)]
+
+mod op;
+#[allow(unsafe_code)]
+mod sys;
+
+pub use op::{is_canceled, Completion, OpId, Outcome, SendBuf, MAX_SEND_CHUNKS};
+pub use sys::{
+    allowed_cpus, on_console_ctrl, pin_current_thread, raise_open_files_limit,
+    set_exclusive_address_use, shutdown_write,
+};
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::os::windows::io::{OwnedSocket, RawSocket};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which backend to use. Windows has one; the choice exists so configuration reads the same
+/// on every OS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoChoice {
+    /// The platform's driver: IOCP.
+    #[default]
+    Auto,
+    /// IOCP (the same as `Auto`).
+    Iocp,
+}
+
+impl FromStr for IoChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(IoChoice::Auto),
+            "iocp" => Ok(IoChoice::Iocp),
+            "uring" | "io_uring" | "io-uring" | "epoll" => {
+                Err(format!("io driver `{s}` exists only on Linux (expected auto or iocp)"))
+            }
+            other => Err(format!("unknown io driver `{other}` (expected auto or iocp)")),
+        }
+    }
+}
+
+/// The backend that runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    /// I/O completion ports.
+    Iocp,
+}
+
+impl DriverKind {
+    /// The backend's name, for logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DriverKind::Iocp => "iocp",
+        }
+    }
+}
+
+impl fmt::Display for DriverKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Driver settings. The same fields as on Linux; the io_uring ones are accepted and unused.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Which backend.
+    pub io: IoChoice,
+    /// Unused on Windows (io_uring's submission queue size on Linux).
+    pub ring_entries: u32,
+    /// Unused on Windows (io_uring's provided receive buffers on Linux).
+    pub recv_buffers: u16,
+    /// Size of the driver's receive scratch buffer: the most one receive returns.
+    pub recv_buffer_size: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            io: IoChoice::Auto,
+            ring_entries: 4096,
+            recv_buffers: 256,
+            recv_buffer_size: 16 * 1024,
+        }
+    }
+}
+
+/// One completion driver. Create it on the thread that will use it: it is deliberately not
+/// `Send`, like the Linux driver (one completion port per reactor thread).
+pub struct Driver {
+    iocp: sys::iocp::Iocp,
+    _single_thread: PhantomData<*const ()>,
+}
+
+impl fmt::Debug for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver").field("kind", &self.kind()).finish()
+    }
+}
+
+impl Driver {
+    /// Creates this thread's completion port.
+    pub fn new(config: &DriverConfig) -> io::Result<Driver> {
+        Ok(Driver { iocp: sys::iocp::Iocp::new(config)?, _single_thread: PhantomData })
+    }
+
+    /// Which backend runs.
+    pub fn kind(&self) -> DriverKind {
+        DriverKind::Iocp
+    }
+
+    /// Why this backend was chosen, for the log.
+    pub fn why(&self) -> &str {
+        "IOCP is Windows' completion mechanism"
+    }
+
+    /// Starts accepting on `listener`: completes with [`Outcome::Accepted`] once per
+    /// connection until it reports `more: false` (an error or cancellation), after which it
+    /// must be submitted again. Several drivers (one per core) may accept on the same
+    /// listener; its connections are spread across them.
+    pub fn accept(&mut self, listener: RawSocket, token: u64) -> OpId {
+        self.iocp.accept(listener, token)
+    }
+
+    /// Receives once from `socket`: completes with [`Outcome::Received`]. At most one receive
+    /// may be outstanding per socket.
+    pub fn recv(&mut self, socket: RawSocket, token: u64) -> OpId {
+        self.iocp.recv(socket, token)
+    }
+
+    /// Sends `buf` (up to [`MAX_SEND_CHUNKS`] chunks of it) to `socket`: completes with
+    /// [`Outcome::Sent`], which may report fewer bytes than offered. At most one send may be
+    /// outstanding per socket.
+    pub fn send(&mut self, socket: RawSocket, buf: SendBuf, token: u64) -> OpId {
+        self.iocp.send(socket, buf, token)
+    }
+
+    /// Closes `socket`: completes with [`Outcome::Closed`]. Operations still outstanding on
+    /// it complete as cancelled.
+    pub fn close(&mut self, socket: OwnedSocket, token: u64) -> OpId {
+        self.iocp.close(socket, token)
+    }
+
+    /// Asks for `op` to finish early; it then completes with `ERROR_OPERATION_ABORTED` (or
+    /// with its result, if it won the race). Cancelling a finished operation does nothing.
+    pub fn cancel(&mut self, op: OpId) {
+        self.iocp.cancel(op)
+    }
+
+    /// Waits up to `timeout` (`None`: without limit; zero: not at all) for at least one
+    /// completion or a [`DriverWaker::wake`], and calls `on` for every completion available.
+    /// It may return early with nothing to report: callers re-check their own deadlines and
+    /// call again.
+    pub fn wait(
+        &mut self,
+        timeout: Option<Duration>,
+        on: &mut dyn FnMut(Completion<'_>),
+    ) -> io::Result<()> {
+        self.iocp.wait(timeout, on)
+    }
+
+    /// Operations submitted and not yet completed.
+    pub fn in_flight(&self) -> usize {
+        self.iocp.in_flight()
+    }
+
+    /// A handle other threads can use to interrupt [`wait`](Self::wait).
+    pub fn waker(&self) -> DriverWaker {
+        DriverWaker(self.iocp.shared())
+    }
+}
+
+/// Wakes a driver blocked in [`Driver::wait`] from any thread.
+#[derive(Clone)]
+pub struct DriverWaker(Arc<sys::iocp::Shared>);
+
+impl fmt::Debug for DriverWaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DriverWaker")
+    }
+}
+
+impl DriverWaker {
+    /// Makes the driver's current or next `wait` return promptly.
+    pub fn wake(&self) {
+        self.0.wake();
+    }
+}

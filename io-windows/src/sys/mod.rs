@@ -1,0 +1,190 @@
+//! Everything that calls Windows directly. All of this crate's `unsafe` lives under this
+//! module; each block says why it is sound.
+//!
+//! - [`iocp`]: the per-core driver (one completion port per reactor thread).
+//! - [`acceptor`]: the process-wide `AcceptEx` loop that hands connections to the cores.
+//! - this file: Winsock start-up, small socket helpers, and the helpers the server uses
+//!   (CPU affinity, exclusive address use, console Ctrl+C / Ctrl+Break).
+
+pub(crate) mod acceptor;
+pub(crate) mod iocp;
+
+use std::io;
+use std::os::windows::io::{AsRawSocket, OwnedSocket, RawSocket};
+use std::sync::{Once, OnceLock};
+
+use windows_sys::core::BOOL;
+use windows_sys::Win32::Foundation::{CloseHandle, FALSE, HANDLE, TRUE};
+use windows_sys::Win32::Networking::WinSock::{
+    ioctlsocket, recv, setsockopt, shutdown, WSAGetLastError, WSAStartup, FIONBIO, SD_SEND, SOCKET,
+    SOCKET_ERROR, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, WSADATA,
+};
+use windows_sys::Win32::System::Console::{
+    SetConsoleCtrlHandler, CTRL_BREAK_EVENT, CTRL_CLOSE_EVENT, CTRL_C_EVENT,
+};
+use windows_sys::Win32::System::Threading::{
+    GetCurrentProcess, GetCurrentThread, GetProcessAffinityMask, SetThreadAffinityMask,
+};
+
+/// Starts Winsock once per process. std does the same lazily on its first socket call, but
+/// the driver may run before std has touched a socket; WSAStartup counts its callers, so
+/// both starting it is harmless.
+pub(crate) fn wsa_init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        // SAFETY: WSADATA is plain data WSAStartup fills in; all-zero is a valid initial value.
+        let mut data: WSADATA = unsafe { std::mem::zeroed() };
+        // SAFETY: version 2.2 and a pointer to a live WSADATA.
+        let _ = unsafe { WSAStartup(0x0202, &mut data) };
+    });
+}
+
+/// The calling thread's last Winsock error.
+pub(crate) fn last_wsa_error() -> io::Error {
+    // SAFETY: reads thread-local error state; no arguments.
+    io::Error::from_raw_os_error(unsafe { WSAGetLastError() })
+}
+
+/// Turns a Winsock return value into `io::Result`.
+fn cvt(ret: i32) -> io::Result<i32> {
+    if ret == SOCKET_ERROR {
+        Err(last_wsa_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// A kernel handle closed on drop (the completion ports).
+pub(crate) struct Handle(pub(crate) HANDLE);
+
+// SAFETY: a completion port handle may be used from any thread; that is what
+// PostQueuedCompletionStatus from other threads relies on.
+unsafe impl Send for Handle {}
+// SAFETY: as above; the handle value is only read.
+unsafe impl Sync for Handle {}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: the handle is owned by this value and closed exactly once.
+        unsafe { CloseHandle(self.0) };
+    }
+}
+
+/// Puts a socket in non-blocking mode. Overlapped operations are unaffected (they still
+/// pend); the plain `recv` after a zero-byte read must not block when the data is gone.
+pub(crate) fn set_nonblocking(socket: RawSocket) -> io::Result<()> {
+    let mut on: u32 = 1;
+    // SAFETY: FIONBIO reads one u32 from a live local.
+    cvt(unsafe { ioctlsocket(socket as SOCKET, FIONBIO, &mut on) })?;
+    Ok(())
+}
+
+/// One non-blocking receive into `buf`; `WouldBlock` when nothing is there.
+pub(crate) fn recv_now(socket: RawSocket, buf: &mut [u8]) -> io::Result<usize> {
+    let len = buf.len().min(i32::MAX as usize) as i32;
+    // SAFETY: the pointer and length describe `buf`, valid for writes during the call.
+    let n = cvt(unsafe { recv(socket as SOCKET, buf.as_mut_ptr(), len, 0) })?;
+    Ok(n as usize)
+}
+
+/// Sets a socket option whose value is one `i32`/`u32`/`SOCKET`-sized plain value.
+pub(crate) fn set_option<T: Copy>(
+    socket: RawSocket,
+    level: i32,
+    name: i32,
+    value: T,
+) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `value`, a live plain-data local.
+    cvt(unsafe {
+        setsockopt(
+            socket as SOCKET,
+            level,
+            name,
+            (&value as *const T).cast(),
+            std::mem::size_of::<T>() as i32,
+        )
+    })?;
+    Ok(())
+}
+
+/// Pins the calling thread to one CPU (of the first 64: one processor group).
+pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    if cpu >= usize::BITS as usize {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "cpu index out of range"));
+    }
+    // SAFETY: GetCurrentThread returns a pseudo-handle that needs no closing; the mask is a
+    // plain value.
+    let previous = unsafe { SetThreadAffinityMask(GetCurrentThread(), 1usize << cpu) };
+    if previous == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The CPUs this process may run on, in order (within its processor group).
+pub fn allowed_cpus() -> Vec<usize> {
+    let (mut process, mut system) = (0usize, 0usize);
+    // SAFETY: a pseudo-handle for this process and two live locals to fill in.
+    let ok = unsafe { GetProcessAffinityMask(GetCurrentProcess(), &mut process, &mut system) };
+    if ok == FALSE || process == 0 {
+        return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+    }
+    (0..usize::BITS as usize).filter(|c| process & (1 << c) != 0).collect()
+}
+
+/// Windows has no per-process limit on open sockets comparable to `RLIMIT_NOFILE` (handles
+/// are bounded by memory), so there is nothing to raise: this returns a soft figure from
+/// which the server derives its default `max_connections`, as nginx's
+/// `worker_connections` is a configured number on Windows too.
+pub fn raise_open_files_limit() -> u64 {
+    65536
+}
+
+/// Shuts down the write side of a socket: the peer sees EOF after the bytes already sent.
+/// Used for lingering close, so a client gets an error response before any reset.
+pub fn shutdown_write(socket: &OwnedSocket) -> io::Result<()> {
+    // SAFETY: shutdown acts only on the socket, which `socket` keeps open.
+    cvt(unsafe { shutdown(socket.as_raw_socket() as SOCKET, SD_SEND) })?;
+    Ok(())
+}
+
+/// Sets `SO_EXCLUSIVEADDRUSE` on a socket before it is bound, so no other socket (of any
+/// process, with or without `SO_REUSEADDR`) can bind the same address and steal its
+/// connections. The Windows counterpart of Unix's default port protection; Microsoft
+/// recommends it for every server socket.
+pub fn set_exclusive_address_use(socket: &impl AsRawSocket) -> io::Result<()> {
+    wsa_init();
+    set_option(socket.as_raw_socket(), SOL_SOCKET, SO_EXCLUSIVEADDRUSE, 1i32)
+}
+
+/// The function the console control handler calls.
+static ON_CTRL: OnceLock<Box<dyn Fn() + Send + Sync>> = OnceLock::new();
+
+unsafe extern "system" fn console_ctrl(kind: u32) -> BOOL {
+    match kind {
+        CTRL_C_EVENT | CTRL_BREAK_EVENT | CTRL_CLOSE_EVENT => match ON_CTRL.get() {
+            Some(f) => {
+                f();
+                TRUE
+            }
+            None => FALSE,
+        },
+        // Logoff and system shutdown reach services, not console programs.
+        _ => FALSE,
+    }
+}
+
+/// Calls `f` (on a thread Windows creates for the purpose) when the console sends Ctrl+C,
+/// Ctrl+Break or a close event: the Windows counterpart of SIGINT/SIGTERM. `f` should start
+/// a graceful shutdown and return quickly. Can be installed once per process; a second call
+/// fails with `AlreadyExists`.
+pub fn on_console_ctrl(f: impl Fn() + Send + Sync + 'static) -> io::Result<()> {
+    ON_CTRL.set(Box::new(f)).map_err(|_| {
+        io::Error::new(io::ErrorKind::AlreadyExists, "console control handler already set")
+    })?;
+    // SAFETY: `console_ctrl` is a valid handler routine for the life of the process.
+    if unsafe { SetConsoleCtrlHandler(Some(console_ctrl), TRUE) } == FALSE {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

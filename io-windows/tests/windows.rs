@@ -1,0 +1,123 @@
+//! What only the Windows driver has to show: how one listener's connections reach several
+//! cores' completion ports, and the listener protection the server relies on. In CI this
+//! runs under Wine (see `.ci/wine-env.sh`).
+#![cfg(windows)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::windows::io::{AsRawSocket, OwnedSocket};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use peregrine_io_windows::{
+    is_canceled, set_exclusive_address_use, Driver, DriverConfig, Outcome, SendBuf,
+};
+use socket2::{Domain, Socket, Type};
+
+/// Waits on each driver in turn until `n` accepts arrived in all (or 10 s passed); returns
+/// the connections per driver.
+fn accept_across(drivers: &mut [Driver], n: usize) -> Vec<Vec<OwnedSocket>> {
+    let mut got: Vec<Vec<OwnedSocket>> = drivers.iter().map(|_| Vec::new()).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.iter().map(Vec::len).sum::<usize>() < n && Instant::now() < deadline {
+        for (d, mine) in drivers.iter_mut().zip(&mut got) {
+            d.wait(Some(Duration::from_millis(10)), &mut |c| match c.outcome {
+                Outcome::Accepted { result: Ok(s), more: true } => mine.push(s),
+                other => panic!("unexpected {other:?}"),
+            })
+            .unwrap();
+        }
+    }
+    assert_eq!(got.iter().map(Vec::len).sum::<usize>(), n, "accepted per driver: {got:?}");
+    got
+}
+
+#[test]
+fn one_listener_feeds_every_core_and_each_serves_its_own() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut drivers: Vec<Driver> =
+        (0..2).map(|_| Driver::new(&DriverConfig::default()).unwrap()).collect();
+    for d in &mut drivers {
+        d.accept(l.as_raw_socket(), 1);
+    }
+    let mut clients: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let got = accept_across(&mut drivers, 8);
+    for (i, mine) in got.iter().enumerate() {
+        assert!(!mine.is_empty(), "driver {i} got no connection: {got:?}");
+    }
+    // Each driver does IO on the sockets it was handed, on its own port: an echo per socket.
+    for c in &mut clients {
+        c.write_all(b"hi").unwrap();
+    }
+    for (d, mine) in drivers.iter_mut().zip(&got) {
+        for s in mine {
+            d.recv(s.as_raw_socket(), 2);
+            let mut data = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while data.is_empty() && Instant::now() < deadline {
+                d.wait(Some(Duration::from_millis(50)), &mut |c| match c.outcome {
+                    Outcome::Received(Ok(b)) => data.extend_from_slice(b),
+                    // The previous socket's reply.
+                    Outcome::Sent { result: Ok(2), .. } => {}
+                    other => panic!("unexpected {other:?}"),
+                })
+                .unwrap();
+            }
+            assert_eq!(data, b"hi");
+            let mut buf = SendBuf::new();
+            buf.push(Bytes::from_static(b"ok"));
+            d.send(s.as_raw_socket(), buf, 3);
+        }
+    }
+    for c in &mut clients {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut reply = [0u8; 2];
+        // The sends complete on the next waits; keep both drivers turning meanwhile.
+        for d in &mut drivers {
+            d.wait(Some(Duration::ZERO), &mut |_| {}).unwrap();
+        }
+        c.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"ok");
+    }
+}
+
+#[test]
+fn accepting_again_after_cancel_gets_the_waiting_connection() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut d = Driver::new(&DriverConfig::default()).unwrap();
+    let op = d.accept(l.as_raw_socket(), 1);
+    d.cancel(op);
+    let mut ended = false;
+    d.wait(Some(Duration::ZERO), &mut |c| match c.outcome {
+        Outcome::Accepted { result: Err(e), more: false } => ended = is_canceled(&e),
+        other => panic!("unexpected {other:?}"),
+    })
+    .unwrap();
+    assert!(ended);
+    // Connected while nobody accepts: it waits in the backlog, not accepted-and-dropped.
+    let mut client = TcpStream::connect(addr).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    d.accept(l.as_raw_socket(), 2);
+    let got = accept_across(std::slice::from_mut(&mut d), 1);
+    drop(got);
+    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The server side was dropped (closed): the client sees the end of the stream.
+    assert!(matches!(client.read(&mut [0u8; 1]), Ok(0) | Err(_)));
+}
+
+#[test]
+fn exclusive_address_use_keeps_the_port_from_other_sockets() {
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let owner = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    set_exclusive_address_use(&owner).unwrap();
+    owner.bind(&addr.into()).unwrap();
+    owner.listen(16).unwrap();
+    let bound = owner.local_addr().unwrap();
+    // SO_REUSEADDR on Windows would let this socket take over the port; exclusive use on the
+    // owner forbids it.
+    let thief = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    thief.set_reuse_address(true).unwrap();
+    assert!(thief.bind(&bound).is_err(), "a second socket bound an exclusively used port");
+}
