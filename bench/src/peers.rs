@@ -84,18 +84,20 @@ fn toml_str(s: &str) -> String {
 /// knowledge) and, with `tls`, a TLS listener (ALPN h2 and http/1.1), both
 /// on 127.0.0.1 port 0. Peregrine prints one `listening on` line per
 /// listener, in this order.
+///
+/// `protocols` is left at its default (both): a Peregrine built before the
+/// key existed rejects unknown keys, and the cleartext-only config must stay
+/// one it accepts, for the HTTP/1.1 scenarios to run on it.
 pub fn peregrine_config(tls: Option<&TlsFiles>) -> String {
     let mut conf = String::from(
-        "# Written by peregrine-bench.\n\
+        "# Written by peregrine-bench. Listeners speak HTTP/1.1 and HTTP/2 (the default).\n\
          [[listener]]\n\
-         address = \"127.0.0.1:0\"\n\
-         protocols = [\"http1\", \"h2\"]\n",
+         address = \"127.0.0.1:0\"\n",
     );
     if let Some(tls) = tls {
         conf.push_str(&format!(
             "\n[[listener]]\n\
              address = \"127.0.0.1:0\"\n\
-             protocols = [\"http1\", \"h2\"]\n\
              [listener.tls]\n\
              certificate = {}\n\
              key = {}\n",
@@ -176,7 +178,7 @@ mod tests {
             "[listener.tls]\ncertificate = \"/tmp/r/cert.pem\"\nkey = \"/tmp/r/key.pem\"\n"
         ));
         assert_eq!(conf.matches("address = \"127.0.0.1:0\"").count(), 2);
-        assert_eq!(conf.matches("protocols = [\"http1\", \"h2\"]").count(), 2);
+        assert!(!conf.contains("protocols"));
         let plain = peregrine_config(None);
         assert_eq!(plain.matches("[[listener]]").count(), 1);
         assert!(!plain.contains("tls"));
