@@ -465,6 +465,35 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn h2_ratios_are_over_h2o_not_nginx() {
+        let h2 = |server: &str, m| RunRecord {
+            round: 1,
+            scenario: "h2c-c64-m100",
+            server: server.into(),
+            outcome: Ok(m),
+        };
+        let timed = |mean_us| {
+            let mut m = measurement(100.0, 300, 1.0, 0);
+            m.request_time = Some(RequestTime { min_us: 1.0, max_us: 9.0, mean_us, sd_us: 2.0 });
+            m
+        };
+        let runs = vec![
+            h2(PEREGRINE, timed(400.0)),
+            h2(H2O, timed(800.0)),
+            // An nginx run in an h2 scenario must not become the denominator.
+            h2(NGINX, measurement(100.0, 30, 1.0, 0)),
+        ];
+        let r = report(runs, &[PEREGRINE, NGINX, H2O]);
+        assert_eq!(r.peer_of("h2c-c64-m100"), H2O);
+        let ratios = r.ratios("h2c-c64-m100").unwrap();
+        assert_eq!(ratios.req_per_cpu_s, Some(1.0));
+        assert_eq!(ratios.mean_request, Some(0.5));
+        let h2c = SCENARIOS.iter().find(|s| s.name == "h2c-c64-m100").unwrap();
+        let names: Vec<&str> = r.servers_in(h2c).iter().map(|s| &*s.name).collect();
+        assert_eq!(names, [PEREGRINE, H2O]);
+    }
+
+    #[test]
     fn idle_ratio_needs_both_servers_and_growth() {
         let mut r = report(vec![], &[PEREGRINE, NGINX]);
         r.idle = vec![
