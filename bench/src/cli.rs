@@ -4,14 +4,17 @@ use std::path::PathBuf;
 
 /// Usage text for `--help`.
 pub const USAGE: &str = "\
-peregrine-bench: Peregrine vs nginx load benchmark (wrk, 127.0.0.1 only)
+peregrine-bench: Peregrine vs nginx (HTTP/1.1, TLS handshakes) and h2o (HTTP/2)
+load benchmark (wrk, h2load, openssl s_time; 127.0.0.1 only)
 
 USAGE:
     cargo run -p peregrine-bench --release -- [OPTIONS]
 
 OPTIONS:
-    --quick              1 round of 3 s runs, 2,000 idle connections: under a minute
-                         (explicit --rounds/--duration/--idle-conns still win)
+    --quick              1 round of 3 s runs over a subset of the scenarios, 2,000 idle
+                         connections: about a minute (explicit options still win)
+    --scenario LIST      only the scenarios whose names start with one of these
+                         (comma-separated, repeatable), e.g. h2c,tls-handshake
     --rounds N           rounds over all scenarios [default: 5]
     --duration SECS      seconds per wrk run [default: 9]
     --idle-conns N       idle keep-alive connections per server for the memory
@@ -20,11 +23,13 @@ OPTIONS:
     --peregrine PATH     Peregrine binary [default: <workspace>/target/release/peregrine];
                          giving a path also skips the build
     --no-build           do not run `cargo build --release -p peregrine` first
-    --peers-only         skip Peregrine; benchmark the peers (nginx) alone
+    --peers-only         skip Peregrine; benchmark the peers (nginx, h2o) alone
     --nginx PATH         nginx binary [default: nginx on PATH, else /usr/sbin/nginx]
-    --no-nginx           skip nginx (no ratios)
+    --no-nginx           skip nginx (no HTTP/1.1 or handshake ratios)
+    --h2o PATH           h2o binary [default: h2o on PATH, else /usr/bin/h2o]
+    --no-h2o             skip h2o (no HTTP/2 ratios)
     --server-cpu LIST    CPUs the servers are pinned to, taskset -c syntax [default: 0]
-    --wrk-cpu LIST       CPUs wrk is pinned to [default: 1]
+    --wrk-cpu LIST       CPUs the load generators are pinned to [default: 1]
     --no-pin             do not pin anything
     --out DIR            where reports go [default: bench/results]
     -h, --help           this text
@@ -53,6 +58,12 @@ pub struct Cli {
     pub nginx: Option<PathBuf>,
     /// `--no-nginx`.
     pub no_nginx: bool,
+    /// `--h2o`, if given.
+    pub h2o: Option<PathBuf>,
+    /// `--no-h2o`.
+    pub no_h2o: bool,
+    /// `--scenario` filters (name prefixes); empty runs the default set.
+    pub scenarios: Vec<String>,
     /// `--server-cpu`.
     pub server_cpus: String,
     /// `--wrk-cpu`.
@@ -78,6 +89,9 @@ impl Default for Cli {
             peers_only: false,
             nginx: None,
             no_nginx: false,
+            h2o: None,
+            no_h2o: false,
+            scenarios: Vec::new(),
             server_cpus: "0".into(),
             wrk_cpus: "1".into(),
             cpus_explicit: false,
@@ -87,12 +101,13 @@ impl Default for Cli {
     }
 }
 
-// The defaults put a full run at about 5 minutes on a 2-core machine: 5 rounds
-// × 3 scenarios × 2 servers × 9 s of load (4.5 min), plus warm-up and the
-// idle-memory phase. Five rounds give the median two runs of slack on each
+// The defaults put a full run at about 13 minutes on a 2-core machine: 5
+// rounds × 8 scenarios × 2 servers × 9 s of load (12 min), plus warm-up and
+// the idle-memory phase. Five rounds give the median two runs of slack on each
 // side against a noisy neighbour; 9 s keeps the 10 ms CPU-tick resolution
-// below 0.2% of a run. `--quick` is one 3 s round: a smoke test under a
-// minute, with numbers to match.
+// below 0.2% of a run. `--quick` is one 3 s round over 6 of the 8 scenarios:
+// a smoke test of about a minute, with numbers to match. `--scenario` narrows
+// a full run to the part being worked on.
 impl Cli {
     /// Rounds to run: explicit, else 1 with `--quick`, else 5.
     pub fn rounds(&self) -> u32 {
@@ -131,6 +146,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Cli>, Stri
             "--no-build" => cli.no_build = true,
             "--peers-only" => cli.peers_only = true,
             "--no-nginx" => cli.no_nginx = true,
+            "--no-h2o" => cli.no_h2o = true,
+            "--h2o" => cli.h2o = Some(value(&flag)?.into()),
+            "--scenario" => {
+                let v = value(&flag)?;
+                cli.scenarios.extend(v.split(',').filter(|f| !f.is_empty()).map(str::to_owned));
+            }
             "--no-pin" => cli.no_pin = true,
             "--rounds" => cli.rounds = Some(positive(&flag, &value(&flag)?)?),
             "--duration" => cli.duration_s = Some(positive(&flag, &value(&flag)?)?),
@@ -157,8 +178,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Cli>, Stri
             _ => return Err(format!("unknown argument {arg:?}; see --help")),
         }
     }
-    if cli.peers_only && cli.no_nginx {
-        return Err("--peers-only with --no-nginx leaves nothing to benchmark".into());
+    if cli.peers_only && cli.no_nginx && cli.no_h2o {
+        return Err("--peers-only with --no-nginx and --no-h2o leaves nothing to benchmark".into());
     }
     Ok(Some(cli))
 }
@@ -211,13 +232,24 @@ mod tests {
     }
 
     #[test]
+    fn peers_and_scenarios() {
+        let cli = parse_strs(&["--h2o", "/opt/h2o", "--scenario", "h2c,tls", "--scenario=keep"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(cli.h2o, Some(PathBuf::from("/opt/h2o")));
+        assert_eq!(cli.scenarios, ["h2c", "tls", "keep"]);
+        assert!(parse_strs(&["--no-h2o"]).unwrap().unwrap().no_h2o);
+    }
+
+    #[test]
     fn rejects_bad_input() {
         assert!(parse_strs(&["--rounds", "0"]).is_err());
         assert!(parse_strs(&["--duration"]).is_err());
         assert!(parse_strs(&["--idle-conns", "-1"]).is_err());
         assert!(parse_strs(&["--server-cpu", "0; rm -rf /"]).is_err());
         assert!(parse_strs(&["--frobnicate"]).is_err());
-        assert!(parse_strs(&["--peers-only", "--no-nginx"]).is_err());
+        assert!(parse_strs(&["--peers-only", "--no-nginx", "--no-h2o"]).is_err());
+        assert!(parse_strs(&["--peers-only", "--no-nginx"]).is_ok());
         assert_eq!(parse_strs(&["--help"]).unwrap(), None);
     }
 }

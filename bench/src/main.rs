@@ -1,8 +1,10 @@
-//! `peregrine-bench`: starts Peregrine and nginx pinned to one core, drives
-//! them with wrk pinned to another, and reports requests/s, requests per
-//! server-CPU-second, latency percentiles, instructions per request (where
-//! `perf` can count them) and memory per idle connection, with
-//! Peregrine/nginx ratios. See `bench/README.md`.
+//! `peregrine-bench`: starts Peregrine, nginx and h2o pinned to one core,
+//! drives them with wrk (HTTP/1.1), h2load (HTTP/2: h2c and TLS) and
+//! `openssl s_time` (full TLS handshakes) pinned to another, and reports
+//! requests/s, requests per server-CPU-second, latency, instructions per
+//! request (where `perf` can count them) and memory per idle connection, with
+//! Peregrine/peer ratios (nginx for HTTP/1.1 and handshakes, h2o for HTTP/2).
+//! See `bench/README.md`.
 
 mod cli;
 
@@ -10,19 +12,28 @@ use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
+use peregrine_bench::h2load::RequestTime;
+use peregrine_bench::peers::{self, TlsFiles};
 use peregrine_bench::perf::{self, PerfRun};
 use peregrine_bench::report::{
-    IdleRecord, Report, RunConfig, RunMeasurement, RunRecord, ServerInfo, NGINX, PEREGRINE,
+    IdleRecord, Report, RunConfig, RunMeasurement, RunRecord, ServerInfo, H2O, NGINX, PEREGRINE,
 };
-use peregrine_bench::scenario::{Load, Scenario, PATH, SCENARIOS};
-use peregrine_bench::servers::{self, Launcher, Server, TempDir};
+use peregrine_bench::scenario::{self, Load, Scenario, PATH};
+use peregrine_bench::servers::{self, Launcher, NginxTemplates, Server, TempDir};
 use peregrine_bench::sys::{self, MachineInfo, UtcTime};
-use peregrine_bench::{idle, plot, procstat, wrk};
+use peregrine_bench::wrk::Percentiles;
+use peregrine_bench::{h2load, idle, plot, procstat, stime, wrk};
 
-/// nginx config template; `{{DIR}}` and `{{PORT}}` are filled in per run.
-const NGINX_TEMPLATE: &str = include_str!("../peers/nginx.conf");
+/// nginx config templates; placeholders are filled in per run.
+const NGINX_TEMPLATES: NginxTemplates<'static> = NginxTemplates {
+    main: include_str!("../peers/nginx.conf"),
+    tls: include_str!("../peers/nginx-tls.conf"),
+};
+/// h2o config template; placeholders are filled in per run.
+const H2O_TEMPLATE: &str = include_str!("../peers/h2o.conf");
 /// wrk keep-alive script (only the `done` hook), written to the run's temp
 /// dir for wrk to load.
 const KEEPALIVE_LUA: &str = include_str!("../keepalive.lua");
@@ -37,8 +48,8 @@ const FD_HEADROOM: u64 = 256;
 /// guards against a wedged build, not a slow one.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
-/// Slack on top of the run length before a wrk run is declared hung: wrk
-/// needs time to connect and to print its report after the run.
+/// Slack on top of the run length before a load run is declared hung: the
+/// tools need time to connect and to print their reports after the run.
 const WRK_SLACK: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
@@ -73,6 +84,10 @@ fn workspace_root() -> PathBuf {
 #[derive(Clone)]
 struct Bench {
     wrk: PathBuf,
+    /// h2load, when installed (the HTTP/2 scenarios are skipped without it).
+    h2load: Option<PathBuf>,
+    /// The openssl CLI, when installed (the TLS scenarios need it).
+    openssl: Option<PathBuf>,
     launcher: Launcher,
     wrk_cpus: String,
     clk_tck: u64,
@@ -90,6 +105,7 @@ struct Bench {
 enum ServerKind {
     Peregrine(PathBuf),
     Nginx(PathBuf),
+    H2o(PathBuf),
 }
 
 impl ServerKind {
@@ -97,15 +113,45 @@ impl ServerKind {
         match self {
             ServerKind::Peregrine(_) => PEREGRINE,
             ServerKind::Nginx(_) => NGINX,
+            ServerKind::H2o(_) => H2O,
         }
     }
 
-    /// Starts the server and checks it serves `/plaintext`.
-    fn start(&self, launcher: &Launcher, cpus: &str) -> Result<Server, String> {
+    /// Starts the server, with a TLS listener when `tls` is given, and checks
+    /// it serves `/plaintext` on its cleartext port.
+    ///
+    /// A Peregrine that rejects the TLS/HTTP/2 listener config (one built
+    /// before those landed) is started again with only a cleartext listener,
+    /// so the HTTP/1.1 scenarios still run; a note says why, and its TLS runs
+    /// fail one by one with "no TLS listener".
+    fn start(
+        &self,
+        launcher: &Launcher,
+        cpus: &str,
+        tls: Option<&TlsFiles>,
+        notes: &mut Vec<String>,
+    ) -> Result<Server, String> {
         let server = match self {
-            ServerKind::Peregrine(binary) => servers::start_peregrine(launcher, cpus, binary)?,
+            ServerKind::Peregrine(binary) => {
+                match servers::start_peregrine(launcher, cpus, binary, tls) {
+                    Ok(server) => server,
+                    Err(e) if tls.is_some() => {
+                        let first = e.lines().next().unwrap_or_default();
+                        eprintln!("peregrine: no TLS listener ({first}); retrying cleartext only");
+                        notes.push(format!(
+                            "Peregrine did not start with a TLS listener, so it runs with a \
+                             cleartext listener only and its TLS scenarios fail: {e}"
+                        ));
+                        servers::start_peregrine(launcher, cpus, binary, None)?
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             ServerKind::Nginx(binary) => {
-                servers::start_nginx(launcher, cpus, binary, NGINX_TEMPLATE)?
+                servers::start_nginx(launcher, cpus, binary, NGINX_TEMPLATES, tls)?
+            }
+            ServerKind::H2o(binary) => {
+                servers::start_h2o(launcher, cpus, binary, H2O_TEMPLATE, tls)?
             }
         };
         servers::check_plaintext(server.addr())?;
@@ -124,6 +170,29 @@ fn run(cli: &cli::Cli) -> Result<(), String> {
     let wrk_version = sys::first_output_line(&wrk_bin, &["-v"])
         .map(|v| v.split(" Copyright").next().unwrap_or_default().trim().to_owned())
         .unwrap_or_else(|| "wrk".into());
+    let h2load_bin = sys::find_program("h2load", &["/usr/bin/h2load", "/usr/local/bin/h2load"]);
+    let h2load_version =
+        h2load_bin.as_deref().and_then(|bin| sys::first_output_line(bin, &["--version"]));
+    let openssl_bin = sys::find_program("openssl", &["/usr/bin/openssl"]);
+    let openssl_version =
+        openssl_bin.as_deref().and_then(|bin| sys::first_output_line(bin, &["version"]));
+
+    let mut scenarios = scenario::select(cli.quick, &cli.scenarios)?;
+    if h2load_bin.is_none() && scenarios.iter().any(|s| matches!(s.load, Load::H2load { .. })) {
+        notes.push(
+            "h2load not found (apt-get install nghttp2-client): HTTP/2 scenarios skipped.".into(),
+        );
+        scenarios.retain(|s| !matches!(s.load, Load::H2load { .. }));
+    }
+    if openssl_bin.is_none() && scenarios.iter().any(|s| s.load.tls()) {
+        notes.push(
+            "openssl CLI not found: no certificate and no s_time, TLS scenarios skipped.".into(),
+        );
+        scenarios.retain(|s| !s.load.tls());
+    }
+    if scenarios.is_empty() {
+        return Err("no scenario left to run (see the notes above)".into());
+    }
 
     // Pinning: server and wrk on separate cores is the point of the setup, so
     // only fall back to unpinned with a loud note.
@@ -163,7 +232,11 @@ fn run(cli: &cli::Cli) -> Result<(), String> {
         machine.kernel,
         machine.cpu_model.as_deref().unwrap_or("unknown CPU")
     );
-    eprintln!("load generator: {wrk_version}");
+    eprintln!(
+        "load generators: {wrk_version} | {} | {}",
+        h2load_version.as_deref().unwrap_or("no h2load"),
+        openssl_version.as_deref().unwrap_or("no openssl")
+    );
     match &perf_support {
         perf::Support::Available(_) => eprintln!("instructions: perf stat -e instructions"),
         perf::Support::Unavailable(why) => eprintln!("instructions: {why}"),
@@ -176,13 +249,27 @@ fn run(cli: &cli::Cli) -> Result<(), String> {
     for (path, text) in [(&keepalive_script, KEEPALIVE_LUA), (&pipeline_script, PIPELINE_LUA)] {
         fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
+    // One certificate per run, shared by every TLS listener.
+    let tls = match (&openssl_bin, scenarios.iter().any(|s| s.load.tls())) {
+        (Some(openssl), true) => match peers::generate_certificate(openssl, scratch.path()) {
+            Ok(files) => Some(files),
+            Err(e) => {
+                notes.push(format!("No TLS certificate, TLS scenarios skipped: {e}"));
+                scenarios.retain(|s| !s.load.tls());
+                None
+            }
+        },
+        _ => None,
+    };
     // Reports go next to each other under one stem, the chart included.
     let out_dir =
         cli.out.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
     let stem = started.file_stamp();
 
     // The servers that can be started, in the order they go first in odd
-    // rounds; then one running process of each (each a Drop guard).
+    // rounds; then one running process of each (each a Drop guard). A peer
+    // is started only when a selected scenario compares against it.
+    let wants = |peer: &str| scenarios.iter().any(|s| s.peer == peer);
     let mut kinds: Vec<ServerKind> = Vec::new();
     if cli.peers_only {
         notes.push("Peregrine skipped (--peers-only).".into());
@@ -195,19 +282,32 @@ fn run(cli: &cli::Cli) -> Result<(), String> {
             }
         }
     }
-    if cli.no_nginx {
-        notes.push("nginx skipped (--no-nginx); ratios unavailable.".into());
-    } else {
+    if wants(NGINX) && cli.no_nginx {
+        notes.push("nginx skipped (--no-nginx); HTTP/1.1 and handshake ratios unavailable.".into());
+    } else if wants(NGINX) {
         match nginx_binary(cli) {
             Ok(binary) => kinds.push(ServerKind::Nginx(binary)),
             Err(e) => {
                 eprintln!("nginx: skipped: {e}");
-                notes.push(format!("nginx skipped, ratios unavailable: {e}"));
+                notes.push(format!("nginx skipped, its ratios unavailable: {e}"));
+            }
+        }
+    }
+    if wants(H2O) && cli.no_h2o {
+        notes.push("h2o skipped (--no-h2o): HTTP/2 scenarios run Peregrine alone.".into());
+    } else if wants(H2O) {
+        match h2o_binary(cli) {
+            Ok(binary) => kinds.push(ServerKind::H2o(binary)),
+            Err(e) => {
+                eprintln!("h2o: skipped: {e}");
+                notes.push(format!(
+                    "h2o skipped, HTTP/2 scenarios run Peregrine alone (no ratios): {e}"
+                ));
             }
         }
     }
     let mut servers: Vec<Server> = Vec::new();
-    kinds.retain(|kind| match kind.start(&launcher, &cli.server_cpus) {
+    kinds.retain(|kind| match kind.start(&launcher, &cli.server_cpus, tls.as_ref(), &mut notes) {
         Ok(server) => {
             servers.push(server);
             true
@@ -223,17 +323,20 @@ fn run(cli: &cli::Cli) -> Result<(), String> {
     }
     for server in &servers {
         eprintln!(
-            "{}: {} — pid {} on {}{}",
+            "{}: {} — pid {} on {}{}{}",
             server.name(),
             server.version(),
             server.pid(),
             server.addr(),
+            server.tls_addr().map(|a| format!(" and {a} (TLS)")).unwrap_or_default(),
             if launcher.pins() { format!(", CPU {}", cli.server_cpus) } else { String::new() }
         );
     }
 
     let bench = Bench {
         wrk: wrk_bin,
+        h2load: h2load_bin,
+        openssl: openssl_bin,
         launcher,
         wrk_cpus: cli.wrk_cpus.clone(),
         clk_tck,
@@ -248,29 +351,37 @@ fn run(cli: &cli::Cli) -> Result<(), String> {
     };
     let mut perf_error = None;
 
+    let takes_part = |scenario: &Scenario, server: &Server| {
+        server.name() == PEREGRINE || server.name() == scenario.peer
+    };
     if cli.warmup_s > 0 {
         for server in &mut servers {
-            eprintln!("warm-up: {} for {} s", server.name(), cli.warmup_s);
+            // Each server warms up on the first scenario it takes part in.
+            let Some(first) = scenarios.iter().find(|s| takes_part(s, server)) else { continue };
+            eprintln!("warm-up: {} for {} s ({})", server.name(), cli.warmup_s, first.name);
             // No perf during warm-up: nothing is recorded, so skip its attach delay.
             let warm = Bench { duration_s: cli.warmup_s, perf: None, ..bench.clone() };
-            if let Err(e) = measure(&warm, server, &SCENARIOS[0], &mut None) {
+            if let Err(e) = measure(&warm, server, first, &mut None) {
                 eprintln!("warm-up of {} failed: {e}", server.name());
             }
         }
     }
 
-    let total = rounds as usize * SCENARIOS.len() * servers.len();
+    let per_round: usize =
+        scenarios.iter().map(|s| servers.iter().filter(|v| takes_part(s, v)).count()).sum();
+    let total = rounds as usize * per_round;
     eprintln!(
         "running {total} runs × {duration_s} s ({rounds} round(s), {} scenarios, {} server(s))",
-        SCENARIOS.len(),
+        scenarios.len(),
         servers.len()
     );
     let mut runs = Vec::with_capacity(total);
     for round in 1..=rounds {
-        for scenario in &SCENARIOS {
+        for scenario in &scenarios {
             // Alternate who goes first so slow drift (thermal, neighbours)
             // does not systematically favour one server.
-            let mut order: Vec<usize> = (0..servers.len()).collect();
+            let mut order: Vec<usize> =
+                (0..servers.len()).filter(|&i| takes_part(scenario, &servers[i])).collect();
             if round % 2 == 0 {
                 order.reverse();
             }
@@ -278,7 +389,7 @@ fn run(cli: &cli::Cli) -> Result<(), String> {
                 let server = &mut servers[i];
                 let outcome = measure(&bench, server, scenario, &mut perf_error);
                 eprintln!(
-                    "[round {round}/{rounds}] {:<15} {:<9} {}",
+                    "[round {round}/{rounds}] {:<16} {:<9} {}",
                     scenario.name,
                     server.name(),
                     describe(&outcome)
@@ -305,6 +416,9 @@ fn run(cli: &cli::Cli) -> Result<(), String> {
     }
 
     let idle_connections = idle_target(cli.idle_conns(), nofile_limit, &mut notes);
+    // Idle memory compares Peregrine with nginx (HTTP/1.1 keep-alive); h2o
+    // is only an HTTP/2 peer.
+    kinds.retain(|kind| !matches!(kind, ServerKind::H2o(_)));
     let idle = if idle_connections == 0 {
         Vec::new()
     } else {
@@ -324,12 +438,14 @@ fn run(cli: &cli::Cli) -> Result<(), String> {
             pinned: bench.launcher.pins(),
             clk_tck,
             wrk_version,
+            h2load_version,
+            openssl_version,
             perf: perf_support,
             idle_connections,
             nofile_limit,
         },
         servers: server_infos,
-        scenarios: SCENARIOS.to_vec(),
+        scenarios,
         runs,
         idle,
         plot_file: None,
@@ -396,8 +512,9 @@ fn measure_idle(
         .iter()
         .map(|kind| {
             eprintln!("idle memory: {} with {connections} connections", kind.name());
+            // Cleartext only: the idle connections are HTTP/1.1.
             let outcome = kind
-                .start(launcher, cpus)
+                .start(launcher, cpus, None, &mut Vec::new())
                 .and_then(|mut server| idle::measure(&mut server, connections));
             match &outcome {
                 Ok(m) => eprintln!(
@@ -471,6 +588,14 @@ fn build_peregrine(workspace: &Path) -> Result<(), String> {
     }
 }
 
+fn h2o_binary(cli: &cli::Cli) -> Result<PathBuf, String> {
+    match &cli.h2o {
+        Some(path) => Ok(path.clone()),
+        None => sys::find_program("h2o", &["/usr/bin/h2o", "/usr/local/bin/h2o"])
+            .ok_or_else(|| "h2o is not installed (apt-get install h2o)".into()),
+    }
+}
+
 fn nginx_binary(cli: &cli::Cli) -> Result<PathBuf, String> {
     match &cli.nginx {
         Some(path) => Ok(path.clone()),
@@ -480,8 +605,9 @@ fn nginx_binary(cli: &cli::Cli) -> Result<PathBuf, String> {
 }
 
 /// One load run against `server`, bracketed by reads of the server's CPU time
-/// and, where available, counted by `perf stat`. A perf failure leaves the
-/// instruction count out (and is kept in `perf_error`); it never fails the run.
+/// (its whole process tree) and, where available, counted by `perf stat`. A
+/// perf failure leaves the instruction count out (and is kept in
+/// `perf_error`); it never fails the run.
 fn measure(
     bench: &Bench,
     server: &mut Server,
@@ -489,25 +615,9 @@ fn measure(
     perf_error: &mut Option<String>,
 ) -> Result<RunMeasurement, String> {
     server.check_running()?;
-    let url = server.url(PATH);
-    // Defence in depth: the servers module only hands out loopback addresses.
-    if !url.starts_with("http://127.0.0.1:") {
-        return Err(format!("refusing to load a non-loopback URL: {url}"));
-    }
-    // New load kinds (h2load, with the TLS/HTTP/2 issue) get their own arm.
-    let mut cmd = match scenario.load {
-        Load::Wrk { connections, pipeline_depth } => {
-            let depth_arg = [pipeline_depth.to_string()];
-            let script = if pipeline_depth > 1 {
-                (bench.pipeline_script.as_path(), &depth_arg[..])
-            } else {
-                (bench.keepalive_script.as_path(), &[][..])
-            };
-            let mut cmd = bench.launcher.command(&bench.wrk_cpus, &bench.wrk);
-            cmd.args(wrk::args(&url, connections, bench.duration_s, Some(script)));
-            cmd
-        }
-    };
+    // Build the command lines first: a server without the listener the load
+    // needs fails here, before any CPU time is read.
+    let load = prepare_load(bench, server, scenario)?;
 
     let perf_run = bench.perf.as_deref().and_then(|perf| {
         let output = bench.scratch.join(format!("perf-{}.csv", server.pid()));
@@ -521,7 +631,7 @@ fn measure(
     });
     let cpu_before = server.cpu_ticks().map_err(|e| format!("reading server CPU time: {e}"))?;
     let timeout = Duration::from_secs(bench.duration_s) + WRK_SLACK;
-    let out = sys::run_with_timeout(&mut cmd, timeout).map_err(|e| format!("wrk: {e}"))?;
+    let result = load.run(timeout);
     let cpu_after = server.cpu_ticks();
     let instructions = perf_run.and_then(|run| match run.finish() {
         Ok(count) => Some(count),
@@ -533,45 +643,207 @@ fn measure(
     });
     server.check_running()?;
     let cpu_after = cpu_after.map_err(|e| format!("reading server CPU time: {e}"))?;
-
-    if !out.status.success() {
-        return Err(format!(
-            "wrk failed ({}): {}{}",
-            out.status,
-            out.stderr.trim(),
-            out.stdout.trim()
-        ));
-    }
-    let stats = wrk::parse_output(&out.stdout)?;
-    if !stats.from_hook {
-        return Err(format!(
-            "wrk printed no `{}` line: the Lua script did not run ({})",
-            wrk::HOOK_PREFIX,
-            out.stderr.trim()
-        ));
-    }
+    let stats = result?;
     Ok(RunMeasurement {
-        req_per_s: stats.requests_per_sec,
+        req_per_s: stats.req_per_s,
         total_requests: stats.total_requests,
         elapsed_s: stats.elapsed_s,
         cpu_s: cpu_after.saturating_sub(cpu_before) as f64 / bench.clk_tck as f64,
         latency: stats.latency,
+        request_time: stats.request_time,
         instructions,
-        errors: stats.errors(),
+        errors: stats.errors,
     })
+}
+
+/// A load ready to run: the command line(s) and how to read their output.
+enum PreparedLoad {
+    Wrk(Command),
+    /// h2load and the application protocol it must negotiate.
+    H2load(Command, &'static str),
+    /// One `s_time` process per client, run side by side.
+    Handshakes(Vec<Command>),
+}
+
+/// What a load generator measured, before the server's CPU time is added.
+struct LoadStats {
+    req_per_s: f64,
+    total_requests: u64,
+    elapsed_s: f64,
+    latency: Percentiles,
+    request_time: Option<RequestTime>,
+    errors: u64,
+}
+
+/// Builds the command line(s) for `scenario` against `server`'s matching
+/// listener. Load only ever goes to 127.0.0.1.
+fn prepare_load(
+    bench: &Bench,
+    server: &Server,
+    scenario: &Scenario,
+) -> Result<PreparedLoad, String> {
+    let no_tls = || format!("{} has no TLS listener (see Notes)", server.name());
+    let url = if scenario.load.tls() {
+        server.tls_url(PATH).ok_or_else(no_tls)?
+    } else {
+        server.url(PATH)
+    };
+    // Defence in depth: the servers module only hands out loopback addresses.
+    if !(url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:")) {
+        return Err(format!("refusing to load a non-loopback URL: {url}"));
+    }
+    Ok(match scenario.load {
+        Load::Wrk { connections, pipeline_depth } => {
+            let depth_arg = [pipeline_depth.to_string()];
+            let script = if pipeline_depth > 1 {
+                (bench.pipeline_script.as_path(), &depth_arg[..])
+            } else {
+                (bench.keepalive_script.as_path(), &[][..])
+            };
+            let mut cmd = bench.launcher.command(&bench.wrk_cpus, &bench.wrk);
+            cmd.args(wrk::args(&url, connections, bench.duration_s, Some(script)));
+            PreparedLoad::Wrk(cmd)
+        }
+        Load::H2load { connections, streams, tls } => {
+            let h2load = bench.h2load.as_deref().ok_or("h2load is not installed")?;
+            let mut cmd = bench.launcher.command(&bench.wrk_cpus, h2load);
+            cmd.args(h2load::args(&url, connections, streams, bench.duration_s));
+            PreparedLoad::H2load(cmd, if tls { "h2" } else { "h2c" })
+        }
+        Load::TlsHandshake { clients } => {
+            let openssl = bench.openssl.as_deref().ok_or("openssl is not installed")?;
+            let addr = server.tls_addr().ok_or_else(no_tls)?.to_string();
+            let commands = (0..clients)
+                .map(|_| {
+                    let mut cmd = bench.launcher.command(&bench.wrk_cpus, openssl);
+                    cmd.args(stime::args(&addr, PATH, bench.duration_s));
+                    cmd
+                })
+                .collect();
+            PreparedLoad::Handshakes(commands)
+        }
+    })
+}
+
+impl PreparedLoad {
+    /// Runs the load (bounded by `timeout`) and reads its results.
+    fn run(self, timeout: Duration) -> Result<LoadStats, String> {
+        match self {
+            PreparedLoad::Wrk(mut cmd) => {
+                let out =
+                    sys::run_with_timeout(&mut cmd, timeout).map_err(|e| format!("wrk: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "wrk failed ({}): {}{}",
+                        out.status,
+                        out.stderr.trim(),
+                        out.stdout.trim()
+                    ));
+                }
+                let stats = wrk::parse_output(&out.stdout)?;
+                if !stats.from_hook {
+                    return Err(format!(
+                        "wrk printed no `{}` line: the Lua script did not run ({})",
+                        wrk::HOOK_PREFIX,
+                        out.stderr.trim()
+                    ));
+                }
+                Ok(LoadStats {
+                    req_per_s: stats.requests_per_sec,
+                    total_requests: stats.total_requests,
+                    elapsed_s: stats.elapsed_s,
+                    latency: stats.latency,
+                    request_time: None,
+                    errors: stats.errors(),
+                })
+            }
+            PreparedLoad::H2load(mut cmd, protocol) => {
+                let out =
+                    sys::run_with_timeout(&mut cmd, timeout).map_err(|e| format!("h2load: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!("h2load failed ({}): {}", out.status, out.stderr.trim()));
+                }
+                let stats = h2load::parse_output(&out.stdout)?;
+                if let Some(got) = stats.protocol.as_deref().filter(|&got| got != protocol) {
+                    return Err(format!("h2load negotiated {got}, not {protocol}"));
+                }
+                if stats.done == 0 {
+                    return Err(format!(
+                        "h2load completed no request over {protocol} ({} failed){}",
+                        stats.failed,
+                        stats
+                            .protocol
+                            .as_ref()
+                            .map_or(": no connection was established".into(), |_| {
+                                format!(": the server does not answer {protocol}")
+                            })
+                    ));
+                }
+                Ok(LoadStats {
+                    req_per_s: stats.requests_per_sec,
+                    total_requests: stats.succeeded,
+                    elapsed_s: stats.elapsed_s,
+                    latency: Percentiles::default(),
+                    request_time: stats.request_time,
+                    errors: stats.errors(),
+                })
+            }
+            PreparedLoad::Handshakes(commands) => {
+                let started = Instant::now();
+                let workers: Vec<_> = commands
+                    .into_iter()
+                    .map(|mut cmd| thread::spawn(move || sys::run_with_timeout(&mut cmd, timeout)))
+                    .collect();
+                let mut reports = Vec::new();
+                let mut first_error = None;
+                for worker in workers {
+                    let outcome = match worker.join() {
+                        Ok(Ok(out)) => stime::parse_output(&out.stdout)
+                            .map_err(|e| format!("{e} ({})", out.status)),
+                        Ok(Err(e)) => Err(format!("s_time: {e}")),
+                        Err(_) => Err("s_time runner panicked".into()),
+                    };
+                    match outcome {
+                        Ok(report) => reports.push(report),
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                let elapsed_s = started.elapsed().as_secs_f64();
+                if let Some(e) = first_error {
+                    return Err(e);
+                }
+                let connections = stime::combine(&reports)?;
+                Ok(LoadStats {
+                    req_per_s: connections as f64 / elapsed_s,
+                    total_requests: connections,
+                    elapsed_s,
+                    latency: Percentiles::default(),
+                    request_time: None,
+                    errors: 0,
+                })
+            }
+        }
+    }
 }
 
 /// One progress line for stderr.
 fn describe(outcome: &Result<RunMeasurement, String>) -> String {
     match outcome {
         Ok(m) => format!(
-            "{:>9.0} req/s  {:>9} req/CPU-s  CPU {:>3.0}%  p99 {:>6} us  p99.9 {:>6} us  \
-             instr/req {:>6}  errors {}",
+            "{:>9.0} req/s  {:>9} req/CPU-s  CPU {:>3.0}%  {}  instr/req {:>6}  errors {}",
             m.req_per_s,
             m.req_per_cpu_s().map_or("n/a".into(), |r| format!("{r:.0}")),
             m.cpu_utilisation().unwrap_or(0.0) * 100.0,
-            m.latency.p99().map_or("n/a".into(), |us| format!("{us:.0}")),
-            m.latency.p999().map_or("n/a".into(), |us| format!("{us:.0}")),
+            match m.request_time {
+                Some(t) => format!("mean {:>6.0} us  max {:>8.0} us", t.mean_us, t.max_us),
+                None => format!(
+                    "p99 {:>6} us  p99.9 {:>6} us",
+                    m.latency.p99().map_or("n/a".into(), |us| format!("{us:.0}")),
+                    m.latency.p999().map_or("n/a".into(), |us| format!("{us:.0}"))
+                ),
+            },
             m.instructions_per_request().map_or("n/a".into(), |i| format!("{i:.0}")),
             m.errors
         ),

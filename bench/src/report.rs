@@ -13,6 +13,7 @@
 mod json;
 mod markdown;
 
+use crate::h2load::RequestTime;
 use crate::idle::IdleMemory;
 use crate::perf;
 use crate::plot;
@@ -24,29 +25,37 @@ use crate::wrk::{Percentiles, PERCENTILE_LEVELS};
 pub const PEREGRINE: &str = "peregrine";
 /// Name under which nginx's runs are recorded.
 pub const NGINX: &str = "nginx";
+/// Name under which h2o's runs are recorded.
+pub const H2O: &str = "h2o";
 
 /// The caveat every report states right after its ratios.
 pub const DRIFT_NOTE: &str = "Absolute numbers on a shared 2-core machine drift by up to 2× \
-between runs; the Peregrine/nginx ratios measured in the same run (servers interleaved round \
+between runs; the Peregrine/peer ratios measured in the same run (servers interleaved round \
 by round) are what to compare.";
 
 /// What one load run against one server measured.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunMeasurement {
-    /// wrk's `Requests/sec`.
+    /// Requests per second as the load generator measured it (wrk's
+    /// `Requests/sec`, h2load's `req/s`; for handshakes, connections per
+    /// second of the harness's wall clock).
     pub req_per_s: f64,
-    /// Completed responses.
+    /// Completed responses (for handshakes: connections, one request each).
     pub total_requests: u64,
-    /// Run length as measured by wrk, in seconds.
+    /// Run length as measured by the load generator, in seconds.
     pub elapsed_s: f64,
     /// Server CPU time (user + system, all threads) during the run, in seconds.
     pub cpu_s: f64,
-    /// Latency percentiles (see [`crate::wrk::WrkStats::latency`]).
+    /// Latency percentiles (see [`crate::wrk::WrkStats::latency`]); all
+    /// `None` for h2load and s_time, which print no percentiles.
     pub latency: Percentiles,
+    /// h2load's request-time min/max/mean/sd; `None` for other tools.
+    pub request_time: Option<RequestTime>,
     /// Instructions the server retired during the run (`perf stat`); `None`
     /// where perf is unavailable or failed for this run.
     pub instructions: Option<u64>,
-    /// Socket errors plus non-2xx/3xx responses.
+    /// Requests that did not succeed: wrk's socket errors plus non-2xx/3xx
+    /// responses; h2load's failed requests plus 3xx answers.
     pub errors: u64,
 }
 
@@ -123,6 +132,10 @@ pub struct RunConfig {
     pub clk_tck: u64,
     /// `wrk -v` first line.
     pub wrk_version: String,
+    /// `h2load --version`, when h2load was found.
+    pub h2load_version: Option<String>,
+    /// `openssl version`, when the openssl CLI was found.
+    pub openssl_version: Option<String>,
     /// Whether instructions could be counted.
     pub perf: perf::Support,
     /// Idle connections asked for per server; 0 when the phase was skipped.
@@ -171,6 +184,12 @@ pub struct Summary {
     pub latency: Percentiles,
     /// Median instructions per request over the runs that have a count.
     pub instructions_per_req: Option<f64>,
+    /// Median over runs of h2load's mean request time, in microseconds.
+    pub mean_request_us: Option<f64>,
+    /// Median over runs of h2load's request-time standard deviation.
+    pub sd_request_us: Option<f64>,
+    /// Largest request time h2load saw in any run (a maximum, not a median).
+    pub max_request_us: Option<f64>,
     /// Median error count per run.
     pub errors_median: f64,
     /// Errors summed over all successful runs, so one bad round is not hidden
@@ -178,7 +197,7 @@ pub struct Summary {
     pub errors_total: u64,
 }
 
-/// Peregrine/nginx ratios of the medians for one scenario.
+/// Peregrine/peer ratios of the medians for one scenario.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ratios {
     /// Ratio of median requests/s (higher is better for Peregrine).
@@ -187,6 +206,8 @@ pub struct Ratios {
     pub req_per_cpu_s: Option<f64>,
     /// Ratio of median p99 latency (lower is better).
     pub p99: Option<f64>,
+    /// Ratio of median h2load mean request time (lower is better).
+    pub mean_request: Option<f64>,
     /// Ratio of median instructions per request (lower is better).
     pub instructions_per_req: Option<f64>,
 }
@@ -229,21 +250,37 @@ impl Report {
             cpu_utilisation: median(ok.iter().filter_map(|m| m.cpu_utilisation())),
             latency,
             instructions_per_req: median(ok.iter().filter_map(|m| m.instructions_per_request())),
+            mean_request_us: median(ok.iter().filter_map(|m| Some(m.request_time?.mean_us))),
+            sd_request_us: median(ok.iter().filter_map(|m| Some(m.request_time?.sd_us))),
+            max_request_us: ok.iter().filter_map(|m| Some(m.request_time?.max_us)).reduce(f64::max),
             errors_median: median(ok.iter().map(|m| m.errors as f64))?,
             errors_total: ok.iter().map(|m| m.errors).sum(),
         })
     }
 
-    /// Peregrine/nginx ratios for `scenario`; `None` unless both have results.
+    /// The peer `scenario` compares Peregrine with (nginx for a scenario not
+    /// in the report).
+    pub fn peer_of(&self, scenario: &str) -> &'static str {
+        self.scenarios.iter().find(|s| s.name == scenario).map_or(NGINX, |s| s.peer)
+    }
+
+    /// Peregrine/peer ratios for `scenario`; `None` unless both have results.
     pub fn ratios(&self, scenario: &str) -> Option<Ratios> {
         let p = self.summary(scenario, PEREGRINE)?;
-        let n = self.summary(scenario, NGINX)?;
+        let n = self.summary(scenario, self.peer_of(scenario))?;
         Some(Ratios {
             req_per_s: ratio(Some(p.req_per_s), Some(n.req_per_s)),
             req_per_cpu_s: ratio(p.req_per_cpu_s, n.req_per_cpu_s),
             p99: ratio(p.latency.p99(), n.latency.p99()),
+            mean_request: ratio(p.mean_request_us, n.mean_request_us),
             instructions_per_req: ratio(p.instructions_per_req, n.instructions_per_req),
         })
+    }
+
+    /// The servers that take part in `scenario`: Peregrine and its peer,
+    /// those of them that were started, in report order.
+    pub fn servers_in(&self, scenario: &Scenario) -> Vec<&ServerInfo> {
+        self.servers.iter().filter(|s| s.name == PEREGRINE || s.name == scenario.peer).collect()
     }
 
     /// The idle-connection measurement of `server`, if it succeeded.
@@ -267,7 +304,7 @@ impl Report {
     pub fn latency_series(&self) -> Vec<plot::Series> {
         let mut series = Vec::new();
         for (index, scenario) in self.scenarios.iter().enumerate() {
-            for server in &self.servers {
+            for server in self.servers_in(scenario) {
                 let Some(sum) = self.summary(scenario.name, &server.name) else { continue };
                 let points: Vec<(f64, f64)> = PERCENTILE_LEVELS
                     .iter()
@@ -283,6 +320,21 @@ impl Report {
             }
         }
         series
+    }
+
+    /// The first error of `server`'s failed runs in `scenario`, first line
+    /// only, escaped for a Markdown table cell.
+    fn first_error(&self, scenario: &str, server: &str) -> Option<&str> {
+        self.runs
+            .iter()
+            .filter(|r| r.scenario == scenario && r.server == server)
+            .find_map(|r| r.outcome.as_ref().err())
+            .map(|e| e.lines().next().unwrap_or_default())
+    }
+
+    /// How many runs `server` had in `scenario`.
+    fn runs_of(&self, scenario: &str, server: &str) -> usize {
+        self.runs.iter().filter(|r| r.scenario == scenario && r.server == server).count()
     }
 
     fn has_server(&self, name: &str) -> bool {
@@ -307,6 +359,7 @@ pub(crate) mod tests {
             elapsed_s: 3.0,
             cpu_s,
             latency: Percentiles([Some(500.0), Some(700.0), Some(900.0), Some(1500.0), None]),
+            request_time: None,
             instructions: Some(total * 20_000),
             errors,
         }
@@ -330,6 +383,8 @@ pub(crate) mod tests {
                 pinned: true,
                 clk_tck: 100,
                 wrk_version: "wrk 4.1.0".into(),
+                h2load_version: Some("h2load nghttp2/1.52.0".into()),
+                openssl_version: None,
                 perf: perf::Support::Unavailable("not supported on this machine".into()),
                 idle_connections: 10_000,
                 nofile_limit: Some(20_000),
@@ -407,6 +462,35 @@ pub(crate) mod tests {
         assert_eq!(ratios.p99, Some(1.0));
         assert_eq!(ratios.instructions_per_req, Some(1.0));
         assert!(r.ratios("pipeline16-c64").is_none());
+    }
+
+    #[test]
+    fn h2_ratios_are_over_h2o_not_nginx() {
+        let h2 = |server: &str, m| RunRecord {
+            round: 1,
+            scenario: "h2c-c64-m100",
+            server: server.into(),
+            outcome: Ok(m),
+        };
+        let timed = |mean_us| {
+            let mut m = measurement(100.0, 300, 1.0, 0);
+            m.request_time = Some(RequestTime { min_us: 1.0, max_us: 9.0, mean_us, sd_us: 2.0 });
+            m
+        };
+        let runs = vec![
+            h2(PEREGRINE, timed(400.0)),
+            h2(H2O, timed(800.0)),
+            // An nginx run in an h2 scenario must not become the denominator.
+            h2(NGINX, measurement(100.0, 30, 1.0, 0)),
+        ];
+        let r = report(runs, &[PEREGRINE, NGINX, H2O]);
+        assert_eq!(r.peer_of("h2c-c64-m100"), H2O);
+        let ratios = r.ratios("h2c-c64-m100").unwrap();
+        assert_eq!(ratios.req_per_cpu_s, Some(1.0));
+        assert_eq!(ratios.mean_request, Some(0.5));
+        let h2c = SCENARIOS.iter().find(|s| s.name == "h2c-c64-m100").unwrap();
+        let names: Vec<&str> = r.servers_in(h2c).iter().map(|s| &*s.name).collect();
+        assert_eq!(names, [PEREGRINE, H2O]);
     }
 
     #[test]

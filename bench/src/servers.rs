@@ -17,8 +17,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::peers::{self, TlsFiles};
 use crate::procstat;
-use crate::report::{NGINX, PEREGRINE};
+use crate::report::{H2O, NGINX, PEREGRINE};
 use crate::sys;
 
 /// How long a server gets to bind and report (or accept on) its port.
@@ -27,7 +28,7 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a server gets to exit after SIGTERM before it is SIGKILLed.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
-/// The body both servers must return for `GET /plaintext`.
+/// The body every server must return for `GET /plaintext`.
 pub const PLAINTEXT_BODY: &str = "Hello, World!";
 
 /// Builds commands that run a program pinned to a CPU set.
@@ -129,6 +130,7 @@ pub struct Server {
     version: String,
     child: Child,
     addr: SocketAddrV4,
+    tls_addr: Option<SocketAddrV4>,
     log: PathBuf,
     // Declared last so it is removed only after `Drop::drop` stopped the process.
     _dir: TempDir,
@@ -150,9 +152,15 @@ impl Server {
         self.child.id()
     }
 
-    /// The loopback address it listens on.
+    /// The loopback address of its cleartext listener (HTTP/1.1, and h2c
+    /// where the server speaks it).
     pub fn addr(&self) -> SocketAddrV4 {
         self.addr
+    }
+
+    /// The loopback address of its TLS listener, if it has one.
+    pub fn tls_addr(&self) -> Option<SocketAddrV4> {
+        self.tls_addr
     }
 
     /// `http://127.0.0.1:PORT{path}`.
@@ -160,9 +168,17 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
-    /// CPU time (user + system, all threads) consumed so far, in clock ticks.
+    /// `https://127.0.0.1:PORT{path}` on the TLS listener, if there is one.
+    pub fn tls_url(&self, path: &str) -> Option<String> {
+        self.tls_addr.map(|addr| format!("https://{addr}{path}"))
+    }
+
+    /// CPU time (user + system, all threads) consumed so far by the server
+    /// and its descendants, in clock ticks. The descendants matter for h2o,
+    /// whose private-key operations run in a forked helper (neverbleed);
+    /// Peregrine and nginx (`master_process off`) are single processes.
     pub fn cpu_ticks(&self) -> io::Result<u64> {
-        procstat::read_cpu_ticks(self.pid())
+        procstat::read_tree_cpu_ticks(self.pid())
     }
 
     /// `Ok` while the process runs; otherwise its exit status and log tail.
@@ -207,16 +223,28 @@ impl Drop for Server {
     }
 }
 
-/// Starts Peregrine as `peregrine --listen 127.0.0.1:0 --threads 1` pinned to
-/// `cpus`, and waits (bounded) for its `listening on http://127.0.0.1:PORT`
-/// line on stdout.
-pub fn start_peregrine(launcher: &Launcher, cpus: &str, binary: &Path) -> Result<Server, String> {
+/// Starts Peregrine as `peregrine --config FILE --threads 1` pinned to
+/// `cpus`, the config holding a cleartext listener and, with `tls`, a TLS one
+/// (see [`peers::peregrine_config`]), and waits (bounded) for one
+/// `listening on http://127.0.0.1:PORT` line, then (with `tls`) one
+/// `listening on https://127.0.0.1:PORT` line on stdout.
+pub fn start_peregrine(
+    launcher: &Launcher,
+    cpus: &str,
+    binary: &Path,
+    tls: Option<&TlsFiles>,
+) -> Result<Server, String> {
     let dir = TempDir::new("peregrine").map_err(|e| format!("cannot create temp dir: {e}"))?;
     let log = dir.path().join("stderr.log");
     let stderr = File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    let config = dir.path().join("peregrine.toml");
+    fs::write(&config, peers::peregrine_config(tls))
+        .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
     let mut child = launcher
         .command(cpus, binary)
-        .args(["--listen", "127.0.0.1:0", "--threads", "1"])
+        .arg("--config")
+        .arg(&config)
+        .args(["--threads", "1"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -228,6 +256,7 @@ pub fn start_peregrine(launcher: &Launcher, cpus: &str, binary: &Path) -> Result
         version: binary.display().to_string(),
         child,
         addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+        tls_addr: None,
         log,
         _dir: dir,
     };
@@ -245,13 +274,15 @@ pub fn start_peregrine(launcher: &Launcher, cpus: &str, binary: &Path) -> Result
 
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     let mut seen = Vec::new();
-    loop {
+    let (mut http, mut https) = (None, None);
+    while http.is_none() || (tls.is_some() && https.is_none()) {
         let remaining = deadline.saturating_duration_since(Instant::now());
         match lines_rx.recv_timeout(remaining) {
             Ok(line) => {
-                if let Some(addr) = parse_listening_line(&line) {
-                    server.addr = addr;
-                    break;
+                match parse_listening_line(&line) {
+                    Some((Scheme::Http, addr)) => http = http.or(Some(addr)),
+                    Some((Scheme::Https, addr)) => https = https.or(Some(addr)),
+                    None => {}
                 }
                 if seen.len() < 20 {
                     seen.push(line);
@@ -259,8 +290,9 @@ pub fn start_peregrine(launcher: &Launcher, cpus: &str, binary: &Path) -> Result
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 return Err(format!(
-                    "peregrine printed no `listening on http://127.0.0.1:PORT` line within \
+                    "peregrine printed no `listening on http{}://127.0.0.1:PORT` line within \
                      {STARTUP_TIMEOUT:?}; stdout so far: {seen:?}; stderr tail:\n{}",
+                    if http.is_some() { "s" } else { "" },
                     log_tail(&server.log, 20)
                 ));
             }
@@ -270,11 +302,14 @@ pub fn start_peregrine(launcher: &Launcher, cpus: &str, binary: &Path) -> Result
                 let _ = sys::wait_timeout(&mut server.child, Duration::from_secs(1));
                 let exited = server.check_running().err().unwrap_or_default();
                 return Err(format!(
-                    "peregrine closed stdout before reporting its address; stdout: {seen:?}; {exited}"
+                    "peregrine closed stdout before reporting its addresses; stdout: {seen:?}; \
+                     {exited}"
                 ));
             }
         }
     }
+    server.addr = http.expect("loop ends with an http address");
+    server.tls_addr = https;
     server.version = version_of_peregrine(binary);
     Ok(server)
 }
@@ -285,33 +320,69 @@ fn version_of_peregrine(binary: &Path) -> String {
         .unwrap_or_else(|| format!("peregrine ({})", binary.display()))
 }
 
-/// Extracts the address from Peregrine's `listening on http://127.0.0.1:PORT`
-/// line. Tolerates log prefixes and trailing text (e.g. ANSI colour codes);
+/// Which kind of listener a `listening on` line announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `listening on http://…`: cleartext.
+    Http,
+    /// `listening on https://…`: TLS.
+    Https,
+}
+
+/// Extracts the scheme and address from Peregrine's
+/// `listening on http[s]://127.0.0.1:PORT` line. Tolerates log prefixes and
+/// trailing text (e.g. ANSI colour codes); ignores the admin listener's line;
 /// returns `None` for anything but a 127.0.0.1 address with a non-zero port,
 /// because the harness must never send load anywhere else.
-pub fn parse_listening_line(line: &str) -> Option<SocketAddrV4> {
-    const MARKER: &str = "listening on http://";
-    let rest = &line[line.find(MARKER)? + MARKER.len()..];
+pub fn parse_listening_line(line: &str) -> Option<(Scheme, SocketAddrV4)> {
+    const MARKER: &str = "listening on http";
+    let at = line.find(MARKER)?;
+    if line[..at].trim_end().ends_with("admin") {
+        return None;
+    }
+    let rest = &line[at + MARKER.len()..];
+    let (scheme, rest) = match rest.strip_prefix("s://") {
+        Some(rest) => (Scheme::Https, rest),
+        None => (Scheme::Http, rest.strip_prefix("://")?),
+    };
     let end =
         rest.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')).unwrap_or(rest.len());
     let addr: SocketAddrV4 = rest[..end].parse().ok()?;
-    (*addr.ip() == Ipv4Addr::LOCALHOST && addr.port() != 0).then_some(addr)
+    (*addr.ip() == Ipv4Addr::LOCALHOST && addr.port() != 0).then_some((scheme, addr))
 }
 
-/// Starts nginx from `template` (see `bench/peers/nginx.conf`) pinned to
-/// `cpus`: renders the config into a temp dir, validates it with `nginx -t`,
-/// starts it in the foreground and waits (bounded) until the port accepts.
+/// The nginx config templates: `bench/peers/nginx.conf` and the TLS server
+/// block inserted into it, `bench/peers/nginx-tls.conf`.
+#[derive(Debug, Clone, Copy)]
+pub struct NginxTemplates<'a> {
+    /// The whole config.
+    pub main: &'a str,
+    /// The TLS `server` block.
+    pub tls: &'a str,
+}
+
+/// Starts nginx from `templates` pinned to `cpus`: renders the config (with
+/// a TLS port when `tls` is given) into a temp dir, validates it with
+/// `nginx -t`, starts it in the foreground and waits (bounded) until its
+/// ports accept.
 pub fn start_nginx(
     launcher: &Launcher,
     cpus: &str,
     binary: &Path,
-    template: &str,
+    templates: NginxTemplates<'_>,
+    tls: Option<&TlsFiles>,
 ) -> Result<Server, String> {
     let dir = TempDir::new("nginx").map_err(|e| format!("cannot create temp dir: {e}"))?;
-    let port = free_loopback_port().map_err(|e| format!("cannot find a free port: {e}"))?;
+    let (port, tls_port) = two_ports()?;
     let conf = dir.path().join("nginx.conf");
-    fs::write(&conf, render_nginx_conf(template, dir.path(), port))
-        .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+    let text = peers::nginx_config(
+        templates.main,
+        templates.tls,
+        dir.path(),
+        port,
+        tls.map(|files| (files, tls_port)),
+    );
+    fs::write(&conf, text).map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
     let error_log = dir.path().join("error.log");
     // `-p` (prefix) and `-e` (startup error log) keep nginx away from its
     // compiled-in /etc and /var paths, which matters when running as root.
@@ -353,6 +424,7 @@ pub fn start_nginx(
         version,
         child,
         addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+        tls_addr: tls.map(|_| SocketAddrV4::new(Ipv4Addr::LOCALHOST, tls_port)),
         log: error_log,
         _dir: dir,
     };
@@ -360,9 +432,76 @@ pub fn start_nginx(
     Ok(server)
 }
 
-/// Fills the `{{DIR}}` and `{{PORT}}` placeholders of the nginx template.
-pub fn render_nginx_conf(template: &str, dir: &Path, port: u16) -> String {
-    template.replace("{{DIR}}", &dir.display().to_string()).replace("{{PORT}}", &port.to_string())
+/// Starts h2o from `template` (`bench/peers/h2o.conf`) pinned to `cpus`:
+/// renders the config and the 13-byte `plaintext.txt` it serves into a temp
+/// dir, validates it with `h2o -t`, starts it in the foreground and waits
+/// (bounded) until its ports accept.
+pub fn start_h2o(
+    launcher: &Launcher,
+    cpus: &str,
+    binary: &Path,
+    template: &str,
+    tls: Option<&TlsFiles>,
+) -> Result<Server, String> {
+    let dir = TempDir::new("h2o").map_err(|e| format!("cannot create temp dir: {e}"))?;
+    let (port, tls_port) = two_ports()?;
+    let body = dir.path().join("plaintext.txt");
+    fs::write(&body, PLAINTEXT_BODY)
+        .map_err(|e| format!("cannot write {}: {e}", body.display()))?;
+    let conf = dir.path().join("h2o.conf");
+    let user = sys::running_as_root().then_some("root");
+    let text =
+        peers::h2o_config(template, dir.path(), port, tls.map(|files| (files, tls_port)), user);
+    fs::write(&conf, text).map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+
+    let test = sys::run_with_timeout(
+        Command::new(binary).arg("-t").arg("-c").arg(&conf),
+        Duration::from_secs(10),
+    )
+    .map_err(|e| format!("`h2o -t` failed to run: {e}"))?;
+    if !test.status.success() {
+        return Err(format!(
+            "`h2o -t` rejected the config:\n{}{}",
+            test.stdout.trim(),
+            test.stderr.trim()
+        ));
+    }
+    // `h2o --version` prints `h2o version 2.2.5` and then its libraries.
+    let version = sys::first_output_line(binary, &["--version"])
+        .map(|v| v.replace(" version ", " "))
+        .unwrap_or_else(|| "h2o".into());
+    let log = dir.path().join("stderr.log");
+    let stderr = File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    let child = launcher
+        .command(cpus, binary)
+        .arg("-c")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let mut server = Server {
+        name: H2O.into(),
+        version,
+        child,
+        addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+        tls_addr: tls.map(|_| SocketAddrV4::new(Ipv4Addr::LOCALHOST, tls_port)),
+        log: dir.path().join("error.log"),
+        _dir: dir,
+    };
+    wait_until_accepting(&mut server)?;
+    Ok(server)
+}
+
+/// Two distinct free loopback ports (cleartext, TLS).
+fn two_ports() -> Result<(u16, u16), String> {
+    // Hold the first listener while asking for the second, so they differ.
+    let first = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| Ok((l.local_addr()?.port(), l)))
+        .map_err(|e| format!("cannot find a free port: {e}"))?;
+    let second = free_loopback_port().map_err(|e| format!("cannot find a free port: {e}"))?;
+    Ok((first.0, second))
 }
 
 /// A currently free TCP port on 127.0.0.1, found by binding port 0 and
@@ -371,9 +510,16 @@ pub fn free_loopback_port() -> io::Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
 }
 
+/// Waits (bounded) until every listener of `server` accepts connections.
 fn wait_until_accepting(server: &mut Server) -> Result<(), String> {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
-    let addr = SocketAddr::V4(server.addr);
+    for addr in [Some(server.addr), server.tls_addr].into_iter().flatten() {
+        wait_for_port(server, SocketAddr::V4(addr), deadline)?;
+    }
+    Ok(())
+}
+
+fn wait_for_port(server: &mut Server, addr: SocketAddr, deadline: Instant) -> Result<(), String> {
     loop {
         server.check_running()?;
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
@@ -448,15 +594,22 @@ mod tests {
 
     #[test]
     fn parses_listening_line() {
-        let want = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40123);
-        assert_eq!(parse_listening_line("listening on http://127.0.0.1:40123"), Some(want));
+        let want = Some((Scheme::Http, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 40123)));
+        assert_eq!(parse_listening_line("listening on http://127.0.0.1:40123"), want);
         assert_eq!(
             parse_listening_line(
                 "2026-01-01T00:00:00Z  INFO peregrine: listening on http://127.0.0.1:40123\x1b[0m"
             ),
-            Some(want)
+            want
         );
-        assert_eq!(parse_listening_line("listening on http://127.0.0.1:40123/"), Some(want));
+        assert_eq!(parse_listening_line("listening on http://127.0.0.1:40123/"), want);
+        assert_eq!(
+            parse_listening_line("listening on https://127.0.0.1:8443"),
+            Some((Scheme::Https, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8443)))
+        );
+        // The admin listener is not a place to send load.
+        assert_eq!(parse_listening_line("admin listening on http://127.0.0.1:9090"), None);
+        assert_eq!(parse_listening_line("listening on httpx://127.0.0.1:1"), None);
     }
 
     #[test]
@@ -465,20 +618,6 @@ mod tests {
         assert_eq!(parse_listening_line("listening on http://0.0.0.0:80"), None);
         assert_eq!(parse_listening_line("listening on http://127.0.0.1:0"), None);
         assert_eq!(parse_listening_line("starting up"), None);
-    }
-
-    #[test]
-    fn renders_nginx_template() {
-        let template = include_str!("../peers/nginx.conf");
-        let conf = render_nginx_conf(template, Path::new("/tmp/x"), 8081);
-        assert!(!conf.contains("{{"), "unfilled placeholder in:\n{conf}");
-        assert!(conf.contains("listen 127.0.0.1:8081;"));
-        assert!(conf.contains("pid /tmp/x/nginx.pid;"));
-        assert!(conf.contains("master_process off;"));
-        assert!(conf.contains("keepalive_requests 10000000;"));
-        // The idle-memory phase holds 10,000 connections.
-        assert!(conf.contains("worker_rlimit_nofile 65536;"));
-        assert!(conf.contains("worker_connections 20000;"));
     }
 
     #[test]
@@ -501,8 +640,10 @@ mod tests {
     }
 
     #[test]
-    fn free_port_is_nonzero() {
+    fn free_ports_are_nonzero_and_distinct() {
         assert_ne!(free_loopback_port().unwrap(), 0);
+        let (a, b) = two_ports().unwrap();
+        assert!(a != 0 && b != 0 && a != b);
     }
 
     #[test]

@@ -106,6 +106,13 @@ pub fn first_output_line(program: &Path, args: &[&str]) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Whether the harness runs as root (effective UID 0). h2o, started as
+/// root, switches to the user its config names (`nobody` by default).
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// Raises this process's soft `RLIMIT_NOFILE` to its hard limit and returns
 /// the soft limit now in force.
 ///

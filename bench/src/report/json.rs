@@ -28,7 +28,8 @@ impl Report {
             j,
             "  \"config\": {{\"quick\": {}, \"rounds\": {}, \"duration_s\": {}, \
              \"warmup_s\": {}, \"server_cpus\": {}, \"wrk_cpus\": {}, \"pinned\": {}, \
-             \"clk_tck\": {}, \"wrk\": {}, \"instructions_unavailable\": {perf}, \
+             \"clk_tck\": {}, \"wrk\": {}, \"h2load\": {}, \"openssl\": {}, \
+             \"instructions_unavailable\": {perf}, \
              \"idle_connections\": {}, \"nofile_limit\": {}}},",
             c.quick,
             c.rounds,
@@ -39,6 +40,8 @@ impl Report {
             c.pinned,
             c.clk_tck,
             js(&c.wrk_version),
+            c.h2load_version.as_deref().map_or("null".into(), js),
+            c.openssl_version.as_deref().map_or("null".into(), js),
             c.idle_connections,
             c.nofile_limit.map_or("null".into(), |n| n.to_string()),
         );
@@ -63,41 +66,50 @@ impl Report {
             let _ = writeln!(j, "    {{");
             let _ = writeln!(
                 j,
-                "      \"name\": {}, \"description\": {}, \"tool\": {}, \"connections\": {}, \
-                 \"pipeline_depth\": {}, \"target_req_per_cpu_s_ratio\": {},",
+                "      \"name\": {}, \"description\": {}, \"tool\": {}, \"tls\": {}, \
+                 \"connections\": {}, \"pipeline_depth\": {}, \"peer\": {}, \
+                 \"target_req_per_cpu_s_ratio\": {},",
                 js(s.name),
                 js(s.description),
                 js(s.load.tool()),
+                s.load.tls(),
                 s.load.connections(),
                 s.load.pipeline_depth(),
-                jf(Some(s.target_cpu_ratio))
+                js(s.peer),
+                jf(s.target_cpu_ratio)
             );
             let r = self.ratios(s.name);
             let _ = writeln!(
                 j,
-                "      \"ratio_peregrine_over_nginx\": {{\"req_per_s\": {}, \"req_per_cpu_s\": {}, \
-                 \"p99\": {}, \"instructions_per_req\": {}}},",
+                "      \"ratio_peregrine_over_peer\": {{\"req_per_s\": {}, \"req_per_cpu_s\": {}, \
+                 \"p99\": {}, \"mean_request_time\": {}, \"instructions_per_req\": {}}},",
                 jf(r.and_then(|r| r.req_per_s)),
                 jf(r.and_then(|r| r.req_per_cpu_s)),
                 jf(r.and_then(|r| r.p99)),
+                jf(r.and_then(|r| r.mean_request)),
                 jf(r.and_then(|r| r.instructions_per_req))
             );
             j.push_str("      \"servers\": {");
             let per_server: Vec<String> = self
-                .servers
-                .iter()
+                .servers_in(s)
+                .into_iter()
                 .map(|server| {
                     let body = match self.summary(s.name, &server.name) {
                         Some(m) => format!(
                             "{{\"median_req_per_s\": {}, \"median_req_per_cpu_s\": {}, \
                              \"median_cpu_utilisation\": {}, \"median_latency_us\": {}, \
-                             \"median_instructions_per_req\": {}, \"median_errors\": {}, \
+                             \"median_instructions_per_req\": {}, \
+                             \"median_mean_request_us\": {}, \"median_sd_request_us\": {}, \
+                             \"max_request_us\": {}, \"median_errors\": {}, \
                              \"errors_total\": {}, \"runs_ok\": {}, \"runs_failed\": {}}}",
                             jf(Some(m.req_per_s)),
                             jf(m.req_per_cpu_s),
                             jf(m.cpu_utilisation),
                             jp(&m.latency),
                             jf(m.instructions_per_req),
+                            jf(m.mean_request_us),
+                            jf(m.sd_request_us),
+                            jf(m.max_request_us),
                             jf(Some(m.errors_median)),
                             m.errors_total,
                             m.runs_ok,
@@ -139,14 +151,22 @@ fn run_json(run: &RunRecord) -> String {
     match &run.outcome {
         Ok(m) => format!(
             "\n    {{{head}, \"req_per_s\": {}, \"total_requests\": {}, \"elapsed_s\": {}, \
-             \"cpu_s\": {}, \"req_per_cpu_s\": {}, \"latency_us\": {}, \"instructions\": {}, \
-             \"instructions_per_req\": {}, \"errors\": {}}}",
+             \"cpu_s\": {}, \"req_per_cpu_s\": {}, \"latency_us\": {}, \
+             \"request_time_us\": {}, \"instructions\": {}, \"instructions_per_req\": {}, \
+             \"errors\": {}}}",
             jf(Some(m.req_per_s)),
             m.total_requests,
             jf(Some(m.elapsed_s)),
             jf(Some(m.cpu_s)),
             jf(m.req_per_cpu_s()),
             jp(&m.latency),
+            m.request_time.map_or("null".into(), |t| format!(
+                "{{\"min\": {}, \"max\": {}, \"mean\": {}, \"sd\": {}}}",
+                jf(Some(t.min_us)),
+                jf(Some(t.max_us)),
+                jf(Some(t.mean_us)),
+                jf(Some(t.sd_us))
+            )),
             m.instructions.map_or("null".into(), |n| n.to_string()),
             jf(m.instructions_per_request()),
             m.errors

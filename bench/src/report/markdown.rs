@@ -1,4 +1,4 @@
-//! The human-readable report. It leads with the Peregrine/nginx ratios and the
+//! The human-readable report. It leads with the Peregrine/peer ratios and the
 //! drift caveat, because within-run ratios are the only numbers that carry
 //! from one run (or machine) to the next.
 
@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use super::{Report, DRIFT_NOTE, NGINX, PEREGRINE};
 use crate::perf;
+use crate::scenario::Load;
 
 impl Report {
     /// The human-readable report.
@@ -15,12 +16,9 @@ impl Report {
         self.ratios_section(&mut md);
         let _ = writeln!(md, "\n**Compare ratios, not absolute numbers.** {DRIFT_NOTE}");
         self.per_server_section(&mut md);
+        self.request_time_section(&mut md);
         self.latency_section(&mut md);
         self.idle_section(&mut md);
-        md.push_str(
-            "\n## Not measured yet\n\nHTTP/2 and TLS scenarios (h2load, with h2o as a second \
-             peer) arrive with the TLS/HTTP/2 issue: Peregrine has no HTTP/2 yet.\n",
-        );
         if !self.notes.is_empty() {
             md.push_str("\n## Notes\n\n");
             for note in &self.notes {
@@ -34,36 +32,48 @@ impl Report {
 
     fn ratios_section(&self, md: &mut String) {
         let rounds = self.config.rounds;
-        let _ = writeln!(md, "## Peregrine / nginx (ratio of medians over {rounds} round(s))\n");
-        if !(self.has_server(PEREGRINE) && self.has_server(NGINX)) {
-            let missing = if self.has_server(PEREGRINE) { "nginx" } else { "Peregrine" };
-            let _ = writeln!(
-                md,
-                "Ratios unavailable: {missing} was not measured in this run (see Notes)."
+        let _ = writeln!(md, "## Peregrine / peer (ratio of medians over {rounds} round(s))\n");
+        if !self.has_server(PEREGRINE) {
+            md.push_str(
+                "Ratios unavailable: Peregrine was not measured in this run (see Notes).\n",
             );
             return;
         }
         md.push_str(
-            "| scenario | req/s | req per server-CPU-s | target (per CPU-s) | met | p99 latency | \
-             instructions/req |\n",
+            "| scenario | peer | req/s | req per server-CPU-s | target (per CPU-s) | met | \
+             p99 latency | mean request time | instructions/req |\n",
         );
-        md.push_str("|---|---:|---:|---:|:---:|---:|---:|\n");
+        md.push_str("|---|---|---:|---:|---:|:---:|---:|---:|---:|\n");
         for s in &self.scenarios {
+            if !self.has_server(s.peer) {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | n/a: {} not measured (see Notes) | | {} | n/a | | | |",
+                    s.description,
+                    s.peer,
+                    s.peer,
+                    fmt_target(s.target_cpu_ratio)
+                );
+                continue;
+            }
             let r = self.ratios(s.name);
             let per_cpu = r.and_then(|r| r.req_per_cpu_s);
-            let met = match per_cpu {
-                Some(x) if x >= s.target_cpu_ratio => "yes",
-                Some(_) => "no",
-                None => "n/a",
+            let met = match (per_cpu, s.target_cpu_ratio) {
+                (_, None) => "—",
+                (Some(x), Some(target)) if x >= target => "yes",
+                (Some(_), Some(_)) => "no",
+                (None, Some(_)) => "n/a",
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | ≥ {}× | {met} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {met} | {} | {} | {} |",
                 s.description,
+                s.peer,
                 fmt_ratio(r.and_then(|r| r.req_per_s)),
                 fmt_ratio(per_cpu),
-                s.target_cpu_ratio,
+                fmt_target(s.target_cpu_ratio),
                 fmt_ratio(r.and_then(|r| r.p99)),
+                fmt_ratio(r.and_then(|r| r.mean_request)),
                 fmt_ratio(r.and_then(|r| r.instructions_per_req)),
             );
         }
@@ -84,8 +94,10 @@ impl Report {
         };
         let _ = writeln!(md, "\nMemory per idle keep-alive connection, Peregrine / nginx: {idle}.");
         md.push_str(
-            "\nHigher is better for req/s and req per server-CPU-s; lower is better for p99 \
-             latency, instructions per request and memory.",
+            "\nHigher is better for req/s and req per server-CPU-s; lower is better for latency, \
+             instructions per request and memory. For the handshake scenario a request is a \
+             connection: a full TLS 1.3 handshake, one HTTP/1.0 request, close. p99 comes from \
+             wrk only; h2load gives a mean request time instead (no percentiles), s_time neither.",
         );
         if let perf::Support::Unavailable(why) = &self.config.perf {
             let _ = write!(md, " Instructions per request: {why}.");
@@ -102,18 +114,25 @@ impl Report {
         );
         md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for s in &self.scenarios {
-            for server in &self.servers {
+            for server in self.servers_in(s) {
                 let Some(sum) = self.summary(s.name, &server.name) else {
+                    let why = self
+                        .first_error(s.name, &server.name)
+                        .unwrap_or("no run")
+                        .replace('|', "\\|");
                     let _ = writeln!(
                         md,
-                        "| {} | {} | failed | | | | | | | | 0/{rounds} |",
-                        s.description, server.name
+                        "| {} | {} | failed: {why} | | | | | | | | 0/{} |",
+                        s.description,
+                        server.name,
+                        self.runs_of(s.name, &server.name)
                     );
                     continue;
                 };
+                let flag = if sum.errors_total > 0 { " ⚠" } else { "" };
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {}/{} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {}{flag} | {}/{} |",
                     s.description,
                     server.name,
                     fmt_count(sum.req_per_s),
@@ -136,8 +155,41 @@ impl Report {
              req per server-CPU-s is the number to read. Latency percentiles come from wrk's \
              histogram through the scripts' `done` hook. Pipelined percentiles are per batch of \
              16 (wrk records one latency per pipelined write) and approximate; `n/a` marks a \
-             percentile wrk reported as impossible (wg/wrk#354).\n",
+             percentile wrk reported as impossible (wg/wrk#354), or a tool that prints none \
+             (h2load, s_time). ⚠ marks errors: failed requests, non-2xx answers, socket \
+             errors; a failed run's first error is shown in place of its numbers.\n",
         );
+    }
+
+    /// h2load's own latency figures: it prints min / max / mean / sd of the
+    /// request time, not percentiles.
+    fn request_time_section(&self, md: &mut String) {
+        let h2: Vec<_> =
+            self.scenarios.iter().filter(|s| matches!(s.load, Load::H2load { .. })).collect();
+        if h2.is_empty() {
+            return;
+        }
+        md.push_str(
+            "\n## HTTP/2 request time (h2load)\n\n\
+             h2load prints the min, max, mean and standard deviation of the time from sending a \
+             request to its last byte, not percentiles. Mean and sd are medians over rounds; max \
+             is the largest of any round.\n\n\
+             | scenario | server | mean | sd | max |\n|---|---|---:|---:|---:|\n",
+        );
+        for s in h2 {
+            for server in self.servers_in(s) {
+                let Some(sum) = self.summary(s.name, &server.name) else { continue };
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} |",
+                    s.description,
+                    server.name,
+                    sum.mean_request_us.map_or("n/a".into(), fmt_us),
+                    sum.sd_request_us.map_or("n/a".into(), fmt_us),
+                    sum.max_request_us.map_or("n/a".into(), fmt_us),
+                );
+            }
+        }
     }
 
     fn latency_section(&self, md: &mut String) {
@@ -229,8 +281,21 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "- Load generator: {} (`-t1 --latency`, `keepalive.lua`/`pipeline.lua`)",
+            "- HTTP/1.1 load: {} (`-t1 --latency`, `keepalive.lua`/`pipeline.lua`), peer nginx",
             c.wrk_version
+        );
+        let _ = writeln!(
+            md,
+            "- HTTP/2 load: {} (`-t1 -cN -mM -D SECS`, h2c prior knowledge or h2 by ALPN over \
+             TLS), peer h2o",
+            c.h2load_version.as_deref().unwrap_or("h2load not found")
+        );
+        let _ = writeln!(
+            md,
+            "- TLS handshakes: {} (`s_time -new -www /plaintext`, one process per client, a \
+             full handshake per connection, never resumed), peer nginx; certificate: \
+             self-signed ECDSA P-256 made for this run, shared by all servers",
+            c.openssl_version.as_deref().unwrap_or("openssl not found")
         );
         for server in &self.servers {
             let _ = writeln!(md, "- Server: {} — {}", server.name, server.version);
@@ -360,11 +425,17 @@ fn fmt_ratio(x: Option<f64>) -> String {
     x.map_or("n/a".into(), |x| format!("{x:.2}×"))
 }
 
+fn fmt_target(target: Option<f64>) -> String {
+    target.map_or("none".into(), |t| format!("≥ {t}×"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{idle, measurement, report, run};
-    use super::super::IdleRecord;
+    use super::super::{IdleRecord, RunRecord, H2O};
     use super::*;
+    use crate::h2load::RequestTime;
+    use crate::wrk::Percentiles;
 
     #[test]
     fn leads_with_ratios_then_the_drift_caveat() {
@@ -380,12 +451,13 @@ mod tests {
         ];
         r.plot_file = Some("20231114T221320Z-latency.svg".into());
         let md = r.to_markdown();
-        let ratios = md.find("## Peregrine / nginx").unwrap();
+        let ratios = md.find("## Peregrine / peer").unwrap();
         let caveat = md.find(DRIFT_NOTE).unwrap();
         let per_server = md.find("## Per server").unwrap();
         assert!(ratios < caveat && caveat < per_server, "{md}");
         assert!(md.contains(
-            "| keep-alive, 64 connections | 2.00× | 3.00× | ≥ 1.5× | yes | 1.00× | 1.00× |"
+            "| keep-alive, 64 connections | nginx | 2.00× | 3.00× | ≥ 1.5× | yes | 1.00× | n/a | \
+             1.00× |"
         ));
         assert!(md.contains("Peregrine / nginx: **0.50×** (2,048 B vs 4,096 B per connection"));
         assert!(md.contains("Instructions per request: not supported on this machine."));
@@ -398,11 +470,57 @@ mod tests {
     }
 
     #[test]
-    fn without_nginx_says_ratios_unavailable() {
+    fn a_missing_peer_is_named_per_scenario() {
         let r = report(vec![run(1, PEREGRINE, Ok(measurement(1.0, 3, 1.0, 0)))], &[PEREGRINE]);
-        assert!(r.to_markdown().contains("Ratios unavailable: nginx was not measured"));
+        let md = r.to_markdown();
+        assert!(md.contains(
+            "| keep-alive, 64 connections | nginx | n/a: nginx not measured (see Notes) |"
+        ));
+        assert!(md.contains("| h2c, 16 connections × 10 streams | h2o | n/a: h2o not measured"));
         let r = report(vec![run(1, NGINX, Ok(measurement(1.0, 3, 1.0, 0)))], &[NGINX]);
         assert!(r.to_markdown().contains("Ratios unavailable: Peregrine was not measured"));
+    }
+
+    #[test]
+    fn h2_scenarios_compare_with_h2o_and_flag_failures() {
+        let h2 = |server: &str, outcome| RunRecord {
+            round: 1,
+            scenario: "h2c-c16-m10",
+            server: server.into(),
+            outcome,
+        };
+        let mut h2o = measurement(100.0, 300, 3.0, 7);
+        h2o.latency = Percentiles::default();
+        h2o.request_time =
+            Some(RequestTime { min_us: 90.0, max_us: 2030.0, mean_us: 315.0, sd_us: 86.0 });
+        let runs = vec![
+            run(1, PEREGRINE, Ok(measurement(200.0, 600, 2.0, 0))),
+            run(1, NGINX, Ok(measurement(100.0, 300, 3.0, 0))),
+            h2(PEREGRINE, Err("h2load completed no request over h2c | x\nmore".into())),
+            h2(H2O, Ok(h2o)),
+        ];
+        let md = report(runs, &[PEREGRINE, NGINX, H2O]).to_markdown();
+        // The h2 row compares with h2o and has no ratio while Peregrine fails.
+        assert!(md.contains(
+            "| h2c, 16 connections × 10 streams | h2o | n/a | n/a | ≥ 1.3× | n/a | n/a | n/a | n/a |"
+        ));
+        assert!(md.contains(
+            "| h2c, 16 connections × 10 streams | peregrine | failed: h2load completed no \
+             request over h2c \\| x | | | | | | | | 0/1 |"
+        ));
+        // h2o's errors are flagged; its request time has its own table.
+        assert!(md.contains("| 7 / 7 ⚠ | 1/1 |"), "{md}");
+        assert!(
+            md.contains("| h2c, 16 connections × 10 streams | h2o | 315 us | 86 us | 2.03 ms |")
+        );
+        // h2o takes no part in HTTP/1.1 rows, nginx none in HTTP/2 rows.
+        assert!(!md.contains("| keep-alive, 64 connections | h2o |"));
+        assert!(!md.contains("| h2c, 16 connections × 10 streams | nginx |"));
+        // The handshake scenario is recorded without a target.
+        assert!(md.contains(
+            "| TLS 1.3 full handshake + 1 request per connection, 4 clients | \
+             nginx | n/a | n/a | none | — |"
+        ));
     }
 
     #[test]
