@@ -8,11 +8,11 @@
 //!                                      └► Protocol::Http2 ─► serve_h2
 //! ```
 
-use crate::sys::{self, OwnedSocket};
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use peregrine_limits::ConnectionPermit;
@@ -22,6 +22,8 @@ use crate::h1;
 use crate::listener::Protocols;
 use crate::metrics::TlsFailure;
 use crate::rt;
+use crate::rt::timer::Timer;
+use crate::sys::{self, OwnedSocket};
 use crate::tls::{accept, TlsListener};
 use crate::transport::Transport;
 use crate::Handler;
@@ -85,7 +87,7 @@ pub(crate) async fn serve<H: Handler>(
                 return;
             };
             let deadline = rt::now() + limits.tls_handshake_timeout;
-            let result = rt::timer::timeout(deadline, accept::handshake(sys::raw(&fd), tls)).await;
+            let result = idle_until(deadline, accept::handshake(sys::raw(&fd), tls)).await;
             drop(slot);
             match result {
                 Some(Ok((transport, protocol))) => {
@@ -95,6 +97,11 @@ pub(crate) async fn serve<H: Handler>(
                 Some(Err(e)) => {
                     debug!(error = %e, "TLS handshake failed");
                     crate::metrics::count(|m| m.tls_failed(TlsFailure::Error));
+                    rt::io::close(fd).await;
+                    return;
+                }
+                None if rt::shutting_down() => {
+                    debug!("graceful shutdown: closing a connection still in its TLS handshake");
                     rt::io::close(fd).await;
                     return;
                 }
@@ -111,7 +118,7 @@ pub(crate) async fn serve<H: Handler>(
             match endpoint.protocols {
                 Protocols { http1: true, h2: true } => {
                     let deadline = rt::now() + limits.request_headers_timeout;
-                    match rt::timer::timeout(deadline, sniff(&transport)).await {
+                    match idle_until(deadline, sniff(&transport)).await {
                         Some(Ok((protocol, initial))) => (transport, protocol, initial),
                         // Silent, closed or failed before a byte: nothing to answer.
                         _ => {
@@ -130,6 +137,18 @@ pub(crate) async fn serve<H: Handler>(
         Protocol::Http1 => h1::serve(fd, transport, initial, handler, settings, permit, peer).await,
         Protocol::Http2 => serve_h2(fd, transport, initial, handler, settings, permit, peer).await,
     }
+}
+
+/// Runs `op` until `deadline` as an idle wait: a graceful shutdown ends it at once (`None`),
+/// as it ends an idle keep-alive wait. A connection still in its handshake or still to send
+/// its first bytes has no request in flight to finish.
+async fn idle_until<F: std::future::Future>(deadline: Instant, op: F) -> Option<F::Output> {
+    if rt::shutting_down() {
+        return None;
+    }
+    let timer = Timer::new();
+    timer.set_idle(true);
+    timer.run_until(op, Some(deadline)).await
 }
 
 /// Reads until the first bytes tell HTTP/2 prior knowledge (the full 24-byte preface) from
@@ -153,10 +172,8 @@ async fn sniff(transport: &Transport) -> std::io::Result<(Protocol, BytesMut)> {
     }
 }
 
-/// The HTTP/2 connection loop's entry point. For now it logs at debug level and closes the
-/// connection: the HTTP/2 loop replaces this body when it is merged (same signature: the
-/// socket, its transport, the bytes already read — for h2c, at least the preface — and the
-/// per-core handler and settings).
+/// The HTTP/2 connection loop's entry point: the socket, its transport, the bytes already
+/// read (for h2c, at least the preface), and the per-core handler and settings.
 pub(crate) async fn serve_h2<H: Handler>(
     fd: OwnedSocket,
     transport: Transport,

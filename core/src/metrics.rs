@@ -134,6 +134,9 @@ pub(crate) struct CoreMetrics {
     tls_failures: [Counter; 3],
     /// Connections by protocol: HTTP/1, HTTP/2.
     protocols: [Counter; 2],
+    /// HTTP/2 streams opened and finished (their difference is the active streams).
+    h2_streams_opened: Counter,
+    h2_streams_closed: Counter,
 }
 
 impl CoreMetrics {
@@ -184,6 +187,14 @@ impl CoreMetrics {
     /// Counts a connection once its protocol is known (ALPN, sniffing or the listener).
     pub(crate) fn protocol(&self, protocol: crate::conn::Protocol) {
         self.protocols[protocol as usize].add(1);
+    }
+
+    pub(crate) fn h2_stream_opened(&self) {
+        self.h2_streams_opened.add(1);
+    }
+
+    pub(crate) fn h2_stream_closed(&self) {
+        self.h2_streams_closed.add(1);
     }
 }
 
@@ -290,6 +301,17 @@ impl Metrics {
             "counter",
             "TLS handshakes that did not complete, by reason.",
             &failures,
+        );
+        // Two monotonic counters per core rather than a gauge: each has one writer, and the
+        // difference of the sums is exact at any scrape.
+        let opened = sum(&|c| c.h2_streams_opened.get());
+        let closed = sum(&|c| c.h2_streams_closed.get());
+        metric(
+            &mut out,
+            "peregrine_h2_streams_active",
+            "gauge",
+            "HTTP/2 streams whose handler is running or whose response is being sent.",
+            &[("", opened.saturating_sub(closed))],
         );
         let protocols: Vec<(String, u64)> = ["http/1.1", "h2"]
             .iter()

@@ -28,10 +28,12 @@ pub(crate) fn spawn<H: Handler>(
     head: RequestHead,
     end_stream: bool,
 ) {
+    crate::metrics::count(|m| m.h2_stream_opened());
     executor::spawn(async move {
         let task = Box::pin(run(&shared, &*handler, id, head, end_stream));
         Abortable { shared: &shared, id, inner: task }.await;
         shared.remove_slot(id);
+        crate::metrics::count(|m| m.h2_stream_closed());
         shared.running.set(shared.running.get() - 1);
         shared.wake_conn();
     });
