@@ -329,4 +329,19 @@ mod tests {
         assert_eq!(l[1].protocols, Protocols::BOTH);
         assert!(l[1].tls.is_none());
     }
+
+    #[test]
+    fn the_sample_config_parses_with_its_h2_table() {
+        let c = Config::parse(include_str!("../../deploy/peregrine.toml")).unwrap();
+        assert_eq!(c.limits.h2, peregrine_limits::H2Limits::default());
+        let c = Config::parse(
+            "[limits.h2]\nkeep_alive_ping_interval = \"30s\"\n\
+             client_resets = { max = 5, window = \"1s\" }\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.h2.keep_alive_ping_interval, Some(std::time::Duration::from_secs(30)));
+        assert_eq!(c.limits.h2.client_resets.max, 5);
+        let e = Config::parse("[limits.h2]\nmax_frame_size = 10\n").unwrap_err();
+        assert!(e.contains("max_frame_size"), "{e}");
+    }
 }
