@@ -423,3 +423,38 @@ fn a_client_that_never_opens_its_window_is_cut_off() {
     assert!(raw.served(3), "the connection and server go on");
     finish(server);
 }
+
+/// Small responses queued behind a window the client never opens: nothing can be sent, so the
+/// connection itself must make progress at min_response_data_rate or be closed.
+#[test]
+fn a_connection_whose_windows_stay_shut_is_closed() {
+    let mut l = limits();
+    l.min_response_data_rate = Some(peregrine::MinDataRate {
+        bytes_per_second: 1000.0,
+        grace_period: Duration::from_millis(300),
+    });
+    let server = start(IoChoice::Auto, l);
+    let a = addr(&server);
+    let tcp = TcpStream::connect(a).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut raw = Raw { tcp, buf: BytesMut::new(), decoder: FrameDecoder::new() };
+    let mut hello = PREFACE.to_vec();
+    hello.extend(frame(|b| {
+        Settings { initial_window_size: Some(0), ..Settings::default() }.encode(b)
+    }));
+    hello.extend(frame(|b| Settings::ack().encode(b)));
+    raw.send(&hello);
+    for id in [1, 3, 5] {
+        raw.send(&headers(id, request_block(&[]), true));
+    }
+    let started = Instant::now();
+    let end = raw.until(|f| match f {
+        Frame::Data(d) if !d.data.is_empty() => panic!("DATA sent through a zero window"),
+        _ => None,
+    });
+    assert_eq!(end, End::Closed);
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    let mut fresh = Raw::connect(a);
+    assert!(fresh.served(1));
+    finish(server);
+}

@@ -2,7 +2,7 @@
 
 use crate::sys::OwnedSocket;
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use peregrine_limits::{ConnectionPermit, DataRate};
 use peregrine_protocols::h2::server::{Config, Connection, Event};
-use peregrine_protocols::h2::StreamId;
+use peregrine_protocols::h2::{StreamId, StreamMap};
 use tracing::debug;
 
 use super::stream;
@@ -37,8 +37,10 @@ pub(crate) struct Slot {
     pub(crate) reset: bool,
     /// The handler's body reader waits for data.
     pub(crate) body_waker: Option<Waker>,
-    /// The stream task, to wake on reset or when send capacity frees up.
+    /// The stream task, to wake on reset.
     pub(crate) task_waker: Option<Waker>,
+    /// The stream task while it waits for its send queue to drain.
+    pub(crate) capacity_waker: Option<Waker>,
     /// A request body failure (too large, too slow) that decides the answer.
     pub(crate) body_failure: Option<(StatusCode, &'static str)>,
 }
@@ -46,7 +48,7 @@ pub(crate) struct Slot {
 /// What the connection task and its stream tasks share.
 pub(crate) struct Shared {
     pub(crate) conn: RefCell<Connection>,
-    pub(crate) slots: RefCell<HashMap<StreamId, Slot>>,
+    pub(crate) slots: RefCell<StreamMap<Slot>>,
     conn_waker: RefCell<Option<Waker>>,
     pub(crate) settings: Rc<Settings>,
     pub(crate) peer: Option<SocketAddr>,
@@ -77,9 +79,19 @@ impl Shared {
         }
     }
 
+    /// Wakes the stream tasks waiting for their send queue to drain (output just left).
+    fn wake_capacity_waiters(&self) {
+        for slot in self.slots.borrow_mut().values_mut() {
+            if let Some(w) = slot.capacity_waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Wakes every stream task (the connection is ending).
     fn wake_all_tasks(&self) {
         for slot in self.slots.borrow_mut().values_mut() {
-            if let Some(w) = slot.task_waker.take() {
+            for w in [slot.task_waker.take(), slot.capacity_waker.take()].into_iter().flatten() {
                 w.wake();
             }
         }
@@ -101,7 +113,7 @@ pub(crate) async fn serve<H: Handler>(
     let config = Config::new(&settings.limits);
     let shared = Rc::new(Shared {
         conn: RefCell::new(Connection::new(config, rt::now())),
-        slots: RefCell::new(HashMap::new()),
+        slots: RefCell::new(StreamMap::default()),
         conn_waker: RefCell::new(None),
         settings: Rc::clone(&settings),
         peer,
@@ -148,8 +160,11 @@ impl<'a, H: Handler> Driver<'a, H> {
         let mut going_away = false;
         let mut armed: Option<std::time::Instant> = None;
         let mut chunks = Vec::new();
+        // Response data queued while nothing can be sent (the client keeps its windows shut)
+        // must still leave at min_response_data_rate: the deadline by which some must.
+        let mut stalled: Option<Instant> = None;
         poll_fn(|cx| {
-            *self.shared.conn_waker.borrow_mut() = Some(cx.waker().clone());
+            register(&mut self.shared.conn_waker.borrow_mut(), cx);
             loop {
                 let mut progress = false;
                 if !going_away && rt::shutting_down() {
@@ -200,8 +215,29 @@ impl<'a, H: Handler> Driver<'a, H> {
                                 pending.push(c);
                             }
                             // Room freed in the stream buffers: producers may go on.
-                            self.shared.wake_all_tasks();
+                            self.shared.wake_capacity_waiters();
                         }
+                    }
+                    if pending.is_empty() {
+                        let queued = self.shared.conn.borrow().queued_bytes();
+                        match (queued, stalled, min_rate) {
+                            (0, _, _) | (_, _, None) => stalled = None,
+                            (_, Some(deadline), _) if deadline <= rt::now() => {
+                                debug!(
+                                    "h2 client keeps its windows shut past min_response_data_rate"
+                                );
+                                crate::metrics::count(|m| {
+                                    m.rejected(Rejection::MinResponseDataRate)
+                                });
+                                return Poll::Ready(());
+                            }
+                            (_, Some(_), _) => {}
+                            (_, None, Some(m)) => {
+                                stalled = Some(DataRate::new(m).start_wait(rt::now()));
+                            }
+                        }
+                    } else {
+                        stalled = None;
                     }
                     if !pending.is_empty() {
                         let buf = std::mem::take(&mut pending);
@@ -241,7 +277,7 @@ impl<'a, H: Handler> Driver<'a, H> {
                 // 4. Timers.
                 let conn_deadline = self.shared.conn.borrow().poll_timeout();
                 let send_deadline = send.as_ref().and_then(|(_, r)| r.as_ref()).map(|(_, d)| *d);
-                let deadline = [conn_deadline, send_deadline].into_iter().flatten().min();
+                let deadline = [conn_deadline, send_deadline, stalled].into_iter().flatten().min();
                 if deadline != armed {
                     timer.set(deadline);
                     armed = deadline;

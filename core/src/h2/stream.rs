@@ -30,8 +30,8 @@ pub(crate) fn spawn<H: Handler>(
 ) {
     crate::metrics::count(|m| m.h2_stream_opened());
     executor::spawn(async move {
-        let task = Box::pin(run(&shared, &*handler, id, head, end_stream));
-        Abortable { shared: &shared, id, inner: task }.await;
+        let mut task = Box::pin(run(&shared, &*handler, id, head, end_stream));
+        Abortable { shared: &shared, id, inner: task.as_mut() }.await;
         shared.remove_slot(id);
         crate::metrics::count(|m| m.h2_stream_closed());
         shared.running.set(shared.running.get() - 1);
@@ -41,13 +41,13 @@ pub(crate) fn spawn<H: Handler>(
 
 /// Runs `inner` until it finishes or the stream is reset (then `inner` is dropped, which
 /// stops the handler wherever it waits).
-struct Abortable<'a, F> {
+struct Abortable<'a, 'f, F> {
     shared: &'a Shared,
     id: StreamId,
-    inner: Pin<Box<F>>,
+    inner: Pin<&'f mut F>,
 }
 
-impl<F: Future<Output = ()>> Future for Abortable<'_, F> {
+impl<F: Future<Output = ()>> Future for Abortable<'_, '_, F> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -169,43 +169,109 @@ fn add_server_fields(headers: &mut HeaderMap, len: Option<u64>) {
     }
 }
 
-/// Queues the response on the codec, streaming its body no faster than the client takes it.
-/// Returns the body bytes queued, or `None` if the stream went away.
-async fn write_response(
+/// How much of a response is queued once its head is.
+enum Queued {
+    /// All of it: this many body bytes.
+    Done(u64),
+    /// A body too large to leave queued unwatched: wait (under the rate) until it has left.
+    Large(u64),
+    /// A streamed body still to read and queue.
+    Streaming(Body, Option<u64>),
+}
+
+/// Queues the response head, and the body when it is in memory, without waiting: the
+/// common case (a small in-memory body) costs the stream task no await and no allocation.
+fn queue_response(
     shared: &Shared,
     id: StreamId,
     response: Response<Body>,
     head_only: bool,
-) -> Option<u64> {
-    let (mut parts, mut body) = response.into_parts();
+) -> Option<Queued> {
+    let (parts, mut body) = response.into_parts();
     let len = body.exact_len();
-    add_server_fields(&mut parts.headers, len);
     let no_body = head_only
         || len == Some(0)
         || parts.status.is_informational()
         || parts.status == StatusCode::NO_CONTENT
         || parts.status == StatusCode::NOT_MODIFIED;
     let full = if no_body { None } else { body.take_full() };
-    {
-        let mut conn = shared.conn.borrow_mut();
-        conn.send_response(id, parts.status, &parts.headers, no_body).ok()?;
-        if let Some(full) = &full {
-            conn.send_data(id, full.clone(), true).ok()?;
+    let mut conn = shared.conn.borrow_mut();
+    // `date`, `server` and `content-length` go straight into the HPACK block: no insertion
+    // into (and growth of) the handler's map, no allocation for the values.
+    let h = &parts.headers;
+    let mut length = itoa_buf();
+    let length =
+        len.filter(|_| !h.contains_key(CONTENT_LENGTH)).map(|n| format_u64(n, &mut length));
+    date::with(|date| {
+        let mut extra: [(&http::HeaderName, &[u8]); 3] =
+            [(&DATE, date), (&SERVER, b"peregrine"), (&CONTENT_LENGTH, b"")];
+        let mut n = 0;
+        for (present, field) in [
+            (h.contains_key(DATE), (&DATE, date)),
+            (h.contains_key(SERVER), (&SERVER, &b"peregrine"[..])),
+            (length.is_none(), (&CONTENT_LENGTH, length.unwrap_or_default())),
+        ] {
+            if !present {
+                extra[n] = field;
+                n += 1;
+            }
         }
-    }
+        conn.send_response_with(id, parts.status, h, &extra[..n], no_body)
+    })
+    .ok()?;
     shared.wake_conn();
     if no_body {
-        return Some(0);
+        return Some(Queued::Done(0));
     }
-    // A client that never opens its flow-control window would keep this stream's queue full
-    // forever: whenever the queue is full, it must drain at min_response_data_rate or the
-    // stream is reset (memory per stream is capped by max_stream_send_buffer regardless).
-    let mut rate = shared.settings.limits.min_response_data_rate.map(DataRate::new);
+    let Some(full) = full else { return Some(Queued::Streaming(body, len)) };
+    let n = full.len() as u64;
+    conn.send_data(id, full, true).ok()?;
+    // Small bodies sit within max_stream_send_buffer: bounded without watching them.
+    if n as usize <= shared.settings.limits.h2.max_stream_send_buffer {
+        Some(Queued::Done(n))
+    } else {
+        Some(Queued::Large(n))
+    }
+}
+
+/// Queues the response, then follows it while its queue drains. Returns the body bytes
+/// queued, or `None` if the stream went away.
+async fn write_response(
+    shared: &Shared,
+    id: StreamId,
+    response: Response<Body>,
+    head_only: bool,
+) -> Option<u64> {
+    match queue_response(shared, id, response, head_only)? {
+        Queued::Done(n) => Some(n),
+        // Rare next to small bodies; boxed so their state does not enlarge every stream task.
+        Queued::Large(n) => Box::pin(wait_sent(shared, id)).await.then_some(n),
+        Queued::Streaming(body, len) => Box::pin(stream_body(shared, id, body, len)).await,
+    }
+}
+
+/// A client that never opens its flow-control window would keep a stream's queue full
+/// forever: whenever the queue is full, it must drain at `min_response_data_rate` or the
+/// stream is reset (memory per stream is capped by `max_stream_send_buffer` regardless).
+fn response_rate(shared: &Shared) -> Option<DataRate> {
+    shared.settings.limits.min_response_data_rate.map(DataRate::new)
+}
+
+/// Waits until a body queued whole (shared, not copied) has left.
+async fn wait_sent(shared: &Shared, id: StreamId) -> bool {
+    drain_below(shared, id, 1, &mut response_rate(shared), &Timer::new()).await
+}
+
+/// Reads a streamed body and queues it, never more than `max_stream_send_buffer` ahead of
+/// what flow control lets out.
+async fn stream_body(
+    shared: &Shared,
+    id: StreamId,
+    mut body: Body,
+    len: Option<u64>,
+) -> Option<u64> {
+    let mut rate = response_rate(shared);
     let timer = Timer::new();
-    if let Some(full) = full {
-        // Already queued whole (shared, not copied): wait until it has left.
-        return drain_below(shared, id, 1, &mut rate, &timer).await.then_some(full.len() as u64);
-    }
     let max_buffered = shared.settings.limits.h2.max_stream_send_buffer;
     let mut sent = 0u64;
     loop {
@@ -275,7 +341,7 @@ async fn drain_below(
         if timer.poll_fired(cx).is_ready() {
             return Poll::Ready(false);
         }
-        shared.with_slot(id, |slot| register(&mut slot.task_waker, cx));
+        shared.with_slot(id, |slot| register(&mut slot.capacity_waker, cx));
         Poll::Pending
     })
     .await;
@@ -286,4 +352,22 @@ async fn drain_below(
         shared.wake_conn();
     }
     drained
+}
+
+/// Room for a decimal `u64`.
+fn itoa_buf() -> [u8; 20] {
+    [0; 20]
+}
+
+/// Writes `n` in decimal at the end of `buf` and returns those digits.
+fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
 }

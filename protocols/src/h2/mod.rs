@@ -36,7 +36,7 @@ mod response;
 mod tests;
 
 pub use error::{Error, Reason};
-pub use frame::{Frame, FrameDecoder, Head, Kind, StreamId};
+pub use frame::{Frame, FrameDecoder, Head, Kind, StreamId, StreamIdHasher, StreamMap};
 pub mod server;
 pub use request::{HeaderDecoder, HeaderError, RequestHead};
 pub use response::HeaderEncoder;

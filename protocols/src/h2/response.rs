@@ -76,6 +76,14 @@ impl HeaderEncoder {
         encode_fields(headers, dst);
     }
 
+    /// Appends one more field to the block `encode_response` just wrote (fields the server
+    /// adds, such as `date`, without inserting them into the application's `HeaderMap`).
+    /// The caller does not pass connection-specific fields.
+    pub fn encode_field(&mut self, name: &http::HeaderName, value: &[u8], dst: &mut BytesMut) {
+        let index = static_name_index(name).unwrap_or(0);
+        encoder::literal(index, name.as_str().as_bytes(), value, false, dst);
+    }
+
     /// Appends the HPACK block for trailers to `dst`, dropping connection-specific fields.
     pub fn encode_trailers(&mut self, headers: &HeaderMap, dst: &mut BytesMut) {
         self.flush_update(dst);

@@ -31,7 +31,7 @@ mod recv;
 mod send;
 mod stream;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -41,7 +41,7 @@ pub use config::{Config, GOAWAY_PING_TIMEOUT, SETTINGS_ACK_TIMEOUT};
 pub use event::Event;
 pub use send::StreamGone;
 
-use super::frame::{FrameDecoder, GoAway, Ping, Settings, StreamId, WindowUpdate};
+use super::frame::{FrameDecoder, GoAway, Ping, Settings, StreamId, StreamMap, WindowUpdate};
 use super::{HeaderDecoder, HeaderEncoder, Reason};
 use flow::{RecvWindow, SendWindow, DEFAULT_WINDOW};
 use stream::Stream;
@@ -100,7 +100,7 @@ pub struct Connection {
     frames: FrameDecoder,
     decoder: HeaderDecoder,
     encoder: HeaderEncoder,
-    streams: HashMap<StreamId, Stream>,
+    streams: StreamMap<Stream>,
     /// Streams with output queued, in round-robin order.
     ready: VecDeque<StreamId>,
     /// Streams we reset recently: their late frames are dropped quietly.
@@ -163,7 +163,7 @@ impl Connection {
             ),
             encoder: HeaderEncoder::new(),
             phase: Phase::Preface,
-            streams: HashMap::new(),
+            streams: StreamMap::default(),
             ready: VecDeque::new(),
             recently_reset: VecDeque::new(),
             last_peer_stream: StreamId::ZERO,

@@ -290,6 +290,7 @@ impl Connection {
             id,
             http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             &http::HeaderMap::new(),
+            &[],
             true,
         );
         if !end {

@@ -11,7 +11,7 @@ use http::{HeaderMap, StatusCode};
 
 use super::stream::{Outgoing, SendState};
 use super::{Connection, Phase};
-use crate::h2::frame::{Continuation, Data, Headers, RstStream, StreamId, WindowUpdate};
+use crate::h2::frame::{self, Continuation, Data, Headers, RstStream, StreamId, WindowUpdate};
 use crate::h2::Reason;
 
 /// Bodies up to this size are copied next to their frame header instead of sent as their own
@@ -47,12 +47,25 @@ impl Connection {
         headers: &HeaderMap,
         end_stream: bool,
     ) -> Result<(), StreamGone> {
+        self.send_response_with(id, status, headers, &[], end_stream)
+    }
+
+    /// [`send_response`](Self::send_response) with `extra` fields appended after `headers`
+    /// (what the server adds, e.g. `date`), so they need not be inserted into the map.
+    pub fn send_response_with(
+        &mut self,
+        id: StreamId,
+        status: StatusCode,
+        headers: &HeaderMap,
+        extra: &[(&http::HeaderName, &[u8])],
+        end_stream: bool,
+    ) -> Result<(), StreamGone> {
         let stream = self.streams.get_mut(&id).ok_or(StreamGone)?;
         if stream.send != SendState::Idle {
             return Err(StreamGone);
         }
         stream.send = if end_stream { SendState::Done } else { SendState::Open };
-        self.encode_head(id, status, headers, end_stream);
+        self.encode_head(id, status, headers, extra, end_stream);
         if end_stream {
             self.end_send(id);
         }
@@ -101,6 +114,12 @@ impl Connection {
     /// Body bytes queued on `id` and not yet sent; `None` if the stream is gone.
     pub fn stream_buffered(&self, id: StreamId) -> Option<usize> {
         self.streams.get(&id).map(|s| s.queued_bytes)
+    }
+
+    /// Body bytes queued on all streams and not yet sent (waiting for flow control or for
+    /// their turn).
+    pub fn queued_bytes(&self) -> usize {
+        self.streams.values().map(|s| s.queued_bytes).sum()
     }
 
     /// Whether `id` is still open for output.
@@ -160,17 +179,37 @@ impl Connection {
     }
 
     /// Encodes a response head as HEADERS plus CONTINUATIONs no larger than the client's
-    /// SETTINGS_MAX_FRAME_SIZE.
+    /// SETTINGS_MAX_FRAME_SIZE. The block is encoded straight into the output after room for
+    /// the frame header, which is filled in once the length is known (no copy) unless the
+    /// block needs CONTINUATIONs.
     pub(super) fn encode_head(
         &mut self,
         id: StreamId,
         status: StatusCode,
         headers: &HeaderMap,
+        extra: &[(&http::HeaderName, &[u8])],
         end_stream: bool,
     ) {
-        let mut block = BytesMut::new();
-        self.encoder.encode_response(status, headers, &mut block);
-        self.write_block(id, block.freeze(), end_stream);
+        let start = self.out.len();
+        self.out.extend_from_slice(&[0; frame::HEAD_LEN]);
+        self.encoder.encode_response(status, headers, &mut self.out);
+        for (name, value) in extra {
+            self.encoder.encode_field(name, value, &mut self.out);
+        }
+        let len = self.out.len() - start - frame::HEAD_LEN;
+        if len <= self.peer_max_frame_size as usize {
+            let mut flags = frame::flags::END_HEADERS;
+            if end_stream {
+                flags |= frame::flags::END_STREAM;
+            }
+            let mut head = BytesMut::with_capacity(frame::HEAD_LEN);
+            frame::Head::new(frame::Kind::Headers, flags, id, len as u32).encode(&mut head);
+            self.out[start..start + frame::HEAD_LEN].copy_from_slice(&head);
+        } else {
+            let block = self.out.split_off(start + frame::HEAD_LEN).freeze();
+            self.out.truncate(start);
+            self.write_block(id, block, end_stream);
+        }
     }
 
     fn write_block(&mut self, id: StreamId, mut block: Bytes, end_stream: bool) {
