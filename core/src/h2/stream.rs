@@ -25,7 +25,7 @@ pub(crate) fn spawn<H: Handler>(
     shared: Rc<Shared>,
     handler: Rc<H>,
     id: StreamId,
-    head: RequestHead,
+    head: Box<RequestHead>,
     end_stream: bool,
 ) {
     crate::metrics::count(|m| m.h2_stream_opened());
@@ -67,12 +67,12 @@ async fn run<H: Handler>(
     shared: &Rc<Shared>,
     handler: &H,
     id: StreamId,
-    head: RequestHead,
+    head: Box<RequestHead>,
     end_stream: bool,
 ) {
     let started = rt::now();
     let limits = &shared.settings.limits;
-    let RequestHead { method, uri, headers, content_length } = head;
+    let RequestHead { method, uri, headers, content_length } = *head;
     if let (Some(n), Some(max)) = (content_length, limits.max_request_body_size) {
         if n > max {
             crate::metrics::count(|m| m.rejected(Rejection::MaxRequestBodySize));

@@ -13,8 +13,9 @@ pub enum Event {
     Request {
         /// The request's stream.
         id: StreamId,
-        /// The validated request head.
-        head: RequestHead,
+        /// The validated request head (boxed: events are queued and moved, and a head is a few
+        /// hundred bytes).
+        head: Box<RequestHead>,
         /// The request has no body.
         end_stream: bool,
     },

@@ -263,7 +263,7 @@ impl Connection {
         stream.recv_open = !end;
         self.streams.insert(id, stream);
         self.idle_since = None;
-        self.events.push_back(super::Event::Request { id, head, end_stream: end });
+        self.events.push_back(super::Event::Request { id, head: Box::new(head), end_stream: end });
         Ok(())
     }
 
