@@ -54,11 +54,17 @@ pub(crate) struct Shared {
     pub(crate) peer: Option<SocketAddr>,
     /// Streams whose task has not finished yet (the connection ends only after them).
     pub(crate) running: Cell<usize>,
+    /// A stream's first poll runs on the connection task: waking it then is pointless (it
+    /// goes on to transmit right after).
+    pub(crate) on_conn_task: Cell<bool>,
 }
 
 impl Shared {
     /// Wakes the connection task: the codec has new output or the windows changed.
     pub(crate) fn wake_conn(&self) {
+        if self.on_conn_task.get() {
+            return;
+        }
         if let Some(w) = self.conn_waker.borrow().as_ref() {
             w.wake_by_ref();
         }
@@ -118,6 +124,7 @@ pub(crate) async fn serve<H: Handler>(
         settings: Rc::clone(&settings),
         peer,
         running: Cell::new(0),
+        on_conn_task: Cell::new(false),
     });
     Driver { shared: &shared, transport: &transport, handler: &handler, inbuf: Some(initial) }
         .run()
@@ -203,7 +210,7 @@ impl<'a, H: Handler> Driver<'a, H> {
                     }
                 }
                 // 2. Events.
-                if self.dispatch_events() {
+                if self.dispatch_events(cx) {
                     progress = true;
                 }
                 // 3. Send.
@@ -320,7 +327,7 @@ impl<'a, H: Handler> Driver<'a, H> {
     }
 
     /// Hands the codec's events to the stream tasks. Returns whether there were any.
-    fn dispatch_events(&mut self) -> bool {
+    fn dispatch_events(&mut self, cx: &mut Context<'_>) -> bool {
         let mut any = false;
         loop {
             let event = self.shared.conn.borrow_mut().poll_event();
@@ -332,7 +339,7 @@ impl<'a, H: Handler> Driver<'a, H> {
                     self.shared.slots.borrow_mut().insert(id, slot);
                     self.shared.running.set(self.shared.running.get() + 1);
                     let (shared, handler) = (Rc::clone(self.shared), Rc::clone(self.handler));
-                    stream::spawn(shared, handler, id, head, end_stream);
+                    stream::start(shared, handler, id, head, end_stream, cx);
                 }
                 Event::Data { id, data, end_stream } => {
                     let len = data.len();

@@ -20,16 +20,22 @@ use crate::rt::executor;
 use crate::rt::timer::Timer;
 use crate::{date, rt, Body, Handler};
 
-/// Starts the task for a new request on stream `id`.
-pub(crate) fn spawn<H: Handler>(
+/// Starts the work for a new request on stream `id`: polled once right here, on the
+/// connection task, and given a task of its own only if it has to wait. A handler that
+/// answers at once (most do) then costs no task, no scheduling and no second poll. Wakers
+/// it registered during that first poll are the connection task's: they cause at most a
+/// spurious wake of it, and the stream's own task re-registers when it first runs.
+pub(crate) fn start<H: Handler>(
     shared: Rc<Shared>,
     handler: Rc<H>,
     id: StreamId,
     head: Box<RequestHead>,
     end_stream: bool,
+    cx: &mut Context<'_>,
 ) {
     crate::metrics::count(|m| m.h2_stream_opened());
-    executor::spawn(async move {
+    let work_shared = Rc::clone(&shared);
+    let mut work = Box::pin(async move {
         let mut task = Box::pin(run(&shared, &*handler, id, head, end_stream));
         Abortable { shared: &shared, id, inner: task.as_mut() }.await;
         shared.remove_slot(id);
@@ -37,6 +43,30 @@ pub(crate) fn spawn<H: Handler>(
         shared.running.set(shared.running.get() - 1);
         shared.wake_conn();
     });
+    let pending = {
+        let _on_conn_task = OnConnTask::enter(&work_shared);
+        work.as_mut().poll(cx).is_pending()
+    };
+    if pending {
+        executor::spawn(work);
+    }
+}
+
+/// Marks a stream's first poll as running on the connection task, until dropped (also if
+/// the poll unwinds, so the flag can never stay set).
+struct OnConnTask<'a>(&'a Shared);
+
+impl<'a> OnConnTask<'a> {
+    fn enter(shared: &'a Shared) -> OnConnTask<'a> {
+        shared.on_conn_task.set(true);
+        OnConnTask(shared)
+    }
+}
+
+impl Drop for OnConnTask<'_> {
+    fn drop(&mut self) {
+        self.0.on_conn_task.set(false);
+    }
 }
 
 /// Runs `inner` until it finishes or the stream is reset (then `inner` is dropped, which
