@@ -168,7 +168,7 @@ impl<'a, H: Handler> Driver<'a, H> {
         let mut armed: Option<std::time::Instant> = None;
         let mut chunks = Vec::new();
         // Response data queued while nothing can be sent (the client keeps its windows shut)
-        // must still leave at min_response_data_rate: the deadline by which some must.
+        // must still start to leave: the deadline by which some must, or the connection ends.
         let mut stalled: Option<Instant> = None;
         poll_fn(|cx| {
             register(&mut self.shared.conn_waker.borrow_mut(), cx);
@@ -240,7 +240,12 @@ impl<'a, H: Handler> Driver<'a, H> {
                             }
                             (_, Some(_), _) => {}
                             (_, None, Some(m)) => {
-                                stalled = Some(DataRate::new(m).start_wait(rt::now()));
+                                // Twice a fresh stream's allowance: a large body's own
+                                // rate check (which resets just that stream) acts first;
+                                // this is the backstop for the small ones nobody watches.
+                                let now = rt::now();
+                                let allowance = DataRate::new(m).start_wait(now) - now;
+                                stalled = Some(now + 2 * allowance);
                             }
                         }
                     } else {

@@ -9,11 +9,12 @@
 //! ```
 //!
 //! One task owns the socket: it keeps one receive and at most one send in flight at once and
-//! turns the codec's events into work for one task per stream. A stream task runs the
+//! turns the codec's events into work per stream. A stream's work (stream.rs) runs the
 //! handler with a request whose body reads from its slot (body.rs), then queues the response
 //! on the codec, never more than `max_stream_send_buffer` ahead of what flow control lets
-//! out. Everything is on one core: the shared state is `Rc<RefCell<..>>`, borrowed only
-//! between awaits.
+//! out. Its first poll happens on the connection task; only work that has to wait gets a
+//! task of its own (most handlers answer at once). Everything is on one core: the shared
+//! state is `Rc<RefCell<..>>`, borrowed only between awaits.
 
 mod body;
 mod conn;
