@@ -35,7 +35,7 @@ mod op;
 #[allow(unsafe_code)]
 mod sys;
 
-pub use op::{is_canceled, Completion, OpId, Outcome, SendBuf, MAX_SEND_CHUNKS};
+pub use op::{is_canceled, Completion, DriverConfig, OpId, Outcome, SendBuf, MAX_SEND_CHUNKS};
 pub use sys::{allowed_cpus, pin_current_thread, raise_open_files_limit, shutdown_write};
 
 use std::fmt;
@@ -93,32 +93,6 @@ impl DriverKind {
 impl fmt::Display for DriverKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// Driver settings.
-#[derive(Debug, Clone)]
-pub struct DriverConfig {
-    /// Which backend.
-    pub io: IoChoice,
-    /// io_uring submission queue entries (completion queue is twice that). Bounds the
-    /// submissions per turn, not the operations in flight.
-    pub ring_entries: u32,
-    /// io_uring provided receive buffers (a power of two), shared by all connections of one
-    /// driver. Memory: `recv_buffers * recv_buffer_size` per driver (default 4 MiB).
-    pub recv_buffers: u16,
-    /// Size of each receive buffer; also the epoll backend's scratch buffer size.
-    pub recv_buffer_size: usize,
-}
-
-impl Default for DriverConfig {
-    fn default() -> Self {
-        DriverConfig {
-            io: IoChoice::Auto,
-            ring_entries: 4096,
-            recv_buffers: 256,
-            recv_buffer_size: 16 * 1024,
-        }
     }
 }
 

@@ -1,134 +1,16 @@
-//! The driver's vocabulary, shared by every backend: operation ids, send buffers, completions.
+//! The driver's vocabulary. The OS-neutral part (operation ids, send buffers, completions,
+//! settings) is one source shared with `peregrine-io-windows` (`driver-api/op.rs`); what is
+//! Linux's own is here: the owned socket type and the cancellation error.
 
 use std::io;
-use std::os::fd::OwnedFd;
 
-use bytes::{Buf, Bytes};
+/// The socket type completions hand over.
+pub(crate) use std::os::fd::OwnedFd as OwnedSocket;
 
-/// Names one submitted operation, for [`Driver::cancel`](crate::Driver::cancel). Carries a
-/// generation, so cancelling an operation that already completed can never hit a newer one
-/// that reuses its slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct OpId {
-    pub(crate) index: u32,
-    pub(crate) generation: u32,
-}
+#[path = "../../driver-api/op.rs"]
+mod shared;
 
-impl OpId {
-    pub(crate) fn to_user_data(self) -> u64 {
-        (u64::from(self.generation) << 32) | u64::from(self.index)
-    }
-
-    pub(crate) fn from_user_data(data: u64) -> OpId {
-        OpId { index: data as u32, generation: (data >> 32) as u32 }
-    }
-}
-
-/// Most chunks one send hands the kernel; the rest go in the next send (after the partial
-/// completion reports what was taken). Linux's `UIO_MAXIOV` is 1024; 64 covers a batch of
-/// pipelined responses without a large iovec array per send.
-pub const MAX_SEND_CHUNKS: usize = 64;
-
-/// The bytes of one send, owned by the driver until the send completes and then handed back
-/// in [`Outcome::Sent`] so the caller can reuse its allocation.
-#[derive(Debug, Default)]
-pub struct SendBuf {
-    chunks: Vec<Bytes>,
-}
-
-impl SendBuf {
-    /// An empty send buffer.
-    pub fn new() -> Self {
-        SendBuf { chunks: Vec::new() }
-    }
-
-    /// Appends a chunk; empty chunks are skipped.
-    pub fn push(&mut self, chunk: Bytes) {
-        if !chunk.is_empty() {
-            self.chunks.push(chunk);
-        }
-    }
-
-    /// Bytes still to send.
-    pub fn len(&self) -> usize {
-        self.chunks.iter().map(Bytes::len).sum()
-    }
-
-    /// Whether nothing is left to send.
-    pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
-    }
-
-    /// Drops the first `n` bytes (what a send reported as written).
-    pub fn advance(&mut self, mut n: usize) {
-        let mut done = 0;
-        for chunk in &mut self.chunks {
-            if n == 0 {
-                break;
-            }
-            let take = n.min(chunk.len());
-            chunk.advance(take);
-            n -= take;
-            if chunk.is_empty() {
-                done += 1;
-            }
-        }
-        self.chunks.drain(..done);
-    }
-
-    /// The chunks still to send, in order (a TLS transport reads them to encrypt them).
-    pub fn chunks(&self) -> &[Bytes] {
-        &self.chunks
-    }
-
-    /// Drops everything, keeping the allocation.
-    pub fn clear(&mut self) {
-        self.chunks.clear();
-    }
-
-    /// The chunks a single send may take (at most [`MAX_SEND_CHUNKS`]).
-    pub(crate) fn head_chunks(&self) -> &[Bytes] {
-        &self.chunks[..self.chunks.len().min(MAX_SEND_CHUNKS)]
-    }
-}
-
-/// What a finished operation produced.
-#[derive(Debug)]
-pub enum Outcome<'a> {
-    /// A connection was accepted. `more` is false when the accept operation has ended (an
-    /// error, or cancellation) and must be submitted again to keep accepting.
-    Accepted {
-        /// The new connection, or why accepting failed.
-        result: io::Result<OwnedFd>,
-        /// Whether the accept operation is still armed.
-        more: bool,
-    },
-    /// Bytes were received. The slice is valid only during the callback: it lives in a driver
-    /// buffer that is recycled as soon as the callback returns. `Ok` with an empty slice
-    /// means the peer closed its side (EOF).
-    Received(io::Result<&'a [u8]>),
-    /// A send finished: how many bytes the kernel took (possibly fewer than offered), and
-    /// the buffer back.
-    Sent {
-        /// Bytes written, or the error.
-        result: io::Result<usize>,
-        /// The buffer that was sent, unadvanced.
-        buf: SendBuf,
-    },
-    /// A close finished.
-    Closed(io::Result<()>),
-}
-
-/// One finished operation: the token given at submission and what it produced.
-#[derive(Debug)]
-pub struct Completion<'a> {
-    /// The caller's token from submission.
-    pub token: u64,
-    /// The operation that finished.
-    pub op: OpId,
-    /// What it produced.
-    pub outcome: Outcome<'a>,
-}
+pub use shared::{Completion, DriverConfig, OpId, Outcome, SendBuf, MAX_SEND_CHUNKS};
 
 /// Whether `e` is the error of a cancelled operation (ECANCELED).
 pub fn is_canceled(e: &io::Error) -> bool {
@@ -145,21 +27,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn advance_drops_written_chunks_and_slices_the_partial_one() {
-        let mut buf = SendBuf::new();
-        buf.push(Bytes::from_static(b"abc"));
-        buf.push(Bytes::new());
-        buf.push(Bytes::from_static(b"defg"));
-        assert_eq!(buf.len(), 7);
-        buf.advance(4);
-        assert_eq!(buf.head_chunks(), &[Bytes::from_static(b"efg")]);
-        buf.advance(3);
-        assert!(buf.is_empty());
-    }
-
-    #[test]
-    fn op_id_round_trips_through_user_data() {
-        let id = OpId { index: 7, generation: 0xdead_beef };
-        assert_eq!(OpId::from_user_data(id.to_user_data()), id);
+    fn cancellation_is_recognised() {
+        assert!(is_canceled(&canceled()));
+        assert!(!is_canceled(&io::Error::from(io::ErrorKind::ConnectionReset)));
     }
 }

@@ -43,7 +43,7 @@ mod op;
 #[allow(unsafe_code)]
 mod sys;
 
-pub use op::{is_canceled, Completion, OpId, Outcome, SendBuf, MAX_SEND_CHUNKS};
+pub use op::{is_canceled, Completion, DriverConfig, OpId, Outcome, SendBuf, MAX_SEND_CHUNKS};
 pub use sys::{
     allowed_cpus, on_console_ctrl, pin_current_thread, raise_open_files_limit,
     set_exclusive_address_use, shutdown_write,
@@ -102,30 +102,6 @@ impl DriverKind {
 impl fmt::Display for DriverKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// Driver settings. The same fields as on Linux; the io_uring ones are accepted and unused.
-#[derive(Debug, Clone)]
-pub struct DriverConfig {
-    /// Which backend.
-    pub io: IoChoice,
-    /// Unused on Windows (io_uring's submission queue size on Linux).
-    pub ring_entries: u32,
-    /// Unused on Windows (io_uring's provided receive buffers on Linux).
-    pub recv_buffers: u16,
-    /// Size of the driver's receive scratch buffer: the most one receive returns.
-    pub recv_buffer_size: usize,
-}
-
-impl Default for DriverConfig {
-    fn default() -> Self {
-        DriverConfig {
-            io: IoChoice::Auto,
-            ring_entries: 4096,
-            recv_buffers: 256,
-            recv_buffer_size: 16 * 1024,
-        }
     }
 }
 
