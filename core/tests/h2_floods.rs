@@ -27,16 +27,20 @@ fn literal(name: &str, value: &str, dst: &mut Vec<u8>) {
     dst.extend_from_slice(value.as_bytes());
 }
 
-fn request_block(extra: &[(&str, &str)]) -> Vec<u8> {
+/// A request's header block: the four pseudo-headers for `method` and `path`.
+fn request(method: &str, path: &str) -> Vec<u8> {
     let mut b = Vec::new();
-    for (n, v) in [
-        (":method", "GET"),
-        (":scheme", "http"),
-        (":authority", "localhost"),
-        (":path", "/plaintext"),
-    ] {
+    for (n, v) in
+        [(":method", method), (":scheme", "http"), (":authority", "localhost"), (":path", path)]
+    {
         literal(n, v, &mut b);
     }
+    b
+}
+
+/// `GET /plaintext` with `extra` fields after the pseudo-headers.
+fn request_block(extra: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = request("GET", "/plaintext");
     for (n, v) in extra {
         literal(n, v, &mut b);
     }
@@ -70,11 +74,16 @@ enum End {
 
 impl Raw {
     fn connect(addr: SocketAddr) -> Raw {
+        Raw::connect_with(addr, Settings::default())
+    }
+
+    /// Connects, sends the preface with `settings`, and acknowledges the server's SETTINGS.
+    fn connect_with(addr: SocketAddr, settings: Settings) -> Raw {
         let tcp = TcpStream::connect(addr).unwrap();
         tcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         let mut raw = Raw { tcp, buf: BytesMut::new(), decoder: FrameDecoder::new() };
         let mut hello = PREFACE.to_vec();
-        hello.extend(frame(|b| Settings::default().encode(b)));
+        hello.extend(frame(|b| settings.encode(b)));
         hello.extend(frame(|b| Settings::ack().encode(b)));
         raw.send(&hello);
         raw
@@ -367,13 +376,7 @@ fn refused_past_max_concurrent_streams(io: IoChoice) {
     // /collect waits for a body that never comes: each stream stays open.
     let mut burst = Vec::new();
     for i in 0..101u32 {
-        let mut b = Vec::new();
-        for (n, v) in
-            [(":method", "POST"), (":scheme", "http"), (":authority", "x"), (":path", "/collect")]
-        {
-            literal(n, v, &mut b);
-        }
-        burst.extend(headers(1 + 2 * i, b, false));
+        burst.extend(headers(1 + 2 * i, request("POST", "/collect"), false));
     }
     raw.send(&burst);
     assert_eq!(raw.goaway_or_reset(), End::Reset(201, Reason::REFUSED_STREAM));
@@ -393,10 +396,9 @@ both_drivers!(
     refused_past_max_concurrent_streams,
 );
 
-/// A client that opens a window of zero and never reads: the stream's queue is capped and,
-/// once it stops draining at min_response_data_rate, the stream is reset.
-#[test]
-fn a_client_that_never_opens_its_window_is_cut_off() {
+/// A server with a fast min_response_data_rate (1000 B/s after 300 ms), and a client that
+/// announces a stream window of zero and never opens it.
+fn shut_window_client() -> (peregrine::Server, SocketAddr, Raw) {
     let mut l = limits();
     l.min_response_data_rate = Some(peregrine::MinDataRate {
         bytes_per_second: 1000.0,
@@ -404,21 +406,17 @@ fn a_client_that_never_opens_its_window_is_cut_off() {
     });
     let server = start(IoChoice::Auto, l);
     let a = addr(&server);
-    let tcp = TcpStream::connect(a).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let mut raw = Raw { tcp, buf: BytesMut::new(), decoder: FrameDecoder::new() };
-    let mut hello = PREFACE.to_vec();
-    hello.extend(frame(|b| {
-        Settings { initial_window_size: Some(0), ..Settings::default() }.encode(b)
-    }));
-    hello.extend(frame(|b| Settings::ack().encode(b)));
-    raw.send(&hello);
-    let mut b = Vec::new();
-    for (n, v) in [(":method", "GET"), (":scheme", "http"), (":authority", "x"), (":path", "/big")]
-    {
-        literal(n, v, &mut b);
-    }
-    raw.send(&headers(1, b, true));
+    let raw =
+        Raw::connect_with(a, Settings { initial_window_size: Some(0), ..Settings::default() });
+    (server, a, raw)
+}
+
+/// A client that opens a window of zero and never reads: the stream's queue is capped and,
+/// once it stops draining at min_response_data_rate, the stream is reset.
+#[test]
+fn a_client_that_never_opens_its_window_is_cut_off() {
+    let (server, _, mut raw) = shut_window_client();
+    raw.send(&headers(1, request("GET", "/big"), true));
     assert_eq!(raw.goaway_or_reset(), End::Reset(1, Reason::CANCEL));
     assert!(raw.served(3), "the connection and server go on");
     finish(server);
@@ -428,22 +426,7 @@ fn a_client_that_never_opens_its_window_is_cut_off() {
 /// connection itself must make progress at min_response_data_rate or be closed.
 #[test]
 fn a_connection_whose_windows_stay_shut_is_closed() {
-    let mut l = limits();
-    l.min_response_data_rate = Some(peregrine::MinDataRate {
-        bytes_per_second: 1000.0,
-        grace_period: Duration::from_millis(300),
-    });
-    let server = start(IoChoice::Auto, l);
-    let a = addr(&server);
-    let tcp = TcpStream::connect(a).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let mut raw = Raw { tcp, buf: BytesMut::new(), decoder: FrameDecoder::new() };
-    let mut hello = PREFACE.to_vec();
-    hello.extend(frame(|b| {
-        Settings { initial_window_size: Some(0), ..Settings::default() }.encode(b)
-    }));
-    hello.extend(frame(|b| Settings::ack().encode(b)));
-    raw.send(&hello);
+    let (server, a, mut raw) = shut_window_client();
     for id in [1, 3, 5] {
         raw.send(&headers(id, request_block(&[]), true));
     }

@@ -182,29 +182,7 @@ macro_rules! all_transports {
     ($($(#[$attr:meta])* $name:ident),+ $(,)?) => {
         $(
             mod $name {
-                #[cfg(not(windows))]
-                #[test]
-                $(#[$attr])*
-                fn uring() {
-                    if $crate::common::skip_uring() {
-                        return;
-                    }
-                    super::$name(peregrine::IoChoice::Uring);
-                }
-
-                #[cfg(not(windows))]
-                #[test]
-                $(#[$attr])*
-                fn epoll() {
-                    super::$name(peregrine::IoChoice::Epoll);
-                }
-
-                #[cfg(windows)]
-                #[test]
-                $(#[$attr])*
-                fn iocp() {
-                    super::$name(peregrine::IoChoice::Auto);
-                }
+                $crate::both_drivers!(@tests $name [$($attr),*]);
 
                 #[test]
                 $(#[$attr])*
@@ -224,32 +202,36 @@ macro_rules! all_transports {
 /// driver, the module holds one test, `iocp`.
 #[macro_export]
 macro_rules! both_drivers {
+    // The per-driver tests, shared with `all_transports!`.
+    (@tests $name:ident [$($attr:meta),*]) => {
+        #[cfg(not(windows))]
+        #[test]
+        $(#[$attr])*
+        fn uring() {
+            if $crate::common::skip_uring() {
+                return;
+            }
+            super::$name(peregrine::IoChoice::Uring);
+        }
+
+        #[cfg(not(windows))]
+        #[test]
+        $(#[$attr])*
+        fn epoll() {
+            super::$name(peregrine::IoChoice::Epoll);
+        }
+
+        #[cfg(windows)]
+        #[test]
+        $(#[$attr])*
+        fn iocp() {
+            super::$name(peregrine::IoChoice::Auto);
+        }
+    };
     ($($(#[$attr:meta])* $name:ident),+ $(,)?) => {
         $(
             mod $name {
-                #[cfg(not(windows))]
-                #[test]
-                $(#[$attr])*
-                fn uring() {
-                    if $crate::common::skip_uring() {
-                        return;
-                    }
-                    super::$name(peregrine::IoChoice::Uring);
-                }
-
-                #[cfg(not(windows))]
-                #[test]
-                $(#[$attr])*
-                fn epoll() {
-                    super::$name(peregrine::IoChoice::Epoll);
-                }
-
-                #[cfg(windows)]
-                #[test]
-                $(#[$attr])*
-                fn iocp() {
-                    super::$name(peregrine::IoChoice::Auto);
-                }
+                $crate::both_drivers!(@tests $name [$($attr),*]);
             }
         )+
     };
