@@ -441,3 +441,135 @@ fn a_connection_whose_windows_stay_shut_is_closed() {
     assert!(fresh.served(1));
     finish(server);
 }
+
+/// The response HEADERS on stream `id`: its HPACK block (statuses outside HPACK's static
+/// table, such as 408 and 413, are sent as literal digits).
+fn response_block(raw: &mut Raw, id: u32) -> Bytes {
+    let mut block = None;
+    let end = raw.until(|f| match f {
+        Frame::Headers(h) if h.stream_id.value() == id => {
+            block = Some(h.fragment.clone());
+            Some(End::Closed)
+        }
+        Frame::GoAway(g) => Some(End::GoAway(g.reason)),
+        _ => None,
+    });
+    block.unwrap_or_else(|| panic!("no response on stream {id}: {end:?}"))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// max_request_body_size over HTTP/2: a Content-Length over it is answered 413 before any
+/// DATA; a body that grows past it is answered 413 too.
+fn request_body_limit_gets_413(io: IoChoice) {
+    let server = start(io, Limits { max_request_body_size: Some(1000), ..limits() });
+    let mut raw = Raw::connect(addr(&server));
+    let mut b = request("POST", "/collect");
+    literal("content-length", "5000", &mut b);
+    raw.send(&headers(1, b, false));
+    assert!(contains(&response_block(&mut raw, 1), b"413"));
+
+    raw.send(&headers(3, request("POST", "/collect"), false));
+    raw.send(&frame(|b| {
+        let body = Bytes::from(vec![b'x'; 1500]);
+        Data::new(StreamId::new(3), body.clone(), false).encode_head(b);
+        b.extend_from_slice(&body);
+    }));
+    assert!(contains(&response_block(&mut raw, 3), b"413"));
+    assert!(raw.served(5), "the connection goes on");
+    finish(server);
+}
+
+/// min_request_body_data_rate over HTTP/2: a body that stops arriving is answered 408.
+fn stalled_request_body_gets_408(io: IoChoice) {
+    let rate = peregrine::MinDataRate {
+        bytes_per_second: 1000.0,
+        grace_period: Duration::from_millis(300),
+    };
+    let server = start(io, Limits { min_request_body_data_rate: Some(rate), ..limits() });
+    let mut raw = Raw::connect(addr(&server));
+    raw.send(&headers(1, request("POST", "/collect"), false));
+    let started = Instant::now();
+    assert!(contains(&response_block(&mut raw, 1), b"408"));
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(raw.served(3));
+    finish(server);
+}
+
+/// keep_alive_timeout over HTTP/2: an idle connection gets GOAWAY NO_ERROR, then is closed.
+fn idle_connection_gets_goaway(io: IoChoice) {
+    let l = Limits { keep_alive_timeout: Duration::from_millis(300), ..limits() };
+    let server = start(io, l);
+    let mut raw = Raw::connect(addr(&server));
+    assert!(raw.served(1));
+    assert_eq!(raw.goaway(), End::GoAway(Reason::NO_ERROR));
+    assert_eq!(raw.until(|_| None), End::Closed);
+    finish(server);
+}
+
+fn priority_flood(io: IoChoice) {
+    flood(
+        io,
+        |_| {},
+        |raw| {
+            let burst: Vec<u8> = (0..2000u32)
+                .flat_map(|i| {
+                    let p = peregrine_protocols::h2::frame::Priority {
+                        stream_id: StreamId::new(1 + 2 * i),
+                        dependency: peregrine_protocols::h2::frame::StreamDependency {
+                            dependency: StreamId::ZERO,
+                            weight: 16,
+                            exclusive: false,
+                        },
+                    };
+                    frame(|b| p.encode(b))
+                })
+                .collect();
+            raw.send(&burst);
+        },
+        Reason::ENHANCE_YOUR_CALM,
+    );
+}
+
+fn window_update_flood(io: IoChoice) {
+    flood(
+        io,
+        |l| l.h2.window_updates.max = 500,
+        |raw| {
+            let burst: Vec<u8> = (0..1000)
+                .flat_map(|_| frame(|b| WindowUpdate::new(StreamId::ZERO, 1).encode(b)))
+                .collect();
+            raw.send(&burst);
+        },
+        Reason::ENHANCE_YOUR_CALM,
+    );
+}
+
+/// A header block larger than max_header_block_size is cut off while it arrives.
+fn oversized_header_block(io: IoChoice) {
+    flood(
+        io,
+        |l| l.h2.max_header_block_size = 20_000,
+        |raw| {
+            let mut burst = frame(|b| {
+                Headers::new(StreamId::new(1), Bytes::from(vec![0; 16_000]), true, false).encode(b)
+            });
+            burst.extend(frame(|b| {
+                Continuation::new(StreamId::new(1), Bytes::from(vec![0; 16_000]), false).encode(b)
+            }));
+            raw.send(&burst);
+        },
+        Reason::ENHANCE_YOUR_CALM,
+    );
+}
+
+both_drivers!(
+    request_body_limit_gets_413,
+    stalled_request_body_gets_408,
+    idle_connection_gets_goaway,
+    priority_flood,
+    window_update_flood,
+    oversized_header_block,
+);
