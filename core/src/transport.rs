@@ -61,6 +61,10 @@ struct Tls {
     /// Ciphertext received and not yet taken by rustls (only while rustls' plaintext buffer
     /// is full). Moved into a receive operation while one is in flight.
     raw: Cell<BytesMut>,
+    /// Ciphertext to send. Each flush splits what rustls wrote off as one `Bytes`; once the
+    /// send has dropped it, the next flush's writes reuse the same allocation (`BytesMut`
+    /// reclaims a buffer it owns alone), so a connection does not allocate per flush.
+    cipher: Cell<BytesMut>,
     /// The peer closed TCP (EOF), with or without close_notify.
     eof: Cell<bool>,
     /// A send was cut short or failed, or rustls failed: no more sends.
@@ -110,6 +114,7 @@ impl Transport {
         let tls = Tls {
             conn: RefCell::new(conn),
             raw: Cell::new(raw),
+            cipher: Cell::new(BytesMut::new()),
             eof: Cell::new(false),
             broken: Cell::new(false),
             writing: Cell::new(false),
@@ -353,14 +358,17 @@ impl Tls {
                     // receive queues can be left behind.
                     return Ok(guard);
                 }
-                let mut out = BytesMut::new().writer();
+                let mut out = self.cipher.take().writer();
                 while conn.wants_write() {
                     conn.write_tls(&mut out)?;
                 }
-                out.into_inner()
+                let mut out = out.into_inner();
+                let chunk = out.split().freeze();
+                self.cipher.set(out);
+                chunk
             };
             let mut send = SendBuf::new();
-            send.push(out.freeze());
+            send.push(out);
             while !send.is_empty() {
                 let (result, back) = rt::io::send(fd, send).await;
                 send = back;
