@@ -7,9 +7,9 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, DATE, SERVER};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use peregrine_limits::DataRate;
+use peregrine_protocols::h2::server::ServerFields;
 use peregrine_protocols::h2::{Reason, RequestHead, StreamId};
 
 use super::body::RequestBody;
@@ -169,9 +169,11 @@ async fn call<H: Handler>(handler: &H, request: Request<Body>) -> Option<Respons
 /// it may still be sending (RFC 9113 §8.1: RST_STREAM NO_ERROR after a complete response).
 fn respond_error(shared: &Shared, id: StreamId, status: StatusCode) {
     let mut conn = shared.conn.borrow_mut();
-    let mut headers = HeaderMap::new();
-    add_server_fields(&mut headers, Some(0));
-    if conn.send_response(id, status, &headers, true).is_ok() {
+    let sent = date::with(|date| {
+        let fields = ServerFields { date, content_length: Some(0) };
+        conn.send_response_with(id, status, &HeaderMap::new(), Some(fields), true)
+    });
+    if sent.is_ok() {
         crate::metrics::count(|m| m.response(status, None));
     }
     let body_done = shared.with_slot(id, |s| s.body_done).unwrap_or(true);
@@ -179,24 +181,6 @@ fn respond_error(shared: &Shared, id: StreamId, status: StatusCode) {
         conn.reset_stream(id, Reason::NO_ERROR);
     }
     shared.wake_conn();
-}
-
-/// `date`, `server` and, when known, `content-length`, unless the handler set them.
-fn add_server_fields(headers: &mut HeaderMap, len: Option<u64>) {
-    if !headers.contains_key(DATE) {
-        let date = date::with(|d| HeaderValue::from_maybe_shared(Bytes::copy_from_slice(d)));
-        if let Ok(d) = date {
-            headers.insert(DATE, d);
-        }
-    }
-    if !headers.contains_key(SERVER) {
-        headers.insert(SERVER, HeaderValue::from_static("peregrine"));
-    }
-    if let Some(n) = len {
-        if !headers.contains_key(CONTENT_LENGTH) {
-            headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
-        }
-    }
 }
 
 /// How much of a response is queued once its head is.
@@ -228,27 +212,13 @@ fn queue_response(
     let mut conn = shared.conn.borrow_mut();
     // `date`, `server` and `content-length` go straight into the HPACK block: no insertion
     // into (and growth of) the handler's map, no allocation for the values.
-    let h = &parts.headers;
-    let mut length = itoa_buf();
-    let length =
-        len.filter(|_| !h.contains_key(CONTENT_LENGTH)).map(|n| format_u64(n, &mut length));
-    date::with(|date| {
-        let mut extra: [(&http::HeaderName, &[u8]); 3] =
-            [(&DATE, date), (&SERVER, b"peregrine"), (&CONTENT_LENGTH, b"")];
-        let mut n = 0;
-        for (present, field) in [
-            (h.contains_key(DATE), (&DATE, date)),
-            (h.contains_key(SERVER), (&SERVER, &b"peregrine"[..])),
-            (length.is_none(), (&CONTENT_LENGTH, length.unwrap_or_default())),
-        ] {
-            if !present {
-                extra[n] = field;
-                n += 1;
-            }
-        }
-        conn.send_response_with(id, parts.status, h, &extra[..n], no_body)
-    })
-    .ok()?;
+    // `date`, `server` and `content-length` are added by the codec straight into the HPACK
+    // block: no insertion into (and growth of) the handler's map.
+    let sent = date::with(|date| {
+        let fields = ServerFields { date, content_length: len };
+        conn.send_response_with(id, parts.status, &parts.headers, Some(fields), no_body)
+    });
+    sent.ok()?;
     shared.wake_conn();
     if no_body {
         return Some(Queued::Done(0));
@@ -382,22 +352,4 @@ async fn drain_below(
         shared.wake_conn();
     }
     drained
-}
-
-/// Room for a decimal `u64`.
-fn itoa_buf() -> [u8; 20] {
-    [0; 20]
-}
-
-/// Writes `n` in decimal at the end of `buf` and returns those digits.
-fn format_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
 }

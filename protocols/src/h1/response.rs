@@ -149,8 +149,9 @@ fn put_field(name: &[u8], value: &[u8], dst: &mut BytesMut) {
     dst.extend_from_slice(b"\r\n");
 }
 
-/// Formats `n` in decimal into the end of `scratch` and returns the digits.
-fn decimal(mut n: u64, scratch: &mut [u8; 20]) -> &[u8] {
+/// Formats `n` in decimal into the end of `scratch` and returns the digits (HTTP/2's
+/// `content-length` uses it too).
+pub(crate) fn decimal(mut n: u64, scratch: &mut [u8; 20]) -> &[u8] {
     let mut i = scratch.len();
     loop {
         i -= 1;

@@ -39,7 +39,7 @@ use peregrine_limits::Budget;
 
 pub use config::{Config, GOAWAY_PING_TIMEOUT, SETTINGS_ACK_TIMEOUT};
 pub use event::Event;
-pub use send::StreamGone;
+pub use send::{ServerFields, StreamGone};
 
 use super::frame::{FrameDecoder, GoAway, Ping, Settings, StreamId, StreamMap, WindowUpdate};
 use super::{HeaderDecoder, HeaderEncoder, Reason};

@@ -290,7 +290,7 @@ impl Connection {
             id,
             http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             &http::HeaderMap::new(),
-            &[],
+            None,
             true,
         );
         if !end {

@@ -7,6 +7,7 @@
 //! for tiny bodies, whose copy is cheaper than an extra chunk.
 
 use bytes::{Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, DATE, SERVER};
 use http::{HeaderMap, StatusCode};
 
 use super::stream::{Outgoing, SendState};
@@ -24,6 +25,16 @@ const MAX_CHUNKS: usize = 60;
 /// Most bytes one `poll_transmit` schedules, so one send stays a reasonable size and the
 /// other streams get their turn soon.
 const MAX_TRANSMIT: usize = 256 * 1024;
+
+/// Fields the server adds to a response head (see
+/// [`Connection::send_response_with`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerFields<'a> {
+    /// The cached IMF-fixdate for `date` (29 bytes).
+    pub date: &'a [u8],
+    /// The body's length, when known.
+    pub content_length: Option<u64>,
+}
 
 /// Why an application command was refused: the stream is gone (reset, or the connection
 /// failed) or the command does not fit its state. Stop working on the stream.
@@ -47,17 +58,19 @@ impl Connection {
         headers: &HeaderMap,
         end_stream: bool,
     ) -> Result<(), StreamGone> {
-        self.send_response_with(id, status, headers, &[], end_stream)
+        self.send_response_with(id, status, headers, None, end_stream)
     }
 
-    /// [`send_response`](Self::send_response) with `extra` fields appended after `headers`
-    /// (what the server adds, e.g. `date`), so they need not be inserted into the map.
+    /// [`send_response`](Self::send_response) plus the fields the server adds unless the
+    /// handler set them (as HTTP/1's `encode_response_head` does): `date`, `server`, and
+    /// `content-length` when known. They go straight into the HPACK block, so the handler's
+    /// map is neither grown nor copied.
     pub fn send_response_with(
         &mut self,
         id: StreamId,
         status: StatusCode,
         headers: &HeaderMap,
-        extra: &[(&http::HeaderName, &[u8])],
+        fields: Option<ServerFields<'_>>,
         end_stream: bool,
     ) -> Result<(), StreamGone> {
         let stream = self.streams.get_mut(&id).ok_or(StreamGone)?;
@@ -65,7 +78,7 @@ impl Connection {
             return Err(StreamGone);
         }
         stream.send = if end_stream { SendState::Done } else { SendState::Open };
-        self.encode_head(id, status, headers, extra, end_stream);
+        self.encode_head(id, status, headers, fields, end_stream);
         if end_stream {
             self.end_send(id);
         }
@@ -187,14 +200,24 @@ impl Connection {
         id: StreamId,
         status: StatusCode,
         headers: &HeaderMap,
-        extra: &[(&http::HeaderName, &[u8])],
+        fields: Option<ServerFields<'_>>,
         end_stream: bool,
     ) {
         let start = self.out.len();
         self.out.extend_from_slice(&[0; frame::HEAD_LEN]);
         self.encoder.encode_response(status, headers, &mut self.out);
-        for (name, value) in extra {
-            self.encoder.encode_field(name, value, &mut self.out);
+        if let Some(f) = fields {
+            if !headers.contains_key(DATE) {
+                self.encoder.encode_field(&DATE, f.date, &mut self.out);
+            }
+            if !headers.contains_key(SERVER) {
+                self.encoder.encode_field(&SERVER, b"peregrine", &mut self.out);
+            }
+            if let Some(n) = f.content_length.filter(|_| !headers.contains_key(CONTENT_LENGTH)) {
+                let mut scratch = [0; 20];
+                let digits = crate::h1::response::decimal(n, &mut scratch);
+                self.encoder.encode_field(&CONTENT_LENGTH, digits, &mut self.out);
+            }
         }
         let len = self.out.len() - start - frame::HEAD_LEN;
         if len <= self.peer_max_frame_size as usize {

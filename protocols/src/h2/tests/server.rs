@@ -832,3 +832,23 @@ fn a_connection_error_resets_every_open_stream_for_the_application() {
     assert!(matches!(events[0], Event::ConnectionError { reason: Reason::FLOW_CONTROL_ERROR, .. }));
     assert_eq!(events.iter().filter(|e| matches!(e, Event::Reset { .. })).count(), 2);
 }
+
+#[test]
+fn server_fields_are_added_unless_the_handler_set_them() {
+    use crate::h2::server::ServerFields;
+    let mut c = Client::new();
+    c.open(1);
+    let mut h = HeaderMap::new();
+    h.insert("server", "app".parse().unwrap());
+    let date = b"Sun, 22 Nov 2026 05:00:00 GMT";
+    let fields = ServerFields { date, content_length: Some(1234) };
+    c.conn.send_response_with(id(1), StatusCode::OK, &h, Some(fields), true).unwrap();
+    let frames = c.frames();
+    let Frame::Headers(hf) = &frames[0] else { panic!("{frames:?}") };
+    let fields = c.fields(&hf.fragment.clone());
+    let get =
+        |n: &str| fields.iter().filter(|(k, _)| k == n).map(|(_, v)| v.clone()).collect::<Vec<_>>();
+    assert_eq!(get("server"), vec!["app".to_string()], "the handler's wins, once");
+    assert_eq!(get("date"), vec![String::from_utf8(date.to_vec()).unwrap()]);
+    assert_eq!(get("content-length"), vec!["1234".to_string()]);
+}
