@@ -1,6 +1,8 @@
 //! The application API: a handler per core, built by a factory.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::task::Poll;
 
 use http::{Request, Response};
 
@@ -24,4 +26,19 @@ where
     fn call(&self, request: Request<Body>) -> impl Future<Output = Response<Body>> {
         self(request)
     }
+}
+
+/// Calls the handler, turning a panic (in the call or while polling its future) into `None`.
+pub(crate) async fn call<H: Handler>(
+    handler: &H,
+    request: Request<Body>,
+) -> Option<Response<Body>> {
+    let future = catch_unwind(AssertUnwindSafe(|| handler.call(request))).ok()?;
+    let mut future = std::pin::pin!(future);
+    poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+        Ok(Poll::Ready(r)) => Poll::Ready(Some(r)),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(_) => Poll::Ready(None),
+    })
+    .await
 }

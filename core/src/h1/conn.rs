@@ -13,11 +13,8 @@
 //! `request_headers_timeout` of its first byte (the slowloris defence: `408` and close).
 
 use crate::sys::{self, OwnedSocket};
-use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -269,7 +266,7 @@ async fn exchange<H: Handler>(
     *request.version_mut() = version;
     *request.headers_mut() = headers;
 
-    let (response, panicked) = match call(handler, request).await {
+    let (response, panicked) = match crate::handler::call(handler, request).await {
         Some(response) => (response, false),
         None => {
             tracing::error!("handler panicked; answering 500 and closing the connection");
@@ -343,18 +340,6 @@ async fn exchange<H: Handler>(
             Err(Ending::Abort(failure.map_or(reason, |f| f.reason)))
         }
     }
-}
-
-/// Calls the handler, turning a panic (in the call or while polling its future) into `None`.
-async fn call<H: Handler>(handler: &H, request: Request<Body>) -> Option<Response<Body>> {
-    let future = catch_unwind(AssertUnwindSafe(|| handler.call(request))).ok()?;
-    let mut future = std::pin::pin!(future);
-    poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-        Ok(Poll::Ready(r)) => Poll::Ready(Some(r)),
-        Ok(Poll::Pending) => Poll::Pending,
-        Err(_) => Poll::Ready(None),
-    })
-    .await
 }
 
 fn internal_error() -> Response<Body> {

@@ -10,7 +10,7 @@ use http::StatusCode;
 use peregrine_limits::DataRate;
 use peregrine_protocols::h2::StreamId;
 
-use super::conn::{register, Shared};
+use super::conn::Shared;
 use crate::body::{BodyChunk, BodyError};
 use crate::rt;
 use crate::rt::timer::Timer;
@@ -68,7 +68,7 @@ impl RequestBody {
                     Some(chunk) => Next::Chunk(chunk),
                     None if slot.body_done => Next::End,
                     None => {
-                        register(&mut slot.body_waker, cx);
+                        rt::store_waker(&mut slot.body_waker, cx);
                         Next::Empty
                     }
                 }

@@ -171,7 +171,7 @@ impl<'a, H: Handler> Driver<'a, H> {
         // must still start to leave: the deadline by which some must, or the connection ends.
         let mut stalled: Option<Instant> = None;
         poll_fn(|cx| {
-            register(&mut self.shared.conn_waker.borrow_mut(), cx);
+            rt::store_waker(&mut self.shared.conn_waker.borrow_mut(), cx);
             loop {
                 let mut progress = false;
                 if !going_away && rt::shutting_down() {
@@ -392,13 +392,5 @@ impl<'a, H: Handler> Driver<'a, H> {
                 }
             }
         }
-    }
-}
-
-/// Stores `cx`'s waker in `slot_waker` unless it is already there.
-pub(crate) fn register(slot_waker: &mut Option<Waker>, cx: &Context<'_>) {
-    match slot_waker {
-        Some(w) if w.will_wake(cx.waker()) => {}
-        _ => *slot_waker = Some(cx.waker().clone()),
     }
 }

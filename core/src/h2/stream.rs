@@ -1,7 +1,6 @@
 //! One stream's task: run the handler, then queue the response on the codec.
 
 use std::future::{poll_fn, Future};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -13,7 +12,7 @@ use peregrine_protocols::h2::server::ServerFields;
 use peregrine_protocols::h2::{Reason, RequestHead, StreamId};
 
 use super::body::RequestBody;
-use super::conn::{register, Shared};
+use super::conn::Shared;
 use crate::access_log::Entry;
 use crate::metrics::Rejection;
 use crate::rt::executor;
@@ -83,7 +82,7 @@ impl<F: Future<Output = ()>> Future for Abortable<'_, '_, F> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let id = self.id;
         let reset = self.shared.with_slot(id, |slot| {
-            register(&mut slot.task_waker, cx);
+            rt::store_waker(&mut slot.task_waker, cx);
             slot.reset
         });
         if reset != Some(false) {
@@ -121,7 +120,7 @@ async fn run<H: Handler>(
     *request.version_mut() = Version::HTTP_2;
     *request.headers_mut() = headers;
 
-    let response = match call(handler, request).await {
+    let response = match crate::handler::call(handler, request).await {
         Some(r) => r,
         None => {
             tracing::error!(stream = id.value(), "handler panicked; answering 500");
@@ -152,17 +151,6 @@ async fn run<H: Handler>(
         };
         log.record(&entry, rt::now());
     }
-}
-
-/// Runs the handler, turning a panic into `None`.
-async fn call<H: Handler>(handler: &H, request: Request<Body>) -> Option<Response<Body>> {
-    let mut fut = std::pin::pin!(handler.call(request));
-    poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
-        Ok(Poll::Ready(r)) => Poll::Ready(Some(r)),
-        Ok(Poll::Pending) => Poll::Pending,
-        Err(_) => Poll::Ready(None),
-    })
-    .await
 }
 
 /// Answers `status` with an empty body, and asks the client to stop sending a request body
@@ -341,7 +329,7 @@ async fn drain_below(
         if timer.poll_fired(cx).is_ready() {
             return Poll::Ready(false);
         }
-        shared.with_slot(id, |slot| register(&mut slot.capacity_waker, cx));
+        shared.with_slot(id, |slot| rt::store_waker(&mut slot.capacity_waker, cx));
         Poll::Pending
     })
     .await;

@@ -136,10 +136,7 @@ fn poll_slot(index: usize, cx: &mut Context<'_>) -> Option<SlotState> {
         if ready {
             Some(ops.slots.remove(index).state)
         } else {
-            match &slot.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => slot.waker = Some(cx.waker().clone()),
-            }
+            crate::rt::store_waker(&mut slot.waker, cx);
             None
         }
     })

@@ -33,6 +33,15 @@ thread_local! {
 /// Tokens at or above this are listener accepts; below are op-table slots.
 pub(crate) const ACCEPT_TOKEN_BASE: u64 = 1 << 62;
 
+/// Stores `cx`'s waker in `slot` unless the one there already wakes the same task (no
+/// clone, no refcount traffic on the common re-poll).
+pub(crate) fn store_waker(slot: &mut Option<std::task::Waker>, cx: &std::task::Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
 /// Installs this thread's driver.
 pub(crate) fn install(driver: Driver) {
     CORE.with(|c| *c.borrow_mut() = Some(Core { driver, ops: io::Ops::default() }));

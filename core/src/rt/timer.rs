@@ -141,10 +141,7 @@ impl Timer {
             if e.fired {
                 Poll::Ready(())
             } else {
-                match &e.waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => e.waker = Some(cx.waker().clone()),
-                }
+                crate::rt::store_waker(&mut e.waker, cx);
                 Poll::Pending
             }
         })
