@@ -22,7 +22,8 @@ use crate::h1;
 use crate::listener::Protocols;
 use crate::metrics::TlsFailure;
 use crate::rt;
-use crate::rt::timer::Timer;
+use crate::rt::executor;
+use crate::rt::timer::{RunUntil, Timer};
 use crate::sys::{self, OwnedSocket};
 use crate::tls::{accept, TlsListener};
 use crate::transport::Transport;
@@ -67,16 +68,46 @@ impl Drop for HandshakeSlot {
     }
 }
 
+/// One accepted connection's claim on its core: the `max_connections` permit, and its place
+/// in the core's live count and metrics. Given back when the connection's task ends or is
+/// dropped at teardown, so the task needs no wrapper future to do the accounting (a wrapper
+/// that awaits the connection future would hold it twice: rust-lang/rust#62958).
+pub(crate) struct Admitted {
+    _permit: ConnectionPermit,
+    live: Rc<Cell<usize>>,
+}
+
+impl Admitted {
+    /// Counts a connection in: `live` is the core's count of open connections.
+    pub(crate) fn new(permit: ConnectionPermit, live: &Rc<Cell<usize>>) -> Admitted {
+        crate::metrics::count(|m| m.accepted());
+        live.set(live.get() + 1);
+        Admitted { _permit: permit, live: Rc::clone(live) }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        crate::metrics::count(|m| m.closed());
+        self.live.set(self.live.get() - 1);
+    }
+}
+
 /// Serves one accepted connection until it closes.
 pub(crate) async fn serve<H: Handler>(
     fd: OwnedSocket,
     endpoint: Rc<Endpoint>,
     handler: Rc<H>,
     settings: Rc<h1::Settings>,
-    permit: ConnectionPermit,
+    admitted: Admitted,
     peer: Option<SocketAddr>,
 ) {
     let limits = &settings.limits;
+    if rt::shutting_down() {
+        // Accepted just as a graceful shutdown began: no request of it is in flight.
+        rt::io::close(fd).await;
+        return;
+    }
     let (transport, protocol, initial) = match &endpoint.tls {
         Some(tls) => {
             let Some(slot) = HandshakeSlot::try_take(limits.max_concurrent_tls_handshakes_per_core)
@@ -87,7 +118,10 @@ pub(crate) async fn serve<H: Handler>(
                 return;
             };
             let deadline = rt::now() + limits.tls_handshake_timeout;
-            let result = idle_until(deadline, accept::handshake(sys::raw(&fd), tls)).await;
+            // Boxed: the handshake's state (rustls' acceptor, a few KiB) lives only as long as
+            // the handshake, not in the connection's task for its whole life.
+            let handshake = Box::pin(accept::handshake(sys::raw(&fd), tls));
+            let result = idle_until(deadline, handshake).await;
             drop(slot);
             match result {
                 Some(Ok((transport, protocol))) => {
@@ -133,22 +167,25 @@ pub(crate) async fn serve<H: Handler>(
         }
     };
     crate::metrics::count(|m| m.protocol(protocol));
+    // The chosen loop gets a task of its own and this one ends: the connection's task then
+    // holds only that loop's state, not the handshake's or the sniffer's beside it.
     match protocol {
-        Protocol::Http1 => h1::serve(fd, transport, initial, handler, settings, permit, peer).await,
-        Protocol::Http2 => serve_h2(fd, transport, initial, handler, settings, permit, peer).await,
+        Protocol::Http1 => {
+            executor::spawn(h1::serve(fd, transport, initial, handler, settings, admitted, peer))
+        }
+        Protocol::Http2 => executor::spawn_now(crate::h2::serve(
+            fd, transport, initial, handler, settings, admitted, peer,
+        )),
     }
 }
 
-/// Runs `op` until `deadline` as an idle wait: a graceful shutdown ends it at once (`None`),
-/// as it ends an idle keep-alive wait. A connection still in its handshake or still to send
-/// its first bytes has no request in flight to finish.
-async fn idle_until<F: std::future::Future>(deadline: Instant, op: F) -> Option<F::Output> {
-    if rt::shutting_down() {
-        return None;
-    }
-    let timer = Timer::new();
-    timer.set_idle(true);
-    timer.run_until(op, Some(deadline)).await
+/// Runs `op` until `deadline` as an idle wait: a graceful shutdown ends it (`None`), as it
+/// ends an idle keep-alive wait. A connection still in its handshake or still to send its
+/// first bytes has no request in flight to finish.
+fn idle_until<F: std::future::Future>(deadline: Instant, op: F) -> RunUntil<Timer, F> {
+    let wait = rt::timer::timeout(deadline, op);
+    wait.timer().set_idle(true);
+    wait
 }
 
 /// Reads until the first bytes tell HTTP/2 prior knowledge (the full 24-byte preface) from
@@ -170,18 +207,4 @@ async fn sniff(transport: &Transport) -> std::io::Result<(Protocol, BytesMut)> {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
     }
-}
-
-/// The HTTP/2 connection loop's entry point: the socket, its transport, the bytes already
-/// read (for h2c, at least the preface), and the per-core handler and settings.
-pub(crate) async fn serve_h2<H: Handler>(
-    fd: OwnedSocket,
-    transport: Transport,
-    initial: BytesMut,
-    handler: Rc<H>,
-    settings: Rc<h1::Settings>,
-    permit: ConnectionPermit,
-    peer: Option<SocketAddr>,
-) {
-    crate::h2::serve(fd, transport, initial, handler, settings, permit, peer).await
 }

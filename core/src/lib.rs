@@ -34,6 +34,7 @@ mod h2;
 mod handler;
 mod listener;
 mod metrics;
+pub mod overview;
 pub mod routes;
 mod rt;
 mod server;

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use clap::{Parser, ValueEnum};
 use peregrine::config::{self, Config};
-use peregrine::routes::BuiltinRoutes;
+use peregrine::overview::{ListenerView, Overview};
+use peregrine::routes::{BuiltinRoutes, WelcomePage};
 use peregrine::{
     AccessLogTarget, IoChoice, ListenerSpec, Server, ServerConfig, StartError, TlsSettings,
 };
@@ -99,7 +100,7 @@ fn main() -> ExitCode {
         },
         None => Config::default(),
     };
-    let listen = match listeners(&cli, &config) {
+    let (listen, development_cert) = match listeners(&cli, &config) {
         Ok(l) => l,
         Err(e) => return usage_error(&e),
     };
@@ -145,7 +146,10 @@ fn main() -> ExitCode {
         }
     };
     let routes = Arc::new(config.route.clone());
-    let server = match Server::start(server_config, move || BuiltinRoutes::new(&routes)) {
+    let welcome = WelcomePage::default();
+    let page = Arc::clone(&welcome);
+    let factory = move || BuiltinRoutes::new(&routes).with_welcome(Arc::clone(&page));
+    let server = match Server::start(server_config, factory) {
         Ok(s) => s,
         // Unusable certificate files are a configuration mistake: exit 2, like a bad flag.
         Err(e @ StartError::Tls(..)) => return usage_error(&e.to_string()),
@@ -168,18 +172,19 @@ fn main() -> ExitCode {
     if let Some(addr) = server.admin_addr() {
         println!("admin listening on http://{addr}");
     }
-    let first =
-        |tls: bool| server.local_addrs().iter().zip(&listen_specs).find(|(_, s)| s.is_tls() == tls);
-    if let Some((addr, _)) = first(false) {
-        println!(
-            "try: curl http://{addr}/plaintext | wrk -t1 -c64 -d10s http://{addr}/plaintext | \
-             h2load -n10000 -c16 http://{addr}/plaintext (h2c arrives with the HTTP/2 loop)"
-        );
-    }
-    if let Some((addr, _)) = first(true) {
-        println!(
-            "try: curl -k https://{addr}/plaintext (-k: a development certificate is not trusted)"
-        );
+    let overview = Overview {
+        listeners: server
+            .local_addrs()
+            .iter()
+            .zip(&listen_specs)
+            .map(|(addr, spec)| ListenerView::new(*addr, spec, development_cert))
+            .collect(),
+        admin: server.admin_addr(),
+        fixed_routes: config.route.iter().map(|r| r.path.clone()).collect(),
+    };
+    let _ = welcome.set(overview.welcome_page().into());
+    for hint in overview.hints() {
+        println!("{hint}");
     }
     #[cfg(unix)]
     if let Some(signals) = signals {
@@ -192,42 +197,51 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The listeners: from the flags, else the config file, else the embedded default.
-fn listeners(cli: &Cli, config: &Config) -> Result<Vec<ListenerSpec>, String> {
+/// The listeners: from the flags, else the config file, else the embedded default; and
+/// whether their TLS listeners use the generated development certificate.
+fn listeners(cli: &Cli, config: &Config) -> Result<(Vec<ListenerSpec>, bool), String> {
     if cli.listen.is_empty() && cli.tls_listen.is_empty() {
         let from_file = config.listeners()?;
         if !from_file.is_empty() {
-            return Ok(from_file);
+            return Ok((from_file, false));
         }
         let tls = development_certificate()?;
-        return Ok(vec![
-            SocketAddr::from(([127, 0, 0, 1], 8080)).into(),
-            ListenerSpec::tls(SocketAddr::from(([127, 0, 0, 1], 8443)), tls),
-        ]);
+        return Ok((
+            vec![
+                SocketAddr::from(([127, 0, 0, 1], 8080)).into(),
+                ListenerSpec::tls(SocketAddr::from(([127, 0, 0, 1], 8443)), tls),
+            ],
+            true,
+        ));
     }
     let mut specs = Vec::new();
+    let mut development = false;
     for a in &cli.listen {
         specs.push(config::resolve(a).map_err(|e| format!("--listen: {e}"))?.into());
     }
     if !cli.tls_listen.is_empty() {
         let tls = match (&cli.tls_cert, &cli.tls_key) {
             (Some(cert), Some(key)) => TlsSettings::from_files(cert, key),
-            _ => development_certificate()?,
+            _ => {
+                development = true;
+                development_certificate()?
+            }
         };
         for a in &cli.tls_listen {
             let addr = config::resolve(a).map_err(|e| format!("--tls-listen: {e}"))?;
             specs.push(ListenerSpec::tls(addr, tls.clone()));
         }
     }
-    Ok(specs)
+    Ok((specs, development))
 }
 
 /// A fresh self-signed certificate, announced as what it is.
 fn development_certificate() -> Result<TlsSettings, String> {
     let tls = TlsSettings::development().map_err(|e| e.to_string())?;
     tracing::warn!(
-        "using a self-signed development certificate for localhost and 127.0.0.1, generated \
-         at start: clients will not trust it; not for production (configure [listener.tls])"
+        "using a self-signed development certificate for localhost, 127.0.0.1 and ::1, \
+         generated at start and valid for 7 days: clients will not trust it; not for \
+         production (configure [listener.tls])"
     );
     Ok(tls)
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -10,7 +11,9 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use crate::config::RouteConfig;
 use crate::{Body, Handler};
 
-const WELCOME: &str = include_str!("welcome.html");
+/// The welcome page, shared by every core's handler: filled in once the server has bound
+/// its listeners (see [`crate::overview::Overview::welcome_page`]).
+pub type WelcomePage = Arc<OnceLock<Bytes>>;
 
 /// A fixed response.
 #[derive(Clone)]
@@ -24,6 +27,7 @@ struct Fixed {
 #[derive(Clone)]
 pub struct BuiltinRoutes {
     fixed: Rc<HashMap<String, Fixed>>,
+    welcome: WelcomePage,
 }
 
 impl BuiltinRoutes {
@@ -41,7 +45,12 @@ impl BuiltinRoutes {
                 (r.path.clone(), fixed)
             })
             .collect();
-        BuiltinRoutes { fixed: Rc::new(fixed) }
+        BuiltinRoutes { fixed: Rc::new(fixed), welcome: WelcomePage::default() }
+    }
+
+    /// Serves `welcome` at `/` (until it is set, a page without the listeners).
+    pub fn with_welcome(self, welcome: WelcomePage) -> BuiltinRoutes {
+        BuiltinRoutes { welcome, ..self }
     }
 }
 
@@ -80,7 +89,17 @@ impl Handler for BuiltinRoutes {
                 );
                 r
             }
-            "/" => respond(StatusCode::OK, "text/html; charset=utf-8", WELCOME),
+            "/" => {
+                let page = self.welcome.get().cloned().unwrap_or_else(|| {
+                    let empty = crate::overview::Overview {
+                        listeners: Vec::new(),
+                        admin: None,
+                        fixed_routes: Vec::new(),
+                    };
+                    Bytes::from(empty.welcome_page())
+                });
+                respond(StatusCode::OK, "text/html; charset=utf-8", page)
+            }
             _ => respond(StatusCode::NOT_FOUND, "text/plain", "Not Found\n"),
         }
     }

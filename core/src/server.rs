@@ -482,27 +482,15 @@ impl Reactor {
                                     .as_ref()
                                     .and_then(|_| socket.peer_addr().ok())
                                     .and_then(|a| a.as_socket());
-                                self.metrics.accepted();
-                                let metrics = Arc::clone(&self.metrics);
-                                let live = Rc::clone(&live);
-                                live.set(live.get() + 1);
-                                let serve = conn::serve(
+                                let admitted = conn::Admitted::new(permit, &live);
+                                executor::spawn(conn::serve(
                                     fd,
                                     endpoint,
                                     Rc::clone(&handler),
                                     Rc::clone(&settings),
-                                    permit,
+                                    admitted,
                                     peer,
-                                );
-                                tracing::trace!(
-                                    bytes = std::mem::size_of_val(&serve),
-                                    "connection task"
-                                );
-                                executor::spawn(async move {
-                                    serve.await;
-                                    metrics.closed();
-                                    live.set(live.get() - 1);
-                                });
+                                ));
                             }
                             None if endpoint.tls.is_some() => {
                                 // Closed before TLS: a 503 would cost a whole handshake.

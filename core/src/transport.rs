@@ -34,9 +34,10 @@
 
 use crate::sys::RawSocket;
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, Read, Write};
-use std::task::{Poll, Waker};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
 use crate::sys::driver::SendBuf;
 use bytes::{Buf, BufMut, BytesMut};
@@ -136,58 +137,28 @@ impl Transport {
     /// Receives more *plaintext*, appended to `buf` (like `rt::io::recv`). `Ok(0)` is the end
     /// of the stream: EOF, or TLS close_notify. A TLS stream cut without close_notify also
     /// reads as `Ok(0)`: HTTP's own framing tells a cut message from a finished one.
-    pub(crate) async fn recv(&self, buf: BytesMut) -> (BytesMut, io::Result<usize>) {
-        let Some(tls) = &self.tls else { return rt::io::recv(self.fd, buf).await };
-        let mut buf = buf;
-        loop {
-            match tls.take_plaintext(&mut buf) {
-                Ok(Some(n)) => return (buf, Ok(n)),
-                Ok(None) => {}
-                Err(e) => {
-                    tls.flush_alert(self.fd).await;
-                    return (buf, Err(e));
-                }
-            }
-            // Output that receiving produced goes out now unless a writer is at work (it
-            // will take it before it lets go of the write side).
-            if let Some(guard) = tls.try_write() {
-                if let Err(e) = tls.flush(self.fd, guard).await {
-                    return (buf, Err(e));
-                }
-            }
-            if let Err(e) = tls.receive(self.fd).await {
-                return (buf, Err(e));
-            }
+    pub(crate) fn recv(&self, buf: BytesMut) -> Recv<'_> {
+        match &self.tls {
+            None => Recv::Plain(rt::io::recv(self.fd, buf)),
+            Some(tls) => Recv::Tls(Box::pin(tls.recv(self.fd, buf))),
         }
     }
 
     /// Sends some or all of `buf`'s *plaintext*: resolves to how many bytes were consumed
     /// and the buffer back, unadvanced (like `rt::io::send`). Over TLS the bytes consumed are
     /// on the wire (encrypted) when this resolves.
-    pub(crate) async fn send(&self, buf: SendBuf) -> (io::Result<usize>, SendBuf) {
-        let Some(tls) = &self.tls else { return rt::io::send(self.fd, buf).await };
-        if tls.broken.get() {
-            return (Err(broken()), buf);
+    pub(crate) fn send(&self, buf: SendBuf) -> Send<'_> {
+        match &self.tls {
+            None => Send::Plain(rt::io::send(self.fd, buf)),
+            Some(tls) => Send::Tls(Box::pin(tls.send(self.fd, buf))),
         }
-        let mut guard = tls.write().await;
-        let mut consumed = match tls.encrypt(&buf) {
-            Ok(n) => n,
-            Err(e) => return (Err(e), buf), // guard dropped unfinished: broken
-        };
-        if consumed == 0 && !buf.is_empty() {
-            // rustls' outgoing buffer was full of earlier output: send that, then encrypt.
-            guard = match tls.flush_keep(self.fd, guard).await {
-                Ok(g) => g,
-                Err(e) => return (Err(e), buf),
-            };
-            consumed = match tls.encrypt(&buf) {
-                Ok(n) => n,
-                Err(e) => return (Err(e), buf),
-            };
-        }
-        match tls.flush(self.fd, guard).await {
-            Ok(()) => (Ok(consumed), buf),
-            Err(e) => (Err(e), buf),
+    }
+
+    /// Lets go of buffers kept between reads and writes (TLS ciphertext), before an idle
+    /// wait: an idle connection holds no buffer. Cleartext holds none.
+    pub(crate) fn shed_buffers(&self) {
+        if let Some(tls) = &self.tls {
+            tls.shed_buffers();
         }
     }
 
@@ -229,6 +200,67 @@ impl Transport {
 }
 
 impl Tls {
+    /// [`Transport::recv`] over TLS.
+    async fn recv(&self, fd: RawSocket, buf: BytesMut) -> (BytesMut, io::Result<usize>) {
+        let mut buf = buf;
+        loop {
+            match self.take_plaintext(&mut buf) {
+                Ok(Some(n)) => return (buf, Ok(n)),
+                Ok(None) => {}
+                Err(e) => {
+                    self.flush_alert(fd).await;
+                    return (buf, Err(e));
+                }
+            }
+            // Output that receiving produced goes out now unless a writer is at work (it
+            // will take it before it lets go of the write side).
+            if let Some(guard) = self.try_write() {
+                if let Err(e) = self.flush(fd, guard).await {
+                    return (buf, Err(e));
+                }
+            }
+            if let Err(e) = self.receive(fd).await {
+                return (buf, Err(e));
+            }
+        }
+    }
+
+    /// [`Transport::send`] over TLS.
+    async fn send(&self, fd: RawSocket, buf: SendBuf) -> (io::Result<usize>, SendBuf) {
+        if self.broken.get() {
+            return (Err(broken()), buf);
+        }
+        let mut guard = self.write().await;
+        let mut consumed = match self.encrypt(&buf) {
+            Ok(n) => n,
+            Err(e) => return (Err(e), buf), // guard dropped unfinished: broken
+        };
+        if consumed == 0 && !buf.is_empty() {
+            // rustls' outgoing buffer was full of earlier output: send that, then encrypt.
+            guard = match self.flush_keep(fd, guard).await {
+                Ok(g) => g,
+                Err(e) => return (Err(e), buf),
+            };
+            consumed = match self.encrypt(&buf) {
+                Ok(n) => n,
+                Err(e) => return (Err(e), buf),
+            };
+        }
+        match self.flush(fd, guard).await {
+            Ok(()) => (Ok(consumed), buf),
+            Err(e) => (Err(e), buf),
+        }
+    }
+
+    /// See [`Transport::shed_buffers`]. The ciphertext buffer goes back to the core's pool
+    /// (so a busy connection takes one back without a malloc) unless a writer is at work.
+    /// The receive buffer needs no shedding: [`Tls::receive`] waits with none.
+    fn shed_buffers(&self) {
+        if !self.writing.get() {
+            rt::io::give_buffer(self.cipher.take());
+        }
+    }
+
     /// Gives rustls the ciphertext waiting in `raw` and processes it. Stops early when
     /// rustls' plaintext buffer is full (the rest stays in `raw` until plaintext is taken).
     fn process(&self) -> io::Result<rustls::IoState> {
@@ -290,7 +322,10 @@ impl Tls {
             self.broken.set(true);
             return Err(io::Error::new(io::ErrorKind::InvalidData, "TLS message too large"));
         }
-        let (raw, result) = rt::io::recv(fd, raw).await;
+        // An empty buffer goes back to the core's pool first: the receive takes one when
+        // data arrives, so a connection waiting for the peer holds none.
+        rt::io::give_buffer(raw);
+        let (raw, result) = rt::io::recv(fd, BytesMut::new()).await;
         self.raw.set(raw);
         match result {
             Ok(0) => {
@@ -358,7 +393,11 @@ impl Tls {
                     // receive queues can be left behind.
                     return Ok(guard);
                 }
-                let mut out = self.cipher.take().writer();
+                let mut out = self.cipher.take();
+                if out.capacity() == 0 {
+                    out = rt::io::take_buffer();
+                }
+                let mut out = out.writer();
                 while conn.wants_write() {
                     conn.write_tls(&mut out)?;
                 }
@@ -387,5 +426,41 @@ impl Tls {
             let _ = self.flush(fd, guard).await;
         }
         self.broken.set(true);
+    }
+}
+
+/// [`Transport::recv`]'s future. Cleartext waits in the driver's receive itself (a few
+/// bytes: what an idle connection's task holds); the TLS loop is boxed, so its larger state
+/// exists only while a TLS receive runs.
+pub(crate) enum Recv<'a> {
+    Plain(rt::io::Recv),
+    Tls(Pin<Box<dyn Future<Output = (BytesMut, io::Result<usize>)> + 'a>>),
+}
+
+impl Future for Recv<'_> {
+    type Output = (BytesMut, io::Result<usize>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Recv::Plain(recv) => Pin::new(recv).poll(cx),
+            Recv::Tls(recv) => recv.as_mut().poll(cx),
+        }
+    }
+}
+
+/// [`Transport::send`]'s future, cut like [`Recv`].
+pub(crate) enum Send<'a> {
+    Plain(rt::io::Send),
+    Tls(Pin<Box<dyn Future<Output = (io::Result<usize>, SendBuf)> + 'a>>),
+}
+
+impl Future for Send<'_> {
+    type Output = (io::Result<usize>, SendBuf);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Send::Plain(send) => Pin::new(send).poll(cx),
+            Send::Tls(send) => send.as_mut().poll(cx),
+        }
     }
 }

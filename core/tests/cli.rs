@@ -183,3 +183,88 @@ fn no_arguments_serves_on_8080_and_https_on_8443() {
         Err(e) => println!("note: curl not runnable ({e}); HTTPS default not checked"),
     }
 }
+
+/// The `try:` lines follow what each listener serves: the embedded default's shape (HTTP/1.1
+/// + h2c, and TLS with the development certificate) gets wrk, h2load and `curl -k`.
+#[test]
+fn startup_hints_match_the_default_listeners() {
+    let mut p = spawn(&["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--threads", "1"]);
+    let plain = p.listening();
+    let line = p.line_starting("listening on https://", START_TIMEOUT).expect("https line");
+    let tls = &line["listening on https://".len()..];
+    let hint = p.line_starting(&format!("try: curl http://{plain}/"), START_TIMEOUT);
+    let hint = hint.expect("a try: line for the cleartext listener");
+    assert!(hint.contains(&format!("wrk -t1 -c64 -d10s http://{plain}/plaintext")), "{hint}");
+    assert!(hint.contains(&format!("h2load -n10000 -c16 -m10 http://{plain}/plaintext")), "{hint}");
+    assert!(!hint.contains("arrives"), "no stale promise: {hint}");
+    let hint = p.line_starting(&format!("try: curl -k https://{tls}/"), START_TIMEOUT);
+    let hint = hint.expect("a try: line for the TLS listener");
+    assert!(hint.contains(&format!("h2load -n10000 -c16 -m10 https://{tls}/plaintext")), "{hint}");
+    assert!(hint.contains("development certificate"), "{hint}");
+    // The welcome page lists the same listeners, as the running server has them.
+    let (status, page) = get(plain, "/");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(page.contains(&format!("http://{plain}")), "{page}");
+    assert!(page.contains(&format!("https://{tls}")), "{page}");
+    assert!(page.contains("HTTP/1.1 and h2c"), "{page}");
+    assert!(page.contains("h2 and HTTP/1.1 over TLS"), "{page}");
+}
+
+/// An h2-only listener gets HTTP/2 commands only.
+#[test]
+fn startup_hints_for_an_h2_only_listener() {
+    let config = TempConfig::new(
+        "h2-only",
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nprotocols = [\"h2\"]\n",
+    );
+    let mut p = spawn(&["--threads", "1", "--config", config.path()]);
+    let addr = p.listening();
+    let hint = p.line_starting("try: ", START_TIMEOUT).expect("a try: line");
+    assert_eq!(
+        hint,
+        format!(
+            "try: curl --http2-prior-knowledge http://{addr}/plaintext | \
+             h2load -n10000 -c16 -m10 http://{addr}/plaintext"
+        )
+    );
+}
+
+/// The development certificate: short-lived (a week, not centuries) and valid for
+/// `localhost`, `127.0.0.1` and `::1`, read from the handshake with openssl.
+#[test]
+fn development_certificate_is_short_lived_and_names_localhost() {
+    let mut p = spawn(&["--tls-listen", "127.0.0.1:0", "--threads", "1"]);
+    let line = p.line_starting("listening on https://", START_TIMEOUT).expect("https line");
+    let addr = &line["listening on https://".len()..];
+    let pem = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect {addr} -servername localhost </dev/null 2>/dev/null \
+             | openssl x509"
+        ))
+        .output()
+        .expect("run openssl (test.sh installs it)");
+    assert!(pem.status.success() && !pem.stdout.is_empty(), "no certificate from {addr}");
+    let x509 = |args: &[&str]| {
+        let mut child = Command::new("openssl")
+            .arg("x509")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run openssl");
+        child.stdin.take().unwrap().write_all(&pem.stdout).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let day = 24 * 3600;
+    let (valid_6_days, _) = x509(&["-noout", "-checkend", &(6 * day).to_string()]);
+    assert!(valid_6_days, "valid for at least six more days");
+    let (valid_8_days, _) = x509(&["-noout", "-checkend", &(8 * day).to_string()]);
+    assert!(!valid_8_days, "expires within eight days");
+    let (ok, sans) = x509(&["-noout", "-ext", "subjectAltName"]);
+    assert!(ok, "{sans}");
+    for name in ["DNS:localhost", "IP Address:127.0.0.1", "IP Address:0:0:0:0:0:0:0:1"] {
+        assert!(sans.contains(name), "{name} missing from {sans}");
+    }
+}

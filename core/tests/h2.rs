@@ -176,12 +176,17 @@ fn large_bodies_through_flow_control(io: IoChoice, via: Via) {
 }
 
 /// More streams than `max_concurrent_streams` at once: the client queues past the server's
-/// SETTINGS, and every request is answered.
+/// SETTINGS, and every request is answered. One request goes first: the h2 client opens
+/// streams before the server's SETTINGS arrive (the limit starts unlimited, RFC 9113
+/// §5.1.2), and streams over the limit then are refused, which is a separate test
+/// (`h2_floods.rs`, streams refused before SETTINGS are acknowledged).
 fn many_concurrent_streams(io: IoChoice, via: Via) {
     let server = server(io, via, Limits::default());
     let a = addr(&server);
     runtime().block_on(async {
-        let c = connect(a, via).await;
+        let mut c = connect(a, via).await;
+        let (parts, _) = fetch(&mut c, get(a, via, "/plaintext"), None).await;
+        assert_eq!(parts.status, StatusCode::OK);
         let mut tasks = Vec::new();
         for i in 0..300 {
             let mut c = c.clone();

@@ -79,12 +79,19 @@ impl Raw {
 
     /// Connects, sends the preface with `settings`, and acknowledges the server's SETTINGS.
     fn connect_with(addr: SocketAddr, settings: Settings) -> Raw {
+        let mut raw = Raw::connect_unacked(addr, settings);
+        raw.send(&frame(|b| Settings::ack().encode(b)));
+        raw
+    }
+
+    /// Connects and sends the preface with `settings`, leaving the server's SETTINGS
+    /// unacknowledged (as a client that has not read them yet).
+    fn connect_unacked(addr: SocketAddr, settings: Settings) -> Raw {
         let tcp = TcpStream::connect(addr).unwrap();
         tcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         let mut raw = Raw { tcp, buf: BytesMut::new(), decoder: FrameDecoder::new() };
         let mut hello = PREFACE.to_vec();
         hello.extend(frame(|b| settings.encode(b)));
-        hello.extend(frame(|b| Settings::ack().encode(b)));
         raw.send(&hello);
         raw
     }
@@ -383,7 +390,41 @@ fn refused_past_max_concurrent_streams(io: IoChoice) {
     finish(server);
 }
 
+/// A client that opens streams before it has seen the server's SETTINGS (as the h2 crate
+/// does) learns the limit from REFUSED_STREAM, and is not taken for a MadeYouReset attacker:
+/// 200 refusals, twice the `server_resets` budget, and the connection still answers.
+fn refusals_before_settings_ack_are_not_abuse(io: IoChoice) {
+    let server = start(io, limits());
+    let a = addr(&server);
+    let mut raw = Raw::connect_unacked(a, Settings::default());
+    let mut burst = Vec::new();
+    for i in 0..300u32 {
+        burst.extend(headers(1 + 2 * i, request("POST", "/collect"), false));
+    }
+    raw.send(&burst);
+    let mut refused = 0;
+    let end = raw.until(|f| match f {
+        Frame::RstStream(r) if r.reason == Reason::REFUSED_STREAM => {
+            refused += 1;
+            (refused == 200).then_some(End::Closed)
+        }
+        Frame::GoAway(g) => Some(End::GoAway(g.reason)),
+        _ => None,
+    });
+    assert_eq!((end, refused), (End::Closed, 200), "200 refusals and no GOAWAY");
+    raw.send(&frame(|b| Settings::ack().encode(b)));
+    raw.send(&frame(|b| Ping::new([7; 8]).encode(b)));
+    let pong = raw.until(|f| match f {
+        Frame::Ping(p) if p.ack => Some(End::Closed),
+        Frame::GoAway(g) => Some(End::GoAway(g.reason)),
+        _ => None,
+    });
+    assert_eq!(pong, End::Closed, "the connection still answers a PING");
+    finish(server);
+}
+
 both_drivers!(
+    refusals_before_settings_ack_are_not_abuse,
     malformed_requests_are_reset,
     rapid_reset,
     made_you_reset,

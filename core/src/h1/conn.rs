@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use http::{Request, Response, StatusCode};
-use peregrine_limits::{ConnectionPermit, Limits};
+use peregrine_limits::Limits;
 use peregrine_protocols::h1::{
     encode_error_response, head_may_be_complete, parse_request, BodyDecoder, BodyEvent,
     BodyFraming, ParseConfig, RequestHead,
@@ -109,7 +109,7 @@ pub(crate) async fn serve<H: Handler>(
     initial: BytesMut,
     handler: Rc<H>,
     settings: Rc<Settings>,
-    permit: ConnectionPermit,
+    admitted: crate::conn::Admitted,
     peer: Option<SocketAddr>,
 ) {
     let limits = &settings.limits;
@@ -136,7 +136,7 @@ pub(crate) async fn serve<H: Handler>(
         }
     };
     Box::pin(finish(&io, fd, ending)).await;
-    drop(permit);
+    drop(admitted);
 }
 
 /// Reads until a request head is parsed. `Ok(None)`: the connection ended quietly (EOF,
@@ -236,11 +236,11 @@ async fn exchange<H: Handler>(
     {
         let mut read = io.read.borrow_mut();
         read.decoder = has_body.then(|| {
-            BodyDecoder::new(
+            Box::new(BodyDecoder::new(
                 head.framing,
                 limits.max_request_body_size,
                 limits.max_request_headers_total_size,
-            )
+            ))
         });
         read.continue_state = if head.expect_continue && has_body {
             Continue::Expected

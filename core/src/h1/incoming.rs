@@ -119,8 +119,9 @@ impl Incoming {
                 }
             }
             let deadline = self.io.min_body_rate.map(|min| {
-                let rate =
-                    read.body_rate.get_or_insert_with(|| peregrine_limits::DataRate::new(min));
+                let rate = read
+                    .body_rate
+                    .get_or_insert_with(|| Box::new(peregrine_limits::DataRate::new(min)));
                 rate.start_wait(rt::now())
             });
             self.io.timer.set(deadline);

@@ -13,7 +13,7 @@ use peregrine_limits::{DataRate, MinDataRate};
 use peregrine_protocols::h1::BodyDecoder;
 
 use crate::rt;
-use crate::rt::timer::Timer;
+use crate::rt::timer::{RunUntil, Timer};
 use crate::transport::Transport;
 
 /// Whether `100 Continue` is owed to the client.
@@ -32,12 +32,13 @@ pub(crate) struct BodyFailure {
     pub(crate) reason: &'static str,
 }
 
-/// The reading side.
+/// The reading side. The body's decoder and rate meter are boxed: they exist only while a
+/// request has a body, and an idle connection should not carry their ~170 bytes.
 pub(crate) struct ReadState {
     pub(crate) inbuf: BytesMut,
-    pub(crate) decoder: Option<BodyDecoder>,
+    pub(crate) decoder: Option<Box<BodyDecoder>>,
     pub(crate) continue_state: Continue,
-    pub(crate) body_rate: Option<DataRate>,
+    pub(crate) body_rate: Option<Box<DataRate>>,
     pub(crate) failure: Option<BodyFailure>,
 }
 
@@ -96,12 +97,12 @@ impl ConnIo {
 
     /// Runs `op` until it finishes (`Some`) or the connection's timer passes `deadline`
     /// (`None`; `op` is then dropped, which cancels it).
-    pub(crate) async fn until_deadline<F: Future>(
+    pub(crate) fn until_deadline<F: Future>(
         &self,
         op: F,
         deadline: Option<Instant>,
-    ) -> Option<F::Output> {
-        self.timer.run_until(op, deadline).await
+    ) -> RunUntil<&Timer, F> {
+        self.timer.run_until(op, deadline)
     }
 
     /// Receives more bytes into the receive buffer, giving up at `deadline`. On a timeout
@@ -135,6 +136,7 @@ impl ConnIo {
         if out.is_empty() && out.capacity() > 0 {
             rt::io::give_buffer(std::mem::take(&mut *out));
         }
+        self.transport.shed_buffers();
     }
 
     /// The output buffer, taken from the spare pool if the connection gave its own back.
@@ -176,6 +178,9 @@ impl ConnIo {
     /// response memory forever).
     pub(crate) async fn flush(&self) -> Result<(), WriteFail> {
         let mut buf = std::mem::take(&mut *self.queued.borrow_mut());
+        if buf.is_empty() {
+            buf = rt::io::take_send_buf();
+        }
         {
             let mut out = self.out.borrow_mut();
             if !out.is_empty() {
@@ -201,8 +206,9 @@ impl ConnIo {
             }
             buf.advance(n);
         }
-        buf.clear();
-        *self.queued.borrow_mut() = buf; // keep the allocation for the next response
+        // The chunk list goes back to the core's pool for the next flush: an idle connection
+        // holds none.
+        rt::io::give_send_buf(buf);
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 use crate::sys::driver::SendBuf;
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
-use peregrine_limits::{ConnectionPermit, DataRate};
+use peregrine_limits::DataRate;
 use peregrine_protocols::h2::server::{Config, Connection, Event};
 use peregrine_protocols::h2::{StreamId, StreamMap};
 use tracing::debug;
@@ -23,7 +23,7 @@ use crate::h1::Settings;
 use crate::metrics::Rejection;
 use crate::rt;
 use crate::rt::timer::Timer;
-use crate::transport::Transport;
+use crate::transport::{self, Transport};
 use crate::Handler;
 
 /// A stream as the connection task and the stream's own task share it.
@@ -112,7 +112,7 @@ pub(crate) async fn serve<H: Handler>(
     initial: BytesMut,
     handler: Rc<H>,
     settings: Rc<Settings>,
-    permit: ConnectionPermit,
+    admitted: crate::conn::Admitted,
     peer: Option<SocketAddr>,
 ) {
     debug!(tls = transport.is_tls(), ?peer, "HTTP/2 connection");
@@ -138,11 +138,8 @@ pub(crate) async fn serve<H: Handler>(
     rt::timer::timeout(deadline, transport.close_notify()).await;
     drop(transport);
     rt::io::close(fd).await;
-    drop(permit);
+    drop(admitted);
 }
-
-type RecvFuture<'a> = Pin<Box<dyn Future<Output = (BytesMut, std::io::Result<usize>)> + 'a>>;
-type SendFuture<'a> = Pin<Box<dyn Future<Output = (std::io::Result<usize>, SendBuf)> + 'a>>;
 
 /// The connection task's state.
 struct Driver<'a, H> {
@@ -158,10 +155,10 @@ impl<'a, H: Handler> Driver<'a, H> {
         // Idle: a graceful shutdown fires it, which is how this task learns of one.
         timer.set_idle(true);
         let min_rate = self.shared.settings.limits.min_response_data_rate;
-        let mut recv: Option<RecvFuture<'a>> = None;
+        let mut recv: Option<transport::Recv<'a>> = None;
         // The send in flight, with the min-response-rate meter and the deadline by which it
         // must complete.
-        let mut send: Option<(SendFuture<'a>, Option<(DataRate, Instant)>)> = None;
+        let mut send: Option<(transport::Send<'a>, Option<(DataRate, Instant)>)> = None;
         let mut pending = SendBuf::new();
         let mut eof = false;
         let mut going_away = false;
@@ -186,13 +183,17 @@ impl<'a, H: Handler> Driver<'a, H> {
                         self.feed(&mut buf);
                         progress = true;
                     }
-                    if buf.capacity() - buf.len() < 1024 {
+                    if buf.is_empty() {
+                        // Nothing half-received: wait with no buffer (the receive takes one
+                        // from the core's pool when data arrives), as HTTP/1 does.
+                        rt::io::give_buffer(std::mem::take(&mut buf));
+                    } else if buf.capacity() - buf.len() < 1024 {
                         buf.reserve(rt::io::RECV_BUF);
                     }
-                    recv = Some(Box::pin(self.transport.recv(buf)));
+                    recv = Some(self.transport.recv(buf));
                 }
                 if let Some(f) = recv.as_mut() {
-                    if let Poll::Ready((mut buf, result)) = f.as_mut().poll(cx) {
+                    if let Poll::Ready((mut buf, result)) = Pin::new(f).poll(cx) {
                         recv = None;
                         progress = true;
                         match result {
@@ -258,7 +259,7 @@ impl<'a, H: Handler> Driver<'a, H> {
                             let deadline = r.start_wait(rt::now());
                             (r, deadline)
                         });
-                        send = Some((Box::pin(self.transport.send(buf)), rate));
+                        send = Some((self.transport.send(buf), rate));
                     }
                 }
                 if let Some((f, rate)) = send.as_mut() {
@@ -266,7 +267,7 @@ impl<'a, H: Handler> Driver<'a, H> {
                         debug!("h2 client reads slower than min_response_data_rate");
                         return Poll::Ready(());
                     }
-                    if let Poll::Ready((result, mut buf)) = f.as_mut().poll(cx) {
+                    if let Poll::Ready((result, mut buf)) = Pin::new(f).poll(cx) {
                         progress = true;
                         let Ok(n @ 1..) = result else {
                             debug!("h2 send failed");
@@ -282,7 +283,7 @@ impl<'a, H: Handler> Driver<'a, H> {
                                 r.end_wait(rt::now(), n as u64);
                                 *deadline = r.start_wait(rt::now());
                             }
-                            send = Some((Box::pin(self.transport.send(buf)), rate));
+                            send = Some((self.transport.send(buf), rate));
                         }
                     }
                 }
@@ -318,6 +319,10 @@ impl<'a, H: Handler> Driver<'a, H> {
                     return Poll::Ready(()); // the client is gone
                 }
                 if !progress {
+                    if send.is_none() && pending.is_empty() {
+                        self.shed_idle_memory();
+                        chunks = Vec::new();
+                    }
                     return Poll::Pending;
                 }
             }
@@ -325,6 +330,17 @@ impl<'a, H: Handler> Driver<'a, H> {
         .await;
         let conn = self.shared.conn.borrow();
         debug!(streams = conn.open_streams(), "h2 connection ends");
+    }
+
+    /// Before a wait with nothing to send: spare buffers go back (to the core's pools or the
+    /// allocator), so an idle connection holds only its state.
+    fn shed_idle_memory(&self) {
+        self.transport.shed_buffers();
+        let mut slots = self.shared.slots.borrow_mut();
+        if slots.is_empty() {
+            *slots = StreamMap::default();
+            self.shared.conn.borrow_mut().shrink_idle();
+        }
     }
 
     fn feed(&mut self, buf: &mut BytesMut) {

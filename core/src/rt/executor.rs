@@ -23,6 +23,16 @@ pub(crate) fn spawn<F: Future<Output = ()> + 'static>(future: F) {
     task.detach();
 }
 
+/// Spawns a task on this core's executor and polls it once right away, from inside the
+/// caller's own poll: for a task that takes over from the caller (a connection's protocol
+/// loop after its handshake), so the hand-over costs no reactor turn.
+pub(crate) fn spawn_now<F: Future<Output = ()> + 'static>(future: F) {
+    let schedule = |runnable: Runnable| QUEUE.with(|q| q.borrow_mut().push_back(runnable));
+    let (runnable, task) = async_task::spawn_local(future, schedule);
+    task.detach();
+    runnable.run();
+}
+
 /// Runs the tasks queued when the call starts; tasks they wake run on the next turn, so one
 /// busy connection cannot starve the driver. Returns how many ran.
 pub(crate) fn run_queued() -> usize {

@@ -31,6 +31,7 @@ const POOL_MAX: usize = 128;
 
 thread_local! {
     static POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    static SEND_POOL: RefCell<Vec<SendBuf>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A buffer from this core's pool (or a new one).
@@ -49,6 +50,23 @@ pub(crate) fn give_buffer(mut buf: BytesMut) {
             }
         });
     }
+}
+
+/// An empty send list from this core's pool (or a new one). HTTP/1 connections give theirs
+/// back before an idle wait, so an idle connection holds no chunk list either.
+pub(crate) fn take_send_buf() -> SendBuf {
+    SEND_POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default()
+}
+
+/// Returns a send list to this core's pool (cleared; dropped if the pool is full).
+pub(crate) fn give_send_buf(mut buf: SendBuf) {
+    buf.clear();
+    SEND_POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_MAX {
+            p.push(buf);
+        }
+    });
 }
 
 /// What a slot is waiting for, or what arrived.

@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -151,31 +151,60 @@ impl Timer {
 impl Timer {
     /// Runs `op` until it finishes (`Some`) or this timer passes `deadline` (`None`; `op` is
     /// then dropped, which cancels it). The deadline is cleared afterwards.
-    pub(crate) async fn run_until<F: Future>(
+    pub(crate) fn run_until<F: Future>(
         &self,
         op: F,
         deadline: Option<Instant>,
-    ) -> Option<F::Output> {
-        let mut op = std::pin::pin!(op);
-        self.set(deadline);
-        let done = poll_fn(|cx| {
-            if let Poll::Ready(r) = op.as_mut().poll(cx) {
-                return Poll::Ready(Some(r));
-            }
-            if deadline.is_some() && self.poll_fired(cx).is_ready() {
-                return Poll::Ready(None);
-            }
-            Poll::Pending
-        })
-        .await;
-        self.set(None);
-        done
+    ) -> RunUntil<&Timer, F> {
+        RunUntil { timer: self, op, deadline, armed: false }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Timer::run_until`]'s future. A named type rather than an `async fn`: an async wrapper
+    /// keeps its argument and the awaited copy side by side (rust-lang/rust#62958), so every
+    /// layer of deadline-wrapping doubled the size of a connection's idle future.
+    pub(crate) struct RunUntil<T, F> {
+        timer: T,
+        #[pin]
+        op: F,
+        deadline: Option<Instant>,
+        armed: bool,
+    }
+}
+
+impl<F> RunUntil<Timer, F> {
+    /// The timer this wait owns.
+    pub(crate) fn timer(&self) -> &Timer {
+        &self.timer
+    }
+}
+
+impl<T: std::borrow::Borrow<Timer>, F: Future> Future for RunUntil<T, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let timer = this.timer.borrow();
+        if !*this.armed {
+            *this.armed = true;
+            timer.set(*this.deadline);
+        }
+        if let Poll::Ready(r) = this.op.poll(cx) {
+            timer.set(None);
+            return Poll::Ready(Some(r));
+        }
+        if this.deadline.is_some() && timer.poll_fired(cx).is_ready() {
+            timer.set(None);
+            return Poll::Ready(None);
+        }
+        Poll::Pending
     }
 }
 
 /// Runs `op` until `deadline` with a timer of its own (for code without a connection timer).
-pub(crate) async fn timeout<F: Future>(deadline: Instant, op: F) -> Option<F::Output> {
-    Timer::new().run_until(op, Some(deadline)).await
+pub(crate) fn timeout<F: Future>(deadline: Instant, op: F) -> RunUntil<Timer, F> {
+    RunUntil { timer: Timer::new(), op, deadline: Some(deadline), armed: false }
 }
 
 impl Drop for Timer {

@@ -11,6 +11,9 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
+/// How long a generated development certificate is valid (see [`TlsSettings::development`]).
+const DEVELOPMENT_VALIDITY: time::Duration = time::Duration::days(7);
+
 /// A listener's TLS settings: the default certificate, and more chosen by SNI.
 #[derive(Debug, Clone)]
 pub struct TlsSettings {
@@ -58,20 +61,24 @@ impl TlsSettings {
         }
     }
 
-    /// A self-signed development certificate for `localhost` and `127.0.0.1`, generated now
-    /// (like Kestrel's development certificate). Clients do not trust it: for local tests
-    /// only, never for production.
+    /// A self-signed development certificate for `localhost`, `127.0.0.1` and `::1`,
+    /// generated now (like Kestrel's development certificate). Clients do not trust it: for
+    /// local tests only, never for production. Valid for seven days from an
+    /// hour ago (for clocks a little behind): a new one is made at every start, so a short
+    /// life costs nothing and a leaked key soon stops mattering.
     pub fn development() -> Result<TlsSettings, TlsError> {
-        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        let generated = rcgen::generate_simple_self_signed(names)
-            .map_err(|e| TlsError::Generate(e.to_string()))?;
-        Ok(TlsSettings {
-            certificate: CertSource::Pem {
-                certificate: generated.cert.pem(),
-                key: generated.key_pair.serialize_pem(),
-            },
-            sni: Vec::new(),
-        })
+        let generate = || -> Result<(String, String), rcgen::Error> {
+            let names = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+            let mut params = rcgen::CertificateParams::new(names)?;
+            let now = time::OffsetDateTime::now_utc();
+            params.not_before = now - time::Duration::hours(1);
+            params.not_after = now + DEVELOPMENT_VALIDITY;
+            let key = rcgen::KeyPair::generate()?;
+            let cert = params.self_signed(&key)?;
+            Ok((cert.pem(), key.serialize_pem()))
+        };
+        let (certificate, key) = generate().map_err(|e| TlsError::Generate(e.to_string()))?;
+        Ok(TlsSettings { certificate: CertSource::Pem { certificate, key }, sni: Vec::new() })
     }
 }
 

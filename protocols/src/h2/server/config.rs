@@ -13,6 +13,13 @@ pub const SETTINGS_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// sends the final one (RFC 9113 §6.8: "at least one round-trip time").
 pub const GOAWAY_PING_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Streams refused over `max_concurrent_streams` before the client has acknowledged our
+/// SETTINGS that do not count against the `server_resets` budget: a client may open streams
+/// before it has seen our limit (it starts unlimited, RFC 9113 §5.1.2), and h2 clients do
+/// queue hundreds of requests at connection start. Each refusal still costs one header-block
+/// decode; past this many, and after the acknowledgement, the budget applies.
+pub(crate) const UNACKED_REFUSALS: u32 = 1000;
+
 /// Streams we reset whose late frames are still ignored rather than answered with
 /// STREAM_CLOSED (RFC 9113 §5.4.2: frames may already be in flight).
 pub(crate) const RECENTLY_RESET: usize = 64;

@@ -123,6 +123,8 @@ pub struct Connection {
     budgets: Budgets,
     /// When our SETTINGS must be acknowledged by.
     settings_ack_due: Option<Instant>,
+    /// Streams refused over `max_concurrent_streams` before that acknowledgement.
+    unacked_refusals: u32,
     /// The preface and first SETTINGS must arrive by then.
     preface_due: Option<Instant>,
     /// When the last stream closed (the idle timeout runs from there) or `None` while
@@ -179,6 +181,7 @@ impl Connection {
             events: VecDeque::new(),
             budgets,
             settings_ack_due: Some(now + SETTINGS_ACK_TIMEOUT),
+            unacked_refusals: 0,
             preface_due: Some(now + config.request_headers_timeout),
             idle_since: Some(now),
             drain_due: None,
@@ -338,6 +341,25 @@ impl Connection {
     /// Streams currently open.
     pub fn open_streams(&self) -> usize {
         self.streams.len()
+    }
+
+    /// Lets go of the memory kept for reuse between frames and streams (output buffer, event
+    /// queue, stream tables) where it holds nothing: for a caller about to wait on an idle
+    /// connection, so that idle connections cost only their state. The HPACK tables and the
+    /// recently-reset list are kept: they are state, not spare room.
+    pub fn shrink_idle(&mut self) {
+        if self.out.is_empty() {
+            self.out = BytesMut::new();
+        }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+        if self.ready.is_empty() {
+            self.ready = VecDeque::new();
+        }
+        if self.streams.is_empty() {
+            self.streams = StreamMap::default();
+        }
     }
 
     /// Called whenever a stream may have finished: removes finished streams and moves the

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
+use super::config::UNACKED_REFUSALS;
 use super::flow::RecvWindow;
 use super::stream::Stream;
 use super::{Connection, HeaderBlock, Phase, GOAWAY_PING, KEEPALIVE_PING};
@@ -245,6 +246,15 @@ impl Connection {
             return Ok(()); // §6.8: streams above the final GOAWAY's id are ignored.
         }
         if self.streams.len() >= self.config.h2.max_concurrent_streams as usize {
+            // Until the client acknowledges our SETTINGS it may not know the limit yet (it
+            // starts unlimited, RFC 9113 §5.1.2), so the first refusals are honest ones and
+            // do not spend the MadeYouReset budget; past `UNACKED_REFUSALS` they do.
+            if self.settings_ack_due.is_some() && self.unacked_refusals < UNACKED_REFUSALS {
+                self.unacked_refusals += 1;
+                self.events.push_back(super::Event::Rejected { id, why: "max_concurrent_streams" });
+                self.send_reset(id, Reason::REFUSED_STREAM);
+                return Ok(());
+            }
             return Err(reset(id, Reason::REFUSED_STREAM, "max_concurrent_streams"));
         }
         let head = match decoded {
