@@ -81,6 +81,13 @@ pub enum StartError {
     AccessLog(io::Error),
     /// A TLS listener's certificates could not be loaded.
     Tls(SocketAddr, TlsError),
+    /// The handler factory panicked on a core (the message, when it was a string).
+    Handler {
+        /// The core whose factory call panicked.
+        core: usize,
+        /// The panic message.
+        message: String,
+    },
 }
 
 impl std::fmt::Display for StartError {
@@ -94,6 +101,9 @@ impl std::fmt::Display for StartError {
             StartError::Driver(e) => write!(f, "cannot set up the io driver: {e}"),
             StartError::Config(e) => f.write_str(e),
             StartError::Tls(addr, e) => write!(f, "TLS listener {addr}: {e}"),
+            StartError::Handler { core, message } => {
+                write!(f, "the handler factory panicked on core {core}: {message}")
+            }
         }
     }
 }
@@ -194,13 +204,14 @@ impl Server {
         let control =
             Arc::new(Control { shutting_down: AtomicBool::new(false), wakers: Mutex::default() });
         let core_metrics: Vec<Arc<CoreMetrics>> = (0..threads).map(|_| Arc::default()).collect();
-        let mut access_log = match &config.access_log {
+        let access_log = match &config.access_log {
             Some(target) => Some(access_log::Writer::start(target).map_err(StartError::AccessLog)?),
             None => None,
         };
         let factory = Arc::new(factory);
         let (ready_tx, ready_rx) = mpsc::channel();
-        let mut handles = Vec::new();
+        let mut started =
+            Started { control: Arc::clone(&control), handles: Vec::new(), access_log };
         for (index, listeners) in per_thread.into_iter().enumerate() {
             let reactor = Reactor {
                 index,
@@ -214,18 +225,22 @@ impl Server {
                 limiter: Arc::clone(&limiter),
                 control: Arc::clone(&control),
                 metrics: Arc::clone(&core_metrics[index]),
-                access_log: access_log.as_ref().map(access_log::Writer::core),
+                access_log: started.access_log.as_ref().map(access_log::Writer::core),
             };
             let factory = Arc::clone(&factory);
             let ready = ready_tx.clone();
-            let handle = std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name(format!("peregrine-{index}"))
-                .spawn(move || reactor.run(move || factory(), ready))
-                .map_err(StartError::Driver)?;
-            handles.push(handle);
+                .spawn(move || reactor.run(move || factory(), ready));
+            match spawned {
+                Ok(handle) => started.handles.push(handle),
+                Err(e) => return Err(started.abort(&ready_rx, StartError::Driver(e))),
+            }
         }
         drop(ready_tx);
+        // Every reactor reports once (running, or why not) and then lets go of its sender.
         let mut driver = None;
+        let mut failure = None;
         for _ in 0..threads {
             match ready_rx.recv() {
                 Ok(Ok((kind, why, waker))) => {
@@ -233,11 +248,17 @@ impl Server {
                     driver = Some((kind, why));
                 }
                 Ok(Err(e)) => {
-                    ShutdownHandle(Arc::clone(&control)).shutdown();
-                    return Err(StartError::Driver(e));
+                    failure.get_or_insert(e);
                 }
-                Err(_) => return Err(StartError::Driver(io::Error::other("reactor thread died"))),
+                Err(_) => {
+                    let died = StartError::Driver(io::Error::other("reactor thread died"));
+                    failure.get_or_insert(died);
+                    break;
+                }
             }
+        }
+        if let Some(e) = failure {
+            return Err(started.abort(&ready_rx, e));
         }
         let (driver, driver_why) = driver.expect("at least one reactor");
         // A shutdown requested while reactors were starting must reach them all.
@@ -254,20 +275,12 @@ impl Server {
                 let handle = ShutdownHandle(Arc::clone(&control));
                 match Admin::start(addr, metrics.clone(), handle) {
                     Ok(a) => Some(a),
-                    Err(e) => {
-                        ShutdownHandle(Arc::clone(&control)).shutdown();
-                        for t in handles {
-                            let _ = t.join();
-                        }
-                        if let Some(w) = access_log.as_mut() {
-                            w.finish();
-                        }
-                        return Err(StartError::Admin(addr, e));
-                    }
+                    Err(e) => return Err(started.abort(&ready_rx, StartError::Admin(addr, e))),
                 }
             }
             None => None,
         };
+        let Started { handles, access_log, .. } = started;
         Ok(Server {
             addrs,
             threads: handles,
@@ -349,7 +362,43 @@ impl Server {
     }
 }
 
-type Ready = mpsc::Sender<io::Result<(DriverKind, String, DriverWaker)>>;
+type Ready = mpsc::Sender<Result<(DriverKind, String, DriverWaker), StartError>>;
+
+/// What a start has set running so far, so that every failure after the first reactor
+/// spawned is undone the same way.
+struct Started {
+    control: Arc<Control>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    access_log: Option<access_log::Writer>,
+}
+
+impl Started {
+    /// Stops whatever started: waits for every spawned reactor to report (so each running
+    /// one has its waker registered), shuts them down, joins them (their listening sockets
+    /// close with them) and closes the access log. Returns `error` for the caller.
+    fn abort(
+        mut self,
+        ready: &mpsc::Receiver<Result<(DriverKind, String, DriverWaker), StartError>>,
+        error: StartError,
+    ) -> StartError {
+        // Reports not yet read: a reactor still starting registers its waker now, so the
+        // shutdown below reaches it. Each reactor reports once; a reactor thread that died
+        // without reporting has dropped its sender, which ends the loop.
+        while let Ok(report) = ready.recv_timeout(Duration::from_secs(10)) {
+            if let Ok((_, _, waker)) = report {
+                self.control.wakers.lock().expect("waker list poisoned").push(waker);
+            }
+        }
+        ShutdownHandle(Arc::clone(&self.control)).shutdown();
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+        if let Some(w) = self.access_log.as_mut() {
+            w.finish();
+        }
+        error
+    }
+}
 
 /// A listener's protocols and TLS state, given to every core.
 struct ListenerInfo {
@@ -392,14 +441,25 @@ impl Reactor {
         let driver = match Driver::new(&self.driver) {
             Ok(d) => d,
             Err(e) => {
-                let _ = ready.send(Err(e));
+                let _ = ready.send(Err(StartError::Driver(e)));
                 return;
             }
         };
         let info = (driver.kind(), driver.why().to_string(), driver.waker());
         rt::install(driver);
         crate::metrics::install(Arc::clone(&self.metrics));
-        let handler = Rc::new(make_handler());
+        let handler = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(make_handler)) {
+            Ok(h) => Rc::new(h),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(not a string)".into());
+                let _ = ready.send(Err(StartError::Handler { core: self.index, message }));
+                return;
+            }
+        };
         let settings = Rc::new(h1::Settings::new(self.limits.clone(), self.access_log));
         let mut listeners: Vec<Listener> = self
             .listeners
@@ -415,6 +475,8 @@ impl Reactor {
             l.op = Some(rt::accept(sys::raw(&l.fd), i));
         }
         let _ = ready.send(Ok(info));
+        // Reported: the start must not wait on this sender any longer.
+        drop(ready);
         debug!(core = self.index, cpu = ?self.cpu, "reactor running");
 
         let live = Rc::new(std::cell::Cell::new(0usize));

@@ -188,7 +188,8 @@ fn no_arguments_serves_on_8080_and_https_on_8443() {
 /// + h2c, and TLS with the development certificate) gets wrk, h2load and `curl -k`.
 #[test]
 fn startup_hints_match_the_default_listeners() {
-    let mut p = spawn(&["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--threads", "1"]);
+    let mut p =
+        spawn(&["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--threads", "1"]);
     let plain = p.listening();
     let line = p.line_starting("listening on https://", START_TIMEOUT).expect("https line");
     let tls = &line["listening on https://".len()..];

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{addr, finish, start, Client};
+use common::{addr, assert_healthy, finish, start, Client};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -309,6 +309,38 @@ fn handler_panic(io: IoChoice) {
 
 /// Runs curl with `args` (plus safety flags), returning (success, stdout, stderr).
 #[cfg(not(windows))]
+/// A response body that panics mid-stream: the response is cut (the connection closes
+/// without the chunked body's end, so the client cannot take it for complete), and the core
+/// (one thread) keeps serving new clients.
+fn response_body_panic(io: IoChoice) {
+    let server = start(io, Limits::default());
+    let mut c = Client::connect(addr(&server));
+    c.send(b"GET /panic-body HTTP/1.1\r\nHost: x\r\n\r\n");
+    let cut = c.try_read_response();
+    assert!(cut.is_err(), "a complete response from a panicking body: {cut:?}");
+    assert!(c.is_closed(Duration::from_secs(3)), "connection left open after a body panic");
+    let r = common::request(addr(&server), b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((r.status, &r.body[..]), (200, &b"Hello, World!"[..]));
+    assert_healthy(&server);
+    drop(c);
+    finish(server);
+}
+
+/// A handler that sets a wrong content-length: the head advertises the body actually sent,
+/// and the connection stays usable (no desynchronised framing).
+fn wrong_content_length_is_replaced(io: IoChoice) {
+    let server = start(io, Limits::default());
+    let mut c = Client::connect(addr(&server));
+    c.send(b"GET /wrong-length HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.read_response();
+    assert_eq!((r.status, &r.body[..]), (200, &b"hello"[..]));
+    let lengths: Vec<_> = r.headers.iter().filter(|(n, _)| n == "content-length").collect();
+    assert_eq!(lengths, [&("content-length".to_string(), "5".to_string())], "{r:?}");
+    c.send(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response().body, b"Hello, World!");
+    finish(server);
+}
+
 fn curl(args: &[&str], stdin: Option<&[u8]>) -> (bool, Vec<u8>, String) {
     use std::io::Write;
     let mut cmd = Command::new("curl");
@@ -387,6 +419,8 @@ all_transports!(
     http10_closes,
     http10_keep_alive,
     handler_panic,
+    response_body_panic,
+    wrong_content_length_is_replaced,
 );
 // curl is a Linux program: under Wine (the Windows CI) a test cannot start it, so the curl
 // client test runs on Linux only; the Windows CI checks the binary with curl from Linux.

@@ -230,6 +230,41 @@ fn trailers_and_panics(io: IoChoice, via: Via) {
     finish(server);
 }
 
+/// A response body that panics mid-stream resets that stream only: the connection, and the
+/// core (one thread), keep serving; a new connection is served too. A handler's wrong
+/// content-length is replaced by the body's real one (RFC 9113 §8.1.1: a mismatch would be
+/// a malformed response).
+fn body_panics_and_wrong_lengths(io: IoChoice, via: Via) {
+    let server = server(io, via, Limits::default());
+    let a = addr(&server);
+    runtime().block_on(async {
+        let mut c = connect(a, via).await;
+        c = c.ready().await.unwrap();
+        let (response, _) = c.send_request(get(a, via, "/panic-body"), true).unwrap();
+        let response = response.await.expect("the head went out before the panic");
+        let mut body = response.into_body();
+        let mut result = Ok(());
+        while let Some(chunk) = body.data().await {
+            if let Err(e) = chunk {
+                result = Err(e);
+                break;
+            }
+        }
+        let e = result.expect_err("the stream must be reset, not ended cleanly");
+        assert_eq!(e.reason(), Some(h2::Reason::INTERNAL_ERROR), "{e:?}");
+        let (parts, body) = fetch(&mut c, get(a, via, "/wrong-length"), None).await;
+        assert_eq!(parts.status, StatusCode::OK);
+        assert_eq!(parts.headers["content-length"], "5");
+        assert_eq!(&body[..], b"hello");
+        let (parts, _) = fetch(&mut c, get(a, via, "/plaintext"), None).await;
+        assert_eq!(parts.status, StatusCode::OK, "the connection survives");
+        let mut fresh = connect(a, via).await;
+        let (parts, _) = fetch(&mut fresh, get(a, via, "/plaintext"), None).await;
+        assert_eq!(parts.status, StatusCode::OK, "the core survives");
+    });
+    finish(server);
+}
+
 /// hyper's HTTP/2 client (prior knowledge) against the same server.
 fn hyper_client(io: IoChoice, via: Via) {
     let server = server(io, via, Limits::default());
@@ -311,6 +346,7 @@ h2_matrix!(
     large_bodies_through_flow_control,
     many_concurrent_streams,
     trailers_and_panics,
+    body_panics_and_wrong_lengths,
     hyper_client
 );
 

@@ -177,7 +177,64 @@ fn wait_returns_when_last_connection_closes(io: IoChoice) {
     );
 }
 
+/// A port that was free a moment ago on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Whether a plain listener (no SO_REUSEPORT) can take `port`: no socket of the failed
+/// start is still bound there.
+fn port_is_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// Two cores on `port`, with `admin` if given.
+fn two_cores(io: IoChoice, port: u16, admin: Option<SocketAddr>) -> peregrine::ServerConfig {
+    let mut config = common::config(io, Limits::default());
+    config.listen = vec![SocketAddr::from(([127, 0, 0, 1], port)).into()];
+    config.threads = Some(2);
+    config.admin = admin;
+    config
+}
+
+/// The handler factory panics on the second core it runs on: `Server::start` returns that
+/// error promptly (no hang waiting for the other core), every reactor is stopped and
+/// joined, and the port is free again.
+fn start_fails_cleanly_when_a_factory_panics(io: IoChoice) {
+    let port = free_port();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&calls);
+    let began = Instant::now();
+    let result = Server::start(two_cores(io, port, None), move || {
+        if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            panic!("factory fails on purpose");
+        }
+        common::TestHandler::new()
+    });
+    let error = result.err().expect("start must fail");
+    assert!(began.elapsed() < Duration::from_secs(5), "took {:?}", began.elapsed());
+    assert!(
+        matches!(&error, peregrine::StartError::Handler { message, .. } if message.contains("on purpose")),
+        "{error}"
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert!(port_is_free(port), "a reactor still holds port {port} after the failed start");
+}
+
+/// The admin listener cannot bind (its address is taken): the started reactors are stopped
+/// and joined and the main port is free again.
+fn start_fails_cleanly_when_admin_cannot_bind(io: IoChoice) {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free_port();
+    let config = two_cores(io, port, Some(taken.local_addr().unwrap()));
+    let error = Server::start(config, common::TestHandler::new).err().expect("start must fail");
+    assert!(matches!(error, peregrine::StartError::Admin(..)), "{error}");
+    assert!(port_is_free(port), "a reactor still holds port {port} after the failed start");
+}
+
 both_drivers!(
+    start_fails_cleanly_when_a_factory_panics,
+    start_fails_cleanly_when_admin_cannot_bind,
     graceful_shutdown_completes_streaming_request,
     graceful_shutdown_completes_in_flight_request,
     shutdown_closes_idle_connections,

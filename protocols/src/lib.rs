@@ -14,5 +14,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod content;
 pub mod h1;
 pub mod h2;

@@ -1,10 +1,6 @@
 //! Writing a response: head, then the body as one piece or streamed, framed as the codec
 //! decided (Content-Length, chunked, or until close).
 
-use std::future::poll_fn;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::task::Poll;
-
 use http::{Method, Response, Version};
 use peregrine_protocols::h1::{
     encode_chunk_header, encode_response_head, response_framing, ResponseFraming, CHUNK_END,
@@ -13,6 +9,7 @@ use peregrine_protocols::h1::{
 
 use super::io::{ConnIo, WriteFail};
 use crate::body::BodyError;
+use crate::handler::{next_chunk, BodyFailed};
 use crate::{date, Body};
 
 /// Bodies up to this size are copied next to the head (one send, one small copy); larger
@@ -110,17 +107,12 @@ pub(crate) async fn stream_body(io: &ConnIo, streaming: StreamingBody) -> Writte
     };
     let mut written: u64 = 0;
     loop {
-        let next = poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| body.poll_chunk(cx))) {
-            Ok(p) => p.map(Ok),
-            Err(_) => Poll::Ready(Err(())),
-        })
-        .await;
-        let chunk = match next {
-            Err(()) => return Written::Abort("response body panicked"),
-            Ok(None) => break,
-            Ok(Some(Err(e))) => return body_failed(io, e),
-            Ok(Some(Ok(chunk))) if chunk.is_empty() => continue,
-            Ok(Some(Ok(chunk))) => chunk,
+        let chunk = match next_chunk(&mut body).await {
+            Some(Err(BodyFailed::Panicked)) => return Written::Abort("response body panicked"),
+            None => break,
+            Some(Err(BodyFailed::Error(e))) => return body_failed(io, e),
+            Some(Ok(chunk)) if chunk.is_empty() => continue,
+            Some(Ok(chunk)) => chunk,
         };
         written += chunk.len() as u64;
         if declared.is_some_and(|n| written > n) {

@@ -8,12 +8,14 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use peregrine_limits::DataRate;
+use peregrine_protocols::content::{response_content, Content};
 use peregrine_protocols::h2::server::ServerFields;
 use peregrine_protocols::h2::{Reason, RequestHead, StreamId};
 
 use super::body::RequestBody;
 use super::conn::Shared;
 use crate::access_log::Entry;
+use crate::handler::{next_chunk, BodyFailed};
 use crate::metrics::Rejection;
 use crate::rt::executor;
 use crate::rt::timer::Timer;
@@ -134,7 +136,7 @@ async fn run<H: Handler>(
         return respond_error(shared, id, status);
     }
     let status = response.status();
-    let Some(bytes) = write_response(shared, id, response, method == Method::HEAD).await else {
+    let Some(bytes) = write_response(shared, id, response, &method).await else {
         return;
     };
     let duration = rt::now().saturating_duration_since(started);
@@ -187,21 +189,19 @@ fn queue_response(
     shared: &Shared,
     id: StreamId,
     response: Response<Body>,
-    head_only: bool,
+    method: &Method,
 ) -> Option<Queued> {
     let (parts, mut body) = response.into_parts();
-    let len = body.exact_len();
-    let no_body = head_only
-        || len == Some(0)
-        || parts.status.is_informational()
-        || parts.status == StatusCode::NO_CONTENT
-        || parts.status == StatusCode::NOT_MODIFIED;
+    // The shared content rule (and the body's own length, whatever content-length the
+    // handler set: the codec owns that field).
+    let (no_body, len) = match response_content(parts.status, method, body.exact_len()) {
+        Content::None { content_length } => (true, content_length),
+        Content::Body { length } => (length == Some(0), length),
+    };
     let full = if no_body { None } else { body.take_full() };
     let mut conn = shared.conn.borrow_mut();
-    // `date`, `server` and `content-length` go straight into the HPACK block: no insertion
-    // into (and growth of) the handler's map, no allocation for the values.
     // `date`, `server` and `content-length` are added by the codec straight into the HPACK
-    // block: no insertion into (and growth of) the handler's map.
+    // block: no insertion into (and growth of) the handler's map, no allocation for values.
     let sent = date::with(|date| {
         let fields = ServerFields { date, content_length: len };
         conn.send_response_with(id, parts.status, &parts.headers, Some(fields), no_body)
@@ -228,9 +228,9 @@ async fn write_response(
     shared: &Shared,
     id: StreamId,
     response: Response<Body>,
-    head_only: bool,
+    method: &Method,
 ) -> Option<u64> {
-    match queue_response(shared, id, response, head_only)? {
+    match queue_response(shared, id, response, method)? {
         Queued::Done(n) => Some(n),
         // Rare next to small bodies; boxed so their state does not enlarge every stream task.
         Queued::Large(n) => Box::pin(wait_sent(shared, id)).await.then_some(n),
@@ -267,7 +267,7 @@ async fn stream_body(
         if !drain_below(shared, id, max_buffered, &mut rate, &timer).await {
             return None;
         }
-        match body.chunk().await {
+        match next_chunk(&mut body).await {
             Some(Ok(chunk)) => {
                 sent += chunk.len() as u64;
                 if len.is_some_and(|l| sent > l) {
@@ -279,7 +279,9 @@ async fn stream_body(
                 shared.wake_conn();
             }
             Some(Err(e)) => {
-                tracing::debug!(error = %e, "response body failed; resetting the stream");
+                if let BodyFailed::Error(e) = e {
+                    tracing::debug!(error = %e, "response body failed; resetting the stream");
+                }
                 shared.conn.borrow_mut().reset_stream(id, Reason::INTERNAL_ERROR);
                 shared.wake_conn();
                 return None;

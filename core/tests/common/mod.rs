@@ -24,7 +24,8 @@ pub const BIG_BODY_LEN: usize = 64 << 20;
 /// The limit `/collect` passes to `Body::collect`.
 pub const COLLECT_LIMIT: usize = 10 << 20;
 
-/// `/collect`, `/panic`, `/big`, then the binary's built-in routes.
+/// `/collect`, `/panic`, `/panic-body`, `/wrong-length`, `/big`, then the binary's built-in
+/// routes.
 pub struct TestHandler {
     routes: BuiltinRoutes,
     big: OnceCell<Bytes>,
@@ -58,12 +59,36 @@ impl Handler for TestHandler {
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("body error: {e}")),
             },
             "/panic" => panic!("TestHandler: /panic panics on purpose"),
+            "/panic-body" => Response::new(Body::from_stream(PanicAfterOneChunk(false), None)),
+            "/wrong-length" => {
+                // The handler claims 100 bytes and sends 5: the server frames the body it
+                // really sends (both codecs own content-length).
+                let mut r = text(StatusCode::OK, "hello".into());
+                r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("100"));
+                r
+            }
             "/big" => {
                 let big = self.big.get_or_init(|| Bytes::from(vec![0u8; BIG_BODY_LEN])).clone();
                 Response::new(Body::from(big))
             }
             _ => self.routes.call(request).await,
         }
+    }
+}
+
+/// A response body that yields `partial`, then panics when polled again.
+struct PanicAfterOneChunk(bool);
+
+impl futures_core::Stream for PanicAfterOneChunk {
+    type Item = peregrine::BodyChunk;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        assert!(!self.0, "TestHandler: /panic-body's stream panics on purpose");
+        self.0 = true;
+        std::task::Poll::Ready(Some(Ok(Bytes::from_static(b"partial"))))
     }
 }
 

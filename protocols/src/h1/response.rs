@@ -7,6 +7,8 @@ use bytes::BytesMut;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, Method, StatusCode, Version};
 
+use crate::content::{response_content, Content};
+
 /// `100 Continue`, sent when a handler first reads a body whose request said
 /// `Expect: 100-continue`.
 pub const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -32,32 +34,23 @@ pub enum ResponseFraming {
     CloseDelimited,
 }
 
-/// Chooses the framing for a response (RFC 9112 §6.3, RFC 9110 §6.4.1).
-///
-/// In order: 1xx, 204 and 304 never have a body; a 2xx answer to CONNECT turns the connection
-/// into a tunnel and must not carry Content-Length or Transfer-Encoding (RFC 9110 §9.3.6); a
-/// HEAD response has no body but may advertise the length a GET would have had; a known
-/// length is sent as Content-Length; an unknown one is chunked for HTTP/1.1 and delimited by
-/// closing the connection for HTTP/1.0 (which has no chunked coding).
+/// Chooses the framing for a response (RFC 9112 §6.3): whether it has content and which
+/// length it advertises is [`response_content`]'s shared rule; a known length is sent as
+/// Content-Length, an unknown one is chunked for HTTP/1.1 and delimited by closing the
+/// connection for HTTP/1.0 (which has no chunked coding).
 pub fn response_framing(
     status: StatusCode,
     request_method: &Method,
     request_version: Version,
     body_len: Option<u64>,
 ) -> ResponseFraming {
-    let no_body_status = status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    if no_body_status || (request_method == Method::CONNECT && status.is_success()) {
-        ResponseFraming::NoBody { content_length: None }
-    } else if request_method == Method::HEAD {
-        ResponseFraming::NoBody { content_length: body_len }
-    } else if let Some(n) = body_len {
-        ResponseFraming::Length(n)
-    } else if request_version >= Version::HTTP_11 {
-        ResponseFraming::Chunked
-    } else {
-        ResponseFraming::CloseDelimited
+    match response_content(status, request_method, body_len) {
+        Content::None { content_length } => ResponseFraming::NoBody { content_length },
+        Content::Body { length: Some(n) } => ResponseFraming::Length(n),
+        Content::Body { length: None } if request_version >= Version::HTTP_11 => {
+            ResponseFraming::Chunked
+        }
+        Content::Body { length: None } => ResponseFraming::CloseDelimited,
     }
 }
 

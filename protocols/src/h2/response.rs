@@ -73,7 +73,10 @@ impl HeaderEncoder {
                 encoder::literal(STATUS_NAME_INDEX, &[], status.as_str().as_bytes(), false, dst)
             }
         }
-        encode_fields(headers, dst);
+        // `content-length` is the codec's, as in HTTP/1: the caller passes the body's real
+        // length (`ServerFields`), so a wrong one from the application never reaches the
+        // wire (RFC 9113 §8.1.1 makes a mismatch a malformed response).
+        encode_fields(headers, Some(&http::header::CONTENT_LENGTH), dst);
     }
 
     /// Appends one more field to the block `encode_response` just wrote (fields the server
@@ -87,7 +90,7 @@ impl HeaderEncoder {
     /// Appends the HPACK block for trailers to `dst`, dropping connection-specific fields.
     pub fn encode_trailers(&mut self, headers: &HeaderMap, dst: &mut BytesMut) {
         self.flush_update(dst);
-        encode_fields(headers, dst);
+        encode_fields(headers, None, dst);
     }
 
     fn flush_update(&mut self, dst: &mut BytesMut) {
@@ -97,12 +100,13 @@ impl HeaderEncoder {
     }
 }
 
-fn encode_fields(headers: &HeaderMap, dst: &mut BytesMut) {
+/// Encodes `headers` but connection-specific fields and `skip`.
+fn encode_fields(headers: &HeaderMap, skip: Option<&http::HeaderName>, dst: &mut BytesMut) {
     // Each field costs its bytes plus at most a few of framing; reserving once avoids
     // regrowth for all the usual responses.
     dst.reserve(headers.len() * 8);
     for (name, value) in headers {
-        if is_connection_specific(name) {
+        if is_connection_specific(name) || skip == Some(name) {
             continue;
         }
         let index = static_name_index(name).unwrap_or(0);

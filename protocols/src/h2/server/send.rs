@@ -213,7 +213,7 @@ impl Connection {
             if !headers.contains_key(SERVER) {
                 self.encoder.encode_field(&SERVER, b"peregrine", &mut self.out);
             }
-            if let Some(n) = f.content_length.filter(|_| !headers.contains_key(CONTENT_LENGTH)) {
+            if let Some(n) = f.content_length {
                 let mut scratch = [0; 20];
                 let digits = crate::h1::response::decimal(n, &mut scratch);
                 self.encoder.encode_field(&CONTENT_LENGTH, digits, &mut self.out);
