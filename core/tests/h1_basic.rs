@@ -307,8 +307,6 @@ fn handler_panic(io: IoChoice) {
     finish(server);
 }
 
-/// Runs curl with `args` (plus safety flags), returning (success, stdout, stderr).
-#[cfg(not(windows))]
 /// A response body that panics mid-stream: the response is cut (the connection closes
 /// without the chunked body's end, so the client cannot take it for complete), and the core
 /// (one thread) keeps serving new clients.
@@ -341,6 +339,8 @@ fn wrong_content_length_is_replaced(io: IoChoice) {
     finish(server);
 }
 
+/// Runs curl with `args` (plus safety flags), returning (success, stdout, stderr).
+#[cfg(not(windows))]
 fn curl(args: &[&str], stdin: Option<&[u8]>) -> (bool, Vec<u8>, String) {
     use std::io::Write;
     let mut cmd = Command::new("curl");
