@@ -10,21 +10,19 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Why a request or connection was refused or cut short. Limits are named as in
-/// `peregrine_limits::Limits`.
+use peregrine_limits::Limit;
+use peregrine_protocols::h1::{BodyError, ParseError};
+
+/// Why a request or connection was refused or cut short: a value from the moment it is
+/// decided (the codec's error, the connection loop's deadline) to the metrics label and the
+/// log line, never a string matched back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rejection {
-    MaxConnections,
-    MaxRequestLineSize,
-    MaxRequestHeadersTotalSize,
-    MaxRequestHeaderCount,
-    MaxRequestBodySize,
-    RequestHeadersTimeout,
-    MinRequestBodyDataRate,
-    MinResponseDataRate,
-    RequestBodyDrainTimeout,
+    /// A configured limit was crossed.
+    Limit(Limit),
     /// A strictness rule of RFC 9112 (400/501/505).
     ProtocolError,
+    /// The handler, or its response body, panicked.
     HandlerPanic,
     /// An HTTP/2 stream answered by the codec (RST_STREAM, 431, refused).
     H2Stream,
@@ -33,33 +31,27 @@ pub(crate) enum Rejection {
 }
 
 impl Rejection {
+    /// Every reason the metrics count, in their order.
     const ALL: [Rejection; 13] = [
-        Rejection::MaxConnections,
-        Rejection::MaxRequestLineSize,
-        Rejection::MaxRequestHeadersTotalSize,
-        Rejection::MaxRequestHeaderCount,
-        Rejection::MaxRequestBodySize,
-        Rejection::RequestHeadersTimeout,
-        Rejection::MinRequestBodyDataRate,
-        Rejection::MinResponseDataRate,
-        Rejection::RequestBodyDrainTimeout,
+        Rejection::Limit(Limit::MaxConnections),
+        Rejection::Limit(Limit::MaxRequestLineSize),
+        Rejection::Limit(Limit::MaxRequestHeadersTotalSize),
+        Rejection::Limit(Limit::MaxRequestHeaderCount),
+        Rejection::Limit(Limit::MaxRequestBodySize),
+        Rejection::Limit(Limit::RequestHeadersTimeout),
+        Rejection::Limit(Limit::MinRequestBodyDataRate),
+        Rejection::Limit(Limit::MinResponseDataRate),
+        Rejection::Limit(Limit::RequestBodyDrainTimeout),
         Rejection::ProtocolError,
         Rejection::HandlerPanic,
         Rejection::H2Stream,
         Rejection::H2Connection,
     ];
 
-    fn label(self) -> &'static str {
+    /// The metrics label: a limit's configuration key, or the kind of error.
+    pub(crate) fn label(self) -> &'static str {
         match self {
-            Rejection::MaxConnections => "max_connections",
-            Rejection::MaxRequestLineSize => "max_request_line_size",
-            Rejection::MaxRequestHeadersTotalSize => "max_request_headers_total_size",
-            Rejection::MaxRequestHeaderCount => "max_request_header_count",
-            Rejection::MaxRequestBodySize => "max_request_body_size",
-            Rejection::RequestHeadersTimeout => "request_headers_timeout",
-            Rejection::MinRequestBodyDataRate => "min_request_body_data_rate",
-            Rejection::MinResponseDataRate => "min_response_data_rate",
-            Rejection::RequestBodyDrainTimeout => "request_body_drain_timeout",
+            Rejection::Limit(l) => l.name(),
             Rejection::ProtocolError => "protocol_error",
             Rejection::HandlerPanic => "handler_panic",
             Rejection::H2Stream => "h2_stream_error",
@@ -67,9 +59,20 @@ impl Rejection {
         }
     }
 
-    /// Classifies a reason string from the codec or the connection loop.
-    pub(crate) fn from_reason(reason: &str) -> Option<Rejection> {
-        Rejection::ALL.into_iter().find(|r| r.label() == reason)
+    /// What a request-head error from the codec counts as.
+    pub(crate) fn of_parse(e: &ParseError) -> Rejection {
+        match e {
+            ParseError::Limit(l) => Rejection::Limit(l.limit),
+            _ => Rejection::ProtocolError,
+        }
+    }
+
+    /// What a request-body error from the codec counts as.
+    pub(crate) fn of_body(e: &BodyError) -> Rejection {
+        match e {
+            BodyError::Limit(l) => Rejection::Limit(l.limit),
+            BodyError::Invalid(_) => Rejection::ProtocolError,
+        }
     }
 }
 
@@ -90,8 +93,8 @@ impl TlsFailure {
     fn label(self) -> &'static str {
         match self {
             TlsFailure::Error => "error",
-            TlsFailure::Timeout => "tls_handshake_timeout",
-            TlsFailure::OverCap => "max_concurrent_tls_handshakes_per_core",
+            TlsFailure::Timeout => Limit::TlsHandshakeTimeout.name(),
+            TlsFailure::OverCap => Limit::MaxConcurrentTlsHandshakesPerCore.name(),
         }
     }
 }
@@ -149,8 +152,11 @@ impl CoreMetrics {
     }
 
     pub(crate) fn rejected(&self, why: Rejection) {
-        let i = Rejection::ALL.iter().position(|r| *r == why).unwrap_or(0);
-        self.rejections[i].add(1);
+        let i = Rejection::ALL.iter().position(|r| *r == why);
+        debug_assert!(i.is_some(), "{why:?} has no counter");
+        if let Some(i) = i {
+            self.rejections[i].add(1);
+        }
     }
 
     /// Counts a response; `duration_us` (head arrival to response written) feeds the latency
@@ -374,7 +380,7 @@ mod tests {
         cores[0].accepted();
         cores[1].accepted();
         cores[1].closed();
-        cores[0].rejected(Rejection::MaxRequestLineSize);
+        cores[0].rejected(Rejection::Limit(Limit::MaxRequestLineSize));
         cores[1].response(http::StatusCode::NOT_FOUND, Some(300));
         cores[0].response(http::StatusCode::OK, Some(50));
         cores[0].response(http::StatusCode::BAD_REQUEST, None);
@@ -399,12 +405,19 @@ mod tests {
     }
 
     #[test]
-    fn reasons_from_the_codec_map_to_limits() {
+    fn codec_errors_map_to_limits_by_value() {
+        use peregrine_protocols::h1::{LimitExceeded, Violation};
+        let line = LimitExceeded { limit: Limit::MaxRequestLineSize, max: 8, observed: 9 };
+        let r = Rejection::of_parse(&ParseError::Limit(line));
         assert_eq!(
-            Rejection::from_reason("max_request_line_size"),
-            Some(Rejection::MaxRequestLineSize)
+            (r, r.label()),
+            (Rejection::Limit(Limit::MaxRequestLineSize), "max_request_line_size")
         );
-        assert_eq!(Rejection::from_reason("missing host"), None);
+        let host = Rejection::of_parse(&ParseError::Invalid(Violation::MissingHost));
+        assert_eq!(host, Rejection::ProtocolError);
+        assert!(Rejection::ALL
+            .iter()
+            .all(|r| Rejection::ALL.iter().filter(|o| *o == r).count() == 1));
     }
 }
 

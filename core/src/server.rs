@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::sys::driver::{self, Driver, DriverConfig, DriverKind, DriverWaker, IoChoice};
-use peregrine_limits::{ConnectionLimiter, Limits};
+use peregrine_limits::{ConnectionLimiter, Limit, Limits};
 use socket2::SockRef;
 use tracing::{debug, warn};
 
@@ -560,7 +560,9 @@ impl Reactor {
                                     limit = self.limiter.max(),
                                     "max_connections reached; closing a TLS connection"
                                 );
-                                crate::metrics::count(|m| m.rejected(Rejection::MaxConnections));
+                                crate::metrics::count(|m| {
+                                    m.rejected(Rejection::Limit(Limit::MaxConnections))
+                                });
                                 executor::spawn(rt::io::close(fd));
                             }
                             None => {

@@ -12,10 +12,12 @@
 
 mod connections;
 mod h2;
+mod limit;
 mod rate;
 
 pub use connections::{ConnectionLimiter, ConnectionPermit};
 pub use h2::{Budget, FloodBudget, H2Limits};
+pub use limit::Limit;
 pub use rate::DataRate;
 
 use serde::{Deserialize, Serialize};

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use http::{Request, Response, StatusCode};
-use peregrine_limits::Limits;
+use peregrine_limits::{Limit, Limits};
 use peregrine_protocols::h1::{
     encode_error_response, head_may_be_complete, parse_request, BodyDecoder, BodyEvent,
     BodyFraming, ParseConfig, RequestHead,
@@ -27,7 +27,7 @@ use peregrine_protocols::h1::{
 use tracing::debug;
 
 use super::incoming::Incoming;
-use super::io::{ConnIo, Continue};
+use super::io::{ConnIo, Continue, Why};
 use super::write::{
     finish as finish_response, must_flush, prepare_response, stream_body, Prepared, Written,
 };
@@ -96,9 +96,9 @@ enum Ending {
     /// Orderly: flush what is pending and close.
     Close,
     /// Answer this status (no response started) and close.
-    Reject(StatusCode, &'static str),
+    Reject(StatusCode, Why),
     /// Close at once.
-    Abort(&'static str),
+    Abort(Why),
 }
 
 /// Serves one HTTP/1 connection until it closes. `initial`: bytes already received (by
@@ -176,7 +176,7 @@ async fn read_head(
                     Ok(None) => {}
                     Err(e) => {
                         debug!(reason = %e, "rejecting request");
-                        return Err(Ending::Reject(e.status(), e.reason()));
+                        return Err(Ending::Reject(e.status(), Why::parse(&e)));
                     }
                 }
             }
@@ -210,7 +210,8 @@ async fn read_head(
             Err(super::io::ReadFail::TimedOut) if idle => return Ok(None),
             Err(super::io::ReadFail::TimedOut) => {
                 debug!("request head not received within request_headers_timeout");
-                return Err(Ending::Reject(StatusCode::REQUEST_TIMEOUT, "request_headers_timeout"));
+                let why = Why::limit(Limit::RequestHeadersTimeout);
+                return Err(Ending::Reject(StatusCode::REQUEST_TIMEOUT, why));
             }
         }
     }
@@ -229,7 +230,8 @@ async fn exchange<H: Handler>(
     if let (BodyFraming::Length(n), Some(max)) = (head.framing, limits.max_request_body_size) {
         if n > max {
             // Before reading any of it, and before any 100 Continue.
-            return Err(Ending::Reject(StatusCode::PAYLOAD_TOO_LARGE, "max_request_body_size"));
+            let why = Why::limit(Limit::MaxRequestBodySize);
+            return Err(Ending::Reject(StatusCode::PAYLOAD_TOO_LARGE, why));
         }
     }
     let has_body = head.framing != BodyFraming::Empty;
@@ -279,8 +281,8 @@ async fn exchange<H: Handler>(
         // The handler hit a body error (and perhaps answered anyway): the client's mistake
         // decides the answer, as in Kestrel.
         return Err(match failure.status {
-            Some(status) => Ending::Reject(status, failure.reason),
-            None => Ending::Abort(failure.reason),
+            Some(status) => Ending::Reject(status, failure.why),
+            None => Ending::Abort(failure.why),
         });
     }
     // A client still waiting for 100 Continue may or may not send the body after our final
@@ -332,12 +334,13 @@ async fn exchange<H: Handler>(
             Ok(true)
         }
         Written::FailedBeforeStart(status) => {
-            let reason = io.read.borrow_mut().failure.take().map_or("request body", |f| f.reason);
-            Err(Ending::Reject(status, reason))
-        }
-        Written::Abort(reason) => {
             let failure = io.read.borrow_mut().failure.take();
-            Err(Ending::Abort(failure.map_or(reason, |f| f.reason)))
+            let why = failure.map_or(Why::uncounted("response body failed"), |f| f.why);
+            Err(Ending::Reject(status, why))
+        }
+        Written::Abort(why) => {
+            let failure = io.read.borrow_mut().failure.take();
+            Err(Ending::Abort(failure.map_or(why, |f| f.why)))
         }
     }
 }
@@ -376,7 +379,9 @@ async fn drain(io: &ConnIo, settings: &Settings) -> bool {
             Ok(n) if n > 0 => {}
             _ => {
                 debug!("request body not drained within request_body_drain_timeout");
-                crate::metrics::count(|m| m.rejected(Rejection::RequestBodyDrainTimeout));
+                crate::metrics::count(|m| {
+                    m.rejected(Rejection::Limit(Limit::RequestBodyDrainTimeout))
+                });
                 return false;
             }
         }
@@ -392,10 +397,11 @@ async fn finish(io: &ConnIo, fd: OwnedSocket, ending: Ending) {
             let read = io.read.borrow();
             !read.inbuf.is_empty() || read.decoder.as_ref().is_some_and(|d| !d.is_done())
         }
-        Ending::Reject(status, reason) => {
-            debug!(%status, reason, "closing connection with an error response");
-            let why = Rejection::from_reason(reason).unwrap_or(Rejection::ProtocolError);
-            crate::metrics::count(|m| m.rejected(why));
+        Ending::Reject(status, why) => {
+            debug!(%status, reason = why.detail, "closing connection with an error response");
+            if let Some(rejection) = why.rejection {
+                crate::metrics::count(|m| m.rejected(rejection));
+            }
             if !io.response_started.get() {
                 crate::metrics::count(|m| m.response(status, None));
             }
@@ -407,10 +413,10 @@ async fn finish(io: &ConnIo, fd: OwnedSocket, ending: Ending) {
             }
             true
         }
-        Ending::Abort(reason) => {
-            debug!(reason, "aborting connection");
-            if let Some(why) = Rejection::from_reason(reason) {
-                crate::metrics::count(|m| m.rejected(why));
+        Ending::Abort(why) => {
+            debug!(reason = why.detail, "aborting connection");
+            if let Some(rejection) = why.rejection {
+                crate::metrics::count(|m| m.rejected(rejection));
             }
             false
         }
@@ -438,7 +444,8 @@ async fn finish(io: &ConnIo, fd: OwnedSocket, ending: Ending) {
 /// Answers a connection over `max_connections` with `503` and closes it.
 pub(crate) async fn reject_over_capacity(fd: OwnedSocket) {
     let io = ConnIo::new(Transport::plain(sys::raw(&fd)), None, None);
-    finish(&io, fd, Ending::Reject(StatusCode::SERVICE_UNAVAILABLE, "max_connections")).await;
+    let why = Why::limit(Limit::MaxConnections);
+    finish(&io, fd, Ending::Reject(StatusCode::SERVICE_UNAVAILABLE, why)).await;
 }
 
 #[cfg(test)]

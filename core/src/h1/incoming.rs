@@ -12,9 +12,10 @@ use crate::sys::driver::SendBuf;
 use bytes::{Bytes, BytesMut};
 use peregrine_protocols::h1::{self, BodyEvent, CONTINUE_100};
 
-use super::io::{BodyFailure, ConnIo, Continue};
+use super::io::{BodyFailure, ConnIo, Continue, Why};
 use crate::body::{BodyChunk, BodyError};
 use crate::rt;
+use peregrine_limits::Limit;
 
 /// An HTTP/1 request body.
 pub(crate) struct Incoming {
@@ -37,10 +38,10 @@ impl Incoming {
         self.len
     }
 
-    fn fail(&self, error: BodyError, reason: &'static str) -> Poll<Option<BodyChunk>> {
+    fn fail(&self, error: BodyError, why: Why) -> Poll<Option<BodyChunk>> {
         let mut read = self.io.read.borrow_mut();
         read.decoder = None;
-        read.failure = Some(BodyFailure { status: error.status(), reason });
+        read.failure = Some(BodyFailure { status: error.status(), why });
         Poll::Ready(Some(Err(error)))
     }
 
@@ -50,7 +51,7 @@ impl Incoming {
                 let (result, _) = std::task::ready!(send.as_mut().poll(cx));
                 self.continuing = None;
                 if let Err(e) = result {
-                    return self.fail(BodyError::Io(e), "io error");
+                    return self.fail(BodyError::Io(e), Why::uncounted("io error"));
                 }
             }
             if let Some(recv) = &mut self.reading {
@@ -64,7 +65,7 @@ impl Incoming {
                             Ok(n) => n,
                             Err(e) => {
                                 drop(read);
-                                return self.fail(BodyError::Io(e), "io error");
+                                return self.fail(BodyError::Io(e), Why::uncounted("io error"));
                             }
                         };
                         crate::metrics::count(|m| m.bytes_in(n as u64));
@@ -73,14 +74,18 @@ impl Incoming {
                         }
                         if n == 0 {
                             drop(read);
-                            return self.fail(BodyError::Closed, "client closed mid-body");
+                            return self
+                                .fail(BodyError::Closed, Why::uncounted("client closed mid-body"));
                         }
                     }
                     Poll::Pending => {
                         if self.io.timer.poll_fired(cx).is_ready() {
                             // Dropping the receive cancels it; the connection is closed after.
                             self.reading = None;
-                            return self.fail(BodyError::TooSlow, "min_request_body_data_rate");
+                            return self.fail(
+                                BodyError::TooSlow,
+                                Why::limit(Limit::MinRequestBodyDataRate),
+                            );
                         }
                         return Poll::Pending;
                     }
@@ -102,7 +107,7 @@ impl Incoming {
                         h1::BodyError::Invalid(v) => BodyError::Malformed(v.reason()),
                     };
                     read.decoder = None;
-                    read.failure = Some(BodyFailure { status: error.status(), reason: e.reason() });
+                    read.failure = Some(BodyFailure { status: error.status(), why: Why::body(&e) });
                     return Poll::Ready(Some(Err(error)));
                 }
             }

@@ -9,8 +9,10 @@ use std::time::Instant;
 
 use crate::sys::driver::SendBuf;
 use bytes::{Bytes, BytesMut};
-use peregrine_limits::{DataRate, MinDataRate};
-use peregrine_protocols::h1::BodyDecoder;
+use peregrine_limits::{DataRate, Limit, MinDataRate};
+use peregrine_protocols::h1::{BodyDecoder, ParseError};
+
+use crate::metrics::Rejection;
 
 use crate::rt;
 use crate::rt::timer::{RunUntil, Timer};
@@ -29,7 +31,43 @@ pub(crate) enum Continue {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BodyFailure {
     pub(crate) status: Option<http::StatusCode>,
-    pub(crate) reason: &'static str,
+    pub(crate) why: Why,
+}
+
+/// Why an HTTP/1 connection ends early: what it counts as in the metrics (a limit, a
+/// protocol error, a panic; nothing for a peer that went away) and a short reason for the
+/// debug log. Built from typed values where the decision is made; never parsed back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Why {
+    pub(crate) rejection: Option<Rejection>,
+    pub(crate) detail: &'static str,
+}
+
+impl Why {
+    /// A rejection, logged under its metrics label.
+    pub(crate) fn rejected(rejection: Rejection) -> Why {
+        Why { rejection: Some(rejection), detail: rejection.label() }
+    }
+
+    /// A crossed limit.
+    pub(crate) fn limit(limit: Limit) -> Why {
+        Why::rejected(Rejection::Limit(limit))
+    }
+
+    /// A request head the codec refused.
+    pub(crate) fn parse(e: &ParseError) -> Why {
+        Why { rejection: Some(Rejection::of_parse(e)), detail: e.reason() }
+    }
+
+    /// A request body the codec refused.
+    pub(crate) fn body(e: &peregrine_protocols::h1::BodyError) -> Why {
+        Why { rejection: Some(Rejection::of_body(e)), detail: e.reason() }
+    }
+
+    /// Not counted: the peer went away, a socket failed, the application's body failed.
+    pub(crate) fn uncounted(detail: &'static str) -> Why {
+        Why { rejection: None, detail }
+    }
 }
 
 /// The reading side. The body's decoder and rate meter are boxed: they exist only while a

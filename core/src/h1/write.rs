@@ -7,10 +7,11 @@ use peregrine_protocols::h1::{
     LAST_CHUNK,
 };
 
-use super::io::{ConnIo, WriteFail};
+use super::io::{ConnIo, Why, WriteFail};
 use crate::body::BodyError;
 use crate::handler::{next_chunk, BodyFailed};
 use crate::{date, Body};
+use peregrine_limits::Limit;
 
 /// Bodies up to this size are copied next to the head (one send, one small copy); larger
 /// ones are sent from their own buffer without copying.
@@ -32,7 +33,7 @@ pub(crate) enum Written {
     /// instead.
     FailedBeforeStart(http::StatusCode),
     /// The connection cannot continue (write error, body failure mid-response, panic).
-    Abort(&'static str),
+    Abort(Why),
 }
 
 /// A response whose head (and body, when in memory) is in the output buffer.
@@ -108,7 +109,9 @@ pub(crate) async fn stream_body(io: &ConnIo, streaming: StreamingBody) -> Writte
     let mut written: u64 = 0;
     loop {
         let chunk = match next_chunk(&mut body).await {
-            Some(Err(BodyFailed::Panicked)) => return Written::Abort("response body panicked"),
+            Some(Err(BodyFailed::Panicked)) => {
+                return Written::Abort(Why::uncounted("response body panicked"))
+            } // counted by next_chunk
             None => break,
             Some(Err(BodyFailed::Error(e))) => return body_failed(io, e),
             Some(Ok(chunk)) if chunk.is_empty() => continue,
@@ -116,7 +119,7 @@ pub(crate) async fn stream_body(io: &ConnIo, streaming: StreamingBody) -> Writte
         };
         written += chunk.len() as u64;
         if declared.is_some_and(|n| written > n) {
-            return Written::Abort("response body longer than its content-length");
+            return Written::Abort(Why::uncounted("response body longer than its content-length"));
         }
         if framing == ResponseFraming::Chunked {
             encode_chunk_header(chunk.len(), &mut io.out());
@@ -130,7 +133,7 @@ pub(crate) async fn stream_body(io: &ConnIo, streaming: StreamingBody) -> Writte
         }
     }
     if declared.is_some_and(|n| written != n) {
-        return Written::Abort("response body shorter than its content-length");
+        return Written::Abort(Why::uncounted("response body shorter than its content-length"));
     }
     if framing == ResponseFraming::Chunked {
         io.write_small(LAST_CHUNK);
@@ -145,16 +148,16 @@ fn body_failed(io: &ConnIo, e: BodyError) -> Written {
             io.queued.borrow_mut().clear();
             Written::FailedBeforeStart(status)
         }
-        _ => Written::Abort("response body failed"),
+        _ => Written::Abort(Why::uncounted("response body failed")),
     }
 }
 
 pub(crate) fn write_failed(e: WriteFail) -> Written {
     match e {
-        WriteFail::TooSlow => Written::Abort("min_response_data_rate"),
+        WriteFail::TooSlow => Written::Abort(Why::limit(Limit::MinResponseDataRate)),
         WriteFail::Io(e) => {
             tracing::debug!(error = %e, "write failed");
-            Written::Abort("write error")
+            Written::Abort(Why::uncounted("write error"))
         }
     }
 }

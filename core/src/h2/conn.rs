@@ -13,7 +13,7 @@ use std::time::Instant;
 use crate::sys::driver::SendBuf;
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
-use peregrine_limits::DataRate;
+use peregrine_limits::{DataRate, Limit};
 use peregrine_protocols::h2::server::{Config, Connection, Event};
 use peregrine_protocols::h2::{StreamId, StreamMap};
 use tracing::debug;
@@ -235,7 +235,7 @@ impl<'a, H: Handler> Driver<'a, H> {
                                     "h2 client keeps its windows shut past min_response_data_rate"
                                 );
                                 crate::metrics::count(|m| {
-                                    m.rejected(Rejection::MinResponseDataRate)
+                                    m.rejected(Rejection::Limit(Limit::MinResponseDataRate))
                                 });
                                 return Poll::Ready(());
                             }

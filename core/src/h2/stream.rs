@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
-use peregrine_limits::DataRate;
+use peregrine_limits::{DataRate, Limit};
 use peregrine_protocols::content::{response_content, Content};
 use peregrine_protocols::h2::server::ServerFields;
 use peregrine_protocols::h2::{Reason, RequestHead, StreamId};
@@ -106,7 +106,7 @@ async fn run<H: Handler>(
     let RequestHead { method, uri, headers, content_length } = *head;
     if let (Some(n), Some(max)) = (content_length, limits.max_request_body_size) {
         if n > max {
-            crate::metrics::count(|m| m.rejected(Rejection::MaxRequestBodySize));
+            crate::metrics::count(|m| m.rejected(Rejection::Limit(Limit::MaxRequestBodySize)));
             return respond_error(shared, id, StatusCode::PAYLOAD_TOO_LARGE);
         }
     }
@@ -337,7 +337,7 @@ async fn drain_below(
     .await;
     if !drained {
         tracing::debug!(stream = id.value(), "h2 client reads slower than min_response_data_rate");
-        crate::metrics::count(|m| m.rejected(Rejection::MinResponseDataRate));
+        crate::metrics::count(|m| m.rejected(Rejection::Limit(Limit::MinResponseDataRate)));
         shared.conn.borrow_mut().reset_stream(id, Reason::CANCEL);
         shared.wake_conn();
     }

@@ -4,6 +4,7 @@
 //! editing. The chunked state machine lives in the private `chunked` module.
 
 use bytes::{Bytes, BytesMut};
+use peregrine_limits::Limit;
 
 use super::chunked::Chunked;
 use super::error::{BodyError, LimitExceeded};
@@ -110,7 +111,7 @@ fn decode_length(
     if let Some(max) = max_body {
         if total > max {
             return Err(BodyError::Limit(LimitExceeded {
-                limit: "max_request_body_size",
+                limit: Limit::MaxRequestBodySize,
                 max,
                 observed: total,
             }));

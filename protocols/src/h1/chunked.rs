@@ -24,6 +24,7 @@
 //! trailing space before the CRLF (`5 \r\n`) is rejected, unlike hyper.
 
 use bytes::{Buf, BytesMut};
+use peregrine_limits::Limit;
 
 use super::body::BodyEvent;
 use super::error::{BodyError, LimitExceeded, Violation};
@@ -232,7 +233,7 @@ impl Chunked {
         if let Some(max) = self.max_body {
             if total > max {
                 return Err(BodyError::Limit(LimitExceeded {
-                    limit: "max_request_body_size",
+                    limit: Limit::MaxRequestBodySize,
                     max,
                     observed: total,
                 }));
@@ -291,7 +292,7 @@ impl Chunked {
             self.trailer_bytes += 1;
             if self.trailer_bytes > self.max_trailer {
                 return Err(BodyError::Limit(LimitExceeded {
-                    limit: "max_request_headers_total_size",
+                    limit: Limit::MaxRequestHeadersTotalSize,
                     max: self.max_trailer as u64,
                     observed: self.trailer_bytes as u64,
                 }));

@@ -6,13 +6,14 @@
 //! request (the request-smuggling defence).
 
 use http::StatusCode;
+pub use peregrine_limits::Limit;
 
-/// A configured limit was crossed. `limit` is the name of the `peregrine_limits::Limits`
-/// field, so logs and metrics can name the knob a user would turn.
+/// A configured limit was crossed. `limit` names the `peregrine_limits::Limits` field, so
+/// logs and metrics can name the knob a user would turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitExceeded {
-    /// Name of the `Limits` field that was crossed, e.g. `"max_request_line_size"`.
-    pub limit: &'static str,
+    /// The limit that was crossed.
+    pub limit: Limit,
     /// The configured maximum.
     pub max: u64,
     /// What was observed (at least `max + 1`; for streaming input, the amount seen so far).
@@ -106,7 +107,7 @@ impl ParseError {
     /// A short reason for logs and metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            ParseError::Limit(l) => l.limit,
+            ParseError::Limit(l) => l.limit.name(),
             ParseError::Invalid(v) => v.reason(),
             ParseError::UnsupportedTransferCoding => "unsupported transfer coding",
             ParseError::UnsupportedVersion => "unsupported http version",
@@ -136,17 +137,17 @@ impl BodyError {
     /// A short reason for logs and metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            BodyError::Limit(l) => l.limit,
+            BodyError::Limit(l) => l.limit.name(),
             BodyError::Invalid(v) => v.reason(),
         }
     }
 }
 
-/// Maps a `Limits` field name to the status its violation is answered with.
-fn limit_status(limit: &str) -> StatusCode {
+/// The status a crossed limit of the request head or body is answered with.
+fn limit_status(limit: Limit) -> StatusCode {
     match limit {
-        "max_request_line_size" => StatusCode::URI_TOO_LONG,
-        "max_request_body_size" => StatusCode::PAYLOAD_TOO_LARGE,
+        Limit::MaxRequestLineSize => StatusCode::URI_TOO_LONG,
+        Limit::MaxRequestBodySize => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
     }
 }

@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::Authority;
 use http::{HeaderMap, Method, Uri, Version};
+use peregrine_limits::Limit;
 
 use super::error::{LimitExceeded, ParseError, Violation};
 use super::scan::{self, HeaderSpan, RawHead};
@@ -75,7 +76,7 @@ pub fn parse_request(
     let first = slots.min(FIRST_TRY_SLOTS);
     let mut small = [const { HeaderSpan::EMPTY }; FIRST_TRY_SLOTS];
     match scan::scan_head(buf, cfg, &mut small[..first]) {
-        Err(ParseError::Limit(l)) if l.limit == "max_request_header_count" && slots > first => {}
+        Err(ParseError::Limit(l)) if l.limit == Limit::MaxRequestHeaderCount && slots > first => {}
         result => {
             let Some(raw) = result? else { return Ok(None) };
             let head = buf.split_to(raw.len).freeze();
@@ -123,7 +124,11 @@ fn build_head(
     // `HeaderMap` holds at most 32 Ki entries; only limits far above the defaults reach that.
     let too_many = |_| {
         let n = spans.len() as u64;
-        ParseError::Limit(LimitExceeded { limit: "max_request_header_count", max: n, observed: n })
+        ParseError::Limit(LimitExceeded {
+            limit: Limit::MaxRequestHeaderCount,
+            max: n,
+            observed: n,
+        })
     };
     let mut headers = HeaderMap::try_with_capacity(spans.len()).map_err(too_many)?;
     let mut fields = Fields::default();

@@ -16,6 +16,7 @@
 //! error classifiers below, which answer [`Verdict::Undecided`] rather than guess. That is
 //! what the split-at-every-byte tests check.
 
+use peregrine_limits::Limit;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -99,9 +100,9 @@ fn scan_with_slots<'b>(
     let (cut, limit, max) = match line_window.iter().position(|&b| b == b'\n') {
         Some(lf) => {
             let max = cfg.max_request_headers_total_size;
-            ((lf + 1).saturating_add(max), "max_request_headers_total_size", max)
+            ((lf + 1).saturating_add(max), Limit::MaxRequestHeadersTotalSize, max)
         }
-        None => (cfg.max_request_line_size, "max_request_line_size", cfg.max_request_line_size),
+        None => (cfg.max_request_line_size, Limit::MaxRequestLineSize, cfg.max_request_line_size),
     };
     let visible = &line[..line.len().min(cut)];
     let over_limit = line.len() > cut;
@@ -140,7 +141,7 @@ fn scan_with_slots<'b>(
     }
 }
 
-fn limit_exceeded(limit: &'static str, max: usize, observed: usize) -> ParseError {
+fn limit_exceeded(limit: Limit, max: usize, observed: usize) -> ParseError {
     ParseError::Limit(LimitExceeded { limit, max: max as u64, observed: observed as u64 })
 }
 
@@ -183,7 +184,7 @@ fn classify(e: httparse::Error, line: &[u8], cfg: &ParseConfig) -> Verdict {
     use Violation::MalformedHead;
     match e {
         httparse::Error::TooManyHeaders => Verdict::Reject(limit_exceeded(
-            "max_request_header_count",
+            Limit::MaxRequestHeaderCount,
             cfg.max_request_header_count,
             cfg.max_request_header_count.saturating_add(1),
         )),

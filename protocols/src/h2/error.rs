@@ -124,7 +124,7 @@ impl Error {
     pub fn description(&self) -> &'static str {
         match *self {
             Error::Connection(_, d) | Error::Stream(_, _, d) => d,
-            Error::Limit(_, l) => l.limit,
+            Error::Limit(_, l) => l.limit.name(),
         }
     }
 }

@@ -22,6 +22,7 @@
 //!    `:authority` the `host` field gives the authority, and one of them must be there for
 //!    http and https.
 
+use peregrine_limits::Limit;
 use std::fmt;
 
 use bytes::Bytes;
@@ -203,7 +204,7 @@ impl HeaderDecoder {
                     size_limit(limits.max_size, d.list_size)
                 } else {
                     LimitExceeded {
-                        limit: "max_request_header_count",
+                        limit: Limit::MaxRequestHeaderCount,
                         max: limits.max_fields as u64,
                         observed: d.fields as u64,
                     }
@@ -227,7 +228,7 @@ impl HeaderDecoder {
 
 fn size_limit(max: usize, observed: usize) -> LimitExceeded {
     LimitExceeded {
-        limit: "max_request_headers_total_size",
+        limit: Limit::MaxRequestHeadersTotalSize,
         max: max as u64,
         observed: observed as u64,
     }

@@ -2,6 +2,7 @@
 
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
+use peregrine_limits::Limit;
 
 use super::{run, Conn, Ev, Outcome};
 use crate::h1::{BodyDecoder, BodyError, BodyEvent, BodyFraming, LimitExceeded, Violation};
@@ -83,7 +84,8 @@ fn length_data_is_split_off_without_copying() {
 
 #[test]
 fn length_over_the_cap_is_refused_before_reading() {
-    let e = BodyError::Limit(LimitExceeded { limit: "max_request_body_size", max: 4, observed: 5 });
+    let e =
+        BodyError::Limit(LimitExceeded { limit: Limit::MaxRequestBodySize, max: 4, observed: 5 });
     let out = run(b"hello", || Conn::body(BodyFraming::Length(5), Some(4), 0));
     assert_eq!(out.events, [Ev::BodyError(vec![], e)]);
     assert_eq!(out.leftover, b"hello");
@@ -307,7 +309,7 @@ fn trailer_section_size_boundary() {
     assert_eq!(
         e,
         BodyError::Limit(LimitExceeded {
-            limit: "max_request_headers_total_size",
+            limit: Limit::MaxRequestHeadersTotalSize,
             max: 15,
             observed: 16
         })
@@ -325,7 +327,7 @@ fn chunked_body_cap_boundary() {
     assert_eq!(chunked_with(input, Some(10), 0).events, [Ev::Body(b"helloworld".to_vec())]);
     let out = chunked_with(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", Some(10), 0);
     let e =
-        BodyError::Limit(LimitExceeded { limit: "max_request_body_size", max: 10, observed: 11 });
+        BodyError::Limit(LimitExceeded { limit: Limit::MaxRequestBodySize, max: 10, observed: 11 });
     // Refused when the size is read, before any byte of that chunk is handed out.
     assert_eq!(out.events, [Ev::BodyError(b"hello".to_vec(), e)]);
     // The CR that ended the size line was consumed; nothing after it was.
@@ -338,7 +340,7 @@ fn chunked_body_cap_with_huge_size() {
     assert_eq!(
         e,
         BodyError::Limit(LimitExceeded {
-            limit: "max_request_body_size",
+            limit: Limit::MaxRequestBodySize,
             max: 1 << 20,
             observed: u64::MAX
         })

@@ -2,6 +2,7 @@
 
 use bytes::BytesMut;
 use http::{Method, StatusCode, Version};
+use peregrine_limits::Limit;
 
 use super::{head, head_error, head_error_with, run_requests, Conn, Ev, CFG};
 use crate::h1::{parse_request, BodyFraming, LimitExceeded, ParseConfig, ParseError, Violation};
@@ -10,7 +11,7 @@ fn violation(v: Violation) -> ParseError {
     ParseError::Invalid(v)
 }
 
-fn limit(limit: &'static str, max: u64) -> ParseError {
+fn limit(limit: Limit, max: u64) -> ParseError {
     ParseError::Limit(LimitExceeded { limit, max, observed: max + 1 })
 }
 
@@ -513,7 +514,7 @@ fn request_line_limit_boundary() {
     let at_max = run_requests(input.as_bytes(), cfg(22, 1024, 10));
     assert!(matches!(at_max.events[..], [Ev::Head(_), Ev::Body(_)]), "{at_max:?}");
     let e = head_error_with(input.as_bytes(), cfg(21, 1024, 10));
-    assert_eq!(e, limit("max_request_line_size", 21));
+    assert_eq!(e, limit(Limit::MaxRequestLineSize, 21));
     assert_eq!(e.status(), StatusCode::URI_TOO_LONG);
 }
 
@@ -534,10 +535,10 @@ fn endless_request_line_fails_before_its_end() {
     assert_eq!(at_max.len(), 32);
     assert!(run_requests(at_max.as_bytes(), c).events.is_empty());
     let over = format!("{at_max}a");
-    assert_eq!(head_error_with(over.as_bytes(), c), limit("max_request_line_size", 32));
+    assert_eq!(head_error_with(over.as_bytes(), c), limit(Limit::MaxRequestLineSize, 32));
     // Also when the surplus is a CR whose LF would have been the 34th byte.
     let cr = format!("{at_max}\r");
-    assert_eq!(head_error_with(cr.as_bytes(), c), limit("max_request_line_size", 32));
+    assert_eq!(head_error_with(cr.as_bytes(), c), limit(Limit::MaxRequestLineSize, 32));
 }
 
 #[test]
@@ -551,7 +552,7 @@ fn syntax_error_inside_the_limit_wins_over_the_limit() {
     let input = format!("GET /{} {}", "a".repeat(27), "(".repeat(10));
     assert_eq!(
         head_error_with(input.as_bytes(), cfg(32, 1024, 10)),
-        limit("max_request_line_size", 32)
+        limit(Limit::MaxRequestLineSize, 32)
     );
 }
 
@@ -563,7 +564,7 @@ fn header_section_limit_boundary() {
     let at_max = run_requests(input.as_bytes(), cfg(1024, 31, 10));
     assert!(matches!(at_max.events[..], [Ev::Head(_), Ev::Body(_)]), "{at_max:?}");
     let e = head_error_with(input.as_bytes(), cfg(1024, 30, 10));
-    assert_eq!(e, limit("max_request_headers_total_size", 30));
+    assert_eq!(e, limit(Limit::MaxRequestHeadersTotalSize, 30));
     assert_eq!(e.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
 }
 
@@ -581,10 +582,10 @@ fn endless_header_section_fails_before_its_end() {
     let at_max = format!("{prefix}X: {}", "b".repeat(40 - 9 - 3));
     assert!(run_requests(at_max.as_bytes(), c).events.is_empty());
     let over = format!("{at_max}b");
-    assert_eq!(head_error_with(over.as_bytes(), c), limit("max_request_headers_total_size", 40));
+    assert_eq!(head_error_with(over.as_bytes(), c), limit(Limit::MaxRequestHeadersTotalSize, 40));
     // Many small complete lines, never an empty one.
     let lines = format!("{prefix}{}", "X: b\r\n".repeat(10));
-    assert_eq!(head_error_with(lines.as_bytes(), c), limit("max_request_headers_total_size", 40));
+    assert_eq!(head_error_with(lines.as_bytes(), c), limit(Limit::MaxRequestHeadersTotalSize, 40));
 }
 
 #[test]
@@ -592,7 +593,7 @@ fn endless_whitespace_before_colon_hits_the_limit() {
     let input = format!("GET / HTTP/1.1\r\nHost{}", " ".repeat(100));
     assert_eq!(
         head_error_with(input.as_bytes(), cfg(1024, 40, 10)),
-        limit("max_request_headers_total_size", 40)
+        limit(Limit::MaxRequestHeadersTotalSize, 40)
     );
 }
 
@@ -604,7 +605,7 @@ fn header_count_limit_boundary() {
         [Ev::Head(_), _]
     ));
     let e = head_error_with(three.as_bytes(), cfg(1024, 1024, 2));
-    assert_eq!(e, limit("max_request_header_count", 2));
+    assert_eq!(e, limit(Limit::MaxRequestHeaderCount, 2));
     assert_eq!(e.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
 }
 
@@ -619,7 +620,7 @@ fn header_count_above_the_stack_slots() {
     assert_eq!(parse_request(&mut buf, &c).unwrap().unwrap().headers.len(), 300);
     lines.push("Z: 1");
     let mut buf = BytesMut::from(get(&lines).as_bytes());
-    assert_eq!(parse_request(&mut buf, &c).unwrap_err(), limit("max_request_header_count", 300));
+    assert_eq!(parse_request(&mut buf, &c).unwrap_err(), limit(Limit::MaxRequestHeaderCount, 300));
 }
 
 #[test]
@@ -746,7 +747,7 @@ fn every_violation_is_400_with_a_reason() {
         assert_eq!(ParseError::Invalid(v).to_string(), v.reason());
     }
     assert_eq!(
-        limit("max_request_line_size", 8).to_string(),
+        limit(Limit::MaxRequestLineSize, 8).to_string(),
         "max_request_line_size exceeded: 9 > 8"
     );
 }

@@ -1,6 +1,7 @@
 //! [`FrameDecoder`]: splits complete frames off the receive buffer (RFC 9113 §4.1, §4.2).
 
 use bytes::{Buf, BytesMut};
+use peregrine_limits::Limit;
 
 use super::{flags, Frame, Head, Kind, StreamId, HEAD_LEN};
 use crate::h1::LimitExceeded;
@@ -116,7 +117,7 @@ impl FrameDecoder {
                 return Err(Error::Limit(
                     Reason::FRAME_SIZE_ERROR,
                     LimitExceeded {
-                        limit: "max_frame_size",
+                        limit: Limit::H2MaxFrameSize,
                         max: u64::from(self.max_frame_size),
                         observed: u64::from(head.length),
                     },

@@ -1,6 +1,7 @@
 //! `FrameDecoder`: framing, max_frame_size, unknown types, zero-copy, error stickiness.
 
 use bytes::{Bytes, BytesMut};
+use peregrine_limits::Limit;
 
 use super::{assert_conn, frame, raw, run, run_with};
 use crate::h1::LimitExceeded;
@@ -57,7 +58,7 @@ fn over_max_frame_size_is_refused_from_the_header_alone() {
     // Only the 9 header bytes: the payload never has to arrive.
     let head = &raw(0, 0, 1, &[0; 16_385])[..9];
     let out = run(head);
-    let limit = LimitExceeded { limit: "max_frame_size", max: 16_384, observed: 16_385 };
+    let limit = LimitExceeded { limit: Limit::H2MaxFrameSize, max: 16_384, observed: 16_385 };
     assert_eq!(out.events, [Err(Error::Limit(Reason::FRAME_SIZE_ERROR, limit))]);
     assert_eq!(out.leftover, head);
     let e = out.events[0].clone().unwrap_err();
@@ -165,7 +166,7 @@ fn reasons_and_errors_describe_themselves() {
     let e = Error::Connection(Reason::PROTOCOL_ERROR, "bad");
     assert_eq!(e.to_string(), "connection error PROTOCOL_ERROR: bad");
     assert_eq!(e.stream_id(), None);
-    let l = LimitExceeded { limit: "max_frame_size", max: 1, observed: 2 };
+    let l = LimitExceeded { limit: Limit::H2MaxFrameSize, max: 1, observed: 2 };
     let e = Error::Limit(Reason::FRAME_SIZE_ERROR, l);
     assert_eq!(e.to_string(), "connection error FRAME_SIZE_ERROR: max_frame_size exceeded: 2 > 1");
 }

@@ -3,6 +3,7 @@
 //! (`loona-hpack`), which writes whatever bytes it is given, invalid names included.
 
 use loona_hpack::Encoder as OtherEncoder;
+use peregrine_limits::Limit;
 
 use crate::h2::{Error, HeaderDecoder, HeaderError, Reason, RequestHead, StreamId};
 
@@ -249,7 +250,7 @@ fn too_large_keeps_the_table_in_step() {
     let limit = dec.last_limit().unwrap();
     assert_eq!(
         (limit.limit, limit.max, limit.observed),
-        ("max_request_headers_total_size", 400, 557)
+        (Limit::MaxRequestHeadersTotalSize, 400, 557)
     );
     // Within the limit again, using the entries the oversized block inserted.
     let head = dec.decode_request(&block_from(&mut enc, &get_with(&[("x-more", &big)]))).unwrap();
@@ -262,7 +263,7 @@ fn too_large_keeps_the_table_in_step() {
     let err = dec.decode_request(&block(&get_with(&[("a", "1"), ("b", "2"), ("c", "3")])));
     assert_eq!(err.unwrap_err(), HeaderError::TooLarge);
     let limit = dec.last_limit().unwrap();
-    assert_eq!((limit.limit, limit.max, limit.observed), ("max_request_header_count", 2, 3));
+    assert_eq!((limit.limit, limit.max, limit.observed), (Limit::MaxRequestHeaderCount, 2, 3));
 }
 
 #[test]
@@ -274,7 +275,7 @@ fn flood_and_compression_errors_are_sticky() {
         dec.decode_request(&block(&get_with(&[("x-h", &huge)]))).unwrap_err(),
         HeaderError::Flood
     );
-    assert_eq!(dec.last_limit().unwrap().limit, "max_request_headers_total_size");
+    assert_eq!(dec.last_limit().unwrap().limit, Limit::MaxRequestHeadersTotalSize);
     assert_eq!(dec.decode_request(&block(&GET)).unwrap_err(), HeaderError::Flood);
 
     let mut dec = decoder();
