@@ -21,8 +21,8 @@ use bytes::BytesMut;
 use http::{Request, Response, StatusCode};
 use peregrine_limits::{Limit, Limits};
 use peregrine_protocols::h1::{
-    encode_error_response, head_may_be_complete, parse_request, BodyDecoder, BodyEvent,
-    BodyFraming, ParseConfig, RequestHead,
+    encode_error_response, BodyDecoder, BodyEvent, BodyFraming, HeadParser, ParseConfig,
+    RequestHead,
 };
 use tracing::debug;
 
@@ -42,35 +42,6 @@ use crate::{date, rt, Body, Handler};
 /// nginx's `lingering_close`, we half-close and discard input for a short while.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 256 * 1024;
-
-/// Where the request line of a growing head starts and ends, found by looking at each byte
-/// once. Leading empty lines are skipped as the parser skips them (RFC 9112 §2.2).
-#[derive(Default)]
-struct RequestLineEnd {
-    /// Bytes already looked at.
-    scanned: usize,
-    /// Where the request line starts.
-    start: usize,
-    /// The offset of the LF ending the request line, once seen.
-    end: Option<usize>,
-}
-
-impl RequestLineEnd {
-    fn advance(&mut self, buf: &[u8]) {
-        while self.end.is_none() && self.scanned < buf.len() {
-            let at = self.scanned;
-            self.scanned += 1;
-            if buf[at] == b'\n' {
-                let line = &buf[self.start..at];
-                if line.is_empty() || line == b"\r" {
-                    self.start = at + 1;
-                } else {
-                    self.end = Some(at);
-                }
-            }
-        }
-    }
-}
 
 /// Per-core connection settings, derived once from `Limits`.
 pub(crate) struct Settings {
@@ -148,36 +119,22 @@ async fn read_head(
 ) -> Result<Option<RequestHead>, Ending> {
     let limits = &settings.limits;
     let mut head_started: Option<Instant> = None;
-    // The head is parsed again only when new bytes could end it, or when the buffer crosses
-    // the point where a size limit fires (so 414/431 come on the dot). A client sending one
-    // byte per segment then costs a handful of parses per head, not one per byte.
-    let mut seen = 0;
-    let mut line = RequestLineEnd::default();
+    // The codec decides when the growing head is worth parsing again (a byte-at-a-time
+    // client costs a handful of parses per head, and limits still fire on the dot).
+    let mut parser = HeadParser::new();
     loop {
         {
             let mut read = io.read.borrow_mut();
-            let len = read.inbuf.len();
-            line.advance(&read.inbuf);
-            let crossed = |limit: usize| seen <= limit && len > limit;
-            let worth_parsing = seen == 0
-                || head_may_be_complete(&read.inbuf, seen)
-                || crossed(line.start + settings.parse.max_request_line_size)
-                || line.end.is_some_and(|end| {
-                    crossed(end + 1 + settings.parse.max_request_headers_total_size)
-                });
-            seen = len;
             if !read.inbuf.is_empty() {
                 // The headers timeout runs from the first byte, parsed yet or not.
                 head_started.get_or_insert_with(rt::now);
             }
-            if !read.inbuf.is_empty() && worth_parsing {
-                match parse_request(&mut read.inbuf, &settings.parse) {
-                    Ok(Some(head)) => return Ok(Some(head)),
-                    Ok(None) => {}
-                    Err(e) => {
-                        debug!(reason = %e, "rejecting request");
-                        return Err(Ending::Reject(e.status(), Why::parse(&e)));
-                    }
+            match parser.parse(&mut read.inbuf, &settings.parse) {
+                Ok(Some(head)) => return Ok(Some(head)),
+                Ok(None) => {}
+                Err(e) => {
+                    debug!(reason = %e, "rejecting request");
+                    return Err(Ending::Reject(e.status(), Why::parse(&e)));
                 }
             }
         }
@@ -446,23 +403,4 @@ pub(crate) async fn reject_over_capacity(fd: OwnedSocket) {
     let io = ConnIo::new(Transport::plain(sys::raw(&fd)), None, None);
     let why = Why::limit(Limit::MaxConnections);
     finish(&io, fd, Ending::Reject(StatusCode::SERVICE_UNAVAILABLE, why)).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::RequestLineEnd;
-
-    #[test]
-    fn request_line_end_skips_empty_lines_and_looks_at_each_byte_once() {
-        let head = b"\r\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
-        let mut whole = RequestLineEnd::default();
-        whole.advance(head);
-        assert_eq!((whole.start, whole.end), (3, Some(18)));
-        let mut trickled = RequestLineEnd::default();
-        for n in 1..=head.len() {
-            trickled.advance(&head[..n]);
-        }
-        assert_eq!((trickled.start, trickled.end), (3, Some(18)));
-        assert_eq!(trickled.scanned, 19, "stops at the request line's end");
-    }
 }

@@ -19,6 +19,7 @@
 pub mod body;
 mod chunked;
 pub mod error;
+mod head;
 pub mod request;
 pub mod response;
 pub(crate) mod scan;
@@ -26,8 +27,9 @@ pub(crate) mod scan;
 mod tests;
 
 pub use body::{BodyDecoder, BodyEvent};
-pub use error::{BodyError, LimitExceeded, ParseError, Violation};
-pub use request::{head_may_be_complete, parse_request, BodyFraming, ParseConfig, RequestHead};
+pub use error::{BodyError, Limit, LimitExceeded, ParseError, Violation};
+pub use head::HeadParser;
+pub use request::{parse_request, BodyFraming, ParseConfig, RequestHead};
 pub use response::{
     encode_chunk_header, encode_error_response, encode_response_head, response_framing,
     ResponseFraming, CHUNK_END, CONTINUE_100, LAST_CHUNK,

@@ -358,11 +358,8 @@ fn parse_decimal(s: &[u8]) -> Option<u64> {
 /// Whether bytes appended after offset `from` could complete a request head in `buf`: the
 /// new bytes (with the 3 before them) contain an empty line (`\n\r\n` or `\n\n`).
 ///
-/// [`parse_request`] keeps no state between calls, so a caller that re-parses after every
-/// read does work quadratic in the head's size when a client sends it a byte per segment
-/// (the slowloris shape). Re-parsing only when this says yes, or when the buffer crosses
-/// one of the size limits (so the 414/431 still fire on time), bounds the parses per head.
-pub fn head_may_be_complete(buf: &[u8], from: usize) -> bool {
+/// [`HeadParser`](super::HeadParser)'s test for whether a growing head is worth parsing again.
+pub(crate) fn head_may_be_complete(buf: &[u8], from: usize) -> bool {
     let start = from.saturating_sub(3).min(buf.len());
     buf[start..]
         .windows(2)
