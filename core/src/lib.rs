@@ -29,6 +29,7 @@ mod body;
 pub mod config;
 mod conn;
 mod date;
+mod exchange;
 mod h1;
 mod h2;
 mod handler;

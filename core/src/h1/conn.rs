@@ -18,7 +18,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use http::{Request, Response, StatusCode};
+use http::StatusCode;
 use peregrine_limits::{Limit, Limits};
 use peregrine_protocols::h1::{
     encode_error_response, BodyDecoder, BodyEvent, BodyFraming, HeadParser, ParseConfig,
@@ -31,7 +31,8 @@ use super::io::{ConnIo, Continue, Why};
 use super::write::{
     finish as finish_response, must_flush, prepare_response, stream_body, Prepared, Written,
 };
-use crate::access_log::{CoreLog, Entry};
+use crate::access_log::CoreLog;
+use crate::exchange::{self, Panicked, Record};
 use crate::metrics::Rejection;
 use crate::transport::Transport;
 use crate::{date, rt, Body, Handler};
@@ -100,7 +101,7 @@ pub(crate) async fn serve<H: Handler>(
         // Boxed: a connection spends most of its life idle in `read_head`, and its task is as
         // large as its largest state. One small allocation per request keeps an idle
         // connection's task to a few hundred bytes instead of the whole exchange's.
-        match Box::pin(exchange(&io, &*handler, &settings, head, peer)).await {
+        match Box::pin(serve_request(&io, &*handler, &settings, head, peer)).await {
             Ok(true) => continue,
             Ok(false) => break Ending::Close,
             Err(e) => break e,
@@ -175,7 +176,7 @@ async fn read_head(
 }
 
 /// One request/response exchange. `Ok(true)`: keep the connection for another request.
-async fn exchange<H: Handler>(
+async fn serve_request<H: Handler>(
     io: &Rc<ConnIo>,
     handler: &H,
     settings: &Settings,
@@ -183,7 +184,8 @@ async fn exchange<H: Handler>(
     peer: Option<SocketAddr>,
 ) -> Result<bool, Ending> {
     let limits = &settings.limits;
-    let started = rt::now();
+    let record =
+        Record::start(&head.method, &head.uri, head.version, peer, settings.access_log.as_ref());
     if let (BodyFraming::Length(n), Some(max)) = (head.framing, limits.max_request_body_size) {
         if n > max {
             // Before reading any of it, and before any 100 Continue.
@@ -212,26 +214,16 @@ async fn exchange<H: Handler>(
     io.response_started.set(false);
 
     let RequestHead { method, uri, version, headers, framing, keep_alive, .. } = head;
-    // Kept for the access log only when it is on: a `Uri` clone is a few refcount bumps.
-    let logged_uri = settings.access_log.as_ref().map(|_| uri.clone());
     let body = match framing {
         BodyFraming::Empty => Body::empty(),
         BodyFraming::Length(n) => Body::incoming(Incoming::new(Rc::clone(io), Some(n))),
         BodyFraming::Chunked => Body::incoming(Incoming::new(Rc::clone(io), None)),
     };
-    let mut request = Request::new(body);
-    *request.method_mut() = method.clone();
-    *request.uri_mut() = uri;
-    *request.version_mut() = version;
-    *request.headers_mut() = headers;
-
-    let (response, panicked) = match crate::handler::call(handler, request).await {
-        Some(response) => (response, false),
-        None => {
-            tracing::error!("handler panicked; answering 500 and closing the connection");
-            crate::metrics::count(|m| m.rejected(Rejection::HandlerPanic));
-            (internal_error(), true)
-        }
+    let request = exchange::request(method, uri, version, headers, body);
+    // A panicked handler's 500 closes the connection: its state is not to be trusted.
+    let (response, panicked) = match exchange::call(handler, request).await {
+        Ok(response) => (response, false),
+        Err(Panicked) => (exchange::internal_error(), true),
     };
     let status = response.status();
     if let Some(failure) = io.read.borrow_mut().failure.take() {
@@ -253,7 +245,7 @@ async fn exchange<H: Handler>(
     let close = !keep_alive || panicked || rt::shutting_down();
     let owing = unread_owing_continue();
     let in_memory_len = response.body().exact_len().unwrap_or(0);
-    let written = match prepare_response(io, response, &method, version, close, owing) {
+    let written = match prepare_response(io, response, record.method(), version, close, owing) {
         Prepared::Complete { close } if !must_flush(io, close) => {
             Written::Done { close, body_bytes: in_memory_len }
         }
@@ -262,21 +254,7 @@ async fn exchange<H: Handler>(
         Prepared::Streaming(body) => Box::pin(stream_body(io, body)).await,
     };
     if let Written::Done { body_bytes, .. } = written {
-        let duration = rt::now().saturating_duration_since(started);
-        crate::metrics::count(|m| m.response(status, Some(duration.as_micros() as u64)));
-        if let (Some(log), Some(target)) = (&settings.access_log, &logged_uri) {
-            let bytes = if method == http::Method::HEAD { 0 } else { body_bytes };
-            let entry = Entry {
-                peer,
-                method: &method,
-                target,
-                version,
-                status: status.as_u16(),
-                bytes,
-                duration,
-            };
-            log.record(&entry, rt::now());
-        }
+        record.finish(status, body_bytes, settings.access_log.as_ref());
     }
     match written {
         Written::Done { close: true, .. } => Ok(false),
@@ -300,12 +278,6 @@ async fn exchange<H: Handler>(
             Err(Ending::Abort(failure.map_or(why, |f| f.why)))
         }
     }
-}
-
-fn internal_error() -> Response<Body> {
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    r
 }
 
 /// Reads and discards what the handler left of the body, so the connection can carry the

@@ -9,8 +9,9 @@ use peregrine_protocols::h1::{
 
 use super::io::{ConnIo, Why, WriteFail};
 use crate::body::BodyError;
-use crate::handler::{next_chunk, BodyFailed};
+use crate::exchange::{pump, BodyFailed, BodySink, PumpError};
 use crate::{date, Body};
+use bytes::Bytes;
 use peregrine_limits::Limit;
 
 /// Bodies up to this size are copied next to the head (one send, one small copy); larger
@@ -101,44 +102,45 @@ pub(crate) async fn finish(io: &ConnIo, close: bool, body_bytes: u64) -> Written
 
 /// Streams a body whose head is already in the output buffer.
 pub(crate) async fn stream_body(io: &ConnIo, streaming: StreamingBody) -> Written {
-    let StreamingBody { mut body, framing, close } = streaming;
+    let StreamingBody { body, framing, close } = streaming;
     let declared = match framing {
         ResponseFraming::Length(n) => Some(n),
         _ => None,
     };
-    let mut written: u64 = 0;
-    loop {
-        let chunk = match next_chunk(&mut body).await {
-            Some(Err(BodyFailed::Panicked)) => {
-                return Written::Abort(Why::uncounted("response body panicked"))
-            } // counted by next_chunk
-            None => break,
-            Some(Err(BodyFailed::Error(e))) => return body_failed(io, e),
-            Some(Ok(chunk)) if chunk.is_empty() => continue,
-            Some(Ok(chunk)) => chunk,
-        };
-        written += chunk.len() as u64;
-        if declared.is_some_and(|n| written > n) {
-            return Written::Abort(Why::uncounted("response body longer than its content-length"));
+    let chunked = framing == ResponseFraming::Chunked;
+    match pump(body, declared, &mut Sink { io, chunked }).await {
+        Ok(written) => {
+            if chunked {
+                io.write_small(LAST_CHUNK);
+            }
+            finish(io, close, written).await
         }
-        if framing == ResponseFraming::Chunked {
-            encode_chunk_header(chunk.len(), &mut io.out());
-            io.write_shared(chunk);
-            io.write_small(CHUNK_END);
+        Err(PumpError::Body(BodyFailed::Error(e))) => body_failed(io, e),
+        Err(PumpError::Body(failed)) => Written::Abort(Why::uncounted(failed.reason())),
+        Err(PumpError::Sink(e)) => write_failed(e),
+    }
+}
+
+/// An HTTP/1 response body's way out: chunk framing when chunked, then a flush per chunk
+/// (the flush's own rate check is the back-pressure).
+struct Sink<'a> {
+    io: &'a ConnIo,
+    chunked: bool,
+}
+
+impl BodySink for Sink<'_> {
+    type Error = WriteFail;
+
+    async fn chunk(&mut self, chunk: Bytes) -> Result<(), WriteFail> {
+        if self.chunked {
+            encode_chunk_header(chunk.len(), &mut self.io.out());
+            self.io.write_shared(chunk);
+            self.io.write_small(CHUNK_END);
         } else {
-            io.write_shared(chunk);
+            self.io.write_shared(chunk);
         }
-        if let Err(e) = io.flush().await {
-            return write_failed(e);
-        }
+        self.io.flush().await
     }
-    if declared.is_some_and(|n| written != n) {
-        return Written::Abort(Why::uncounted("response body shorter than its content-length"));
-    }
-    if framing == ResponseFraming::Chunked {
-        io.write_small(LAST_CHUNK);
-    }
-    finish(io, close, written).await
 }
 
 fn body_failed(io: &ConnIo, e: BodyError) -> Written {

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, Method, Response, StatusCode, Version};
 use peregrine_limits::{DataRate, Limit};
 use peregrine_protocols::content::{response_content, Content};
 use peregrine_protocols::h2::server::ServerFields;
@@ -14,8 +14,7 @@ use peregrine_protocols::h2::{Reason, RequestHead, StreamId};
 
 use super::body::RequestBody;
 use super::conn::Shared;
-use crate::access_log::Entry;
-use crate::handler::{next_chunk, BodyFailed};
+use crate::exchange::{self, BodyFailed, BodySink, Panicked, PumpError, Record};
 use crate::metrics::Rejection;
 use crate::rt::executor;
 use crate::rt::timer::Timer;
@@ -101,9 +100,10 @@ async fn run<H: Handler>(
     head: Box<RequestHead>,
     end_stream: bool,
 ) {
-    let started = rt::now();
     let limits = &shared.settings.limits;
+    let log = shared.settings.access_log.as_ref();
     let RequestHead { method, uri, headers, content_length } = *head;
+    let record = Record::start(&method, &uri, Version::HTTP_2, shared.peer, log);
     if let (Some(n), Some(max)) = (content_length, limits.max_request_body_size) {
         if n > max {
             crate::metrics::count(|m| m.rejected(Rejection::Limit(Limit::MaxRequestBodySize)));
@@ -115,20 +115,11 @@ async fn run<H: Handler>(
     } else {
         Body::h2(RequestBody::new(Rc::clone(shared), id, content_length))
     };
-    let logged_uri = shared.settings.access_log.as_ref().map(|_| uri.clone());
-    let mut request = Request::new(body);
-    *request.method_mut() = method.clone();
-    *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_2;
-    *request.headers_mut() = headers;
-
-    let response = match crate::handler::call(handler, request).await {
-        Some(r) => r,
-        None => {
-            tracing::error!(stream = id.value(), "handler panicked; answering 500");
-            crate::metrics::count(|m| m.rejected(Rejection::HandlerPanic));
-            return respond_error(shared, id, StatusCode::INTERNAL_SERVER_ERROR);
-        }
+    let request = exchange::request(method, uri, Version::HTTP_2, headers, body);
+    let response = match exchange::call(handler, request).await {
+        Ok(r) => r,
+        // The 500 goes on this stream only: the connection's other streams go on.
+        Err(Panicked) => return respond_error(shared, id, StatusCode::INTERNAL_SERVER_ERROR),
     };
     if let Some(Some((status, _why))) = shared.with_slot(id, |s| s.body_failure.take()) {
         // The request body failed (too large, too slow): the client's mistake decides the
@@ -136,23 +127,10 @@ async fn run<H: Handler>(
         return respond_error(shared, id, status);
     }
     let status = response.status();
-    let Some(bytes) = write_response(shared, id, response, &method).await else {
+    let Some(bytes) = write_response(shared, id, response, record.method()).await else {
         return;
     };
-    let duration = rt::now().saturating_duration_since(started);
-    crate::metrics::count(|m| m.response(status, Some(duration.as_micros() as u64)));
-    if let (Some(log), Some(target)) = (&shared.settings.access_log, &logged_uri) {
-        let entry = Entry {
-            peer: shared.peer,
-            method: &method,
-            target,
-            version: Version::HTTP_2,
-            status: status.as_u16(),
-            bytes,
-            duration,
-        };
-        log.record(&entry, rt::now());
-    }
+    record.finish(status, bytes, log);
 }
 
 /// Answers `status` with an empty body, and asks the client to stop sending a request body
@@ -251,51 +229,59 @@ async fn wait_sent(shared: &Shared, id: StreamId) -> bool {
 }
 
 /// Reads a streamed body and queues it, never more than `max_stream_send_buffer` ahead of
-/// what flow control lets out.
-async fn stream_body(
-    shared: &Shared,
-    id: StreamId,
-    mut body: Body,
-    len: Option<u64>,
-) -> Option<u64> {
-    let mut rate = response_rate(shared);
-    let timer = Timer::new();
-    let max_buffered = shared.settings.limits.h2.max_stream_send_buffer;
-    let mut sent = 0u64;
-    loop {
-        // Back-pressure: read the handler's body only while this stream's queue is short.
-        if !drain_below(shared, id, max_buffered, &mut rate, &timer).await {
-            return None;
+/// what flow control lets out. A body that fails, panics or breaks its declared length
+/// resets the stream (INTERNAL_ERROR).
+async fn stream_body(shared: &Shared, id: StreamId, body: Body, len: Option<u64>) -> Option<u64> {
+    let mut sink = StreamSink {
+        shared,
+        id,
+        rate: response_rate(shared),
+        timer: Timer::new(),
+        max_buffered: shared.settings.limits.h2.max_stream_send_buffer,
+    };
+    match exchange::pump(body, len, &mut sink).await {
+        Ok(sent) => {
+            shared.conn.borrow_mut().send_data(id, Bytes::new(), true).ok()?;
+            shared.wake_conn();
+            Some(sent)
         }
-        match next_chunk(&mut body).await {
-            Some(Ok(chunk)) => {
-                sent += chunk.len() as u64;
-                if len.is_some_and(|l| sent > l) {
-                    shared.conn.borrow_mut().reset_stream(id, Reason::INTERNAL_ERROR);
-                    shared.wake_conn();
-                    return None;
-                }
-                shared.conn.borrow_mut().send_data(id, chunk, false).ok()?;
-                shared.wake_conn();
+        Err(PumpError::Body(failed)) => {
+            if let BodyFailed::Error(e) = &failed {
+                tracing::debug!(error = %e, "response body failed");
             }
-            Some(Err(e)) => {
-                if let BodyFailed::Error(e) = e {
-                    tracing::debug!(error = %e, "response body failed; resetting the stream");
-                }
-                shared.conn.borrow_mut().reset_stream(id, Reason::INTERNAL_ERROR);
-                shared.wake_conn();
-                return None;
-            }
-            None => {
-                if len.is_some_and(|l| sent != l) {
-                    shared.conn.borrow_mut().reset_stream(id, Reason::INTERNAL_ERROR);
-                    shared.wake_conn();
-                    return None;
-                }
-                shared.conn.borrow_mut().send_data(id, Bytes::new(), true).ok()?;
-                shared.wake_conn();
-                return Some(sent);
-            }
+            tracing::debug!(stream = id.value(), reason = failed.reason(), "resetting the stream");
+            shared.conn.borrow_mut().reset_stream(id, Reason::INTERNAL_ERROR);
+            shared.wake_conn();
+            None
+        }
+        Err(PumpError::Sink(StreamGone)) => None,
+    }
+}
+
+/// The stream is gone (reset, or too slow to drain and reset by [`drain_below`]).
+struct StreamGone;
+
+/// An HTTP/2 response body's way out: DATA queued on the codec, then back-pressure (the
+/// next chunk is read only once the stream's queue is under `max_stream_send_buffer`).
+struct StreamSink<'a> {
+    shared: &'a Shared,
+    id: StreamId,
+    rate: Option<DataRate>,
+    timer: Timer,
+    max_buffered: usize,
+}
+
+impl BodySink for StreamSink<'_> {
+    type Error = StreamGone;
+
+    async fn chunk(&mut self, chunk: Bytes) -> Result<(), StreamGone> {
+        self.shared.conn.borrow_mut().send_data(self.id, chunk, false).map_err(|_| StreamGone)?;
+        self.shared.wake_conn();
+        let (shared, id, below) = (self.shared, self.id, self.max_buffered);
+        if drain_below(shared, id, below, &mut self.rate, &self.timer).await {
+            Ok(())
+        } else {
+            Err(StreamGone)
         }
     }
 }

@@ -1,0 +1,220 @@
+//! One request/response exchange, whatever the protocol: building the request the handler
+//! sees, calling the handler with panic isolation, pumping a streamed response body (with
+//! the same isolation and the length checks), and recording the outcome (metrics, access
+//! log). HTTP/1 and HTTP/2 supply only what differs: where the head and the body bytes go
+//! ([`BodySink`]) and their request body source.
+//!
+//! ```text
+//!   h1 loop ─┐                                         ┌─ head + body → h1 output (chunked/CL)
+//!            ├─► request() ─► call() ─► response ─► pump() ─┤
+//!   h2 loop ─┘   (method, uri,  (panic → 500)           └─ head + body → h2 stream (DATA)
+//!                 headers, body)                     record(): metrics + access log
+//! ```
+//!
+//! Everything that later answers a request (proxy, files, cache) is a handler, so it goes
+//! through here too.
+
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::task::Poll;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+
+use crate::access_log::{CoreLog, Entry};
+use crate::metrics::Rejection;
+use crate::{rt, Body, BodyError, Handler};
+
+/// The request a handler sees, from the parts a codec validated.
+pub(crate) fn request(
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    body: Body,
+) -> Request<Body> {
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    request
+}
+
+/// The handler panicked (while being called or while its future was polled); it is logged
+/// and counted here.
+#[derive(Debug)]
+pub(crate) struct Panicked;
+
+/// Calls the handler with panic isolation: a panic becomes [`Panicked`] (answer
+/// [`internal_error`]) and the core keeps serving.
+pub(crate) async fn call<H: Handler>(
+    handler: &H,
+    request: Request<Body>,
+) -> Result<Response<Body>, Panicked> {
+    let answer = match catch_unwind(AssertUnwindSafe(|| handler.call(request))) {
+        Ok(future) => {
+            let mut future = std::pin::pin!(future);
+            poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+                Ok(Poll::Ready(r)) => Poll::Ready(Ok(r)),
+                Ok(Poll::Pending) => Poll::Pending,
+                Err(_) => Poll::Ready(Err(Panicked)),
+            })
+            .await
+        }
+        Err(_) => Err(Panicked),
+    };
+    if answer.is_err() {
+        tracing::error!("handler panicked; answering 500");
+        crate::metrics::count(|m| m.rejected(Rejection::HandlerPanic));
+    }
+    answer
+}
+
+/// The `500` sent for a panicked handler.
+pub(crate) fn internal_error() -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    r
+}
+
+/// Why a response body stopped before its end.
+#[derive(Debug)]
+pub(crate) enum BodyFailed {
+    /// The body's stream reported an error.
+    Error(BodyError),
+    /// Polling the body's stream panicked (logged and counted as a handler panic).
+    Panicked,
+    /// The body yielded more bytes than the length its head advertised.
+    TooLong,
+    /// The body ended before the length its head advertised.
+    TooShort,
+}
+
+impl BodyFailed {
+    /// A short reason for the debug log.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            BodyFailed::Error(_) => "response body failed",
+            BodyFailed::Panicked => "response body panicked",
+            BodyFailed::TooLong => "response body longer than its content-length",
+            BodyFailed::TooShort => "response body shorter than its content-length",
+        }
+    }
+}
+
+/// Where a streamed response body goes: the protocol's framing and back-pressure.
+pub(crate) trait BodySink {
+    /// Why the sink cannot go on (the peer is gone, a write failed or was too slow).
+    type Error;
+
+    /// Takes one non-empty chunk; resolves once the sink can take more.
+    fn chunk(&mut self, chunk: Bytes) -> impl Future<Output = Result<(), Self::Error>>;
+}
+
+/// How a pump ended short.
+pub(crate) enum PumpError<E> {
+    /// The body failed; nothing was wrong with the sink.
+    Body(BodyFailed),
+    /// The sink failed.
+    Sink(E),
+}
+
+/// Streams `body` into `sink`, polling it with the handler's panic isolation and holding it
+/// to `declared` (the length its head advertised, if any). Returns the bytes sent; the
+/// caller ends the body its protocol's way.
+pub(crate) async fn pump<S: BodySink>(
+    mut body: Body,
+    declared: Option<u64>,
+    sink: &mut S,
+) -> Result<u64, PumpError<S::Error>> {
+    let mut sent: u64 = 0;
+    loop {
+        let chunk = match next_chunk(&mut body).await {
+            None => break,
+            Some(Err(e)) => return Err(PumpError::Body(e)),
+            Some(Ok(chunk)) if chunk.is_empty() => continue,
+            Some(Ok(chunk)) => chunk,
+        };
+        sent += chunk.len() as u64;
+        if declared.is_some_and(|n| sent > n) {
+            return Err(PumpError::Body(BodyFailed::TooLong));
+        }
+        sink.chunk(chunk).await.map_err(PumpError::Sink)?;
+    }
+    if declared.is_some_and(|n| sent != n) {
+        return Err(PumpError::Body(BodyFailed::TooShort));
+    }
+    Ok(sent)
+}
+
+/// The next chunk of a response body, polled with the same isolation as the handler: a
+/// panic in the body's stream ends this response, never the core's other connections.
+async fn next_chunk(body: &mut Body) -> Option<Result<Bytes, BodyFailed>> {
+    poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| body.poll_chunk(cx))) {
+        Ok(Poll::Ready(chunk)) => Poll::Ready(chunk.map(|c| c.map_err(BodyFailed::Error))),
+        Ok(Poll::Pending) => Poll::Pending,
+        Err(_) => {
+            tracing::error!("response body panicked; ending the response");
+            crate::metrics::count(|m| m.rejected(Rejection::HandlerPanic));
+            Poll::Ready(Some(Err(BodyFailed::Panicked)))
+        }
+    })
+    .await
+}
+
+/// What the record of an exchange needs from its request, kept from the start.
+pub(crate) struct Record {
+    started: Instant,
+    method: Method,
+    version: Version,
+    /// The target, kept only when the access log is on (a `Uri` clone is a few refcounts).
+    target: Option<Uri>,
+    peer: Option<SocketAddr>,
+}
+
+impl Record {
+    /// Starts the record of a request (now is its start time).
+    pub(crate) fn start(
+        method: &Method,
+        uri: &Uri,
+        version: Version,
+        peer: Option<SocketAddr>,
+        log: Option<&CoreLog>,
+    ) -> Record {
+        Record {
+            started: rt::now(),
+            method: method.clone(),
+            version,
+            target: log.map(|_| uri.clone()),
+            peer,
+        }
+    }
+
+    /// The request's method.
+    pub(crate) fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// Records a response sent in full: the metrics (status class and duration) and an
+    /// access log line. `body_bytes`: body bytes sent (none for HEAD).
+    pub(crate) fn finish(self, status: StatusCode, body_bytes: u64, log: Option<&CoreLog>) {
+        let duration = rt::now().saturating_duration_since(self.started);
+        crate::metrics::count(|m| m.response(status, Some(duration.as_micros() as u64)));
+        if let (Some(log), Some(target)) = (log, &self.target) {
+            let bytes = if self.method == Method::HEAD { 0 } else { body_bytes };
+            let entry = Entry {
+                peer: self.peer,
+                method: &self.method,
+                target,
+                version: self.version,
+                status: status.as_u16(),
+                bytes,
+                duration,
+            };
+            log.record(&entry, rt::now());
+        }
+    }
+}
