@@ -21,6 +21,7 @@ use tracing::debug;
 use crate::h1;
 use crate::listener::Protocols;
 use crate::metrics::TlsFailure;
+use crate::percore;
 use crate::rt;
 use crate::rt::executor;
 use crate::rt::timer::{RunUntil, Timer};
@@ -47,24 +48,22 @@ pub(crate) struct Endpoint {
     pub(crate) tls: Option<Arc<TlsListener>>,
 }
 
-thread_local! {
-    /// TLS handshakes running on this core (capped by
-    /// `limits.max_concurrent_tls_handshakes_per_core`).
-    static HANDSHAKES: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Counts one running handshake until dropped.
+/// Counts one running TLS handshake (capped by
+/// `limits.max_concurrent_tls_handshakes_per_core`) until dropped.
 struct HandshakeSlot;
 
 impl HandshakeSlot {
     fn try_take(max: usize) -> Option<HandshakeSlot> {
-        HANDSHAKES.with(|h| (h.get() < max).then(|| h.set(h.get() + 1)).map(|()| HandshakeSlot))
+        percore::with(|p| {
+            let h = &p.tls_handshakes;
+            (h.get() < max).then(|| h.set(h.get() + 1)).map(|()| HandshakeSlot)
+        })
     }
 }
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
-        HANDSHAKES.with(|h| h.set(h.get() - 1));
+        percore::try_with(|p| p.tls_handshakes.set(p.tls_handshakes.get() - 1));
     }
 }
 

@@ -1,23 +1,26 @@
 //! The cached `Date` header value, refreshed at most once a second per core.
 
-use std::cell::RefCell;
+use crate::percore;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-struct DateCache {
+/// The formatted date of one second (a core's field in `percore`).
+pub(crate) struct DateCache {
     second: u64,
     value: [u8; 29],
 }
 
-thread_local! {
-    static DATE: RefCell<DateCache> = const { RefCell::new(DateCache { second: u64::MAX, value: [b' '; 29] }) };
+impl DateCache {
+    pub(crate) const fn new() -> DateCache {
+        DateCache { second: u64::MAX, value: [b' '; 29] }
+    }
 }
 
 /// Re-formats the date if the second changed (called once per reactor turn).
 pub(crate) fn refresh() {
     let now = SystemTime::now();
     let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    DATE.with(|d| {
-        let mut d = d.borrow_mut();
+    percore::with(|p| {
+        let mut d = p.date.borrow_mut();
         if d.second != second {
             let text = httpdate::fmt_http_date(now);
             if text.len() == 29 {
@@ -30,14 +33,11 @@ pub(crate) fn refresh() {
 
 /// Calls `f` with the current IMF-fixdate (29 bytes).
 pub(crate) fn with<R>(f: impl FnOnce(&[u8]) -> R) -> R {
-    DATE.with(|d| {
-        let d = d.borrow();
-        if d.second == u64::MAX {
-            drop(d);
+    percore::with(|p| {
+        if p.date.borrow().second == u64::MAX {
             refresh();
-            return DATE.with(|d| f(&d.borrow().value));
         }
-        f(&d.value)
+        f(&p.date.borrow().value)
     })
 }
 

@@ -36,6 +36,7 @@ mod handler;
 mod listener;
 mod metrics;
 pub mod overview;
+mod percore;
 pub mod routes;
 mod rt;
 mod server;

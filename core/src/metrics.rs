@@ -370,6 +370,22 @@ fn metric_owned(out: &mut String, name: &str, kind: &str, help: &str, values: &[
     metric(out, name, kind, help, &borrowed);
 }
 
+/// Makes `metrics` this reactor thread's counters.
+pub(crate) fn install(metrics: Arc<CoreMetrics>) {
+    crate::percore::with(|p| {
+        let _ = p.metrics.set(metrics);
+    });
+}
+
+/// Counts on this core's metrics (nothing on a thread without a reactor).
+pub(crate) fn count(f: impl FnOnce(&CoreMetrics)) {
+    crate::percore::try_with(|p| {
+        if let Some(m) = p.metrics.get() {
+            f(m)
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,24 +435,4 @@ mod tests {
             .iter()
             .all(|r| Rejection::ALL.iter().filter(|o| *o == r).count() == 1));
     }
-}
-
-thread_local! {
-    static CORE: std::cell::OnceCell<Arc<CoreMetrics>> = const { std::cell::OnceCell::new() };
-}
-
-/// Makes `metrics` this reactor thread's counters.
-pub(crate) fn install(metrics: Arc<CoreMetrics>) {
-    CORE.with(|c| {
-        let _ = c.set(metrics);
-    });
-}
-
-/// Counts on this core's metrics (nothing on a thread without a reactor).
-pub(crate) fn count(f: impl FnOnce(&CoreMetrics)) {
-    CORE.with(|c| {
-        if let Some(m) = c.get() {
-            f(m)
-        }
-    });
 }

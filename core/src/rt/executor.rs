@@ -4,19 +4,15 @@
 //! queue needs no lock. A waker fired from this core pushes onto the queue; nothing wakes a
 //! task from another core (cross-core signals go through the driver's waker instead).
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::future::Future;
 
 use async_task::Runnable;
 
-thread_local! {
-    static QUEUE: RefCell<VecDeque<Runnable>> = const { RefCell::new(VecDeque::new()) };
-}
+use crate::percore;
 
 /// Spawns a task on this core's executor; it runs on the next turn.
 pub(crate) fn spawn<F: Future<Output = ()> + 'static>(future: F) {
-    let schedule = |runnable: Runnable| QUEUE.with(|q| q.borrow_mut().push_back(runnable));
+    let schedule = |runnable: Runnable| percore::with(|p| p.queue.borrow_mut().push_back(runnable));
     // `spawn_local` checks that the task is polled and dropped on this thread only.
     let (runnable, task) = async_task::spawn_local(future, schedule);
     runnable.schedule();
@@ -27,7 +23,7 @@ pub(crate) fn spawn<F: Future<Output = ()> + 'static>(future: F) {
 /// caller's own poll: for a task that takes over from the caller (a connection's protocol
 /// loop after its handshake), so the hand-over costs no reactor turn.
 pub(crate) fn spawn_now<F: Future<Output = ()> + 'static>(future: F) {
-    let schedule = |runnable: Runnable| QUEUE.with(|q| q.borrow_mut().push_back(runnable));
+    let schedule = |runnable: Runnable| percore::with(|p| p.queue.borrow_mut().push_back(runnable));
     let (runnable, task) = async_task::spawn_local(future, schedule);
     task.detach();
     runnable.run();
@@ -36,9 +32,9 @@ pub(crate) fn spawn_now<F: Future<Output = ()> + 'static>(future: F) {
 /// Runs the tasks queued when the call starts; tasks they wake run on the next turn, so one
 /// busy connection cannot starve the driver. Returns how many ran.
 pub(crate) fn run_queued() -> usize {
-    let n = QUEUE.with(|q| q.borrow().len());
+    let n = percore::with(|p| p.queue.borrow().len());
     for _ in 0..n {
-        let Some(runnable) = QUEUE.with(|q| q.borrow_mut().pop_front()) else { break };
+        let Some(runnable) = percore::with(|p| p.queue.borrow_mut().pop_front()) else { break };
         runnable.run();
     }
     n
@@ -46,13 +42,13 @@ pub(crate) fn run_queued() -> usize {
 
 /// Whether tasks are waiting to run.
 pub(crate) fn has_queued() -> bool {
-    QUEUE.with(|q| !q.borrow().is_empty())
+    percore::with(|p| !p.queue.borrow().is_empty())
 }
 
 /// Drops every queued task without running it (teardown: a dropped runnable cancels its
 /// task, dropping its future).
 pub(crate) fn drop_queued() -> usize {
-    let drained: Vec<Runnable> = QUEUE.with(|q| q.borrow_mut().drain(..).collect());
+    let drained: Vec<Runnable> = percore::with(|p| p.queue.borrow_mut().drain(..).collect());
     let n = drained.len();
     drop(drained);
     n

@@ -10,7 +10,6 @@
 //! orphaned) until the completion arrives, so a late result never reaches a reused slot.
 
 use crate::sys::{OwnedSocket, RawSocket};
-use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -21,6 +20,7 @@ use bytes::BytesMut;
 use slab::Slab;
 
 use super::with_driver;
+use crate::percore;
 
 /// Size of a buffer taken from the pool.
 pub(crate) const RECV_BUF: usize = 4096;
@@ -29,22 +29,18 @@ pub(crate) const RECV_BUF: usize = 4096;
 /// buffers while a busy core recycles the same few without malloc.
 const POOL_MAX: usize = 128;
 
-thread_local! {
-    static POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
-    static SEND_POOL: RefCell<Vec<SendBuf>> = const { RefCell::new(Vec::new()) };
-}
-
 /// A buffer from this core's pool (or a new one).
 pub(crate) fn take_buffer() -> BytesMut {
-    POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| BytesMut::with_capacity(RECV_BUF))
+    percore::with(|p| p.buffers.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(RECV_BUF))
 }
 
 /// Returns a buffer to this core's pool (dropped if the pool is full or the size is odd).
 pub(crate) fn give_buffer(mut buf: BytesMut) {
     buf.clear();
     if (RECV_BUF / 2..=16 * RECV_BUF).contains(&buf.capacity()) {
-        POOL.with(|p| {
-            let mut p = p.borrow_mut();
+        percore::try_with(|p| {
+            let mut p = p.buffers.borrow_mut();
             if p.len() < POOL_MAX {
                 p.push(buf);
             }
@@ -55,14 +51,14 @@ pub(crate) fn give_buffer(mut buf: BytesMut) {
 /// An empty send list from this core's pool (or a new one). HTTP/1 connections give theirs
 /// back before an idle wait, so an idle connection holds no chunk list either.
 pub(crate) fn take_send_buf() -> SendBuf {
-    SEND_POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default()
+    percore::with(|p| p.send_lists.borrow_mut().pop()).unwrap_or_default()
 }
 
 /// Returns a send list to this core's pool (cleared; dropped if the pool is full).
 pub(crate) fn give_send_buf(mut buf: SendBuf) {
     buf.clear();
-    SEND_POOL.with(|p| {
-        let mut p = p.borrow_mut();
+    percore::try_with(|p| {
+        let mut p = p.send_lists.borrow_mut();
         if p.len() < POOL_MAX {
             p.push(buf);
         }

@@ -1,6 +1,6 @@
 //! The per-core runtime: a completion driver, an executor and timers, one of each per
-//! reactor thread, reached through thread-locals so tasks never hold a reference to them
-//! across an await.
+//! reactor thread, kept in the core's state (`percore`) so tasks never hold a reference to
+//! them across an await.
 //!
 //! One turn of a reactor ([`run_tasks`], then [`poll_io`]):
 //! 1. run the tasks that are queued (bounded: what was queued when the turn began);
@@ -14,20 +14,15 @@ pub(crate) mod io;
 pub(crate) mod timer;
 
 use crate::sys::{OwnedSocket, RawSocket};
-use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
+use crate::percore;
 use crate::sys::driver::{Driver, OpId, Outcome};
 
-struct Core {
+/// A core's driver and its op table (its field in `percore`).
+pub(crate) struct Core {
     driver: Driver,
     ops: io::Ops,
-}
-
-thread_local! {
-    static CORE: RefCell<Option<Core>> = const { RefCell::new(None) };
-    static NOW: Cell<Option<Instant>> = const { Cell::new(None) };
-    static SHUTTING_DOWN: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Tokens at or above this are listener accepts; below are op-table slots.
@@ -44,14 +39,14 @@ pub(crate) fn store_waker(slot: &mut Option<std::task::Waker>, cx: &std::task::C
 
 /// Installs this thread's driver.
 pub(crate) fn install(driver: Driver) {
-    CORE.with(|c| *c.borrow_mut() = Some(Core { driver, ops: io::Ops::default() }));
-    NOW.with(|n| n.set(Some(Instant::now())));
+    percore::with(|p| *p.reactor.borrow_mut() = Some(Core { driver, ops: io::Ops::default() }));
+    percore::with(|p| p.now.set(Some(Instant::now())));
     crate::date::refresh();
 }
 
 pub(crate) fn with_driver<R>(f: impl FnOnce(&mut Driver, &mut io::Ops) -> R) -> R {
-    CORE.with(|c| {
-        let mut core = c.borrow_mut();
+    percore::with(|p| {
+        let mut core = p.reactor.borrow_mut();
         let core = core.as_mut().expect("no reactor on this thread");
         f(&mut core.driver, &mut core.ops)
     })
@@ -59,8 +54,8 @@ pub(crate) fn with_driver<R>(f: impl FnOnce(&mut Driver, &mut io::Ops) -> R) -> 
 
 /// Like [`with_driver`], but does nothing during teardown.
 pub(crate) fn try_with_driver(f: impl FnOnce(&mut Driver, &mut io::Ops)) {
-    let _ = CORE.try_with(|c| {
-        if let Ok(mut core) = c.try_borrow_mut() {
+    percore::try_with(|p| {
+        if let Ok(mut core) = p.reactor.try_borrow_mut() {
             if let Some(core) = core.as_mut() {
                 f(&mut core.driver, &mut core.ops);
             }
@@ -70,11 +65,11 @@ pub(crate) fn try_with_driver(f: impl FnOnce(&mut Driver, &mut io::Ops)) {
 
 /// The time at the start of this reactor turn (the clock is read once per turn).
 pub(crate) fn now() -> Instant {
-    NOW.with(|n| match n.get() {
+    percore::with(|p| match p.now.get() {
         Some(t) => t,
         None => {
             let t = Instant::now();
-            n.set(Some(t));
+            p.now.set(Some(t));
             t
         }
     })
@@ -82,7 +77,7 @@ pub(crate) fn now() -> Instant {
 
 /// Whether this core has begun a graceful shutdown.
 pub(crate) fn shutting_down() -> bool {
-    SHUTTING_DOWN.with(Cell::get)
+    percore::with(|p| p.shutting_down.get())
 }
 
 /// Starts accepting on `listener`; completions come back through [`turn`]'s `on_accept`.
@@ -119,8 +114,8 @@ pub(crate) fn poll_io(
             (a, b) => a.or(b),
         }
     };
-    CORE.with(|c| {
-        let mut core = c.borrow_mut();
+    percore::with(|p| {
+        let mut core = p.reactor.borrow_mut();
         let Core { driver, ops } = core.as_mut().expect("no reactor on this thread");
         driver.wait(timeout, &mut |completion| {
             if completion.token >= ACCEPT_TOKEN_BASE {
@@ -133,7 +128,7 @@ pub(crate) fn poll_io(
         })
     })?;
     let t = Instant::now();
-    NOW.with(|n| n.set(Some(t)));
+    percore::with(|p| p.now.set(Some(t)));
     crate::date::refresh();
     timer::with(|timers| timers.fire_due(t));
     Ok(())
@@ -141,7 +136,7 @@ pub(crate) fn poll_io(
 
 /// Begins this core's graceful shutdown: idle connections are woken to close.
 pub(crate) fn begin_shutdown() {
-    SHUTTING_DOWN.with(|s| s.set(true));
+    percore::with(|p| p.shutting_down.set(true));
     timer::with(|t| t.fire_idle());
 }
 
@@ -150,8 +145,8 @@ pub(crate) fn begin_shutdown() {
 pub(crate) fn teardown() {
     for _ in 0..8 {
         // Dropping a waker of a detached task can reschedule it once so it can be dropped.
-        let wakers: Vec<_> = CORE.with(|c| {
-            c.borrow_mut().as_mut().map(|core| core.ops.take_wakers()).unwrap_or_default()
+        let wakers: Vec<_> = percore::with(|p| {
+            p.reactor.borrow_mut().as_mut().map(|core| core.ops.take_wakers()).unwrap_or_default()
         });
         drop(wakers);
         drop(timer::with(|t| t.clear()));
@@ -159,6 +154,6 @@ pub(crate) fn teardown() {
             break;
         }
     }
-    let core = CORE.with(|c| c.borrow_mut().take());
+    let core = percore::with(|p| p.reactor.borrow_mut().take());
     drop(core);
 }

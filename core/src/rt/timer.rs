@@ -7,7 +7,7 @@
 //! and when the stale heap entry pops, the timer is re-pushed at its real deadline (nginx's
 //! lazy timer idea). Moving a deadline earlier pushes a new entry.
 
-use std::cell::RefCell;
+use crate::percore;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::future::Future;
@@ -28,7 +28,6 @@ struct Entry {
     generation: u64,
 }
 
-#[derive(Default)]
 pub(crate) struct Timers {
     heap: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     entries: Slab<Entry>,
@@ -36,6 +35,11 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
+    /// No timers (a core's field in `percore`).
+    pub(crate) const fn new() -> Timers {
+        Timers { heap: BinaryHeap::new(), entries: Slab::new(), next_generation: 0 }
+    }
+
     fn schedule(&mut self, id: usize, at: Instant) {
         let e = &mut self.entries[id];
         if e.scheduled.is_none_or(|s| at < s) {
@@ -94,12 +98,8 @@ impl Timers {
     }
 }
 
-thread_local! {
-    static TIMERS: RefCell<Timers> = RefCell::new(Timers::default());
-}
-
 pub(crate) fn with<R>(f: impl FnOnce(&mut Timers) -> R) -> R {
-    TIMERS.with(|t| f(&mut t.borrow_mut()))
+    percore::with(|p| f(&mut p.timers.borrow_mut()))
 }
 
 /// One resettable deadline, owned by a task.
@@ -210,8 +210,8 @@ pub(crate) fn timeout<F: Future>(deadline: Instant, op: F) -> RunUntil<Timer, F>
 impl Drop for Timer {
     fn drop(&mut self) {
         // During teardown the timer table may already be borrowed or gone.
-        let _ = TIMERS.try_with(|t| {
-            if let Ok(mut t) = t.try_borrow_mut() {
+        percore::try_with(|p| {
+            if let Ok(mut t) = p.timers.try_borrow_mut() {
                 if t.entries.contains(self.id) {
                     t.entries.remove(self.id);
                 }
