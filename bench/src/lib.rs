@@ -27,6 +27,7 @@
 
 pub mod h2load;
 pub mod idle;
+pub mod instructions;
 pub mod peers;
 pub mod perf;
 pub mod plot;

@@ -16,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use peregrine_bench::h2load::RequestTime;
+use peregrine_bench::instructions;
 use peregrine_bench::peers::{self, TlsFiles};
 use peregrine_bench::perf::{self, PerfRun};
 use peregrine_bench::report::{
@@ -66,7 +67,8 @@ fn main() -> ExitCode {
     };
     // Everything that owns a process lives inside `run`, so its Drop guards
     // stop the servers before we exit, on errors and panics alike.
-    match run(&cli) {
+    let outcome = if cli.instructions { run_instructions(&cli) } else { run(&cli) };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -157,6 +159,60 @@ impl ServerKind {
         servers::check_plaintext(server.addr())?;
         Ok(server)
     }
+}
+
+/// `--instructions`: user-space instructions per request under callgrind, for Peregrine and
+/// the peers found (see `instructions.rs`), printed as a Markdown table and written beside
+/// the other reports.
+fn run_instructions(cli: &cli::Cli) -> Result<(), String> {
+    let valgrind = instructions::find_valgrind()
+        .ok_or("valgrind not found (apt-get install valgrind): no instruction counts")?;
+    let h2load = sys::find_program("h2load", &["/usr/bin/h2load", "/usr/local/bin/h2load"])
+        .ok_or("h2load not found (apt-get install nghttp2-client)")?;
+    let launcher = Launcher::detect(!cli.no_pin);
+    TempDir::remove_stale();
+    let scratch =
+        TempDir::new("instructions").map_err(|e| format!("cannot create temp dir: {e}"))?;
+    let cpus = cli.server_cpus.clone();
+    let mut servers: Vec<(String, instructions::Start)> = Vec::new();
+    let mut notes = Vec::new();
+    let kinds = [
+        (!cli.peers_only).then(|| peregrine_binary(cli).map(ServerKind::Peregrine)),
+        (!cli.no_nginx).then(|| nginx_binary(cli).map(ServerKind::Nginx)),
+        (!cli.no_h2o).then(|| h2o_binary(cli).map(ServerKind::H2o)),
+    ];
+    for kind in kinds.into_iter().flatten() {
+        match kind {
+            Ok(kind) => {
+                let name = kind.name().to_string();
+                let cpus = cpus.clone();
+                let start: instructions::Start = Box::new(move |launcher: &Launcher| {
+                    kind.start(launcher, &cpus, None, &mut Vec::new())
+                });
+                servers.push((name, start));
+            }
+            Err(e) => notes.push(format!("skipped: {e}")),
+        }
+    }
+    let counts = instructions::measure(&servers, &launcher, &valgrind, &h2load, scratch.path());
+    let mut report = String::from(
+        "## User-space instructions per request (callgrind)\n\nEach figure: (instructions of \
+         a 60,000-request h2load run - those of a 20,000-request run) / 40,000, each run in a \
+         fresh server process under `valgrind --tool=callgrind`, one worker or thread.\n\n",
+    );
+    report.push_str(&instructions::table(&counts));
+    for note in &notes {
+        report.push_str(&format!("\n- {note}"));
+    }
+    println!("{report}");
+    let out_dir =
+        cli.out.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
+    let path = out_dir.join(format!("{}-instructions.md", UtcTime::now().file_stamp()));
+    fs::create_dir_all(&out_dir)
+        .and_then(|()| fs::write(&path, &report))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    eprintln!("report: {}", path.display());
+    Ok(())
 }
 
 fn run(cli: &cli::Cli) -> Result<(), String> {

@@ -36,6 +36,8 @@ pub const PLAINTEXT_BODY: &str = "Hello, World!";
 pub struct Launcher {
     taskset: Option<PathBuf>,
     setpriv: Option<PathBuf>,
+    /// A program (and its options) that runs the server, e.g. valgrind.
+    wrapper: Vec<std::ffi::OsString>,
 }
 
 impl Launcher {
@@ -49,7 +51,13 @@ impl Launcher {
                 .map(|out| out.stdout.contains("--pdeathsig"))
                 .unwrap_or(false)
         });
-        Launcher { taskset, setpriv }
+        Launcher { taskset, setpriv, wrapper: Vec::new() }
+    }
+
+    /// The same launcher, running programs under `wrapper` (a program and its options,
+    /// which must run the server in its own process, as valgrind does).
+    pub fn wrapped(self, wrapper: Vec<std::ffi::OsString>) -> Self {
+        Launcher { wrapper, ..self }
     }
 
     /// Whether commands are actually pinned.
@@ -68,6 +76,7 @@ impl Launcher {
         if let Some(taskset) = &self.taskset {
             chain.extend([taskset.as_os_str().into(), "-c".into(), cpus.into()]);
         }
+        chain.extend(self.wrapper.iter().cloned());
         chain.push(program.as_os_str().into());
         let mut cmd = Command::new(&chain[0]);
         cmd.args(&chain[1..]);
