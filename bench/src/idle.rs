@@ -15,8 +15,12 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::procstat;
 use crate::servers::{self, Server};
@@ -33,6 +37,101 @@ const PHASE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pause between the last connection and the RSS reading, so the server has
 /// finished whatever it does after a response (buffer release, timers).
 const SETTLE: Duration = Duration::from_secs(1);
+
+/// The protocol an idle connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// HTTP/1.1 keep-alive.
+    Http1,
+    /// HTTP/2 by prior knowledge on the cleartext port.
+    H2c,
+    /// HTTP/1.1 over TLS (ALPN `http/1.1`).
+    TlsHttp1,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    TlsH2,
+}
+
+impl Path {
+    /// Every path, in report order.
+    pub const ALL: [Path; 4] = [Path::Http1, Path::H2c, Path::TlsHttp1, Path::TlsH2];
+
+    /// Shown in the report.
+    pub fn label(self) -> &'static str {
+        match self {
+            Path::Http1 => "HTTP/1.1",
+            Path::H2c => "h2c",
+            Path::TlsHttp1 => "HTTP/1.1 over TLS",
+            Path::TlsH2 => "h2 over TLS",
+        }
+    }
+
+    /// Whether the path needs the server's TLS listener.
+    pub fn tls(self) -> bool {
+        matches!(self, Path::TlsHttp1 | Path::TlsH2)
+    }
+
+    fn h2(self) -> bool {
+        matches!(self, Path::H2c | Path::TlsH2)
+    }
+}
+
+/// How the harness reaches a server on one path.
+#[derive(Clone)]
+pub struct Client {
+    /// The path.
+    pub path: Path,
+    /// The address to connect to (the server's cleartext or TLS port).
+    pub addr: SocketAddrV4,
+    /// For TLS paths: a client config trusting the run's certificate, with the path's ALPN.
+    pub tls: Option<Arc<ClientConfig>>,
+}
+
+/// A client config for `path` that trusts `certificate` (PEM) alone.
+pub fn tls_client_config(
+    path: Path,
+    certificate: &std::path::Path,
+) -> Result<Arc<ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let cert = rustls::pki_types::CertificateDer::from_pem_file(certificate)
+        .map_err(|e| format!("{}: {e}", certificate.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).map_err(|e| format!("{}: {e}", certificate.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![if path.h2() { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
+    Ok(Arc::new(config))
+}
+
+/// One held connection.
+pub enum Conn {
+    /// Cleartext.
+    Plain(TcpStream),
+    /// TLS (boxed: rustls' state is large).
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => &s.sock,
+        }
+    }
+
+    fn stream(&mut self) -> &mut dyn ReadWrite {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => &mut **s,
+        }
+    }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 /// The idle-memory measurement of one server.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,13 +161,16 @@ impl IdleMemory {
     }
 }
 
-/// Measures `server` with `target` idle connections. The server should be
-/// freshly started; it is left running with no connections open.
-pub fn measure(server: &mut Server, target: usize) -> Result<IdleMemory, String> {
+/// Measures `server` with `target` idle connections made by `client`. The server should be
+/// freshly started; it is left running with no connections open. One connection is opened
+/// and closed first, so what a first request sets up once is in the baseline.
+pub fn measure(server: &mut Server, target: usize, client: &Client) -> Result<IdleMemory, String> {
     server.check_running()?;
     let pid = server.pid();
+    drop(open_one(client)?);
+    thread::sleep(SETTLE);
     let rss_before = procstat::read_tree_rss_bytes(pid).map_err(|e| format!("RSS: {e}"))?;
-    let (conns, stopped_by) = open_idle(server.addr(), target);
+    let (conns, stopped_by) = open_idle(client, target);
     thread::sleep(SETTLE);
     let rss_after = procstat::read_tree_rss_bytes(pid).map_err(|e| format!("RSS: {e}"));
     let open_at_sample = count_open(&conns);
@@ -81,7 +183,7 @@ pub fn measure(server: &mut Server, target: usize) -> Result<IdleMemory, String>
 
 /// Opens up to `target` connections, each with one completed request.
 /// Returns the open connections and, if it stopped short, the first error.
-pub fn open_idle(addr: SocketAddrV4, target: usize) -> (Vec<TcpStream>, Option<String>) {
+pub fn open_idle(client: &Client, target: usize) -> (Vec<Conn>, Option<String>) {
     let deadline = Instant::now() + PHASE_TIMEOUT;
     let mut conns = Vec::with_capacity(target);
     while conns.len() < target {
@@ -89,12 +191,12 @@ pub fn open_idle(addr: SocketAddrV4, target: usize) -> (Vec<TcpStream>, Option<S
             return (conns, Some(format!("opening took longer than {PHASE_TIMEOUT:?}")));
         }
         let batch = BATCH.min(target - conns.len());
-        let results: Vec<(Vec<TcpStream>, Option<String>)> = thread::scope(|scope| {
+        let results: Vec<(Vec<Conn>, Option<String>)> = thread::scope(|scope| {
             let workers: Vec<_> = (0..THREADS)
                 .map(|t| {
                     // Split the batch evenly; the first threads take the remainder.
                     let share = batch / THREADS + usize::from(t < batch % THREADS);
-                    scope.spawn(move || open_some(addr, share, deadline))
+                    scope.spawn(move || open_some(client, share, deadline))
                 })
                 .collect();
             workers.into_iter().map(|w| w.join().expect("opener thread panicked")).collect()
@@ -112,17 +214,13 @@ pub fn open_idle(addr: SocketAddrV4, target: usize) -> (Vec<TcpStream>, Option<S
 }
 
 /// Opens `count` connections one after another, stopping at the first error.
-fn open_some(
-    addr: SocketAddrV4,
-    count: usize,
-    deadline: Instant,
-) -> (Vec<TcpStream>, Option<String>) {
+fn open_some(client: &Client, count: usize, deadline: Instant) -> (Vec<Conn>, Option<String>) {
     let mut conns = Vec::with_capacity(count);
     for _ in 0..count {
         if Instant::now() >= deadline {
             return (conns, Some(format!("opening took longer than {PHASE_TIMEOUT:?}")));
         }
-        match open_one(addr) {
+        match open_one(client) {
             Ok(conn) => conns.push(conn),
             Err(e) => return (conns, Some(e)),
         }
@@ -130,20 +228,70 @@ fn open_some(
     (conns, None)
 }
 
-/// One keep-alive connection that has completed one `GET /plaintext`.
-fn open_one(addr: SocketAddrV4) -> Result<TcpStream, String> {
-    let mut conn = TcpStream::connect_timeout(&SocketAddr::V4(addr), IO_TIMEOUT)
+/// The client's SETTINGS (empty), then `GET /plaintext` on stream 1 (END_STREAM), its
+/// header block HPACK by hand: static-table indices and literals without indexing.
+fn h2_request(tls: bool, authority: &str) -> Vec<u8> {
+    let mut block = vec![0x82, if tls { 0x87 } else { 0x86 }, 0x04, 10];
+    block.extend(b"/plaintext");
+    block.extend([0x01, authority.len() as u8]);
+    block.extend(authority.as_bytes());
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    out.extend(&(block.len() as u32).to_be_bytes()[1..]);
+    out.extend([1, 0x5, 0, 0, 0, 1]);
+    out.extend(block);
+    out
+}
+
+/// SETTINGS with ACK, sent once the server's SETTINGS (and the response) arrived: a
+/// connection that never acknowledges would be closed by SETTINGS_TIMEOUT.
+const SETTINGS_ACK: [u8; 9] = [0, 0, 0, 4, 1, 0, 0, 0, 0];
+
+/// One keep-alive connection on `client.path` that has completed one `GET /plaintext`.
+fn open_one(client: &Client) -> Result<Conn, String> {
+    let addr = client.addr;
+    let tcp = TcpStream::connect_timeout(&SocketAddr::V4(addr), IO_TIMEOUT)
         .map_err(|e| format!("connect to {addr}: {e}"))?;
-    conn.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
-    conn.set_write_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
-    // HTTP/1.1 without `Connection: close`: the server keeps it open. One
-    // write (`write!` on a socket would send each piece as its own segment).
-    let request = format!("GET /plaintext HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    conn.write_all(request.as_bytes()).map_err(|e| format!("write: {e}"))?;
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
+    tcp.set_write_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
+    let mut conn = match &client.tls {
+        None => Conn::Plain(tcp),
+        Some(config) => {
+            let name = ServerName::try_from("localhost").expect("a valid name");
+            let tls =
+                ClientConnection::new(Arc::clone(config), name).map_err(|e| format!("TLS: {e}"))?;
+            let mut stream = StreamOwned::new(tls, tcp);
+            while stream.conn.is_handshaking() {
+                stream
+                    .conn
+                    .complete_io(&mut stream.sock)
+                    .map_err(|e| format!("TLS handshake: {e}"))?;
+            }
+            Conn::Tls(Box::new(stream))
+        }
+    };
+    // One write (`write!` on a socket would send each piece as its own segment). HTTP/1.1
+    // without `Connection: close`: the server keeps it open.
+    let request = if client.path.h2() {
+        h2_request(client.path.tls(), &addr.to_string())
+    } else {
+        format!("GET /plaintext HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes()
+    };
+    let stream = conn.stream();
+    stream.write_all(&request).map_err(|e| format!("write: {e}"))?;
+    stream.flush().map_err(|e| format!("write: {e}"))?;
     let mut response = Vec::with_capacity(256);
-    let mut buf = [0u8; 1024];
-    while !servers::plaintext_response_ok(&response) {
-        match conn.read(&mut buf) {
+    let mut buf = [0u8; 4096];
+    let done = |r: &[u8]| {
+        if client.path.h2() {
+            r.windows(servers::PLAINTEXT_BODY.len())
+                .any(|w| w == servers::PLAINTEXT_BODY.as_bytes())
+        } else {
+            servers::plaintext_response_ok(r)
+        }
+    };
+    while !done(&response) {
+        match stream.read(&mut buf) {
             Ok(0) => {
                 return Err(format!(
                     "server closed the connection; got {:?}",
@@ -156,16 +304,21 @@ fn open_one(addr: SocketAddrV4) -> Result<TcpStream, String> {
             Err(e) => return Err(format!("read: {e}")),
         }
     }
+    if client.path.h2() {
+        stream.write_all(&SETTINGS_ACK).map_err(|e| format!("write: {e}"))?;
+        stream.flush().map_err(|e| format!("write: {e}"))?;
+    }
     Ok(conn)
 }
 
 /// How many of `conns` the server has not closed: a non-blocking peek sees
 /// `WouldBlock` on an open, idle connection and end-of-file (or an error) on
 /// one the server closed.
-pub fn count_open(conns: &[TcpStream]) -> usize {
+pub fn count_open(conns: &[Conn]) -> usize {
     let mut byte = [0u8; 1];
     conns
         .iter()
+        .map(Conn::tcp)
         .filter(|conn| {
             if conn.set_nonblocking(true).is_err() {
                 return false;
@@ -183,6 +336,10 @@ pub fn count_open(conns: &[TcpStream]) -> usize {
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, TcpListener};
+
+    fn plain(addr: SocketAddrV4) -> Client {
+        Client { path: Path::Http1, addr, tls: None }
+    }
 
     /// A tiny keep-alive server: answers one request per connection and then
     /// holds it, except every `close_every`-th connection, which it closes.
@@ -219,7 +376,7 @@ mod tests {
     #[test]
     fn opens_and_counts_idle_connections() {
         let addr = toy_server(usize::MAX);
-        let (conns, error) = open_idle(addr, 50);
+        let (conns, error) = open_idle(&plain(addr), 50);
         assert_eq!(error, None);
         assert_eq!(conns.len(), 50);
         assert_eq!(count_open(&conns), 50);
@@ -229,7 +386,7 @@ mod tests {
     fn counts_connections_the_server_closed() {
         let addr = toy_server(5);
         // The server closes after responding, so every connection opens fine.
-        let (conns, error) = open_idle(addr, 20);
+        let (conns, error) = open_idle(&plain(addr), 20);
         assert_eq!(error, None);
         thread::sleep(Duration::from_millis(100));
         assert_eq!(count_open(&conns), 16);
@@ -239,7 +396,7 @@ mod tests {
     fn stops_at_the_first_failure() {
         // Nothing listens on a port we just released.
         let port = servers::free_loopback_port().unwrap();
-        let (conns, error) = open_idle(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port), 10);
+        let (conns, error) = open_idle(&plain(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)), 10);
         assert!(conns.is_empty());
         // Almost always "connect ... refused"; in the rare case the kernel
         // picks the same port as source (a TCP self-connect) it is a read

@@ -478,7 +478,7 @@ fn run(cli: &cli::Cli) -> Result<(), String> {
     let idle = if idle_connections == 0 {
         Vec::new()
     } else {
-        measure_idle(&kinds, &bench.launcher, &cli.server_cpus, idle_connections)
+        measure_idle(&kinds, &bench.launcher, &cli.server_cpus, idle_connections, tls.as_ref())
     };
 
     let mut report = Report {
@@ -563,30 +563,68 @@ fn measure_idle(
     launcher: &Launcher,
     cpus: &str,
     connections: usize,
+    tls: Option<&TlsFiles>,
 ) -> Vec<IdleRecord> {
-    kinds
-        .iter()
-        .map(|kind| {
-            eprintln!("idle memory: {} with {connections} connections", kind.name());
-            // Cleartext only: the idle connections are HTTP/1.1.
-            let outcome = kind
-                .start(launcher, cpus, None, &mut Vec::new())
-                .and_then(|mut server| idle::measure(&mut server, connections));
+    let mut records = Vec::new();
+    for kind in kinds {
+        for path in idle::Path::ALL {
+            // nginx's cleartext listener has no h2c and its TLS listener no h2 here; the TLS
+            // paths need the run's certificate (made when a TLS scenario is selected).
+            let speaks = match kind {
+                ServerKind::Nginx(_) => !matches!(path, idle::Path::H2c | idle::Path::TlsH2),
+                _ => true,
+            };
+            if !speaks || (path.tls() && tls.is_none()) {
+                continue;
+            }
+            eprintln!(
+                "idle memory: {} over {} with {connections} connections",
+                kind.name(),
+                path.label()
+            );
+            let outcome = idle_one(kind, launcher, cpus, connections, path, tls);
             match &outcome {
                 Ok(m) => eprintln!(
-                    "idle memory: {:<9} {} open, RSS {} -> {} KiB, {} B/connection{}",
+                    "idle memory: {:<9} {:<17} {} open, RSS {} -> {} KiB, {} B/connection{}",
                     kind.name(),
+                    path.label(),
                     m.open_at_sample,
                     m.rss_before / 1024,
                     m.rss_after / 1024,
                     m.bytes_per_connection().map_or("n/a".into(), |b| format!("{b:.0}")),
                     m.stopped_by.as_deref().map(|e| format!(" (stopped: {e})")).unwrap_or_default()
                 ),
-                Err(e) => eprintln!("idle memory: {} FAILED: {e}", kind.name()),
+                Err(e) => eprintln!("idle memory: {} {} FAILED: {e}", kind.name(), path.label()),
             }
-            IdleRecord { server: kind.name().to_owned(), outcome }
-        })
-        .collect()
+            records.push(IdleRecord {
+                server: kind.name().to_owned(),
+                path: path.label(),
+                outcome,
+            });
+        }
+    }
+    records
+}
+
+/// One fresh server process, measured with idle connections on `path`.
+fn idle_one(
+    kind: &ServerKind,
+    launcher: &Launcher,
+    cpus: &str,
+    connections: usize,
+    path: idle::Path,
+    tls: Option<&TlsFiles>,
+) -> Result<idle::IdleMemory, String> {
+    let tls = tls.filter(|_| path.tls());
+    let mut server = kind.start(launcher, cpus, tls, &mut Vec::new())?;
+    let (addr, config) = match tls {
+        Some(files) => {
+            let addr = server.tls_addr().ok_or("the server has no TLS listener")?;
+            (addr, Some(idle::tls_client_config(path, &files.certificate)?))
+        }
+        None => (server.addr(), None),
+    };
+    idle::measure(&mut server, connections, &idle::Client { path, addr, tls: config })
 }
 
 /// Builds Peregrine (unless told not to) and returns the binary to run.

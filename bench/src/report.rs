@@ -98,6 +98,8 @@ pub struct RunRecord {
 pub struct IdleRecord {
     /// Server name.
     pub server: String,
+    /// The protocol of the idle connections ([`crate::idle::Path::label`]).
+    pub path: &'static str,
     /// The measurement, or the error that prevented it.
     pub outcome: Result<IdleMemory, String>,
 }
@@ -285,7 +287,11 @@ impl Report {
 
     /// The idle-connection measurement of `server`, if it succeeded.
     pub fn idle_memory(&self, server: &str) -> Option<&IdleMemory> {
-        self.idle.iter().find(|r| r.server == server).and_then(|r| r.outcome.as_ref().ok())
+        let http1 = crate::idle::Path::Http1.label();
+        self.idle
+            .iter()
+            .find(|r| r.server == server && r.path == http1)
+            .and_then(|r| r.outcome.as_ref().ok())
     }
 
     /// Peregrine/nginx ratio of bytes per idle connection (lower is better).
@@ -497,8 +503,16 @@ pub(crate) mod tests {
     fn idle_ratio_needs_both_servers_and_growth() {
         let mut r = report(vec![], &[PEREGRINE, NGINX]);
         r.idle = vec![
-            IdleRecord { server: PEREGRINE.into(), outcome: Ok(idle(1000, 0, 2_000_000)) },
-            IdleRecord { server: NGINX.into(), outcome: Ok(idle(1000, 0, 8_000_000)) },
+            IdleRecord {
+                server: PEREGRINE.into(),
+                path: "HTTP/1.1",
+                outcome: Ok(idle(1000, 0, 2_000_000)),
+            },
+            IdleRecord {
+                server: NGINX.into(),
+                path: "HTTP/1.1",
+                outcome: Ok(idle(1000, 0, 8_000_000)),
+            },
         ];
         assert_eq!(r.idle_ratio(), Some(0.25));
         r.idle[1].outcome = Err("nginx died".into());

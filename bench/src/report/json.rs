@@ -176,7 +176,7 @@ fn run_json(run: &RunRecord) -> String {
 }
 
 fn idle_json(record: &IdleRecord) -> String {
-    let head = format!("\"server\": {}", js(&record.server));
+    let head = format!("\"server\": {}, \"path\": {}", js(&record.server), js(record.path));
     match &record.outcome {
         Ok(m) => format!(
             "\n    {{{head}, \"target\": {}, \"opened\": {}, \"open_at_sample\": {}, \
@@ -251,8 +251,16 @@ mod tests {
         ];
         let mut r = report(runs, &[PEREGRINE, NGINX]);
         r.idle = vec![
-            IdleRecord { server: PEREGRINE.into(), outcome: Ok(idle(10, 100, 1100)) },
-            IdleRecord { server: NGINX.into(), outcome: Err("no \"port\"".into()) },
+            IdleRecord {
+                server: PEREGRINE.into(),
+                path: "HTTP/1.1",
+                outcome: Ok(idle(10, 100, 1100)),
+            },
+            IdleRecord {
+                server: NGINX.into(),
+                path: "HTTP/1.1",
+                outcome: Err("no \"port\"".into()),
+            },
         ];
         let j = r.to_json();
         // Balanced brackets outside strings, and escapes where expected.

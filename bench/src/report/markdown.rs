@@ -216,8 +216,8 @@ impl Report {
         }
         let target = fmt_count(self.config.idle_connections as f64);
         md.push_str(
-            "| server | connections (open / asked) | RSS before | RSS after | bytes per \
-             connection |\n|---|---:|---:|---:|---:|\n",
+            "| server | path | connections (open / asked) | RSS before | RSS after | bytes per \
+             connection |\n|---|---|---:|---:|---:|---:|\n",
         );
         let mut shortfalls = Vec::new();
         for record in &self.idle {
@@ -225,8 +225,9 @@ impl Report {
                 Ok(m) => {
                     let _ = writeln!(
                         md,
-                        "| {} | {} / {} | {} | {} | {} |",
+                        "| {} | {} | {} / {} | {} | {} | {} |",
                         record.server,
+                        record.path,
                         fmt_count(m.open_at_sample as f64),
                         fmt_count(m.target as f64),
                         fmt_mib(m.rss_before),
@@ -244,14 +245,20 @@ impl Report {
                 }
                 Err(e) => {
                     let first_line = e.lines().next().unwrap_or_default().replace('|', "\\|");
-                    let _ = writeln!(md, "| {} | failed: {first_line} | | | |", record.server);
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} | failed: {first_line} | | | |",
+                        record.server, record.path
+                    );
                 }
             }
         }
         let _ = writeln!(
             md,
-            "\nEach server is started fresh; {target} HTTP/1.1 keep-alive connections each send \
-             one `GET /plaintext`, read the response and stay open idle. Bytes per connection = \
+            "\nEach server is started fresh for each path; {target} keep-alive connections \
+             (HTTP/1.1, h2c, or over TLS with the run's certificate) each send one \
+             `GET /plaintext`, read the response and stay open idle (HTTP/2 ones acknowledge \
+             the server's SETTINGS). nginx has no h2c and its TLS listener no h2 here. Bytes per connection = \
              (RSS after − RSS before) / connections still open after the reading; RSS is \
              `VmRSS` from /proc/PID/status, summed over the server's process tree. Kernel \
              socket memory is not in RSS and not counted for either server. nginx allocates \
@@ -446,8 +453,16 @@ mod tests {
         ];
         let mut r = report(runs, &[PEREGRINE, NGINX]);
         r.idle = vec![
-            IdleRecord { server: PEREGRINE.into(), outcome: Ok(idle(10_000, 0, 20_480_000)) },
-            IdleRecord { server: NGINX.into(), outcome: Ok(idle(10_000, 0, 40_960_000)) },
+            IdleRecord {
+                server: PEREGRINE.into(),
+                path: "HTTP/1.1",
+                outcome: Ok(idle(10_000, 0, 20_480_000)),
+            },
+            IdleRecord {
+                server: NGINX.into(),
+                path: "HTTP/1.1",
+                outcome: Ok(idle(10_000, 0, 40_960_000)),
+            },
         ];
         r.plot_file = Some("20231114T221320Z-latency.svg".into());
         let md = r.to_markdown();
@@ -462,7 +477,8 @@ mod tests {
         assert!(md.contains("Peregrine / nginx: **0.50×** (2,048 B vs 4,096 B per connection"));
         assert!(md.contains("Instructions per request: not supported on this machine."));
         assert!(md.contains("](20231114T221320Z-latency.svg)"));
-        assert!(md.contains("| peregrine | 10,000 / 10,000 | 0.0 MiB | 19.5 MiB | 2,048 B |"));
+        assert!(md
+            .contains("| peregrine | HTTP/1.1 | 10,000 / 10,000 | 0.0 MiB | 19.5 MiB | 2,048 B |"));
         assert!(md.contains("h2load"));
         assert!(md.contains("failed: wrk timed out"));
         // p50 / p99 / p99.9 (missing) / instructions per request.
@@ -531,12 +547,13 @@ mod tests {
         let mut short = idle(1500, 1_000_000, 2_000_000);
         short.target = 2000;
         short.stopped_by = Some("connect to 127.0.0.1:1: Cannot assign requested address".into());
-        r.idle = vec![IdleRecord { server: PEREGRINE.into(), outcome: Ok(short) }];
+        r.idle =
+            vec![IdleRecord { server: PEREGRINE.into(), path: "HTTP/1.1", outcome: Ok(short) }];
         let md = r.to_markdown();
-        assert!(md.contains("| peregrine | 1,500 / 2,000 |"), "{md}");
+        assert!(md.contains("| peregrine | HTTP/1.1 | 1,500 / 2,000 |"), "{md}");
         assert!(md.contains("stopped at 1,500 of 2,000: connect to"));
         assert!(md.contains("Quick mode: fewer connections"));
-        assert!(md.contains("2,000 HTTP/1.1 keep-alive connections"));
+        assert!(md.contains("2,000 keep-alive connections"));
     }
 
     #[test]
