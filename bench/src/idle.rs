@@ -86,7 +86,9 @@ pub struct Client {
     pub tls: Option<Arc<ClientConfig>>,
 }
 
-/// A client config for `path` that trusts `certificate` (PEM) alone.
+/// A client config for `path` that accepts exactly `certificate` (PEM), the run's
+/// self-signed one. Pinned rather than used as a root: `openssl req -x509` marks it a CA,
+/// which webpki refuses as a server certificate. Signatures are still checked.
 pub fn tls_client_config(
     path: Path,
     certificate: &std::path::Path,
@@ -94,16 +96,64 @@ pub fn tls_client_config(
     use rustls::pki_types::pem::PemObject;
     let cert = rustls::pki_types::CertificateDer::from_pem_file(certificate)
         .map_err(|e| format!("{}: {e}", certificate.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).map_err(|e| format!("{}: {e}", certificate.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(Pinned { cert: cert.into_owned(), provider: Arc::clone(&provider) });
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     config.alpn_protocols = vec![if path.h2() { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
     Ok(Arc::new(config))
+}
+
+/// Accepts one exact server certificate (see [`tls_client_config`]).
+#[derive(Debug)]
+struct Pinned {
+    cert: rustls::pki_types::CertificateDer<'static>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.cert.as_ref() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("not the run's certificate".into()))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// One held connection.

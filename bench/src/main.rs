@@ -472,9 +472,7 @@ fn run(cli: &cli::Cli) -> Result<(), String> {
     }
 
     let idle_connections = idle_target(cli.idle_conns(), nofile_limit, &mut notes);
-    // Idle memory compares Peregrine with nginx (HTTP/1.1 keep-alive); h2o
-    // is only an HTTP/2 peer.
-    kinds.retain(|kind| !matches!(kind, ServerKind::H2o(_)));
+    // Idle memory: every server on every path it speaks (h2o too: it is the HTTP/2 peer).
     let idle = if idle_connections == 0 {
         Vec::new()
     } else {
