@@ -15,6 +15,7 @@
 use crate::sys::{self, OwnedSocket};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -50,6 +51,8 @@ pub(crate) struct Settings {
     pub(crate) parse: ParseConfig,
     /// This core's access log, when enabled.
     pub(crate) access_log: Option<CoreLog>,
+    /// The HTTP/2 codec's settings, shared by the core's HTTP/2 connections.
+    pub(crate) h2: Arc<peregrine_protocols::h2::server::Config>,
 }
 
 impl Settings {
@@ -59,7 +62,8 @@ impl Settings {
             max_request_headers_total_size: limits.max_request_headers_total_size,
             max_request_header_count: limits.max_request_header_count,
         };
-        Settings { limits, parse, access_log }
+        let h2 = Arc::new(peregrine_protocols::h2::server::Config::new(&limits));
+        Settings { limits, parse, access_log, h2 }
     }
 }
 

@@ -7,6 +7,7 @@ use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -14,7 +15,7 @@ use crate::sys::driver::SendBuf;
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use peregrine_limits::{DataRate, Limit};
-use peregrine_protocols::h2::server::{Config, Connection, Event};
+use peregrine_protocols::h2::server::{Connection, Event};
 use peregrine_protocols::h2::{StreamId, StreamMap};
 use tracing::debug;
 
@@ -116,7 +117,7 @@ pub(crate) async fn serve<H: Handler>(
     peer: Option<SocketAddr>,
 ) {
     debug!(tls = transport.is_tls(), ?peer, "HTTP/2 connection");
-    let config = Config::new(&settings.limits);
+    let config = Arc::clone(&settings.h2);
     let shared = Rc::new(Shared {
         conn: RefCell::new(Connection::new(config, rt::now())),
         slots: RefCell::new(StreamMap::default()),

@@ -32,6 +32,7 @@ mod send;
 mod stream;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -95,7 +96,9 @@ const KEEPALIVE_PING: [u8; 8] = *b"peregrKA";
 /// One server-side HTTP/2 connection. See the module docs for how to drive it.
 #[derive(Debug)]
 pub struct Connection {
-    config: Config,
+    /// Shared by every connection of a core: the limits are the same for all of them, and a
+    /// copy per connection would be a few hundred bytes of every idle connection.
+    config: Arc<Config>,
     phase: Phase,
     frames: FrameDecoder,
     decoder: HeaderDecoder,
@@ -145,7 +148,8 @@ pub struct Connection {
 impl Connection {
     /// A new connection at `now`. Our SETTINGS and the connection window's WINDOW_UPDATE
     /// are queued at once (§3.4: the server preface may be sent before the client's).
-    pub fn new(config: Config, now: Instant) -> Connection {
+    pub fn new(config: impl Into<Arc<Config>>, now: Instant) -> Connection {
+        let config = config.into();
         let h2 = &config.h2;
         let budgets = Budgets {
             client_resets: Budget::new(h2.client_resets),
