@@ -32,31 +32,32 @@ impl FloodBudget {
 ///
 /// A fixed window (rather than a sliding one) keeps the meter to two words and one compare;
 /// a peer can at most double its allowance across a window boundary, which the defaults
-/// already absorb.
-#[derive(Debug, Clone)]
+/// already absorb. The meter holds only its count: the allowance comes with each `spend`
+/// from the (shared) limits, so a connection's seven meters stay small.
+#[derive(Debug, Clone, Default)]
 pub struct Budget {
-    budget: FloodBudget,
     used: u32,
     window_start: Option<Instant>,
 }
 
 impl Budget {
-    /// A fresh meter for `budget`.
-    pub fn new(budget: FloodBudget) -> Budget {
-        Budget { budget, used: 0, window_start: None }
+    /// A fresh meter.
+    pub fn new() -> Budget {
+        Budget::default()
     }
 
-    /// Counts one event at `now`. Returns `false` once the window's allowance is exceeded.
-    pub fn spend(&mut self, now: Instant) -> bool {
+    /// Counts one event at `now` against `budget`. Returns `false` once the window's
+    /// allowance is exceeded.
+    pub fn spend(&mut self, now: Instant, budget: FloodBudget) -> bool {
         match self.window_start {
-            Some(start) if now.saturating_duration_since(start) < self.budget.window => {}
+            Some(start) if now.saturating_duration_since(start) < budget.window => {}
             _ => {
                 self.window_start = Some(now);
                 self.used = 0;
             }
         }
         self.used = self.used.saturating_add(1);
-        self.used <= self.budget.max
+        self.used <= budget.max
     }
 
     /// Events counted in the current window.
@@ -191,11 +192,12 @@ mod tests {
     #[test]
     fn budget_allows_max_per_window_then_refuses_until_the_window_ends() {
         let t0 = Instant::now();
-        let mut b = Budget::new(FloodBudget { max: 3, window: Duration::from_secs(10) });
-        assert!(b.spend(t0) && b.spend(t0) && b.spend(t0 + Duration::from_secs(9)));
-        assert!(!b.spend(t0 + Duration::from_secs(9)));
+        let f = FloodBudget { max: 3, window: Duration::from_secs(10) };
+        let mut b = Budget::new();
+        assert!(b.spend(t0, f) && b.spend(t0, f) && b.spend(t0 + Duration::from_secs(9), f));
+        assert!(!b.spend(t0 + Duration::from_secs(9), f));
         // A new window starts at the first event after the old one ended.
-        assert!(b.spend(t0 + Duration::from_secs(10)));
+        assert!(b.spend(t0 + Duration::from_secs(10), f));
         assert_eq!(b.used(), 1);
     }
 

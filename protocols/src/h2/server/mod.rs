@@ -152,13 +152,13 @@ impl Connection {
         let config = config.into();
         let h2 = &config.h2;
         let budgets = Budgets {
-            client_resets: Budget::new(h2.client_resets),
-            server_resets: Budget::new(h2.server_resets),
-            settings: Budget::new(h2.settings_frames),
-            ping: Budget::new(h2.ping_frames),
-            priority: Budget::new(h2.priority_frames),
-            empty: Budget::new(h2.empty_frames),
-            window_updates: Budget::new(h2.window_updates),
+            client_resets: Budget::new(),
+            server_resets: Budget::new(),
+            settings: Budget::new(),
+            ping: Budget::new(),
+            priority: Budget::new(),
+            empty: Budget::new(),
+            window_updates: Budget::new(),
         };
         let mut conn = Connection {
             frames: FrameDecoder::with_max_frame_size(h2.max_frame_size),

@@ -59,7 +59,7 @@ impl Connection {
 
     /// A stream error the client caused: RST_STREAM, counted against `server_resets`.
     fn reset_for_client(&mut self, id: StreamId, reason: Reason, why: &'static str, now: Instant) {
-        if !self.budgets.server_resets.spend(now) {
+        if !self.budgets.server_resets.spend(now, self.config.h2.server_resets) {
             return self.fail(Reason::ENHANCE_YOUR_CALM, "too many stream errors (server_resets)");
         }
         if self.streams.contains_key(&id) {
@@ -81,7 +81,9 @@ impl Connection {
             Frame::Data(d) => self.on_data(d, now),
             Frame::Headers(h) => self.on_headers(h, now),
             Frame::Continuation(c) => self.on_continuation(c, now),
-            Frame::Priority(_) => self.spend(|b| &mut b.priority, now, "priority_frames"),
+            Frame::Priority(_) => {
+                self.spend(|b, l| (&mut b.priority, l.priority_frames), now, "priority_frames")
+            }
             Frame::RstStream(r) => self.on_reset(r, now),
             Frame::Settings(s) => self.on_settings(s, now),
             Frame::PushPromise(_) => {
@@ -101,11 +103,16 @@ impl Connection {
     /// Spends one unit of a flood budget; exhausting it is GOAWAY ENHANCE_YOUR_CALM.
     fn spend(
         &mut self,
-        budget: impl FnOnce(&mut super::Budgets) -> &mut peregrine_limits::Budget,
+        budget: impl for<'a> FnOnce(
+            &'a mut super::Budgets,
+            &peregrine_limits::H2Limits,
+        )
+            -> (&'a mut peregrine_limits::Budget, peregrine_limits::FloodBudget),
         now: Instant,
         name: &'static str,
     ) -> Result<(), Error> {
-        if budget(&mut self.budgets).spend(now) {
+        let (meter, allowance) = budget(&mut self.budgets, &self.config.h2);
+        if meter.spend(now, allowance) {
             Ok(())
         } else {
             Err(go_away(Reason::ENHANCE_YOUR_CALM, name))
@@ -125,7 +132,7 @@ impl Connection {
             return Err(go_away(Reason::PROTOCOL_ERROR, "DATA on an idle stream"));
         }
         if d.data.is_empty() && !d.end_stream {
-            self.spend(|b| &mut b.empty, now, "empty_frames")?;
+            self.spend(|b, l| (&mut b.empty, l.empty_frames), now, "empty_frames")?;
         }
         let len = d.flow_controlled_len();
         if !self.recv_window.receive(len) {
@@ -187,7 +194,7 @@ impl Connection {
     fn on_continuation(&mut self, c: Continuation, now: Instant) -> Result<(), Error> {
         // The frame decoder already refused a CONTINUATION that continues nothing (§6.10).
         if c.fragment.is_empty() {
-            self.spend(|b| &mut b.empty, now, "empty_frames")?;
+            self.spend(|b, l| (&mut b.empty, l.empty_frames), now, "empty_frames")?;
         }
         self.add_fragment(c.fragment, c.end_headers, now)
     }
@@ -289,7 +296,7 @@ impl Connection {
     /// ourselves, and ask the client to stop sending the body (§8.1: RST_STREAM NO_ERROR
     /// after a complete response).
     fn answer_431(&mut self, id: StreamId, end: bool, now: Instant) -> Result<(), Error> {
-        if !self.budgets.server_resets.spend(now) {
+        if !self.budgets.server_resets.spend(now, self.config.h2.server_resets) {
             return Err(go_away(
                 Reason::ENHANCE_YOUR_CALM,
                 "too many stream errors (server_resets)",
@@ -363,7 +370,7 @@ impl Connection {
         if self.streams.contains_key(&id) {
             // Only resets of live streams cost the server work: they are the rapid reset
             // attack (CVE-2023-44487) when they come fast.
-            self.spend(|b| &mut b.client_resets, now, "client_resets")?;
+            self.spend(|b, l| (&mut b.client_resets, l.client_resets), now, "client_resets")?;
             self.ready.retain(|s| *s != id);
             self.events.push_back(super::Event::Reset { id, reason: r.reason, by_peer: true });
             self.remove_stream(id);
@@ -376,7 +383,7 @@ impl Connection {
             self.settings_ack_due = None;
             return Ok(());
         }
-        self.spend(|b| &mut b.settings, now, "settings_frames")?;
+        self.spend(|b, l| (&mut b.settings, l.settings_frames), now, "settings_frames")?;
         if let Some(size) = s.header_table_size {
             self.encoder.set_max_table_size(size as usize);
         }
@@ -406,13 +413,13 @@ impl Connection {
             }
             return Ok(());
         }
-        self.spend(|b| &mut b.ping, now, "ping_frames")?;
+        self.spend(|b, l| (&mut b.ping, l.ping_frames), now, "ping_frames")?;
         self.queue_control(|out| p.pong().encode(out));
         Ok(())
     }
 
     fn on_window_update(&mut self, w: WindowUpdate, now: Instant) -> Result<(), Error> {
-        self.spend(|b| &mut b.window_updates, now, "window_updates")?;
+        self.spend(|b, l| (&mut b.window_updates, l.window_updates), now, "window_updates")?;
         let id = w.stream_id;
         if id.is_zero() {
             self.send_window.grow(id, w.increment)?;
