@@ -423,8 +423,25 @@ fn refusals_before_settings_ack_are_not_abuse(io: IoChoice) {
     finish(server);
 }
 
+/// The allowance for refusals before the acknowledgement is bounded: a client that never
+/// acknowledges and keeps opening streams past it (1,000 free, then the `server_resets`
+/// budget of 100) gets GOAWAY ENHANCE_YOUR_CALM.
+fn refusals_before_settings_ack_are_capped(io: IoChoice) {
+    let server = start(io, limits());
+    let a = addr(&server);
+    let mut raw = Raw::connect_unacked(a, Settings::default());
+    let mut burst = Vec::new();
+    for i in 0..1300u32 {
+        burst.extend(headers(1 + 2 * i, request("POST", "/collect"), false));
+    }
+    raw.send(&burst);
+    assert_eq!(raw.goaway(), End::GoAway(Reason::ENHANCE_YOUR_CALM));
+    finish(server);
+}
+
 both_drivers!(
     refusals_before_settings_ack_are_not_abuse,
+    refusals_before_settings_ack_are_capped,
     malformed_requests_are_reset,
     rapid_reset,
     made_you_reset,
