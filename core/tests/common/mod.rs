@@ -143,8 +143,14 @@ pub fn try_start(io: IoChoice, limits: Limits) -> Result<Server, StartError> {
     let config = config(io, limits);
     let tls = config.listen[0].is_tls();
     let server = Server::start(config, TestHandler::new)?;
+    // A port a finished TLS test server used can come back for a cleartext one (Windows
+    // hands out ephemeral ports again quickly), so each start records its own kind.
+    let mut servers = TLS_SERVERS.lock().unwrap();
+    let servers = servers.get_or_insert_with(HashSet::new);
     if tls {
-        TLS_SERVERS.lock().unwrap().get_or_insert_with(HashSet::new).insert(addr(&server));
+        servers.insert(addr(&server));
+    } else {
+        servers.remove(&addr(&server));
     }
     Ok(server)
 }
