@@ -126,6 +126,9 @@ pub enum Outcome<'a> {
     },
     /// A close finished.
     Closed(io::Result<()>),
+    /// A connect finished: the socket is connected, or why it is not (refused, unreachable,
+    /// cancelled).
+    Connected(io::Result<()>),
 }
 
 /// One finished operation: the token given at submission and what it produced.

@@ -27,6 +27,7 @@ enum Done {
     Received(std::io::Result<Vec<u8>>),
     Sent(std::io::Result<usize>, SendBuf),
     Closed(std::io::Result<()>),
+    Connected(std::io::Result<()>),
 }
 
 /// Runs the driver until `n` completions arrived (or 5 s passed).
@@ -41,6 +42,7 @@ fn collect(driver: &mut Driver, n: usize) -> Vec<(u64, Done)> {
                     Outcome::Received(r) => Done::Received(r.map(<[u8]>::to_vec)),
                     Outcome::Sent { result, buf } => Done::Sent(result, buf),
                     Outcome::Closed(r) => Done::Closed(r),
+                    Outcome::Connected(r) => Done::Connected(r),
                 };
                 out.push((c.token, done));
             })
@@ -338,5 +340,79 @@ fn a_reused_descriptor_gets_only_its_own_data() {
         second.write_all(b"fresh").unwrap();
         assert_eq!(recv_exactly(&mut d, raw(&fd2), 5), b"fresh", "{:?}", d.kind());
         drop(first);
+    }
+}
+
+/// A fresh stream socket for `addr`'s family, as the server makes for an upstream.
+fn stream_socket(addr: &socket2::SockAddr) -> socket2::Socket {
+    socket2::Socket::new(addr.domain(), socket2::Type::STREAM, None).unwrap()
+}
+
+#[test]
+fn connects_then_carries_data_both_ways() {
+    for mut d in drivers() {
+        let (l, addr) = listener();
+        let peer = thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 5];
+            s.read_exact(&mut buf).unwrap();
+            s.write_all(b"hello back").unwrap();
+            buf
+        });
+        let addr = socket2::SockAddr::from(addr);
+        let socket = stream_socket(&addr);
+        d.connect(raw(&socket), &addr, 4);
+        let got = collect(&mut d, 1);
+        assert!(matches!(&got[0], (4, Done::Connected(Ok(())))), "{:?}: {got:?}", d.kind());
+        let socket = Owned::from(socket);
+        let mut buf = SendBuf::new();
+        buf.push(Bytes::from_static(b"hello"));
+        d.send(raw(&socket), buf, 5);
+        let got = collect(&mut d, 1);
+        assert!(matches!(&got[0], (5, Done::Sent(Ok(5), _))), "{got:?}");
+        assert_eq!(&recv_exactly(&mut d, raw(&socket), 10), b"hello back");
+        assert_eq!(&peer.join().unwrap(), b"hello");
+    }
+}
+
+#[test]
+fn connecting_to_a_closed_port_is_refused() {
+    for mut d in drivers() {
+        // A port that was just listening and is now closed: nothing accepts there.
+        let (l, addr) = listener();
+        drop(l);
+        let addr = socket2::SockAddr::from(addr);
+        let socket = stream_socket(&addr);
+        d.connect(raw(&socket), &addr, 6);
+        let got = collect(&mut d, 1);
+        match &got[0] {
+            (6, Done::Connected(Err(e))) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{:?}: {e}", d.kind())
+            }
+            other => panic!("{:?}: {other:?}", d.kind()),
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn connects_to_a_unix_socket() {
+    for mut d in drivers() {
+        let dir =
+            std::env::temp_dir().join(format!("peregrine-conformance-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{:?}.sock", d.kind()));
+        let _ = std::fs::remove_file(&path);
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let addr = socket2::SockAddr::unix(&path).unwrap();
+        let socket = stream_socket(&addr);
+        d.connect(raw(&socket), &addr, 8);
+        let got = collect(&mut d, 1);
+        assert!(matches!(&got[0], (8, Done::Connected(Ok(())))), "{:?}: {got:?}", d.kind());
+        let (mut s, _) = l.accept().unwrap();
+        s.write_all(b"over unix").unwrap();
+        let socket = Owned::from(socket);
+        assert_eq!(&recv_exactly(&mut d, raw(&socket), 9), b"over unix");
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -8,8 +8,9 @@
 //!  accept(listener) ─┐                       ┌─► Accepted { fd, more }   (repeats: multishot)
 //!  recv(fd)         ─┼─► Driver::wait(..) ───┼─► Received(&[u8])        (lent for the callback)
 //!  send(fd, SendBuf)─┤      (one syscall     ├─► Sent { n, SendBuf }    (buffer handed back)
-//!  close(fd)        ─┤       per turn on     ├─► Closed
-//!  cancel(op)       ─┘       io_uring)       └─► the cancelled op completes with ECANCELED
+//!  connect(fd, addr)─┤       per turn on     ├─► Connected
+//!  close(fd)        ─┤       io_uring)       ├─► Closed
+//!  cancel(op)       ─┘                       └─► the cancelled op completes with ECANCELED
 //! ```
 //!
 //! Two backends sit behind [`Driver`] (as nginx has one event module per mechanism):
@@ -187,6 +188,14 @@ impl Driver {
     /// outstanding per descriptor.
     pub fn send(&mut self, fd: RawFd, buf: SendBuf, token: u64) -> OpId {
         dispatch!(self, b => b.send(fd, buf, token))
+    }
+
+    /// Connects `fd`, a fresh stream socket of `addr`'s family (TCP or Unix), to `addr`:
+    /// completes with [`Outcome::Connected`]. The driver sets the socket's blocking mode as
+    /// its backend needs, and copies `addr`. The socket must have no other operation
+    /// outstanding until the connect completes.
+    pub fn connect(&mut self, fd: RawFd, addr: &socket2::SockAddr, token: u64) -> OpId {
+        dispatch!(self, b => b.connect(fd, addr, token))
     }
 
     /// Closes `fd`: completes with [`Outcome::Closed`]. Cancel the descriptor's outstanding

@@ -8,8 +8,9 @@
 //!  accept(listener) ─┐                       ┌─► Accepted { socket, more } (repeats)
 //!  recv(socket)     ─┼─► Driver::wait(..) ───┼─► Received(&[u8])          (lent for the callback)
 //!  send(socket, buf)─┤   (one GetQueued-     ├─► Sent { n, SendBuf }      (buffer handed back)
-//!  close(socket)    ─┤    CompletionStatusEx ├─► Closed
-//!  cancel(op)       ─┘    per turn)          └─► the cancelled op completes with
+//!  connect(s, addr) ─┤    CompletionStatusEx ├─► Connected
+//!  close(socket)    ─┤    per turn)          ├─► Closed
+//!  cancel(op)       ─┘                       └─► the cancelled op completes with
 //!                                                ERROR_OPERATION_ABORTED (see `is_canceled`)
 //! ```
 //!
@@ -24,6 +25,8 @@
 //!   libuv does: like the provided-buffer ring on Linux, an idle connection holds no receive
 //!   memory.
 //! - **send**: one vectored overlapped `WSASend` of up to [`MAX_SEND_CHUNKS`] chunks.
+//! - **connect**: `ConnectEx` (loaded once through `WSAIoctl`) on a socket bound to the
+//!   unspecified address, then `SO_UPDATE_CONNECT_CONTEXT`.
 //! - **close**: `closesocket`, which aborts the socket's outstanding operations.
 //! - **cancel**: `CancelIoEx` on the operation's own `OVERLAPPED`.
 //! - **timers**: the caller's next deadline is the `GetQueuedCompletionStatusEx` timeout.
@@ -153,6 +156,14 @@ impl Driver {
     /// outstanding per socket.
     pub fn send(&mut self, socket: RawSocket, buf: SendBuf, token: u64) -> OpId {
         self.iocp.send(socket, buf, token)
+    }
+
+    /// Connects `socket`, a fresh TCP socket of `addr`'s family, to `addr` with `ConnectEx`
+    /// (binding it to the unspecified address first, as `ConnectEx` requires): completes with
+    /// [`Outcome::Connected`]. Other address families complete with `Unsupported`. The
+    /// socket must have no other operation outstanding until the connect completes.
+    pub fn connect(&mut self, socket: RawSocket, addr: &socket2::SockAddr, token: u64) -> OpId {
+        self.iocp.connect(socket, addr, token)
     }
 
     /// Closes `socket`: completes with [`Outcome::Closed`]. Operations still outstanding on

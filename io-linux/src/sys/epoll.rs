@@ -35,6 +35,9 @@ enum Kind {
     Accept,
     Recv,
     Send(SendBuf),
+    /// A connect: parked as its descriptor's writer while the handshake runs; `Some` once
+    /// its result is known.
+    Connect(Option<io::Result<()>>),
     /// Finished without running (cancelled, or its descriptor was closed): report ECANCELED.
     Canceled(Box<Kind>),
     /// A close that already happened; report its result.
@@ -151,6 +154,29 @@ impl Epoll {
         state.writer = Some(index);
         if state.writable {
             self.ready.push_back(index);
+        }
+        id
+    }
+
+    pub(crate) fn connect(&mut self, fd: RawFd, addr: &socket2::SockAddr, token: u64) -> OpId {
+        let started = super::set_nonblocking(fd, true).and_then(|()| {
+            // A fresh socket: a reused descriptor number must not inherit a closed one's state.
+            *self.state(fd) = FdState::default();
+            self.ensure_registered(fd);
+            super::connect(fd, addr)
+        });
+        let (index, id) = self.insert(token, fd, Kind::Connect(None));
+        match started {
+            // Registered before connecting, so the edge that ends the handshake is not lost.
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+                let state = self.state(fd);
+                state.writable = false;
+                state.writer = Some(index);
+            }
+            done => {
+                self.ops[index].kind = Kind::Connect(Some(done));
+                self.ready.push_back(index);
+            }
         }
         id
     }
@@ -302,11 +328,25 @@ impl Epoll {
                     }
                 }
             }
+            Kind::Connect(done) => {
+                let result = match done {
+                    Some(_) => None,
+                    None if self.fds[fd as usize].writer != Some(index) => return,
+                    None => Some(super::take_error(fd)),
+                };
+                if result.is_some() {
+                    self.fds[fd as usize].writer = None;
+                }
+                let Kind::Connect(done) = self.ops.remove(index).kind else { unreachable!() };
+                let result = result.or(done).expect("one of the two is set");
+                on(Completion { token, op: id, outcome: Outcome::Connected(result) });
+            }
             Kind::Canceled(_) => {
                 let Kind::Canceled(kind) = self.ops.remove(index).kind else { unreachable!() };
                 let outcome = match *kind {
                     Kind::Accept => Outcome::Accepted { result: Err(canceled()), more: false },
                     Kind::Send(buf) => Outcome::Sent { result: Err(canceled()), buf },
+                    Kind::Connect(_) => Outcome::Connected(Err(canceled())),
                     _ => Outcome::Received(Err(canceled())),
                 };
                 on(Completion { token, op: id, outcome });

@@ -62,6 +62,35 @@ pub(crate) fn send_chunks(fd: RawFd, chunks: &[Bytes]) -> io::Result<usize> {
     cvt(sent as i64).map(|n| n as usize)
 }
 
+/// Starts connecting `fd` to `addr` (on a non-blocking socket: `EINPROGRESS` while the
+/// handshake runs).
+pub(crate) fn connect(fd: RawFd, addr: &socket2::SockAddr) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `addr`'s storage, live for this call.
+    cvt(unsafe { libc::connect(fd, addr.as_ptr().cast(), addr.len()) })?;
+    Ok(())
+}
+
+/// The socket's pending error (`SO_ERROR`), cleared by reading it: how a non-blocking
+/// connect ended.
+pub(crate) fn take_error(fd: RawFd) -> io::Result<()> {
+    let mut error: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the kernel writes one int into a live local whose size `len` gives.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut error as *mut i32).cast(),
+            &mut len,
+        )
+    })?;
+    match error {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
 /// Sets or clears `O_NONBLOCK`.
 pub(crate) fn set_nonblocking(fd: RawFd, nonblocking: bool) -> io::Result<()> {
     // SAFETY: F_GETFL/F_SETFL only read and write the descriptor's status flags.

@@ -63,6 +63,8 @@ enum Kind {
         fd: RawFd,
     },
     Send(Box<SendState>),
+    /// A connect; the kernel reads the boxed address (a stable address while it may).
+    Connect(Box<socket2::SockAddr>),
     Close,
     /// An internal cancellation request; its own completion is not reported.
     Cancel,
@@ -172,10 +174,10 @@ impl Uring {
     /// Queues an SQE, flushing the submission queue to the kernel if it is full.
     fn push(&mut self, entry: squeue::Entry) {
         loop {
-            // SAFETY: every pointer an entry carries (send iovecs and headers) points into a
-            // boxed `SendState` owned by the op's slot, which lives until the op's final
-            // completion is reaped; receives use the registered buffer ring; other entries
-            // carry no pointers.
+            // SAFETY: every pointer an entry carries (send iovecs and headers, a connect's
+            // address) points into a box owned by the op's slot, which lives until the op's
+            // final completion is reaped; receives use the registered buffer ring; other
+            // entries carry no pointers.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return;
             }
@@ -259,6 +261,18 @@ impl Uring {
             None => opcode::SendMsg::new(Fd(fd), msg).flags(libc::MSG_NOSIGNAL as u32).build(),
         }
         .user_data(id.to_user_data());
+        self.push(entry);
+        id
+    }
+
+    pub(crate) fn connect(&mut self, fd: RawFd, addr: &socket2::SockAddr, token: u64) -> OpId {
+        // As with accept: io_uring completes a blocking socket's connect asynchronously,
+        // while a non-blocking one could end early with EINPROGRESS.
+        let _ = super::set_nonblocking(fd, false);
+        let addr = Box::new(addr.clone());
+        let (ptr, len) = (addr.as_ptr().cast::<libc::sockaddr>(), addr.len());
+        let id = self.insert(token, Kind::Connect(addr));
+        let entry = opcode::Connect::new(Fd(fd), ptr, len).build().user_data(id.to_user_data());
         self.push(entry);
         id
     }
@@ -492,6 +506,11 @@ impl Uring {
                 on(Completion { token, op: id, outcome: Outcome::Sent { result, buf } });
                 false
             }
+            Kind::Connect(_) => {
+                self.ops.remove(index);
+                on(Completion { token, op: id, outcome: Outcome::Connected(result.map(drop)) });
+                false
+            }
             Kind::Close => {
                 self.ops.remove(index);
                 on(Completion { token, op: id, outcome: Outcome::Closed(result.map(drop)) });
@@ -550,8 +569,10 @@ impl Drop for Uring {
         self.bufs.unregister(&self.ring.submitter());
         // Sends the kernel never gave back keep their memory: leak rather than free it.
         for (_, slot) in std::mem::take(&mut self.ops) {
-            if let Kind::Send(state) = slot.kind {
-                std::mem::forget(state);
+            match slot.kind {
+                Kind::Send(state) => std::mem::forget(state),
+                Kind::Connect(addr) => std::mem::forget(addr),
+                _ => {}
             }
         }
     }

@@ -33,8 +33,8 @@ use windows_sys::Win32::Foundation::{
     STATUS_CANCELLED, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::Networking::WinSock::{
-    closesocket, WSAGetOverlappedResult, WSARecv, WSASend, SOCKET, SOCKET_ERROR, WSABUF,
-    WSA_IO_PENDING,
+    closesocket, WSAGetOverlappedResult, WSARecv, WSASend, SOCKET, SOCKET_ERROR, SOL_SOCKET,
+    SO_UPDATE_CONNECT_CONTEXT, WSABUF, WSA_IO_PENDING,
 };
 use windows_sys::Win32::System::Threading::INFINITE;
 use windows_sys::Win32::System::IO::{
@@ -80,6 +80,8 @@ enum Kind {
     Recv { socket: RawSocket, ov: NonNull<OpOverlapped> },
     /// A send in flight; Windows reads `buf`'s bytes until it completes.
     Send { socket: RawSocket, ov: NonNull<OpOverlapped>, buf: SendBuf },
+    /// A `ConnectEx` in flight; the address stays put until it completes.
+    Connect { socket: RawSocket, ov: NonNull<OpOverlapped>, addr: Box<socket2::SockAddr> },
 }
 
 struct Slot {
@@ -102,6 +104,7 @@ enum Ready {
     Received { token: u64, op: OpId, error: io::Error },
     Sent { token: u64, op: OpId, error: io::Error, buf: SendBuf },
     Closed { token: u64, op: OpId, result: io::Result<()> },
+    Connected { token: u64, op: OpId, error: io::Error },
     Accepted { token: u64, op: OpId, result: io::Result<OwnedSocket>, more: bool },
 }
 
@@ -390,6 +393,61 @@ impl Iocp {
         self.submitted(ret, ov)
     }
 
+    pub(crate) fn connect(
+        &mut self,
+        socket: RawSocket,
+        addr: &socket2::SockAddr,
+        token: u64,
+    ) -> OpId {
+        let op = self.insert(token, Kind::Recv { socket, ov: NonNull::dangling() });
+        let addr = Box::new(addr.clone());
+        let posted = self
+            .adopt(socket)
+            .and_then(|()| super::bind_unspecified(socket, &addr))
+            .and_then(|()| self.post_connect(socket, &addr, op));
+        match posted {
+            Ok(ov) => {
+                self.ops[op.index as usize].kind = Kind::Connect { socket, ov, addr };
+                if let Some(s) = self.sockets.get_mut(&socket) {
+                    s.writer = Some(op.index as usize);
+                }
+            }
+            Err(error) => {
+                self.ops.remove(op.index as usize);
+                self.ready.push_back(Ready::Connected { token, op, error });
+            }
+        }
+        op
+    }
+
+    /// Posts one `ConnectEx` to `addr`, which the caller keeps in the op's slot until the
+    /// completion is dequeued.
+    fn post_connect(
+        &mut self,
+        socket: RawSocket,
+        addr: &socket2::SockAddr,
+        op: OpId,
+    ) -> io::Result<NonNull<OpOverlapped>> {
+        let connect_ex = super::connect_ex(socket)?;
+        let ov = self.new_overlapped(op);
+        // SAFETY: `connect_ex` is the provider's ConnectEx for this socket; the address
+        // pointer and length describe `addr`'s storage, kept alive by the op's slot until the
+        // completion is dequeued; no data is sent with the connect; `ov` is owned by the op
+        // until its completion is dequeued.
+        let ok = unsafe {
+            connect_ex(
+                socket as SOCKET,
+                addr.as_ptr().cast(),
+                addr.len(),
+                ptr::null(),
+                0,
+                ptr::null_mut(),
+                ov.as_ptr().cast(),
+            )
+        };
+        self.submitted(if ok == FALSE { SOCKET_ERROR } else { 0 }, ov)
+    }
+
     pub(crate) fn close(&mut self, socket: OwnedSocket, token: u64) -> OpId {
         // closesocket aborts the socket's outstanding operations; they complete (as
         // cancelled) on a later turn, and their memory is released then.
@@ -425,7 +483,9 @@ impl Iocp {
                     more: false,
                 });
             }
-            Kind::Recv { socket, ov } | Kind::Send { socket, ov, .. } => {
+            Kind::Recv { socket, ov }
+            | Kind::Send { socket, ov, .. }
+            | Kind::Connect { socket, ov, .. } => {
                 if slot.cancel_requested {
                     return;
                 }
@@ -486,6 +546,9 @@ impl Iocp {
                 }
                 Ready::Closed { token, op, result } => {
                     Completion { token, op, outcome: Outcome::Closed(result) }
+                }
+                Ready::Connected { token, op, error } => {
+                    Completion { token, op, outcome: Outcome::Connected(Err(error)) }
                 }
                 Ready::Accepted { token, op, result, more } => {
                     Completion { token, op, outcome: Outcome::Accepted { result, more } }
@@ -562,6 +625,25 @@ impl Iocp {
                     }
                 }
                 on(Completion { token, op, outcome: Outcome::Sent { result, buf } });
+            }
+            Kind::Connect { socket, .. } => {
+                let result = if status == 0 && !cancel {
+                    // Makes the socket a full connected socket (getpeername, shutdown).
+                    super::set_option(socket, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, ())
+                } else if cancel {
+                    Err(canceled())
+                } else {
+                    Err(self.error_of(socket, ov, status))
+                };
+                // SAFETY: as above.
+                unsafe { self.free_overlapped(ov) };
+                self.ops.remove(index);
+                if let Some(s) = self.sockets.get_mut(&socket) {
+                    if s.writer == Some(index) {
+                        s.writer = None;
+                    }
+                }
+                on(Completion { token, op, outcome: Outcome::Connected(result) });
             }
         }
     }
@@ -664,8 +746,10 @@ impl Drop for Iocp {
         }
         // Operations Windows never gave back keep their memory: leak rather than free it.
         for (_, slot) in std::mem::take(&mut self.ops) {
-            if let Kind::Send { buf, .. } = slot.kind {
-                std::mem::forget(buf);
+            match slot.kind {
+                Kind::Send { buf, .. } => std::mem::forget(buf),
+                Kind::Connect { addr, .. } => std::mem::forget(addr),
+                _ => {}
             }
         }
         // Connections handed over but never taken are closed with the inbox.

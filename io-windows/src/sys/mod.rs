@@ -16,8 +16,9 @@ use std::sync::{Once, OnceLock};
 use windows_sys::core::BOOL;
 use windows_sys::Win32::Foundation::{CloseHandle, FALSE, HANDLE, TRUE};
 use windows_sys::Win32::Networking::WinSock::{
-    ioctlsocket, recv, setsockopt, shutdown, WSAGetLastError, WSAStartup, FIONBIO, SD_SEND, SOCKET,
-    SOCKET_ERROR, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, WSADATA,
+    bind, ioctlsocket, recv, setsockopt, shutdown, WSAGetLastError, WSAIoctl, WSAStartup, FIONBIO,
+    LPFN_CONNECTEX, SD_SEND, SIO_GET_EXTENSION_FUNCTION_POINTER, SOCKADDR, SOCKET, SOCKET_ERROR,
+    SOL_SOCKET, SO_EXCLUSIVEADDRUSE, WSADATA, WSAID_CONNECTEX,
 };
 use windows_sys::Win32::System::Console::{
     SetConsoleCtrlHandler, CTRL_BREAK_EVENT, CTRL_CLOSE_EVENT, CTRL_C_EVENT,
@@ -106,6 +107,64 @@ pub(crate) fn set_option<T: Copy>(
     })?;
     Ok(())
 }
+
+/// Binds a socket about to connect to the unspecified address of `peer`'s family (any
+/// interface, an ephemeral port), which `ConnectEx` requires. IPv4 and IPv6 only.
+pub(crate) fn bind_unspecified(socket: RawSocket, peer: &socket2::SockAddr) -> io::Result<()> {
+    let local: std::net::SocketAddr = match peer.as_socket() {
+        Some(std::net::SocketAddr::V4(_)) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        Some(std::net::SocketAddr::V6(_)) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        None => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the IOCP driver connects to IPv4 and IPv6 addresses only",
+            ))
+        }
+    };
+    let local = socket2::SockAddr::from(local);
+    // SAFETY: the pointer and length describe `local`'s storage, live for this call.
+    cvt(unsafe { bind(socket as SOCKET, local.as_ptr().cast(), local.len()) })?;
+    Ok(())
+}
+
+/// The `ConnectEx` extension function, loaded once through `WSAIoctl` (Winsock exports it
+/// only that way). Every TCP socket of the base provider shares it.
+pub(crate) fn connect_ex(socket: RawSocket) -> io::Result<ConnectEx> {
+    static CONNECT_EX: OnceLock<ConnectEx> = OnceLock::new();
+    if let Some(&f) = CONNECT_EX.get() {
+        return Ok(f);
+    }
+    let guid = WSAID_CONNECTEX;
+    let mut f: LPFN_CONNECTEX = None;
+    let mut returned = 0u32;
+    // SAFETY: the in and out pointers and sizes describe live locals; no overlapped call.
+    cvt(unsafe {
+        WSAIoctl(
+            socket as SOCKET,
+            SIO_GET_EXTENSION_FUNCTION_POINTER,
+            (&guid as *const windows_sys::core::GUID).cast(),
+            std::mem::size_of_val(&guid) as u32,
+            (&mut f as *mut LPFN_CONNECTEX).cast(),
+            std::mem::size_of::<LPFN_CONNECTEX>() as u32,
+            &mut returned,
+            std::ptr::null_mut(),
+            None,
+        )
+    })?;
+    let f = f.ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no ConnectEx"))?;
+    Ok(*CONNECT_EX.get_or_init(|| f))
+}
+
+/// The type of `ConnectEx`.
+pub(crate) type ConnectEx = unsafe extern "system" fn(
+    SOCKET,
+    *const SOCKADDR,
+    i32,
+    *const core::ffi::c_void,
+    u32,
+    *mut u32,
+    *mut windows_sys::Win32::System::IO::OVERLAPPED,
+) -> BOOL;
 
 /// Pins the calling thread to one CPU (of the first 64: one processor group).
 pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
