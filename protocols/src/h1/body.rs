@@ -50,6 +50,8 @@ enum Kind {
         max_body: Option<u64>,
     },
     Chunked(Chunked),
+    /// A response body that ends when the connection does: everything is data.
+    UntilClose,
 }
 
 impl BodyDecoder {
@@ -67,6 +69,13 @@ impl BodyDecoder {
         BodyDecoder { kind, failed: None }
     }
 
+    /// A decoder for a close-delimited response body (RFC 9112 §6.3 rule 8): every byte is
+    /// data, and the body ends when the connection does (the caller sees that; this decoder
+    /// never reports `Done`).
+    pub fn until_close() -> Self {
+        BodyDecoder { kind: Kind::UntilClose, failed: None }
+    }
+
     /// Decodes from the front of `buf`, consuming framing bytes and splitting off data.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<BodyEvent, BodyError> {
         if let Some(e) = self.failed {
@@ -78,6 +87,8 @@ impl BodyDecoder {
                 decode_length(remaining, *total, *max_body, buf)
             }
             Kind::Chunked(chunked) => chunked.decode(buf),
+            Kind::UntilClose if buf.is_empty() => Ok(BodyEvent::NeedMore),
+            Kind::UntilClose => Ok(BodyEvent::Data(buf.split().freeze())),
         };
         match &result {
             Err(e) => self.failed = Some(*e),
@@ -93,7 +104,7 @@ impl BodyDecoder {
     pub fn is_done(&self) -> bool {
         match &self.kind {
             Kind::Done => true,
-            Kind::Length { .. } => false,
+            Kind::Length { .. } | Kind::UntilClose => false,
             Kind::Chunked(chunked) => chunked.is_done(),
         }
     }

@@ -1,4 +1,4 @@
-//! HTTP/1.1 server codec (RFC 9112), sans-IO.
+//! HTTP/1.1 codec (RFC 9112), sans-IO: the server side, and the client side the proxy uses.
 //!
 //! Read RFC 9112 §2–§7 and RFC 9110 §6–§8 before editing. The split follows hyper's
 //! `proto/h1`, minus the IO:
@@ -8,6 +8,8 @@
 //! - [`body`]: [`BodyDecoder`], Content-Length and chunked framing, one state per function.
 //! - [`response`]: serialising response heads, chunk framing and canned error responses into
 //!   caller-owned buffers.
+//! - [`client`]: the upstream side: request heads out, response heads in, as strict as
+//!   the request side.
 //! - [`error`]: [`ParseError`], and the one place a parse error becomes a status code.
 //!
 //! The connection loop in `peregrine-core` drives these: it appends received bytes to a
@@ -18,6 +20,7 @@
 
 pub mod body;
 mod chunked;
+pub mod client;
 pub mod error;
 mod head;
 pub mod request;
@@ -27,6 +30,9 @@ pub(crate) mod scan;
 mod tests;
 
 pub use body::{BodyDecoder, BodyEvent};
+pub use client::{
+    encode_request_head, parse_response, ResponseBody, ResponseError, ResponseHead, ResponseLimits,
+};
 pub use error::{BodyError, Limit, LimitExceeded, ParseError, Violation};
 pub use head::HeadParser;
 pub use request::{parse_request, BodyFraming, ParseConfig, RequestHead};

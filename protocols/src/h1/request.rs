@@ -204,29 +204,29 @@ fn parse_target(method: &Method, target: Bytes) -> Result<Uri, ParseError> {
 
 /// What the fields that decide framing and connection handling said, gathered in one pass.
 #[derive(Debug, Default)]
-struct Fields {
-    host_count: usize,
-    host_invalid: bool,
+pub(super) struct Fields {
+    pub(super) host_count: usize,
+    pub(super) host_invalid: bool,
     /// The agreed Content-Length, once one valid value has been seen.
-    content_length: Option<u64>,
-    content_length_seen: bool,
-    content_length_invalid: bool,
-    transfer_encoding_seen: bool,
+    pub(super) content_length: Option<u64>,
+    pub(super) content_length_seen: bool,
+    pub(super) content_length_invalid: bool,
+    pub(super) transfer_encoding_seen: bool,
     /// Times `chunked` was named across all Transfer-Encoding lines.
-    chunked_count: usize,
+    pub(super) chunked_count: usize,
     /// Whether the last coding named so far is `chunked`.
-    chunked_last: bool,
+    pub(super) chunked_last: bool,
     /// Whether any coding other than `chunked` was named.
-    other_coding: bool,
-    conn_close: bool,
-    conn_keep_alive: bool,
-    conn_upgrade: bool,
-    expect_continue: bool,
-    upgrade: bool,
+    pub(super) other_coding: bool,
+    pub(super) conn_close: bool,
+    pub(super) conn_keep_alive: bool,
+    pub(super) conn_upgrade: bool,
+    pub(super) expect_continue: bool,
+    pub(super) upgrade: bool,
 }
 
 impl Fields {
-    fn observe(&mut self, name: &HeaderName, value: &Bytes) {
+    pub(super) fn observe(&mut self, name: &HeaderName, value: &Bytes) {
         if name == header::HOST {
             self.host_count += 1;
             // RFC 9110 §7.2: Host = uri-host [ ":" port ]. Empty is allowed (a target URI

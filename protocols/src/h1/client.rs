@@ -1,0 +1,377 @@
+//! The client side of HTTP/1.1, for talking to upstreams: serialising request heads and
+//! parsing response heads as strictly as the server side parses requests.
+//!
+//! Read RFC 9112 §4 (status line), §6.3 (message body length) and §11 (security: response
+//! splitting and smuggling) before editing. An upstream response is untrusted input too: a
+//! head that frames its body two ways (Content-Length with Transfer-Encoding), a bad
+//! Content-Length, bad chunking or an oversized head is an error, which the proxy answers with
+//! `502` and by closing the upstream connection, never by passing bytes on.
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, StatusCode, Version};
+
+use super::body::BodyDecoder;
+use super::error::Violation;
+use super::request::{BodyFraming, Fields};
+use super::response::decimal;
+
+/// How big an upstream response head may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseLimits {
+    /// Largest head, status line and CRLFs included.
+    pub max_head_size: usize,
+    /// Most header fields.
+    pub max_header_count: usize,
+    /// Largest trailer section of a chunked body (trailers are checked, then dropped).
+    pub max_trailer_size: usize,
+}
+
+impl Default for ResponseLimits {
+    /// 64 KiB and 100 fields, like the request side's defaults; 16 KiB of trailers.
+    fn default() -> Self {
+        ResponseLimits {
+            max_head_size: 64 * 1024,
+            max_header_count: 100,
+            max_trailer_size: 16 * 1024,
+        }
+    }
+}
+
+/// Why an upstream response head was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ResponseError {
+    /// The head is larger than `max_head_size`.
+    HeadTooLarge,
+    /// More than `max_header_count` fields.
+    TooManyHeaders,
+    /// A framing or syntax rule was broken.
+    Invalid(Violation),
+    /// A transfer coding other than `chunked` alone.
+    UnsupportedTransferCoding,
+}
+
+impl std::fmt::Display for ResponseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResponseError::HeadTooLarge => f.write_str("upstream response head too large"),
+            ResponseError::TooManyHeaders => f.write_str("too many upstream response headers"),
+            ResponseError::Invalid(v) => write!(f, "upstream response: {}", v.reason()),
+            ResponseError::UnsupportedTransferCoding => {
+                f.write_str("upstream response: transfer coding other than chunked")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ResponseError {}
+
+/// How an upstream response's body is framed (RFC 9112 §6.3, the response rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseBody {
+    /// No body: a response to HEAD, or 1xx, 204, 304.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked.
+    Chunked,
+    /// Until the upstream closes the connection (no length given).
+    UntilClose,
+}
+
+impl ResponseBody {
+    /// A decoder for this body. A close-delimited body is handed out as it arrives; its end
+    /// is the connection's end, which the caller sees.
+    pub fn decoder(self, limits: &ResponseLimits) -> BodyDecoder {
+        match self {
+            ResponseBody::Empty => BodyDecoder::new(BodyFraming::Empty, None, 0),
+            ResponseBody::Length(n) => BodyDecoder::new(BodyFraming::Length(n), None, 0),
+            ResponseBody::Chunked => {
+                BodyDecoder::new(BodyFraming::Chunked, None, limits.max_trailer_size)
+            }
+            ResponseBody::UntilClose => BodyDecoder::until_close(),
+        }
+    }
+
+    /// The exact length, when the head gave one.
+    pub fn exact_len(self) -> Option<u64> {
+        match self {
+            ResponseBody::Empty => Some(0),
+            ResponseBody::Length(n) => Some(n),
+            ResponseBody::Chunked | ResponseBody::UntilClose => None,
+        }
+    }
+}
+
+/// A parsed upstream response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    /// The status code.
+    pub status: StatusCode,
+    /// `HTTP/1.0` or `HTTP/1.1`.
+    pub version: Version,
+    /// Header fields, in order (hop-by-hop ones included: removing them is the proxy's job).
+    pub headers: HeaderMap,
+    /// How the body is framed.
+    pub body: ResponseBody,
+    /// Whether the connection may carry another request after this body.
+    pub keep_alive: bool,
+}
+
+/// Parses one response head from the front of `buf`, for a request made with `method`.
+///
+/// `Ok(Some(head))` splits the head off `buf`; `Ok(None)` means more bytes are needed.
+/// Interim `1xx` responses other than `101` are returned like any other: the caller skips
+/// them and parses again.
+pub fn parse_response(
+    buf: &mut BytesMut,
+    method: &Method,
+    limits: &ResponseLimits,
+) -> Result<Option<ResponseHead>, ResponseError> {
+    let mut stack = [httparse::EMPTY_HEADER; 64];
+    let mut heap;
+    let slots: &mut [httparse::Header<'_>] = if limits.max_header_count <= stack.len() {
+        &mut stack[..limits.max_header_count]
+    } else {
+        heap = vec![httparse::EMPTY_HEADER; limits.max_header_count];
+        &mut heap
+    };
+    let mut response = httparse::Response::new(slots);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len > limits.max_head_size => {
+            return Err(ResponseError::HeadTooLarge)
+        }
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_head_size => {
+            return Err(ResponseError::HeadTooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ResponseError::TooManyHeaders),
+        Err(_) => return Err(ResponseError::Invalid(Violation::MalformedHead)),
+    };
+    let code = response.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| malformed())?;
+    let version = if response.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    // Spans of the header names and values inside the head, so the values can be zero-copy
+    // slices once the head is split off.
+    let base = buf.as_ptr() as usize;
+    let spans: Vec<(HeaderName, std::ops::Range<usize>)> = response
+        .headers
+        .iter()
+        .map(|h| {
+            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| malformed())?;
+            let start = h.value.as_ptr() as usize - base;
+            Ok((name, start..start + h.value.len()))
+        })
+        .collect::<Result<_, ResponseError>>()?;
+    let head: Bytes = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut fields = Fields::default();
+    for (name, range) in spans {
+        let value = head.slice(range);
+        fields.observe(&name, &value);
+        let value = HeaderValue::from_maybe_shared(value).map_err(|_| malformed())?;
+        headers.append(name, value);
+    }
+    let body = response_body(&fields, status, method)?;
+    let keep_alive = !fields.conn_close
+        && (version == Version::HTTP_11 || fields.conn_keep_alive)
+        && body != ResponseBody::UntilClose;
+    Ok(Some(ResponseHead { status, version, headers, body, keep_alive }))
+}
+
+fn malformed() -> ResponseError {
+    ResponseError::Invalid(Violation::MalformedHead)
+}
+
+/// RFC 9112 §6.3 for responses. Stricter than the RFC where it allows a guess: both
+/// Content-Length and Transfer-Encoding, or a coding list that is not `chunked` alone, is
+/// refused rather than read one way (a proxy that guesses differently from the next hop is
+/// how responses get split).
+fn response_body(
+    fields: &Fields,
+    status: StatusCode,
+    method: &Method,
+) -> Result<ResponseBody, ResponseError> {
+    if method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(ResponseBody::Empty);
+    }
+    if fields.transfer_encoding_seen {
+        if fields.content_length_seen {
+            return Err(ResponseError::Invalid(Violation::ContentLengthWithTransferEncoding));
+        }
+        if fields.chunked_count != 1 || !fields.chunked_last {
+            return Err(ResponseError::Invalid(Violation::TransferEncodingNotChunkedLast));
+        }
+        if fields.other_coding {
+            return Err(ResponseError::UnsupportedTransferCoding);
+        }
+        return Ok(ResponseBody::Chunked);
+    }
+    if fields.content_length_invalid {
+        return Err(ResponseError::Invalid(Violation::InvalidContentLength));
+    }
+    Ok(match fields.content_length {
+        Some(n) => ResponseBody::Length(n),
+        None => ResponseBody::UntilClose,
+    })
+}
+
+/// Writes an HTTP/1.1 request head into `dst`: the request line with `target` (origin-form:
+/// path and query), every field of `headers`, then the framing field for `body` (the caller
+/// has removed any framing fields of its own). A request with no body gets
+/// `content-length: 0` when its method usually has one, as browsers and Go's proxy send.
+pub fn encode_request_head(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    body: BodyFraming,
+    dst: &mut BytesMut,
+) {
+    let fields: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    dst.reserve(method.as_str().len() + target.len() + fields + 64);
+    dst.extend_from_slice(method.as_str().as_bytes());
+    dst.extend_from_slice(b" ");
+    dst.extend_from_slice(target.as_bytes());
+    dst.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        dst.extend_from_slice(name.as_str().as_bytes());
+        dst.extend_from_slice(b": ");
+        dst.extend_from_slice(value.as_bytes());
+        dst.extend_from_slice(b"\r\n");
+    }
+    let mut scratch = [0u8; 20];
+    match body {
+        BodyFraming::Length(n) => {
+            dst.extend_from_slice(header::CONTENT_LENGTH.as_str().as_bytes());
+            dst.extend_from_slice(b": ");
+            dst.extend_from_slice(decimal(n, &mut scratch));
+            dst.extend_from_slice(b"\r\n");
+        }
+        BodyFraming::Chunked => dst.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        BodyFraming::Empty if matches!(*method, Method::POST | Method::PUT | Method::PATCH) => {
+            dst.extend_from_slice(b"content-length: 0\r\n");
+        }
+        BodyFraming::Empty => {}
+    }
+    dst.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8], method: Method) -> Result<Option<ResponseHead>, ResponseError> {
+        parse_response(&mut BytesMut::from(bytes), &method, &ResponseLimits::default())
+    }
+
+    #[test]
+    fn reads_status_headers_and_framing() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 201 Created\r\nX-A: 1\r\nContent-Length: 5\r\n\r\nhello"[..],
+        );
+        let head =
+            parse_response(&mut buf, &Method::GET, &ResponseLimits::default()).unwrap().unwrap();
+        assert_eq!(head.status, StatusCode::CREATED);
+        assert_eq!(head.headers["x-a"], "1");
+        assert_eq!(head.body, ResponseBody::Length(5));
+        assert!(head.keep_alive);
+        assert_eq!(&buf[..], b"hello", "the body stays in the buffer");
+    }
+
+    #[test]
+    fn needs_more_until_the_empty_line() {
+        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n", Method::GET).unwrap().is_none());
+    }
+
+    #[test]
+    fn bodies_follow_the_response_rules() {
+        let body = |bytes: &[u8], m| parse(bytes, m).unwrap().unwrap().body;
+        assert_eq!(
+            body(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", Method::HEAD),
+            ResponseBody::Empty
+        );
+        assert_eq!(body(b"HTTP/1.1 204 No Content\r\n\r\n", Method::GET), ResponseBody::Empty);
+        assert_eq!(body(b"HTTP/1.1 304 Not Modified\r\n\r\n", Method::GET), ResponseBody::Empty);
+        assert_eq!(body(b"HTTP/1.1 100 Continue\r\n\r\n", Method::GET), ResponseBody::Empty);
+        assert_eq!(
+            body(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", Method::GET),
+            ResponseBody::Chunked
+        );
+        let close = parse(b"HTTP/1.1 200 OK\r\n\r\n", Method::GET).unwrap().unwrap();
+        assert_eq!(close.body, ResponseBody::UntilClose);
+        assert!(!close.keep_alive, "a close-delimited body ends the connection");
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let err = |bytes: &[u8]| parse(bytes, Method::GET).unwrap_err();
+        assert_eq!(
+            err(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            ResponseError::Invalid(Violation::ContentLengthWithTransferEncoding)
+        );
+        assert_eq!(
+            err(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"),
+            ResponseError::Invalid(Violation::InvalidContentLength)
+        );
+        assert_eq!(
+            err(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            ResponseError::Invalid(Violation::TransferEncodingNotChunkedLast)
+        );
+        assert_eq!(
+            err(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            ResponseError::UnsupportedTransferCoding
+        );
+        assert_eq!(err(b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n"), malformed(), "obs-fold");
+        assert_eq!(err(b"HTTP/1.1 2000 OK\r\n\r\n"), malformed());
+    }
+
+    #[test]
+    fn head_size_and_count_are_capped() {
+        let limits =
+            ResponseLimits { max_head_size: 64, max_header_count: 2, ..Default::default() };
+        let mut long = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX: "[..]);
+        long.extend_from_slice(&[b'a'; 100]);
+        assert_eq!(
+            parse_response(&mut long, &Method::GET, &limits).unwrap_err(),
+            ResponseError::HeadTooLarge,
+            "refused before the head ends"
+        );
+        let mut many = BytesMut::from(&b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"[..]);
+        assert_eq!(
+            parse_response(&mut many, &Method::GET, &limits).unwrap_err(),
+            ResponseError::TooManyHeaders
+        );
+    }
+
+    #[test]
+    fn http10_keeps_alive_only_when_asked() {
+        let head = |bytes: &[u8]| parse(bytes, Method::GET).unwrap().unwrap().keep_alive;
+        assert!(!head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(head(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"));
+    }
+
+    #[test]
+    fn encodes_a_request_head_with_its_framing() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("example.com"));
+        let mut dst = BytesMut::new();
+        encode_request_head(&Method::POST, "/a?b", &headers, BodyFraming::Length(12), &mut dst);
+        assert_eq!(
+            &dst[..],
+            b"POST /a?b HTTP/1.1\r\nhost: example.com\r\ncontent-length: 12\r\n\r\n"
+        );
+        dst.clear();
+        encode_request_head(&Method::PUT, "/", &HeaderMap::new(), BodyFraming::Empty, &mut dst);
+        assert_eq!(&dst[..], b"PUT / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+        dst.clear();
+        encode_request_head(&Method::GET, "/", &HeaderMap::new(), BodyFraming::Chunked, &mut dst);
+        assert_eq!(&dst[..], b"GET / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n");
+    }
+}
