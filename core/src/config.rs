@@ -269,6 +269,14 @@ fn one_line(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
+/// A network for a trust list: CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address.
+pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is not an address or a CIDR network"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,18 @@ use crate::access_log::{CoreLog, Entry};
 use crate::metrics::Rejection;
 use crate::{rt, Body, BodyError, Handler};
 
+/// What the server knows of the connection a request came on, given to every handler as a
+/// request extension (`request.extensions().get::<ConnectionInfo>()`), as Kestrel's
+/// `HttpContext.Connection` is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The peer's address (the client, or a proxy in front of Peregrine).
+    pub peer: Option<SocketAddr>,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
 /// The request a handler sees, from the parts a codec validated.
 pub(crate) fn request(
     method: Method,
@@ -34,12 +46,14 @@ pub(crate) fn request(
     version: Version,
     headers: HeaderMap,
     body: Body,
+    connection: ConnectionInfo,
 ) -> Request<Body> {
     let mut request = Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     *request.headers_mut() = headers;
+    request.extensions_mut().insert(connection);
     request
 }
 

@@ -37,6 +37,7 @@ mod listener;
 mod metrics;
 pub mod overview;
 mod percore;
+pub mod proxy;
 pub mod routes;
 mod rt;
 mod server;
@@ -46,6 +47,7 @@ mod transport;
 
 pub use access_log::AccessLogTarget;
 pub use body::{Body, BodyChunk, BodyError};
+pub use exchange::ConnectionInfo;
 pub use handler::Handler;
 pub use listener::{ListenerSpec, Protocols};
 pub use metrics::Metrics;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use clap::{Parser, ValueEnum};
 use peregrine::config::{self, Config};
 use peregrine::overview::{ListenerView, Overview};
+use peregrine::proxy::{Proxy, ProxyConfig, UpstreamServer};
 use peregrine::routes::{BuiltinRoutes, WelcomePage};
 use peregrine::{
     AccessLogTarget, IoChoice, ListenerSpec, Server, ServerConfig, StartError, TlsSettings,
@@ -70,6 +71,18 @@ struct Cli {
     /// Access log: one JSON line per request, to this file (`-` for stdout). Off by default.
     #[arg(long, value_name = "PATH", env = "PEREGRINE_ACCESS_LOG")]
     access_log: Option<PathBuf>,
+
+    /// Reverse proxy: forward every request (but the config file's fixed routes) to this
+    /// upstream, `http://host:port` or `unix:/path/to.sock`. Repeat (or separate with commas)
+    /// for several servers, used in turn.
+    #[arg(long, value_name = "URL", env = "PEREGRINE_PROXY", value_delimiter = ',')]
+    proxy: Vec<String>,
+
+    /// With --proxy: peers (CIDR, e.g. 10.0.0.0/8, or an address) whose X-Forwarded-For,
+    /// X-Forwarded-Proto, X-Forwarded-Host and X-Request-Id are believed. Other peers' are
+    /// replaced. Default: nobody.
+    #[arg(long, value_name = "CIDR", env = "PEREGRINE_TRUST_PROXY", value_delimiter = ',')]
+    trust_proxy: Vec<String>,
 
     /// Do not pin reactor threads to CPUs.
     #[arg(long)]
@@ -145,10 +158,21 @@ fn main() -> ExitCode {
             None
         }
     };
+    let proxy = match proxy_config(&cli) {
+        Ok(p) => p.map(Arc::new),
+        Err(e) => return usage_error(&e),
+    };
     let routes = Arc::new(config.route.clone());
     let welcome = WelcomePage::default();
     let page = Arc::clone(&welcome);
-    let factory = move || BuiltinRoutes::new(&routes).with_welcome(Arc::clone(&page));
+    let core_proxy = proxy.clone();
+    let factory = move || {
+        let routes = BuiltinRoutes::new(&routes).with_welcome(Arc::clone(&page));
+        match &core_proxy {
+            Some(config) => routes.with_proxy(Proxy::new(Arc::clone(config))),
+            None => routes,
+        }
+    };
     let server = match Server::start(server_config, factory) {
         Ok(s) => s,
         // Unusable certificate files are a configuration mistake: exit 2, like a bad flag.
@@ -171,6 +195,10 @@ fn main() -> ExitCode {
     }
     if let Some(addr) = server.admin_addr() {
         println!("admin listening on http://{addr}");
+    }
+    if let Some(proxy) = &proxy {
+        let names: Vec<&str> = proxy.servers.iter().map(|s| s.name()).collect();
+        println!("proxying to {}", names.join(", "));
     }
     let overview = Overview {
         listeners: server
@@ -233,6 +261,29 @@ fn listeners(cli: &Cli, config: &Config) -> Result<(Vec<ListenerSpec>, bool), St
         }
     }
     Ok((specs, development))
+}
+
+/// The reverse proxy `--proxy` asks for (upstream names resolved here, before any reactor
+/// starts), or `None`.
+fn proxy_config(cli: &Cli) -> Result<Option<ProxyConfig>, String> {
+    if cli.proxy.is_empty() {
+        if !cli.trust_proxy.is_empty() {
+            return Err("--trust-proxy needs --proxy".into());
+        }
+        return Ok(None);
+    }
+    let servers = cli
+        .proxy
+        .iter()
+        .map(|s| UpstreamServer::parse(s).map_err(|e| format!("--proxy: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut config = ProxyConfig::new(servers);
+    config.trusted_proxies = cli
+        .trust_proxy
+        .iter()
+        .map(|s| config::parse_net(s).map_err(|e| format!("--trust-proxy: {e}")))
+        .collect::<Result<_, _>>()?;
+    Ok(Some(config))
 }
 
 /// A fresh self-signed certificate, announced as what it is.

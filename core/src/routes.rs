@@ -1,5 +1,5 @@
 //! The built-in routes of the `peregrine` binary: a welcome page, the benchmark routes, an
-//! echo route, and fixed responses from the config file.
+//! echo route, fixed responses from the config file, and the reverse proxy (`--proxy`).
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 
 use crate::config::RouteConfig;
+use crate::proxy::Proxy;
 use crate::{Body, Handler};
 
 /// The welcome page, shared by every core's handler: filled in once the server has bound
@@ -23,11 +24,13 @@ struct Fixed {
     body: Bytes,
 }
 
-/// The binary's handler: fixed routes from the config first, then the built-in ones.
+/// The binary's handler: fixed routes from the config first, then the reverse proxy when
+/// one is set (every other request goes upstream), else the built-in routes.
 #[derive(Clone)]
 pub struct BuiltinRoutes {
     fixed: Rc<HashMap<String, Fixed>>,
     welcome: WelcomePage,
+    proxy: Option<Rc<Proxy>>,
 }
 
 impl BuiltinRoutes {
@@ -45,7 +48,12 @@ impl BuiltinRoutes {
                 (r.path.clone(), fixed)
             })
             .collect();
-        BuiltinRoutes { fixed: Rc::new(fixed), welcome: WelcomePage::default() }
+        BuiltinRoutes { fixed: Rc::new(fixed), welcome: WelcomePage::default(), proxy: None }
+    }
+
+    /// Sends every request no fixed route answers to `proxy` (this core's).
+    pub fn with_proxy(self, proxy: Proxy) -> BuiltinRoutes {
+        BuiltinRoutes { proxy: Some(Rc::new(proxy)), ..self }
     }
 
     /// Serves `welcome` at `/` (until it is set, a page without the listeners).
@@ -72,6 +80,9 @@ impl Handler for BuiltinRoutes {
             *r.status_mut() = f.status;
             r.headers_mut().insert(header::CONTENT_TYPE, f.content_type.clone());
             return r;
+        }
+        if let Some(proxy) = &self.proxy {
+            return proxy.call(request).await;
         }
         match request.uri().path() {
             "/plaintext" => respond(StatusCode::OK, "text/plain", "Hello, World!"),

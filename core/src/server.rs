@@ -538,12 +538,10 @@ impl Reactor {
                         let _ = socket.set_tcp_nodelay(true);
                         match self.limiter.try_acquire() {
                             Some(permit) => {
-                                // A syscall per connection, so only when the log wants it.
-                                let peer = settings
-                                    .access_log
-                                    .as_ref()
-                                    .and_then(|_| socket.peer_addr().ok())
-                                    .and_then(|a| a.as_socket());
+                                // One syscall per connection: the access log, the
+                                // handlers' ConnectionInfo and the proxy's forwarded
+                                // fields all want the client's address.
+                                let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
                                 let admitted = conn::Admitted::new(permit, &live);
                                 executor::spawn(conn::serve(
                                     fd,

@@ -36,10 +36,19 @@ pub(crate) type Listener = std::sync::Arc<OwnedSocket>;
 
 /// The raw handle of a socket, for driver operations.
 pub(crate) fn raw(socket: &OwnedSocket) -> RawSocket {
-    #[cfg(unix)]
-    return std::os::fd::AsRawFd::as_raw_fd(socket);
-    #[cfg(windows)]
-    return std::os::windows::io::AsRawSocket::as_raw_socket(socket);
+    raw_of(socket)
+}
+
+/// The raw handle of any socket-like value (a `socket2::Socket` before it becomes owned).
+#[cfg(unix)]
+pub(crate) fn raw_of(socket: &impl std::os::fd::AsRawFd) -> RawSocket {
+    socket.as_raw_fd()
+}
+
+/// The raw handle of any socket-like value (a `socket2::Socket` before it becomes owned).
+#[cfg(windows)]
+pub(crate) fn raw_of(socket: &impl std::os::windows::io::AsRawSocket) -> RawSocket {
+    socket.as_raw_socket()
 }
 
 /// Binds `addr` for `reactors` reactors and returns each one's listener and the bound

@@ -223,7 +223,8 @@ async fn serve_request<H: Handler>(
         BodyFraming::Length(n) => Body::incoming(Incoming::new(Rc::clone(io), Some(n))),
         BodyFraming::Chunked => Body::incoming(Incoming::new(Rc::clone(io), None)),
     };
-    let request = exchange::request(method, uri, version, headers, body);
+    let connection = exchange::ConnectionInfo { peer, tls: io.transport.is_tls() };
+    let request = exchange::request(method, uri, version, headers, body, connection);
     // A panicked handler's 500 closes the connection: its state is not to be trusted.
     let (response, panicked) = match exchange::call(handler, request).await {
         Ok(response) => (response, false),

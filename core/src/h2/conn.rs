@@ -53,6 +53,8 @@ pub(crate) struct Shared {
     conn_waker: RefCell<Option<Waker>>,
     pub(crate) settings: Rc<Settings>,
     pub(crate) peer: Option<SocketAddr>,
+    /// Whether the connection is TLS (for the handlers' `ConnectionInfo`).
+    pub(crate) tls: bool,
     /// Streams whose task has not finished yet (the connection ends only after them).
     pub(crate) running: Cell<usize>,
     /// A stream's first poll runs on the connection task: waking it then is pointless (it
@@ -124,6 +126,7 @@ pub(crate) async fn serve<H: Handler>(
         conn_waker: RefCell::new(None),
         settings: Rc::clone(&settings),
         peer,
+        tls: transport.is_tls(),
         running: Cell::new(0),
         on_conn_task: Cell::new(false),
     });

@@ -115,7 +115,8 @@ async fn run<H: Handler>(
     } else {
         Body::h2(RequestBody::new(Rc::clone(shared), id, content_length))
     };
-    let request = exchange::request(method, uri, Version::HTTP_2, headers, body);
+    let connection = exchange::ConnectionInfo { peer: shared.peer, tls: shared.tls };
+    let request = exchange::request(method, uri, Version::HTTP_2, headers, body, connection);
     let response = match exchange::call(handler, request).await {
         Ok(r) => r,
         // The 500 goes on this stream only: the connection's other streams go on.

@@ -70,6 +70,7 @@ pub(crate) enum SlotState {
     Recv { buf: BytesMut, result: Option<io::Result<usize>> },
     Send { result: Option<(io::Result<usize>, SendBuf)> },
     Close { done: bool },
+    Connect { result: Option<io::Result<()>> },
 }
 
 pub(crate) struct Slot {
@@ -114,6 +115,7 @@ impl Ops {
                 *result = Some((r, buf));
             }
             (SlotState::Close { done }, Outcome::Closed(_)) => *done = true,
+            (SlotState::Connect { result }, Outcome::Connected(r)) => *result = Some(r),
             _ => return,
         }
         if let Some(w) = slot.waker.take() {
@@ -146,6 +148,7 @@ fn poll_slot(index: usize, cx: &mut Context<'_>) -> Option<SlotState> {
             SlotState::Recv { result, .. } => result.is_some(),
             SlotState::Send { result } => result.is_some(),
             SlotState::Close { done } => *done,
+            SlotState::Connect { result } => result.is_some(),
         };
         if ready {
             Some(ops.slots.remove(index).state)
@@ -233,6 +236,82 @@ impl Drop for Send {
             orphan(index);
         }
     }
+}
+
+/// Connects a new stream socket to `addr` (TCP, or a Unix socket path), through the driver.
+/// Resolves to the connected socket. Dropping the future cancels the connect and closes the
+/// socket.
+pub(crate) struct Connect {
+    index: Option<usize>,
+    socket: Option<socket2::Socket>,
+}
+
+/// Starts connecting to `addr`; fails at once if no socket could be made.
+pub(crate) fn connect(addr: &socket2::SockAddr) -> io::Result<Connect> {
+    let socket = socket2::Socket::new(addr.domain(), socket2::Type::STREAM, None)?;
+    if addr.is_ipv4() || addr.is_ipv6() {
+        // Requests and responses are written whole; Nagle would only delay them.
+        socket.set_tcp_nodelay(true)?;
+    }
+    let raw = crate::sys::raw_of(&socket);
+    let index = submit(SlotState::Connect { result: None }, |d, token| d.connect(raw, addr, token));
+    Ok(Connect { index: Some(index), socket: Some(socket) })
+}
+
+impl Future for Connect {
+    type Output = io::Result<OwnedSocket>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let index = self.index.expect("Connect polled after completion");
+        match poll_slot(index, cx) {
+            Some(SlotState::Connect { result: Some(r) }) => {
+                self.index = None;
+                let socket = self.socket.take().expect("the socket lives until completion");
+                Poll::Ready(r.map(|()| OwnedSocket::from(socket)))
+            }
+            Some(_) => unreachable!("slot kind changed"),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Connect {
+    fn drop(&mut self) {
+        if let Some(index) = self.index {
+            orphan(index);
+        }
+    }
+}
+
+/// Closes `fd` through the driver without waiting for it (for a socket dropped with its
+/// owner). During teardown, with no driver left, the socket is simply dropped.
+pub(crate) fn close_detached(fd: OwnedSocket) {
+    let mut fd = Some(fd);
+    super::try_with_driver(|driver, ops| {
+        let Some(fd) = fd.take() else { return };
+        let entry = ops.slots.vacant_entry();
+        let op = driver.close(fd, entry.key() as u64);
+        // Orphaned from the start: the completion frees the slot and wakes no one.
+        entry.insert(Slot {
+            state: SlotState::Close { done: false },
+            waker: None,
+            op,
+            orphaned: true,
+        });
+    });
+}
+
+/// Sends all of `buf`, one send after another. Returns the emptied buffer for reuse.
+pub(crate) async fn send_all(fd: RawSocket, mut buf: SendBuf) -> io::Result<SendBuf> {
+    while !buf.is_empty() {
+        let (result, back) = send(fd, buf).await;
+        buf = back;
+        match result? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => buf.advance(n),
+        }
+    }
+    Ok(buf)
 }
 
 /// Closes `fd` through the driver, waiting for the close to finish.

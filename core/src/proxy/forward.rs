@@ -1,0 +1,244 @@
+//! The forwarding rules: what crosses the proxy and what does not (RFC 9110 §7.6, RFC 7239).
+//!
+//! - Hop-by-hop fields are removed both ways: `Connection` and every field it names,
+//!   `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`,
+//!   `Trailer`, `Transfer-Encoding`, `Upgrade`. Framing (`Content-Length`) is the codec's on
+//!   each side, and `Expect` is answered by Peregrine itself, so neither is copied.
+//! - `X-Forwarded-For` / `-Proto` / `-Host` (and `Forwarded`, when asked for) describe the
+//!   client to the upstream. What the client sent of them is believed only when the client
+//!   is a trusted proxy; otherwise it is dropped and replaced, so a client cannot spoof its
+//!   address to the app (ASP.NET Core's ForwardedHeaders and nginx's realip do the same).
+//! - `X-Request-Id` is kept from a trusted proxy, otherwise generated.
+
+use std::cell::Cell;
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// `x-forwarded-for`.
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `x-forwarded-proto`.
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `x-forwarded-host`.
+pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `x-request-id`.
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Fields that describe one hop only, never forwarded (RFC 9110 §7.6.1, plus the
+/// `Proxy-Connection` of old clients and the framing fields each side writes itself).
+const HOP_BY_HOP: [HeaderName; 10] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::CONTENT_LENGTH,
+];
+
+/// Removes the hop-by-hop fields from `headers`, the ones `Connection` names first.
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Which peers may tell us who the client is.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Trusted {
+    nets: Vec<ipnet::IpNet>,
+}
+
+impl Trusted {
+    /// Trusts the peers in `nets`.
+    pub(crate) fn new(nets: Vec<ipnet::IpNet>) -> Trusted {
+        Trusted { nets }
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.nets.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// What the proxy knows of the client of one request.
+pub(crate) struct Client {
+    /// The peer of the connection (the client, or a proxy in front of us).
+    pub(crate) peer: Option<SocketAddr>,
+    /// Whether the connection to us is TLS.
+    pub(crate) tls: bool,
+    /// The request's host (`:authority` or `Host`).
+    pub(crate) host: Option<HeaderValue>,
+}
+
+/// Rewrites a request's fields for the upstream: hop-by-hop fields out, forwarded fields
+/// and a request id in. Returns the request id.
+pub(crate) fn request_fields(
+    headers: &mut HeaderMap,
+    client: &Client,
+    trusted: &Trusted,
+    forwarded: bool,
+) -> HeaderValue {
+    remove_hop_by_hop(headers);
+    headers.remove(header::EXPECT);
+    let peer_trusted = client.peer.is_some_and(|p| trusted.contains(p.ip()));
+    if !peer_trusted {
+        for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_REQUEST_ID] {
+            headers.remove(name);
+        }
+        headers.remove(header::FORWARDED);
+    }
+    let proto = HeaderValue::from_static(if client.tls { "https" } else { "http" });
+    if let Some(peer) = client.peer {
+        let ip = canonical(peer.ip()).to_string();
+        // Appended to what a trusted proxy said: `client, proxy1, proxy2` (each hop adds
+        // the address it saw).
+        let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(before) if !before.trim().is_empty() => format!("{before}, {ip}"),
+            _ => ip.clone(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        if forwarded {
+            let node = match peer.ip() {
+                IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => format!("\"[{v6}]\""),
+                _ => ip,
+            };
+            let mut element = format!("for={node};proto={}", proto.to_str().unwrap_or("http"));
+            if let Some(host) = client.host.as_ref().and_then(|h| h.to_str().ok()) {
+                element.push_str(&format!(";host=\"{host}\""));
+            }
+            let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+                Some(before) if !before.trim().is_empty() => format!("{before}, {element}"),
+                _ => element,
+            };
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(header::FORWARDED, v);
+            }
+        }
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO.clone(), proto);
+    }
+    if let Some(host) = &client.host {
+        if !headers.contains_key(&X_FORWARDED_HOST) {
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        }
+    }
+    match headers.get(&X_REQUEST_ID) {
+        Some(id) => id.clone(),
+        None => {
+            let id = new_request_id();
+            headers.insert(X_REQUEST_ID.clone(), id.clone());
+            id
+        }
+    }
+}
+
+thread_local! {
+    /// This core's request counter, for request ids.
+    static NEXT_ID: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A request id unique to this process run: 16 hex digits of a per-process random prefix
+/// mixed with the thread, then this core's counter. Not a secret, just unique.
+fn new_request_id() -> HeaderValue {
+    use std::hash::BuildHasher;
+    static PREFIX: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let n = NEXT_ID.with(|c| {
+        let n = c.get();
+        c.set(n + 1);
+        n
+    });
+    let prefix = PREFIX.get_or_init(Default::default).hash_one(std::thread::current().id());
+    let id = format!("{prefix:016x}{n:08x}");
+    HeaderValue::from_str(&id).expect("hex digits are a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trusted(nets: &[&str]) -> Trusted {
+        Trusted::new(nets.iter().map(|n| n.parse().unwrap()).collect())
+    }
+
+    fn client(peer: &str) -> Client {
+        Client {
+            peer: Some(peer.parse().unwrap()),
+            tls: false,
+            host: Some(HeaderValue::from_static("example.com")),
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_the_ones_connection_names_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn an_untrusted_peer_cannot_spoof_forwarded_fields() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("spoofed"));
+        let id = request_fields(&mut h, &client("10.0.0.7:5000"), &Trusted::default(), false);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.7");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_HOST], "example.com");
+        assert_ne!(id, "spoofed");
+        assert_eq!(h[&X_REQUEST_ID], id);
+    }
+
+    #[test]
+    fn a_trusted_peer_s_fields_are_kept_and_appended_to() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc"));
+        let t = trusted(&["10.0.0.0/8"]);
+        let id = request_fields(&mut h, &client("10.0.0.7:5000"), &t, true);
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 10.0.0.7");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(id, "abc");
+        assert_eq!(h[header::FORWARDED], "for=10.0.0.7;proto=http;host=\"example.com\"");
+    }
+
+    #[test]
+    fn request_ids_differ() {
+        assert_ne!(new_request_id(), new_request_id());
+    }
+}

@@ -1,0 +1,406 @@
+//! The reverse proxy: a [`Handler`] that forwards each request to an upstream server and
+//! streams the answer back.
+//!
+//! ```text
+//!  exchange ─► Proxy::call ─► pick a server (round robin, skipping ones that just failed)
+//!                │            pooled connection, or connect (driver op, connect_timeout)
+//!                │            forward.rs: hop-by-hop out, X-Forwarded-*, request id in
+//!                ▼
+//!              h1.rs: head (+ body in memory) ─► upstream ─► response head (strict parse)
+//!                     streamed body ──────────►           ◄─ streamed body (back-pressure)
+//!                ▼
+//!              Response<Body> ─► exchange ─► client; the connection back to this core's pool
+//! ```
+//!
+//! Failures get the standard answers with a short body and no internal details: an upstream
+//! that refuses, resets or answers malformed bytes is `502`, one that is too slow `504`.
+//! A request is retried on another server (or a fresh connection) only while nothing of it
+//! can have reached an upstream's application: a failed connect, or a pooled connection
+//! found closed, for a request whose body is in memory.
+
+mod forward;
+mod h1;
+mod pool;
+mod upstream;
+
+pub use upstream::{UpstreamError, UpstreamServer};
+
+use std::cell::Cell;
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use peregrine_protocols::h1::{encode_request_head, BodyFraming, ResponseError, ResponseLimits};
+use tracing::debug;
+
+use crate::exchange::ConnectionInfo;
+use crate::sys::driver::SendBuf;
+use crate::{rt, Body, BodyError, Handler};
+use pool::{Conn, Pool};
+
+/// How the proxy forwards: its upstream servers, whom it trusts, and its timeouts.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// The upstream servers, used in turn (round robin).
+    pub servers: Vec<UpstreamServer>,
+    /// Peers whose `X-Forwarded-*`, `Forwarded` and `X-Request-Id` fields are believed (other
+    /// peers' are dropped and replaced).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Also send RFC 7239 `Forwarded` (the `X-Forwarded-*` fields are always sent).
+    pub forwarded_header: bool,
+    /// Longest wait for a connection to an upstream (`504` past it).
+    pub connect_timeout: Duration,
+    /// Longest wait for the response head once the request is sent (`504` past it).
+    pub response_header_timeout: Duration,
+    /// Longest wait for a single read or write of a body, either way.
+    pub idle_timeout: Duration,
+    /// How long an unused upstream connection is kept for reuse.
+    pub keepalive_timeout: Duration,
+    /// Idle connections kept per upstream server, per core.
+    pub max_idle_per_server: usize,
+    /// Failures in a row after which a server is skipped for `fail_timeout`.
+    pub max_fails: u32,
+    /// How long a failing server is skipped.
+    pub fail_timeout: Duration,
+    /// Size limits of upstream response heads.
+    pub response_limits: ResponseLimits,
+}
+
+impl ProxyConfig {
+    /// Proxies to `servers` with the defaults: connect 5 s, response head 60 s, idle 60 s,
+    /// 32 idle connections per server per core kept 60 s, a server skipped for 10 s after
+    /// 3 failures in a row, and nobody trusted.
+    pub fn new(servers: Vec<UpstreamServer>) -> ProxyConfig {
+        ProxyConfig {
+            servers,
+            trusted_proxies: Vec::new(),
+            forwarded_header: false,
+            connect_timeout: Duration::from_secs(5),
+            response_header_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(60),
+            max_idle_per_server: 32,
+            max_fails: 3,
+            fail_timeout: Duration::from_secs(10),
+            response_limits: ResponseLimits::default(),
+        }
+    }
+}
+
+/// Why forwarding failed; each becomes a status for the client.
+#[derive(Debug)]
+pub(crate) enum ProxyError {
+    /// No server to try: all are skipped after failing.
+    NoServer,
+    /// The connect failed (refused, unreachable).
+    Connect(io::Error),
+    /// The upstream took too long (connect, response head, or a body read or write).
+    Timeout,
+    /// Writing the request failed.
+    Send(io::Error),
+    /// Reading the response failed.
+    Recv(io::Error),
+    /// The upstream closed the connection before a response head.
+    Closed,
+    /// The upstream's response head broke a rule.
+    BadResponse(ResponseError),
+    /// The client's request body failed (too large, malformed, too slow, or gone).
+    ClientBody(BodyError),
+}
+
+impl std::fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProxyError::NoServer => f.write_str("no upstream server available"),
+            ProxyError::Connect(e) => write!(f, "connect failed: {e}"),
+            ProxyError::Timeout => f.write_str("upstream timed out"),
+            ProxyError::Send(e) => write!(f, "sending the request failed: {e}"),
+            ProxyError::Recv(e) => write!(f, "reading the response failed: {e}"),
+            ProxyError::Closed => f.write_str("upstream closed the connection"),
+            ProxyError::BadResponse(e) => write!(f, "{e}"),
+            ProxyError::ClientBody(e) => write!(f, "client request body: {e}"),
+        }
+    }
+}
+
+impl From<ResponseError> for ProxyError {
+    fn from(e: ResponseError) -> Self {
+        ProxyError::BadResponse(e)
+    }
+}
+
+impl ProxyError {
+    /// The status the client gets.
+    fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoServer => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ClientBody(e) => e.status().unwrap_or(StatusCode::BAD_REQUEST),
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Whether the upstream server is to blame (counts toward skipping it).
+    fn blames_server(&self) -> bool {
+        !matches!(self, ProxyError::ClientBody(_) | ProxyError::NoServer)
+    }
+}
+
+/// A short plain-text answer for a failed forward: the status and its reason, nothing
+/// about the upstream.
+fn error_response(status: StatusCode) -> Response<Body> {
+    let text = format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    let mut r = Response::new(Body::from(text));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// Passive health of one server on this core (nginx's `max_fails` / `fail_timeout`).
+#[derive(Default)]
+struct Health {
+    fails: Cell<u32>,
+    skip_until: Cell<Option<Instant>>,
+}
+
+/// What one core's proxy keeps: the config, the pool, the turn and the servers' health.
+pub(crate) struct Shared {
+    config: Arc<ProxyConfig>,
+    trusted: forward::Trusted,
+    pool: Pool,
+    next: Cell<usize>,
+    health: Vec<Health>,
+}
+
+impl Shared {
+    /// The next server in turn that is not being skipped.
+    fn pick(&self, now: Instant, tried: &[usize]) -> Option<usize> {
+        let n = self.config.servers.len();
+        for _ in 0..n {
+            let i = self.next.get() % n;
+            self.next.set(i + 1);
+            let skipped = self.health[i].skip_until.get().is_some_and(|t| now < t);
+            if !skipped && !tried.contains(&i) {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    fn failed(&self, server: usize, now: Instant) {
+        let h = &self.health[server];
+        h.fails.set(h.fails.get() + 1);
+        if h.fails.get() >= self.config.max_fails.max(1) {
+            h.skip_until.set(Some(now + self.config.fail_timeout));
+            h.fails.set(0);
+        }
+    }
+
+    fn succeeded(&self, server: usize) {
+        self.health[server].fails.set(0);
+    }
+}
+
+/// The reverse-proxy handler of one core. Build one per core from a shared
+/// [`ProxyConfig`] (the server's handler factory runs once per core).
+pub struct Proxy {
+    shared: Rc<Shared>,
+}
+
+impl Proxy {
+    /// A proxy for this core.
+    pub fn new(config: Arc<ProxyConfig>) -> Proxy {
+        let servers = config.servers.len();
+        let shared = Shared {
+            trusted: forward::Trusted::new(config.trusted_proxies.clone()),
+            pool: Pool::new(servers, config.max_idle_per_server, config.keepalive_timeout),
+            next: Cell::new(0),
+            health: (0..servers).map(|_| Health::default()).collect(),
+            config,
+        };
+        Proxy { shared: Rc::new(shared) }
+    }
+}
+
+impl Handler for Proxy {
+    async fn call(&self, request: Request<Body>) -> Response<Body> {
+        match forward(&self.shared, request).await {
+            Ok(response) => response,
+            Err(e) => {
+                debug!(error = %e, "proxy: answering {}", e.status());
+                error_response(e.status())
+            }
+        }
+    }
+}
+
+/// Forwards one request and returns the upstream's response, its body still streaming.
+async fn forward(
+    shared: &Rc<Shared>,
+    request: Request<Body>,
+) -> Result<Response<Body>, ProxyError> {
+    let config = &shared.config;
+    let (parts, mut body) = request.into_parts();
+    let method = parts.method;
+    let info = parts.extensions.get::<ConnectionInfo>().copied().unwrap_or_default();
+    let mut headers = parts.headers;
+    // HTTP/2's `:authority` (or an absolute-form target) is the host; it becomes `Host`.
+    let host = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => headers.get(header::HOST).cloned(),
+    };
+    let client = forward::Client { peer: info.peer, tls: info.tls, host: host.clone() };
+    forward::request_fields(&mut headers, &client, &shared.trusted, config.forwarded_header);
+    if let Some(host) = host {
+        headers.insert(header::HOST, host);
+    }
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let framing = match body.exact_len() {
+        Some(0) => BodyFraming::Empty,
+        Some(n) => BodyFraming::Length(n),
+        None => BodyFraming::Chunked,
+    };
+    let mut head = BytesMut::new();
+    encode_request_head(&method, target, &headers, framing, &mut head);
+    let head = head.freeze();
+    // A body already in memory goes with the head, and can be sent again on a retry.
+    let in_memory = if body.is_in_memory() { body.take_full() } else { None };
+
+    let mut tried: Vec<usize> = Vec::new();
+    let mut body = Some(body);
+    loop {
+        let now = rt::now();
+        let Some(server) = shared.pick(now, &tried).or_else(|| tried.last().copied()) else {
+            return Err(ProxyError::NoServer);
+        };
+        let (mut conn, fresh) = match shared.pool.take(server, now) {
+            Some(conn) => (conn, false),
+            None => match connect(shared, server).await {
+                Ok(conn) => (conn, true),
+                Err(e) => {
+                    debug!(server = shared.config.servers[server].name(), error = %e, "proxy: connect failed");
+                    shared.failed(server, rt::now());
+                    tried.push(server);
+                    if tried.len() < config.servers.len() {
+                        continue;
+                    }
+                    return Err(e);
+                }
+            },
+        };
+        let mut out = SendBuf::new();
+        out.push(head.clone());
+        if let Some(b) = &in_memory {
+            out.push(b.clone());
+        }
+        let mut sender = None;
+        let mut unfit = false;
+        let sent = h1::send_within(&conn, out, config.idle_timeout).await;
+        let result = match sent {
+            Ok(()) => {
+                if in_memory.is_none() {
+                    if let Some(body) = body.take() {
+                        sender = Some(h1::send_body(
+                            &conn,
+                            body,
+                            framing == BodyFraming::Chunked,
+                            config.idle_timeout,
+                        ));
+                    }
+                }
+                let read = h1::read_head(&mut conn, &method, shared, &mut sender, &mut unfit);
+                match rt::timer::timeout(rt::now() + config.response_header_timeout, read).await {
+                    Some(r) => r,
+                    None => Err(ProxyError::Timeout),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(head) => {
+                shared.succeeded(server);
+                return Ok(respond(shared, server, conn, head, sender, unfit, &method));
+            }
+            // A pooled connection the upstream closed while idle: try once more on a new one,
+            // if the request can be sent again.
+            Err(ProxyError::Closed | ProxyError::Send(_) | ProxyError::Recv(_))
+                if !fresh && (in_memory.is_some() || framing == BodyFraming::Empty) =>
+            {
+                debug!("proxy: pooled connection was closed by the upstream; retrying");
+                drop(conn);
+                continue;
+            }
+            Err(e) => {
+                if e.blames_server() {
+                    shared.failed(server, rt::now());
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Connects to `server` within `connect_timeout`.
+async fn connect(shared: &Shared, server: usize) -> Result<Conn, ProxyError> {
+    let addr = &shared.config.servers[server].addr;
+    let connecting = rt::io::connect(addr).map_err(ProxyError::Connect)?;
+    match rt::timer::timeout(rt::now() + shared.config.connect_timeout, connecting).await {
+        Some(Ok(fd)) => Ok(Conn::new(fd)),
+        Some(Err(e)) => Err(ProxyError::Connect(e)),
+        None => Err(ProxyError::Timeout),
+    }
+}
+
+/// The client's response: the upstream's head, cleaned, and its body streaming.
+fn respond(
+    shared: &Rc<Shared>,
+    server: usize,
+    conn: Conn,
+    mut head: peregrine_protocols::h1::ResponseHead,
+    sender: Option<h1::Sender>,
+    unfit: bool,
+    method: &http::Method,
+) -> Response<Body> {
+    // A response to HEAD advertises the length a GET would have had.
+    let head_len = (*method == http::Method::HEAD)
+        .then(|| head.headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse::<u64>().ok())
+        .flatten();
+    forward::remove_hop_by_hop(&mut head.headers);
+    let body = match head.body.exact_len() {
+        Some(0) => {
+            // Nothing to read: the connection is free again at once (the client's codec never
+            // polls an empty body, so this cannot wait for the stream's end).
+            if head.keep_alive && !unfit && sender.is_none() {
+                shared.pool.put(server, conn, rt::now());
+            }
+            Body::from_stream(NoChunks, head_len.or(Some(0)))
+        }
+        len => {
+            let stream =
+                h1::ResponseStream::new(Rc::clone(shared), server, conn, &head, sender, unfit);
+            Body::from_stream(stream, len)
+        }
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = head.status;
+    *response.headers_mut() = head.headers;
+    response
+}
+
+/// The body of a response that has none (its head may still advertise a length: HEAD).
+struct NoChunks;
+
+impl futures_core::Stream for NoChunks {
+    type Item = crate::BodyChunk;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::task::Poll::Ready(None)
+    }
+}

@@ -1,0 +1,103 @@
+//! Upstream connections and the per-core keep-alive pool.
+//!
+//! Each core's proxy handler owns its pool (handlers are per core), so taking and returning
+//! a connection is a `Vec` push and pop: no lock, no cross-core traffic. Idle connections are
+//! capped per server and closed after `idle_timeout`; the newest idle connection is reused
+//! first (the oldest are the likeliest to have been closed by the upstream).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::rt;
+use crate::sys::{self, OwnedSocket, RawSocket};
+
+/// One connection to an upstream server: the socket and the bytes read past the last
+/// response. Dropping it closes the socket (through the driver).
+pub(crate) struct Conn {
+    fd: Option<OwnedSocket>,
+    /// Received bytes not yet parsed.
+    pub(crate) buf: BytesMut,
+    /// Whether it came from the pool (a failure before any response byte may then be the
+    /// upstream having closed it while idle, and is retried once).
+    pub(crate) reused: bool,
+}
+
+impl Conn {
+    /// A freshly connected socket.
+    pub(crate) fn new(fd: OwnedSocket) -> Conn {
+        Conn { fd: Some(fd), buf: BytesMut::new(), reused: false }
+    }
+
+    /// The socket's raw handle, for driver operations.
+    pub(crate) fn raw(&self) -> RawSocket {
+        sys::raw(self.fd.as_ref().expect("a live connection has its socket"))
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            rt::io::close_detached(fd);
+        }
+    }
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// The idle connections of one core, per upstream server.
+pub(crate) struct Pool {
+    idle: RefCell<Vec<VecDeque<Idle>>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+impl Pool {
+    /// A pool for `servers` servers, keeping at most `max_idle` per server for
+    /// `idle_timeout`.
+    pub(crate) fn new(servers: usize, max_idle: usize, idle_timeout: Duration) -> Pool {
+        Pool {
+            idle: RefCell::new((0..servers).map(|_| VecDeque::new()).collect()),
+            max_idle,
+            idle_timeout,
+        }
+    }
+
+    /// The newest idle connection to `server` that has not timed out.
+    pub(crate) fn take(&self, server: usize, now: Instant) -> Option<Conn> {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.get_mut(server)?;
+        self.expire(list, now);
+        let mut conn = list.pop_back()?.conn;
+        conn.reused = true;
+        Some(conn)
+    }
+
+    /// Keeps `conn` for reuse (closing the oldest idle one when the server's list is full).
+    pub(crate) fn put(&self, server: usize, conn: Conn, now: Instant) {
+        if self.max_idle == 0 || !conn.buf.is_empty() {
+            return; // stray bytes after a response: the connection is not clean
+        }
+        let mut idle = self.idle.borrow_mut();
+        let Some(list) = idle.get_mut(server) else { return };
+        self.expire(list, now);
+        if list.len() >= self.max_idle {
+            list.pop_front();
+        }
+        list.push_back(Idle { conn, since: now });
+    }
+
+    fn expire(&self, list: &mut VecDeque<Idle>, now: Instant) {
+        while list
+            .front()
+            .is_some_and(|i| now.saturating_duration_since(i.since) >= self.idle_timeout)
+        {
+            list.pop_front();
+        }
+    }
+}
