@@ -17,7 +17,7 @@
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -126,6 +126,13 @@ pub(crate) trait BodySink {
 
     /// Takes one non-empty chunk; resolves once the sink can take more.
     fn chunk(&mut self, chunk: Bytes) -> impl Future<Output = Result<(), Self::Error>>;
+
+    /// Ready once the peer has gone away. Polled while the body's next chunk is awaited, so
+    /// a client that leaves is noticed even while the body has nothing to send (a proxied
+    /// upstream that stalls), and the body is dropped, releasing what it holds.
+    fn poll_gone(&mut self, _cx: &mut Context<'_>) -> Poll<Self::Error> {
+        Poll::Pending
+    }
 }
 
 /// How a pump ended short.
@@ -146,7 +153,11 @@ pub(crate) async fn pump<S: BodySink>(
 ) -> Result<u64, PumpError<S::Error>> {
     let mut sent: u64 = 0;
     loop {
-        let chunk = match next_chunk(&mut body).await {
+        let next = poll_fn(|cx| match sink.poll_gone(cx) {
+            Poll::Ready(gone) => Poll::Ready(Err(gone)),
+            Poll::Pending => poll_next_chunk(&mut body, cx).map(Ok),
+        });
+        let chunk = match next.await.map_err(PumpError::Sink)? {
             None => break,
             Some(Err(e)) => return Err(PumpError::Body(e)),
             Some(Ok(chunk)) if chunk.is_empty() => continue,
@@ -166,8 +177,11 @@ pub(crate) async fn pump<S: BodySink>(
 
 /// The next chunk of a response body, polled with the same isolation as the handler: a
 /// panic in the body's stream ends this response, never the core's other connections.
-async fn next_chunk(body: &mut Body) -> Option<Result<Bytes, BodyFailed>> {
-    poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| body.poll_chunk(cx))) {
+fn poll_next_chunk(
+    body: &mut Body,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Bytes, BodyFailed>>> {
+    match catch_unwind(AssertUnwindSafe(|| body.poll_chunk(cx))) {
         Ok(Poll::Ready(chunk)) => Poll::Ready(chunk.map(|c| c.map_err(BodyFailed::Error))),
         Ok(Poll::Pending) => Poll::Pending,
         Err(_) => {
@@ -175,8 +189,7 @@ async fn next_chunk(body: &mut Body) -> Option<Result<Bytes, BodyFailed>> {
             crate::metrics::count(|m| m.rejected(Rejection::HandlerPanic));
             Poll::Ready(Some(Err(BodyFailed::Panicked)))
         }
-    })
-    .await
+    }
 }
 
 /// What the record of an exchange needs from its request, kept from the start.

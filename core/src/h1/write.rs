@@ -10,9 +10,14 @@ use peregrine_protocols::h1::{
 use super::io::{ConnIo, Why, WriteFail};
 use crate::body::BodyError;
 use crate::exchange::{pump, BodyFailed, BodySink, PumpError};
+use crate::transport::Recv;
 use crate::{date, Body};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use peregrine_limits::Limit;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
 /// Bodies up to this size are copied next to the head (one send, one small copy); larger
 /// ones are sent from their own buffer without copying.
@@ -108,7 +113,7 @@ pub(crate) async fn stream_body(io: &ConnIo, streaming: StreamingBody) -> Writte
         _ => None,
     };
     let chunked = framing == ResponseFraming::Chunked;
-    match pump(body, declared, &mut Sink { io, chunked }).await {
+    match pump(body, declared, &mut Sink { io, chunked, watch: None, alive: false }).await {
         Ok(written) => {
             if chunked {
                 io.write_small(LAST_CHUNK);
@@ -123,13 +128,64 @@ pub(crate) async fn stream_body(io: &ConnIo, streaming: StreamingBody) -> Writte
 
 /// An HTTP/1 response body's way out: chunk framing when chunked, then a flush per chunk
 /// (the flush's own rate check is the back-pressure).
+///
+/// While the body has nothing to send, the client's socket is watched for EOF (nginx does
+/// the same for proxied requests), once the request body has been read: a client that
+/// leaves ends the response at once, instead of when the body next writes.
 struct Sink<'a> {
     io: &'a ConnIo,
     chunked: bool,
+    /// The receive watching for the client's EOF (started with an empty buffer, so
+    /// cancelling it loses nothing).
+    watch: Option<Recv<'a>>,
+    /// The client sent more bytes (a pipelined request): it is there, stop watching.
+    alive: bool,
+}
+
+impl Drop for Sink<'_> {
+    fn drop(&mut self) {
+        // A receive that completed but was not yet polled holds the client's next bytes:
+        // keep them for the next request rather than dropping them with the operation.
+        let Some(mut watch) = self.watch.take() else { return };
+        let mut cx = Context::from_waker(Waker::noop());
+        if let Poll::Ready((buf, Ok(n))) = Pin::new(&mut watch).poll(&mut cx) {
+            if n > 0 {
+                self.io.read.borrow_mut().inbuf = buf;
+            }
+        }
+    }
 }
 
 impl BodySink for Sink<'_> {
     type Error = WriteFail;
+
+    fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<WriteFail> {
+        if self.alive {
+            return Poll::Pending;
+        }
+        if self.watch.is_none() {
+            let read = self.io.read.borrow();
+            // Only once the request body is read (its reader owns the socket's receive
+            // side until then) and nothing is buffered (the client is evidently there).
+            if read.decoder.is_some() || !read.inbuf.is_empty() {
+                return Poll::Pending;
+            }
+            drop(read);
+            self.watch = Some(self.io.transport.recv(BytesMut::new()));
+        }
+        let watch = self.watch.as_mut().expect("set above");
+        let (buf, result) = std::task::ready!(Pin::new(watch).poll(cx));
+        self.watch = None;
+        match result {
+            Ok(0) => Poll::Ready(WriteFail::Io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => {
+                self.io.read.borrow_mut().inbuf = buf;
+                self.alive = true;
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(WriteFail::Io(e)),
+        }
+    }
 
     async fn chunk(&mut self, chunk: Bytes) -> Result<(), WriteFail> {
         if self.chunked {

@@ -234,7 +234,13 @@ impl Stream for ResponseStream {
                 }
             }
             match this.decoder.decode(&mut conn.buf) {
-                Ok(BodyEvent::Data(bytes)) => return Poll::Ready(Some(Ok(bytes))),
+                Ok(BodyEvent::Data(bytes)) => {
+                    if this.decoder.is_done() {
+                        // The last bytes: the connection is free before the client has them.
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(bytes)));
+                }
                 Ok(BodyEvent::Done) => {
                     this.finish();
                     return Poll::Ready(None);

@@ -192,6 +192,11 @@ impl Shared {
     }
 
     fn failed(&self, server: usize, now: Instant) {
+        // A lone server is never skipped (as in nginx): there is nowhere else to go, and a
+        // 503 for `fail_timeout` would outlast a quick restart of the app.
+        if self.health.len() == 1 {
+            return;
+        }
         let h = &self.health[server];
         h.fails.set(h.fails.get() + 1);
         if h.fails.get() >= self.config.max_fails.max(1) {
@@ -274,7 +279,7 @@ async fn forward(
     let mut body = Some(body);
     loop {
         let now = rt::now();
-        let Some(server) = shared.pick(now, &tried).or_else(|| tried.last().copied()) else {
+        let Some(server) = shared.pick(now, &tried) else {
             return Err(ProxyError::NoServer);
         };
         let (mut conn, fresh) = match shared.pool.take(server, now) {

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test crate uses its own subset of these helpers
 
 pub mod tls;
+pub mod upstream;
 
 use std::cell::{Cell, OnceCell};
 use std::collections::HashSet;

@@ -1,0 +1,357 @@
+//! The reverse proxy over real sockets: a scripted upstream (`common::upstream`) behind a
+//! Peregrine proxy, and raw, curl and hyper clients in front.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::upstream::{self, ok, Reply, Upstream};
+use common::{addr, Client};
+use peregrine::proxy::{Proxy, ProxyConfig, UpstreamServer};
+use peregrine::{IoChoice, Limits, Server};
+
+/// A proxy in front of `servers`, with `tune` applied to the defaults.
+fn proxy_to(io: IoChoice, servers: &[String], tune: impl FnOnce(&mut ProxyConfig)) -> Server {
+    let servers = servers.iter().map(|s| UpstreamServer::parse(s).unwrap()).collect();
+    let mut config = ProxyConfig::new(servers);
+    tune(&mut config);
+    let config = Arc::new(config);
+    Server::start(common::config(io, Limits::default()), move || Proxy::new(Arc::clone(&config)))
+        .expect("proxy starts")
+}
+
+fn proxy(io: IoChoice, up: &Upstream) -> Server {
+    proxy_to(io, &[format!("http://{}", up.addr)], |_| {})
+}
+
+fn get(addr: SocketAddr, path: &str) -> common::RawResponse {
+    common::request(addr, format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n\r\n").as_bytes())
+}
+
+/// Stops a proxy gracefully (its upstream decides what a health check would answer).
+fn stop(server: Server) {
+    common::shutdown_and_wait(server, Duration::from_secs(10));
+}
+
+/// Waits up to 5 s for `f` to hold.
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+both_drivers!(forwards_requests_and_strips_hop_by_hop_fields_both_ways);
+
+fn forwards_requests_and_strips_hop_by_hop_fields_both_ways(io: IoChoice) {
+    let up = upstream::start(|seen| {
+        let body = format!("you sent {} bytes to {}", seen.body.len(), seen.target());
+        ok(
+            &body,
+            "connection: x-up-secret\r\nx-up-secret: 1\r\nkeep-alive: timeout=5\r\nx-app: yes\r\n",
+        )
+    });
+    let server = proxy(io, &up);
+    let mut c = Client::connect(addr(&server));
+    c.send(
+        b"POST /submit?q=1 HTTP/1.1\r\nHost: app.test\r\nConnection: keep-alive, X-Secret\r\n\
+          X-Secret: s\r\nKeep-Alive: timeout=9\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\n\
+          Upgrade: websocket\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    let r = c.read_response();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.text(), "you sent 5 bytes to /submit?q=1");
+    assert_eq!(r.header("x-app"), Some("yes"));
+    for gone in ["x-up-secret", "keep-alive"] {
+        assert_eq!(r.header(gone), None, "{gone} crossed the proxy back: {r:?}");
+    }
+    let seen = &up.seen()[0];
+    for gone in ["x-secret", "keep-alive", "te", "proxy-authorization", "upgrade", "connection"] {
+        assert_eq!(seen.header(gone), None, "{gone} reached the upstream: {}", seen.head);
+    }
+    assert_eq!(seen.body, b"hello");
+    assert_eq!(seen.header("host").as_deref(), Some("app.test"));
+    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(seen.header("x-forwarded-host").as_deref(), Some("app.test"));
+    assert!(seen.header("x-request-id").is_some_and(|id| id.len() >= 16), "{}", seen.head);
+    // The same client connection serves another request.
+    c.send(b"GET /again HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    assert_eq!(c.read_response().text(), "you sent 0 bytes to /again");
+    stop(server);
+}
+
+#[test]
+fn an_untrusted_client_cannot_spoof_forwarded_fields() {
+    let up = upstream::start(|_| ok("ok", ""));
+    let server = proxy(IoChoice::Auto, &up);
+    let r = common::request(
+        addr(&server),
+        b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Forwarded-For: 6.6.6.6\r\n\
+          X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.test\r\nX-Request-Id: mine\r\n\
+          Forwarded: for=6.6.6.6\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let seen = &up.seen()[0];
+    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"), "{}", seen.head);
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(seen.header("x-forwarded-host").as_deref(), Some("app.test"));
+    assert_ne!(seen.header("x-request-id").as_deref(), Some("mine"));
+    assert_eq!(seen.header("forwarded"), None);
+    stop(server);
+}
+
+#[test]
+fn a_trusted_proxy_s_fields_are_kept_and_extended() {
+    let up = upstream::start(|_| ok("ok", ""));
+    let server = proxy_to(IoChoice::Auto, &[format!("http://{}", up.addr)], |c| {
+        c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        c.forwarded_header = true;
+    });
+    let r = common::request(
+        addr(&server),
+        b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Forwarded-For: 203.0.113.7\r\n\
+          X-Forwarded-Proto: https\r\nX-Request-Id: edge-42\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let seen = &up.seen()[0];
+    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("203.0.113.7, 127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(seen.header("x-request-id").as_deref(), Some("edge-42"));
+    assert_eq!(
+        seen.header("forwarded").as_deref(),
+        Some("for=127.0.0.1;proto=http;host=\"app.test\"")
+    );
+    stop(server);
+}
+
+both_drivers!(upstream_connections_are_pooled_per_core);
+
+fn upstream_connections_are_pooled_per_core(io: IoChoice) {
+    let up = upstream::start(|_| ok("pooled", ""));
+    let server = proxy(io, &up);
+    for _ in 0..5 {
+        // A new client connection each time: only the upstream side is kept.
+        assert_eq!(get(addr(&server), "/").text(), "pooled");
+    }
+    assert_eq!(up.connections(), 1, "one upstream connection carried all five requests");
+    assert!(up.seen().iter().all(|s| s.conn == 0));
+    stop(server);
+}
+
+#[test]
+fn a_malformed_upstream_response_is_502_and_does_not_poison_the_pool() {
+    let up = upstream::start(|seen| match seen.target() {
+        "/smuggle" => Reply::Bytes(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+        "/bad-chunks" => Reply::Bytes(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
+                .to_vec(),
+        ),
+        "/garbage" => Reply::Bytes(b"SMTP ready\r\n\r\n".to_vec()),
+        _ => ok("fine", ""),
+    });
+    let server = proxy(IoChoice::Auto, &up);
+    for path in ["/smuggle", "/garbage"] {
+        let r = get(addr(&server), path);
+        assert_eq!(r.status, 502, "{path}: {r:?}");
+        assert_eq!(r.text(), "502 Bad Gateway\n", "no internal details");
+    }
+    // A bad body is found after the head went out: the client's response is cut short.
+    let mut c = Client::connect(addr(&server));
+    c.send(b"GET /bad-chunks HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    let got = c.read_to_eof_within(Duration::from_secs(5));
+    assert!(
+        !String::from_utf8_lossy(&got).contains("hello"),
+        "a broken upstream body aborts the response: {}",
+        String::from_utf8_lossy(&got)
+    );
+    let before = up.connections();
+    assert_eq!(get(addr(&server), "/after").text(), "fine");
+    assert_eq!(up.connections(), before + 1, "the broken connections were not reused");
+    stop(server);
+}
+
+#[test]
+fn smuggling_attempts_never_become_a_second_upstream_request() {
+    let up = upstream::start(|_| ok("ok", ""));
+    let server = proxy(IoChoice::Auto, &up);
+    let attacks: [&[u8]; 3] = [
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n\
+          0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5;\x00\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n\
+          helloGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+    ];
+    for attack in attacks {
+        let mut c = Client::connect(addr(&server));
+        c.send(attack);
+        let r = c.read_response();
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(attack));
+        assert!(c.is_closed(Duration::from_secs(5)));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let seen = up.seen();
+    assert!(
+        seen.iter().all(|s| s.target() != "/smuggled"),
+        "a smuggled request reached the upstream: {seen:?}"
+    );
+    stop(server);
+}
+
+#[test]
+fn a_dead_upstream_is_502_and_recovery_is_immediate() {
+    // A port that was just free: nothing listens there yet.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port_addr = listener.local_addr().unwrap();
+    drop(listener);
+    let server = proxy_to(IoChoice::Auto, &[format!("http://{port_addr}")], |_| {});
+    for _ in 0..4 {
+        assert_eq!(get(addr(&server), "/").status, 502);
+    }
+    let listener = std::net::TcpListener::bind(port_addr).unwrap();
+    let _up = upstream::start_on(listener, |_| ok("back", ""));
+    assert_eq!(get(addr(&server), "/").text(), "back", "a lone server is never skipped");
+    stop(server);
+}
+
+#[test]
+fn a_failing_server_is_skipped_and_all_failing_is_503() {
+    let good = upstream::start(|_| ok("good", ""));
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let servers = [format!("http://{dead}"), format!("http://{}", good.addr)];
+    let server = proxy_to(IoChoice::Auto, &servers, |c| c.max_fails = 1);
+    // A failed connect moves on to the next server: every request is answered.
+    for _ in 0..6 {
+        assert_eq!(get(addr(&server), "/").text(), "good");
+    }
+    drop(good);
+    let both_dead = [format!("http://{dead}"), format!("http://{dead}")];
+    let server2 = proxy_to(IoChoice::Auto, &both_dead, |c| c.max_fails = 1);
+    assert_eq!(get(addr(&server2), "/").status, 502);
+    assert_eq!(get(addr(&server2), "/").status, 503, "no healthy server left");
+    stop(server);
+    stop(server2);
+}
+
+#[test]
+fn a_slow_upstream_is_504() {
+    let up = upstream::start(|_| Reply::After(Duration::from_secs(3), Box::new(ok("late", ""))));
+    let server = proxy_to(IoChoice::Auto, &[format!("http://{}", up.addr)], |c| {
+        c.response_header_timeout = Duration::from_millis(300);
+    });
+    let started = Instant::now();
+    let r = get(addr(&server), "/");
+    assert_eq!(r.status, 504);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    stop(server);
+}
+
+#[test]
+fn a_client_that_goes_away_closes_its_upstream_connection() {
+    let up = upstream::start(|_| {
+        Reply::BytesThenHold(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial".to_vec())
+    });
+    let server = proxy(IoChoice::Auto, &up);
+    let mut c = Client::connect(addr(&server));
+    c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(c.read_head().status, 200);
+    drop(c);
+    eventually("the upstream connection closed", || {
+        up.closed_by_peer.load(std::sync::atomic::Ordering::SeqCst) == 1
+    });
+    stop(server);
+}
+
+#[test]
+fn chunked_and_streamed_bodies_cross_in_both_directions() {
+    let up = upstream::start(|seen| {
+        // Echoes the body back chunked, in two chunks.
+        let (a, b) = seen.body.split_at(seen.body.len() / 2);
+        let mut out = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        for part in [a, b] {
+            out.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+            out.extend_from_slice(part);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        Reply::Bytes(out)
+    });
+    let server = proxy(IoChoice::Auto, &up);
+    let mut c = Client::connect(addr(&server));
+    c.send(b"POST /e HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n");
+    let r = c.read_response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "hello world");
+    assert_eq!(up.seen()[0].body, b"hello world");
+    assert_eq!(up.seen()[0].header("transfer-encoding").as_deref(), Some("chunked"));
+    stop(server);
+}
+
+#[test]
+fn head_and_no_content_responses_keep_the_connection_pooled() {
+    let up = upstream::start(|seen| match seen.target() {
+        "/none" => Reply::Bytes(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()),
+        _ => Reply::Bytes(b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n".to_vec()),
+    });
+    let server = proxy(IoChoice::Auto, &up);
+    let mut c = Client::connect(addr(&server));
+    c.send(b"HEAD /h HTTP/1.1\r\nHost: a\r\n\r\n");
+    let head = c.read_head();
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("1234"), "{head:?}");
+    assert_eq!(get(addr(&server), "/none").status, 204);
+    assert_eq!(up.connections(), 1);
+    stop(server);
+}
+
+#[cfg(unix)]
+#[test]
+fn proxies_to_a_unix_socket() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = std::env::temp_dir().join(format!("peregrine-proxy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("app.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut w = stream.try_clone().unwrap();
+        let mut r = BufReader::new(stream);
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+            line.clear();
+        }
+        w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nover unix").unwrap();
+    });
+    let server = proxy_to(IoChoice::Auto, &[format!("unix:{}", path.display())], |_| {});
+    assert_eq!(get(addr(&server), "/").text(), "over unix");
+    stop(server);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[cfg(not(windows))] // curl runs on the Linux side only
+#[test]
+fn http2_clients_reach_an_http1_upstream_with_their_authority_as_host() {
+    let up = upstream::start(|seen| {
+        ok(&format!("host={}", seen.header("host").unwrap_or_default()), "")
+    });
+    let server = proxy(IoChoice::Auto, &up);
+    let url = format!("http://{}/from-h2", addr(&server));
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--http2-prior-knowledge", "-H", "Host: h2.test", &url])
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "host=h2.test");
+    stop(server);
+}
