@@ -5,10 +5,7 @@
 #[path = "support/process.rs"]
 mod process;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
-use std::time::Duration;
 
 use process::Proc;
 
@@ -32,6 +29,10 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_gigabyte_streams_through_both_ways_in_bounded_memory() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
     const TOTAL: u64 = 1 << 30;
     // Both processes accept a body this large (the default limit is 30 MB, as Kestrel's).
     let config = std::env::temp_dir().join(format!("peregrine-proxy-{}.toml", std::process::id()));
