@@ -24,11 +24,20 @@
 //! [limits]                    # any field of peregrine_limits::Limits
 //! keep_alive_timeout = "130s"
 //!
-//! [[route]]                   # fixed responses, matched on the exact path
+//! [[route]]                   # a fixed response, matched on the exact path
 //! path = "/healthz"
 //! status = 200
 //! body = "ok"
 //! content_type = "text/plain"
+//!
+//! [[route]]                   # the reverse proxy: see `proxy::config` for every key
+//! path_prefix = "/"
+//! upstream = "app"
+//!
+//! [[upstream]]
+//! name = "app"
+//! [[upstream.server]]
+//! address = "http://127.0.0.1:5000"
 //! ```
 //!
 //! Unknown keys are errors: a misspelt limit must not silently fall back to its default.
@@ -60,8 +69,12 @@ pub struct Config {
     pub access_log: Option<String>,
     /// Hardening limits.
     pub limits: Limits,
-    /// Fixed-response routes.
+    /// Routes, first match wins: fixed responses, or forwarding to an upstream.
     pub route: Vec<RouteConfig>,
+    /// Settings shared by every upstream (whom to trust).
+    pub proxy: crate::proxy::config::ProxySection,
+    /// Named groups of upstream servers.
+    pub upstream: Vec<crate::proxy::config::UpstreamConfig>,
 }
 
 /// One listener.
@@ -144,21 +157,136 @@ impl ListenerConfig {
     }
 }
 
-/// A fixed response for an exact path.
+/// A route: where requests matching its host and path go. First match wins. It answers
+/// with a fixed response (`status`, `body`, `content_type`) or forwards to an upstream
+/// group (`upstream`, with the forwarding keys).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// The exact request path, e.g. `/healthz`.
-    pub path: String,
-    /// Status code (default 200).
+    /// Matches this exact request path, e.g. `/healthz`.
+    pub path: Option<String>,
+    /// Matches paths under this prefix, e.g. `/api/` (neither `path` nor `path_prefix`:
+    /// every path).
+    pub path_prefix: Option<String>,
+    /// Matches this host (the `Host` field or HTTP/2 `:authority`, port ignored): exact, or
+    /// `*.example.com` for its subdomains. Absent: every host.
+    pub host: Option<String>,
+    /// Forwards to the `[[upstream]]` of this name.
+    pub upstream: Option<String>,
+    /// With `path_prefix`: removes the prefix from the target sent upstream.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Fields set on / removed from requests sent upstream.
+    #[serde(default)]
+    pub request_headers: crate::proxy::config::HeaderEdits,
+    /// Fields set on / removed from responses sent back.
+    #[serde(default)]
+    pub response_headers: crate::proxy::config::HeaderEdits,
+    /// A request body limit for this route, below `[limits] max_request_body_size`.
+    pub max_request_body_size: Option<u64>,
+    /// Overrides the upstream's `connect_timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<std::time::Duration>,
+    /// Overrides the upstream's `response_header_timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub response_header_timeout: Option<std::time::Duration>,
+    /// Overrides the upstream's `idle_timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<std::time::Duration>,
+    /// Fixed response: status code (default 200).
     #[serde(default = "default_status")]
     pub status: u16,
-    /// Response body (default empty).
+    /// Fixed response: body (default empty).
     #[serde(default)]
     pub body: String,
-    /// Content-Type (default `text/plain`).
+    /// Fixed response: Content-Type (default `text/plain`).
     #[serde(default = "default_content_type")]
     pub content_type: String,
+}
+
+impl RouteConfig {
+    /// A fixed response at an exact path (what embedders and tests build by hand).
+    pub fn fixed(path: &str, status: u16, body: &str) -> RouteConfig {
+        RouteConfig {
+            path: Some(path.into()),
+            path_prefix: None,
+            host: None,
+            upstream: None,
+            strip_prefix: false,
+            request_headers: Default::default(),
+            response_headers: Default::default(),
+            max_request_body_size: None,
+            connect_timeout: None,
+            response_header_timeout: None,
+            idle_timeout: None,
+            status,
+            body: body.into(),
+            content_type: default_content_type(),
+        }
+    }
+
+    /// Whether this route forwards rather than answering itself.
+    pub fn is_proxy(&self) -> bool {
+        self.upstream.is_some()
+    }
+
+    /// The forwarding options of a proxy route.
+    pub fn route_options(&self) -> Result<crate::proxy::RouteOptions, String> {
+        let strip = self.strip_prefix.then(|| self.path_prefix.clone()).flatten();
+        crate::proxy::RouteOptions::new(
+            strip,
+            &self.request_headers,
+            &self.response_headers,
+            self.max_request_body_size,
+            self.connect_timeout,
+            self.response_header_timeout,
+            self.idle_timeout,
+        )
+    }
+
+    fn validate(&self, upstreams: &[crate::proxy::config::UpstreamConfig]) -> Result<(), String> {
+        if self.path.is_some() && self.path_prefix.is_some() {
+            return Err("path and path_prefix: give one, not both".into());
+        }
+        for (key, p) in [("path", &self.path), ("path_prefix", &self.path_prefix)] {
+            if let Some(p) = p {
+                if !p.starts_with('/') {
+                    return Err(format!("{key}: `{p}` must start with `/`"));
+                }
+            }
+        }
+        if let Some(host) = &self.host {
+            let bare = host.strip_prefix("*.").unwrap_or(host);
+            if bare.is_empty() || bare.contains(['*', '/', ' ']) {
+                return Err(format!("host: `{host}` is not a host name or `*.domain` wildcard"));
+            }
+        }
+        match &self.upstream {
+            Some(name) => {
+                if !upstreams.iter().any(|u| &u.name == name) {
+                    return Err(format!("upstream: no [[upstream]] named `{name}`"));
+                }
+                if self.strip_prefix && self.path_prefix.is_none() {
+                    return Err("strip_prefix: needs path_prefix".into());
+                }
+                self.route_options()?;
+            }
+            None => {
+                if self.path.is_none() {
+                    return Err(
+                        "path: a fixed response needs an exact path (or set upstream)".into()
+                    );
+                }
+                if !(100..=999).contains(&self.status) {
+                    return Err(format!("status: {} is not a valid status code", self.status));
+                }
+                if http::HeaderValue::from_str(&self.content_type).is_err() {
+                    return Err("content_type: not a valid header value".into());
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_status() -> u16 {
@@ -206,16 +334,14 @@ impl Config {
                 }
             }
         }
+        for (i, u) in self.upstream.iter().enumerate() {
+            if self.upstream[..i].iter().any(|o| o.name == u.name) {
+                return Err(format!("upstream[{i}].name: `{}` is used twice", u.name));
+            }
+            u.proxy_config(&self.proxy).map_err(|e| format!("upstream[{i}] ({}): {e}", u.name))?;
+        }
         for (i, r) in self.route.iter().enumerate() {
-            if !r.path.starts_with('/') {
-                return Err(format!("route[{i}].path: `{}` must start with `/`", r.path));
-            }
-            if !(100..=999).contains(&r.status) {
-                return Err(format!("route[{i}].status: {} is not a valid status code", r.status));
-            }
-            if http::HeaderValue::from_str(&r.content_type).is_err() {
-                return Err(format!("route[{i}].content_type: not a valid header value"));
-            }
+            r.validate(&self.upstream).map_err(|e| format!("route[{i}].{e}"))?;
         }
         Ok(())
     }
@@ -351,5 +477,62 @@ mod tests {
         assert_eq!(c.limits.h2.client_resets.max, 5);
         let e = Config::parse("[limits.h2]\nmax_frame_size = 10\n").unwrap_err();
         assert!(e.contains("max_frame_size"), "{e}");
+    }
+
+    #[test]
+    fn proxy_routes_and_upstreams_parse() {
+        let c = Config::parse(
+            r#"
+            [proxy]
+            trusted_proxies = ["10.0.0.0/8", "192.168.1.1"]
+            [[route]]
+            host = "*.example.com"
+            path_prefix = "/api/"
+            upstream = "app"
+            strip_prefix = true
+            request_headers = { set = { "x-a" = "1" }, remove = ["cookie"] }
+            idle_timeout = "5s"
+            [[upstream]]
+            name = "app"
+            connect_timeout = "2s"
+            [[upstream.server]]
+            address = "http://127.0.0.1:5000"
+            weight = 3
+            [[upstream.server]]
+            address = "unix:/run/app.sock"
+            backup = true
+            "#,
+        )
+        .unwrap();
+        let group = c.upstream[0].proxy_config(&c.proxy).unwrap();
+        assert_eq!(group.connect_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(group.trusted_proxies.len(), 2);
+        assert!(c.route[0].is_proxy());
+    }
+
+    #[test]
+    fn proxy_mistakes_name_their_key() {
+        let up =
+            "[[upstream]]\nname = \"app\"\n[[upstream.server]]\naddress = \"http://127.0.0.1:1\"\n";
+        for (text, needle) in [
+            ("[[route]]\nupstream = \"nope\"\n", "route[0].upstream: no [[upstream]] named `nope`"),
+            ("[[route]]\npath = \"/a\"\npath_prefix = \"/b\"\nupstream = \"app\"\n", "route[0].path and path_prefix"),
+            ("[[route]]\nupstream = \"app\"\nstrip_prefix = true\n", "route[0].strip_prefix: needs path_prefix"),
+            ("[[route]]\nupstream = \"app\"\nrequest_headers = { remove = [\"bad name\"] }\n", "route[0].request_headers"),
+            ("[[route]]\nbody = \"x\"\n", "route[0].path: a fixed response needs an exact path"),
+            ("[[route]]\nhost = \"a/b\"\nupstream = \"app\"\n", "route[0].host"),
+            ("[[upstream]]\nname = \"x\"\nserver = []\n", "needs at least one"),
+            ("[[upstream]]\nname = \"x\"\n[[upstream.server]]\naddress = \"ftp://a:1\"\n", "server[0].address"),
+            ("[[upstream]]\nname = \"x\"\n[[upstream.server]]\naddress = \"http://a:1\"\nweigth = 2\n", "weigth"),
+            ("[proxy]\ntrusted_proxies = [\"ten\"]\n", "trusted_proxies"),
+        ] {
+            let text = if text.starts_with("[[route]]") || text.starts_with("[proxy]") {
+                format!("{text}{up}")
+            } else {
+                text.to_string()
+            };
+            let e = Config::parse(&text).unwrap_err();
+            assert!(e.contains(needle), "{text}\n=> {e}\n(wanted {needle})");
+        }
     }
 }

@@ -162,12 +162,18 @@ fn main() -> ExitCode {
         Ok(p) => p.map(Arc::new),
         Err(e) => return usage_error(&e),
     };
+    // Upstream names resolve here, before any reactor starts.
+    let groups = match upstream_groups(&config) {
+        Ok(g) => Arc::new(g),
+        Err(e) => return usage_error(&e),
+    };
     let routes = Arc::new(config.route.clone());
     let welcome = WelcomePage::default();
     let page = Arc::clone(&welcome);
     let core_proxy = proxy.clone();
     let factory = move || {
-        let routes = BuiltinRoutes::new(&routes).with_welcome(Arc::clone(&page));
+        let routes =
+            BuiltinRoutes::with_upstreams(&routes, &groups).with_welcome(Arc::clone(&page));
         match &core_proxy {
             Some(config) => routes.with_proxy(Proxy::new(Arc::clone(config))),
             None => routes,
@@ -208,7 +214,12 @@ fn main() -> ExitCode {
             .map(|(addr, spec)| ListenerView::new(*addr, spec, development_cert))
             .collect(),
         admin: server.admin_addr(),
-        fixed_routes: config.route.iter().map(|r| r.path.clone()).collect(),
+        fixed_routes: config
+            .route
+            .iter()
+            .filter(|r| !r.is_proxy())
+            .filter_map(|r| r.path.clone())
+            .collect(),
     };
     let _ = welcome.set(overview.welcome_page().into());
     for hint in overview.hints() {
@@ -284,6 +295,19 @@ fn proxy_config(cli: &Cli) -> Result<Option<ProxyConfig>, String> {
         .map(|s| config::parse_net(s).map_err(|e| format!("--trust-proxy: {e}")))
         .collect::<Result<_, _>>()?;
     Ok(Some(config))
+}
+
+/// The config file's `[[upstream]]` groups, resolved.
+fn upstream_groups(config: &Config) -> Result<Vec<(String, Arc<ProxyConfig>)>, String> {
+    config
+        .upstream
+        .iter()
+        .map(|u| {
+            let group =
+                u.proxy_config(&config.proxy).map_err(|e| format!("upstream {}: {e}", u.name))?;
+            Ok((u.name.clone(), Arc::new(group)))
+        })
+        .collect()
 }
 
 /// A fresh self-signed certificate, announced as what it is.

@@ -1,7 +1,6 @@
 //! The built-in routes of the `peregrine` binary: a welcome page, the benchmark routes, an
 //! echo route, fixed responses from the config file, and the reverse proxy (`--proxy`).
 
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 
@@ -9,7 +8,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 
 use crate::config::RouteConfig;
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, ProxyConfig, RouteOptions};
 use crate::{Body, Handler};
 
 /// The welcome page, shared by every core's handler: filled in once the server has bound
@@ -24,34 +23,116 @@ struct Fixed {
     body: Bytes,
 }
 
-/// The binary's handler: fixed routes from the config first, then the reverse proxy when
-/// one is set (every other request goes upstream), else the built-in routes.
+/// Where a route sends its requests.
+enum Action {
+    Fixed(Fixed),
+    /// An upstream group (index into the handler's proxies) and the route's options.
+    Proxy(usize, RouteOptions),
+}
+
+/// How a route matches a request's path.
+enum PathMatch {
+    Any,
+    Exact(String),
+    Prefix(String),
+}
+
+/// One configured route.
+struct Route {
+    /// Exact host, or `.example.com` for `*.example.com`; lowercase.
+    host: Option<String>,
+    path: PathMatch,
+    action: Action,
+}
+
+impl Route {
+    fn matches(&self, host: Option<&str>, path: &str) -> bool {
+        let path_ok = match &self.path {
+            PathMatch::Any => true,
+            PathMatch::Exact(p) => path == p,
+            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+        };
+        path_ok
+            && match (&self.host, host) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(want), Some(have)) => match want.strip_prefix('.') {
+                    Some(domain) => {
+                        have.len() > domain.len() + 1
+                            && have[have.len() - domain.len() - 1..]
+                                .eq_ignore_ascii_case(&format!(".{domain}"))
+                    }
+                    None => have.eq_ignore_ascii_case(want),
+                },
+            }
+    }
+}
+
+/// The binary's handler: the config file's routes in order (fixed responses, or forwarding
+/// to an upstream group), then the reverse proxy when `--proxy` set one (every other request
+/// goes upstream), else the built-in routes.
 #[derive(Clone)]
 pub struct BuiltinRoutes {
-    fixed: Rc<HashMap<String, Fixed>>,
+    routes: Rc<Vec<Route>>,
+    proxies: Rc<Vec<Proxy>>,
     welcome: WelcomePage,
     proxy: Option<Rc<Proxy>>,
 }
 
 impl BuiltinRoutes {
-    /// Routes for `config` (validated when the config was loaded).
+    /// Routes for `routes` with fixed responses only (a route naming an upstream is
+    /// skipped: see [`with_upstreams`](Self::with_upstreams)). Validated when the config
+    /// was loaded.
     pub fn new(routes: &[RouteConfig]) -> BuiltinRoutes {
-        let fixed = routes
-            .iter()
-            .map(|r| {
-                let fixed = Fixed {
-                    status: StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
-                    content_type: HeaderValue::from_str(&r.content_type)
-                        .unwrap_or(HeaderValue::from_static("text/plain")),
-                    body: Bytes::from(r.body.clone()),
-                };
-                (r.path.clone(), fixed)
-            })
-            .collect();
-        BuiltinRoutes { fixed: Rc::new(fixed), welcome: WelcomePage::default(), proxy: None }
+        BuiltinRoutes::with_upstreams(routes, &[])
     }
 
-    /// Sends every request no fixed route answers to `proxy` (this core's).
+    /// Routes for `routes`, with this core's proxy for each named upstream group (`groups`
+    /// shared by every core; the proxies are built here, per core).
+    pub fn with_upstreams(
+        routes: &[RouteConfig],
+        groups: &[(String, Arc<ProxyConfig>)],
+    ) -> BuiltinRoutes {
+        let proxies: Vec<Proxy> = groups.iter().map(|(_, c)| Proxy::new(Arc::clone(c))).collect();
+        let routes = routes
+            .iter()
+            .filter_map(|r| {
+                let action = match &r.upstream {
+                    Some(name) => {
+                        let group = groups.iter().position(|(n, _)| n == name)?;
+                        Action::Proxy(group, r.route_options().ok()?)
+                    }
+                    None => Action::Fixed(Fixed {
+                        status: StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
+                        content_type: HeaderValue::from_str(&r.content_type)
+                            .unwrap_or(HeaderValue::from_static("text/plain")),
+                        body: Bytes::from(r.body.clone()),
+                    }),
+                };
+                let path = match (&r.path, &r.path_prefix) {
+                    (Some(p), _) => PathMatch::Exact(p.clone()),
+                    (None, Some(p)) => PathMatch::Prefix(p.clone()),
+                    (None, None) => PathMatch::Any,
+                };
+                let host = r.host.as_ref().map(|h| {
+                    let h = h.to_ascii_lowercase();
+                    match h.strip_prefix("*.") {
+                        Some(domain) => format!(".{domain}"),
+                        None => h,
+                    }
+                });
+                Some(Route { host, path, action })
+            })
+            .collect();
+        BuiltinRoutes {
+            routes: Rc::new(routes),
+            proxies: Rc::new(proxies),
+            welcome: WelcomePage::default(),
+            proxy: None,
+        }
+    }
+
+    /// Sends every request no configured route answers to `proxy` (this core's).
     pub fn with_proxy(self, proxy: Proxy) -> BuiltinRoutes {
         BuiltinRoutes { proxy: Some(Rc::new(proxy)), ..self }
     }
@@ -59,6 +140,20 @@ impl BuiltinRoutes {
     /// Serves `welcome` at `/` (until it is set, a page without the listeners).
     pub fn with_welcome(self, welcome: WelcomePage) -> BuiltinRoutes {
         BuiltinRoutes { welcome, ..self }
+    }
+
+    /// The first route matching `request`.
+    fn route(&self, request: &Request<Body>) -> Option<&Route> {
+        if self.routes.is_empty() {
+            return None;
+        }
+        let host = match request.uri().authority() {
+            Some(a) => Some(a.host()),
+            None => request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(|h| {
+                h.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(h, |(h, _)| h)
+            }),
+        };
+        self.routes.iter().find(|r| r.matches(host, request.uri().path()))
     }
 }
 
@@ -75,11 +170,17 @@ fn respond(
 
 impl Handler for BuiltinRoutes {
     async fn call(&self, request: Request<Body>) -> Response<Body> {
-        if let Some(f) = self.fixed.get(request.uri().path()) {
-            let mut r = Response::new(Body::from(f.body.clone()));
-            *r.status_mut() = f.status;
-            r.headers_mut().insert(header::CONTENT_TYPE, f.content_type.clone());
-            return r;
+        match self.route(&request).map(|r| &r.action) {
+            Some(Action::Fixed(f)) => {
+                let mut r = Response::new(Body::from(f.body.clone()));
+                *r.status_mut() = f.status;
+                r.headers_mut().insert(header::CONTENT_TYPE, f.content_type.clone());
+                return r;
+            }
+            Some(Action::Proxy(group, options)) => {
+                return self.proxies[*group].forward_with(request, options).await;
+            }
+            None => {}
         }
         if let Some(proxy) = &self.proxy {
             return proxy.call(request).await;

@@ -355,3 +355,154 @@ fn http2_clients_reach_an_http1_upstream_with_their_authority_as_host() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "host=h2.test");
     stop(server);
 }
+
+/// A server running the binary's router over `toml` (its `[[route]]`s and `[[upstream]]`s).
+fn routed(toml: &str) -> Server {
+    let config = peregrine::config::Config::parse(toml).unwrap_or_else(|e| panic!("{e}"));
+    let groups: Vec<(String, Arc<ProxyConfig>)> = config
+        .upstream
+        .iter()
+        .map(|u| (u.name.clone(), Arc::new(u.proxy_config(&config.proxy).unwrap())))
+        .collect();
+    let routes = config.route.clone();
+    Server::start(common::config(IoChoice::Auto, Limits::default()), move || {
+        peregrine::routes::BuiltinRoutes::with_upstreams(&routes, &groups)
+    })
+    .expect("router starts")
+}
+
+fn get_host(addr: SocketAddr, host: &str, path: &str) -> common::RawResponse {
+    common::request(addr, format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+}
+
+#[test]
+fn config_routes_match_host_and_prefix_strip_it_and_edit_headers() {
+    let api = upstream::start(|seen| {
+        ok(
+            &format!("api {} env={}", seen.target(), seen.header("x-env").unwrap_or_default()),
+            "x-internal: 1\r\n",
+        )
+    });
+    let web = upstream::start(|seen| ok(&format!("web {}", seen.target()), ""));
+    let server = routed(&format!(
+        r#"
+        [[route]]
+        path = "/healthz"
+        body = "fixed"
+
+        [[route]]
+        host = "*.api.test"
+        path_prefix = "/v1/"
+        upstream = "api"
+        strip_prefix = true
+        request_headers = {{ set = {{ "x-env" = "prod" }}, remove = ["cookie"] }}
+        response_headers = {{ set = {{ "x-frame-options" = "DENY" }}, remove = ["x-internal"] }}
+
+        [[route]]
+        path_prefix = "/"
+        upstream = "web"
+
+        [[upstream]]
+        name = "api"
+        [[upstream.server]]
+        address = "http://{}"
+
+        [[upstream]]
+        name = "web"
+        [[upstream.server]]
+        address = "http://{}"
+        "#,
+        api.addr, web.addr
+    ));
+    let a = addr(&server);
+    assert_eq!(get_host(a, "x", "/healthz").text(), "fixed");
+    let r = common::request(
+        a,
+        b"GET /v1/users?id=7 HTTP/1.1\r\nHost: eu.api.test:8080\r\nCookie: s=1\r\n\r\n",
+    );
+    assert_eq!(r.text(), "api /users?id=7 env=prod");
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert_eq!(r.header("x-internal"), None);
+    assert_eq!(api.seen()[0].header("cookie"), None);
+    // Not a subdomain of api.test, or not under /v1/: the catch-all route.
+    assert_eq!(get_host(a, "api.test", "/v1/users").text(), "web /v1/users");
+    assert_eq!(get_host(a, "eu.api.test", "/v2/x").text(), "web /v2/x");
+    stop(server);
+}
+
+#[test]
+fn weights_share_requests_and_backups_stand_in() {
+    let heavy = upstream::start(|_| ok("heavy", ""));
+    let light = upstream::start(|_| ok("light", ""));
+    let spare = upstream::start(|_| ok("spare", ""));
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let server = routed(&format!(
+        r#"
+        [[route]]
+        path_prefix = "/w"
+        upstream = "weighted"
+        [[route]]
+        upstream = "failover"
+
+        [[upstream]]
+        name = "weighted"
+        [[upstream.server]]
+        address = "http://{}"
+        weight = 2
+        [[upstream.server]]
+        address = "http://{}"
+
+        [[upstream]]
+        name = "failover"
+        max_fails = 1
+        [[upstream.server]]
+        address = "http://{dead}"
+        [[upstream.server]]
+        address = "http://{}"
+        backup = true
+        "#,
+        heavy.addr, light.addr, spare.addr
+    ));
+    let a = addr(&server);
+    let answers: Vec<String> = (0..6).map(|_| get(a, "/w").text()).collect();
+    assert_eq!(answers.iter().filter(|t| *t == "heavy").count(), 4, "{answers:?}");
+    assert_eq!(answers.iter().filter(|t| *t == "light").count(), 2, "{answers:?}");
+    for _ in 0..3 {
+        assert_eq!(get(a, "/other").text(), "spare", "the backup answers for the dead server");
+    }
+    stop(server);
+}
+
+#[test]
+fn a_route_s_own_body_limit_and_timeout_apply() {
+    let up = upstream::start(|seen| match seen.target() {
+        "/slow" => Reply::After(Duration::from_secs(3), Box::new(ok("late", ""))),
+        _ => ok(&format!("{} bytes", seen.body.len()), ""),
+    });
+    let server = routed(&format!(
+        r#"
+        [[route]]
+        upstream = "app"
+        max_request_body_size = 10
+        response_header_timeout = "300ms"
+        [[upstream]]
+        name = "app"
+        [[upstream.server]]
+        address = "http://{}"
+        "#,
+        up.addr
+    ));
+    let a = addr(&server);
+    let small = common::request(a, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(small.text(), "5 bytes");
+    let big =
+        common::request(a, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world");
+    assert_eq!(big.status, 413);
+    let chunked = common::request(
+        a,
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n",
+    );
+    assert_eq!(chunked.status, 413, "{chunked:?}");
+    assert_eq!(get(a, "/slow").status, 504);
+    stop(server);
+}

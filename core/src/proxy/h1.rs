@@ -20,7 +20,7 @@ use peregrine_protocols::h1::{
 };
 
 use super::pool::Conn;
-use super::{ProxyError, Shared};
+use super::{ProxyError, Shared, Upstream};
 use crate::rt::{self, timer::Timer};
 use crate::sys::driver::SendBuf;
 use crate::{Body, BodyChunk, BodyError};
@@ -157,29 +157,21 @@ pub(super) struct ResponseStream {
 }
 
 impl ResponseStream {
-    /// The body of `head`, read from `conn`.
-    pub(super) fn new(
-        shared: Rc<Shared>,
-        server: usize,
-        conn: Conn,
-        head: &ResponseHead,
-        sender: Option<Sender>,
-        unfit: bool,
-    ) -> ResponseStream {
-        let idle_timeout = shared.config.idle_timeout;
+    /// The body of `head`, read from the upstream connection.
+    pub(super) fn new(up: Upstream<'_>, head: &ResponseHead) -> ResponseStream {
         ResponseStream {
-            decoder: head.body.decoder(&shared.config.response_limits),
-            shared,
-            server,
-            conn: Some(conn),
+            decoder: head.body.decoder(&up.shared.config.response_limits),
+            shared: Rc::clone(up.shared),
+            server: up.server,
+            conn: Some(up.conn),
             until_close: head.body == ResponseBody::UntilClose,
             keep_alive: head.keep_alive,
-            sender,
-            unfit,
+            sender: up.sender,
+            unfit: up.unfit,
             recv: None,
             eof: false,
             idle: Timer::new(),
-            idle_timeout,
+            idle_timeout: up.idle_timeout,
         }
     }
 
@@ -265,4 +257,43 @@ impl Stream for ResponseStream {
 
 fn deadline(after: Duration) -> Instant {
     rt::now() + after
+}
+
+/// A request body cut off past `max` bytes (a route's `max_request_body_size`, for bodies
+/// whose length is not known up front): the excess is an error, answered `413`.
+pub(super) fn capped(mut body: Body, max: u64) -> Body {
+    let mut seen: u64 = 0;
+    let stream = futures_core_stream(move |cx| match body.poll_chunk(cx) {
+        Poll::Ready(Some(Ok(chunk))) => {
+            seen += chunk.len() as u64;
+            if seen > max {
+                Poll::Ready(Some(Err(BodyError::TooLarge { limit: max })))
+            } else {
+                Poll::Ready(Some(Ok(chunk)))
+            }
+        }
+        other => other,
+    });
+    Body::from_stream(stream, None)
+}
+
+/// A stream from a poll function.
+fn futures_core_stream<F>(f: F) -> PollStream<F>
+where
+    F: FnMut(&mut Context<'_>) -> Poll<Option<BodyChunk>>,
+{
+    PollStream(f)
+}
+
+struct PollStream<F>(F);
+
+impl<F> Stream for PollStream<F>
+where
+    F: FnMut(&mut Context<'_>) -> Poll<Option<BodyChunk>> + Unpin,
+{
+    type Item = BodyChunk;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<BodyChunk>> {
+        (self.0)(cx)
+    }
 }

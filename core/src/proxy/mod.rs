@@ -18,11 +18,13 @@
 //! can have reached an upstream's application: a failed connect, or a pooled connection
 //! found closed, for a request whose body is in memory.
 
+pub mod config;
 mod forward;
 mod h1;
 mod pool;
 mod upstream;
 
+pub use config::RouteOptions;
 pub use upstream::{UpstreamError, UpstreamServer};
 
 use std::cell::Cell;
@@ -34,7 +36,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use peregrine_protocols::h1::{encode_request_head, BodyFraming, ResponseError, ResponseLimits};
+use peregrine_protocols::h1::{
+    encode_request_head, BodyFraming, ResponseError, ResponseHead, ResponseLimits,
+};
 use tracing::debug;
 
 use crate::exchange::ConnectionInfo;
@@ -160,32 +164,51 @@ fn error_response(status: StatusCode) -> Response<Body> {
     r
 }
 
-/// Passive health of one server on this core (nginx's `max_fails` / `fail_timeout`).
+/// Passive health of one server on this core (nginx's `max_fails` / `fail_timeout`), and its
+/// place in the smooth weighted round robin.
 #[derive(Default)]
 struct Health {
     fails: Cell<u32>,
     skip_until: Cell<Option<Instant>>,
+    current_weight: Cell<i64>,
 }
 
-/// What one core's proxy keeps: the config, the pool, the turn and the servers' health.
+/// What one core's proxy keeps: the config, the pool, the servers' health and turns.
 pub(crate) struct Shared {
     config: Arc<ProxyConfig>,
     trusted: forward::Trusted,
     pool: Pool,
-    next: Cell<usize>,
     health: Vec<Health>,
 }
 
 impl Shared {
-    /// The next server in turn that is not being skipped.
+    /// The next server by smooth weighted round robin (nginx's: each eligible server gains
+    /// its weight, the one with the most is picked and pays the total back), among the
+    /// servers not being skipped and not yet tried; backups only when no other is left.
     fn pick(&self, now: Instant, tried: &[usize]) -> Option<usize> {
-        let n = self.config.servers.len();
-        for _ in 0..n {
-            let i = self.next.get() % n;
-            self.next.set(i + 1);
-            let skipped = self.health[i].skip_until.get().is_some_and(|t| now < t);
-            if !skipped && !tried.contains(&i) {
-                return Some(i);
+        let servers = &self.config.servers;
+        let eligible = |i: usize, backup: bool| {
+            servers[i].backup == backup
+                && !tried.contains(&i)
+                && self.health[i].skip_until.get().is_none_or(|t| now >= t)
+        };
+        for backup in [false, true] {
+            let mut total: i64 = 0;
+            let mut best: Option<usize> = None;
+            for i in (0..servers.len()).filter(|&i| eligible(i, backup)) {
+                let h = &self.health[i];
+                let weight = i64::from(servers[i].weight);
+                h.current_weight.set(h.current_weight.get() + weight);
+                total += weight;
+                if best.is_none_or(|b| h.current_weight.get() > self.health[b].current_weight.get())
+                {
+                    best = Some(i);
+                }
+            }
+            if let Some(b) = best {
+                let h = &self.health[b];
+                h.current_weight.set(h.current_weight.get() - total);
+                return Some(b);
             }
         }
         None
@@ -223,7 +246,6 @@ impl Proxy {
         let shared = Shared {
             trusted: forward::Trusted::new(config.trusted_proxies.clone()),
             pool: Pool::new(servers, config.max_idle_per_server, config.keepalive_timeout),
-            next: Cell::new(0),
             health: (0..servers).map(|_| Health::default()).collect(),
             config,
         };
@@ -231,9 +253,15 @@ impl Proxy {
     }
 }
 
-impl Handler for Proxy {
-    async fn call(&self, request: Request<Body>) -> Response<Body> {
-        match forward(&self.shared, request).await {
+impl Proxy {
+    /// Forwards `request` with a route's `options` (prefix stripping, header edits, its own
+    /// timeouts and body limit).
+    pub async fn forward_with(
+        &self,
+        request: Request<Body>,
+        options: &RouteOptions,
+    ) -> Response<Body> {
+        match forward(&self.shared, request, options).await {
             Ok(response) => response,
             Err(e) => {
                 debug!(error = %e, "proxy: answering {}", e.status());
@@ -243,13 +271,33 @@ impl Handler for Proxy {
     }
 }
 
+impl Handler for Proxy {
+    async fn call(&self, request: Request<Body>) -> Response<Body> {
+        self.forward_with(request, &RouteOptions::default()).await
+    }
+}
+
 /// Forwards one request and returns the upstream's response, its body still streaming.
 async fn forward(
     shared: &Rc<Shared>,
     request: Request<Body>,
+    options: &RouteOptions,
 ) -> Result<Response<Body>, ProxyError> {
     let config = &shared.config;
+    let connect_timeout = options.connect_timeout.unwrap_or(config.connect_timeout);
+    let head_timeout = options.response_header_timeout.unwrap_or(config.response_header_timeout);
+    let idle_timeout = options.idle_timeout.unwrap_or(config.idle_timeout);
     let (parts, mut body) = request.into_parts();
+    if let (Some(max), Some(len)) = (options.max_request_body_size, body.exact_len()) {
+        if len > max {
+            return Err(ProxyError::ClientBody(BodyError::TooLarge { limit: max }));
+        }
+    }
+    if let Some(max) = options.max_request_body_size {
+        if body.exact_len().is_none() {
+            body = h1::capped(body, max);
+        }
+    }
     let method = parts.method;
     let info = parts.extensions.get::<ConnectionInfo>().copied().unwrap_or_default();
     let mut headers = parts.headers;
@@ -263,7 +311,17 @@ async fn forward(
     if let Some(host) = host {
         headers.insert(header::HOST, host);
     }
+    options.request_headers.apply(&mut headers);
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let stripped;
+    let target = match &options.strip_prefix {
+        Some(prefix) => {
+            let rest = target.strip_prefix(prefix.trim_end_matches('/')).unwrap_or(target);
+            stripped = if rest.starts_with('/') { rest.to_string() } else { format!("/{rest}") };
+            stripped.as_str()
+        }
+        None => target,
+    };
     let framing = match body.exact_len() {
         Some(0) => BodyFraming::Empty,
         Some(n) => BodyFraming::Length(n),
@@ -284,7 +342,7 @@ async fn forward(
         };
         let (mut conn, fresh) = match shared.pool.take(server, now) {
             Some(conn) => (conn, false),
-            None => match connect(shared, server).await {
+            None => match connect(shared, server, connect_timeout).await {
                 Ok(conn) => (conn, true),
                 Err(e) => {
                     debug!(server = shared.config.servers[server].name(), error = %e, "proxy: connect failed");
@@ -304,7 +362,7 @@ async fn forward(
         }
         let mut sender = None;
         let mut unfit = false;
-        let sent = h1::send_within(&conn, out, config.idle_timeout).await;
+        let sent = h1::send_within(&conn, out, idle_timeout).await;
         let result = match sent {
             Ok(()) => {
                 if in_memory.is_none() {
@@ -313,12 +371,12 @@ async fn forward(
                             &conn,
                             body,
                             framing == BodyFraming::Chunked,
-                            config.idle_timeout,
+                            idle_timeout,
                         ));
                     }
                 }
                 let read = h1::read_head(&mut conn, &method, shared, &mut sender, &mut unfit);
-                match rt::timer::timeout(rt::now() + config.response_header_timeout, read).await {
+                match rt::timer::timeout(rt::now() + head_timeout, read).await {
                     Some(r) => r,
                     None => Err(ProxyError::Timeout),
                 }
@@ -328,7 +386,10 @@ async fn forward(
         match result {
             Ok(head) => {
                 shared.succeeded(server);
-                return Ok(respond(shared, server, conn, head, sender, unfit, &method));
+                let exchange = Upstream { shared, server, conn, sender, unfit, idle_timeout };
+                let mut response = respond(exchange, head, &method);
+                options.response_headers.apply(response.headers_mut());
+                return Ok(response);
             }
             // A pooled connection the upstream closed while idle: try once more on a new one,
             // if the request can be sent again.
@@ -350,26 +411,30 @@ async fn forward(
 }
 
 /// Connects to `server` within `connect_timeout`.
-async fn connect(shared: &Shared, server: usize) -> Result<Conn, ProxyError> {
+async fn connect(shared: &Shared, server: usize, within: Duration) -> Result<Conn, ProxyError> {
     let addr = &shared.config.servers[server].addr;
     let connecting = rt::io::connect(addr).map_err(ProxyError::Connect)?;
-    match rt::timer::timeout(rt::now() + shared.config.connect_timeout, connecting).await {
+    match rt::timer::timeout(rt::now() + within, connecting).await {
         Some(Ok(fd)) => Ok(Conn::new(fd)),
         Some(Err(e)) => Err(ProxyError::Connect(e)),
         None => Err(ProxyError::Timeout),
     }
 }
 
-/// The client's response: the upstream's head, cleaned, and its body streaming.
-fn respond(
-    shared: &Rc<Shared>,
+/// An upstream exchange whose response head has arrived: where its body comes from.
+pub(crate) struct Upstream<'a> {
+    shared: &'a Rc<Shared>,
     server: usize,
     conn: Conn,
-    mut head: peregrine_protocols::h1::ResponseHead,
+    /// The request body, if it is still being sent.
     sender: Option<h1::Sender>,
+    /// The connection cannot be reused (the request body was cut short).
     unfit: bool,
-    method: &http::Method,
-) -> Response<Body> {
+    idle_timeout: Duration,
+}
+
+/// The client's response: the upstream's head, cleaned, and its body streaming.
+fn respond(up: Upstream<'_>, mut head: ResponseHead, method: &http::Method) -> Response<Body> {
     // A response to HEAD advertises the length a GET would have had.
     let head_len = (*method == http::Method::HEAD)
         .then(|| head.headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse::<u64>().ok())
@@ -379,16 +444,12 @@ fn respond(
         Some(0) => {
             // Nothing to read: the connection is free again at once (the client's codec never
             // polls an empty body, so this cannot wait for the stream's end).
-            if head.keep_alive && !unfit && sender.is_none() {
-                shared.pool.put(server, conn, rt::now());
+            if head.keep_alive && !up.unfit && up.sender.is_none() {
+                up.shared.pool.put(up.server, up.conn, rt::now());
             }
             Body::from_stream(NoChunks, head_len.or(Some(0)))
         }
-        len => {
-            let stream =
-                h1::ResponseStream::new(Rc::clone(shared), server, conn, &head, sender, unfit);
-            Body::from_stream(stream, len)
-        }
+        len => Body::from_stream(h1::ResponseStream::new(up, &head), len),
     };
     let mut response = Response::new(body);
     *response.status_mut() = head.status;

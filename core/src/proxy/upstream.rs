@@ -15,6 +15,10 @@ pub struct UpstreamServer {
     pub(crate) name: String,
     /// Where to connect.
     pub(crate) addr: SockAddr,
+    /// Share of the requests, relative to the group's other servers.
+    pub(crate) weight: u32,
+    /// Used only when every other server is being skipped.
+    pub(crate) backup: bool,
 }
 
 impl fmt::Debug for UpstreamServer {
@@ -35,7 +39,7 @@ impl UpstreamServer {
             }
             let addr =
                 SockAddr::unix(&path).map_err(|e| UpstreamError::Resolve(name.clone(), e))?;
-            return Ok(UpstreamServer { name, addr });
+            return Ok(UpstreamServer { name, addr, weight: 1, backup: false });
         }
         let rest = match spec.split_once("://") {
             Some(("http", rest)) => rest,
@@ -55,7 +59,7 @@ impl UpstreamServer {
             .ok_or_else(|| {
                 UpstreamError::Resolve(name.clone(), std::io::ErrorKind::NotFound.into())
             })?;
-        Ok(UpstreamServer { name, addr: addr.into() })
+        Ok(UpstreamServer { name, addr: addr.into(), weight: 1, backup: false })
     }
 
     /// The address as the user wrote it.

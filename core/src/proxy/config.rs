@@ -1,0 +1,230 @@
+//! The proxy's part of the config file: `[proxy]` (whom to trust), `[[upstream]]` groups of
+//! servers, and the per-route forwarding options a `[[route]]` with `upstream = "..."` takes.
+//!
+//! ```toml
+//! [proxy]
+//! trusted_proxies = ["10.0.0.0/8"]   # their X-Forwarded-* / X-Request-Id are believed
+//! forwarded_header = true            # also send RFC 7239 Forwarded
+//!
+//! [[upstream]]
+//! name = "app"
+//! connect_timeout = "5s"             # all optional; defaults shown
+//! response_header_timeout = "60s"
+//! idle_timeout = "60s"
+//! keepalive_timeout = "60s"
+//! max_idle = 32                      # idle connections kept per server, per core
+//! max_fails = 3                      # failures in a row before a server is skipped
+//! fail_timeout = "10s"               # ... for this long
+//! [[upstream.server]]
+//! address = "http://127.0.0.1:5000"  # or unix:/run/app.sock
+//! weight = 2                         # default 1
+//! [[upstream.server]]
+//! address = "http://127.0.0.1:5001"
+//! backup = true                      # used only when every other server is skipped
+//!
+//! [[route]]
+//! host = "*.example.com"             # optional: exact, or a wildcard for subdomains
+//! path_prefix = "/api/"              # or path = "/exact"; neither: every path
+//! upstream = "app"
+//! strip_prefix = true                # /api/users reaches the app as /users
+//! request_headers = { set = { "x-env" = "prod" }, remove = ["cookie"] }
+//! response_headers = { set = { "x-frame-options" = "DENY" }, remove = ["server"] }
+//! max_request_body_size = 1048576    # tighter than [limits] for this route
+//! response_header_timeout = "5s"     # overrides the upstream's
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue};
+use serde::Deserialize;
+
+use super::{ProxyConfig, UpstreamServer};
+
+/// `[proxy]`: settings every upstream group shares.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxySection {
+    /// Peers (CIDR or address) whose forwarded fields are believed.
+    pub trusted_proxies: Vec<String>,
+    /// Also send RFC 7239 `Forwarded`.
+    pub forwarded_header: bool,
+}
+
+/// `[[upstream]]`: a named group of servers and how to talk to them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The name routes use.
+    pub name: String,
+    /// The servers, at least one.
+    pub server: Vec<ServerConfig>,
+    /// See [`ProxyConfig::connect_timeout`].
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    /// See [`ProxyConfig::response_header_timeout`].
+    #[serde(default, with = "humantime_serde")]
+    pub response_header_timeout: Option<Duration>,
+    /// See [`ProxyConfig::idle_timeout`].
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    /// See [`ProxyConfig::keepalive_timeout`].
+    #[serde(default, with = "humantime_serde")]
+    pub keepalive_timeout: Option<Duration>,
+    /// See [`ProxyConfig::max_idle_per_server`].
+    pub max_idle: Option<usize>,
+    /// See [`ProxyConfig::max_fails`].
+    pub max_fails: Option<u32>,
+    /// See [`ProxyConfig::fail_timeout`].
+    #[serde(default, with = "humantime_serde")]
+    pub fail_timeout: Option<Duration>,
+}
+
+/// `[[upstream.server]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `http://host:port` or `unix:/path`.
+    pub address: String,
+    /// Share of the requests, relative to the other servers (default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Used only when every other server is being skipped.
+    #[serde(default)]
+    pub backup: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Header edits of a route, one direction.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeaderEdits {
+    /// Fields to set (replacing any the message has).
+    pub set: BTreeMap<String, String>,
+    /// Fields to remove.
+    pub remove: Vec<String>,
+}
+
+impl HeaderEdits {
+    /// The edits as typed names and values; the error names the bad one.
+    pub(crate) fn build(&self) -> Result<Edits, String> {
+        let name = |n: &str| {
+            HeaderName::from_bytes(n.as_bytes()).map_err(|_| format!("`{n}` is not a header name"))
+        };
+        let set = self
+            .set
+            .iter()
+            .map(|(n, v)| {
+                let value = HeaderValue::from_str(v)
+                    .map_err(|_| format!("the value of `{n}` is not a valid header value"))?;
+                Ok((name(n)?, value))
+            })
+            .collect::<Result<_, String>>()?;
+        let remove = self.remove.iter().map(|n| name(n)).collect::<Result<_, _>>()?;
+        Ok(Edits { set, remove })
+    }
+}
+
+/// Typed header edits.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Edits {
+    set: Vec<(HeaderName, HeaderValue)>,
+    remove: Vec<HeaderName>,
+}
+
+impl Edits {
+    /// Applies the edits: removals first, then the fields set.
+    pub(crate) fn apply(&self, headers: &mut http::HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// What one route changes about forwarding.
+#[derive(Debug, Clone, Default)]
+pub struct RouteOptions {
+    /// The path prefix to strip from the target, if any.
+    pub(crate) strip_prefix: Option<String>,
+    pub(crate) request_headers: Edits,
+    pub(crate) response_headers: Edits,
+    pub(crate) max_request_body_size: Option<u64>,
+    pub(crate) connect_timeout: Option<Duration>,
+    pub(crate) response_header_timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+}
+
+impl RouteOptions {
+    /// Options from a route's keys; the error names the bad one.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        strip_prefix: Option<String>,
+        request_headers: &HeaderEdits,
+        response_headers: &HeaderEdits,
+        max_request_body_size: Option<u64>,
+        connect_timeout: Option<Duration>,
+        response_header_timeout: Option<Duration>,
+        idle_timeout: Option<Duration>,
+    ) -> Result<RouteOptions, String> {
+        Ok(RouteOptions {
+            strip_prefix,
+            request_headers: request_headers
+                .build()
+                .map_err(|e| format!("request_headers: {e}"))?,
+            response_headers: response_headers
+                .build()
+                .map_err(|e| format!("response_headers: {e}"))?,
+            max_request_body_size,
+            connect_timeout,
+            response_header_timeout,
+            idle_timeout,
+        })
+    }
+}
+
+impl UpstreamConfig {
+    /// The group as a [`ProxyConfig`], its servers resolved (here, off the reactors).
+    pub fn proxy_config(&self, section: &ProxySection) -> Result<ProxyConfig, String> {
+        if self.server.is_empty() {
+            return Err("needs at least one [[upstream.server]]".into());
+        }
+        let mut servers = Vec::with_capacity(self.server.len());
+        for (i, s) in self.server.iter().enumerate() {
+            let mut server = UpstreamServer::parse(&s.address)
+                .map_err(|e| format!("server[{i}].address: {e}"))?;
+            if s.weight == 0 {
+                return Err(format!("server[{i}].weight: must be at least 1"));
+            }
+            server.weight = s.weight;
+            server.backup = s.backup;
+            servers.push(server);
+        }
+        if servers.iter().all(|s| s.backup) {
+            return Err("every server is a backup: at least one must not be".into());
+        }
+        let mut config = ProxyConfig::new(servers);
+        config.trusted_proxies = section
+            .trusted_proxies
+            .iter()
+            .map(|s| crate::config::parse_net(s))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("[proxy] trusted_proxies: {e}"))?;
+        config.forwarded_header = section.forwarded_header;
+        let d = ProxyConfig::new(Vec::new());
+        config.connect_timeout = self.connect_timeout.unwrap_or(d.connect_timeout);
+        config.response_header_timeout =
+            self.response_header_timeout.unwrap_or(d.response_header_timeout);
+        config.idle_timeout = self.idle_timeout.unwrap_or(d.idle_timeout);
+        config.keepalive_timeout = self.keepalive_timeout.unwrap_or(d.keepalive_timeout);
+        config.max_idle_per_server = self.max_idle.unwrap_or(d.max_idle_per_server);
+        config.max_fails = self.max_fails.unwrap_or(d.max_fails);
+        config.fail_timeout = self.fail_timeout.unwrap_or(d.fail_timeout);
+        Ok(config)
+    }
+}
