@@ -27,7 +27,12 @@ enum Inner {
     Full(Option<Bytes>),
     Incoming(crate::h1::Incoming),
     H2(crate::h2::RequestBody),
-    Stream { stream: Pin<Box<dyn Stream<Item = BodyChunk>>>, len: Option<u64> },
+    Stream {
+        stream: Pin<Box<dyn Stream<Item = BodyChunk>>>,
+        len: Option<u64>,
+    },
+    /// No body: the upstream end of a tunnel that follows a `101` (a proxied WebSocket).
+    Tunnel(Box<crate::tunnel::Tunnel>),
 }
 
 /// Why a body could not be read in full.
@@ -107,10 +112,26 @@ impl Body {
         Body { inner: Inner::H2(body) }
     }
 
+    /// The body of a `101` response: the connection becomes a tunnel to `tunnel`.
+    pub(crate) fn tunnel(tunnel: crate::tunnel::Tunnel) -> Body {
+        Body { inner: Inner::Tunnel(Box::new(tunnel)) }
+    }
+
+    /// The tunnel this body carries, if it is one.
+    pub(crate) fn take_tunnel(&mut self) -> Option<crate::tunnel::Tunnel> {
+        match std::mem::replace(&mut self.inner, Inner::Empty) {
+            Inner::Tunnel(t) => Some(*t),
+            other => {
+                self.inner = other;
+                None
+            }
+        }
+    }
+
     /// The exact length, when known in advance.
     pub fn exact_len(&self) -> Option<u64> {
         match &self.inner {
-            Inner::Empty => Some(0),
+            Inner::Empty | Inner::Tunnel(_) => Some(0),
             Inner::Full(b) => Some(b.as_ref().map_or(0, |b| b.len() as u64)),
             Inner::Incoming(i) => i.exact_len(),
             Inner::H2(b) => b.exact_len(),
@@ -135,7 +156,7 @@ impl Body {
     /// Polls for the next chunk; `None` at the end.
     pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<BodyChunk>> {
         match &mut self.inner {
-            Inner::Empty => Poll::Ready(None),
+            Inner::Empty | Inner::Tunnel(_) => Poll::Ready(None),
             Inner::Full(b) => Poll::Ready(b.take().filter(|b| !b.is_empty()).map(Ok)),
             Inner::Incoming(i) => i.poll_chunk(cx),
             Inner::H2(b) => b.poll_chunk(cx),
@@ -190,6 +211,7 @@ impl fmt::Debug for Body {
             Inner::Full(_) => "full",
             Inner::Incoming(_) | Inner::H2(_) => "incoming",
             Inner::Stream { .. } => "stream",
+            Inner::Tunnel(_) => "tunnel",
         };
         f.debug_struct("Body").field("kind", &kind).field("len", &self.exact_len()).finish()
     }

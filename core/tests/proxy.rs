@@ -506,3 +506,83 @@ fn a_route_s_own_body_limit_and_timeout_apply() {
     assert_eq!(get(a, "/slow").status, 504);
     stop(server);
 }
+
+both_drivers!(websocket_upgrades_become_tunnels);
+
+/// An upgrade-answering upstream: `101`, a greeting, then every byte echoed uppercased until
+/// the proxy half-closes; reports the request head and whether EOF arrived.
+fn websocket_upstream() -> (SocketAddr, std::sync::mpsc::Receiver<(String, bool)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut w = stream.try_clone().unwrap();
+        let mut r = BufReader::new(stream);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        w.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nKeep-Alive: x\r\n\r\nhi").unwrap();
+        let mut buf = [0u8; 1024];
+        let eof = loop {
+            match r.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => w.write_all(&buf[..n].to_ascii_uppercase()).unwrap(),
+                Err(_) => break false,
+            }
+        };
+        tx.send((head, eof)).unwrap();
+    });
+    (addr, rx)
+}
+
+fn websocket_upgrades_become_tunnels(io: IoChoice) {
+    let (up, report) = websocket_upstream();
+    let server = proxy_to(io, &[format!("http://{up}")], |_| {});
+    let mut c = Client::connect(addr(&server));
+    c.send(
+        b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: keep-alive, Upgrade\r\n\
+          Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    let head = c.read_head();
+    assert_eq!(head.status, 101, "{head:?}");
+    assert_eq!(head.header("upgrade"), Some("websocket"));
+    assert_eq!(head.header("connection"), Some("upgrade"));
+    assert_eq!(head.header("keep-alive"), None);
+    assert_eq!(c.read_exact(2), b"hi");
+    c.send(b"ping");
+    assert_eq!(c.read_exact(4), b"PING");
+    c.send(b"and more");
+    assert_eq!(c.read_exact(8), b"AND MORE");
+    c.shutdown_write();
+    let (seen, eof) = report.recv_timeout(Duration::from_secs(5)).expect("upstream reports");
+    assert!(eof, "the client's half-close reached the upstream");
+    let seen = seen.to_ascii_lowercase();
+    assert!(seen.contains("upgrade: websocket\r\n"), "{seen}");
+    assert!(seen.contains("connection: upgrade\r\n"), "{seen}");
+    assert!(seen.contains("sec-websocket-key: dghlihnhbxbszsbub25jzq==\r\n"), "{seen}");
+    assert!(c.is_closed(Duration::from_secs(5)), "the tunnel ends when the upstream closes");
+    stop(server);
+}
+
+#[test]
+fn an_upgrade_the_upstream_declines_is_an_ordinary_response() {
+    let up = upstream::start(|_| ok("no upgrade here", ""));
+    let server = proxy(IoChoice::Auto, &up);
+    let r = common::request(
+        addr(&server),
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "no upgrade here");
+    stop(server);
+}

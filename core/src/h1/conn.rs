@@ -19,11 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use http::StatusCode;
+use http::{Response, StatusCode};
 use peregrine_limits::{Limit, Limits};
 use peregrine_protocols::h1::{
-    encode_error_response, BodyDecoder, BodyEvent, BodyFraming, HeadParser, ParseConfig,
-    RequestHead,
+    encode_error_response, encode_response_head, BodyDecoder, BodyEvent, BodyFraming, HeadParser,
+    ParseConfig, RequestHead, ResponseFraming,
 };
 use tracing::debug;
 
@@ -217,7 +217,7 @@ async fn serve_request<H: Handler>(
     }
     io.response_started.set(false);
 
-    let RequestHead { method, uri, version, headers, framing, keep_alive, .. } = head;
+    let RequestHead { method, uri, version, headers, framing, keep_alive, upgrade, .. } = head;
     let body = match framing {
         BodyFraming::Empty => Body::empty(),
         BodyFraming::Length(n) => Body::incoming(Incoming::new(Rc::clone(io), Some(n))),
@@ -231,6 +231,35 @@ async fn serve_request<H: Handler>(
         Err(Panicked) => (exchange::internal_error(), true),
     };
     let status = response.status();
+    let response = if upgrade && !panicked && status == StatusCode::SWITCHING_PROTOCOLS {
+        // A `101` with a tunnel behind it (a proxied WebSocket): the connection stops being
+        // HTTP once the head is out.
+        let (parts, mut body) = response.into_parts();
+        if let (Some(tunnel), BodyFraming::Empty) = (body.take_tunnel(), framing) {
+            date::with(|d| {
+                let framing = ResponseFraming::SwitchingProtocols;
+                encode_response_head(
+                    status,
+                    &parts.headers,
+                    framing,
+                    version,
+                    false,
+                    d,
+                    &mut io.out(),
+                )
+            });
+            if io.flush().await.is_err() {
+                return Ok(false);
+            }
+            record.finish(status, 0, settings.access_log.as_ref());
+            let from_client = std::mem::take(&mut io.read.borrow_mut().inbuf);
+            Box::pin(crate::tunnel::run(&io.transport, from_client, tunnel)).await;
+            return Ok(false);
+        }
+        Response::from_parts(parts, body)
+    } else {
+        response
+    };
     if let Some(failure) = io.read.borrow_mut().failure.take() {
         // The handler hit a body error (and perhaps answered anyway): the client's mistake
         // decides the answer, as in Kestrel.

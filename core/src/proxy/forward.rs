@@ -56,6 +56,15 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` with an
+/// `Upgrade` field), if it does.
+pub(crate) fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+    });
+    asks.then(|| headers.get(header::UPGRADE).cloned()).flatten()
+}
+
 /// Which peers may tell us who the client is.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Trusted {

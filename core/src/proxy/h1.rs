@@ -115,11 +115,13 @@ pub(super) async fn read_head(
     shared: &Shared,
     sender: &mut Option<Sender>,
     unfit: &mut bool,
+    upgrading: bool,
 ) -> Result<ResponseHead, ProxyError> {
     let limits = &shared.config.response_limits;
     loop {
         while let Some(head) = parse_response(&mut conn.buf, method, limits)? {
-            if head.status.is_informational() {
+            let switching = upgrading && head.status == http::StatusCode::SWITCHING_PROTOCOLS;
+            if head.status.is_informational() && !switching {
                 continue; // 100 Continue, 103 Early Hints: not forwarded (yet)
             }
             return Ok(head);

@@ -306,8 +306,17 @@ async fn forward(
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => headers.get(header::HOST).cloned(),
     };
+    // An HTTP/1.1 upgrade (a WebSocket) keeps its Upgrade field: the one hop-by-hop field
+    // that must cross, for a tunnel to follow a 101.
+    let upgrade = (parts.version == http::Version::HTTP_11)
+        .then(|| forward::upgrade_requested(&headers))
+        .flatten();
     let client = forward::Client { peer: info.peer, tls: info.tls, host: host.clone() };
     forward::request_fields(&mut headers, &client, &shared.trusted, config.forwarded_header);
+    if let Some(protocol) = &upgrade {
+        headers.insert(header::UPGRADE, protocol.clone());
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
     if let Some(host) = host {
         headers.insert(header::HOST, host);
     }
@@ -375,7 +384,9 @@ async fn forward(
                         ));
                     }
                 }
-                let read = h1::read_head(&mut conn, &method, shared, &mut sender, &mut unfit);
+                let upgrading = upgrade.is_some();
+                let read =
+                    h1::read_head(&mut conn, &method, shared, &mut sender, &mut unfit, upgrading);
                 match rt::timer::timeout(rt::now() + head_timeout, read).await {
                     Some(r) => r,
                     None => Err(ProxyError::Timeout),
@@ -384,8 +395,22 @@ async fn forward(
             Err(e) => Err(e),
         };
         match result {
-            Ok(head) => {
+            Ok(mut head) => {
                 shared.succeeded(server);
+                if upgrade.is_some() && head.status == StatusCode::SWITCHING_PROTOCOLS {
+                    let protocol = head.headers.get(header::UPGRADE).cloned();
+                    forward::remove_hop_by_hop(&mut head.headers);
+                    if let Some(protocol) = protocol {
+                        head.headers.insert(header::UPGRADE, protocol);
+                    }
+                    let (fd, buffered) = conn.into_parts();
+                    let tunnel = crate::tunnel::Tunnel::new(fd, buffered, idle_timeout);
+                    let mut response = Response::new(Body::tunnel(tunnel));
+                    *response.status_mut() = head.status;
+                    *response.headers_mut() = head.headers;
+                    options.response_headers.apply(response.headers_mut());
+                    return Ok(response);
+                }
                 let exchange = Upstream { shared, server, conn, sender, unfit, idle_timeout };
                 let mut response = respond(exchange, head, &method);
                 options.response_headers.apply(response.headers_mut());

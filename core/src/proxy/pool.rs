@@ -31,6 +31,12 @@ impl Conn {
         Conn { fd: Some(fd), buf: BytesMut::new(), reused: false }
     }
 
+    /// The socket and the bytes received past the last response (a tunnel takes both).
+    pub(crate) fn into_parts(mut self) -> (OwnedSocket, BytesMut) {
+        let fd = self.fd.take().expect("a live connection has its socket");
+        (fd, std::mem::take(&mut self.buf))
+    }
+
     /// The socket's raw handle, for driver operations.
     pub(crate) fn raw(&self) -> RawSocket {
         sys::raw(self.fd.as_ref().expect("a live connection has its socket"))

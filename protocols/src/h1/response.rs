@@ -32,6 +32,9 @@ pub enum ResponseFraming {
     Chunked,
     /// Body runs until the connection closes (HTTP/1.0 request, unknown length).
     CloseDelimited,
+    /// A `101 Switching Protocols` that the caller follows with a tunnel (RFC 9110 §7.8):
+    /// no body, `Connection: upgrade`; what follows the head is no longer HTTP.
+    SwitchingProtocols,
 }
 
 /// Chooses the framing for a response (RFC 9112 §6.3): whether it has content and which
@@ -98,9 +101,13 @@ pub fn encode_response_head(
             put_field(b"content-length", decimal(n, &mut [0; 20]), dst);
         }
         ResponseFraming::Chunked => put_field(b"transfer-encoding", b"chunked", dst),
-        ResponseFraming::NoBody { content_length: None } | ResponseFraming::CloseDelimited => {}
+        ResponseFraming::NoBody { content_length: None }
+        | ResponseFraming::CloseDelimited
+        | ResponseFraming::SwitchingProtocols => {}
     }
-    if close {
+    if framing == ResponseFraming::SwitchingProtocols {
+        put_field(b"connection", b"upgrade", dst);
+    } else if close {
         put_field(b"connection", b"close", dst);
     } else if request_version == Version::HTTP_10 {
         // HTTP/1.0 closes by default (RFC 9112 §9.3); say that this connection persists.

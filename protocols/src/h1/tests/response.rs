@@ -239,3 +239,18 @@ fn constants() {
     assert_eq!(CHUNK_END, b"\r\n");
     assert_eq!(LAST_CHUNK, b"0\r\n\r\n");
 }
+
+#[test]
+fn switching_protocols_says_upgrade_and_nothing_of_a_body() {
+    let mut h = HeaderMap::new();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let out = head(101, &h, ResponseFraming::SwitchingProtocols, Version::HTTP_11, true);
+    assert_eq!(
+        out,
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\
+             {DATE_SERVER}\r\n"
+        )
+    );
+}

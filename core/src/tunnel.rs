@@ -1,0 +1,149 @@
+//! Tunnels: after a `101 Switching Protocols` (a proxied WebSocket), the client's connection
+//! stops being HTTP and its bytes are copied to and from the upstream socket, both ways at
+//! once, until the upstream closes, a side fails, or nothing moves for the idle timeout.
+//!
+//! The client finishing its side (EOF) is passed on as a half-close of the upstream socket;
+//! the upstream finishing ends the tunnel once what it sent has reached the client.
+
+use std::cell::Cell;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::rt::{self, timer::Timer};
+use crate::sys::driver::SendBuf;
+use crate::sys::{self, OwnedSocket};
+use crate::transport::Transport;
+
+/// The upstream end of a tunnel, handed from the proxy to the client's protocol loop as a
+/// response body (`Body::tunnel`).
+pub(crate) struct Tunnel {
+    fd: Option<OwnedSocket>,
+    /// Bytes the upstream sent right after its `101` head.
+    buffered: BytesMut,
+    idle: Duration,
+}
+
+impl Tunnel {
+    /// A tunnel to `fd`, which already sent `buffered`.
+    pub(crate) fn new(fd: OwnedSocket, buffered: BytesMut, idle: Duration) -> Tunnel {
+        Tunnel { fd: Some(fd), buffered, idle }
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            rt::io::close_detached(fd);
+        }
+    }
+}
+
+/// Sends all of `buf` to the client.
+async fn send_to_client(client: &Transport, mut buf: SendBuf) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        let (result, back) = client.send(buf).await;
+        buf = back;
+        match result? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            n => buf.advance(n),
+        }
+    }
+    Ok(())
+}
+
+/// Copies bytes both ways between `client` (whose `from_client` bytes arrived after the
+/// upgrade request) and the tunnel's upstream, until it ends. Returns the bytes moved
+/// (client to upstream, upstream to client).
+pub(crate) async fn run(
+    client: &Transport,
+    from_client: BytesMut,
+    mut tunnel: Tunnel,
+) -> (u64, u64) {
+    let fd = tunnel.fd.take().expect("a tunnel is run once");
+    let buffered = std::mem::take(&mut tunnel.buffered);
+    let idle = tunnel.idle;
+    let up = sys::raw(&fd);
+    let last_activity = Cell::new(rt::now());
+    let moved = (Cell::new(0u64), Cell::new(0u64));
+    {
+        let upstream_to_client = async {
+            let mut pending = buffered;
+            loop {
+                if !pending.is_empty() {
+                    moved.1.set(moved.1.get() + pending.len() as u64);
+                    let mut out = SendBuf::new();
+                    out.push(pending.split().freeze());
+                    send_to_client(client, out).await.ok()?;
+                    last_activity.set(rt::now());
+                }
+                let (buf, result) = rt::io::recv(up, BytesMut::new()).await;
+                match result {
+                    Ok(0) | Err(_) => return Some(()),
+                    Ok(_) => {
+                        pending = buf;
+                        last_activity.set(rt::now());
+                    }
+                }
+            }
+        };
+        let client_to_upstream = async {
+            let mut pending = from_client;
+            loop {
+                if !pending.is_empty() {
+                    moved.0.set(moved.0.get() + pending.len() as u64);
+                    let mut out = SendBuf::new();
+                    out.push(pending.split().freeze());
+                    rt::io::send_all(up, out).await.ok()?;
+                    last_activity.set(rt::now());
+                }
+                let (buf, result) = client.recv(BytesMut::new()).await;
+                match result {
+                    Ok(0) => {
+                        // The client is done sending; the upstream may still answer.
+                        let _ = sys::driver::shutdown_write(&fd);
+                        return Some(());
+                    }
+                    Err(_) => return None,
+                    Ok(_) => {
+                        pending = buf;
+                        last_activity.set(rt::now());
+                    }
+                }
+            }
+        };
+        let mut down = pin!(upstream_to_client);
+        let mut upward = pin!(client_to_upstream);
+        let mut upward_done = false;
+        let timer = Timer::new();
+        timer.set(Some(last_activity.get() + idle));
+        poll_fn(|cx| {
+            if down.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(()); // the upstream finished (or failed): the tunnel ends
+            }
+            if !upward_done {
+                match upward.as_mut().poll(cx) {
+                    Poll::Ready(Some(())) => upward_done = true,
+                    Poll::Ready(None) => return Poll::Ready(()),
+                    Poll::Pending => {}
+                }
+            }
+            loop {
+                if timer.poll_fired(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let due: Instant = last_activity.get() + idle;
+                if rt::now() >= due {
+                    return Poll::Ready(()); // idle for the whole timeout
+                }
+                timer.set(Some(due));
+            }
+        })
+        .await;
+    }
+    rt::io::close(fd).await;
+    (moved.0.get(), moved.1.get())
+}
