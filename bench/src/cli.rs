@@ -35,6 +35,9 @@ OPTIONS:
     --instructions       only count user-space instructions per request with valgrind's
                          callgrind (Peregrine, nginx, h2o; h2load runs of 20,000 and 60,000
                          requests, the difference divided out) and print that table
+    --proxy              only the reverse-proxy benchmark: Peregrine, nginx and h2o as
+                         proxies (one worker each) in front of one upstream, wrk c64/c256
+                         and h2load h2c -m100, requests per proxy-CPU-second
     -h, --help           this text
 ";
 
@@ -45,6 +48,8 @@ pub struct Cli {
     pub quick: bool,
     /// `--instructions`: the callgrind count only.
     pub instructions: bool,
+    /// `--proxy`: the reverse-proxy benchmark only.
+    pub proxy: bool,
     /// `--rounds`, if given.
     pub rounds: Option<u32>,
     /// `--duration`, if given.
@@ -86,6 +91,7 @@ impl Default for Cli {
         Cli {
             quick: false,
             instructions: false,
+            proxy: false,
             rounds: None,
             duration_s: None,
             idle_conns: None,
@@ -150,6 +156,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Cli>, Stri
             "-h" | "--help" => return Ok(None),
             "--quick" => cli.quick = true,
             "--instructions" => cli.instructions = true,
+            "--proxy" => cli.proxy = true,
             "--no-build" => cli.no_build = true,
             "--peers-only" => cli.peers_only = true,
             "--no-nginx" => cli.no_nginx = true,

@@ -7,6 +7,7 @@
 //! See `bench/README.md`.
 
 mod cli;
+mod proxy_phase;
 
 use std::ffi::OsString;
 use std::fs;
@@ -67,7 +68,13 @@ fn main() -> ExitCode {
     };
     // Everything that owns a process lives inside `run`, so its Drop guards
     // stop the servers before we exit, on errors and panics alike.
-    let outcome = if cli.instructions { run_instructions(&cli) } else { run(&cli) };
+    let outcome = if cli.instructions {
+        run_instructions(&cli)
+    } else if cli.proxy {
+        run_proxy(&cli)
+    } else {
+        run(&cli)
+    };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -159,6 +166,44 @@ impl ServerKind {
         servers::check_plaintext(server.addr())?;
         Ok(server)
     }
+}
+
+/// Writes wrk's keep-alive and pipelining scripts into `dir` for wrk to load; returns
+/// their paths.
+fn write_wrk_scripts(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let keepalive = dir.join("keepalive.lua");
+    let pipeline = dir.join("pipeline.lua");
+    for (path, text) in [(&keepalive, KEEPALIVE_LUA), (&pipeline, PIPELINE_LUA)] {
+        fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok((keepalive, pipeline))
+}
+
+/// `--proxy`: the reverse-proxy benchmark (see `proxy_phase.rs`).
+fn run_proxy(cli: &cli::Cli) -> Result<(), String> {
+    let wrk = sys::find_program("wrk", &["/usr/bin/wrk", "/usr/local/bin/wrk"])
+        .ok_or("wrk not found on PATH; install it (apt-get install wrk)")?;
+    let h2load = sys::find_program("h2load", &["/usr/bin/h2load", "/usr/local/bin/h2load"]);
+    let _ = sys::raise_nofile_limit();
+    TempDir::remove_stale();
+    let scratch = TempDir::new("proxy").map_err(|e| format!("cannot create temp dir: {e}"))?;
+    let (keepalive_script, pipeline_script) = write_wrk_scripts(scratch.path())?;
+    let bench = Bench {
+        wrk,
+        h2load,
+        openssl: None,
+        launcher: Launcher::detect(!cli.no_pin),
+        wrk_cpus: cli.wrk_cpus.clone(),
+        clk_tck: procstat::clock_ticks_per_second(),
+        duration_s: cli.duration_s(),
+        keepalive_script,
+        pipeline_script,
+        perf: None,
+        scratch: scratch.path().to_owned(),
+    };
+    let out_dir =
+        cli.out.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
+    proxy_phase::run(cli, &bench, &out_dir)
 }
 
 /// `--instructions`: user-space instructions per request under callgrind, for Peregrine and
@@ -300,11 +345,7 @@ fn run(cli: &cli::Cli) -> Result<(), String> {
 
     TempDir::remove_stale();
     let scratch = TempDir::new("run").map_err(|e| format!("cannot create temp dir: {e}"))?;
-    let keepalive_script = scratch.path().join("keepalive.lua");
-    let pipeline_script = scratch.path().join("pipeline.lua");
-    for (path, text) in [(&keepalive_script, KEEPALIVE_LUA), (&pipeline_script, PIPELINE_LUA)] {
-        fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
+    let (keepalive_script, pipeline_script) = write_wrk_scripts(scratch.path())?;
     // One certificate per run, shared by every TLS listener.
     let tls = match (&openssl_bin, scenarios.iter().any(|s| s.load.tls())) {
         (Some(openssl), true) => match peers::generate_certificate(openssl, scratch.path()) {

@@ -243,11 +243,23 @@ pub fn start_peregrine(
     binary: &Path,
     tls: Option<&TlsFiles>,
 ) -> Result<Server, String> {
+    start_peregrine_with(launcher, cpus, binary, &peers::peregrine_config(tls), tls.is_some())
+}
+
+/// Starts Peregrine as [`start_peregrine`] does, with `config_text` as its config file
+/// (whose listeners are a cleartext one, then a TLS one when `tls`).
+pub fn start_peregrine_with(
+    launcher: &Launcher,
+    cpus: &str,
+    binary: &Path,
+    config_text: &str,
+    tls: bool,
+) -> Result<Server, String> {
     let dir = TempDir::new("peregrine").map_err(|e| format!("cannot create temp dir: {e}"))?;
     let log = dir.path().join("stderr.log");
     let stderr = File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
     let config = dir.path().join("peregrine.toml");
-    fs::write(&config, peers::peregrine_config(tls))
+    fs::write(&config, config_text)
         .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
     let mut child = launcher
         .command(cpus, binary)
@@ -284,7 +296,7 @@ pub fn start_peregrine(
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     let mut seen = Vec::new();
     let (mut http, mut https) = (None, None);
-    while http.is_none() || (tls.is_some() && https.is_none()) {
+    while http.is_none() || (tls && https.is_none()) {
         let remaining = deadline.saturating_duration_since(Instant::now());
         match lines_rx.recv_timeout(remaining) {
             Ok(line) => {

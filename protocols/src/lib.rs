@@ -17,3 +17,4 @@
 pub mod content;
 pub mod h1;
 pub mod h2;
+pub mod proxy_protocol;

@@ -12,7 +12,7 @@
 //! response_header_timeout = "60s"
 //! idle_timeout = "60s"
 //! keepalive_timeout = "60s"
-//! max_idle = 32                      # idle connections kept per server, per core
+//! max_idle = 256                     # idle connections kept per server, per core
 //! max_fails = 3                      # failures in a row before a server is skipped
 //! fail_timeout = "10s"               # ... for this long
 //! [[upstream.server]]

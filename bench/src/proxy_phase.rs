@@ -1,0 +1,212 @@
+//! `--proxy`: the reverse-proxy benchmark. Peregrine (`[[route]]` to an `[[upstream]]`),
+//! nginx (`proxy_pass` with upstream keep-alive, `proxy_http_version 1.1`) and h2o
+//! (`proxy.reverse.url`) each run as a proxy on the server CPU, one worker each, in front of
+//! the same upstream: a Peregrine serving `/plaintext`, pinned with the load generator so
+//! its work is not counted. Rounds are interleaved; the figure is requests per
+//! proxy-CPU-second (the proxy's own CPU time only), with p99 latency beside it.
+//!
+//! nginx 1.22 cannot serve h2c and HTTP/1.1 on one port, so the h2c scenario compares
+//! Peregrine with h2o only.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+
+use peregrine_bench::peers;
+use peregrine_bench::report::{RunMeasurement, H2O, NGINX, PEREGRINE};
+use peregrine_bench::scenario::{Load, Scenario};
+use peregrine_bench::servers::{self, Launcher, NginxTemplates, Server};
+use peregrine_bench::sys::{self, UtcTime};
+
+use crate::{cli, describe, h2o_binary, measure, nginx_binary, peregrine_binary, Bench};
+
+const NGINX_PROXY: &str = include_str!("../peers/nginx-proxy.conf");
+const H2O_PROXY: &str = include_str!("../peers/h2o-proxy.conf");
+
+/// The proxy scenarios: wrk keep-alive at two concurrency levels, and h2load h2c with 100
+/// streams per connection (the issue's shapes).
+const SCENARIOS: [Scenario; 3] = [
+    Scenario {
+        name: "proxy-keepalive-c64",
+        description: "proxy, keep-alive, 64 connections",
+        load: Load::Wrk { connections: 64, pipeline_depth: 1 },
+        peer: NGINX,
+        target_cpu_ratio: Some(1.5),
+        quick: true,
+    },
+    Scenario {
+        name: "proxy-keepalive-c256",
+        description: "proxy, keep-alive, 256 connections",
+        load: Load::Wrk { connections: 256, pipeline_depth: 1 },
+        peer: NGINX,
+        target_cpu_ratio: Some(1.5),
+        quick: true,
+    },
+    Scenario {
+        name: "proxy-h2c-c16-m100",
+        description: "proxy, h2c, 16 connections × 100 streams",
+        load: Load::H2load { connections: 16, streams: 100, tls: false },
+        peer: H2O,
+        target_cpu_ratio: Some(1.3),
+        quick: true,
+    },
+];
+
+/// Runs the proxy phase and writes `<stem>-proxy.md`.
+pub(crate) fn run(cli: &cli::Cli, bench: &Bench, out_dir: &Path) -> Result<(), String> {
+    let started = UtcTime::now();
+    let binary = peregrine_binary(cli)?;
+    let launcher: &Launcher = &bench.launcher;
+    // The upstream: Peregrine's /plaintext, on the load generator's CPU.
+    let upstream = servers::start_peregrine(launcher, &bench.wrk_cpus, &binary, None)?;
+    servers::check_plaintext(upstream.addr())?;
+    let port = upstream.addr().port().to_string();
+    eprintln!("upstream: peregrine on {} (CPU {})", upstream.addr(), bench.wrk_cpus);
+
+    let mut proxies: Vec<Server> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    let config = format!(
+        "{}\n[[route]]\nupstream = \"app\"\n\n[[upstream]]\nname = \"app\"\n\
+         [[upstream.server]]\naddress = \"http://{}\"\n",
+        peers::peregrine_config(None),
+        upstream.addr()
+    );
+    match servers::start_peregrine_with(launcher, &cli.server_cpus, &binary, &config, false) {
+        Ok(s) => proxies.push(s),
+        Err(e) => return Err(format!("Peregrine as a proxy did not start: {e}")),
+    }
+    let nginx_conf = NGINX_PROXY.replace("{{UPSTREAM}}", &port);
+    match nginx_binary(cli).and_then(|bin| {
+        let templates = NginxTemplates { main: &nginx_conf, tls: "" };
+        servers::start_nginx(launcher, &cli.server_cpus, &bin, templates, None)
+    }) {
+        Ok(s) => proxies.push(s),
+        Err(e) => notes.push(format!("nginx skipped: {e}")),
+    }
+    let h2o_conf = H2O_PROXY.replace("{{UPSTREAM}}", &port);
+    match h2o_binary(cli)
+        .and_then(|bin| servers::start_h2o(launcher, &cli.server_cpus, &bin, &h2o_conf, None))
+    {
+        Ok(s) => proxies.push(s),
+        Err(e) => notes.push(format!("h2o skipped: {e}")),
+    }
+    for p in &proxies {
+        servers::check_plaintext(p.addr()).map_err(|e| format!("{} as a proxy: {e}", p.name()))?;
+        eprintln!("proxy: {} — pid {} on {}", p.name(), p.pid(), p.addr());
+    }
+
+    let takes_part = |s: &Scenario, server: &Server| {
+        // nginx 1.22 has no h2c on an HTTP/1.1 port.
+        !(matches!(s.load, Load::H2load { .. }) && server.name() == NGINX)
+    };
+    let rounds = cli.rounds();
+    let mut results: Vec<(&'static str, String, RunMeasurement)> = Vec::new();
+    for round in 1..=rounds {
+        for scenario in &SCENARIOS {
+            let mut order: Vec<usize> =
+                (0..proxies.len()).filter(|&i| takes_part(scenario, &proxies[i])).collect();
+            if round % 2 == 0 {
+                order.reverse();
+            }
+            for i in order {
+                let outcome = measure(bench, &mut proxies[i], scenario, &mut None);
+                eprintln!(
+                    "[proxy round {round}/{rounds}] {:<22} {:<9} {}",
+                    scenario.name,
+                    proxies[i].name(),
+                    describe(&outcome)
+                );
+                match outcome {
+                    Ok(m) => results.push((scenario.name, proxies[i].name().to_owned(), m)),
+                    Err(e) => notes.push(format!("{} {}: {e}", scenario.name, proxies[i].name())),
+                }
+            }
+        }
+    }
+    drop(proxies);
+    drop(upstream);
+
+    let markdown = table(&results, rounds, &notes, bench);
+    print!("{markdown}");
+    fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    let path = out_dir.join(format!("{}-proxy.md", started.file_stamp()));
+    fs::write(&path, &markdown).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+/// The Markdown report: per scenario and proxy, the medians over the rounds, and
+/// Peregrine's ratio to each peer.
+fn table(
+    results: &[(&'static str, String, RunMeasurement)],
+    rounds: u32,
+    notes: &[String],
+    bench: &Bench,
+) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "## Reverse proxy: requests per proxy-CPU-second\n");
+    let _ = writeln!(
+        md,
+        "Medians over {rounds} round(s) of {} s; one worker per proxy on the server CPU, the \
+         upstream (Peregrine `/plaintext`) and the load generator on CPU {}. {}\n",
+        bench.duration_s,
+        bench.wrk_cpus,
+        sys::MachineInfo::detect().cpu_model.unwrap_or_default()
+    );
+    let _ = writeln!(
+        md,
+        "| scenario | proxy | req/s | req/CPU-s | p99 / mean latency | Peregrine ÷ proxy (req/CPU-s) |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|");
+    for scenario in &SCENARIOS {
+        let of = |server: &str| -> Vec<&RunMeasurement> {
+            results
+                .iter()
+                .filter(|(s, n, _)| *s == scenario.name && n == server)
+                .map(|r| &r.2)
+                .collect()
+        };
+        let per_cpu =
+            |server: &str| median(of(server).iter().filter_map(|m| m.req_per_cpu_s()).collect());
+        let ours = per_cpu(PEREGRINE);
+        for server in [PEREGRINE, NGINX, H2O] {
+            let runs = of(server);
+            if runs.is_empty() {
+                continue;
+            }
+            let rps = median(runs.iter().map(|m| m.req_per_s).collect()).unwrap_or(0.0);
+            let cpu = per_cpu(server);
+            let latency = match scenario.load {
+                Load::H2load { .. } => {
+                    median(runs.iter().filter_map(|m| m.request_time.map(|t| t.mean_us)).collect())
+                        .map_or("n/a".into(), |us| format!("mean {us:.0} µs"))
+                }
+                _ => median(runs.iter().filter_map(|m| m.latency.p99()).collect())
+                    .map_or("n/a".into(), |us| format!("p99 {us:.0} µs")),
+            };
+            let ratio = match (ours, cpu) {
+                (Some(a), Some(b)) if server != PEREGRINE && b > 0.0 => format!("{:.2}×", a / b),
+                _ => "—".into(),
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {server} | {rps:.0} | {} | {latency} | {ratio} |",
+                scenario.name,
+                cpu.map_or("n/a".into(), |c| format!("{c:.0}"))
+            );
+        }
+    }
+    md.push_str("\nTargets: ≥ 1.5× nginx and ≥ 1.3× h2o per proxy-CPU-second.\n");
+    for note in notes {
+        let _ = writeln!(md, "\n- {note}");
+    }
+    md
+}
