@@ -87,6 +87,10 @@ pub struct ListenerConfig {
     pub protocols: Option<Vec<String>>,
     /// TLS; absent: cleartext.
     pub tls: Option<TlsConfig>,
+    /// Peers (CIDR or address) whose connections start with a PROXY protocol header (v1 or
+    /// v2, required from them); never parsed from anyone else. Absent: off.
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<String>,
 }
 
 /// A listener's TLS section.
@@ -328,6 +332,9 @@ impl Config {
         for (i, l) in self.listener.iter().enumerate() {
             resolve(&l.address).map_err(|e| format!("listener[{i}].address: {e}"))?;
             l.protocols().map_err(|e| format!("listener[{i}].protocols: {e}"))?;
+            for n in &l.proxy_protocol_from {
+                parse_net(n).map_err(|e| format!("listener[{i}].proxy_protocol_from: {e}"))?;
+            }
             for (j, sni) in l.tls.iter().flat_map(|t| t.sni.iter()).enumerate() {
                 if sni.server_name.trim().is_empty() {
                     return Err(format!("listener[{i}].tls.sni[{j}].server_name: empty"));
@@ -364,6 +371,12 @@ impl Config {
                         .protocols()
                         .map_err(|e| format!("listener[{i}].protocols: {e}"))?,
                     tls: l.tls_settings(),
+                    proxy_protocol_from: l
+                        .proxy_protocol_from
+                        .iter()
+                        .map(|n| parse_net(n))
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| format!("listener[{i}].proxy_protocol_from: {e}"))?,
                 })
             })
             .collect()

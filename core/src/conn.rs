@@ -20,7 +20,7 @@ use tracing::debug;
 
 use crate::h1;
 use crate::listener::Protocols;
-use crate::metrics::TlsFailure;
+use crate::metrics::{Rejection, TlsFailure};
 use crate::percore;
 use crate::rt;
 use crate::rt::executor;
@@ -28,7 +28,9 @@ use crate::rt::timer::{RunUntil, Timer};
 use crate::sys::{self, OwnedSocket};
 use crate::tls::{accept, TlsListener};
 use crate::transport::Transport;
+use crate::trust::Trusted;
 use crate::Handler;
+use peregrine_protocols::proxy_protocol::{self, ProxyHeader, ProxyHeaderError};
 
 /// The HTTP/2 connection preface a client sends first (RFC 9113 §3.4).
 pub(crate) const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -46,6 +48,8 @@ pub(crate) enum Protocol {
 pub(crate) struct Endpoint {
     pub(crate) protocols: Protocols,
     pub(crate) tls: Option<Arc<TlsListener>>,
+    /// Peers whose connections start with a PROXY protocol header.
+    pub(crate) proxy_protocol: Option<Trusted>,
 }
 
 /// Counts one running TLS handshake (capped by
@@ -99,13 +103,39 @@ pub(crate) async fn serve<H: Handler>(
     handler: Rc<H>,
     settings: Rc<h1::Settings>,
     admitted: Admitted,
-    peer: Option<SocketAddr>,
+    mut peer: Option<SocketAddr>,
 ) {
     let limits = &settings.limits;
     if rt::shutting_down() {
         // Accepted just as a graceful shutdown began: no request of it is in flight.
         rt::io::close(fd).await;
         return;
+    }
+    // From a trusted balancer, the PROXY protocol header comes first and says who the
+    // client is; from anyone else it is never parsed (it would let a client pick its
+    // address), so such bytes fail as the HTTP or TLS they are not.
+    let mut initial = BytesMut::new();
+    let trusted = endpoint.proxy_protocol.as_ref();
+    if trusted.is_some_and(|t| peer.is_some_and(|p| t.contains(p.ip()))) {
+        let deadline = rt::now() + limits.request_headers_timeout;
+        match idle_until(deadline, read_proxy_header(sys::raw(&fd))).await {
+            Some(Ok((header, rest))) => {
+                if let ProxyHeader::Proxied { source, .. } = header {
+                    peer = Some(source);
+                }
+                initial = rest;
+            }
+            Some(Err(e)) => {
+                debug!(error = %e, "closing: no valid PROXY protocol header from a trusted peer");
+                crate::metrics::count(|m| m.rejected(Rejection::ProtocolError));
+                rt::io::close(fd).await;
+                return;
+            }
+            None => {
+                rt::io::close(fd).await;
+                return;
+            }
+        }
     }
     let (transport, protocol, initial) = match &endpoint.tls {
         Some(tls) => {
@@ -119,7 +149,7 @@ pub(crate) async fn serve<H: Handler>(
             let deadline = rt::now() + limits.tls_handshake_timeout;
             // Boxed: the handshake's state (rustls' acceptor, a few KiB) lives only as long as
             // the handshake, not in the connection's task for its whole life.
-            let handshake = Box::pin(accept::handshake(sys::raw(&fd), tls));
+            let handshake = Box::pin(accept::handshake(sys::raw(&fd), tls, initial));
             let result = idle_until(deadline, handshake).await;
             drop(slot);
             match result {
@@ -151,7 +181,7 @@ pub(crate) async fn serve<H: Handler>(
             match endpoint.protocols {
                 Protocols { http1: true, h2: true } => {
                     let deadline = rt::now() + limits.request_headers_timeout;
-                    match idle_until(deadline, sniff(&transport)).await {
+                    match idle_until(deadline, sniff(&transport, initial)).await {
                         Some(Ok((protocol, initial))) => (transport, protocol, initial),
                         // Silent, closed or failed before a byte: nothing to answer.
                         _ => {
@@ -160,8 +190,8 @@ pub(crate) async fn serve<H: Handler>(
                         }
                     }
                 }
-                Protocols { h2: true, .. } => (transport, Protocol::Http2, BytesMut::new()),
-                _ => (transport, Protocol::Http1, BytesMut::new()),
+                Protocols { h2: true, .. } => (transport, Protocol::Http2, initial),
+                _ => (transport, Protocol::Http1, initial),
             }
         }
     };
@@ -190,8 +220,7 @@ fn idle_until<F: std::future::Future>(deadline: Instant, op: F) -> RunUntil<Time
 /// Reads until the first bytes tell HTTP/2 prior knowledge (the full 24-byte preface) from
 /// anything else (HTTP/1), never waiting for more once a byte differs from the preface.
 /// Returns the protocol and the bytes read, which the chosen loop parses first.
-async fn sniff(transport: &Transport) -> std::io::Result<(Protocol, BytesMut)> {
-    let mut buf = BytesMut::new();
+async fn sniff(transport: &Transport, mut buf: BytesMut) -> std::io::Result<(Protocol, BytesMut)> {
     loop {
         let n = buf.len().min(H2_PREFACE.len());
         if buf[..n] != H2_PREFACE[..n] {
@@ -204,6 +233,51 @@ async fn sniff(transport: &Transport) -> std::io::Result<(Protocol, BytesMut)> {
         buf = back;
         if result? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+/// Why a PROXY protocol header could not be read.
+#[derive(Debug)]
+enum ProxyHeaderFailure {
+    Io(std::io::Error),
+    Closed,
+    Invalid(ProxyHeaderError),
+}
+
+impl std::fmt::Display for ProxyHeaderFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProxyHeaderFailure::Io(e) => write!(f, "{e}"),
+            ProxyHeaderFailure::Closed => f.write_str("closed before the header ended"),
+            ProxyHeaderFailure::Invalid(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Reads a PROXY protocol header; returns it and the bytes received after it (the client's
+/// first bytes, for the TLS handshake or the HTTP parser).
+async fn read_proxy_header(
+    fd: sys::RawSocket,
+) -> Result<(ProxyHeader, BytesMut), ProxyHeaderFailure> {
+    let mut buf = BytesMut::new();
+    loop {
+        if !buf.is_empty() {
+            match proxy_protocol::parse(&buf) {
+                Ok(Some((header, len))) => {
+                    let _ = buf.split_to(len);
+                    return Ok((header, buf));
+                }
+                Ok(None) => {}
+                Err(e) => return Err(ProxyHeaderFailure::Invalid(e)),
+            }
+        }
+        let (back, result) = rt::io::recv(fd, buf).await;
+        buf = back;
+        match result {
+            Ok(0) => return Err(ProxyHeaderFailure::Closed),
+            Ok(_) => {}
+            Err(e) => return Err(ProxyHeaderFailure::Io(e)),
         }
     }
 }

@@ -44,6 +44,7 @@ mod server;
 mod sys;
 mod tls;
 mod transport;
+mod trust;
 mod tunnel;
 
 pub use access_log::AccessLogTarget;

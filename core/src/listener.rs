@@ -37,17 +37,31 @@ pub struct ListenerSpec {
     pub protocols: Protocols,
     /// TLS settings; `None`: cleartext.
     pub tls: Option<TlsSettings>,
+    /// Peers (networks) whose connections start with a PROXY protocol header (v1 or v2),
+    /// which is then required and read before anything else; from other peers a header is
+    /// never parsed. Empty: no PROXY protocol.
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
 }
 
 impl ListenerSpec {
     /// A TLS listener serving both protocols (chosen by ALPN).
     pub fn tls(address: SocketAddr, tls: TlsSettings) -> ListenerSpec {
-        ListenerSpec { address, protocols: Protocols::BOTH, tls: Some(tls) }
+        ListenerSpec {
+            address,
+            protocols: Protocols::BOTH,
+            tls: Some(tls),
+            proxy_protocol_from: Vec::new(),
+        }
     }
 
     /// The same listener with other protocols.
     pub fn with_protocols(self, protocols: Protocols) -> ListenerSpec {
         ListenerSpec { protocols, ..self }
+    }
+
+    /// The same listener, expecting a PROXY protocol header from peers in `from`.
+    pub fn with_proxy_protocol(self, from: Vec<ipnet::IpNet>) -> ListenerSpec {
+        ListenerSpec { proxy_protocol_from: from, ..self }
     }
 
     /// Whether it runs TLS.
@@ -59,6 +73,11 @@ impl ListenerSpec {
 /// A cleartext listener serving both protocols.
 impl From<SocketAddr> for ListenerSpec {
     fn from(address: SocketAddr) -> ListenerSpec {
-        ListenerSpec { address, protocols: Protocols::BOTH, tls: None }
+        ListenerSpec {
+            address,
+            protocols: Protocols::BOTH,
+            tls: None,
+            proxy_protocol_from: Vec::new(),
+        }
     }
 }

@@ -29,6 +29,7 @@ use crate::metrics::{CoreMetrics, Metrics, Rejection};
 use crate::rt::{self, executor};
 use crate::sys;
 use crate::tls::{TlsError, TlsListener, TlsReloadHandle};
+use crate::trust::Trusted;
 use crate::Handler;
 
 /// What to serve and how.
@@ -195,7 +196,12 @@ impl Server {
             let (addr, listeners) = sys::bind_listeners(spec.address, threads)
                 .map_err(|e| StartError::Bind(spec.address, e))?;
             for (sockets, listener) in per_thread.iter_mut().zip(listeners) {
-                let info = ListenerInfo { protocols: spec.protocols, tls: tls.clone() };
+                let info = ListenerInfo {
+                    protocols: spec.protocols,
+                    tls: tls.clone(),
+                    proxy_protocol: (!spec.proxy_protocol_from.is_empty())
+                        .then(|| Trusted::new(spec.proxy_protocol_from.clone())),
+                };
                 sockets.push((listener, info));
             }
             addrs.push(addr);
@@ -404,6 +410,7 @@ impl Started {
 struct ListenerInfo {
     protocols: Protocols,
     tls: Option<Arc<TlsListener>>,
+    proxy_protocol: Option<Trusted>,
 }
 
 /// One core's share of the server.
@@ -466,7 +473,11 @@ impl Reactor {
             .into_iter()
             .map(|(fd, info)| Listener {
                 fd,
-                endpoint: Rc::new(Endpoint { protocols: info.protocols, tls: info.tls }),
+                endpoint: Rc::new(Endpoint {
+                    protocols: info.protocols,
+                    tls: info.tls,
+                    proxy_protocol: info.proxy_protocol,
+                }),
                 op: None,
                 retry_at: None,
             })

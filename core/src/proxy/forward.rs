@@ -15,6 +15,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::trust::canonical;
+pub(crate) use crate::trust::Trusted;
+
 /// `x-forwarded-for`.
 pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `x-forwarded-proto`.
@@ -63,33 +66,6 @@ pub(crate) fn upgrade_requested(headers: &HeaderMap) -> Option<HeaderValue> {
         v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
     });
     asks.then(|| headers.get(header::UPGRADE).cloned()).flatten()
-}
-
-/// Which peers may tell us who the client is.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Trusted {
-    nets: Vec<ipnet::IpNet>,
-}
-
-impl Trusted {
-    /// Trusts the peers in `nets`.
-    pub(crate) fn new(nets: Vec<ipnet::IpNet>) -> Trusted {
-        Trusted { nets }
-    }
-
-    /// Whether `ip` is a trusted proxy.
-    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        self.nets.iter().any(|n| n.contains(&ip))
-    }
-}
-
-/// An IPv4-mapped IPv6 address as the IPv4 address it is.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 /// What the proxy knows of the client of one request.

@@ -52,14 +52,19 @@ fn choose(protocols: Protocols, offered: Option<&[&[u8]]>) -> Option<Alpn> {
 pub(crate) async fn handshake(
     fd: RawSocket,
     listener: &TlsListener,
+    initial: BytesMut,
 ) -> io::Result<(Transport, Protocol)> {
     let mut acceptor = Acceptor::default();
-    let mut raw = BytesMut::new();
+    // Bytes already received (after a PROXY protocol header) are the ClientHello's start.
+    let mut have_initial = !initial.is_empty();
+    let mut raw = initial;
     let accepted = loop {
-        let (back, result) = rt::io::recv(fd, raw).await;
-        raw = back;
-        if result? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+        if !std::mem::take(&mut have_initial) {
+            let (back, result) = rt::io::recv(fd, raw).await;
+            raw = back;
+            if result? == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
         }
         while !raw.is_empty() {
             let n = acceptor.read_tls(&mut &raw[..])?;
