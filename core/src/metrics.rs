@@ -107,16 +107,56 @@ const LATENCY_BOUNDS_US: [u64; 14] = [
 
 /// A counter with one writer.
 #[derive(Default, Debug)]
-struct Counter(AtomicU64);
+pub(crate) struct Counter(AtomicU64);
 
 impl Counter {
-    fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         // Single writer: no read-modify-write needed (see the module doc).
         self.0.store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
     }
 
-    fn get(&self) -> u64 {
+    /// Sets a gauge (single writer too).
+    pub(crate) fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A latency histogram with one writer, over [`LATENCY_BOUNDS_US`].
+#[derive(Default, Debug)]
+pub(crate) struct Histogram {
+    buckets: [Counter; LATENCY_BOUNDS_US.len() + 1],
+    sum_us: Counter,
+}
+
+impl Histogram {
+    /// Counts one observation.
+    pub(crate) fn observe(&self, us: u64) {
+        let bucket =
+            LATENCY_BOUNDS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BOUNDS_US.len());
+        self.buckets[bucket].add(1);
+        self.sum_us.add(us);
+    }
+
+    /// Writes the Prometheus series of the sum of `parts` (one per core) under `name`, with
+    /// `labels` (`key="value"` pairs, or empty) on every line.
+    pub(crate) fn render(out: &mut String, name: &str, labels: &str, parts: &[&Histogram]) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let braces = |s: &str| if s.is_empty() { String::new() } else { format!("{{{s}}}") };
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BOUNDS_US.iter().enumerate() {
+            cumulative += parts.iter().map(|h| h.buckets[i].get()).sum::<u64>();
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}");
+        }
+        cumulative += parts.iter().map(|h| h.buckets[LATENCY_BOUNDS_US.len()].get()).sum::<u64>();
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}");
+        let sum = parts.iter().map(|h| h.sum_us.get()).sum::<u64>() as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{} {sum}", braces(labels));
+        let _ = writeln!(out, "{name}_count{} {cumulative}", braces(labels));
     }
 }
 
@@ -131,8 +171,7 @@ pub(crate) struct CoreMetrics {
     responses: [Counter; 5],
     bytes_in: Counter,
     bytes_out: Counter,
-    latency_buckets: [Counter; 15],
-    latency_sum_us: Counter,
+    latency: Histogram,
     tls_handshakes: Counter,
     tls_failures: [Counter; 3],
     /// Connections by protocol: HTTP/1, HTTP/2.
@@ -164,13 +203,9 @@ impl CoreMetrics {
     pub(crate) fn response(&self, status: http::StatusCode, duration_us: Option<u64>) {
         let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
         self.responses[class].add(1);
-        let Some(duration_us) = duration_us else { return };
-        let bucket = LATENCY_BOUNDS_US
-            .iter()
-            .position(|&b| duration_us <= b)
-            .unwrap_or(LATENCY_BOUNDS_US.len());
-        self.latency_buckets[bucket].add(1);
-        self.latency_sum_us.add(duration_us);
+        if let Some(duration_us) = duration_us {
+            self.latency.observe(duration_us);
+        }
     }
 
     pub(crate) fn bytes_in(&self, n: u64) {
@@ -341,20 +376,14 @@ impl Metrics {
         // Active HTTP/2 streams join here with the HTTP/2 codec.
         let name = "peregrine_request_duration_seconds";
         let _ = writeln!(out, "# HELP {name} Time from a request head's arrival to its response being written.\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (i, bound) in LATENCY_BOUNDS_US.iter().enumerate() {
-            cumulative += sum(&|c| c.latency_buckets[i].get());
-            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 / 1e6);
-        }
-        cumulative += sum(&|c| c.latency_buckets[LATENCY_BOUNDS_US.len()].get());
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "{name}_sum {}", sum(&|c| c.latency_sum_us.get()) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {cumulative}");
+        let parts: Vec<&Histogram> = self.cores.iter().map(|c| &c.latency).collect();
+        Histogram::render(&mut out, name, "", &parts);
+        crate::proxy::metrics::render(&mut out);
         out
     }
 }
 
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, values: &[(&str, u64)]) {
+pub(crate) fn metric(out: &mut String, name: &str, kind: &str, help: &str, values: &[(&str, u64)]) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for (labels, v) in values {
         if labels.is_empty() {
@@ -365,7 +394,13 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, values: &[(&str,
     }
 }
 
-fn metric_owned(out: &mut String, name: &str, kind: &str, help: &str, values: &[(String, u64)]) {
+pub(crate) fn metric_owned(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    values: &[(String, u64)],
+) {
     let borrowed: Vec<(&str, u64)> = values.iter().map(|(l, v)| (l.as_str(), *v)).collect();
     metric(out, name, kind, help, &borrowed);
 }

@@ -586,3 +586,41 @@ fn an_upgrade_the_upstream_declines_is_an_ordinary_response() {
     assert_eq!(r.text(), "no upgrade here");
     stop(server);
 }
+
+#[test]
+fn upstream_metrics_count_requests_failures_and_the_pool() {
+    let up = upstream::start(|seen| match seen.target() {
+        "/bad" => Reply::Bytes(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_vec(),
+        ),
+        _ => ok("fine", ""),
+    });
+    let name = format!("http://{}", up.addr);
+    let config = Arc::new(ProxyConfig::new(vec![UpstreamServer::parse(&name).unwrap()]));
+    let mut server_config = common::config(IoChoice::Auto, Limits::default());
+    server_config.admin = Some("127.0.0.1:0".parse().unwrap());
+    let server =
+        Server::start(server_config, move || Proxy::new(Arc::clone(&config))).expect("starts");
+    for _ in 0..3 {
+        assert_eq!(get(addr(&server), "/").status, 200);
+    }
+    assert_eq!(get(addr(&server), "/bad").status, 502);
+    // The broken connection was closed; the next request opens another.
+    assert_eq!(get(addr(&server), "/").status, 200);
+    let admin = server.admin_addr().expect("admin listener");
+    let metrics = common::request(admin, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text();
+    let label = format!("upstream=\"{name}\"");
+    for line in [
+        format!("peregrine_upstream_requests_total{{{label}}} 5"),
+        format!("peregrine_upstream_responses_total{{{label},code=\"2xx\"}} 4"),
+        format!("peregrine_upstream_failures_total{{{label},kind=\"bad_response\"}} 1"),
+        format!("peregrine_upstream_connections_opened_total{{{label}}} 2"),
+        format!("peregrine_upstream_connections_open{{{label}}} 1"),
+        format!("peregrine_upstream_connections_idle{{{label}}} 1"),
+        format!("peregrine_upstream_connect_duration_seconds_count{{{label}}} 2"),
+        format!("peregrine_upstream_response_head_duration_seconds_count{{{label}}} 4"),
+    ] {
+        assert!(metrics.contains(&line), "missing `{line}` in:\n{metrics}");
+    }
+    stop(server);
+}

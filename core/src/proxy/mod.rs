@@ -21,6 +21,7 @@
 pub mod config;
 mod forward;
 mod h1;
+pub(crate) mod metrics;
 mod pool;
 mod upstream;
 
@@ -148,6 +149,20 @@ impl ProxyError {
         }
     }
 
+    /// The metrics' name for this failure, when an upstream server had a part in it.
+    fn failure(&self) -> Option<metrics::Failure> {
+        use metrics::Failure;
+        Some(match self {
+            ProxyError::Connect(_) => Failure::Connect,
+            ProxyError::Timeout => Failure::Timeout,
+            ProxyError::Send(_) => Failure::Send,
+            ProxyError::Recv(_) => Failure::Recv,
+            ProxyError::Closed => Failure::Closed,
+            ProxyError::BadResponse(_) => Failure::BadResponse,
+            ProxyError::NoServer | ProxyError::ClientBody(_) => return None,
+        })
+    }
+
     /// Whether the upstream server is to blame (counts toward skipping it).
     fn blames_server(&self) -> bool {
         !matches!(self, ProxyError::ClientBody(_) | ProxyError::NoServer)
@@ -176,6 +191,8 @@ struct Health {
 /// What one core's proxy keeps: the config, the pool, the servers' health and turns.
 pub(crate) struct Shared {
     config: Arc<ProxyConfig>,
+    /// This core's counters of each server.
+    metrics: Vec<Arc<metrics::ServerMetrics>>,
     trusted: forward::Trusted,
     pool: Pool,
     health: Vec<Health>,
@@ -243,9 +260,11 @@ impl Proxy {
     /// A proxy for this core.
     pub fn new(config: Arc<ProxyConfig>) -> Proxy {
         let servers = config.servers.len();
+        let metrics: Vec<_> = config.servers.iter().map(|s| metrics::register(s.name())).collect();
         let shared = Shared {
             trusted: forward::Trusted::new(config.trusted_proxies.clone()),
-            pool: Pool::new(servers, config.max_idle_per_server, config.keepalive_timeout),
+            pool: Pool::new(metrics.clone(), config.max_idle_per_server, config.keepalive_timeout),
+            metrics,
             health: (0..servers).map(|_| Health::default()).collect(),
             config,
         };
@@ -349,6 +368,8 @@ async fn forward(
         let Some(server) = shared.pick(now, &tried) else {
             return Err(ProxyError::NoServer);
         };
+        let counters = &shared.metrics[server];
+        counters.request();
         let (mut conn, fresh) = match shared.pool.take(server, now) {
             Some(conn) => (conn, false),
             None => match connect(shared, server, connect_timeout).await {
@@ -356,8 +377,12 @@ async fn forward(
                 Err(e) => {
                     debug!(server = shared.config.servers[server].name(), error = %e, "proxy: connect failed");
                     shared.failed(server, rt::now());
+                    if let Some(f) = e.failure() {
+                        counters.failed(f);
+                    }
                     tried.push(server);
                     if tried.len() < config.servers.len() {
+                        counters.retried();
                         continue;
                     }
                     return Err(e);
@@ -371,6 +396,7 @@ async fn forward(
         }
         let mut sender = None;
         let mut unfit = false;
+        let sent_at = rt::now();
         let sent = h1::send_within(&conn, out, idle_timeout).await;
         let result = match sent {
             Ok(()) => {
@@ -397,6 +423,8 @@ async fn forward(
         match result {
             Ok(mut head) => {
                 shared.succeeded(server);
+                let head_us = rt::now().saturating_duration_since(sent_at).as_micros() as u64;
+                counters.response(head.status, head_us);
                 if upgrade.is_some() && head.status == StatusCode::SWITCHING_PROTOCOLS {
                     let protocol = head.headers.get(header::UPGRADE).cloned();
                     forward::remove_hop_by_hop(&mut head.headers);
@@ -422,12 +450,17 @@ async fn forward(
                 if !fresh && (in_memory.is_some() || framing == BodyFraming::Empty) =>
             {
                 debug!("proxy: pooled connection was closed by the upstream; retrying");
+                counters.failed(metrics::Failure::Closed);
+                counters.retried();
                 drop(conn);
                 continue;
             }
             Err(e) => {
                 if e.blames_server() {
                     shared.failed(server, rt::now());
+                }
+                if let Some(f) = e.failure() {
+                    counters.failed(f);
                 }
                 return Err(e);
             }
@@ -438,9 +471,14 @@ async fn forward(
 /// Connects to `server` within `connect_timeout`.
 async fn connect(shared: &Shared, server: usize, within: Duration) -> Result<Conn, ProxyError> {
     let addr = &shared.config.servers[server].addr;
+    let started = rt::now();
     let connecting = rt::io::connect(addr).map_err(ProxyError::Connect)?;
-    match rt::timer::timeout(rt::now() + within, connecting).await {
-        Some(Ok(fd)) => Ok(Conn::new(fd)),
+    match rt::timer::timeout(started + within, connecting).await {
+        Some(Ok(fd)) => {
+            let counters = &shared.metrics[server];
+            counters.connected(rt::now().saturating_duration_since(started).as_micros() as u64);
+            Ok(Conn::new(fd, Arc::clone(counters)))
+        }
         Some(Err(e)) => Err(ProxyError::Connect(e)),
         None => Err(ProxyError::Timeout),
     }

@@ -9,8 +9,11 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 
+use super::metrics::ServerMetrics;
 use crate::rt;
 use crate::sys::{self, OwnedSocket, RawSocket};
 
@@ -18,6 +21,8 @@ use crate::sys::{self, OwnedSocket, RawSocket};
 /// response. Dropping it closes the socket (through the driver).
 pub(crate) struct Conn {
     fd: Option<OwnedSocket>,
+    /// Its server's counters (a close is counted there).
+    metrics: Arc<ServerMetrics>,
     /// Received bytes not yet parsed.
     pub(crate) buf: BytesMut,
     /// Whether it came from the pool (a failure before any response byte may then be the
@@ -27,13 +32,15 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// A freshly connected socket.
-    pub(crate) fn new(fd: OwnedSocket) -> Conn {
-        Conn { fd: Some(fd), buf: BytesMut::new(), reused: false }
+    pub(crate) fn new(fd: OwnedSocket, metrics: Arc<ServerMetrics>) -> Conn {
+        Conn { fd: Some(fd), metrics, buf: BytesMut::new(), reused: false }
     }
 
     /// The socket and the bytes received past the last response (a tunnel takes both).
     pub(crate) fn into_parts(mut self) -> (OwnedSocket, BytesMut) {
         let fd = self.fd.take().expect("a live connection has its socket");
+        // It leaves the pool's accounting for a tunnel.
+        self.metrics.conn_closed();
         (fd, std::mem::take(&mut self.buf))
     }
 
@@ -46,6 +53,7 @@ impl Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         if let Some(fd) = self.fd.take() {
+            self.metrics.conn_closed();
             rt::io::close_detached(fd);
         }
     }
@@ -59,6 +67,8 @@ struct Idle {
 /// The idle connections of one core, per upstream server.
 pub(crate) struct Pool {
     idle: RefCell<Vec<VecDeque<Idle>>>,
+    /// Each server's counters (the idle gauge).
+    metrics: Vec<Arc<ServerMetrics>>,
     max_idle: usize,
     idle_timeout: Duration,
 }
@@ -66,9 +76,14 @@ pub(crate) struct Pool {
 impl Pool {
     /// A pool for `servers` servers, keeping at most `max_idle` per server for
     /// `idle_timeout`.
-    pub(crate) fn new(servers: usize, max_idle: usize, idle_timeout: Duration) -> Pool {
+    pub(crate) fn new(
+        metrics: Vec<Arc<ServerMetrics>>,
+        max_idle: usize,
+        idle_timeout: Duration,
+    ) -> Pool {
         Pool {
-            idle: RefCell::new((0..servers).map(|_| VecDeque::new()).collect()),
+            idle: RefCell::new((0..metrics.len()).map(|_| VecDeque::new()).collect()),
+            metrics,
             max_idle,
             idle_timeout,
         }
@@ -79,7 +94,9 @@ impl Pool {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(server)?;
         self.expire(list, now);
-        let mut conn = list.pop_back()?.conn;
+        let conn = list.pop_back();
+        self.metrics[server].set_idle(list.len());
+        let mut conn = conn?.conn;
         conn.reused = true;
         Some(conn)
     }
@@ -96,6 +113,7 @@ impl Pool {
             list.pop_front();
         }
         list.push_back(Idle { conn, since: now });
+        self.metrics[server].set_idle(list.len());
     }
 
     fn expire(&self, list: &mut VecDeque<Idle>, now: Instant) {
