@@ -416,3 +416,30 @@ fn connects_to_a_unix_socket() {
         let _ = std::fs::remove_file(&path);
     }
 }
+
+#[test]
+fn a_socket_reusing_a_failed_connect_s_handle_still_connects() {
+    for mut d in drivers() {
+        let (l, good) = listener();
+        let refused = {
+            let (dead, addr) = listener();
+            drop(dead);
+            socket2::SockAddr::from(addr)
+        };
+        let good = socket2::SockAddr::from(good);
+        for round in 0..4u64 {
+            // Fails, then is closed without the driver (the handle value is free again) ...
+            let socket = stream_socket(&refused);
+            d.connect(raw(&socket), &refused, 20 + round);
+            let got = collect(&mut d, 1);
+            assert!(matches!(&got[0], (_, Done::Connected(Err(_)))), "{:?}: {got:?}", d.kind());
+            drop(socket);
+            // ... and the next socket, likely with that handle value, must still connect.
+            let socket = stream_socket(&good);
+            d.connect(raw(&socket), &good, 30 + round);
+            let got = collect(&mut d, 1);
+            assert!(matches!(&got[0], (_, Done::Connected(Ok(())))), "{:?}: {got:?}", d.kind());
+            let _ = l.accept().unwrap();
+        }
+    }
+}

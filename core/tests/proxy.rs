@@ -30,6 +30,16 @@ fn get(addr: SocketAddr, path: &str) -> common::RawResponse {
     common::request(addr, format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n\r\n").as_bytes())
 }
 
+/// An address where connections are refused for as long as the returned socket lives: bound,
+/// never listening. (A port merely freed could be handed to another test's server at once,
+/// which Windows does.)
+fn refusing() -> (socket2::Socket, SocketAddr) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    (socket, addr)
+}
+
 /// Stops a proxy gracefully (its upstream decides what a health check would answer).
 fn stop(server: Server) {
     common::shutdown_and_wait(server, Duration::from_secs(10));
@@ -207,14 +217,12 @@ fn smuggling_attempts_never_become_a_second_upstream_request() {
 
 #[test]
 fn a_dead_upstream_is_502_and_recovery_is_immediate() {
-    // A port that was just free: nothing listens there yet.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port_addr = listener.local_addr().unwrap();
-    drop(listener);
+    let (reserved, port_addr) = refusing();
     let server = proxy_to(IoChoice::Auto, &[format!("http://{port_addr}")], |_| {});
     for _ in 0..4 {
         assert_eq!(get(addr(&server), "/").status, 502);
     }
+    drop(reserved);
     let listener = std::net::TcpListener::bind(port_addr).unwrap();
     let _up = upstream::start_on(listener, |_| ok("back", ""));
     assert_eq!(get(addr(&server), "/").text(), "back", "a lone server is never skipped");
@@ -224,10 +232,7 @@ fn a_dead_upstream_is_502_and_recovery_is_immediate() {
 #[test]
 fn a_failing_server_is_skipped_and_all_failing_is_503() {
     let good = upstream::start(|_| ok("good", ""));
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let (_reserved, dead) = refusing();
     let servers = [format!("http://{dead}"), format!("http://{}", good.addr)];
     let server = proxy_to(IoChoice::Auto, &servers, |c| c.max_fails = 1);
     // A failed connect moves on to the next server: every request is answered.
@@ -435,7 +440,7 @@ fn weights_share_requests_and_backups_stand_in() {
     let heavy = upstream::start(|_| ok("heavy", ""));
     let light = upstream::start(|_| ok("light", ""));
     let spare = upstream::start(|_| ok("spare", ""));
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (_reserved, dead) = refusing();
     let server = routed(&format!(
         r#"
         [[route]]

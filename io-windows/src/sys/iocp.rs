@@ -401,6 +401,9 @@ impl Iocp {
     ) -> OpId {
         let op = self.insert(token, Kind::Recv { socket, ov: NonNull::dangling() });
         let addr = Box::new(addr.clone());
+        // A fresh socket: a handle value reused from a socket closed outside the driver (a
+        // failed connect's) must not look adopted, or it would never reach this port.
+        self.sockets.remove(&socket);
         let posted = self
             .adopt(socket)
             .and_then(|()| super::bind_unspecified(socket, &addr))
