@@ -82,6 +82,17 @@ pub(crate) struct CoreLog {
     last: Cell<Instant>,
 }
 
+/// What a proxied request's line adds: which upstream server answered, its status, how long
+/// its response head took, and the request id sent with it. The proxy puts it on the
+/// response as an extension; the exchange's record takes it from there.
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamFields {
+    pub(crate) server: std::sync::Arc<str>,
+    pub(crate) status: u16,
+    pub(crate) head_us: u64,
+    pub(crate) request_id: http::HeaderValue,
+}
+
 /// What one line records.
 pub(crate) struct Entry<'a> {
     pub(crate) peer: Option<SocketAddr>,
@@ -91,6 +102,7 @@ pub(crate) struct Entry<'a> {
     pub(crate) status: u16,
     pub(crate) bytes: u64,
     pub(crate) duration: Duration,
+    pub(crate) upstream: Option<&'a UpstreamFields>,
 }
 
 impl CoreLog {
@@ -108,14 +120,25 @@ impl CoreLog {
         json_string(&mut line, e.method.as_str());
         line.push_str(",\"target\":");
         json_string(&mut line, &e.target.to_string());
-        let _ = writeln!(
+        let _ = write!(
             line,
-            ",\"protocol\":\"{:?}\",\"status\":{},\"bytes\":{},\"duration_us\":{}}}",
+            ",\"protocol\":\"{:?}\",\"status\":{},\"bytes\":{},\"duration_us\":{}",
             e.version,
             e.status,
             e.bytes,
             e.duration.as_micros()
         );
+        if let Some(u) = e.upstream {
+            line.push_str(",\"upstream\":");
+            json_string(&mut line, &u.server);
+            let _ = write!(
+                line,
+                ",\"upstream_status\":{},\"upstream_head_us\":{},\"request_id\":",
+                u.status, u.head_us
+            );
+            json_string(&mut line, &String::from_utf8_lossy(u.request_id.as_bytes()));
+        }
+        line.push_str("}\n");
         self.buf.borrow_mut().extend_from_slice(line.as_bytes());
         self.maybe_flush(now);
     }
@@ -187,6 +210,7 @@ mod tests {
                 status: 200,
                 bytes: 13,
                 duration: Duration::from_micros(42),
+                upstream: None,
             },
             Instant::now(),
         );

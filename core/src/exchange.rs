@@ -23,7 +23,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 
-use crate::access_log::{CoreLog, Entry};
+use crate::access_log::{CoreLog, Entry, UpstreamFields};
 use crate::metrics::Rejection;
 use crate::{rt, Body, BodyError, Handler};
 
@@ -200,6 +200,8 @@ pub(crate) struct Record {
     /// The target, kept only when the access log is on (a `Uri` clone is a few refcounts).
     target: Option<Uri>,
     peer: Option<SocketAddr>,
+    /// The upstream that answered, when a proxied request is logged.
+    upstream: Option<UpstreamFields>,
 }
 
 impl Record {
@@ -217,6 +219,15 @@ impl Record {
             version,
             target: log.map(|_| uri.clone()),
             peer,
+            upstream: None,
+        }
+    }
+
+    /// Keeps what the proxy said about the upstream that answered `response`, when the
+    /// access log is on.
+    pub(crate) fn note_upstream(&mut self, response: &Response<Body>) {
+        if self.target.is_some() {
+            self.upstream = response.extensions().get::<UpstreamFields>().cloned();
         }
     }
 
@@ -240,6 +251,7 @@ impl Record {
                 status: status.as_u16(),
                 bytes,
                 duration,
+                upstream: self.upstream.as_ref(),
             };
             log.record(&entry, rt::now());
         }

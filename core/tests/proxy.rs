@@ -629,3 +629,32 @@ fn upstream_metrics_count_requests_failures_and_the_pool() {
     }
     stop(server);
 }
+
+#[test]
+fn the_access_log_names_the_upstream_its_status_and_the_request_id() {
+    let up = upstream::start(|_| {
+        Reply::Bytes(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n".to_vec())
+    });
+    let name = format!("http://{}", up.addr);
+    let config = Arc::new(ProxyConfig::new(vec![UpstreamServer::parse(&name).unwrap()]));
+    let path =
+        std::env::temp_dir().join(format!("peregrine-proxy-log-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut server_config = common::config(IoChoice::Auto, Limits::default());
+    server_config.access_log = Some(peregrine::AccessLogTarget::File(path.clone()));
+    let server =
+        Server::start(server_config, move || Proxy::new(Arc::clone(&config))).expect("starts");
+    let r = common::request(
+        addr(&server),
+        b"GET /x HTTP/1.1\r\nHost: a\r\nX-Request-Id: abc-123\r\n\r\n",
+    );
+    assert_eq!(r.status, 201);
+    stop(server);
+    let log = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(log.contains(&format!("\"upstream\":\"{name}\",\"upstream_status\":201,")), "{log}");
+    // From an untrusted client the id is replaced, and the log has the one sent upstream.
+    let sent = up.seen()[0].header("x-request-id").unwrap();
+    assert!(log.contains(&format!("\"request_id\":\"{sent}\"}}")), "{log}");
+    assert!(log.contains("\"upstream_head_us\":"), "{log}");
+}

@@ -188,7 +188,7 @@ async fn serve_request<H: Handler>(
     peer: Option<SocketAddr>,
 ) -> Result<bool, Ending> {
     let limits = &settings.limits;
-    let record =
+    let mut record =
         Record::start(&head.method, &head.uri, head.version, peer, settings.access_log.as_ref());
     if let (BodyFraming::Length(n), Some(max)) = (head.framing, limits.max_request_body_size) {
         if n > max {
@@ -231,6 +231,7 @@ async fn serve_request<H: Handler>(
         Err(Panicked) => (exchange::internal_error(), true),
     };
     let status = response.status();
+    record.note_upstream(&response);
     let response = if upgrade && !panicked && status == StatusCode::SWITCHING_PROTOCOLS {
         // A `101` with a tunnel behind it (a proxied WebSocket): the connection stops being
         // HTTP once the head is out.

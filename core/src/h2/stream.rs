@@ -103,7 +103,7 @@ async fn run<H: Handler>(
     let limits = &shared.settings.limits;
     let log = shared.settings.access_log.as_ref();
     let RequestHead { method, uri, headers, content_length } = *head;
-    let record = Record::start(&method, &uri, Version::HTTP_2, shared.peer, log);
+    let mut record = Record::start(&method, &uri, Version::HTTP_2, shared.peer, log);
     if let (Some(n), Some(max)) = (content_length, limits.max_request_body_size) {
         if n > max {
             crate::metrics::count(|m| m.rejected(Rejection::Limit(Limit::MaxRequestBodySize)));
@@ -128,6 +128,7 @@ async fn run<H: Handler>(
         return respond_error(shared, id, status);
     }
     let status = response.status();
+    record.note_upstream(&response);
     let Some(bytes) = write_response(shared, id, response, record.method()).await else {
         return;
     };

@@ -42,6 +42,7 @@ use peregrine_protocols::h1::{
 };
 use tracing::debug;
 
+use crate::access_log::UpstreamFields;
 use crate::exchange::ConnectionInfo;
 use crate::sys::driver::SendBuf;
 use crate::{rt, Body, BodyError, Handler};
@@ -331,7 +332,8 @@ async fn forward(
         .then(|| forward::upgrade_requested(&headers))
         .flatten();
     let client = forward::Client { peer: info.peer, tls: info.tls, host: host.clone() };
-    forward::request_fields(&mut headers, &client, &shared.trusted, config.forwarded_header);
+    let request_id =
+        forward::request_fields(&mut headers, &client, &shared.trusted, config.forwarded_header);
     if let Some(protocol) = &upgrade {
         headers.insert(header::UPGRADE, protocol.clone());
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -425,6 +427,12 @@ async fn forward(
                 shared.succeeded(server);
                 let head_us = rt::now().saturating_duration_since(sent_at).as_micros() as u64;
                 counters.response(head.status, head_us);
+                let log = UpstreamFields {
+                    server: Arc::clone(&config.servers[server].shared_name),
+                    status: head.status.as_u16(),
+                    head_us,
+                    request_id: request_id.clone(),
+                };
                 if upgrade.is_some() && head.status == StatusCode::SWITCHING_PROTOCOLS {
                     let protocol = head.headers.get(header::UPGRADE).cloned();
                     forward::remove_hop_by_hop(&mut head.headers);
@@ -437,11 +445,13 @@ async fn forward(
                     *response.status_mut() = head.status;
                     *response.headers_mut() = head.headers;
                     options.response_headers.apply(response.headers_mut());
+                    response.extensions_mut().insert(log);
                     return Ok(response);
                 }
                 let exchange = Upstream { shared, server, conn, sender, unfit, idle_timeout };
                 let mut response = respond(exchange, head, &method);
                 options.response_headers.apply(response.headers_mut());
+                response.extensions_mut().insert(log);
                 return Ok(response);
             }
             // A pooled connection the upstream closed while idle: try once more on a new one,

@@ -13,6 +13,8 @@ use socket2::SockAddr;
 pub struct UpstreamServer {
     /// As the user wrote it, for logs and metrics.
     pub(crate) name: String,
+    /// The same, shared by every access log line that names it.
+    pub(crate) shared_name: std::sync::Arc<str>,
     /// Where to connect.
     pub(crate) addr: SockAddr,
     /// Share of the requests, relative to the group's other servers.
@@ -39,7 +41,8 @@ impl UpstreamServer {
             }
             let addr =
                 SockAddr::unix(&path).map_err(|e| UpstreamError::Resolve(name.clone(), e))?;
-            return Ok(UpstreamServer { name, addr, weight: 1, backup: false });
+            let shared_name = name.as_str().into();
+            return Ok(UpstreamServer { name, shared_name, addr, weight: 1, backup: false });
         }
         let rest = match spec.split_once("://") {
             Some(("http", rest)) => rest,
@@ -59,7 +62,8 @@ impl UpstreamServer {
             .ok_or_else(|| {
                 UpstreamError::Resolve(name.clone(), std::io::ErrorKind::NotFound.into())
             })?;
-        Ok(UpstreamServer { name, addr: addr.into(), weight: 1, backup: false })
+        let shared_name = name.as_str().into();
+        Ok(UpstreamServer { name, shared_name, addr: addr.into(), weight: 1, backup: false })
     }
 
     /// The address as the user wrote it.
