@@ -20,7 +20,8 @@
 //! have put part of a record on the wire: the transport is then marked broken and every
 //! later send fails, rather than sending a corrupt stream.
 //!
-//! Copies on the TLS path (rustls' buffered `ServerConnection`):
+//! Copies on the TLS path (rustls' buffered `Connection`: server side to clients, client side
+//! to upstreams):
 //! - receive: driver buffer → `raw` (the runtime's one copy, as for plaintext) → rustls'
 //!   record buffer (`read_tls`) → decrypted in place → the loop's buffer (`reader().read`);
 //! - send: the loop's chunks → rustls (`writer().write`, encrypted in rustls' buffer) → one
@@ -41,7 +42,7 @@ use std::task::{Context, Poll, Waker};
 
 use crate::sys::driver::SendBuf;
 use bytes::{Buf, BufMut, BytesMut};
-use rustls::ServerConnection;
+use rustls::Connection;
 
 use crate::rt;
 
@@ -58,7 +59,7 @@ pub(crate) struct Transport {
 
 /// The TLS side of a transport.
 struct Tls {
-    conn: RefCell<ServerConnection>,
+    conn: RefCell<Connection>,
     /// Ciphertext received and not yet taken by rustls (only while rustls' plaintext buffer
     /// is full). Moved into a receive operation while one is in flight.
     raw: Cell<BytesMut>,
@@ -108,12 +109,13 @@ impl Transport {
         Transport { fd, tls: None }
     }
 
-    /// A TLS transport over `fd` whose handshake has begun in `conn`; `raw` holds ciphertext
+    /// A TLS transport over `fd` whose handshake has begun in `conn` (server side, after the
+    /// ClientHello was read; or client side, to an upstream, before anything was sent); `raw` holds ciphertext
     /// already received and not yet given to rustls. Finish with
     /// [`complete_handshake`](Self::complete_handshake).
-    pub(crate) fn tls(fd: RawSocket, conn: ServerConnection, raw: BytesMut) -> Transport {
+    pub(crate) fn tls(fd: RawSocket, conn: impl Into<Connection>, raw: BytesMut) -> Transport {
         let tls = Tls {
-            conn: RefCell::new(conn),
+            conn: RefCell::new(conn.into()),
             raw: Cell::new(raw),
             cipher: Cell::new(BytesMut::new()),
             eof: Cell::new(false),
@@ -152,6 +154,19 @@ impl Transport {
             None => Send::Plain(rt::io::send(self.fd, buf)),
             Some(tls) => Send::Tls(Box::pin(tls.send(self.fd, buf))),
         }
+    }
+
+    /// Sends all of `buf`, one send after another. Returns the emptied buffer for reuse.
+    pub(crate) async fn send_all(&self, mut buf: SendBuf) -> io::Result<SendBuf> {
+        while !buf.is_empty() {
+            let (result, back) = self.send(buf).await;
+            buf = back;
+            match result? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => buf.advance(n),
+            }
+        }
+        Ok(buf)
     }
 
     /// Lets go of buffers kept between reads and writes (TLS ciphertext), before an idle

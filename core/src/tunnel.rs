@@ -8,6 +8,7 @@
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
+use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -22,15 +23,22 @@ use crate::transport::Transport;
 /// response body (`Body::tunnel`).
 pub(crate) struct Tunnel {
     fd: Option<OwnedSocket>,
+    /// The upstream's byte stream over `fd` (cleartext or TLS).
+    upstream: Rc<Transport>,
     /// Bytes the upstream sent right after its `101` head.
     buffered: BytesMut,
     idle: Duration,
 }
 
 impl Tunnel {
-    /// A tunnel to `fd`, which already sent `buffered`.
-    pub(crate) fn new(fd: OwnedSocket, buffered: BytesMut, idle: Duration) -> Tunnel {
-        Tunnel { fd: Some(fd), buffered, idle }
+    /// A tunnel to `fd` (spoken through `upstream`), which already sent `buffered`.
+    pub(crate) fn new(
+        fd: OwnedSocket,
+        upstream: Rc<Transport>,
+        buffered: BytesMut,
+        idle: Duration,
+    ) -> Tunnel {
+        Tunnel { fd: Some(fd), upstream, buffered, idle }
     }
 }
 
@@ -40,19 +48,6 @@ impl Drop for Tunnel {
             rt::io::close_detached(fd);
         }
     }
-}
-
-/// Sends all of `buf` to the client.
-async fn send_to_client(client: &Transport, mut buf: SendBuf) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        let (result, back) = client.send(buf).await;
-        buf = back;
-        match result? {
-            0 => return Err(std::io::ErrorKind::WriteZero.into()),
-            n => buf.advance(n),
-        }
-    }
-    Ok(())
 }
 
 /// Copies bytes both ways between `client` (whose `from_client` bytes arrived after the
@@ -66,7 +61,7 @@ pub(crate) async fn run(
     let fd = tunnel.fd.take().expect("a tunnel is run once");
     let buffered = std::mem::take(&mut tunnel.buffered);
     let idle = tunnel.idle;
-    let up = sys::raw(&fd);
+    let upstream = Rc::clone(&tunnel.upstream);
     let last_activity = Cell::new(rt::now());
     let moved = (Cell::new(0u64), Cell::new(0u64));
     {
@@ -77,10 +72,10 @@ pub(crate) async fn run(
                     moved.1.set(moved.1.get() + pending.len() as u64);
                     let mut out = SendBuf::new();
                     out.push(pending.split().freeze());
-                    send_to_client(client, out).await.ok()?;
+                    client.send_all(out).await.ok()?;
                     last_activity.set(rt::now());
                 }
-                let (buf, result) = rt::io::recv(up, BytesMut::new()).await;
+                let (buf, result) = upstream.recv(BytesMut::new()).await;
                 match result {
                     Ok(0) | Err(_) => return Some(()),
                     Ok(_) => {
@@ -97,14 +92,18 @@ pub(crate) async fn run(
                     moved.0.set(moved.0.get() + pending.len() as u64);
                     let mut out = SendBuf::new();
                     out.push(pending.split().freeze());
-                    rt::io::send_all(up, out).await.ok()?;
+                    upstream.send_all(out).await.ok()?;
                     last_activity.set(rt::now());
                 }
                 let (buf, result) = client.recv(BytesMut::new()).await;
                 match result {
                     Ok(0) => {
                         // The client is done sending; the upstream may still answer.
-                        let _ = sys::driver::shutdown_write(&fd);
+                        if upstream.is_tls() {
+                            upstream.close_notify().await;
+                        } else {
+                            let _ = sys::driver::shutdown_write(&fd);
+                        }
                         return Some(());
                     }
                     Err(_) => return None,

@@ -658,3 +658,71 @@ fn the_access_log_names_the_upstream_its_status_and_the_request_id() {
     assert!(log.contains(&format!("\"request_id\":\"{sent}\"}}")), "{log}");
     assert!(log.contains("\"upstream_head_us\":"), "{log}");
 }
+
+/// A TLS upstream: a Peregrine serving the built-in routes (`/plaintext`, `/echo`) over TLS
+/// with the test CA's `localhost` certificate.
+fn tls_upstream() -> Server {
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut config = common::config(IoChoice::Auto, Limits::default());
+    config.listen = vec![peregrine::ListenerSpec::tls(addr, common::tls::localhost_settings())];
+    Server::start(config, || peregrine::routes::BuiltinRoutes::new(&[])).expect("TLS upstream")
+}
+
+both_drivers!(https_upstreams_are_verified_and_pooled);
+
+fn https_upstreams_are_verified_and_pooled(io: IoChoice) {
+    let up = tls_upstream();
+    let url = format!("https://localhost:{}", addr(&up).port());
+    let server =
+        UpstreamServer::parse(&url).unwrap().with_ca_pem(common::tls::ca_pem().as_bytes()).unwrap();
+    let config = Arc::new(ProxyConfig::new(vec![server]));
+    let proxy = Server::start(common::config(io, Limits::default()), move || {
+        Proxy::new(Arc::clone(&config))
+    })
+    .unwrap();
+    for _ in 0..3 {
+        assert_eq!(get(addr(&proxy), "/plaintext").text(), "Hello, World!");
+    }
+    // A body both ways, streamed through TLS.
+    let body = "x".repeat(300_000);
+    let mut c = Client::connect(addr(&proxy));
+    c.send(
+        format!("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+            .as_bytes(),
+    );
+    let r = c.read_response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), body.len());
+    stop(proxy);
+    stop(up);
+}
+
+#[test]
+fn an_https_upstream_whose_certificate_does_not_verify_is_502() {
+    // Signed by the test CA, but for another name than the one the proxy dials.
+    let other = common::tls::leaf(&["other.test"]);
+    let addr_any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let settings = peregrine::TlsSettings {
+        certificate: peregrine::CertSource::Pem {
+            certificate: other.cert_pem.clone(),
+            key: other.key_pem.clone(),
+        },
+        sni: Vec::new(),
+    };
+    let mut config = common::config(IoChoice::Auto, Limits::default());
+    config.listen = vec![peregrine::ListenerSpec::tls(addr_any, settings)];
+    let up = Server::start(config, || peregrine::routes::BuiltinRoutes::new(&[])).unwrap();
+    let url = format!("https://localhost:{}", addr(&up).port());
+    let server =
+        UpstreamServer::parse(&url).unwrap().with_ca_pem(common::tls::ca_pem().as_bytes()).unwrap();
+    let config = Arc::new(ProxyConfig::new(vec![server]));
+    let proxy = Server::start(common::config(IoChoice::Auto, Limits::default()), move || {
+        Proxy::new(Arc::clone(&config))
+    })
+    .unwrap();
+    let r = get(addr(&proxy), "/plaintext");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert_eq!(r.text(), "502 Bad Gateway\n");
+    stop(proxy);
+    stop(up);
+}

@@ -15,8 +15,10 @@
 //! max_idle = 256                     # idle connections kept per server, per core
 //! max_fails = 3                      # failures in a row before a server is skipped
 //! fail_timeout = "10s"               # ... for this long
+//! tls_ca = "/etc/peregrine/app-ca.pem"  # https:// servers: verify with this CA, not the
+//!                                    # system's roots
 //! [[upstream.server]]
-//! address = "http://127.0.0.1:5000"  # or unix:/run/app.sock
+//! address = "http://127.0.0.1:5000"  # or https://host:port, or unix:/run/app.sock
 //! weight = 2                         # default 1
 //! [[upstream.server]]
 //! address = "http://127.0.0.1:5001"
@@ -78,6 +80,9 @@ pub struct UpstreamConfig {
     /// See [`ProxyConfig::fail_timeout`].
     #[serde(default, with = "humantime_serde")]
     pub fail_timeout: Option<Duration>,
+    /// PEM file of the CA(s) that sign the `https://` servers' certificates, instead of the
+    /// system's trusted roots.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// `[[upstream.server]]`.
@@ -194,10 +199,19 @@ impl UpstreamConfig {
         if self.server.is_empty() {
             return Err("needs at least one [[upstream.server]]".into());
         }
+        let ca = match &self.tls_ca {
+            Some(path) => {
+                Some(std::fs::read(path).map_err(|e| format!("tls_ca: {}: {e}", path.display()))?)
+            }
+            None => None,
+        };
         let mut servers = Vec::with_capacity(self.server.len());
         for (i, s) in self.server.iter().enumerate() {
             let mut server = UpstreamServer::parse(&s.address)
                 .map_err(|e| format!("server[{i}].address: {e}"))?;
+            if let Some(pem) = &ca {
+                server = server.with_ca_pem(pem).map_err(|e| format!("tls_ca: {e}"))?;
+            }
             if s.weight == 0 {
                 return Err(format!("server[{i}].weight: must be at least 1"));
             }

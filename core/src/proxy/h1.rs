@@ -23,19 +23,28 @@ use super::pool::Conn;
 use super::{ProxyError, Shared, Upstream};
 use crate::rt::{self, timer::Timer};
 use crate::sys::driver::SendBuf;
+use crate::transport::Transport;
 use crate::{Body, BodyChunk, BodyError};
 
 /// The request body still to send, running beside the response.
 pub(super) type Sender = Pin<Box<dyn Future<Output = Result<(), ProxyError>>>>;
 
-/// Sends `buf` whole, failing once a single send waits longer than `idle`.
+/// Sends `buf` whole to the upstream, failing once a send waits longer than `idle`.
 pub(super) async fn send_within(
     conn: &Conn,
     buf: SendBuf,
     idle: Duration,
 ) -> Result<(), ProxyError> {
-    match rt::timer::timeout(rt::now() + idle, rt::io::send_all(conn.raw(), buf)).await {
-        Some(Ok(_)) => Ok(()),
+    send_idle(&conn.transport, buf, idle).await.map(drop)
+}
+
+async fn send_idle(
+    transport: &Transport,
+    buf: SendBuf,
+    idle: Duration,
+) -> Result<SendBuf, ProxyError> {
+    match rt::timer::timeout(rt::now() + idle, transport.send_all(buf)).await {
+        Some(Ok(buf)) => Ok(buf),
         Some(Err(e)) => Err(ProxyError::Send(e)),
         None => Err(ProxyError::Timeout),
     }
@@ -43,7 +52,7 @@ pub(super) async fn send_within(
 
 /// Streams a request body to the upstream, chunked when its length is unknown.
 pub(super) fn send_body(conn: &Conn, mut body: Body, chunked: bool, idle: Duration) -> Sender {
-    let fd = conn.raw();
+    let transport = Rc::clone(&conn.transport);
     Box::pin(async move {
         let mut out = SendBuf::new();
         while let Some(chunk) = body.chunk().await {
@@ -60,25 +69,43 @@ pub(super) fn send_body(conn: &Conn, mut body: Body, chunked: bool, idle: Durati
             } else {
                 out.push(chunk);
             }
-            out = send_fd_within(fd, out, idle).await?;
+            out = send_idle(&transport, out, idle).await?;
         }
         if chunked {
             out.push(Bytes::from_static(LAST_CHUNK));
-            send_fd_within(fd, out, idle).await?;
+            send_idle(&transport, out, idle).await?;
         }
         Ok(())
     })
 }
 
-async fn send_fd_within(
-    fd: crate::sys::RawSocket,
-    buf: SendBuf,
-    idle: Duration,
-) -> Result<SendBuf, ProxyError> {
-    match rt::timer::timeout(rt::now() + idle, rt::io::send_all(fd, buf)).await {
-        Some(Ok(buf)) => Ok(buf),
-        Some(Err(e)) => Err(ProxyError::Send(e)),
-        None => Err(ProxyError::Timeout),
+/// One receive from an upstream, owning what it needs (a response body stream holds it
+/// beside the connection): the driver's receive itself for cleartext, the transport's TLS
+/// loop, boxed, for `https://`.
+pub(super) enum UpstreamRecv {
+    Plain(rt::io::Recv),
+    Tls(Pin<Box<dyn Future<Output = (BytesMut, io::Result<usize>)>>>),
+}
+
+impl UpstreamRecv {
+    fn start(conn: &Conn, buf: BytesMut) -> UpstreamRecv {
+        if conn.transport.is_tls() {
+            let transport = Rc::clone(&conn.transport);
+            UpstreamRecv::Tls(Box::pin(async move { transport.recv(buf).await }))
+        } else {
+            UpstreamRecv::Plain(rt::io::recv(conn.raw(), buf))
+        }
+    }
+}
+
+impl Future for UpstreamRecv {
+    type Output = (BytesMut, io::Result<usize>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            UpstreamRecv::Plain(recv) => Pin::new(recv).poll(cx),
+            UpstreamRecv::Tls(recv) => recv.as_mut().poll(cx),
+        }
     }
 }
 
@@ -126,7 +153,7 @@ pub(super) async fn read_head(
             }
             return Ok(head);
         }
-        let mut recv = rt::io::recv(conn.raw(), std::mem::take(&mut conn.buf));
+        let mut recv = conn.transport.recv(std::mem::take(&mut conn.buf));
         let (buf, result) = poll_fn(|cx| {
             poll_sender(sender, unfit, cx)?;
             Pin::new(&mut recv).poll(cx).map(Ok::<_, ProxyError>)
@@ -152,7 +179,7 @@ pub(super) struct ResponseStream {
     keep_alive: bool,
     sender: Option<Sender>,
     unfit: bool,
-    recv: Option<rt::io::Recv>,
+    recv: Option<UpstreamRecv>,
     eof: bool,
     idle: Timer,
     idle_timeout: Duration,
@@ -249,7 +276,8 @@ impl Stream for ResponseStream {
                 }
                 Ok(BodyEvent::NeedMore) => {
                     this.idle.set(Some(deadline(this.idle_timeout)));
-                    this.recv = Some(rt::io::recv(conn.raw(), std::mem::take(&mut conn.buf)));
+                    let buf = std::mem::take(&mut conn.buf);
+                    this.recv = Some(UpstreamRecv::start(conn, buf));
                 }
                 Err(_) => return this.fail(upstream_error("upstream sent a malformed body")),
             }

@@ -45,6 +45,7 @@ use tracing::debug;
 use crate::access_log::UpstreamFields;
 use crate::exchange::ConnectionInfo;
 use crate::sys::driver::SendBuf;
+use crate::transport::Transport;
 use crate::{rt, Body, BodyError, Handler};
 use pool::{Conn, Pool};
 
@@ -439,8 +440,8 @@ async fn forward(
                     if let Some(protocol) = protocol {
                         head.headers.insert(header::UPGRADE, protocol);
                     }
-                    let (fd, buffered) = conn.into_parts();
-                    let tunnel = crate::tunnel::Tunnel::new(fd, buffered, idle_timeout);
+                    let (fd, transport, buffered) = conn.into_parts();
+                    let tunnel = crate::tunnel::Tunnel::new(fd, transport, buffered, idle_timeout);
                     let mut response = Response::new(Body::tunnel(tunnel));
                     *response.status_mut() = head.status;
                     *response.headers_mut() = head.headers;
@@ -478,20 +479,38 @@ async fn forward(
     }
 }
 
-/// Connects to `server` within `connect_timeout`.
+/// Connects to `server` within `within`, the TLS handshake included for `https://`.
 async fn connect(shared: &Shared, server: usize, within: Duration) -> Result<Conn, ProxyError> {
-    let addr = &shared.config.servers[server].addr;
+    let upstream = &shared.config.servers[server];
     let started = rt::now();
-    let connecting = rt::io::connect(addr).map_err(ProxyError::Connect)?;
-    match rt::timer::timeout(started + within, connecting).await {
-        Some(Ok(fd)) => {
-            let counters = &shared.metrics[server];
-            counters.connected(rt::now().saturating_duration_since(started).as_micros() as u64);
-            Ok(Conn::new(fd, Arc::clone(counters)))
+    let deadline = started + within;
+    let connecting = rt::io::connect(&upstream.addr).map_err(ProxyError::Connect)?;
+    let fd = match rt::timer::timeout(deadline, connecting).await {
+        Some(Ok(fd)) => fd,
+        Some(Err(e)) => return Err(ProxyError::Connect(e)),
+        None => return Err(ProxyError::Timeout),
+    };
+    let raw = crate::sys::raw(&fd);
+    let transport = match &upstream.tls {
+        None => Transport::plain(raw),
+        Some(tls) => {
+            let client = rustls::ClientConnection::new(Arc::clone(&tls.config), tls.name.clone())
+                .map_err(|e| ProxyError::Connect(io::Error::other(e)))?;
+            Transport::tls(raw, client, BytesMut::new())
         }
-        Some(Err(e)) => Err(ProxyError::Connect(e)),
-        None => Err(ProxyError::Timeout),
+    };
+    let counters = &shared.metrics[server];
+    let conn = Conn::new(fd, transport, Arc::clone(counters));
+    if upstream.tls.is_some() {
+        // A certificate that does not verify fails here: 502, the connection closed.
+        match rt::timer::timeout(deadline, conn.transport.complete_handshake()).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(ProxyError::Connect(e)),
+            None => return Err(ProxyError::Timeout),
+        }
     }
+    counters.connected(rt::now().saturating_duration_since(started).as_micros() as u64);
+    Ok(conn)
 }
 
 /// An upstream exchange whose response head has arrived: where its body comes from.

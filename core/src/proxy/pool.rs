@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -16,11 +17,15 @@ use bytes::BytesMut;
 use super::metrics::ServerMetrics;
 use crate::rt;
 use crate::sys::{self, OwnedSocket, RawSocket};
+use crate::transport::Transport;
 
 /// One connection to an upstream server: the socket and the bytes read past the last
 /// response. Dropping it closes the socket (through the driver).
 pub(crate) struct Conn {
     fd: Option<OwnedSocket>,
+    /// The byte stream over it: cleartext, or TLS to an `https://` server. Shared with a
+    /// request body still being sent.
+    pub(crate) transport: Rc<Transport>,
     /// Its server's counters (a close is counted there).
     metrics: Arc<ServerMetrics>,
     /// Received bytes not yet parsed.
@@ -32,16 +37,18 @@ pub(crate) struct Conn {
 
 impl Conn {
     /// A freshly connected socket.
-    pub(crate) fn new(fd: OwnedSocket, metrics: Arc<ServerMetrics>) -> Conn {
-        Conn { fd: Some(fd), metrics, buf: BytesMut::new(), reused: false }
+    pub(crate) fn new(fd: OwnedSocket, transport: Transport, metrics: Arc<ServerMetrics>) -> Conn {
+        let transport = Rc::new(transport);
+        Conn { fd: Some(fd), transport, metrics, buf: BytesMut::new(), reused: false }
     }
 
-    /// The socket and the bytes received past the last response (a tunnel takes both).
-    pub(crate) fn into_parts(mut self) -> (OwnedSocket, BytesMut) {
+    /// The socket, its transport and the bytes received past the last response (a tunnel
+    /// takes them all).
+    pub(crate) fn into_parts(mut self) -> (OwnedSocket, Rc<Transport>, BytesMut) {
         let fd = self.fd.take().expect("a live connection has its socket");
         // It leaves the pool's accounting for a tunnel.
         self.metrics.conn_closed();
-        (fd, std::mem::take(&mut self.buf))
+        (fd, Rc::clone(&self.transport), std::mem::take(&mut self.buf))
     }
 
     /// The socket's raw handle, for driver operations.
@@ -112,6 +119,7 @@ impl Pool {
         if list.len() >= self.max_idle {
             list.pop_front();
         }
+        conn.transport.shed_buffers();
         list.push_back(Idle { conn, since: now });
         self.metrics[server].set_idle(list.len());
     }

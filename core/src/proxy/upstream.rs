@@ -6,6 +6,10 @@ use std::fmt;
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use socket2::SockAddr;
 
 /// One upstream server, resolved.
@@ -21,6 +25,16 @@ pub struct UpstreamServer {
     pub(crate) weight: u32,
     /// Used only when every other server is being skipped.
     pub(crate) backup: bool,
+    /// TLS to this server (`https://`), verified.
+    pub(crate) tls: Option<UpstreamTls>,
+}
+
+/// How to speak TLS to an upstream server: the verifying client config and the name its
+/// certificate must carry (also sent as SNI).
+#[derive(Clone)]
+pub(crate) struct UpstreamTls {
+    pub(crate) config: Arc<rustls::ClientConfig>,
+    pub(crate) name: ServerName<'static>,
 }
 
 impl fmt::Debug for UpstreamServer {
@@ -31,9 +45,12 @@ impl fmt::Debug for UpstreamServer {
 
 impl UpstreamServer {
     /// Parses and resolves an upstream address: `http://host:port` (port 80 when left out),
-    /// `host:port`, or `unix:/path/to.sock`. A host name resolves to its first address.
+    /// `https://host:port` (443; the certificate verified against the system's roots for
+    /// the host's name, see [`with_ca_pem`](Self::with_ca_pem)), `host:port`, or
+    /// `unix:/path/to.sock`. A host name resolves to its first address.
     pub fn parse(spec: &str) -> Result<UpstreamServer, UpstreamError> {
         let name = spec.to_string();
+        let shared_name: Arc<str> = name.as_str().into();
         if let Some(path) = spec.strip_prefix("unix:") {
             let path = PathBuf::from(path.trim_start_matches("//"));
             if path.as_os_str().is_empty() {
@@ -41,13 +58,20 @@ impl UpstreamServer {
             }
             let addr =
                 SockAddr::unix(&path).map_err(|e| UpstreamError::Resolve(name.clone(), e))?;
-            let shared_name = name.as_str().into();
-            return Ok(UpstreamServer { name, shared_name, addr, weight: 1, backup: false });
+            return Ok(UpstreamServer {
+                name,
+                shared_name,
+                addr,
+                weight: 1,
+                backup: false,
+                tls: None,
+            });
         }
-        let rest = match spec.split_once("://") {
-            Some(("http", rest)) => rest,
+        let (rest, https) = match spec.split_once("://") {
+            Some(("http", rest)) => (rest, false),
+            Some(("https", rest)) => (rest, true),
             Some((scheme, _)) => return Err(UpstreamError::UnsupportedScheme(scheme.to_string())),
-            None => spec,
+            None => (spec, false),
         };
         let authority = rest.trim_end_matches('/');
         if authority.is_empty() || authority.contains('/') || authority.contains('@') {
@@ -62,14 +86,81 @@ impl UpstreamServer {
             .ok_or_else(|| {
                 UpstreamError::Resolve(name.clone(), std::io::ErrorKind::NotFound.into())
             })?;
-        let shared_name = name.as_str().into();
-        Ok(UpstreamServer { name, shared_name, addr: addr.into(), weight: 1, backup: false })
+        let tls = match https {
+            true => {
+                Some(UpstreamTls { config: system_roots()?, name: server_name(authority, &name)? })
+            }
+            false => None,
+        };
+        Ok(UpstreamServer { name, shared_name, addr: addr.into(), weight: 1, backup: false, tls })
+    }
+
+    /// Verifies this server's certificate against the CA certificates in `pem` (PEM text)
+    /// instead of the system's roots: for a private CA. No effect on a cleartext server.
+    pub fn with_ca_pem(mut self, pem: &[u8]) -> Result<UpstreamServer, UpstreamError> {
+        if let Some(tls) = &mut self.tls {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| UpstreamError::Ca(e.to_string()))?;
+                roots.add(cert).map_err(|e| UpstreamError::Ca(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(UpstreamError::Ca("no certificate in the CA file".into()));
+            }
+            tls.config = client_config(roots)?;
+        }
+        Ok(self)
     }
 
     /// The address as the user wrote it.
     pub fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// The name an upstream's certificate must carry: the authority's host.
+fn server_name(authority: &str, spec: &str) -> Result<ServerName<'static>, UpstreamError> {
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    ServerName::try_from(host.to_string()).map_err(|_| UpstreamError::Invalid(spec.to_string()))
+}
+
+/// A client config verifying against the system's trusted roots, loaded once per process
+/// (when the config is loaded, never on a reactor). A system without any leaves the store
+/// empty, with a warning: every `https://` upstream then fails verification (502) unless it
+/// names its own CA.
+fn system_roots() -> Result<Arc<rustls::ClientConfig>, UpstreamError> {
+    static SYSTEM: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    SYSTEM
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                tracing::warn!(
+                    "no trusted root certificates found on this system: https:// upstreams \
+                     will fail verification unless they name a CA (tls_ca)"
+                );
+            }
+            client_config(roots).map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(UpstreamError::Ca)
+}
+
+/// A verifying TLS client config (ring, TLS 1.2 and 1.3, ALPN `http/1.1`).
+fn client_config(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, UpstreamError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| UpstreamError::Ca(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Whether an authority ends in `:port` (an IPv6 literal's colons are inside brackets).
@@ -91,6 +182,8 @@ pub enum UpstreamError {
     Invalid(String),
     /// The host name did not resolve.
     Resolve(String, std::io::Error),
+    /// The CA certificates to verify an `https://` server with could not be loaded.
+    Ca(String),
 }
 
 impl fmt::Display for UpstreamError {
@@ -99,13 +192,14 @@ impl fmt::Display for UpstreamError {
             UpstreamError::UnsupportedScheme(s) => {
                 write!(
                     f,
-                    "upstream scheme `{s}` is not supported (use http://host:port or unix:/path)"
+                    "upstream scheme `{s}` is not supported (use http://host:port, https://host:port or unix:/path)"
                 )
             }
             UpstreamError::Invalid(s) => {
-                write!(f, "`{s}` is not an upstream address (use http://host:port or unix:/path)")
+                write!(f, "`{s}` is not an upstream address (use http://host:port, https://host:port or unix:/path)")
             }
             UpstreamError::Resolve(s, e) => write!(f, "upstream `{s}` did not resolve: {e}"),
+            UpstreamError::Ca(e) => write!(f, "upstream TLS: {e}"),
         }
     }
 }

@@ -301,19 +301,6 @@ pub(crate) fn close_detached(fd: OwnedSocket) {
     });
 }
 
-/// Sends all of `buf`, one send after another. Returns the emptied buffer for reuse.
-pub(crate) async fn send_all(fd: RawSocket, mut buf: SendBuf) -> io::Result<SendBuf> {
-    while !buf.is_empty() {
-        let (result, back) = send(fd, buf).await;
-        buf = back;
-        match result? {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
-            n => buf.advance(n),
-        }
-    }
-    Ok(buf)
-}
-
 /// Closes `fd` through the driver, waiting for the close to finish.
 pub(crate) async fn close(fd: OwnedSocket) {
     let index = submit(SlotState::Close { done: false }, |d, token| d.close(fd, token));

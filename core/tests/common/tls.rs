@@ -33,6 +33,11 @@ fn ca() -> &'static Ca {
     })
 }
 
+/// The test CA's certificate, as PEM (what a client given a CA file would read).
+pub fn ca_pem() -> String {
+    ca().cert.pem()
+}
+
 /// A leaf certificate signed by the test CA, as PEM, with its DER for comparisons.
 #[derive(Clone)]
 pub struct Leaf {
