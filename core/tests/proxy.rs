@@ -726,3 +726,40 @@ fn an_https_upstream_whose_certificate_does_not_verify_is_502() {
     stop(proxy);
     stop(up);
 }
+
+#[test]
+fn hashing_sends_a_key_to_the_same_server() {
+    let ups: Vec<Upstream> =
+        (0..3).map(|i| upstream::start(move |_| ok(&format!("server {i}"), ""))).collect();
+    let servers: String = ups
+        .iter()
+        .map(|u| format!("[[upstream.server]]\naddress = \"http://{}\"\n", u.addr))
+        .collect();
+    let server = routed(&format!(
+        "[[route]]\npath_prefix = \"/ip\"\nupstream = \"by_ip\"\n\
+         [[route]]\nupstream = \"by_user\"\n\
+         [[upstream]]\nname = \"by_ip\"\nbalance = \"client_ip\"\n{servers}\
+         [[upstream]]\nname = \"by_user\"\nbalance = \"header:x-user\"\n{servers}"
+    ));
+    let a = addr(&server);
+    let first = get(a, "/ip").text();
+    for _ in 0..5 {
+        assert_eq!(get(a, "/ip").text(), first, "one client address, one server");
+    }
+    let by_user = |user: &str| {
+        common::request(
+            a,
+            format!("GET /u HTTP/1.1\r\nHost: a\r\nX-User: {user}\r\n\r\n").as_bytes(),
+        )
+        .text()
+    };
+    let mut seen = std::collections::HashSet::new();
+    for user in 0..30 {
+        let name = format!("user-{user}");
+        let answer = by_user(&name);
+        assert_eq!(by_user(&name), answer, "{name} moved");
+        seen.insert(answer);
+    }
+    assert_eq!(seen.len(), 3, "30 users spread over the 3 servers: {seen:?}");
+    stop(server);
+}

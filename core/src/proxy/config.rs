@@ -13,6 +13,7 @@
 //! idle_timeout = "60s"
 //! keepalive_timeout = "60s"
 //! max_idle = 256                     # idle connections kept per server, per core
+//! balance = "round_robin"            # or least_requests, client_ip, header:NAME
 //! max_fails = 3                      # failures in a row before a server is skipped
 //! fail_timeout = "10s"               # ... for this long
 //! tls_ca = "/etc/peregrine/app-ca.pem"  # https:// servers: verify with this CA, not the
@@ -41,7 +42,7 @@ use std::time::Duration;
 use http::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use super::{ProxyConfig, UpstreamServer};
+use super::{Balance, ProxyConfig, UpstreamServer};
 
 /// `[proxy]`: settings every upstream group shares.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -83,6 +84,8 @@ pub struct UpstreamConfig {
     /// PEM file of the CA(s) that sign the `https://` servers' certificates, instead of the
     /// system's trusted roots.
     pub tls_ca: Option<std::path::PathBuf>,
+    /// `round_robin` (default), `least_requests`, `client_ip`, or `header:NAME`.
+    pub balance: Option<String>,
 }
 
 /// `[[upstream.server]]`.
@@ -239,6 +242,23 @@ impl UpstreamConfig {
         config.max_idle_per_server = self.max_idle.unwrap_or(d.max_idle_per_server);
         config.max_fails = self.max_fails.unwrap_or(d.max_fails);
         config.fail_timeout = self.fail_timeout.unwrap_or(d.fail_timeout);
+        config.balance = match self.balance.as_deref() {
+            None | Some("round_robin") => Balance::RoundRobin,
+            Some("least_requests") => Balance::LeastRequests,
+            Some("client_ip") => Balance::ClientIp,
+            Some(other) => match other.strip_prefix("header:") {
+                Some(name) => Balance::Header(
+                    HeaderName::from_bytes(name.trim().as_bytes())
+                        .map_err(|_| format!("balance: `{name}` is not a header name"))?,
+                ),
+                None => {
+                    return Err(format!(
+                        "balance: `{other}` (use round_robin, least_requests, client_ip or \
+                         header:NAME)"
+                    ))
+                }
+            },
+        };
         Ok(config)
     }
 }

@@ -183,6 +183,8 @@ pub(super) struct ResponseStream {
     eof: bool,
     idle: Timer,
     idle_timeout: Duration,
+    /// Counts the request on its server (least requests) while the body streams.
+    _in_flight: super::InFlight,
 }
 
 impl ResponseStream {
@@ -201,6 +203,7 @@ impl ResponseStream {
             eof: false,
             idle: Timer::new(),
             idle_timeout: up.idle_timeout,
+            _in_flight: up.in_flight,
         }
     }
 

@@ -2,7 +2,8 @@
 //! streams the answer back.
 //!
 //! ```text
-//!  exchange ─► Proxy::call ─► pick a server (round robin, skipping ones that just failed)
+//!  exchange ─► Proxy::call ─► balance.rs: pick a server (round robin, least requests or a
+//!                │            hash; skipping failed, down and tried ones; backups last)
 //!                │            pooled connection, or connect (driver op, connect_timeout)
 //!                │            forward.rs: hop-by-hop out, X-Forwarded-*, request id in
 //!                ▼
@@ -18,6 +19,7 @@
 //! can have reached an upstream's application: a failed connect, or a pooled connection
 //! found closed, for a request whose body is in memory.
 
+mod balance;
 pub mod config;
 mod forward;
 mod h1;
@@ -25,14 +27,14 @@ pub(crate) mod metrics;
 mod pool;
 mod upstream;
 
+pub use balance::Balance;
 pub use config::RouteOptions;
 pub use upstream::{UpstreamError, UpstreamServer};
 
-use std::cell::Cell;
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use http::header::{self, HeaderValue};
@@ -47,6 +49,7 @@ use crate::exchange::ConnectionInfo;
 use crate::sys::driver::SendBuf;
 use crate::transport::Transport;
 use crate::{rt, Body, BodyError, Handler};
+use balance::Balancer;
 use pool::{Conn, Pool};
 
 /// How the proxy forwards: its upstream servers, whom it trusts, and its timeouts.
@@ -75,6 +78,11 @@ pub struct ProxyConfig {
     pub fail_timeout: Duration,
     /// Size limits of upstream response heads.
     pub response_limits: ResponseLimits,
+    /// How requests are spread over the servers.
+    pub balance: Balance,
+    /// Up/down per server, shared by every core and the health checker (all up until a
+    /// check says otherwise); made on first use, for the servers the config then has.
+    board: std::sync::OnceLock<Arc<[std::sync::atomic::AtomicBool]>>,
 }
 
 impl ProxyConfig {
@@ -94,7 +102,16 @@ impl ProxyConfig {
             max_fails: 3,
             fail_timeout: Duration::from_secs(10),
             response_limits: ResponseLimits::default(),
+            balance: Balance::RoundRobin,
+            board: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The shared up/down flags of the servers.
+    pub(crate) fn health_board(&self) -> &Arc<[std::sync::atomic::AtomicBool]> {
+        self.board.get_or_init(|| {
+            self.servers.iter().map(|_| std::sync::atomic::AtomicBool::new(true)).collect()
+        })
     }
 }
 
@@ -181,74 +198,33 @@ fn error_response(status: StatusCode) -> Response<Body> {
     r
 }
 
-/// Passive health of one server on this core (nginx's `max_fails` / `fail_timeout`), and its
-/// place in the smooth weighted round robin.
-#[derive(Default)]
-struct Health {
-    fails: Cell<u32>,
-    skip_until: Cell<Option<Instant>>,
-    current_weight: Cell<i64>,
-}
-
-/// What one core's proxy keeps: the config, the pool, the servers' health and turns.
+/// What one core's proxy keeps: the config, the pool, the balancer.
 pub(crate) struct Shared {
     config: Arc<ProxyConfig>,
     /// This core's counters of each server.
     metrics: Vec<Arc<metrics::ServerMetrics>>,
     trusted: forward::Trusted,
     pool: Pool,
-    health: Vec<Health>,
+    balance: Balancer,
 }
 
-impl Shared {
-    /// The next server by smooth weighted round robin (nginx's: each eligible server gains
-    /// its weight, the one with the most is picked and pays the total back), among the
-    /// servers not being skipped and not yet tried; backups only when no other is left.
-    fn pick(&self, now: Instant, tried: &[usize]) -> Option<usize> {
-        let servers = &self.config.servers;
-        let eligible = |i: usize, backup: bool| {
-            servers[i].backup == backup
-                && !tried.contains(&i)
-                && self.health[i].skip_until.get().is_none_or(|t| now >= t)
-        };
-        for backup in [false, true] {
-            let mut total: i64 = 0;
-            let mut best: Option<usize> = None;
-            for i in (0..servers.len()).filter(|&i| eligible(i, backup)) {
-                let h = &self.health[i];
-                let weight = i64::from(servers[i].weight);
-                h.current_weight.set(h.current_weight.get() + weight);
-                total += weight;
-                if best.is_none_or(|b| h.current_weight.get() > self.health[b].current_weight.get())
-                {
-                    best = Some(i);
-                }
-            }
-            if let Some(b) = best {
-                let h = &self.health[b];
-                h.current_weight.set(h.current_weight.get() - total);
-                return Some(b);
-            }
-        }
-        None
-    }
+/// A request counted in flight on its server (least requests) until dropped: held by the
+/// response body stream, so it counts until the response ends.
+pub(crate) struct InFlight {
+    shared: Rc<Shared>,
+    server: usize,
+}
 
-    fn failed(&self, server: usize, now: Instant) {
-        // A lone server is never skipped (as in nginx): there is nowhere else to go, and a
-        // 503 for `fail_timeout` would outlast a quick restart of the app.
-        if self.health.len() == 1 {
-            return;
-        }
-        let h = &self.health[server];
-        h.fails.set(h.fails.get() + 1);
-        if h.fails.get() >= self.config.max_fails.max(1) {
-            h.skip_until.set(Some(now + self.config.fail_timeout));
-            h.fails.set(0);
-        }
+impl InFlight {
+    fn new(shared: &Rc<Shared>, server: usize) -> InFlight {
+        shared.balance.started(server);
+        InFlight { shared: Rc::clone(shared), server }
     }
+}
 
-    fn succeeded(&self, server: usize) {
-        self.health[server].fails.set(0);
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.shared.balance.done(self.server);
     }
 }
 
@@ -261,13 +237,12 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy for this core.
     pub fn new(config: Arc<ProxyConfig>) -> Proxy {
-        let servers = config.servers.len();
         let metrics: Vec<_> = config.servers.iter().map(|s| metrics::register(s.name())).collect();
         let shared = Shared {
             trusted: forward::Trusted::new(config.trusted_proxies.clone()),
             pool: Pool::new(metrics.clone(), config.max_idle_per_server, config.keepalive_timeout),
             metrics,
-            health: (0..servers).map(|_| Health::default()).collect(),
+            balance: Balancer::new(Arc::clone(&config)),
             config,
         };
         Proxy { shared: Rc::new(shared) }
@@ -322,6 +297,14 @@ async fn forward(
     let method = parts.method;
     let info = parts.extensions.get::<ConnectionInfo>().copied().unwrap_or_default();
     let mut headers = parts.headers;
+    // The hash key, for the hashing methods (an allocation only for them).
+    let key: Option<Vec<u8>> = match &config.balance {
+        Balance::ClientIp => {
+            info.peer.map(|p| crate::trust::canonical(p.ip()).to_string().into_bytes())
+        }
+        Balance::Header(name) => headers.get(name).map(|v| v.as_bytes().to_vec()),
+        Balance::RoundRobin | Balance::LeastRequests => None,
+    };
     // HTTP/2's `:authority` (or an absolute-form target) is the host; it becomes `Host`.
     let host = match parts.uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
@@ -368,9 +351,10 @@ async fn forward(
     let mut body = Some(body);
     loop {
         let now = rt::now();
-        let Some(server) = shared.pick(now, &tried) else {
+        let Some(server) = shared.balance.pick(now, &tried, key.as_deref()) else {
             return Err(ProxyError::NoServer);
         };
+        let in_flight = InFlight::new(shared, server);
         let counters = &shared.metrics[server];
         counters.request();
         let (mut conn, fresh) = match shared.pool.take(server, now) {
@@ -379,7 +363,7 @@ async fn forward(
                 Ok(conn) => (conn, true),
                 Err(e) => {
                     debug!(server = shared.config.servers[server].name(), error = %e, "proxy: connect failed");
-                    shared.failed(server, rt::now());
+                    shared.balance.failed(server, rt::now());
                     if let Some(f) = e.failure() {
                         counters.failed(f);
                     }
@@ -425,7 +409,7 @@ async fn forward(
         };
         match result {
             Ok(mut head) => {
-                shared.succeeded(server);
+                shared.balance.succeeded(server);
                 let head_us = rt::now().saturating_duration_since(sent_at).as_micros() as u64;
                 counters.response(head.status, head_us);
                 let log = UpstreamFields {
@@ -449,7 +433,8 @@ async fn forward(
                     response.extensions_mut().insert(log);
                     return Ok(response);
                 }
-                let exchange = Upstream { shared, server, conn, sender, unfit, idle_timeout };
+                let exchange =
+                    Upstream { shared, server, conn, sender, unfit, idle_timeout, in_flight };
                 let mut response = respond(exchange, head, &method);
                 options.response_headers.apply(response.headers_mut());
                 response.extensions_mut().insert(log);
@@ -468,7 +453,7 @@ async fn forward(
             }
             Err(e) => {
                 if e.blames_server() {
-                    shared.failed(server, rt::now());
+                    shared.balance.failed(server, rt::now());
                 }
                 if let Some(f) = e.failure() {
                     counters.failed(f);
@@ -523,6 +508,8 @@ pub(crate) struct Upstream<'a> {
     /// The connection cannot be reused (the request body was cut short).
     unfit: bool,
     idle_timeout: Duration,
+    /// Counts the request on its server until the response ends.
+    in_flight: InFlight,
 }
 
 /// The client's response: the upstream's head, cleaned, and its body streaming.
