@@ -508,6 +508,9 @@ mod tests {
             [[upstream]]
             name = "app"
             connect_timeout = "2s"
+            balance = "header:x-user"
+            resolve_every = "30s"
+            health_check = { path = "/healthz", interval = "1s", expect_status = 204 }
             [[upstream.server]]
             address = "http://127.0.0.1:5000"
             weight = 3
@@ -520,6 +523,13 @@ mod tests {
         let group = c.upstream[0].proxy_config(&c.proxy).unwrap();
         assert_eq!(group.connect_timeout, std::time::Duration::from_secs(2));
         assert_eq!(group.trusted_proxies.len(), 2);
+        assert_eq!(group.resolve_every, Some(std::time::Duration::from_secs(30)));
+        let check = group.health_check.unwrap();
+        assert_eq!(
+            (check.path.as_str(), check.expect_status, check.fall),
+            ("/healthz", Some(204), 2)
+        );
+        assert_eq!(group.balance, crate::proxy::Balance::Header("x-user".parse().unwrap()));
         assert!(c.route[0].is_proxy());
     }
 
@@ -538,6 +548,8 @@ mod tests {
             ("[[upstream]]\nname = \"x\"\n[[upstream.server]]\naddress = \"ftp://a:1\"\n", "server[0].address"),
             ("[[upstream]]\nname = \"x\"\n[[upstream.server]]\naddress = \"http://a:1\"\nweigth = 2\n", "weigth"),
             ("[proxy]\ntrusted_proxies = [\"ten\"]\n", "trusted_proxies"),
+            ("[[upstream]]\nname = \"x\"\nbalance = \"random\"\n[[upstream.server]]\naddress = \"http://127.0.0.1:1\"\n", "balance: `random`"),
+            ("[[upstream]]\nname = \"x\"\nhealth_check = { path = \"h\" }\n[[upstream.server]]\naddress = \"http://127.0.0.1:1\"\n", "health_check.path"),
         ] {
             let text = if text.starts_with("[[route]]") || text.starts_with("[proxy]") {
                 format!("{text}{up}")

@@ -763,3 +763,30 @@ fn hashing_sends_a_key_to_the_same_server() {
     assert_eq!(seen.len(), 3, "30 users spread over the 3 servers: {seen:?}");
     stop(server);
 }
+
+#[test]
+fn active_health_checks_take_a_failing_server_out_and_back() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let sick = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&sick);
+    let a = upstream::start(move |seen| match seen.target() {
+        "/healthz" if flag.load(Ordering::SeqCst) => {
+            Reply::Bytes(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n".to_vec())
+        }
+        _ => ok("a", ""),
+    });
+    let b = upstream::start(|_| ok("b", ""));
+    let server = routed(&format!(
+        "[[route]]\nupstream = \"app\"\n[[upstream]]\nname = \"app\"\n\
+         health_check = {{ path = \"/healthz\", interval = \"50ms\", timeout = \"1s\", fall = 1, rise = 1 }}\n\
+         [[upstream.server]]\naddress = \"http://{}\"\n[[upstream.server]]\naddress = \"http://{}\"\n",
+        a.addr, b.addr
+    ));
+    let addr = addr(&server);
+    // The first check marks `a` down: from then on only `b` answers.
+    eventually("a marked down", || (0..4).all(|_| get(addr, "/").text() == "b"));
+    assert!(a.seen().iter().any(|s| s.target() == "/healthz"));
+    sick.store(false, Ordering::SeqCst);
+    eventually("a back up", || (0..4).any(|_| get(addr, "/").text() == "a"));
+    stop(server);
+}

@@ -14,6 +14,8 @@
 //! keepalive_timeout = "60s"
 //! max_idle = 256                     # idle connections kept per server, per core
 //! balance = "round_robin"            # or least_requests, client_ip, header:NAME
+//! health_check = { path = "/healthz", interval = "5s", timeout = "2s", fall = 2, rise = 2 }
+//! resolve_every = "30s"              # resolve host names again (default: at start only)
 //! max_fails = 3                      # failures in a row before a server is skipped
 //! fail_timeout = "10s"               # ... for this long
 //! tls_ca = "/etc/peregrine/app-ca.pem"  # https:// servers: verify with this CA, not the
@@ -42,7 +44,7 @@ use std::time::Duration;
 use http::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use super::{Balance, ProxyConfig, UpstreamServer};
+use super::{Balance, HealthCheck, ProxyConfig, UpstreamServer};
 
 /// `[proxy]`: settings every upstream group shares.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -86,6 +88,31 @@ pub struct UpstreamConfig {
     pub tls_ca: Option<std::path::PathBuf>,
     /// `round_robin` (default), `least_requests`, `client_ip`, or `header:NAME`.
     pub balance: Option<String>,
+    /// An active health check, run off the reactors.
+    pub health_check: Option<HealthCheckConfig>,
+    /// How often host names are resolved again (absent: only at start).
+    #[serde(default, with = "humantime_serde")]
+    pub resolve_every: Option<Duration>,
+}
+
+/// `health_check = { path = "/healthz", ... }` of an `[[upstream]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// Path requested.
+    pub path: String,
+    /// Time between checks (default 5 s).
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// Longest a check may take (default 2 s).
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// The healthy status (default: any 2xx or 3xx).
+    pub expect_status: Option<u16>,
+    /// Failed checks in a row that mark a server down (default 2).
+    pub fall: Option<u32>,
+    /// Good checks in a row that mark it up again (default 2).
+    pub rise: Option<u32>,
 }
 
 /// `[[upstream.server]]`.
@@ -242,6 +269,21 @@ impl UpstreamConfig {
         config.max_idle_per_server = self.max_idle.unwrap_or(d.max_idle_per_server);
         config.max_fails = self.max_fails.unwrap_or(d.max_fails);
         config.fail_timeout = self.fail_timeout.unwrap_or(d.fail_timeout);
+        config.resolve_every = self.resolve_every;
+        if let Some(h) = &self.health_check {
+            if !h.path.starts_with('/') {
+                return Err(format!("health_check.path: `{}` must start with `/`", h.path));
+            }
+            let d = HealthCheck::new(&h.path);
+            config.health_check = Some(HealthCheck {
+                path: h.path.clone(),
+                interval: h.interval.unwrap_or(d.interval),
+                timeout: h.timeout.unwrap_or(d.timeout),
+                expect_status: h.expect_status,
+                fall: h.fall.unwrap_or(d.fall),
+                rise: h.rise.unwrap_or(d.rise),
+            });
+        }
         config.balance = match self.balance.as_deref() {
             None | Some("round_robin") => Balance::RoundRobin,
             Some("least_requests") => Balance::LeastRequests,

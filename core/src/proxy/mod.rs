@@ -26,10 +26,12 @@ mod h1;
 pub(crate) mod metrics;
 mod pool;
 mod upstream;
+mod watch;
 
 pub use balance::Balance;
 pub use config::RouteOptions;
 pub use upstream::{UpstreamError, UpstreamServer};
+pub use watch::HealthCheck;
 
 use std::io;
 use std::rc::Rc;
@@ -80,6 +82,12 @@ pub struct ProxyConfig {
     pub response_limits: ResponseLimits,
     /// How requests are spread over the servers.
     pub balance: Balance,
+    /// An active health check run off the reactors; `None`: passive health only.
+    pub health_check: Option<HealthCheck>,
+    /// How often host names are resolved again (off the reactors); `None`: only at start.
+    pub resolve_every: Option<Duration>,
+    /// Set once the watcher thread runs (the first core's proxy starts it).
+    watching: std::sync::OnceLock<()>,
     /// Up/down per server, shared by every core and the health checker (all up until a
     /// check says otherwise); made on first use, for the servers the config then has.
     board: std::sync::OnceLock<Arc<[std::sync::atomic::AtomicBool]>>,
@@ -103,6 +111,9 @@ impl ProxyConfig {
             fail_timeout: Duration::from_secs(10),
             response_limits: ResponseLimits::default(),
             balance: Balance::RoundRobin,
+            health_check: None,
+            resolve_every: None,
+            watching: std::sync::OnceLock::new(),
             board: std::sync::OnceLock::new(),
         }
     }
@@ -237,6 +248,7 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy for this core.
     pub fn new(config: Arc<ProxyConfig>) -> Proxy {
+        watch::start(&config);
         let metrics: Vec<_> = config.servers.iter().map(|s| metrics::register(s.name())).collect();
         let shared = Shared {
             trusted: forward::Trusted::new(config.trusted_proxies.clone()),
@@ -469,7 +481,7 @@ async fn connect(shared: &Shared, server: usize, within: Duration) -> Result<Con
     let upstream = &shared.config.servers[server];
     let started = rt::now();
     let deadline = started + within;
-    let connecting = rt::io::connect(&upstream.addr).map_err(ProxyError::Connect)?;
+    let connecting = rt::io::connect(&upstream.addr()).map_err(ProxyError::Connect)?;
     let fd = match rt::timer::timeout(deadline, connecting).await {
         Some(Ok(fd)) => fd,
         Some(Err(e)) => return Err(ProxyError::Connect(e)),

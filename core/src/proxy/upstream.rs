@@ -19,8 +19,14 @@ pub struct UpstreamServer {
     pub(crate) name: String,
     /// The same, shared by every access log line that names it.
     pub(crate) shared_name: std::sync::Arc<str>,
-    /// Where to connect.
-    pub(crate) addr: SockAddr,
+    /// Where to connect: resolved at load, and again every `resolve_every` when the server
+    /// is named by a host name (the watcher thread swaps it; cores read it per connect).
+    addr: Arc<arc_swap::ArcSwap<SockAddr>>,
+    /// `host:port` to resolve again, when the address came from a host name.
+    pub(crate) resolvable: Option<String>,
+    /// The `Host` an active health check sends (the authority; `localhost` for a Unix
+    /// socket).
+    host: String,
     /// Share of the requests, relative to the group's other servers.
     pub(crate) weight: u32,
     /// Used only when every other server is being skipped.
@@ -58,10 +64,13 @@ impl UpstreamServer {
             }
             let addr =
                 SockAddr::unix(&path).map_err(|e| UpstreamError::Resolve(name.clone(), e))?;
+            let addr = Arc::new(arc_swap::ArcSwap::from_pointee(addr));
             return Ok(UpstreamServer {
                 name,
                 shared_name,
                 addr,
+                resolvable: None,
+                host: "localhost".into(),
                 weight: 1,
                 backup: false,
                 tls: None,
@@ -92,7 +101,22 @@ impl UpstreamServer {
             }
             false => None,
         };
-        Ok(UpstreamServer { name, shared_name, addr: addr.into(), weight: 1, backup: false, tls })
+        let host_is_literal =
+            authority.trim_start_matches('[').starts_with(|c: char| c.is_ascii_digit())
+                || authority.starts_with('[');
+        let resolvable = (!host_is_literal).then_some(with_port);
+        let addr = Arc::new(arc_swap::ArcSwap::from_pointee(SockAddr::from(addr)));
+        let host = authority.to_string();
+        Ok(UpstreamServer {
+            name,
+            shared_name,
+            addr,
+            resolvable,
+            host,
+            weight: 1,
+            backup: false,
+            tls,
+        })
     }
 
     /// Verifies this server's certificate against the CA certificates in `pem` (PEM text)
@@ -110,6 +134,28 @@ impl UpstreamServer {
             tls.config = client_config(roots)?;
         }
         Ok(self)
+    }
+
+    /// The `Host` an active health check sends.
+    pub(crate) fn host_header(&self) -> &str {
+        &self.host
+    }
+
+    /// Where to connect now.
+    pub(crate) fn addr(&self) -> Arc<SockAddr> {
+        self.addr.load_full()
+    }
+
+    /// Resolves the host name again (on the watcher thread); true when the address changed.
+    pub(crate) fn resolve_again(&self) -> std::io::Result<bool> {
+        let Some(host) = &self.resolvable else { return Ok(false) };
+        let found = host.to_socket_addrs()?.next().ok_or(std::io::ErrorKind::NotFound)?;
+        let found = SockAddr::from(found);
+        if self.addr().as_socket() == found.as_socket() {
+            return Ok(false);
+        }
+        self.addr.store(Arc::new(found));
+        Ok(true)
     }
 
     /// The address as the user wrote it.
@@ -213,17 +259,26 @@ mod tests {
     #[test]
     fn parses_the_forms_a_user_writes() {
         let a = UpstreamServer::parse("http://127.0.0.1:5000").unwrap();
-        assert_eq!(a.addr.as_socket(), Some("127.0.0.1:5000".parse().unwrap()));
+        assert_eq!(a.addr().as_socket(), Some("127.0.0.1:5000".parse().unwrap()));
         let b = UpstreamServer::parse("127.0.0.1:81/").unwrap();
-        assert_eq!(b.addr.as_socket(), Some("127.0.0.1:81".parse().unwrap()));
+        assert_eq!(b.addr().as_socket(), Some("127.0.0.1:81".parse().unwrap()));
         let c = UpstreamServer::parse("http://[::1]").unwrap();
-        assert_eq!(c.addr.as_socket(), Some("[::1]:80".parse().unwrap()));
+        assert_eq!(c.addr().as_socket(), Some("[::1]:80".parse().unwrap()));
+        assert!(
+            a.resolvable.is_none() && c.resolvable.is_none(),
+            "literals are not resolved again"
+        );
         let d = UpstreamServer::parse("http://localhost:9").unwrap();
-        assert!(d.addr.as_socket().is_some_and(|a| a.ip().is_loopback() && a.port() == 9));
+        assert_eq!(d.resolvable.as_deref(), Some("localhost:9"));
+        assert!(d.addr().as_socket().is_some_and(|a| a.ip().is_loopback() && a.port() == 9));
         #[cfg(unix)]
         assert_eq!(
-            UpstreamServer::parse("unix:/run/app.sock").unwrap().addr.as_pathname(),
-            Some(std::path::Path::new("/run/app.sock"))
+            UpstreamServer::parse("unix:/run/app.sock")
+                .unwrap()
+                .addr()
+                .as_pathname()
+                .map(std::path::Path::to_path_buf),
+            Some(std::path::PathBuf::from("/run/app.sock"))
         );
     }
 
