@@ -153,9 +153,11 @@ pub(crate) async fn pump<S: BodySink>(
 ) -> Result<u64, PumpError<S::Error>> {
     let mut sent: u64 = 0;
     loop {
-        let next = poll_fn(|cx| match sink.poll_gone(cx) {
-            Poll::Ready(gone) => Poll::Ready(Err(gone)),
-            Poll::Pending => poll_next_chunk(&mut body, cx).map(Ok),
+        // The peer is watched only while the body has nothing ready: a chunk that is
+        // already there costs no watch.
+        let next = poll_fn(|cx| match poll_next_chunk(&mut body, cx) {
+            Poll::Pending => sink.poll_gone(cx).map(Err),
+            ready => ready.map(Ok),
         });
         let chunk = match next.await.map_err(PumpError::Sink)? {
             None => break,

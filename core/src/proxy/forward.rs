@@ -42,7 +42,7 @@ const HOP_BY_HOP: [HeaderName; 10] = [
     header::CONTENT_LENGTH,
 ];
 
-/// Removes the hop-by-hop fields from `headers`, the ones `Connection` names first.
+/// Removes the hop-by-hop fields from `headers`, and the ones `Connection` names.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -51,10 +51,24 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
-    for name in named {
-        headers.remove(name);
+    remove_matching(headers, |name| HOP_BY_HOP.contains(name) || named.contains(name));
+}
+
+/// Removes every field whose name `drop` picks. One pass over the names present (a message
+/// carries a handful, and usually none of the ones asked for), rather than one hashed
+/// lookup per name that might be there.
+fn remove_matching(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool) {
+    let mut found: [Option<HeaderName>; 4] = Default::default();
+    let mut more = Vec::new();
+    let mut n = 0;
+    for name in headers.keys().filter(|&name| drop(name)) {
+        match found.get_mut(n) {
+            Some(slot) => *slot = Some(name.clone()),
+            None => more.push(name.clone()),
+        }
+        n += 1;
     }
-    for name in &HOP_BY_HOP {
+    for name in found.into_iter().flatten().chain(more) {
         headers.remove(name);
     }
 }
@@ -87,14 +101,16 @@ pub(crate) fn request_fields(
     forwarded: bool,
 ) -> HeaderValue {
     remove_hop_by_hop(headers);
-    headers.remove(header::EXPECT);
     let peer_trusted = client.peer.is_some_and(|p| trusted.contains(p.ip()));
-    if !peer_trusted {
-        for name in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_REQUEST_ID] {
-            headers.remove(name);
-        }
-        headers.remove(header::FORWARDED);
-    }
+    remove_matching(headers, |name| {
+        name == header::EXPECT
+            || (!peer_trusted
+                && (name == header::FORWARDED
+                    || [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_REQUEST_ID]
+                        .contains(&name)))
+    });
+    // Room for what is added below, so the map grows at most once.
+    headers.reserve(5);
     let proto = HeaderValue::from_static(if client.tls { "https" } else { "http" });
     if let Some(peer) = client.peer {
         let ip = canonical(peer.ip()).to_string();

@@ -269,7 +269,10 @@ impl Proxy {
         request: Request<Body>,
         options: &RouteOptions,
     ) -> Response<Body> {
-        match forward(&self.shared, request, options).await {
+        // Boxed: the forwarding future is a few KiB (connect, send, read, their timers), and
+        // inline it would make every enclosing future (the handler's, the connection's
+        // exchange) that much larger, and be copied with each of them.
+        match Box::pin(forward(&self.shared, request, options)).await {
             Ok(response) => response,
             Err(e) => {
                 debug!(error = %e, "proxy: answering {}", e.status());
