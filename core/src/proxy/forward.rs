@@ -60,13 +60,11 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 fn remove_matching(headers: &mut HeaderMap, drop: impl Fn(&HeaderName) -> bool) {
     let mut found: [Option<HeaderName>; 4] = Default::default();
     let mut more = Vec::new();
-    let mut n = 0;
-    for name in headers.keys().filter(|&name| drop(name)) {
+    for (n, name) in headers.keys().filter(|&name| drop(name)).enumerate() {
         match found.get_mut(n) {
             Some(slot) => *slot = Some(name.clone()),
             None => more.push(name.clone()),
         }
-        n += 1;
     }
     for name in found.into_iter().flatten().chain(more) {
         headers.remove(name);
