@@ -91,6 +91,12 @@ pub struct ListenerConfig {
     /// v2, required from them); never parsed from anyone else. Absent: off.
     #[serde(default)]
     pub proxy_protocol_from: Vec<String>,
+    /// Client networks let in (absent: everyone not denied).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Client networks refused at accept, before TLS (deny wins over allow).
+    #[serde(default)]
+    pub deny: Vec<String>,
 }
 
 /// A listener's TLS section.
@@ -197,6 +203,18 @@ pub struct RouteConfig {
     /// Overrides the upstream's `idle_timeout`.
     #[serde(default, with = "humantime_serde")]
     pub idle_timeout: Option<std::time::Duration>,
+    /// Client networks this route serves (absent: everyone not denied); others get `403`.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Client networks this route refuses with `403` (deny wins over allow).
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Requests per second per client on this route (IPv6 grouped by /64), shared by all
+    /// cores; past it `429` with `Retry-After`.
+    pub rate_limit: Option<peregrine_limits::RateLimit>,
+    /// The route's rate table, made once and shared by every core's router.
+    #[serde(skip)]
+    rates: std::sync::OnceLock<std::sync::Arc<peregrine_limits::ClientRates>>,
     /// Fixed response: status code (default 200).
     #[serde(default = "default_status")]
     pub status: u16,
@@ -223,10 +241,27 @@ impl RouteConfig {
             connect_timeout: None,
             response_header_timeout: None,
             idle_timeout: None,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            rate_limit: None,
+            rates: std::sync::OnceLock::new(),
             status,
             body: body.into(),
             content_type: default_content_type(),
         }
+    }
+
+    /// The route's allow/deny list.
+    pub(crate) fn access(&self) -> peregrine_limits::AccessList {
+        // Validated at load: a bad network cannot get here from a config file.
+        let list = |v: &[String]| nets(v).unwrap_or_default();
+        peregrine_limits::AccessList::new(list(&self.allow), list(&self.deny))
+    }
+
+    /// The route's rate table, shared by every core (made on first use).
+    pub(crate) fn rates(&self) -> Option<std::sync::Arc<peregrine_limits::ClientRates>> {
+        let limit = self.rate_limit?;
+        Some(std::sync::Arc::clone(self.rates.get_or_init(|| crate::clients::route_rates(limit))))
     }
 
     /// Whether this route forwards rather than answering itself.
@@ -249,6 +284,11 @@ impl RouteConfig {
     }
 
     fn validate(&self, upstreams: &[crate::proxy::config::UpstreamConfig]) -> Result<(), String> {
+        nets(&self.allow).map_err(|e| format!("allow: {e}"))?;
+        nets(&self.deny).map_err(|e| format!("deny: {e}"))?;
+        if let Some(rate) = &self.rate_limit {
+            rate.validate("rate_limit")?;
+        }
         if self.path.is_some() && self.path_prefix.is_some() {
             return Err("path and path_prefix: give one, not both".into());
         }
@@ -332,9 +372,10 @@ impl Config {
         for (i, l) in self.listener.iter().enumerate() {
             resolve(&l.address).map_err(|e| format!("listener[{i}].address: {e}"))?;
             l.protocols().map_err(|e| format!("listener[{i}].protocols: {e}"))?;
-            for n in &l.proxy_protocol_from {
-                parse_net(n).map_err(|e| format!("listener[{i}].proxy_protocol_from: {e}"))?;
-            }
+            nets(&l.proxy_protocol_from)
+                .map_err(|e| format!("listener[{i}].proxy_protocol_from: {e}"))?;
+            nets(&l.allow).map_err(|e| format!("listener[{i}].allow: {e}"))?;
+            nets(&l.deny).map_err(|e| format!("listener[{i}].deny: {e}"))?;
             for (j, sni) in l.tls.iter().flat_map(|t| t.sni.iter()).enumerate() {
                 if sni.server_name.trim().is_empty() {
                     return Err(format!("listener[{i}].tls.sni[{j}].server_name: empty"));
@@ -371,12 +412,10 @@ impl Config {
                         .protocols()
                         .map_err(|e| format!("listener[{i}].protocols: {e}"))?,
                     tls: l.tls_settings(),
-                    proxy_protocol_from: l
-                        .proxy_protocol_from
-                        .iter()
-                        .map(|n| parse_net(n))
-                        .collect::<Result<_, _>>()
+                    proxy_protocol_from: nets(&l.proxy_protocol_from)
                         .map_err(|e| format!("listener[{i}].proxy_protocol_from: {e}"))?,
+                    allow: nets(&l.allow).map_err(|e| format!("listener[{i}].allow: {e}"))?,
+                    deny: nets(&l.deny).map_err(|e| format!("listener[{i}].deny: {e}"))?,
                 })
             })
             .collect()
@@ -406,6 +445,11 @@ fn one_line(text: &str, e: &toml::de::Error) -> String {
         }
         None => message,
     }
+}
+
+/// A list of networks (see [`parse_net`]).
+pub fn nets(list: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
+    list.iter().map(|n| parse_net(n)).collect()
 }
 
 /// A network for a trust list: CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address.

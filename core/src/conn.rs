@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use peregrine_limits::ConnectionPermit;
+use peregrine_limits::{AccessList, ClientPermit, ConnectionPermit, Limit};
 use tracing::debug;
 
 use crate::h1;
@@ -50,6 +50,8 @@ pub(crate) struct Endpoint {
     pub(crate) tls: Option<Arc<TlsListener>>,
     /// Peers whose connections start with a PROXY protocol header.
     pub(crate) proxy_protocol: Option<Trusted>,
+    /// Which client addresses may connect.
+    pub(crate) access: AccessList,
 }
 
 /// Counts one running TLS handshake (capped by
@@ -77,6 +79,8 @@ impl Drop for HandshakeSlot {
 /// that awaits the connection future would hold it twice: rust-lang/rust#62958).
 pub(crate) struct Admitted {
     _permit: ConnectionPermit,
+    /// The connection's place in its client's `max_connections_per_ip`, when capped.
+    client: Option<ClientPermit>,
     live: Rc<Cell<usize>>,
 }
 
@@ -85,7 +89,7 @@ impl Admitted {
     pub(crate) fn new(permit: ConnectionPermit, live: &Rc<Cell<usize>>) -> Admitted {
         crate::metrics::count(|m| m.accepted());
         live.set(live.get() + 1);
-        Admitted { _permit: permit, live: Rc::clone(live) }
+        Admitted { _permit: permit, client: None, live: Rc::clone(live) }
     }
 }
 
@@ -102,7 +106,7 @@ pub(crate) async fn serve<H: Handler>(
     endpoint: Rc<Endpoint>,
     handler: Rc<H>,
     settings: Rc<h1::Settings>,
-    admitted: Admitted,
+    mut admitted: Admitted,
     mut peer: Option<SocketAddr>,
 ) {
     let limits = &settings.limits;
@@ -132,6 +136,25 @@ pub(crate) async fn serve<H: Handler>(
                 return;
             }
             None => {
+                rt::io::close(fd).await;
+                return;
+            }
+        }
+    }
+    // The client is known now (the socket's peer, or the one a PROXY header named): the
+    // listener's allow/deny list and the per-client cap apply before any TLS or HTTP.
+    if let Some(ip) = peer.map(|p| p.ip()) {
+        if !endpoint.access.permits(ip) {
+            debug!(%ip, "closing: address denied");
+            crate::metrics::count(|m| m.rejected(Rejection::Denied));
+            rt::io::close(fd).await;
+            return;
+        }
+        match settings.clients.admit_connection(ip) {
+            Ok(permit) => admitted.client = permit,
+            Err(()) => {
+                debug!(%ip, "closing: max_connections_per_ip reached");
+                crate::metrics::count(|m| m.rejected(Rejection::Limit(Limit::MaxConnectionsPerIp)));
                 rt::io::close(fd).await;
                 return;
             }

@@ -26,6 +26,7 @@
 mod access_log;
 mod admin;
 mod body;
+mod clients;
 pub mod config;
 mod conn;
 mod date;
@@ -53,7 +54,7 @@ pub use exchange::ConnectionInfo;
 pub use handler::Handler;
 pub use listener::{ListenerSpec, Protocols};
 pub use metrics::Metrics;
-pub use peregrine_limits::{Limits, MinDataRate};
+pub use peregrine_limits::{Limits, MinDataRate, RateLimit};
 pub use server::{Server, ServerConfig, ShutdownHandle, StartError};
 pub use sys::driver::{DriverKind, IoChoice};
 pub use tls::{CertSource, SniCertificate, TlsError, TlsReloadHandle, TlsSettings};

@@ -41,6 +41,10 @@ pub struct ListenerSpec {
     /// which is then required and read before anything else; from other peers a header is
     /// never parsed. Empty: no PROXY protocol.
     pub proxy_protocol_from: Vec<ipnet::IpNet>,
+    /// Client networks let in (empty: every one not denied).
+    pub allow: Vec<ipnet::IpNet>,
+    /// Client networks refused at accept, before TLS (deny wins over allow).
+    pub deny: Vec<ipnet::IpNet>,
 }
 
 impl ListenerSpec {
@@ -51,6 +55,8 @@ impl ListenerSpec {
             protocols: Protocols::BOTH,
             tls: Some(tls),
             proxy_protocol_from: Vec::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
         }
     }
 
@@ -62,6 +68,11 @@ impl ListenerSpec {
     /// The same listener, expecting a PROXY protocol header from peers in `from`.
     pub fn with_proxy_protocol(self, from: Vec<ipnet::IpNet>) -> ListenerSpec {
         ListenerSpec { proxy_protocol_from: from, ..self }
+    }
+
+    /// The same listener, letting in only `allow` (empty: everyone) minus `deny`.
+    pub fn with_access(self, allow: Vec<ipnet::IpNet>, deny: Vec<ipnet::IpNet>) -> ListenerSpec {
+        ListenerSpec { allow, deny, ..self }
     }
 
     /// Whether it runs TLS.
@@ -78,6 +89,8 @@ impl From<SocketAddr> for ListenerSpec {
             protocols: Protocols::BOTH,
             tls: None,
             proxy_protocol_from: Vec::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
         }
     }
 }

@@ -84,6 +84,30 @@ struct Cli {
     #[arg(long, value_name = "CIDR", env = "PEREGRINE_TRUST_PROXY", value_delimiter = ',')]
     trust_proxy: Vec<String>,
 
+    /// Most connections one client address may hold at once (IPv6: per /64), over all
+    /// cores; more are closed at accept. Default: no cap.
+    #[arg(long, value_name = "N", env = "PEREGRINE_MAX_CONNECTIONS_PER_IP", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_ip: Option<u32>,
+
+    /// Requests per second per client address (all cores together); past it 429 with
+    /// Retry-After. Default: unlimited.
+    #[arg(long, value_name = "N", env = "PEREGRINE_RATE_LIMIT")]
+    rate_limit: Option<f64>,
+
+    /// With --rate-limit: requests a client may send at once above the rate (default 0).
+    #[arg(long, value_name = "N", env = "PEREGRINE_RATE_BURST", requires = "rate_limit")]
+    rate_burst: Option<u32>,
+
+    /// Only these client networks (CIDR or address, repeatable) may connect, on every
+    /// listener. Default: everyone not denied.
+    #[arg(long, value_name = "CIDR", env = "PEREGRINE_ALLOW", value_delimiter = ',')]
+    allow: Vec<String>,
+
+    /// These client networks (CIDR or address, repeatable) are refused at accept, before
+    /// TLS, on every listener.
+    #[arg(long, value_name = "CIDR", env = "PEREGRINE_DENY", value_delimiter = ',')]
+    deny: Vec<String>,
+
     /// Do not pin reactor threads to CPUs.
     #[arg(long)]
     no_pin: bool,
@@ -113,10 +137,14 @@ fn main() -> ExitCode {
         },
         None => Config::default(),
     };
-    let (listen, development_cert) = match listeners(&cli, &config) {
+    let (mut listen, development_cert) = match listeners(&cli, &config) {
         Ok(l) => l,
         Err(e) => return usage_error(&e),
     };
+    let mut limits = config.limits.clone();
+    if let Err(e) = client_flags(&cli, &mut limits, &mut listen) {
+        return usage_error(&e);
+    }
     let io =
         cli.io.or_else(|| config.io.as_deref().and_then(|s| s.parse().ok())).unwrap_or_default();
     let admin = match cli.admin.as_deref().or(config.admin.as_deref()) {
@@ -140,7 +168,7 @@ fn main() -> ExitCode {
         threads: cli.threads.map(usize::from).or(config.threads),
         pin_threads: !cli.no_pin && config.pin_threads.unwrap_or(true),
         io,
-        limits: config.limits.clone(),
+        limits,
         admin,
         access_log,
     };
@@ -272,6 +300,32 @@ fn listeners(cli: &Cli, config: &Config) -> Result<(Vec<ListenerSpec>, bool), St
         }
     }
     Ok((specs, development))
+}
+
+/// Applies the per-client flags: limits, and allow/deny lists on every listener.
+fn client_flags(
+    cli: &Cli,
+    limits: &mut peregrine::Limits,
+    listen: &mut [ListenerSpec],
+) -> Result<(), String> {
+    if let Some(n) = cli.max_connections_per_ip {
+        limits.max_connections_per_ip = Some(n);
+    }
+    if let Some(rate) = cli.rate_limit {
+        let limit =
+            peregrine::RateLimit { requests_per_second: rate, burst: cli.rate_burst.unwrap_or(0) };
+        limit.validate("--rate-limit")?;
+        limits.rate_limit = Some(limit);
+    }
+    let allow = config::nets(&cli.allow).map_err(|e| format!("--allow: {e}"))?;
+    let deny = config::nets(&cli.deny).map_err(|e| format!("--deny: {e}"))?;
+    if !allow.is_empty() || !deny.is_empty() {
+        for spec in listen {
+            spec.allow.extend(allow.iter().copied());
+            spec.deny.extend(deny.iter().copied());
+        }
+    }
+    Ok(())
 }
 
 /// The reverse proxy `--proxy` asks for (upstream names resolved here, before any reactor

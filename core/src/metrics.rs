@@ -28,12 +28,16 @@ pub(crate) enum Rejection {
     H2Stream,
     /// An HTTP/2 connection error (GOAWAY with an error code, floods included).
     H2Connection,
+    /// A client address refused by an allow/deny list.
+    Denied,
 }
 
 impl Rejection {
     /// Every reason the metrics count, in their order.
-    const ALL: [Rejection; 13] = [
+    const ALL: [Rejection; 16] = [
         Rejection::Limit(Limit::MaxConnections),
+        Rejection::Limit(Limit::MaxConnectionsPerIp),
+        Rejection::Limit(Limit::RateLimit),
         Rejection::Limit(Limit::MaxRequestLineSize),
         Rejection::Limit(Limit::MaxRequestHeadersTotalSize),
         Rejection::Limit(Limit::MaxRequestHeaderCount),
@@ -46,6 +50,7 @@ impl Rejection {
         Rejection::HandlerPanic,
         Rejection::H2Stream,
         Rejection::H2Connection,
+        Rejection::Denied,
     ];
 
     /// The metrics label: a limit's configuration key, or the kind of error.
@@ -56,6 +61,7 @@ impl Rejection {
             Rejection::HandlerPanic => "handler_panic",
             Rejection::H2Stream => "h2_stream_error",
             Rejection::H2Connection => "h2_connection_error",
+            Rejection::Denied => "denied",
         }
     }
 

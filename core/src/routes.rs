@@ -9,7 +9,9 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 
 use crate::config::RouteConfig;
 use crate::proxy::{Proxy, ProxyConfig, RouteOptions};
+use crate::{clients, ConnectionInfo};
 use crate::{Body, Handler};
+use peregrine_limits::{AccessList, ClientKey, ClientRates};
 
 /// The welcome page, shared by every core's handler: filled in once the server has bound
 /// its listeners (see [`crate::overview::Overview::welcome_page`]).
@@ -43,9 +45,28 @@ struct Route {
     host: Option<String>,
     path: PathMatch,
     action: Action,
+    /// Which clients it serves (`403` for the others).
+    access: AccessList,
+    /// Its per-client request rate, shared by every core.
+    rates: Option<Arc<ClientRates>>,
 }
 
 impl Route {
+    /// The `403` or `429` for `request`'s client, when this route refuses it.
+    fn refuses(&self, request: &Request<Body>) -> Option<Response<Body>> {
+        if self.access.is_open() && self.rates.is_none() {
+            return None;
+        }
+        let info = request.extensions().get::<ConnectionInfo>()?;
+        let ip = info.peer?.ip();
+        if !self.access.permits(ip) {
+            return Some(clients::forbidden());
+        }
+        let rates = self.rates.as_ref()?;
+        // Routes group IPv6 clients by /64, the default of `[limits] ipv6_prefix_length`.
+        clients::over_rate(rates, ClientKey::new(ip, 64), crate::rt::now())
+    }
+
     fn matches(&self, host: Option<&str>, path: &str) -> bool {
         let path_ok = match &self.path {
             PathMatch::Any => true,
@@ -121,7 +142,7 @@ impl BuiltinRoutes {
                         None => h,
                     }
                 });
-                Some(Route { host, path, action })
+                Some(Route { host, path, action, access: r.access(), rates: r.rates() })
             })
             .collect();
         BuiltinRoutes {
@@ -170,7 +191,11 @@ fn respond(
 
 impl Handler for BuiltinRoutes {
     async fn call(&self, request: Request<Body>) -> Response<Body> {
-        match self.route(&request).map(|r| &r.action) {
+        let route = self.route(&request);
+        if let Some(refused) = route.and_then(|r| r.refuses(&request)) {
+            return refused;
+        }
+        match route.map(|r| &r.action) {
             Some(Action::Fixed(f)) => {
                 let mut r = Response::new(Body::from(f.body.clone()));
                 *r.status_mut() = f.status;

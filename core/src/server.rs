@@ -16,12 +16,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::sys::driver::{self, Driver, DriverConfig, DriverKind, DriverWaker, IoChoice};
-use peregrine_limits::{ConnectionLimiter, Limit, Limits};
+use peregrine_limits::{AccessList, ConnectionLimiter, Limit, Limits};
 use socket2::SockRef;
 use tracing::{debug, warn};
 
 use crate::access_log::{self, AccessLogTarget};
 use crate::admin::Admin;
+use crate::clients::ClientPolicy;
 use crate::conn::{self, Endpoint};
 use crate::h1;
 use crate::listener::{ListenerSpec, Protocols};
@@ -201,6 +202,7 @@ impl Server {
                     tls: tls.clone(),
                     proxy_protocol: (!spec.proxy_protocol_from.is_empty())
                         .then(|| Trusted::new(spec.proxy_protocol_from.clone())),
+                    access: AccessList::new(spec.allow.clone(), spec.deny.clone()),
                 };
                 sockets.push((listener, info));
             }
@@ -215,6 +217,7 @@ impl Server {
             None => None,
         };
         let factory = Arc::new(factory);
+        let clients = ClientPolicy::new(&config.limits);
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut started =
             Started { control: Arc::clone(&control), handles: Vec::new(), access_log };
@@ -227,6 +230,7 @@ impl Server {
                     .flatten(),
                 listeners,
                 limits: config.limits.clone(),
+                clients: Arc::clone(&clients),
                 driver: DriverConfig { io: config.io, ..DriverConfig::default() },
                 limiter: Arc::clone(&limiter),
                 control: Arc::clone(&control),
@@ -411,6 +415,7 @@ struct ListenerInfo {
     protocols: Protocols,
     tls: Option<Arc<TlsListener>>,
     proxy_protocol: Option<Trusted>,
+    access: AccessList,
 }
 
 /// One core's share of the server.
@@ -419,6 +424,8 @@ struct Reactor {
     cpu: Option<usize>,
     listeners: Vec<(sys::Listener, ListenerInfo)>,
     limits: Limits,
+    /// The per-client tables, shared by every core.
+    clients: Arc<ClientPolicy>,
     driver: DriverConfig,
     limiter: Arc<ConnectionLimiter>,
     control: Arc<Control>,
@@ -467,7 +474,8 @@ impl Reactor {
                 return;
             }
         };
-        let settings = Rc::new(h1::Settings::new(self.limits.clone(), self.access_log));
+        let settings =
+            Rc::new(h1::Settings::new(self.limits.clone(), self.access_log, self.clients));
         let mut listeners: Vec<Listener> = self
             .listeners
             .into_iter()
@@ -477,6 +485,7 @@ impl Reactor {
                     protocols: info.protocols,
                     tls: info.tls,
                     proxy_protocol: info.proxy_protocol,
+                    access: info.access,
                 }),
                 op: None,
                 retry_at: None,

@@ -5,16 +5,22 @@
 //! - [`DataRate`]: a minimum-data-rate meter with a grace period that turns "bytes seen so
 //!   far" into the deadline by which the next bytes must arrive.
 //! - [`ConnectionLimiter`]: the process-wide connection cap, touched at accept and close only.
+//! - [`ClientConnections`], [`ClientRates`], [`AccessList`]: per-client fairness (connections
+//!   and request rate per address, allow/deny lists), bounded in memory.
 //!
 //! Time is always an argument (`now: Instant`): nothing here reads the clock, so every rule
 //! is testable on virtual time.
 #![forbid(unsafe_code)]
 
+mod clients;
 mod connections;
 mod h2;
 mod limit;
 mod rate;
 
+pub use clients::{
+    AccessList, ClientConnections, ClientKey, ClientPermit, ClientRates, RateLimit, CLIENT_SLOTS,
+};
 pub use connections::{ConnectionLimiter, ConnectionPermit};
 pub use h2::{Budget, FloodBudget, H2Limits};
 pub use limit::Limit;
@@ -32,6 +38,18 @@ pub struct Limits {
     /// from the open-files limit at start, leaving 256 descriptors of headroom. Past it, a
     /// new HTTP/1 connection gets `503` and is closed. Bounds per-connection memory in total.
     pub max_connections: Option<u64>,
+    /// Most connections one client (an address; IPv6 grouped by `ipv6_prefix_length`) may
+    /// hold at once, over all cores. `None` (the default): no per-client cap, as Kestrel
+    /// (many users can share one NAT address; set it where clients are known not to).
+    /// Past it, a new connection from that client is closed at accept, before TLS.
+    pub max_connections_per_ip: Option<u32>,
+    /// Leading bits of an IPv6 address that make one client for the per-client limits.
+    /// Default 64 (one subnet: a host, or a household, usually owns a whole /64).
+    pub ipv6_prefix_length: u8,
+    /// Requests per second per client (same grouping), shared by all cores, with a burst.
+    /// `None` (the default): unlimited. Past it: `429 Too Many Requests` with
+    /// `Retry-After`; on HTTP/2 per stream, the connection stays up.
+    pub rate_limit: Option<RateLimit>,
     /// Longest request line in bytes, CRLF included. Default 8 KiB (Kestrel:
     /// `MaxRequestLineSize` = 8,192). Past it: `414` and close.
     pub max_request_line_size: usize,
@@ -104,6 +122,9 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: None,
+            max_connections_per_ip: None,
+            ipv6_prefix_length: 64,
+            rate_limit: None,
             max_request_line_size: 8 * 1024,
             max_request_headers_total_size: 32 * 1024,
             max_request_header_count: 100,
@@ -137,6 +158,15 @@ impl Limits {
         }
         if self.max_connections == Some(0) {
             return Err("limits.max_connections must be greater than 0".into());
+        }
+        if self.max_connections_per_ip == Some(0) {
+            return Err("limits.max_connections_per_ip must be greater than 0".into());
+        }
+        if self.ipv6_prefix_length > 128 {
+            return Err("limits.ipv6_prefix_length must be at most 128".into());
+        }
+        if let Some(rate) = &self.rate_limit {
+            rate.validate("limits.rate_limit")?;
         }
         for (name, rate) in [
             ("min_request_body_data_rate", self.min_request_body_data_rate),

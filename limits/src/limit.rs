@@ -8,6 +8,10 @@
 pub enum Limit {
     /// `max_connections`.
     MaxConnections,
+    /// `max_connections_per_ip`.
+    MaxConnectionsPerIp,
+    /// `rate_limit` (of `[limits]`, or of a route).
+    RateLimit,
     /// `max_request_line_size`.
     MaxRequestLineSize,
     /// `max_request_headers_total_size`.
@@ -34,8 +38,10 @@ pub enum Limit {
 
 impl Limit {
     /// Every limit, in a fixed order (metrics index their counters by it).
-    pub const ALL: [Limit; 12] = [
+    pub const ALL: [Limit; 14] = [
         Limit::MaxConnections,
+        Limit::MaxConnectionsPerIp,
+        Limit::RateLimit,
         Limit::MaxRequestLineSize,
         Limit::MaxRequestHeadersTotalSize,
         Limit::MaxRequestHeaderCount,
@@ -53,6 +59,8 @@ impl Limit {
     pub const fn name(self) -> &'static str {
         match self {
             Limit::MaxConnections => "max_connections",
+            Limit::MaxConnectionsPerIp => "max_connections_per_ip",
+            Limit::RateLimit => "rate_limit",
             Limit::MaxRequestLineSize => "max_request_line_size",
             Limit::MaxRequestHeadersTotalSize => "max_request_headers_total_size",
             Limit::MaxRequestHeaderCount => "max_request_header_count",

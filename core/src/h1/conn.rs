@@ -53,17 +53,23 @@ pub(crate) struct Settings {
     pub(crate) access_log: Option<CoreLog>,
     /// The HTTP/2 codec's settings, shared by the core's HTTP/2 connections.
     pub(crate) h2: Arc<peregrine_protocols::h2::server::Config>,
+    /// The per-client tables, shared by every core.
+    pub(crate) clients: Arc<crate::clients::ClientPolicy>,
 }
 
 impl Settings {
-    pub(crate) fn new(limits: Limits, access_log: Option<CoreLog>) -> Settings {
+    pub(crate) fn new(
+        limits: Limits,
+        access_log: Option<CoreLog>,
+        clients: Arc<crate::clients::ClientPolicy>,
+    ) -> Settings {
         let parse = ParseConfig {
             max_request_line_size: limits.max_request_line_size,
             max_request_headers_total_size: limits.max_request_headers_total_size,
             max_request_header_count: limits.max_request_header_count,
         };
         let h2 = Arc::new(peregrine_protocols::h2::server::Config::new(&limits));
-        Settings { limits, parse, access_log, h2 }
+        Settings { limits, parse, access_log, h2, clients }
     }
 }
 
@@ -226,9 +232,13 @@ async fn serve_request<H: Handler>(
     let connection = exchange::ConnectionInfo { peer, tls: io.transport.is_tls() };
     let request = exchange::request(method, uri, version, headers, body, connection);
     // A panicked handler's 500 closes the connection: its state is not to be trusted.
-    let (response, panicked) = match exchange::call(handler, request).await {
-        Ok(response) => (response, false),
-        Err(Panicked) => (exchange::internal_error(), true),
+    let over_rate = settings.clients.over_rate(peer.map(|p| p.ip()), rt::now());
+    let (response, panicked) = match over_rate {
+        Some(too_many) => (too_many, false),
+        None => match exchange::call(handler, request).await {
+            Ok(response) => (response, false),
+            Err(Panicked) => (exchange::internal_error(), true),
+        },
     };
     let status = response.status();
     record.note_upstream(&response);

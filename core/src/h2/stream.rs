@@ -117,10 +117,15 @@ async fn run<H: Handler>(
     };
     let connection = exchange::ConnectionInfo { peer: shared.peer, tls: shared.tls };
     let request = exchange::request(method, uri, Version::HTTP_2, headers, body, connection);
-    let response = match exchange::call(handler, request).await {
-        Ok(r) => r,
-        // The 500 goes on this stream only: the connection's other streams go on.
-        Err(Panicked) => return respond_error(shared, id, StatusCode::INTERNAL_SERVER_ERROR),
+    let over_rate = shared.settings.clients.over_rate(shared.peer.map(|p| p.ip()), rt::now());
+    let response = match over_rate {
+        // Per stream: the connection and its other streams go on.
+        Some(too_many) => too_many,
+        None => match exchange::call(handler, request).await {
+            Ok(r) => r,
+            // The 500 goes on this stream only: the connection's other streams go on.
+            Err(Panicked) => return respond_error(shared, id, StatusCode::INTERNAL_SERVER_ERROR),
+        },
     };
     if let Some(Some((status, _why))) = shared.with_slot(id, |s| s.body_failure.take()) {
         // The request body failed (too large, too slow): the client's mistake decides the

@@ -1,0 +1,98 @@
+//! Per-client fairness at the edge: the policy of `peregrine_limits` (connections and
+//! request rate per client address, allow/deny lists), asked at the two places it applies.
+//!
+//! - A new connection (`conn::serve`, once the client is known: the socket's peer, or the
+//!   client a PROXY protocol header names), before any TLS or HTTP: a denied address or one
+//!   over `max_connections_per_ip` is closed at once.
+//! - A request (the HTTP/1 and HTTP/2 exchanges, before the handler is called): over
+//!   `rate_limit` it is answered `429` with `Retry-After`.
+//!
+//! The tables are shared by every core (created once per server); see `limits::clients`
+//! for their memory bound and what a hash collision does.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{header, HeaderValue, Response, StatusCode};
+use peregrine_limits::{
+    ClientConnections, ClientKey, ClientPermit, ClientRates, Limit, Limits, RateLimit,
+};
+
+use crate::metrics::Rejection;
+use crate::Body;
+
+/// The server's per-client tables.
+#[derive(Debug)]
+pub(crate) struct ClientPolicy {
+    connections: Option<Arc<ClientConnections>>,
+    rates: Option<Arc<ClientRates>>,
+    ipv6_prefix: u8,
+}
+
+impl ClientPolicy {
+    /// The tables `limits` asks for (none when its per-client limits are off).
+    pub(crate) fn new(limits: &Limits) -> Arc<ClientPolicy> {
+        Arc::new(ClientPolicy {
+            connections: limits.max_connections_per_ip.map(ClientConnections::new),
+            rates: limits.rate_limit.map(|r| ClientRates::new(r, Instant::now())),
+            ipv6_prefix: limits.ipv6_prefix_length,
+        })
+    }
+
+    /// The client key of `ip`.
+    pub(crate) fn key(&self, ip: IpAddr) -> ClientKey {
+        ClientKey::new(ip, self.ipv6_prefix)
+    }
+
+    /// Admits a connection from `ip`: its permit (held for the connection's life), or
+    /// `Err` when the client already holds `max_connections_per_ip`.
+    pub(crate) fn admit_connection(&self, ip: IpAddr) -> Result<Option<ClientPermit>, ()> {
+        match &self.connections {
+            None => Ok(None),
+            Some(table) => table.try_acquire(self.key(ip)).map(Some).ok_or(()),
+        }
+    }
+
+    /// The `429` for a request from `peer` over the server's `rate_limit`, if it is.
+    pub(crate) fn over_rate(&self, peer: Option<IpAddr>, now: Instant) -> Option<Response<Body>> {
+        let (rates, ip) = (self.rates.as_ref()?, peer?);
+        over_rate(rates, self.key(ip), now)
+    }
+}
+
+/// A request rate table for one route (shared by the cores through its config).
+pub(crate) fn route_rates(limit: RateLimit) -> Arc<ClientRates> {
+    ClientRates::new(limit, Instant::now())
+}
+
+/// The `429` for a request from `key` over `rates`, if it is (counted and logged).
+pub(crate) fn over_rate(
+    rates: &ClientRates,
+    key: ClientKey,
+    now: Instant,
+) -> Option<Response<Body>> {
+    let wait = rates.check(key, now).err()?;
+    tracing::debug!(client = ?key, retry_after = ?wait, "rate_limit: answering 429");
+    crate::metrics::count(|m| m.rejected(Rejection::Limit(Limit::RateLimit)));
+    Some(too_many_requests(wait))
+}
+
+/// `429 Too Many Requests` with `Retry-After` in whole seconds (rounded up; at least 1).
+fn too_many_requests(wait: Duration) -> Response<Body> {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut r = Response::new(Body::from("429 Too Many Requests\n"));
+    *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    r
+}
+
+/// `403 Forbidden`, for a route's deny list.
+pub(crate) fn forbidden() -> Response<Body> {
+    crate::metrics::count(|m| m.rejected(Rejection::Denied));
+    let mut r = Response::new(Body::from("403 Forbidden\n"));
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
