@@ -27,6 +27,7 @@ fn loopback() -> ListenerSpec {
 }
 
 /// A client connection from `source` (a loopback address of our choosing).
+#[cfg(not(windows))]
 fn connect_from(source: &str, to: SocketAddr) -> std::net::TcpStream {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into()).unwrap();
