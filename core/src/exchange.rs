@@ -46,14 +46,16 @@ pub(crate) fn request(
     version: Version,
     headers: HeaderMap,
     body: Body,
-    connection: ConnectionInfo,
+    connection: Option<ConnectionInfo>,
 ) -> Request<Body> {
     let mut request = Request::new(body);
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     *request.headers_mut() = headers;
-    request.extensions_mut().insert(connection);
+    if let Some(connection) = connection {
+        request.extensions_mut().insert(connection);
+    }
     request
 }
 
@@ -64,27 +66,44 @@ pub(crate) struct Panicked;
 
 /// Calls the handler with panic isolation: a panic becomes [`Panicked`] (answer
 /// [`internal_error`]) and the core keeps serving.
-pub(crate) async fn call<H: Handler>(
+///
+/// A named future ([`Call`]) rather than an `async fn`: an async wrapper keeps the handler's
+/// future twice (the value it was built as, and the pinned copy it polls;
+/// rust-lang/rust#62958), and every exchange's future, boxed per request, carried both.
+pub(crate) fn call<H: Handler>(
     handler: &H,
     request: Request<Body>,
-) -> Result<Response<Body>, Panicked> {
-    let answer = match catch_unwind(AssertUnwindSafe(|| handler.call(request))) {
-        Ok(future) => {
-            let mut future = std::pin::pin!(future);
-            poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-                Ok(Poll::Ready(r)) => Poll::Ready(Ok(r)),
-                Ok(Poll::Pending) => Poll::Pending,
-                Err(_) => Poll::Ready(Err(Panicked)),
-            })
-            .await
-        }
-        Err(_) => Err(Panicked),
-    };
-    if answer.is_err() {
-        tracing::error!("handler panicked; answering 500");
-        crate::metrics::count(|m| m.rejected(Rejection::HandlerPanic));
+) -> Call<impl Future<Output = Response<Body>> + '_> {
+    Call { future: catch_unwind(AssertUnwindSafe(|| handler.call(request))).ok() }
+}
+
+pin_project_lite::pin_project! {
+    /// [`call`]'s future: the handler's future, polled with panic isolation (`None` when
+    /// building it panicked).
+    pub(crate) struct Call<F> {
+        #[pin]
+        future: Option<F>,
     }
-    answer
+}
+
+impl<F: Future<Output = Response<Body>>> Future for Call<F> {
+    type Output = Result<Response<Body>, Panicked>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let answer = match self.project().future.as_pin_mut() {
+            None => Err(Panicked),
+            Some(future) => match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                Ok(Poll::Ready(r)) => Ok(r),
+                Ok(Poll::Pending) => return Poll::Pending,
+                Err(_) => Err(Panicked),
+            },
+        };
+        if answer.is_err() {
+            tracing::error!("handler panicked; answering 500");
+            crate::metrics::count(|m| m.rejected(Rejection::HandlerPanic));
+        }
+        Poll::Ready(answer)
+    }
 }
 
 /// The `500` sent for a panicked handler.

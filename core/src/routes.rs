@@ -190,6 +190,11 @@ fn respond(
 }
 
 impl Handler for BuiltinRoutes {
+    fn wants_connection_info(&self) -> bool {
+        // Only the proxy and the routes' allow/deny lists and rates read it.
+        self.proxy.is_some() || !self.routes.is_empty()
+    }
+
     async fn call(&self, request: Request<Body>) -> Response<Body> {
         let route = self.route(&request);
         if let Some(refused) = route.and_then(|r| r.refuses(&request)) {

@@ -229,7 +229,9 @@ async fn serve_request<H: Handler>(
         BodyFraming::Length(n) => Body::incoming(Incoming::new(Rc::clone(io), Some(n))),
         BodyFraming::Chunked => Body::incoming(Incoming::new(Rc::clone(io), None)),
     };
-    let connection = exchange::ConnectionInfo { peer, tls: io.transport.is_tls() };
+    let connection = handler
+        .wants_connection_info()
+        .then(|| exchange::ConnectionInfo { peer, tls: io.transport.is_tls() });
     let request = exchange::request(method, uri, version, headers, body, connection);
     // A panicked handler's 500 closes the connection: its state is not to be trusted.
     let over_rate = settings.clients.over_rate(peer.map(|p| p.ip()), rt::now());

@@ -115,7 +115,9 @@ async fn run<H: Handler>(
     } else {
         Body::h2(RequestBody::new(Rc::clone(shared), id, content_length))
     };
-    let connection = exchange::ConnectionInfo { peer: shared.peer, tls: shared.tls };
+    let connection = handler
+        .wants_connection_info()
+        .then(|| exchange::ConnectionInfo { peer: shared.peer, tls: shared.tls });
     let request = exchange::request(method, uri, Version::HTTP_2, headers, body, connection);
     let over_rate = shared.settings.clients.over_rate(shared.peer.map(|p| p.ip()), rt::now());
     let response = match over_rate {

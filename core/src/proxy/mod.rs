@@ -282,9 +282,14 @@ impl Proxy {
     }
 }
 
+/// The options of a proxy used as the whole handler (`--proxy`): none.
+static NO_OPTIONS: std::sync::LazyLock<RouteOptions> =
+    std::sync::LazyLock::new(RouteOptions::default);
+
 impl Handler for Proxy {
-    async fn call(&self, request: Request<Body>) -> Response<Body> {
-        self.forward_with(request, &RouteOptions::default()).await
+    fn call(&self, request: Request<Body>) -> impl std::future::Future<Output = Response<Body>> {
+        // Not an `async fn`: it would hold `forward_with`'s future beside its own arguments.
+        self.forward_with(request, &NO_OPTIONS)
     }
 }
 
