@@ -185,6 +185,8 @@ pub(crate) struct CoreMetrics {
     /// HTTP/2 streams opened and finished (their difference is the active streams).
     h2_streams_opened: Counter,
     h2_streams_closed: Counter,
+    /// Idle connections closed to admit new ones at `max_connections`.
+    idle_evicted: Counter,
 }
 
 impl CoreMetrics {
@@ -242,6 +244,10 @@ impl CoreMetrics {
 
     pub(crate) fn h2_stream_closed(&self) {
         self.h2_streams_closed.add(1);
+    }
+
+    pub(crate) fn idle_evicted(&self) {
+        self.idle_evicted.add(1);
     }
 }
 
@@ -359,6 +365,13 @@ impl Metrics {
             "gauge",
             "HTTP/2 streams whose handler is running or whose response is being sent.",
             &[("", opened.saturating_sub(closed))],
+        );
+        metric(
+            &mut out,
+            "peregrine_idle_connections_evicted_total",
+            "counter",
+            "Idle connections closed to admit new ones at max_connections.",
+            &[("", sum(&|c| c.idle_evicted.get()))],
         );
         let protocols: Vec<(String, u64)> = ["http/1.1", "h2"]
             .iter()

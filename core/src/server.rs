@@ -556,7 +556,19 @@ impl Reactor {
                     Ok(fd) if hard_deadline.is_none() => {
                         let socket = SockRef::from(&fd);
                         let _ = socket.set_tcp_nodelay(true);
-                        match self.limiter.try_acquire() {
+                        // At the cap, the connection idle the longest on this core is
+                        // closed to admit the new one (admission under pressure): a flood
+                        // of idle connections cannot lock active clients out.
+                        let permit = self.limiter.try_acquire().or_else(|| {
+                            rt::timer::with(|t| t.fire_oldest_idle()).then(|| {
+                                debug!(
+                                    "max_connections reached; closing the oldest idle connection"
+                                );
+                                crate::metrics::count(|m| m.idle_evicted());
+                                self.limiter.acquire_over()
+                            })
+                        });
+                        match permit {
                             Some(permit) => {
                                 // One syscall per connection: the access log, the
                                 // handlers' ConnectionInfo and the proxy's forwarded

@@ -40,6 +40,13 @@ impl ConnectionLimiter {
         }
     }
 
+    /// Takes a slot even past the cap: for a connection admitted in place of an idle one
+    /// being closed to make room (the count is over the cap only until that one closes).
+    pub fn acquire_over(self: &Arc<Self>) -> ConnectionPermit {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        ConnectionPermit { limiter: Arc::clone(self) }
+    }
+
     /// Connections open now.
     pub fn open(&self) -> u64 {
         self.open.load(Ordering::Relaxed)
@@ -76,5 +83,11 @@ mod tests {
         drop(a);
         assert_eq!(limiter.open(), 1);
         assert!(limiter.try_acquire().is_some());
+        let _c = limiter.try_acquire().unwrap();
+        assert!(limiter.try_acquire().is_none());
+        let over = limiter.acquire_over();
+        assert_eq!(limiter.open(), 3, "past the cap, by one");
+        drop(over);
+        assert_eq!(limiter.open(), 2);
     }
 }

@@ -92,6 +92,23 @@ impl Timers {
         }
     }
 
+    /// Fires the idle timer due soonest (the connection idle the longest, as every idle wait
+    /// runs for the same keep-alive timeout); false when no owner waits idle. Admission
+    /// under pressure: a new connection takes that one's place.
+    pub(crate) fn fire_oldest_idle(&mut self) -> bool {
+        let oldest = self
+            .entries
+            .iter_mut()
+            .filter(|(_, e)| e.idle && !e.fired)
+            .min_by_key(|(_, e)| e.deadline);
+        let Some((_, e)) = oldest else { return false };
+        e.fired = true;
+        if let Some(w) = e.waker.take() {
+            w.wake();
+        }
+        true
+    }
+
     /// Drops every stored waker (teardown).
     pub(crate) fn clear(&mut self) -> Vec<Waker> {
         self.entries.iter_mut().filter_map(|(_, e)| e.waker.take()).collect()
