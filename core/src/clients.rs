@@ -54,6 +54,13 @@ impl ClientPolicy {
         }
     }
 
+    /// Connections counted against `max_connections_per_ip` and the clients holding them,
+    /// when that cap is on (for the metrics).
+    pub(crate) fn connection_counts(&self) -> Option<(u64, u64)> {
+        let table = self.connections.as_ref()?;
+        Some((table.counted(), table.addresses()))
+    }
+
     /// The `429` for a request from `peer` over the server's `rate_limit`, if it is.
     pub(crate) fn over_rate(&self, peer: Option<IpAddr>, now: Instant) -> Option<Response<Body>> {
         let (rates, ip) = (self.rates.as_ref()?, peer?);

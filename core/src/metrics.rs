@@ -257,6 +257,8 @@ pub struct Metrics {
     pub(crate) cores: Arc<Vec<Arc<CoreMetrics>>>,
     pub(crate) driver: &'static str,
     pub(crate) max_connections: u64,
+    /// The per-client tables (their counts are read on scrape).
+    pub(crate) clients: Arc<crate::clients::ClientPolicy>,
 }
 
 impl Metrics {
@@ -366,6 +368,22 @@ impl Metrics {
             "HTTP/2 streams whose handler is running or whose response is being sent.",
             &[("", opened.saturating_sub(closed))],
         );
+        if let Some((connections, addresses)) = self.clients.connection_counts() {
+            metric(
+                &mut out,
+                "peregrine_client_connections",
+                "gauge",
+                "Connections counted against max_connections_per_ip.",
+                &[("", connections)],
+            );
+            metric(
+                &mut out,
+                "peregrine_client_addresses",
+                "gauge",
+                "Client addresses (slots of the per-client table) holding connections now.",
+                &[("", addresses)],
+            );
+        }
         metric(
             &mut out,
             "peregrine_idle_connections_evicted_total",
@@ -458,7 +476,8 @@ mod tests {
         cores[1].tls_handshake_done();
         cores[1].tls_failed(TlsFailure::Timeout);
         cores[0].protocol(crate::conn::Protocol::Http2);
-        let m = Metrics { cores: Arc::new(cores), driver: "epoll", max_connections: 10 };
+        let clients = crate::clients::ClientPolicy::new(&peregrine_limits::Limits::default());
+        let m = Metrics { cores: Arc::new(cores), driver: "epoll", max_connections: 10, clients };
         let text = m.render();
         assert!(text.contains("peregrine_connections_active 1\n"), "{text}");
         assert!(text.contains("peregrine_rejections_total{reason=\"max_request_line_size\"} 1\n"));

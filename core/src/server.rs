@@ -279,6 +279,7 @@ impl Server {
             cores: Arc::new(core_metrics),
             driver: driver.as_str(),
             max_connections: limiter.max(),
+            clients: Arc::clone(&clients),
         };
         let admin = match config.admin {
             Some(addr) => {

@@ -45,8 +45,21 @@ fn ask(stream: std::net::TcpStream) -> Result<common::RawResponse, String> {
 #[test]
 fn one_address_cannot_take_every_connection() {
     let limits = Limits { max_connections_per_ip: Some(2), ..Limits::default() };
-    let server = start(limits, loopback());
+    let config = ServerConfig {
+        listen: vec![loopback()],
+        threads: Some(2),
+        pin_threads: false,
+        limits,
+        admin: Some("127.0.0.1:0".parse().unwrap()),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config, common::TestHandler::new).unwrap();
     let addr = server.local_addrs()[0];
+    let admin = server.admin_addr().unwrap();
+    let metric = |name: &str| -> Option<u64> {
+        let text = common::request(admin, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text();
+        text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
+    };
     let held: Vec<_> = (0..2).map(|_| connect_from("127.0.0.2", addr)).collect();
     std::thread::sleep(Duration::from_millis(100));
     assert!(ask(connect_from("127.0.0.2", addr)).is_err(), "a third from 127.0.0.2 is closed");
@@ -62,6 +75,20 @@ fn one_address_cannot_take_every_connection() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(served, "127.0.0.2 is let in again once its connections closed");
+    // Every count goes back to zero once the connections are gone.
+    let mut zero = false;
+    for _ in 0..100 {
+        if metric("peregrine_client_connections") == Some(0)
+            && metric("peregrine_client_addresses") == Some(0)
+        {
+            zero = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(zero, "the per-client table is empty again");
+    let rejected = metric("peregrine_rejections_total{reason=\"max_connections_per_ip\"}");
+    assert!(rejected.is_some_and(|n| n >= 1), "{rejected:?}");
     server.shutdown();
     server.wait();
 }

@@ -98,6 +98,11 @@ impl ClientConnections {
     pub fn counted(&self) -> u64 {
         self.slots.iter().map(|s| u64::from(s.load(Ordering::Relaxed))).sum()
     }
+
+    /// Clients holding connections now (slots in use: clients sharing a slot count once).
+    pub fn addresses(&self) -> u64 {
+        self.slots.iter().filter(|s| s.load(Ordering::Relaxed) > 0).count() as u64
+    }
 }
 
 /// A request rate: `requests_per_second` on average, with bursts of up to `burst` requests
@@ -236,8 +241,10 @@ mod tests {
         assert!(other.is_some(), "another client is not affected");
         drop(a);
         assert!(table.try_acquire(key("10.0.0.1")).is_some());
+        assert_eq!(table.addresses(), 1, "only 10.0.0.2 holds one now");
         drop(other);
         assert_eq!(table.counted(), 0, "every permit given back");
+        assert_eq!(table.addresses(), 0);
     }
 
     #[test]
