@@ -125,6 +125,10 @@ fn one_run(
     total_instructions(&text).ok_or_else(|| "no total in the callgrind output".into())
 }
 
+/// The name of the Peregrine run with the per-client limits on (measured on the first
+/// scenario only: the request path is the same on the others).
+pub const WITH_LIMITS: &str = "peregrine, per-client limits on";
+
 /// Starts one server process with the launcher it is given.
 pub type Start = Box<dyn Fn(&Launcher) -> Result<Server, String>>;
 
@@ -140,7 +144,8 @@ pub fn measure(
     let mut counts = Vec::new();
     for scenario in &SCENARIOS {
         for (name, start) in servers {
-            if name != "peregrine" && name != scenario.peer {
+            let first = scenario.name == SCENARIOS[0].name;
+            if name != "peregrine" && name != scenario.peer && !(name == WITH_LIMITS && first) {
                 continue;
             }
             eprintln!("instructions: {name}, {} ({SHORT} and {LONG} requests)", scenario.name);
@@ -169,6 +174,7 @@ pub fn table(counts: &[Count]) -> String {
         None => "—".into(),
     };
     for s in &SCENARIOS {
+        let limited = counts.iter().find(|c| c.scenario == s.name && c.server == WITH_LIMITS);
         let ours = counts.iter().find(|c| c.scenario == s.name && c.server == "peregrine");
         let peer = counts.iter().find(|c| c.scenario == s.name && c.server == s.peer);
         let ratio = match (ours.map(|c| &c.per_request), peer.map(|c| &c.per_request)) {
@@ -182,6 +188,19 @@ pub fn table(counts: &[Count]) -> String {
             s.peer,
             cell(peer)
         ));
+        if let Some(limited) = limited {
+            let more = match (ours.map(|c| &c.per_request), &limited.per_request) {
+                (Some(Ok(off)), Ok(on)) if *off > 0.0 => {
+                    format!("{:+.1}% against limits off", (on / off - 1.0) * 100.0)
+                }
+                _ => "—".into(),
+            };
+            out.push_str(&format!(
+                "| {}, per-client limits on | {} | — | {more} |\n",
+                s.name,
+                cell(Some(limited))
+            ));
+        }
     }
     out
 }

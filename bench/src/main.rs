@@ -239,6 +239,20 @@ fn run_instructions(cli: &cli::Cli) -> Result<(), String> {
             Err(e) => notes.push(format!("skipped: {e}")),
         }
     }
+    // The same Peregrine with the per-client limits on (issue: they may cost at most 5%),
+    // set high enough never to refuse the load.
+    if let Some(binary) = (!cli.peers_only).then(|| peregrine_binary(cli).ok()).flatten() {
+        let cpus = cpus.clone();
+        let config = format!(
+            "{}\n[limits]\nmax_connections_per_ip = 100000\n\
+             rate_limit = {{ requests_per_second = 1e9, burst = 100000 }}\n",
+            peers::peregrine_config(None)
+        );
+        let start: instructions::Start = Box::new(move |launcher: &Launcher| {
+            servers::start_peregrine_with(launcher, &cpus, &binary, &config, false)
+        });
+        servers.push((instructions::WITH_LIMITS.to_string(), start));
+    }
     let counts = instructions::measure(&servers, &launcher, &valgrind, &h2load, scratch.path());
     let mut report = String::from(
         "## User-space instructions per request (callgrind)\n\nEach figure: (instructions of \
