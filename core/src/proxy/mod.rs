@@ -21,10 +21,12 @@
 
 mod balance;
 pub mod config;
+mod error;
 mod forward;
 mod h1;
 pub(crate) mod metrics;
 mod pool;
+mod request;
 mod upstream;
 mod watch;
 
@@ -39,20 +41,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Request, Response, StatusCode};
-use peregrine_protocols::h1::{
-    encode_request_head, BodyFraming, ResponseError, ResponseHead, ResponseLimits,
-};
+use peregrine_protocols::h1::{BodyFraming, ResponseHead, ResponseLimits};
 use tracing::debug;
 
 use crate::access_log::UpstreamFields;
-use crate::exchange::ConnectionInfo;
 use crate::sys::driver::SendBuf;
 use crate::transport::Transport;
-use crate::{rt, Body, BodyError, Handler};
+use crate::{rt, Body, Handler};
 use balance::Balancer;
+use error::error_response;
+pub(crate) use error::ProxyError;
 use pool::{Conn, Pool};
+use request::Outgoing;
 
 /// How the proxy forwards: its upstream servers, whom it trusts, and its timeouts.
 #[derive(Debug, Clone)]
@@ -124,89 +126,6 @@ impl ProxyConfig {
             self.servers.iter().map(|_| std::sync::atomic::AtomicBool::new(true)).collect()
         })
     }
-}
-
-/// Why forwarding failed; each becomes a status for the client.
-#[derive(Debug)]
-pub(crate) enum ProxyError {
-    /// No server to try: all are skipped after failing.
-    NoServer,
-    /// The connect failed (refused, unreachable).
-    Connect(io::Error),
-    /// The upstream took too long (connect, response head, or a body read or write).
-    Timeout,
-    /// Writing the request failed.
-    Send(io::Error),
-    /// Reading the response failed.
-    Recv(io::Error),
-    /// The upstream closed the connection before a response head.
-    Closed,
-    /// The upstream's response head broke a rule.
-    BadResponse(ResponseError),
-    /// The client's request body failed (too large, malformed, too slow, or gone).
-    ClientBody(BodyError),
-}
-
-impl std::fmt::Display for ProxyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ProxyError::NoServer => f.write_str("no upstream server available"),
-            ProxyError::Connect(e) => write!(f, "connect failed: {e}"),
-            ProxyError::Timeout => f.write_str("upstream timed out"),
-            ProxyError::Send(e) => write!(f, "sending the request failed: {e}"),
-            ProxyError::Recv(e) => write!(f, "reading the response failed: {e}"),
-            ProxyError::Closed => f.write_str("upstream closed the connection"),
-            ProxyError::BadResponse(e) => write!(f, "{e}"),
-            ProxyError::ClientBody(e) => write!(f, "client request body: {e}"),
-        }
-    }
-}
-
-impl From<ResponseError> for ProxyError {
-    fn from(e: ResponseError) -> Self {
-        ProxyError::BadResponse(e)
-    }
-}
-
-impl ProxyError {
-    /// The status the client gets.
-    fn status(&self) -> StatusCode {
-        match self {
-            ProxyError::NoServer => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::ClientBody(e) => e.status().unwrap_or(StatusCode::BAD_REQUEST),
-            _ => StatusCode::BAD_GATEWAY,
-        }
-    }
-
-    /// The metrics' name for this failure, when an upstream server had a part in it.
-    fn failure(&self) -> Option<metrics::Failure> {
-        use metrics::Failure;
-        Some(match self {
-            ProxyError::Connect(_) => Failure::Connect,
-            ProxyError::Timeout => Failure::Timeout,
-            ProxyError::Send(_) => Failure::Send,
-            ProxyError::Recv(_) => Failure::Recv,
-            ProxyError::Closed => Failure::Closed,
-            ProxyError::BadResponse(_) => Failure::BadResponse,
-            ProxyError::NoServer | ProxyError::ClientBody(_) => return None,
-        })
-    }
-
-    /// Whether the upstream server is to blame (counts toward skipping it).
-    fn blames_server(&self) -> bool {
-        !matches!(self, ProxyError::ClientBody(_) | ProxyError::NoServer)
-    }
-}
-
-/// A short plain-text answer for a failed forward: the status and its reason, nothing
-/// about the upstream.
-fn error_response(status: StatusCode) -> Response<Body> {
-    let text = format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
-    let mut r = Response::new(Body::from(text));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    r
 }
 
 /// What one core's proxy keeps: the config, the pool, the balancer.
@@ -303,72 +222,10 @@ async fn forward(
     let connect_timeout = options.connect_timeout.unwrap_or(config.connect_timeout);
     let head_timeout = options.response_header_timeout.unwrap_or(config.response_header_timeout);
     let idle_timeout = options.idle_timeout.unwrap_or(config.idle_timeout);
-    let (parts, mut body) = request.into_parts();
-    if let (Some(max), Some(len)) = (options.max_request_body_size, body.exact_len()) {
-        if len > max {
-            return Err(ProxyError::ClientBody(BodyError::TooLarge { limit: max }));
-        }
-    }
-    if let Some(max) = options.max_request_body_size {
-        if body.exact_len().is_none() {
-            body = h1::capped(body, max);
-        }
-    }
-    let method = parts.method;
-    let info = parts.extensions.get::<ConnectionInfo>().copied().unwrap_or_default();
-    let mut headers = parts.headers;
-    // The hash key, for the hashing methods (an allocation only for them).
-    let key: Option<Vec<u8>> = match &config.balance {
-        Balance::ClientIp => {
-            info.peer.map(|p| crate::trust::canonical(p.ip()).to_string().into_bytes())
-        }
-        Balance::Header(name) => headers.get(name).map(|v| v.as_bytes().to_vec()),
-        Balance::RoundRobin | Balance::LeastRequests => None,
-    };
-    // HTTP/2's `:authority` (or an absolute-form target) is the host; it becomes `Host`.
-    let host = match parts.uri.authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => headers.get(header::HOST).cloned(),
-    };
-    // An HTTP/1.1 upgrade (a WebSocket) keeps its Upgrade field: the one hop-by-hop field
-    // that must cross, for a tunnel to follow a 101.
-    let upgrade = (parts.version == http::Version::HTTP_11)
-        .then(|| forward::upgrade_requested(&headers))
-        .flatten();
-    let client = forward::Client { peer: info.peer, tls: info.tls, host: host.clone() };
-    let request_id =
-        forward::request_fields(&mut headers, &client, &shared.trusted, config.forwarded_header);
-    if let Some(protocol) = &upgrade {
-        headers.insert(header::UPGRADE, protocol.clone());
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-    if let Some(host) = host {
-        headers.insert(header::HOST, host);
-    }
-    options.request_headers.apply(&mut headers);
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let stripped;
-    let target = match &options.strip_prefix {
-        Some(prefix) => {
-            let rest = target.strip_prefix(prefix.trim_end_matches('/')).unwrap_or(target);
-            stripped = if rest.starts_with('/') { rest.to_string() } else { format!("/{rest}") };
-            stripped.as_str()
-        }
-        None => target,
-    };
-    let framing = match body.exact_len() {
-        Some(0) => BodyFraming::Empty,
-        Some(n) => BodyFraming::Length(n),
-        None => BodyFraming::Chunked,
-    };
-    let mut head = BytesMut::new();
-    encode_request_head(&method, target, &headers, framing, &mut head);
-    let head = head.freeze();
-    // A body already in memory goes with the head, and can be sent again on a retry.
-    let in_memory = if body.is_in_memory() { body.take_full() } else { None };
-
+    let Outgoing { method, head, framing, in_memory, body, upgrade, key, request_id } =
+        request::prepare(shared, request, options)?;
     let mut tried: Vec<usize> = Vec::new();
-    let mut body = Some(body);
+    let mut body = body;
     loop {
         let now = rt::now();
         let Some(server) = shared.balance.pick(now, &tried, key.as_deref()) else {

@@ -1,0 +1,107 @@
+//! The request as it leaves for the upstream: its head rewritten and encoded once (each
+//! attempt, on any server, sends the same bytes), the body in memory or still streaming, and
+//! what the attempt loop needs besides (the balancing key, the upgrade asked for).
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderValue};
+use http::{Method, Request};
+use peregrine_protocols::h1::{encode_request_head, BodyFraming};
+
+use super::config::RouteOptions;
+use super::{forward, h1, Balance, ProxyError, Shared};
+use crate::exchange::ConnectionInfo;
+use crate::{Body, BodyError};
+
+/// A request ready to send upstream.
+pub(crate) struct Outgoing {
+    pub(crate) method: Method,
+    /// The encoded request head.
+    pub(crate) head: Bytes,
+    pub(crate) framing: BodyFraming,
+    /// A body already in memory, sent with the head (and again on a retry).
+    pub(crate) in_memory: Option<Bytes>,
+    /// A body still to stream (taken by the attempt that sends it).
+    pub(crate) body: Option<Body>,
+    /// The protocol an HTTP/1.1 upgrade asks for (a WebSocket).
+    pub(crate) upgrade: Option<HeaderValue>,
+    /// The hash key of the hashing balancers.
+    pub(crate) key: Option<Vec<u8>>,
+    /// The request id sent upstream (and logged).
+    pub(crate) request_id: HeaderValue,
+}
+
+/// Rewrites `request` for the upstream (forwarding rules, the route's options) and encodes
+/// its head.
+pub(crate) fn prepare(
+    shared: &Rc<Shared>,
+    request: Request<Body>,
+    options: &RouteOptions,
+) -> Result<Outgoing, ProxyError> {
+    let config = &shared.config;
+    let (parts, mut body) = request.into_parts();
+    if let (Some(max), Some(len)) = (options.max_request_body_size, body.exact_len()) {
+        if len > max {
+            return Err(ProxyError::ClientBody(BodyError::TooLarge { limit: max }));
+        }
+    }
+    if let Some(max) = options.max_request_body_size {
+        if body.exact_len().is_none() {
+            body = h1::capped(body, max);
+        }
+    }
+    let method = parts.method;
+    let info = parts.extensions.get::<ConnectionInfo>().copied().unwrap_or_default();
+    let mut headers = parts.headers;
+    // The hash key, for the hashing methods (an allocation only for them).
+    let key: Option<Vec<u8>> = match &config.balance {
+        Balance::ClientIp => {
+            info.peer.map(|p| crate::trust::canonical(p.ip()).to_string().into_bytes())
+        }
+        Balance::Header(name) => headers.get(name).map(|v| v.as_bytes().to_vec()),
+        Balance::RoundRobin | Balance::LeastRequests => None,
+    };
+    // HTTP/2's `:authority` (or an absolute-form target) is the host; it becomes `Host`.
+    let host = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => headers.get(header::HOST).cloned(),
+    };
+    // An HTTP/1.1 upgrade (a WebSocket) keeps its Upgrade field: the one hop-by-hop field
+    // that must cross, for a tunnel to follow a 101.
+    let upgrade = (parts.version == http::Version::HTTP_11)
+        .then(|| forward::upgrade_requested(&headers))
+        .flatten();
+    let client = forward::Client { peer: info.peer, tls: info.tls, host: host.clone() };
+    let request_id =
+        forward::request_fields(&mut headers, &client, &shared.trusted, config.forwarded_header);
+    if let Some(protocol) = &upgrade {
+        headers.insert(header::UPGRADE, protocol.clone());
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if let Some(host) = host {
+        headers.insert(header::HOST, host);
+    }
+    options.request_headers.apply(&mut headers);
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let stripped;
+    let target = match &options.strip_prefix {
+        Some(prefix) => {
+            let rest = target.strip_prefix(prefix.trim_end_matches('/')).unwrap_or(target);
+            stripped = if rest.starts_with('/') { rest.to_string() } else { format!("/{rest}") };
+            stripped.as_str()
+        }
+        None => target,
+    };
+    let framing = match body.exact_len() {
+        Some(0) => BodyFraming::Empty,
+        Some(n) => BodyFraming::Length(n),
+        None => BodyFraming::Chunked,
+    };
+    let mut head = BytesMut::new();
+    encode_request_head(&method, target, &headers, framing, &mut head);
+    let head = head.freeze();
+    // A body already in memory goes with the head, and can be sent again on a retry.
+    let in_memory = if body.is_in_memory() { body.take_full() } else { None };
+    Ok(Outgoing { method, head, framing, in_memory, body: Some(body), upgrade, key, request_id })
+}
