@@ -29,7 +29,7 @@ use crate::sys::{self, OwnedSocket};
 use crate::tls::{accept, TlsListener};
 use crate::transport::Transport;
 use crate::trust::Trusted;
-use crate::Handler;
+use crate::{ConnectionInfo, Handler};
 use peregrine_protocols::proxy_protocol::{self, ProxyHeader, ProxyHeaderError};
 
 /// The HTTP/2 connection preface a client sends first (RFC 9113 §3.4).
@@ -119,13 +119,15 @@ pub(crate) async fn serve<H: Handler>(
     // client is; from anyone else it is never parsed (it would let a client pick its
     // address), so such bytes fail as the HTTP or TLS they are not.
     let mut initial = BytesMut::new();
+    let mut local = socket2::SockRef::from(&fd).local_addr().ok().and_then(|a| a.as_socket());
     let trusted = endpoint.proxy_protocol.as_ref();
     if trusted.is_some_and(|t| peer.is_some_and(|p| t.contains(p.ip()))) {
         let deadline = rt::now() + limits.request_headers_timeout;
         match idle_until(deadline, read_proxy_header(sys::raw(&fd))).await {
             Some(Ok((header, rest))) => {
-                if let ProxyHeader::Proxied { source, .. } = header {
+                if let ProxyHeader::Proxied { source, destination } = header {
                     peer = Some(source);
+                    local = Some(destination);
                 }
                 initial = rest;
             }
@@ -219,14 +221,15 @@ pub(crate) async fn serve<H: Handler>(
         }
     };
     crate::metrics::count(|m| m.protocol(protocol));
+    let info = ConnectionInfo { peer, local, tls: transport.is_tls() };
     // The chosen loop gets a task of its own and this one ends: the connection's task then
     // holds only that loop's state, not the handshake's or the sniffer's beside it.
     match protocol {
         Protocol::Http1 => {
-            executor::spawn(h1::serve(fd, transport, initial, handler, settings, admitted, peer))
+            executor::spawn(h1::serve(fd, transport, initial, handler, settings, admitted, info))
         }
         Protocol::Http2 => executor::spawn_now(crate::h2::serve(
-            fd, transport, initial, handler, settings, admitted, peer,
+            fd, transport, initial, handler, settings, admitted, info,
         )),
     }
 }

@@ -33,8 +33,12 @@ use crate::{rt, Body, BodyError, Handler};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ConnectionInfo {
-    /// The peer's address (the client, or a proxy in front of Peregrine).
+    /// The peer's address (the client, or a proxy in front of Peregrine; the client a
+    /// PROXY protocol header named, when the listener takes one).
     pub peer: Option<SocketAddr>,
+    /// The address the client connected to (from the PROXY protocol header, when there is
+    /// one).
+    pub local: Option<SocketAddr>,
     /// Whether the connection is TLS.
     pub tls: bool,
 }

@@ -790,3 +790,28 @@ fn active_health_checks_take_a_failing_server_out_and_back() {
     eventually("a back up", || (0..4).any(|_| get(addr, "/").text() == "a"));
     stop(server);
 }
+
+#[test]
+fn a_proxy_protocol_header_names_the_client_upstream_and_the_connection_is_not_pooled() {
+    let up = upstream::start(|_| ok("ok", ""));
+    let server = routed(&format!(
+        "[[route]]\nupstream = \"app\"\n[[upstream]]\nname = \"app\"\nsend_proxy_protocol = \"v1\"\n\
+         [[upstream.server]]\naddress = \"http://{}\"\n",
+        up.addr
+    ));
+    let a = addr(&server);
+    for _ in 0..2 {
+        assert_eq!(get(a, "/").text(), "ok");
+    }
+    let seen = up.seen();
+    for s in &seen {
+        let first = s.head.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("PROXY TCP4 127.0.0.1 127.0.0.1 ")
+                && first.ends_with(&format!(" {}", a.port())),
+            "{first}"
+        );
+    }
+    assert_eq!(up.connections(), 2, "one upstream connection per client request");
+    stop(server);
+}

@@ -74,6 +74,46 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyHeaderErro
     Err(ProxyHeaderError::NotProxyProtocol)
 }
 
+/// The header a proxy sends before a connection's first bytes (version 1: text), naming
+/// `source` and `destination`; `PROXY UNKNOWN` when either is unknown or their families
+/// differ.
+pub fn encode_v1(source: Option<SocketAddr>, destination: Option<SocketAddr>) -> Vec<u8> {
+    match (source, destination) {
+        (Some(SocketAddr::V4(s)), Some(SocketAddr::V4(d))) => {
+            format!("PROXY TCP4 {} {} {} {}\r\n", s.ip(), d.ip(), s.port(), d.port())
+        }
+        (Some(SocketAddr::V6(s)), Some(SocketAddr::V6(d))) => {
+            format!("PROXY TCP6 {} {} {} {}\r\n", s.ip(), d.ip(), s.port(), d.port())
+        }
+        _ => "PROXY UNKNOWN\r\n".to_string(),
+    }
+    .into_bytes()
+}
+
+/// The same in version 2 (binary): `PROXY` over TCP, or `LOCAL` when an address is
+/// unknown or the families differ.
+pub fn encode_v2(source: Option<SocketAddr>, destination: Option<SocketAddr>) -> Vec<u8> {
+    let mut out = V2_SIGNATURE.to_vec();
+    match (source, destination) {
+        (Some(SocketAddr::V4(s)), Some(SocketAddr::V4(d))) => {
+            out.extend_from_slice(&[0x21, 0x11, 0, 12]);
+            out.extend_from_slice(&s.ip().octets());
+            out.extend_from_slice(&d.ip().octets());
+            out.extend_from_slice(&s.port().to_be_bytes());
+            out.extend_from_slice(&d.port().to_be_bytes());
+        }
+        (Some(SocketAddr::V6(s)), Some(SocketAddr::V6(d))) => {
+            out.extend_from_slice(&[0x21, 0x21, 0, 36]);
+            out.extend_from_slice(&s.ip().octets());
+            out.extend_from_slice(&d.ip().octets());
+            out.extend_from_slice(&s.port().to_be_bytes());
+            out.extend_from_slice(&d.port().to_be_bytes());
+        }
+        _ => out.extend_from_slice(&[0x20, 0x00, 0, 0]),
+    }
+    out
+}
+
 fn parse_v1(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyHeaderError> {
     let window = &buf[..buf.len().min(V1_MAX)];
     let Some(end) = window.windows(2).position(|w| w == b"\r\n") else {
@@ -251,6 +291,21 @@ mod tests {
         );
         assert_eq!(parse(&v2(0, 0x00, &[])), Ok(Some((ProxyHeader::Local, 16))));
         assert_eq!(parse(&v2(1, 0x31, &[0; 216])).unwrap().unwrap().0, ProxyHeader::Local, "unix");
+    }
+
+    #[test]
+    fn what_is_encoded_parses_back() {
+        let v4 = (Some("203.0.113.7:5000".parse().unwrap()), Some("10.0.0.1:443".parse().unwrap()));
+        let v6 = (Some("[2001:db8::7]:5000".parse().unwrap()), Some("[::1]:443".parse().unwrap()));
+        for (s, d) in [v4, v6] {
+            let want = ProxyHeader::Proxied { source: s.unwrap(), destination: d.unwrap() };
+            for bytes in [encode_v1(s, d), encode_v2(s, d)] {
+                assert_eq!(parse(&bytes), Ok(Some((want, bytes.len()))));
+            }
+        }
+        let mixed = (v4.0, v6.1);
+        assert_eq!(parse(&encode_v1(mixed.0, mixed.1)).unwrap().unwrap().0, ProxyHeader::Local);
+        assert_eq!(parse(&encode_v2(None, None)).unwrap().unwrap().0, ProxyHeader::Local);
     }
 
     #[test]

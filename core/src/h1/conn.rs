@@ -13,7 +13,6 @@
 //! `request_headers_timeout` of its first byte (the slowloris defence: `408` and close).
 
 use crate::sys::{self, OwnedSocket};
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,7 +35,7 @@ use crate::access_log::CoreLog;
 use crate::exchange::{self, Panicked, Record};
 use crate::metrics::Rejection;
 use crate::transport::Transport;
-use crate::{date, rt, Body, Handler};
+use crate::{date, rt, Body, ConnectionInfo, Handler};
 
 /// How long a lingering close waits for the client to finish sending, and how much it reads.
 /// After an error response we stop reading, but closing with unread bytes in the socket makes
@@ -92,7 +91,7 @@ pub(crate) async fn serve<H: Handler>(
     handler: Rc<H>,
     settings: Rc<Settings>,
     admitted: crate::conn::Admitted,
-    peer: Option<SocketAddr>,
+    info: ConnectionInfo,
 ) {
     let limits = &settings.limits;
     let io = Rc::new(ConnIo::new(
@@ -111,7 +110,7 @@ pub(crate) async fn serve<H: Handler>(
         // Boxed: a connection spends most of its life idle in `read_head`, and its task is as
         // large as its largest state. One small allocation per request keeps an idle
         // connection's task to a few hundred bytes instead of the whole exchange's.
-        match Box::pin(serve_request(&io, &*handler, &settings, head, peer)).await {
+        match Box::pin(serve_request(&io, &*handler, &settings, head, info)).await {
             Ok(true) => continue,
             Ok(false) => break Ending::Close,
             Err(e) => break e,
@@ -191,11 +190,16 @@ async fn serve_request<H: Handler>(
     handler: &H,
     settings: &Settings,
     head: RequestHead,
-    peer: Option<SocketAddr>,
+    info: ConnectionInfo,
 ) -> Result<bool, Ending> {
     let limits = &settings.limits;
-    let mut record =
-        Record::start(&head.method, &head.uri, head.version, peer, settings.access_log.as_ref());
+    let mut record = Record::start(
+        &head.method,
+        &head.uri,
+        head.version,
+        info.peer,
+        settings.access_log.as_ref(),
+    );
     if let (BodyFraming::Length(n), Some(max)) = (head.framing, limits.max_request_body_size) {
         if n > max {
             // Before reading any of it, and before any 100 Continue.
@@ -229,12 +233,10 @@ async fn serve_request<H: Handler>(
         BodyFraming::Length(n) => Body::incoming(Incoming::new(Rc::clone(io), Some(n))),
         BodyFraming::Chunked => Body::incoming(Incoming::new(Rc::clone(io), None)),
     };
-    let connection = handler
-        .wants_connection_info()
-        .then(|| exchange::ConnectionInfo { peer, tls: io.transport.is_tls() });
+    let connection = handler.wants_connection_info().then_some(info);
     let request = exchange::request(method, uri, version, headers, body, connection);
     // A panicked handler's 500 closes the connection: its state is not to be trusted.
-    let over_rate = settings.clients.over_rate(peer.map(|p| p.ip()), rt::now());
+    let over_rate = settings.clients.over_rate(info.peer.map(|p| p.ip()), rt::now());
     let (response, panicked) = match over_rate {
         Some(too_many) => (too_many, false),
         None => match exchange::call(handler, request).await {

@@ -4,7 +4,6 @@ use crate::sys::OwnedSocket;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,6 +24,7 @@ use crate::metrics::Rejection;
 use crate::rt;
 use crate::rt::timer::Timer;
 use crate::transport::{self, Transport};
+use crate::ConnectionInfo;
 use crate::Handler;
 
 /// A stream as the connection task and the stream's own task share it.
@@ -52,9 +52,8 @@ pub(crate) struct Shared {
     pub(crate) slots: RefCell<StreamMap<Slot>>,
     conn_waker: RefCell<Option<Waker>>,
     pub(crate) settings: Rc<Settings>,
-    pub(crate) peer: Option<SocketAddr>,
-    /// Whether the connection is TLS (for the handlers' `ConnectionInfo`).
-    pub(crate) tls: bool,
+    /// The connection's addresses and transport, for the record and the handlers.
+    pub(crate) info: ConnectionInfo,
     /// Streams whose task has not finished yet (the connection ends only after them).
     pub(crate) running: Cell<usize>,
     /// A stream's first poll runs on the connection task: waking it then is pointless (it
@@ -116,17 +115,16 @@ pub(crate) async fn serve<H: Handler>(
     handler: Rc<H>,
     settings: Rc<Settings>,
     admitted: crate::conn::Admitted,
-    peer: Option<SocketAddr>,
+    info: ConnectionInfo,
 ) {
-    debug!(tls = transport.is_tls(), ?peer, "HTTP/2 connection");
+    debug!(tls = info.tls, peer = ?info.peer, "HTTP/2 connection");
     let config = Arc::clone(&settings.h2);
     let shared = Rc::new(Shared {
         conn: RefCell::new(Connection::new(config, rt::now())),
         slots: RefCell::new(StreamMap::default()),
         conn_waker: RefCell::new(None),
         settings: Rc::clone(&settings),
-        peer,
-        tls: transport.is_tls(),
+        info,
         running: Cell::new(0),
         on_conn_task: Cell::new(false),
     });

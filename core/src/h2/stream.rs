@@ -103,7 +103,7 @@ async fn run<H: Handler>(
     let limits = &shared.settings.limits;
     let log = shared.settings.access_log.as_ref();
     let RequestHead { method, uri, headers, content_length } = *head;
-    let mut record = Record::start(&method, &uri, Version::HTTP_2, shared.peer, log);
+    let mut record = Record::start(&method, &uri, Version::HTTP_2, shared.info.peer, log);
     if let (Some(n), Some(max)) = (content_length, limits.max_request_body_size) {
         if n > max {
             crate::metrics::count(|m| m.rejected(Rejection::Limit(Limit::MaxRequestBodySize)));
@@ -115,11 +115,9 @@ async fn run<H: Handler>(
     } else {
         Body::h2(RequestBody::new(Rc::clone(shared), id, content_length))
     };
-    let connection = handler
-        .wants_connection_info()
-        .then(|| exchange::ConnectionInfo { peer: shared.peer, tls: shared.tls });
+    let connection = handler.wants_connection_info().then_some(shared.info);
     let request = exchange::request(method, uri, Version::HTTP_2, headers, body, connection);
-    let over_rate = shared.settings.clients.over_rate(shared.peer.map(|p| p.ip()), rt::now());
+    let over_rate = shared.settings.clients.over_rate(shared.info.peer.map(|p| p.ip()), rt::now());
     let response = match over_rate {
         // Per stream: the connection and its other streams go on.
         Some(too_many) => too_many,

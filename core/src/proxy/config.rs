@@ -16,6 +16,7 @@
 //! balance = "round_robin"            # or least_requests, client_ip, header:NAME
 //! health_check = { path = "/healthz", interval = "5s", timeout = "2s", fall = 2, rise = 2 }
 //! resolve_every = "30s"              # resolve host names again (default: at start only)
+//! send_proxy_protocol = "v2"         # a PROXY header per upstream connection (not pooled)
 //! max_fails = 3                      # failures in a row before a server is skipped
 //! fail_timeout = "10s"               # ... for this long
 //! tls_ca = "/etc/peregrine/app-ca.pem"  # https:// servers: verify with this CA, not the
@@ -44,7 +45,7 @@ use std::time::Duration;
 use http::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use super::{Balance, HealthCheck, ProxyConfig, UpstreamServer};
+use super::{Balance, HealthCheck, ProxyConfig, ProxyProtocolVersion, UpstreamServer};
 
 /// `[proxy]`: settings every upstream group shares.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -93,6 +94,9 @@ pub struct UpstreamConfig {
     /// How often host names are resolved again (absent: only at start).
     #[serde(default, with = "humantime_serde")]
     pub resolve_every: Option<Duration>,
+    /// `v1` or `v2`: a PROXY protocol header naming the client starts each upstream
+    /// connection (which then serves that one request: not pooled).
+    pub send_proxy_protocol: Option<String>,
 }
 
 /// `health_check = { path = "/healthz", ... }` of an `[[upstream]]`.
@@ -270,6 +274,12 @@ impl UpstreamConfig {
         config.max_fails = self.max_fails.unwrap_or(d.max_fails);
         config.fail_timeout = self.fail_timeout.unwrap_or(d.fail_timeout);
         config.resolve_every = self.resolve_every;
+        config.send_proxy_protocol = match self.send_proxy_protocol.as_deref() {
+            None => None,
+            Some("v1") => Some(ProxyProtocolVersion::V1),
+            Some("v2") => Some(ProxyProtocolVersion::V2),
+            Some(other) => return Err(format!("send_proxy_protocol: `{other}` (use v1 or v2)")),
+        };
         if let Some(h) = &self.health_check {
             if !h.path.starts_with('/') {
                 return Err(format!("health_check.path: `{}` must start with `/`", h.path));

@@ -88,6 +88,9 @@ pub struct ProxyConfig {
     pub health_check: Option<HealthCheck>,
     /// How often host names are resolved again (off the reactors); `None`: only at start.
     pub resolve_every: Option<Duration>,
+    /// Send a PROXY protocol header naming the client on each upstream connection; such
+    /// connections carry one client's request only and are not pooled.
+    pub send_proxy_protocol: Option<ProxyProtocolVersion>,
     /// Set once the watcher thread runs (the first core's proxy starts it).
     watching: std::sync::OnceLock<()>,
     /// Up/down per server, shared by every core and the health checker (all up until a
@@ -115,6 +118,7 @@ impl ProxyConfig {
             balance: Balance::RoundRobin,
             health_check: None,
             resolve_every: None,
+            send_proxy_protocol: None,
             watching: std::sync::OnceLock::new(),
             board: std::sync::OnceLock::new(),
         }
@@ -125,6 +129,29 @@ impl ProxyConfig {
         self.board.get_or_init(|| {
             self.servers.iter().map(|_| std::sync::atomic::AtomicBool::new(true)).collect()
         })
+    }
+}
+
+/// Which PROXY protocol header to send upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocolVersion {
+    /// Version 1, text.
+    V1,
+    /// Version 2, binary.
+    V2,
+}
+
+impl ProxyProtocolVersion {
+    fn header(
+        self,
+        source: Option<std::net::SocketAddr>,
+        dest: Option<std::net::SocketAddr>,
+    ) -> Vec<u8> {
+        use peregrine_protocols::proxy_protocol::{encode_v1, encode_v2};
+        match self {
+            ProxyProtocolVersion::V1 => encode_v1(source, dest),
+            ProxyProtocolVersion::V2 => encode_v2(source, dest),
+        }
     }
 }
 
@@ -222,8 +249,10 @@ async fn forward(
     let connect_timeout = options.connect_timeout.unwrap_or(config.connect_timeout);
     let head_timeout = options.response_header_timeout.unwrap_or(config.response_header_timeout);
     let idle_timeout = options.idle_timeout.unwrap_or(config.idle_timeout);
-    let Outgoing { method, head, framing, in_memory, body, upgrade, key, request_id } =
+    let Outgoing { method, head, framing, in_memory, body, upgrade, key, request_id, info } =
         request::prepare(shared, request, options)?;
+    // A PROXY protocol header names one client: such a connection serves only this request.
+    let proxy_header = config.send_proxy_protocol.map(|v| v.header(info.peer, info.local));
     let mut tried: Vec<usize> = Vec::new();
     let mut body = body;
     loop {
@@ -234,9 +263,10 @@ async fn forward(
         let in_flight = InFlight::new(shared, server);
         let counters = &shared.metrics[server];
         counters.request();
-        let (mut conn, fresh) = match shared.pool.take(server, now) {
+        let pooled = if proxy_header.is_none() { shared.pool.take(server, now) } else { None };
+        let (mut conn, fresh) = match pooled {
             Some(conn) => (conn, false),
-            None => match connect(shared, server, connect_timeout).await {
+            None => match connect(shared, server, connect_timeout, proxy_header.as_deref()).await {
                 Ok(conn) => (conn, true),
                 Err(e) => {
                     debug!(server = shared.config.servers[server].name(), error = %e, "proxy: connect failed");
@@ -342,7 +372,12 @@ async fn forward(
 }
 
 /// Connects to `server` within `within`, the TLS handshake included for `https://`.
-async fn connect(shared: &Shared, server: usize, within: Duration) -> Result<Conn, ProxyError> {
+async fn connect(
+    shared: &Shared,
+    server: usize,
+    within: Duration,
+    proxy_header: Option<&[u8]>,
+) -> Result<Conn, ProxyError> {
     let upstream = &shared.config.servers[server];
     let started = rt::now();
     let deadline = started + within;
@@ -353,6 +388,16 @@ async fn connect(shared: &Shared, server: usize, within: Duration) -> Result<Con
         None => return Err(ProxyError::Timeout),
     };
     let raw = crate::sys::raw(&fd);
+    if let Some(header) = proxy_header {
+        // Before anything else, TLS included (the upstream reads it first).
+        let mut out = SendBuf::new();
+        out.push(bytes::Bytes::copy_from_slice(header));
+        match rt::timer::timeout(deadline, Transport::plain(raw).send_all(out)).await {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(ProxyError::Send(e)),
+            None => return Err(ProxyError::Timeout),
+        }
+    }
     let transport = match &upstream.tls {
         None => Transport::plain(raw),
         Some(tls) => {
@@ -362,7 +407,8 @@ async fn connect(shared: &Shared, server: usize, within: Duration) -> Result<Con
         }
     };
     let counters = &shared.metrics[server];
-    let conn = Conn::new(fd, transport, Arc::clone(counters));
+    let mut conn = Conn::new(fd, transport, Arc::clone(counters));
+    conn.private = proxy_header.is_some();
     if upstream.tls.is_some() {
         // A certificate that does not verify fails here: 502, the connection closed.
         match rt::timer::timeout(deadline, conn.transport.complete_handshake()).await {

@@ -33,13 +33,22 @@ pub(crate) struct Conn {
     /// Whether it came from the pool (a failure before any response byte may then be the
     /// upstream having closed it while idle, and is retried once).
     pub(crate) reused: bool,
+    /// It began with a PROXY protocol header naming one client: never pooled.
+    pub(crate) private: bool,
 }
 
 impl Conn {
     /// A freshly connected socket.
     pub(crate) fn new(fd: OwnedSocket, transport: Transport, metrics: Arc<ServerMetrics>) -> Conn {
         let transport = Rc::new(transport);
-        Conn { fd: Some(fd), transport, metrics, buf: BytesMut::new(), reused: false }
+        Conn {
+            fd: Some(fd),
+            transport,
+            metrics,
+            buf: BytesMut::new(),
+            reused: false,
+            private: false,
+        }
     }
 
     /// The socket, its transport and the bytes received past the last response (a tunnel
@@ -110,7 +119,7 @@ impl Pool {
 
     /// Keeps `conn` for reuse (closing the oldest idle one when the server's list is full).
     pub(crate) fn put(&self, server: usize, conn: Conn, now: Instant) {
-        if self.max_idle == 0 || !conn.buf.is_empty() {
+        if self.max_idle == 0 || !conn.buf.is_empty() || conn.private {
             return; // stray bytes after a response: the connection is not clean
         }
         let mut idle = self.idle.borrow_mut();

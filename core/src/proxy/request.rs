@@ -30,6 +30,8 @@ pub(crate) struct Outgoing {
     pub(crate) key: Option<Vec<u8>>,
     /// The request id sent upstream (and logged).
     pub(crate) request_id: HeaderValue,
+    /// The client's connection (for a PROXY protocol header to the upstream).
+    pub(crate) info: ConnectionInfo,
 }
 
 /// Rewrites `request` for the upstream (forwarding rules, the route's options) and encodes
@@ -103,5 +105,15 @@ pub(crate) fn prepare(
     let head = head.freeze();
     // A body already in memory goes with the head, and can be sent again on a retry.
     let in_memory = if body.is_in_memory() { body.take_full() } else { None };
-    Ok(Outgoing { method, head, framing, in_memory, body: Some(body), upgrade, key, request_id })
+    Ok(Outgoing {
+        method,
+        head,
+        framing,
+        in_memory,
+        body: Some(body),
+        upgrade,
+        key,
+        request_id,
+        info,
+    })
 }
