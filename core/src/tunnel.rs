@@ -50,6 +50,35 @@ impl Drop for Tunnel {
     }
 }
 
+/// Copies from `from` to `to`, starting with `pending`, until `from` ends (`Some`) or
+/// either side fails (`None`), counting the bytes in `moved` and stamping `activity`.
+async fn copy(
+    from: &Transport,
+    to: &Transport,
+    mut pending: BytesMut,
+    moved: &Cell<u64>,
+    activity: &Cell<Instant>,
+) -> Option<()> {
+    loop {
+        if !pending.is_empty() {
+            moved.set(moved.get() + pending.len() as u64);
+            let mut out = SendBuf::new();
+            out.push(pending.split().freeze());
+            to.send_all(out).await.ok()?;
+            activity.set(rt::now());
+        }
+        let (buf, result) = from.recv(BytesMut::new()).await;
+        match result {
+            Ok(0) => return Some(()),
+            Ok(_) => {
+                pending = buf;
+                activity.set(rt::now());
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
 /// Copies bytes both ways between `client` (whose `from_client` bytes arrived after the
 /// upgrade request) and the tunnel's upstream, until it ends. Returns the bytes moved
 /// (client to upstream, upstream to client).
@@ -65,54 +94,16 @@ pub(crate) async fn run(
     let last_activity = Cell::new(rt::now());
     let moved = (Cell::new(0u64), Cell::new(0u64));
     {
-        let upstream_to_client = async {
-            let mut pending = buffered;
-            loop {
-                if !pending.is_empty() {
-                    moved.1.set(moved.1.get() + pending.len() as u64);
-                    let mut out = SendBuf::new();
-                    out.push(pending.split().freeze());
-                    client.send_all(out).await.ok()?;
-                    last_activity.set(rt::now());
-                }
-                let (buf, result) = upstream.recv(BytesMut::new()).await;
-                match result {
-                    Ok(0) | Err(_) => return Some(()),
-                    Ok(_) => {
-                        pending = buf;
-                        last_activity.set(rt::now());
-                    }
-                }
-            }
-        };
+        let upstream_to_client = copy(&upstream, client, buffered, &moved.1, &last_activity);
         let client_to_upstream = async {
-            let mut pending = from_client;
-            loop {
-                if !pending.is_empty() {
-                    moved.0.set(moved.0.get() + pending.len() as u64);
-                    let mut out = SendBuf::new();
-                    out.push(pending.split().freeze());
-                    upstream.send_all(out).await.ok()?;
-                    last_activity.set(rt::now());
-                }
-                let (buf, result) = client.recv(BytesMut::new()).await;
-                match result {
-                    Ok(0) => {
-                        // The client is done sending; the upstream may still answer.
-                        if upstream.is_tls() {
-                            upstream.close_notify().await;
-                        } else {
-                            let _ = sys::driver::shutdown_write(&fd);
-                        }
-                        return Some(());
-                    }
-                    Err(_) => return None,
-                    Ok(_) => {
-                        pending = buf;
-                        last_activity.set(rt::now());
-                    }
-                }
+            copy(client, &upstream, from_client, &moved.0, &last_activity).await?;
+            // The client is done sending; the upstream may still answer.
+            if upstream.is_tls() {
+                upstream.close_notify().await;
+            } else {
+                let _ = sys::driver::shutdown_write(&fd);
             }
+            Some(())
         };
         let mut down = pin!(upstream_to_client);
         let mut upward = pin!(client_to_upstream);
