@@ -1,0 +1,183 @@
+//! `[[route]]`: where requests go, first match wins. A fixed response, or forwarding to an
+//! `[[upstream]]` with the route's options; and who may use it (allow/deny, a rate).
+
+use serde::Deserialize;
+
+use super::nets;
+
+/// A route: where requests matching its host and path go. First match wins. It answers
+/// with a fixed response (`status`, `body`, `content_type`) or forwards to an upstream
+/// group (`upstream`, with the forwarding keys).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Matches this exact request path, e.g. `/healthz`.
+    pub path: Option<String>,
+    /// Matches paths under this prefix, e.g. `/api/` (neither `path` nor `path_prefix`:
+    /// every path).
+    pub path_prefix: Option<String>,
+    /// Matches this host (the `Host` field or HTTP/2 `:authority`, port ignored): exact, or
+    /// `*.example.com` for its subdomains. Absent: every host.
+    pub host: Option<String>,
+    /// Forwards to the `[[upstream]]` of this name.
+    pub upstream: Option<String>,
+    /// With `path_prefix`: removes the prefix from the target sent upstream.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Fields set on / removed from requests sent upstream.
+    #[serde(default)]
+    pub request_headers: crate::proxy::config::HeaderEdits,
+    /// Fields set on / removed from responses sent back.
+    #[serde(default)]
+    pub response_headers: crate::proxy::config::HeaderEdits,
+    /// A request body limit for this route, below `[limits] max_request_body_size`.
+    pub max_request_body_size: Option<u64>,
+    /// Overrides the upstream's `connect_timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<std::time::Duration>,
+    /// Overrides the upstream's `response_header_timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub response_header_timeout: Option<std::time::Duration>,
+    /// Overrides the upstream's `idle_timeout`.
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<std::time::Duration>,
+    /// Client networks this route serves (absent: everyone not denied); others get `403`.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Client networks this route refuses with `403` (deny wins over allow).
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Requests per second per client on this route (IPv6 grouped by /64), shared by all
+    /// cores; past it `429` with `Retry-After`.
+    pub rate_limit: Option<peregrine_limits::RateLimit>,
+    /// The route's rate table, made once and shared by every core's router.
+    #[serde(skip)]
+    rates: std::sync::OnceLock<std::sync::Arc<peregrine_limits::ClientRates>>,
+    /// Fixed response: status code (default 200).
+    #[serde(default = "default_status")]
+    pub status: u16,
+    /// Fixed response: body (default empty).
+    #[serde(default)]
+    pub body: String,
+    /// Fixed response: Content-Type (default `text/plain`).
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+}
+
+impl RouteConfig {
+    /// A fixed response at an exact path (what embedders and tests build by hand).
+    pub fn fixed(path: &str, status: u16, body: &str) -> RouteConfig {
+        RouteConfig {
+            path: Some(path.into()),
+            path_prefix: None,
+            host: None,
+            upstream: None,
+            strip_prefix: false,
+            request_headers: Default::default(),
+            response_headers: Default::default(),
+            max_request_body_size: None,
+            connect_timeout: None,
+            response_header_timeout: None,
+            idle_timeout: None,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            rate_limit: None,
+            rates: std::sync::OnceLock::new(),
+            status,
+            body: body.into(),
+            content_type: default_content_type(),
+        }
+    }
+
+    /// The route's allow/deny list.
+    pub(crate) fn access(&self) -> peregrine_limits::AccessList {
+        // Validated at load: a bad network cannot get here from a config file.
+        let list = |v: &[String]| nets(v).unwrap_or_default();
+        peregrine_limits::AccessList::new(list(&self.allow), list(&self.deny))
+    }
+
+    /// The route's rate table, shared by every core (made on first use).
+    pub(crate) fn rates(&self) -> Option<std::sync::Arc<peregrine_limits::ClientRates>> {
+        let limit = self.rate_limit?;
+        Some(std::sync::Arc::clone(self.rates.get_or_init(|| crate::clients::route_rates(limit))))
+    }
+
+    /// Whether this route forwards rather than answering itself.
+    pub fn is_proxy(&self) -> bool {
+        self.upstream.is_some()
+    }
+
+    /// The forwarding options of a proxy route.
+    pub fn route_options(&self) -> Result<crate::proxy::RouteOptions, String> {
+        let strip = self.strip_prefix.then(|| self.path_prefix.clone()).flatten();
+        crate::proxy::RouteOptions::new(
+            strip,
+            &self.request_headers,
+            &self.response_headers,
+            self.max_request_body_size,
+            self.connect_timeout,
+            self.response_header_timeout,
+            self.idle_timeout,
+        )
+    }
+
+    pub(super) fn validate(
+        &self,
+        upstreams: &[crate::proxy::config::UpstreamConfig],
+    ) -> Result<(), String> {
+        nets(&self.allow).map_err(|e| format!("allow: {e}"))?;
+        nets(&self.deny).map_err(|e| format!("deny: {e}"))?;
+        if let Some(rate) = &self.rate_limit {
+            rate.validate("rate_limit")?;
+        }
+        if self.path.is_some() && self.path_prefix.is_some() {
+            return Err("path and path_prefix: give one, not both".into());
+        }
+        for (key, p) in [("path", &self.path), ("path_prefix", &self.path_prefix)] {
+            if let Some(p) = p {
+                if !p.starts_with('/') {
+                    return Err(format!("{key}: `{p}` must start with `/`"));
+                }
+            }
+        }
+        if let Some(host) = &self.host {
+            let bare = host.strip_prefix("*.").unwrap_or(host);
+            if bare.is_empty() || bare.contains(['*', '/', ' ']) {
+                return Err(format!("host: `{host}` is not a host name or `*.domain` wildcard"));
+            }
+        }
+        match &self.upstream {
+            Some(name) => {
+                if !upstreams.iter().any(|u| &u.name == name) {
+                    return Err(format!("upstream: no [[upstream]] named `{name}`"));
+                }
+                if self.strip_prefix && self.path_prefix.is_none() {
+                    return Err("strip_prefix: needs path_prefix".into());
+                }
+                self.route_options()?;
+            }
+            None => {
+                if self.path.is_none() {
+                    return Err(
+                        "path: a fixed response needs an exact path (or set upstream)".into()
+                    );
+                }
+                if !(100..=999).contains(&self.status) {
+                    return Err(format!("status: {} is not a valid status code", self.status));
+                }
+                if http::HeaderValue::from_str(&self.content_type).is_err() {
+                    return Err("content_type: not a valid header value".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_status() -> u16 {
+    200
+}
+
+fn default_content_type() -> String {
+    "text/plain".into()
+}
