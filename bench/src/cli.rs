@@ -38,6 +38,8 @@ OPTIONS:
     --proxy              only the reverse-proxy benchmark: Peregrine, nginx and h2o as
                          proxies (one worker each) in front of one upstream, wrk c64/c256
                          and h2load h2c -m100, requests per proxy-CPU-second
+    --limits             only the per-client limits' wall-clock cost: the same Peregrine
+                         with them off and on, wrk c64/c256, requests per server-CPU-second
     -h, --help           this text
 ";
 
@@ -50,6 +52,8 @@ pub struct Cli {
     pub instructions: bool,
     /// `--proxy`: the reverse-proxy benchmark only.
     pub proxy: bool,
+    /// `--limits`: the per-client limits' cost only.
+    pub limits: bool,
     /// `--rounds`, if given.
     pub rounds: Option<u32>,
     /// `--duration`, if given.
@@ -92,6 +96,7 @@ impl Default for Cli {
             quick: false,
             instructions: false,
             proxy: false,
+            limits: false,
             rounds: None,
             duration_s: None,
             idle_conns: None,
@@ -157,6 +162,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Cli>, Stri
             "--quick" => cli.quick = true,
             "--instructions" => cli.instructions = true,
             "--proxy" => cli.proxy = true,
+            "--limits" => cli.limits = true,
             "--no-build" => cli.no_build = true,
             "--peers-only" => cli.peers_only = true,
             "--no-nginx" => cli.no_nginx = true,

@@ -7,6 +7,7 @@
 //! See `bench/README.md`.
 
 mod cli;
+mod limits_phase;
 mod proxy_phase;
 
 use std::ffi::OsString;
@@ -70,8 +71,8 @@ fn main() -> ExitCode {
     // stop the servers before we exit, on errors and panics alike.
     let outcome = if cli.instructions {
         run_instructions(&cli)
-    } else if cli.proxy {
-        run_proxy(&cli)
+    } else if cli.proxy || cli.limits {
+        run_phase(&cli)
     } else {
         run(&cli)
     };
@@ -179,8 +180,9 @@ fn write_wrk_scripts(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
     Ok((keepalive, pipeline))
 }
 
-/// `--proxy`: the reverse-proxy benchmark (see `proxy_phase.rs`).
-fn run_proxy(cli: &cli::Cli) -> Result<(), String> {
+/// `--proxy` (the reverse-proxy benchmark, `proxy_phase.rs`) or `--limits` (the per-client
+/// limits' cost, `limits_phase.rs`): a run of its own beside the main one.
+fn run_phase(cli: &cli::Cli) -> Result<(), String> {
     let wrk = sys::find_program("wrk", &["/usr/bin/wrk", "/usr/local/bin/wrk"])
         .ok_or("wrk not found on PATH; install it (apt-get install wrk)")?;
     let h2load = sys::find_program("h2load", &["/usr/bin/h2load", "/usr/local/bin/h2load"]);
@@ -203,7 +205,11 @@ fn run_proxy(cli: &cli::Cli) -> Result<(), String> {
     };
     let out_dir =
         cli.out.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
-    proxy_phase::run(cli, &bench, &out_dir)
+    if cli.limits {
+        limits_phase::run(cli, &bench, &out_dir)
+    } else {
+        proxy_phase::run(cli, &bench, &out_dir)
+    }
 }
 
 /// `--instructions`: user-space instructions per request under callgrind, for Peregrine and
