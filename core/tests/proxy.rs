@@ -815,3 +815,28 @@ fn a_proxy_protocol_header_names_the_client_upstream_and_the_connection_is_not_p
     assert_eq!(up.connections(), 2, "one upstream connection per client request");
     stop(server);
 }
+
+#[test]
+fn an_idempotent_request_goes_to_another_server_when_one_fails_it() {
+    // `a` accepts and reads the request, then closes without answering.
+    let a = upstream::start(|_| Reply::BytesThenClose(Vec::new()));
+    let b = upstream::start(|_| ok("b", ""));
+    let servers = [format!("http://{}", a.addr), format!("http://{}", b.addr)];
+    let server = proxy_to(IoChoice::Auto, &servers, |c| c.max_fails = 100);
+    for _ in 0..4 {
+        assert_eq!(get(addr(&server), "/").text(), "b", "GETs are retried on the other server");
+    }
+    assert!(!a.seen().is_empty(), "a was tried");
+    // A POST may have been acted on: it is not sent twice.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = common::request(
+            addr(&server),
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
+        );
+        statuses.push(r.status);
+    }
+    assert!(statuses.contains(&502), "a failed POST is not retried: {statuses:?}");
+    assert!(a.seen().iter().all(|s| s.body.is_empty() || s.body == b"hi"));
+    stop(server);
+}

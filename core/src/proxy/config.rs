@@ -19,6 +19,7 @@
 //! send_proxy_protocol = "v2"         # a PROXY header per upstream connection (not pooled)
 //! max_fails = 3                      # failures in a row before a server is skipped
 //! fail_timeout = "10s"               # ... for this long
+//! max_retries = 1                    # other servers an idempotent request is sent to
 //! tls_ca = "/etc/peregrine/app-ca.pem"  # https:// servers: verify with this CA, not the
 //!                                    # system's roots
 //! [[upstream.server]]
@@ -81,6 +82,8 @@ pub struct UpstreamConfig {
     pub max_idle: Option<usize>,
     /// See [`ProxyConfig::max_fails`].
     pub max_fails: Option<u32>,
+    /// See [`ProxyConfig::max_retries`].
+    pub max_retries: Option<u32>,
     /// See [`ProxyConfig::fail_timeout`].
     #[serde(default, with = "humantime_serde")]
     pub fail_timeout: Option<Duration>,
@@ -272,6 +275,7 @@ impl UpstreamConfig {
         config.keepalive_timeout = self.keepalive_timeout.unwrap_or(d.keepalive_timeout);
         config.max_idle_per_server = self.max_idle.unwrap_or(d.max_idle_per_server);
         config.max_fails = self.max_fails.unwrap_or(d.max_fails);
+        config.max_retries = self.max_retries.unwrap_or(d.max_retries);
         config.fail_timeout = self.fail_timeout.unwrap_or(d.fail_timeout);
         config.resolve_every = self.resolve_every;
         config.send_proxy_protocol = match self.send_proxy_protocol.as_deref() {

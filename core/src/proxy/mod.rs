@@ -78,6 +78,9 @@ pub struct ProxyConfig {
     pub max_idle_per_server: usize,
     /// Failures in a row after which a server is skipped for `fail_timeout`.
     pub max_fails: u32,
+    /// How many other servers an idempotent request with a replayable body is sent to after
+    /// an upstream fails it (connect, send, receive, timeout) before any response head.
+    pub max_retries: u32,
     /// How long a failing server is skipped.
     pub fail_timeout: Duration,
     /// Size limits of upstream response heads.
@@ -113,6 +116,7 @@ impl ProxyConfig {
             keepalive_timeout: Duration::from_secs(60),
             max_idle_per_server: 256,
             max_fails: 3,
+            max_retries: 1,
             fail_timeout: Duration::from_secs(10),
             response_limits: ResponseLimits::default(),
             balance: Balance::RoundRobin,
@@ -254,6 +258,7 @@ async fn forward(
     // A PROXY protocol header names one client: such a connection serves only this request.
     let proxy_header = config.send_proxy_protocol.map(|v| v.header(info.peer, info.local));
     let mut tried: Vec<usize> = Vec::new();
+    let mut retries = 0;
     let mut body = body;
     loop {
         let now = rt::now();
@@ -365,10 +370,42 @@ async fn forward(
                 if let Some(f) = e.failure() {
                     counters.failed(f);
                 }
+                // nginx's `proxy_next_upstream error timeout`: an idempotent request whose
+                // body can be sent again goes to another server, a bounded number of times.
+                // Nothing has reached the client yet (no response head was read).
+                let replayable = in_memory.is_some() || framing == BodyFraming::Empty;
+                let retriable = matches!(
+                    e,
+                    ProxyError::Connect(_)
+                        | ProxyError::Send(_)
+                        | ProxyError::Recv(_)
+                        | ProxyError::Closed
+                        | ProxyError::Timeout
+                );
+                tried.push(server);
+                if retriable
+                    && replayable
+                    && idempotent(&method)
+                    && retries < config.max_retries
+                    && tried.len() < config.servers.len()
+                {
+                    retries += 1;
+                    counters.retried();
+                    continue;
+                }
                 return Err(e);
             }
         }
     }
+}
+
+/// Methods that may be sent twice (RFC 9110 §9.2.2).
+fn idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 /// Connects to `server` within `within`, the TLS handshake included for `https://`.
