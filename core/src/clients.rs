@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use http::{header, HeaderValue, Response, StatusCode};
 use peregrine_limits::{
-    ClientConnections, ClientKey, ClientPermit, ClientRates, Limit, Limits, RateLimit,
+    ClientConnections, ClientKey, ClientLimits, ClientPermit, ClientRates, Limit, Limits, RateLimit,
 };
 
 use crate::metrics::Rejection;
@@ -33,10 +33,19 @@ pub(crate) struct ClientPolicy {
 impl ClientPolicy {
     /// The tables `limits` asks for (none when its per-client limits are off).
     pub(crate) fn new(limits: &Limits) -> Arc<ClientPolicy> {
+        let own = ClientLimits {
+            max_connections_per_ip: limits.max_connections_per_ip,
+            rate_limit: limits.rate_limit,
+        };
+        ClientPolicy::with(own, limits.ipv6_prefix_length)
+    }
+
+    /// The tables `limits` asks for (a listener's own).
+    pub(crate) fn with(limits: ClientLimits, ipv6_prefix: u8) -> Arc<ClientPolicy> {
         Arc::new(ClientPolicy {
             connections: limits.max_connections_per_ip.map(ClientConnections::new),
             rates: limits.rate_limit.map(|r| ClientRates::new(r, Instant::now())),
-            ipv6_prefix: limits.ipv6_prefix_length,
+            ipv6_prefix,
         })
     }
 

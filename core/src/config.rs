@@ -100,6 +100,9 @@ pub struct ListenerConfig {
     /// Client networks refused at accept, before TLS (deny wins over allow).
     #[serde(default)]
     pub deny: Vec<String>,
+    /// `[listener.limits]`: this listener's own `max_connections_per_ip` and `rate_limit`,
+    /// in place of `[limits]`'.
+    pub limits: Option<peregrine_limits::ClientLimits>,
 }
 
 /// A listener's TLS section.
@@ -205,6 +208,16 @@ impl Config {
                 .map_err(|e| format!("listener[{i}].proxy_protocol_from: {e}"))?;
             nets(&l.allow).map_err(|e| format!("listener[{i}].allow: {e}"))?;
             nets(&l.deny).map_err(|e| format!("listener[{i}].deny: {e}"))?;
+            if let Some(own) = &l.limits {
+                if own.max_connections_per_ip == Some(0) {
+                    return Err(format!(
+                        "listener[{i}].limits.max_connections_per_ip must be greater than 0"
+                    ));
+                }
+                if let Some(rate) = &own.rate_limit {
+                    rate.validate(&format!("listener[{i}].limits.rate_limit"))?;
+                }
+            }
             for (j, sni) in l.tls.iter().flat_map(|t| t.sni.iter()).enumerate() {
                 if sni.server_name.trim().is_empty() {
                     return Err(format!("listener[{i}].tls.sni[{j}].server_name: empty"));
@@ -245,6 +258,7 @@ impl Config {
                         .map_err(|e| format!("listener[{i}].proxy_protocol_from: {e}"))?,
                     allow: nets(&l.allow).map_err(|e| format!("listener[{i}].allow: {e}"))?,
                     deny: nets(&l.deny).map_err(|e| format!("listener[{i}].deny: {e}"))?,
+                    client_limits: l.limits,
                 })
             })
             .collect()

@@ -18,6 +18,7 @@ use bytes::BytesMut;
 use peregrine_limits::{AccessList, ClientPermit, ConnectionPermit, Limit};
 use tracing::debug;
 
+use crate::clients::ClientPolicy;
 use crate::h1;
 use crate::listener::Protocols;
 use crate::metrics::{Rejection, TlsFailure};
@@ -52,6 +53,8 @@ pub(crate) struct Endpoint {
     pub(crate) proxy_protocol: Option<Trusted>,
     /// Which client addresses may connect.
     pub(crate) access: AccessList,
+    /// The per-client tables of this listener (its own, or the server's).
+    pub(crate) clients: Arc<ClientPolicy>,
 }
 
 /// Counts one running TLS handshake (capped by
@@ -79,6 +82,8 @@ impl Drop for HandshakeSlot {
 /// that awaits the connection future would hold it twice: rust-lang/rust#62958).
 pub(crate) struct Admitted {
     _permit: ConnectionPermit,
+    /// The per-client tables of the connection's listener.
+    clients: Arc<ClientPolicy>,
     /// The connection's place in its client's `max_connections_per_ip`, when capped.
     client: Option<ClientPermit>,
     live: Rc<Cell<usize>>,
@@ -86,10 +91,20 @@ pub(crate) struct Admitted {
 
 impl Admitted {
     /// Counts a connection in: `live` is the core's count of open connections.
-    pub(crate) fn new(permit: ConnectionPermit, live: &Rc<Cell<usize>>) -> Admitted {
+    pub(crate) fn new(
+        permit: ConnectionPermit,
+        live: &Rc<Cell<usize>>,
+        endpoint: &Endpoint,
+    ) -> Admitted {
         crate::metrics::count(|m| m.accepted());
         live.set(live.get() + 1);
-        Admitted { _permit: permit, client: None, live: Rc::clone(live) }
+        let clients = Arc::clone(&endpoint.clients);
+        Admitted { _permit: permit, clients, client: None, live: Rc::clone(live) }
+    }
+
+    /// The per-client tables of the connection's listener (its request rate).
+    pub(crate) fn clients(&self) -> &Arc<ClientPolicy> {
+        &self.clients
     }
 }
 
@@ -152,7 +167,7 @@ pub(crate) async fn serve<H: Handler>(
             rt::io::close(fd).await;
             return;
         }
-        match settings.clients.admit_connection(ip) {
+        match endpoint.clients.admit_connection(ip) {
             Ok(permit) => admitted.client = permit,
             Err(()) => {
                 debug!(%ip, "closing: max_connections_per_ip reached");

@@ -45,6 +45,8 @@ pub struct ListenerSpec {
     pub allow: Vec<ipnet::IpNet>,
     /// Client networks refused at accept, before TLS (deny wins over allow).
     pub deny: Vec<ipnet::IpNet>,
+    /// This listener's own per-client limits (`None`: the server's, from `Limits`).
+    pub client_limits: Option<peregrine_limits::ClientLimits>,
 }
 
 impl ListenerSpec {
@@ -57,6 +59,7 @@ impl ListenerSpec {
             proxy_protocol_from: Vec::new(),
             allow: Vec::new(),
             deny: Vec::new(),
+            client_limits: None,
         }
     }
 
@@ -91,6 +94,7 @@ impl From<SocketAddr> for ListenerSpec {
             proxy_protocol_from: Vec::new(),
             allow: Vec::new(),
             deny: Vec::new(),
+            client_limits: None,
         }
     }
 }

@@ -180,7 +180,13 @@ impl Server {
         let mut per_thread: Vec<Vec<(sys::Listener, ListenerInfo)>> =
             (0..threads).map(|_| Vec::new()).collect();
         let mut tls_listeners = Vec::new();
+        let clients = ClientPolicy::new(&config.limits);
         for spec in &config.listen {
+            // A listener with limits of its own gets tables of its own, shared by the cores.
+            let listener_clients = match spec.client_limits {
+                Some(own) => ClientPolicy::with(own, config.limits.ipv6_prefix_length),
+                None => Arc::clone(&clients),
+            };
             if !spec.protocols.http1 && !spec.protocols.h2 {
                 return Err(StartError::Config(format!("listener {}: no protocol", spec.address)));
             }
@@ -203,6 +209,7 @@ impl Server {
                     proxy_protocol: (!spec.proxy_protocol_from.is_empty())
                         .then(|| Trusted::new(spec.proxy_protocol_from.clone())),
                     access: AccessList::new(spec.allow.clone(), spec.deny.clone()),
+                    clients: Arc::clone(&listener_clients),
                 };
                 sockets.push((listener, info));
             }
@@ -217,7 +224,6 @@ impl Server {
             None => None,
         };
         let factory = Arc::new(factory);
-        let clients = ClientPolicy::new(&config.limits);
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut started =
             Started { control: Arc::clone(&control), handles: Vec::new(), access_log };
@@ -230,7 +236,6 @@ impl Server {
                     .flatten(),
                 listeners,
                 limits: config.limits.clone(),
-                clients: Arc::clone(&clients),
                 driver: DriverConfig { io: config.io, ..DriverConfig::default() },
                 limiter: Arc::clone(&limiter),
                 control: Arc::clone(&control),
@@ -417,6 +422,7 @@ struct ListenerInfo {
     tls: Option<Arc<TlsListener>>,
     proxy_protocol: Option<Trusted>,
     access: AccessList,
+    clients: Arc<ClientPolicy>,
 }
 
 /// One core's share of the server.
@@ -425,8 +431,6 @@ struct Reactor {
     cpu: Option<usize>,
     listeners: Vec<(sys::Listener, ListenerInfo)>,
     limits: Limits,
-    /// The per-client tables, shared by every core.
-    clients: Arc<ClientPolicy>,
     driver: DriverConfig,
     limiter: Arc<ConnectionLimiter>,
     control: Arc<Control>,
@@ -475,8 +479,7 @@ impl Reactor {
                 return;
             }
         };
-        let settings =
-            Rc::new(h1::Settings::new(self.limits.clone(), self.access_log, self.clients));
+        let settings = Rc::new(h1::Settings::new(self.limits.clone(), self.access_log));
         let mut listeners: Vec<Listener> = self
             .listeners
             .into_iter()
@@ -487,6 +490,7 @@ impl Reactor {
                     tls: info.tls,
                     proxy_protocol: info.proxy_protocol,
                     access: info.access,
+                    clients: info.clients,
                 }),
                 op: None,
                 retry_at: None,
@@ -575,7 +579,7 @@ impl Reactor {
                                 // handlers' ConnectionInfo and the proxy's forwarded
                                 // fields all want the client's address.
                                 let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
-                                let admitted = conn::Admitted::new(permit, &live);
+                                let admitted = conn::Admitted::new(permit, &live, &endpoint);
                                 executor::spawn(conn::serve(
                                     fd,
                                     endpoint,

@@ -208,3 +208,37 @@ fn routes_have_their_own_lists_and_rates() {
     server.shutdown();
     server.wait();
 }
+
+#[test]
+fn a_listener_can_have_limits_of_its_own() {
+    let config = peregrine::config::Config::parse(
+        r#"
+        [[listener]]
+        address = "127.0.0.1:0"
+        [listener.limits]
+        rate_limit = { requests_per_second = 1.0, burst = 0 }
+
+        [[listener]]
+        address = "127.0.0.1:0"
+        "#,
+    )
+    .unwrap();
+    let server_config = ServerConfig {
+        listen: config.listeners().unwrap(),
+        threads: Some(1),
+        pin_threads: false,
+        ..ServerConfig::default()
+    };
+    let server = Server::start(server_config, common::TestHandler::new).unwrap();
+    let (limited, open) = (server.local_addrs()[0], server.local_addrs()[1]);
+    let get =
+        |a: SocketAddr| common::request(a, b"GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n").status;
+    assert_eq!([get(limited), get(limited)], [200, 429], "the first listener's own rate");
+    assert_eq!([get(open), get(open), get(open)], [200, 200, 200], "the other has none");
+    let bad = peregrine::config::Config::parse(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\n[listener.limits]\nrate = 5\n",
+    );
+    assert!(bad.unwrap_err().contains("rate"), "unknown keys are errors");
+    server.shutdown();
+    server.wait();
+}

@@ -176,6 +176,16 @@ impl ClientRates {
     }
 }
 
+/// Per-client limits of one listener, replacing the server's (`[limits]`) there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientLimits {
+    /// As `Limits::max_connections_per_ip`, for this listener's connections.
+    pub max_connections_per_ip: Option<u32>,
+    /// As `Limits::rate_limit`, for this listener's requests.
+    pub rate_limit: Option<RateLimit>,
+}
+
 /// Which client networks are let in: `deny` wins; with a non-empty `allow`, only those.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccessList {

@@ -19,7 +19,8 @@ mod limit;
 mod rate;
 
 pub use clients::{
-    AccessList, ClientConnections, ClientKey, ClientPermit, ClientRates, RateLimit, CLIENT_SLOTS,
+    AccessList, ClientConnections, ClientKey, ClientLimits, ClientPermit, ClientRates, RateLimit,
+    CLIENT_SLOTS,
 };
 pub use connections::{ConnectionLimiter, ConnectionPermit};
 pub use h2::{Budget, FloodBudget, H2Limits};

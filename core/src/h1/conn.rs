@@ -32,6 +32,7 @@ use super::write::{
     finish as finish_response, must_flush, prepare_response, stream_body, Prepared, Written,
 };
 use crate::access_log::CoreLog;
+use crate::clients::ClientPolicy;
 use crate::exchange::{self, Panicked, Record};
 use crate::metrics::Rejection;
 use crate::transport::Transport;
@@ -52,23 +53,17 @@ pub(crate) struct Settings {
     pub(crate) access_log: Option<CoreLog>,
     /// The HTTP/2 codec's settings, shared by the core's HTTP/2 connections.
     pub(crate) h2: Arc<peregrine_protocols::h2::server::Config>,
-    /// The per-client tables, shared by every core.
-    pub(crate) clients: Arc<crate::clients::ClientPolicy>,
 }
 
 impl Settings {
-    pub(crate) fn new(
-        limits: Limits,
-        access_log: Option<CoreLog>,
-        clients: Arc<crate::clients::ClientPolicy>,
-    ) -> Settings {
+    pub(crate) fn new(limits: Limits, access_log: Option<CoreLog>) -> Settings {
         let parse = ParseConfig {
             max_request_line_size: limits.max_request_line_size,
             max_request_headers_total_size: limits.max_request_headers_total_size,
             max_request_header_count: limits.max_request_header_count,
         };
         let h2 = Arc::new(peregrine_protocols::h2::server::Config::new(&limits));
-        Settings { limits, parse, access_log, h2, clients }
+        Settings { limits, parse, access_log, h2 }
     }
 }
 
@@ -110,7 +105,8 @@ pub(crate) async fn serve<H: Handler>(
         // Boxed: a connection spends most of its life idle in `read_head`, and its task is as
         // large as its largest state. One small allocation per request keeps an idle
         // connection's task to a few hundred bytes instead of the whole exchange's.
-        match Box::pin(serve_request(&io, &*handler, &settings, head, info)).await {
+        let clients = admitted.clients();
+        match Box::pin(serve_request(&io, &*handler, &settings, head, info, clients)).await {
             Ok(true) => continue,
             Ok(false) => break Ending::Close,
             Err(e) => break e,
@@ -191,6 +187,7 @@ async fn serve_request<H: Handler>(
     settings: &Settings,
     head: RequestHead,
     info: ConnectionInfo,
+    clients: &ClientPolicy,
 ) -> Result<bool, Ending> {
     let limits = &settings.limits;
     let mut record = Record::start(
@@ -236,7 +233,7 @@ async fn serve_request<H: Handler>(
     let connection = handler.wants_connection_info().then_some(info);
     let request = exchange::request(method, uri, version, headers, body, connection);
     // A panicked handler's 500 closes the connection: its state is not to be trusted.
-    let over_rate = settings.clients.over_rate(info.peer.map(|p| p.ip()), rt::now());
+    let over_rate = clients.over_rate(info.peer.map(|p| p.ip()), rt::now());
     let (response, panicked) = match over_rate {
         Some(too_many) => (too_many, false),
         None => match exchange::call(handler, request).await {

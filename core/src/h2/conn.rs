@@ -19,6 +19,7 @@ use peregrine_protocols::h2::{StreamId, StreamMap};
 use tracing::debug;
 
 use super::stream;
+use crate::clients::ClientPolicy;
 use crate::h1::Settings;
 use crate::metrics::Rejection;
 use crate::rt;
@@ -54,6 +55,8 @@ pub(crate) struct Shared {
     pub(crate) settings: Rc<Settings>,
     /// The connection's addresses and transport, for the record and the handlers.
     pub(crate) info: ConnectionInfo,
+    /// The listener's per-client tables (the request rate).
+    pub(crate) clients: Arc<ClientPolicy>,
     /// Streams whose task has not finished yet (the connection ends only after them).
     pub(crate) running: Cell<usize>,
     /// A stream's first poll runs on the connection task: waking it then is pointless (it
@@ -125,6 +128,7 @@ pub(crate) async fn serve<H: Handler>(
         conn_waker: RefCell::new(None),
         settings: Rc::clone(&settings),
         info,
+        clients: Arc::clone(admitted.clients()),
         running: Cell::new(0),
         on_conn_task: Cell::new(false),
     });
