@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use http::{header, HeaderValue, Response, StatusCode};
 use peregrine_limits::{
-    ClientConnections, ClientKey, ClientLimits, ClientPermit, ClientRates, Limit, Limits, RateLimit,
+    ClientConnections, ClientKey, ClientLimits, ClientPermit, ClientRates, Limit, Limits,
+    RateLimit, RateVerdict,
 };
 
 use crate::metrics::Rejection;
-use crate::Body;
+use crate::{rt, Body};
 
 /// The server's per-client tables.
 #[derive(Debug)]
@@ -70,10 +71,11 @@ impl ClientPolicy {
         Some((table.counted(), table.addresses()))
     }
 
-    /// The `429` for a request from `peer` over the server's `rate_limit`, if it is.
-    pub(crate) fn over_rate(&self, peer: Option<IpAddr>, now: Instant) -> Option<Response<Body>> {
-        let (rates, ip) = (self.rates.as_ref()?, peer?);
-        over_rate(rates, self.key(ip), now)
+    /// Applies the listener's `rate_limit` to a request from `peer`: `None` to serve it
+    /// (after waiting its turn, if it is one of the `delayed`), or the `429` to answer.
+    pub(crate) async fn admit(&self, peer: Option<IpAddr>) -> Option<Response<Body>> {
+        let (Some(rates), Some(ip)) = (self.rates.as_ref(), peer) else { return None };
+        admit(rates, self.key(ip)).await
     }
 }
 
@@ -82,16 +84,22 @@ pub(crate) fn route_rates(limit: RateLimit) -> Arc<ClientRates> {
     ClientRates::new(limit, Instant::now())
 }
 
-/// The `429` for a request from `key` over `rates`, if it is (counted and logged).
-pub(crate) fn over_rate(
-    rates: &ClientRates,
-    key: ClientKey,
-    now: Instant,
-) -> Option<Response<Body>> {
-    let wait = rates.check(key, now).err()?;
-    tracing::debug!(client = ?key, retry_after = ?wait, "rate_limit: answering 429");
-    crate::metrics::count(|m| m.rejected(Rejection::Limit(Limit::RateLimit)));
-    Some(too_many_requests(wait))
+/// Applies `rates` to a request from `key`: `None` to serve it (after its wait, if it has
+/// one), or the `429` to answer (counted and logged).
+pub(crate) async fn admit(rates: &ClientRates, key: ClientKey) -> Option<Response<Body>> {
+    match rates.check(key, rt::now()) {
+        RateVerdict::Now => None,
+        RateVerdict::After(wait) => {
+            // Waits on the connection's task, as nginx's delayed requests do.
+            rt::timer::timeout(rt::now() + wait, std::future::pending::<()>()).await;
+            None
+        }
+        RateVerdict::Refused(wait) => {
+            tracing::debug!(client = ?key, retry_after = ?wait, "rate_limit: answering 429");
+            crate::metrics::count(|m| m.rejected(Rejection::Limit(Limit::RateLimit)));
+            Some(too_many_requests(wait))
+        }
+    }
 }
 
 /// `429 Too Many Requests` with `Retry-After` in whole seconds (rounded up; at least 1).

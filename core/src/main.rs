@@ -98,6 +98,11 @@ struct Cli {
     #[arg(long, value_name = "N", env = "PEREGRINE_RATE_BURST", requires = "rate_limit")]
     rate_burst: Option<u32>,
 
+    /// With --rate-limit: requests past the burst that wait for their turn instead of
+    /// getting 429 (nginx's burst without nodelay; default 0).
+    #[arg(long, value_name = "N", env = "PEREGRINE_RATE_DELAY", requires = "rate_limit")]
+    rate_delay: Option<u32>,
+
     /// Only these client networks (CIDR or address, repeatable) may connect, on every
     /// listener. Default: everyone not denied.
     #[arg(long, value_name = "CIDR", env = "PEREGRINE_ALLOW", value_delimiter = ',')]
@@ -312,8 +317,11 @@ fn client_flags(
         limits.max_connections_per_ip = Some(n);
     }
     if let Some(rate) = cli.rate_limit {
-        let limit =
-            peregrine::RateLimit { requests_per_second: rate, burst: cli.rate_burst.unwrap_or(0) };
+        let limit = peregrine::RateLimit {
+            requests_per_second: rate,
+            burst: cli.rate_burst.unwrap_or(0),
+            delayed: cli.rate_delay.unwrap_or(0),
+        };
         limit.validate("--rate-limit")?;
         limits.rate_limit = Some(limit);
     }

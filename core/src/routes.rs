@@ -52,8 +52,9 @@ struct Route {
 }
 
 impl Route {
-    /// The `403` or `429` for `request`'s client, when this route refuses it.
-    fn refuses(&self, request: &Request<Body>) -> Option<Response<Body>> {
+    /// The `403` or `429` for `request`'s client, when this route refuses it (a delayed
+    /// request waits its turn here).
+    async fn refuses(&self, request: &Request<Body>) -> Option<Response<Body>> {
         if self.access.is_open() && self.rates.is_none() {
             return None;
         }
@@ -64,7 +65,7 @@ impl Route {
         }
         let rates = self.rates.as_ref()?;
         // Routes group IPv6 clients by /64, the default of `[limits] ipv6_prefix_length`.
-        clients::over_rate(rates, ClientKey::new(ip, 64), crate::rt::now())
+        clients::admit(rates, ClientKey::new(ip, 64)).await
     }
 
     fn matches(&self, host: Option<&str>, path: &str) -> bool {
@@ -197,8 +198,10 @@ impl Handler for BuiltinRoutes {
 
     async fn call(&self, request: Request<Body>) -> Response<Body> {
         let route = self.route(&request);
-        if let Some(refused) = route.and_then(|r| r.refuses(&request)) {
-            return refused;
+        if let Some(route) = route {
+            if let Some(refused) = route.refuses(&request).await {
+                return refused;
+            }
         }
         match route.map(|r| &r.action) {
             Some(Action::Fixed(f)) => {

@@ -96,7 +96,7 @@ fn one_address_cannot_take_every_connection() {
 #[test]
 fn a_fast_client_gets_429_with_retry_after_over_http1() {
     let limits = Limits {
-        rate_limit: Some(RateLimit { requests_per_second: 2.0, burst: 2 }),
+        rate_limit: Some(RateLimit { requests_per_second: 2.0, burst: 2, delayed: 0 }),
         ..Limits::default()
     };
     let server = start(limits, loopback());
@@ -126,7 +126,7 @@ fn a_fast_client_gets_429_with_retry_after_over_http1() {
 #[test]
 fn http2_streams_over_the_rate_get_429_and_the_connection_stays() {
     let limits = Limits {
-        rate_limit: Some(RateLimit { requests_per_second: 1.0, burst: 1 }),
+        rate_limit: Some(RateLimit { requests_per_second: 1.0, burst: 1, delayed: 0 }),
         ..Limits::default()
     };
     let server = start(limits, loopback());
@@ -239,6 +239,29 @@ fn a_listener_can_have_limits_of_its_own() {
         "[[listener]]\naddress = \"127.0.0.1:0\"\n[listener.limits]\nrate = 5\n",
     );
     assert!(bad.unwrap_err().contains("rate"), "unknown keys are errors");
+    server.shutdown();
+    server.wait();
+}
+
+#[test]
+fn delayed_requests_wait_their_turn_instead_of_429() {
+    let limits = Limits {
+        rate_limit: Some(RateLimit { requests_per_second: 10.0, burst: 0, delayed: 2 }),
+        ..Limits::default()
+    };
+    let server = start(limits, loopback());
+    // Four clients from one address at once: one served now, two paced at the rate
+    // (100 ms apart), the fourth past the delayed ones.
+    let addr = server.local_addrs()[0];
+    let mut clients: Vec<Client> = (0..4).map(|_| Client::connect(addr)).collect();
+    let started = std::time::Instant::now();
+    for c in &mut clients {
+        c.send(b"GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n");
+    }
+    let mut statuses: Vec<u16> = clients.iter_mut().map(|c| c.read_response().status).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 200, 429], "{statuses:?}");
+    assert!(started.elapsed() >= Duration::from_millis(150), "{:?}", started.elapsed());
     server.shutdown();
     server.wait();
 }

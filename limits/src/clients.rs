@@ -115,6 +115,10 @@ pub struct RateLimit {
     /// Requests a client may send at once above the sustained rate (default 0: none).
     #[serde(default)]
     pub burst: u32,
+    /// Requests past the burst that wait for their turn instead of getting `429` (nginx's
+    /// `burst` without `nodelay`); default 0: none wait.
+    #[serde(default)]
+    pub delayed: u32,
 }
 
 impl RateLimit {
@@ -127,6 +131,17 @@ impl RateLimit {
     }
 }
 
+/// What the rate says of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateVerdict {
+    /// Within the rate or the burst: serve it now.
+    Now,
+    /// Among the `delayed`: serve it after this wait.
+    After(Duration),
+    /// Over: refuse it; the client may try again after this wait.
+    Refused(Duration),
+}
+
 /// Request rates per client, shared by the cores (GCRA per slot).
 #[derive(Debug)]
 pub struct ClientRates {
@@ -134,6 +149,8 @@ pub struct ClientRates {
     interval: u64,
     /// How far ahead of now a client's theoretical arrival time may run: the burst.
     tolerance: u64,
+    /// How much further it may run for requests that wait: the delayed ones.
+    waiting: u64,
     epoch: Instant,
     /// Theoretical arrival time per slot, in nanoseconds since `epoch`.
     slots: Box<[AtomicU64]>,
@@ -148,28 +165,32 @@ impl ClientRates {
         Arc::new(ClientRates {
             interval,
             tolerance: interval * u64::from(limit.burst),
+            waiting: interval * u64::from(limit.delayed),
             epoch,
             slots,
         })
     }
 
-    /// Admits one request from `key` at `now`, or says how long until one would be.
-    pub fn check(&self, key: ClientKey, now: Instant) -> Result<(), Duration> {
+    /// Admits one request from `key` at `now`: now, after a wait (a delayed one), or not,
+    /// with how long until one would be.
+    pub fn check(&self, key: ClientKey, now: Instant) -> RateVerdict {
         let now = now.saturating_duration_since(self.epoch).as_nanos() as u64;
         let slot = &self.slots[key.slot()];
         let mut tat = slot.load(Ordering::Acquire);
         loop {
             let start = tat.max(now);
-            if start - now > self.tolerance {
-                return Err(Duration::from_nanos(start - now - self.tolerance));
+            let ahead = start - now;
+            if ahead > self.tolerance + self.waiting {
+                return RateVerdict::Refused(Duration::from_nanos(
+                    ahead - self.tolerance - self.waiting,
+                ));
             }
-            match slot.compare_exchange_weak(
-                tat,
-                start + self.interval,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Ok(()),
+            let next = start + self.interval;
+            match slot.compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) if ahead > self.tolerance => {
+                    return RateVerdict::After(Duration::from_nanos(ahead - self.tolerance))
+                }
+                Ok(_) => return RateVerdict::Now,
                 Err(seen) => tat = seen,
             }
         }
@@ -260,23 +281,37 @@ mod tests {
     #[test]
     fn rates_allow_the_burst_then_the_sustained_rate() {
         let t0 = Instant::now();
-        let rates = ClientRates::new(RateLimit { requests_per_second: 10.0, burst: 3 }, t0);
+        let limit = RateLimit { requests_per_second: 10.0, burst: 3, delayed: 0 };
+        let rates = ClientRates::new(limit, t0);
         let k = key("10.0.0.1");
         // The burst and the one request the rate allows now.
         for i in 0..4 {
-            assert!(rates.check(k, t0).is_ok(), "request {i}");
+            assert_eq!(rates.check(k, t0), RateVerdict::Now, "request {i}");
         }
-        let wait = rates.check(k, t0).unwrap_err();
+        let RateVerdict::Refused(wait) = rates.check(k, t0) else { panic!("not refused") };
         assert!(wait > Duration::ZERO && wait <= Duration::from_millis(100), "{wait:?}");
-        assert!(rates.check(key("10.0.0.2"), t0).is_ok(), "another client has its own bucket");
+        assert_eq!(rates.check(key("10.0.0.2"), t0), RateVerdict::Now, "another client's own");
         // After waiting as told, one more.
-        assert!(rates.check(k, t0 + wait).is_ok());
-        assert!(rates.check(k, t0 + wait).is_err());
+        assert_eq!(rates.check(k, t0 + wait), RateVerdict::Now);
+        assert!(matches!(rates.check(k, t0 + wait), RateVerdict::Refused(_)));
         // A second later the burst is back.
         let later = t0 + Duration::from_secs(2);
         for _ in 0..4 {
-            assert!(rates.check(k, later).is_ok());
+            assert_eq!(rates.check(k, later), RateVerdict::Now);
         }
+    }
+
+    #[test]
+    fn delayed_requests_wait_their_turn_then_the_rest_are_refused() {
+        let t0 = Instant::now();
+        let limit = RateLimit { requests_per_second: 10.0, burst: 1, delayed: 2 };
+        let rates = ClientRates::new(limit, t0);
+        let k = key("10.0.0.1");
+        assert_eq!(rates.check(k, t0), RateVerdict::Now);
+        assert_eq!(rates.check(k, t0), RateVerdict::Now, "the burst");
+        assert_eq!(rates.check(k, t0), RateVerdict::After(Duration::from_millis(100)));
+        assert_eq!(rates.check(k, t0), RateVerdict::After(Duration::from_millis(200)));
+        assert!(matches!(rates.check(k, t0), RateVerdict::Refused(_)), "past the delayed ones");
     }
 
     #[test]

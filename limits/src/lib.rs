@@ -20,7 +20,7 @@ mod rate;
 
 pub use clients::{
     AccessList, ClientConnections, ClientKey, ClientLimits, ClientPermit, ClientRates, RateLimit,
-    CLIENT_SLOTS,
+    RateVerdict, CLIENT_SLOTS,
 };
 pub use connections::{ConnectionLimiter, ConnectionPermit};
 pub use h2::{Budget, FloodBudget, H2Limits};

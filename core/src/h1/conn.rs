@@ -233,7 +233,7 @@ async fn serve_request<H: Handler>(
     let connection = handler.wants_connection_info().then_some(info);
     let request = exchange::request(method, uri, version, headers, body, connection);
     // A panicked handler's 500 closes the connection: its state is not to be trusted.
-    let over_rate = clients.over_rate(info.peer.map(|p| p.ip()), rt::now());
+    let over_rate = clients.admit(info.peer.map(|p| p.ip())).await;
     let (response, panicked) = match over_rate {
         Some(too_many) => (too_many, false),
         None => match exchange::call(handler, request).await {

@@ -117,7 +117,7 @@ async fn run<H: Handler>(
     };
     let connection = handler.wants_connection_info().then_some(shared.info);
     let request = exchange::request(method, uri, Version::HTTP_2, headers, body, connection);
-    let over_rate = shared.clients.over_rate(shared.info.peer.map(|p| p.ip()), rt::now());
+    let over_rate = shared.clients.admit(shared.info.peer.map(|p| p.ip())).await;
     let response = match over_rate {
         // Per stream: the connection and its other streams go on.
         Some(too_many) => too_many,
