@@ -75,7 +75,7 @@ impl ClientPolicy {
     /// (after waiting its turn, if it is one of the `delayed`), or the `429` to answer.
     pub(crate) async fn admit(&self, peer: Option<IpAddr>) -> Option<Response<Body>> {
         let (Some(rates), Some(ip)) = (self.rates.as_ref(), peer) else { return None };
-        admit(rates, self.key(ip)).await
+        admit(rates, self.key(ip), ip).await
     }
 }
 
@@ -84,9 +84,13 @@ pub(crate) fn route_rates(limit: RateLimit) -> Arc<ClientRates> {
     ClientRates::new(limit, Instant::now())
 }
 
-/// Applies `rates` to a request from `key`: `None` to serve it (after its wait, if it has
-/// one), or the `429` to answer (counted and logged).
-pub(crate) async fn admit(rates: &ClientRates, key: ClientKey) -> Option<Response<Body>> {
+/// Applies `rates` to a request from `ip` (counted as `key`): `None` to serve it (after its
+/// wait, if it has one), or the `429` to answer (counted, and logged with the address).
+pub(crate) async fn admit(
+    rates: &ClientRates,
+    key: ClientKey,
+    ip: IpAddr,
+) -> Option<Response<Body>> {
     match rates.check(key, rt::now()) {
         RateVerdict::Now => None,
         RateVerdict::After(wait) => {
@@ -95,7 +99,7 @@ pub(crate) async fn admit(rates: &ClientRates, key: ClientKey) -> Option<Respons
             None
         }
         RateVerdict::Refused(wait) => {
-            tracing::debug!(client = ?key, retry_after = ?wait, "rate_limit: answering 429");
+            tracing::debug!(%ip, retry_after = ?wait, "rate_limit: answering 429");
             crate::metrics::count(|m| m.rejected(Rejection::Limit(Limit::RateLimit)));
             Some(too_many_requests(wait))
         }

@@ -65,7 +65,7 @@ impl Route {
         }
         let rates = self.rates.as_ref()?;
         // Routes group IPv6 clients by /64, the default of `[limits] ipv6_prefix_length`.
-        clients::admit(rates, ClientKey::new(ip, 64)).await
+        clients::admit(rates, ClientKey::new(ip, 64), ip).await
     }
 
     fn matches(&self, host: Option<&str>, path: &str) -> bool {
