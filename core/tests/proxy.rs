@@ -840,3 +840,60 @@ fn an_idempotent_request_goes_to_another_server_when_one_fails_it() {
     assert!(a.seen().iter().all(|s| s.body.is_empty() || s.body == b"hi"));
     stop(server);
 }
+
+#[test]
+fn an_upstream_that_stalls_mid_body_is_cut_off_after_idle_timeout() {
+    let up = upstream::start(|_| {
+        Reply::BytesThenHold(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst bytes".to_vec())
+    });
+    let server = proxy_to(IoChoice::Auto, &[format!("http://{}", up.addr)], |c| {
+        c.idle_timeout = Duration::from_millis(300);
+    });
+    let mut c = Client::connect(addr(&server));
+    c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    let started = Instant::now();
+    let got = c.read_to_eof_within(Duration::from_secs(5));
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("first bytes"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "cut off at the idle timeout: {:?}",
+        started.elapsed()
+    );
+    eventually("the stalled upstream connection closed", || {
+        up.closed_by_peer.load(std::sync::atomic::Ordering::SeqCst) == 1
+    });
+    stop(server);
+}
+
+#[test]
+fn a_silent_tunnel_is_closed_after_idle_timeout() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut w = stream.try_clone().unwrap();
+        let mut r = BufReader::new(stream);
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+            line.clear();
+        }
+        w.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap();
+        // Silent from here; reports when the proxy closes the tunnel.
+        let mut sink = [0u8; 64];
+        let closed = matches!(r.read(&mut sink), Ok(0) | Err(_));
+        tx.send(closed).unwrap();
+    });
+    let server = proxy_to(IoChoice::Auto, &[format!("http://{up}")], |c| {
+        c.idle_timeout = Duration::from_millis(300);
+    });
+    let mut c = Client::connect(addr(&server));
+    c.send(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    assert_eq!(c.read_head().status, 101);
+    let closed = rx.recv_timeout(Duration::from_secs(5)).expect("the upstream saw the tunnel end");
+    assert!(closed);
+    assert!(c.is_closed(Duration::from_secs(5)), "the client side is closed too");
+    stop(server);
+}
