@@ -897,3 +897,31 @@ fn a_silent_tunnel_is_closed_after_idle_timeout() {
     assert!(c.is_closed(Duration::from_secs(5)), "the client side is closed too");
     stop(server);
 }
+
+#[test]
+fn request_buffering_sends_the_whole_body_with_its_length() {
+    let up = upstream::start(|seen| ok(&format!("{} bytes", seen.body.len()), ""));
+    let server = routed(&format!(
+        "[[route]]\nupstream = \"app\"\nrequest_buffering = true\nmax_request_body_size = 64\n\
+         [[upstream]]\nname = \"app\"\n[[upstream.server]]\naddress = \"http://{}\"\n",
+        up.addr
+    ));
+    let a = addr(&server);
+    let r = common::request(
+        a,
+        b"POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n",
+    );
+    assert_eq!(r.text(), "11 bytes");
+    let seen = &up.seen()[0];
+    assert_eq!(seen.header("content-length").as_deref(), Some("11"), "{}", seen.head);
+    assert_eq!(seen.header("transfer-encoding"), None);
+    let big = format!("{:x}\r\n{}\r\n0\r\n\r\n", 100, "x".repeat(100));
+    let r = common::request(
+        a,
+        format!("POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{big}")
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 413);
+    assert_eq!(up.seen().len(), 1, "nothing of an oversized body reached the upstream");
+    stop(server);
+}

@@ -32,6 +32,12 @@ pub struct RouteConfig {
     pub response_headers: crate::proxy::config::HeaderEdits,
     /// A request body limit for this route, below `[limits] max_request_body_size`.
     pub max_request_body_size: Option<u64>,
+    /// Read the whole request body before forwarding (nginx's `proxy_request_buffering`):
+    /// the upstream gets a Content-Length, a slow client does not hold an upstream
+    /// connection, and the request can be retried. In memory, up to the route's
+    /// `max_request_body_size` (16 MiB when unset); past it, `413`.
+    #[serde(default)]
+    pub request_buffering: bool,
     /// Overrides the upstream's `connect_timeout`.
     #[serde(default, with = "humantime_serde")]
     pub connect_timeout: Option<std::time::Duration>,
@@ -76,6 +82,7 @@ impl RouteConfig {
             request_headers: Default::default(),
             response_headers: Default::default(),
             max_request_body_size: None,
+            request_buffering: false,
             connect_timeout: None,
             response_header_timeout: None,
             idle_timeout: None,
@@ -109,16 +116,7 @@ impl RouteConfig {
 
     /// The forwarding options of a proxy route.
     pub fn route_options(&self) -> Result<crate::proxy::RouteOptions, String> {
-        let strip = self.strip_prefix.then(|| self.path_prefix.clone()).flatten();
-        crate::proxy::RouteOptions::new(
-            strip,
-            &self.request_headers,
-            &self.response_headers,
-            self.max_request_body_size,
-            self.connect_timeout,
-            self.response_header_timeout,
-            self.idle_timeout,
-        )
+        crate::proxy::RouteOptions::of(self)
     }
 
     pub(super) fn validate(

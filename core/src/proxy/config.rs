@@ -37,6 +37,8 @@
 //! request_headers = { set = { "x-env" = "prod" }, remove = ["cookie"] }
 //! response_headers = { set = { "x-frame-options" = "DENY" }, remove = ["server"] }
 //! max_request_body_size = 1048576    # tighter than [limits] for this route
+//! request_buffering = true           # read the whole body first (in memory, up to the
+//!                                    # route's max_request_body_size, 16 MiB by default)
 //! response_header_timeout = "5s"     # overrides the upstream's
 //! ```
 
@@ -197,35 +199,31 @@ pub struct RouteOptions {
     pub(crate) request_headers: Edits,
     pub(crate) response_headers: Edits,
     pub(crate) max_request_body_size: Option<u64>,
+    /// Read the whole request body before forwarding (see `request_buffering`).
+    pub(crate) request_buffering: bool,
     pub(crate) connect_timeout: Option<Duration>,
     pub(crate) response_header_timeout: Option<Duration>,
     pub(crate) idle_timeout: Option<Duration>,
 }
 
 impl RouteOptions {
-    /// Options from a route's keys; the error names the bad one.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        strip_prefix: Option<String>,
-        request_headers: &HeaderEdits,
-        response_headers: &HeaderEdits,
-        max_request_body_size: Option<u64>,
-        connect_timeout: Option<Duration>,
-        response_header_timeout: Option<Duration>,
-        idle_timeout: Option<Duration>,
-    ) -> Result<RouteOptions, String> {
+    /// The forwarding options of `route`; the error names the bad key.
+    pub(crate) fn of(route: &crate::config::RouteConfig) -> Result<RouteOptions, String> {
         Ok(RouteOptions {
-            strip_prefix,
-            request_headers: request_headers
+            strip_prefix: route.strip_prefix.then(|| route.path_prefix.clone()).flatten(),
+            request_headers: route
+                .request_headers
                 .build()
                 .map_err(|e| format!("request_headers: {e}"))?,
-            response_headers: response_headers
+            response_headers: route
+                .response_headers
                 .build()
                 .map_err(|e| format!("response_headers: {e}"))?,
-            max_request_body_size,
-            connect_timeout,
-            response_header_timeout,
-            idle_timeout,
+            max_request_body_size: route.max_request_body_size,
+            request_buffering: route.request_buffering,
+            connect_timeout: route.connect_timeout,
+            response_header_timeout: route.response_header_timeout,
+            idle_timeout: route.idle_timeout,
         })
     }
 }

@@ -253,6 +253,10 @@ async fn forward(
     let connect_timeout = options.connect_timeout.unwrap_or(config.connect_timeout);
     let head_timeout = options.response_header_timeout.unwrap_or(config.response_header_timeout);
     let idle_timeout = options.idle_timeout.unwrap_or(config.idle_timeout);
+    let request = match options.request_buffering {
+        true => request::buffered(request, options).await?,
+        false => request,
+    };
     let Outgoing { method, head, framing, in_memory, body, upgrade, key, request_id, info } =
         request::prepare(shared, request, options)?;
     // A PROXY protocol header names one client: such a connection serves only this request.

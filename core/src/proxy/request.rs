@@ -34,6 +34,27 @@ pub(crate) struct Outgoing {
     pub(crate) info: ConnectionInfo,
 }
 
+/// How much a buffered request body may hold when the route sets no limit of its own.
+const BUFFERING_DEFAULT_MAX: u64 = 16 * 1024 * 1024;
+
+/// `request` with its whole body read into memory (the route's `request_buffering`),
+/// bounded by the route's `max_request_body_size`.
+pub(crate) async fn buffered(
+    request: Request<Body>,
+    options: &RouteOptions,
+) -> Result<Request<Body>, ProxyError> {
+    if request.body().is_in_memory() {
+        return Ok(request);
+    }
+    let limit = options.max_request_body_size.unwrap_or(BUFFERING_DEFAULT_MAX);
+    let (parts, body) = request.into_parts();
+    let bytes = body
+        .collect(usize::try_from(limit).unwrap_or(usize::MAX))
+        .await
+        .map_err(ProxyError::ClientBody)?;
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
 /// Rewrites `request` for the upstream (forwarding rules, the route's options) and encodes
 /// its head.
 pub(crate) fn prepare(
