@@ -236,7 +236,8 @@ pub(crate) async fn serve<H: Handler>(
         }
     };
     crate::metrics::count(|m| m.protocol(protocol));
-    let info = ConnectionInfo { peer, local, tls: transport.is_tls() };
+    let client = peer.map(|p| crate::trust::canonical(p.ip()));
+    let info = ConnectionInfo { peer, local, client, tls: transport.is_tls() };
     // The chosen loop gets a task of its own and this one ends: the connection's task then
     // holds only that loop's state, not the handshake's or the sniffer's beside it.
     match protocol {

@@ -39,6 +39,10 @@ pub struct ConnectionInfo {
     /// The address the client connected to (from the PROXY protocol header, when there is
     /// one).
     pub local: Option<SocketAddr>,
+    /// The client of this request as far as it can be known: the peer's address, or, when
+    /// the peer is one of the server's `trusted_proxies`, the rightmost address of its
+    /// `X-Forwarded-For` that is not itself trusted. The per-client rate limits count it.
+    pub client: Option<std::net::IpAddr>,
     /// Whether the connection is TLS.
     pub tls: bool,
 }

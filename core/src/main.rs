@@ -78,8 +78,9 @@ struct Cli {
     #[arg(long, value_name = "URL", env = "PEREGRINE_PROXY", value_delimiter = ',')]
     proxy: Vec<String>,
 
-    /// With --proxy: peers (CIDR, e.g. 10.0.0.0/8, or an address) whose X-Forwarded-For,
-    /// X-Forwarded-Proto, X-Forwarded-Host and X-Request-Id are believed. Other peers' are
+    /// Peers (CIDR, e.g. 10.0.0.0/8, or an address) whose X-Forwarded-For names the client
+    /// (for the per-client rate limits and handlers' ConnectionInfo), and whose
+    /// X-Forwarded-Proto, -Host and X-Request-Id --proxy passes on. Other peers' are
     /// replaced. Default: nobody.
     #[arg(long, value_name = "CIDR", env = "PEREGRINE_TRUST_PROXY", value_delimiter = ',')]
     trust_proxy: Vec<String>,
@@ -146,6 +147,14 @@ fn main() -> ExitCode {
         Ok(l) => l,
         Err(e) => return usage_error(&e),
     };
+    // Whom to believe about the client: the config file's [proxy] list and --trust-proxy.
+    let trusted_proxies = match config::nets(&config.proxy.trusted_proxies).and_then(|mut nets| {
+        nets.extend(config::nets(&cli.trust_proxy).map_err(|e| format!("--trust-proxy: {e}"))?);
+        Ok(nets)
+    }) {
+        Ok(nets) => nets,
+        Err(e) => return usage_error(&e),
+    };
     let mut limits = config.limits.clone();
     if let Err(e) = client_flags(&cli, &mut limits, &mut listen) {
         return usage_error(&e);
@@ -176,6 +185,7 @@ fn main() -> ExitCode {
         limits,
         admin,
         access_log,
+        trusted_proxies,
     };
     // Registered before anything starts: a SIGTERM that arrives while the server starts up is
     // queued and honoured as a graceful shutdown, instead of killing the process outright.
@@ -340,9 +350,6 @@ fn client_flags(
 /// starts), or `None`.
 fn proxy_config(cli: &Cli) -> Result<Option<ProxyConfig>, String> {
     if cli.proxy.is_empty() {
-        if !cli.trust_proxy.is_empty() {
-            return Err("--trust-proxy needs --proxy".into());
-        }
         return Ok(None);
     }
     let servers = cli

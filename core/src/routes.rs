@@ -59,7 +59,7 @@ impl Route {
             return None;
         }
         let info = request.extensions().get::<ConnectionInfo>()?;
-        let ip = info.peer?.ip();
+        let ip = info.client?;
         if !self.access.permits(ip) {
             return Some(clients::forbidden());
         }

@@ -52,6 +52,11 @@ pub struct ServerConfig {
     pub admin: Option<SocketAddr>,
     /// Access log (one JSON line per request); off when `None`.
     pub access_log: Option<AccessLogTarget>,
+    /// Peers (proxies in front of Peregrine) whose `X-Forwarded-For` is believed: a
+    /// request's client ([`ConnectionInfo::client`](crate::ConnectionInfo), what the
+    /// per-client rate limits count) is then the rightmost address there that is not itself
+    /// trusted. Default: nobody.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +69,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             admin: None,
             access_log: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -236,6 +242,8 @@ impl Server {
                     .flatten(),
                 listeners,
                 limits: config.limits.clone(),
+                trusted: (!config.trusted_proxies.is_empty())
+                    .then(|| Trusted::new(config.trusted_proxies.clone())),
                 driver: DriverConfig { io: config.io, ..DriverConfig::default() },
                 limiter: Arc::clone(&limiter),
                 control: Arc::clone(&control),
@@ -431,6 +439,8 @@ struct Reactor {
     cpu: Option<usize>,
     listeners: Vec<(sys::Listener, ListenerInfo)>,
     limits: Limits,
+    /// `ServerConfig::trusted_proxies`, when any.
+    trusted: Option<Trusted>,
     driver: DriverConfig,
     limiter: Arc<ConnectionLimiter>,
     control: Arc<Control>,
@@ -479,7 +489,8 @@ impl Reactor {
                 return;
             }
         };
-        let settings = Rc::new(h1::Settings::new(self.limits.clone(), self.access_log));
+        let settings =
+            Rc::new(h1::Settings::new(self.limits.clone(), self.access_log, self.trusted));
         let mut listeners: Vec<Listener> = self
             .listeners
             .into_iter()

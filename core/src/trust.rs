@@ -32,9 +32,49 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The client of a request whose connection comes from `peer`: `peer` itself, unless it is
+/// trusted and the request carries `X-Forwarded-For`, where each hop appended the address it
+/// saw; then the rightmost address there that is not itself trusted (a client can write
+/// anything on the left, only trusted hops appended on the right). As ASP.NET Core's
+/// ForwardedHeaders middleware and nginx's realip module do.
+pub(crate) fn real_client(peer: IpAddr, headers: &http::HeaderMap, trusted: &Trusted) -> IpAddr {
+    let peer = canonical(peer);
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    // From the right: the first hop we do not trust is the client.
+    let values: Vec<&http::HeaderValue> = headers.get_all("x-forwarded-for").iter().collect();
+    for value in values.iter().rev() {
+        let Ok(value) = value.to_str() else { return client };
+        for hop in value.rsplit(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) if trusted.contains(ip) => client = canonical(ip),
+                Ok(ip) => return canonical(ip),
+                Err(_) => return client, // garbage: believe nothing past it
+            }
+        }
+    }
+    client
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_real_client_is_the_rightmost_untrusted_hop() {
+        let t =
+            Trusted::new(vec!["10.0.0.0/8".parse().unwrap(), "192.168.0.0/16".parse().unwrap()]);
+        let mut h = http::HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6, 203.0.113.9, 192.168.1.1".parse().unwrap());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(real_client(ip("10.1.1.1"), &h, &t), ip("203.0.113.9"));
+        assert_eq!(real_client(ip("8.8.8.8"), &h, &t), ip("8.8.8.8"), "an untrusted peer");
+        assert_eq!(real_client(ip("10.1.1.1"), &http::HeaderMap::new(), &t), ip("10.1.1.1"));
+        h.insert("x-forwarded-for", "junk, 192.168.1.1".parse().unwrap());
+        assert_eq!(real_client(ip("10.1.1.1"), &h, &t), ip("192.168.1.1"), "stops at garbage");
+    }
 
     #[test]
     fn mapped_addresses_match_their_ipv4_networks() {

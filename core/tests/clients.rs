@@ -265,3 +265,40 @@ fn delayed_requests_wait_their_turn_instead_of_429() {
     server.shutdown();
     server.wait();
 }
+
+#[test]
+fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_rate() {
+    let limits = Limits {
+        rate_limit: Some(RateLimit { requests_per_second: 1.0, burst: 0, delayed: 0 }),
+        ..Limits::default()
+    };
+    let start_with = |trusted: Vec<ipnet::IpNet>| {
+        let config = ServerConfig {
+            listen: vec![loopback()],
+            threads: Some(1),
+            pin_threads: false,
+            limits: limits.clone(),
+            trusted_proxies: trusted,
+            ..ServerConfig::default()
+        };
+        Server::start(config, common::TestHandler::new).unwrap()
+    };
+    let from = |addr: SocketAddr, client: &str| {
+        let req = format!("GET /plaintext HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: {client}\r\n\r\n");
+        common::request(addr, req.as_bytes()).status
+    };
+    let trusting = start_with(vec!["127.0.0.0/8".parse().unwrap()]);
+    let a = trusting.local_addrs()[0];
+    assert_eq!(from(a, "203.0.113.1"), 200);
+    assert_eq!(from(a, "203.0.113.1"), 429, "the same client again");
+    assert_eq!(from(a, "203.0.113.2"), 200, "another client behind the same proxy");
+    // Untrusted: the field is not believed, everyone is 127.0.0.1.
+    let plain = start_with(Vec::new());
+    let p = plain.local_addrs()[0];
+    assert_eq!(from(p, "203.0.113.1"), 200);
+    assert_eq!(from(p, "203.0.113.2"), 429, "a spoofed field buys no new budget");
+    for s in [trusting, plain] {
+        s.shutdown();
+        s.wait();
+    }
+}

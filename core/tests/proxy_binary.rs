@@ -90,7 +90,7 @@ fn proxy_flags_are_checked() {
     for (args, needle) in [
         (vec!["--proxy", "ftp://x:1"], "upstream scheme `ftp` is not supported"),
         (vec!["--proxy", "http://127.0.0.1:1", "--trust-proxy", "ten"], "--trust-proxy"),
-        (vec!["--trust-proxy", "10.0.0.0/8"], "--trust-proxy needs --proxy"),
+        (vec!["--trust-proxy", "not-a-network"], "--trust-proxy"),
     ] {
         let mut all = vec!["--listen", "127.0.0.1:0"];
         all.extend(args);

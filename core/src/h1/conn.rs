@@ -53,17 +53,35 @@ pub(crate) struct Settings {
     pub(crate) access_log: Option<CoreLog>,
     /// The HTTP/2 codec's settings, shared by the core's HTTP/2 connections.
     pub(crate) h2: Arc<peregrine_protocols::h2::server::Config>,
+    /// Peers whose `X-Forwarded-For` names the client (`ServerConfig::trusted_proxies`).
+    pub(crate) trusted: Option<crate::trust::Trusted>,
 }
 
 impl Settings {
-    pub(crate) fn new(limits: Limits, access_log: Option<CoreLog>) -> Settings {
+    /// `info` with the request's real client, when its peer is a trusted proxy.
+    pub(crate) fn real_client(
+        &self,
+        mut info: ConnectionInfo,
+        headers: &http::HeaderMap,
+    ) -> ConnectionInfo {
+        if let (Some(trusted), Some(peer)) = (&self.trusted, info.peer) {
+            info.client = Some(crate::trust::real_client(peer.ip(), headers, trusted));
+        }
+        info
+    }
+
+    pub(crate) fn new(
+        limits: Limits,
+        access_log: Option<CoreLog>,
+        trusted: Option<crate::trust::Trusted>,
+    ) -> Settings {
         let parse = ParseConfig {
             max_request_line_size: limits.max_request_line_size,
             max_request_headers_total_size: limits.max_request_headers_total_size,
             max_request_header_count: limits.max_request_header_count,
         };
         let h2 = Arc::new(peregrine_protocols::h2::server::Config::new(&limits));
-        Settings { limits, parse, access_log, h2 }
+        Settings { limits, parse, access_log, h2, trusted }
     }
 }
 
@@ -225,6 +243,7 @@ async fn serve_request<H: Handler>(
     io.response_started.set(false);
 
     let RequestHead { method, uri, version, headers, framing, keep_alive, upgrade, .. } = head;
+    let info = settings.real_client(info, &headers);
     let body = match framing {
         BodyFraming::Empty => Body::empty(),
         BodyFraming::Length(n) => Body::incoming(Incoming::new(Rc::clone(io), Some(n))),
@@ -233,7 +252,7 @@ async fn serve_request<H: Handler>(
     let connection = handler.wants_connection_info().then_some(info);
     let request = exchange::request(method, uri, version, headers, body, connection);
     // A panicked handler's 500 closes the connection: its state is not to be trusted.
-    let over_rate = clients.admit(info.peer.map(|p| p.ip())).await;
+    let over_rate = clients.admit(info.client).await;
     let (response, panicked) = match over_rate {
         Some(too_many) => (too_many, false),
         None => match exchange::call(handler, request).await {

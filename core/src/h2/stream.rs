@@ -115,9 +115,10 @@ async fn run<H: Handler>(
     } else {
         Body::h2(RequestBody::new(Rc::clone(shared), id, content_length))
     };
-    let connection = handler.wants_connection_info().then_some(shared.info);
+    let info = shared.settings.real_client(shared.info, &headers);
+    let connection = handler.wants_connection_info().then_some(info);
     let request = exchange::request(method, uri, Version::HTTP_2, headers, body, connection);
-    let over_rate = shared.clients.admit(shared.info.peer.map(|p| p.ip())).await;
+    let over_rate = shared.clients.admit(info.client).await;
     let response = match over_rate {
         // Per stream: the connection and its other streams go on.
         Some(too_many) => too_many,
