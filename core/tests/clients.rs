@@ -284,7 +284,8 @@ fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_rate() {
         Server::start(config, common::TestHandler::new).unwrap()
     };
     let from = |addr: SocketAddr, client: &str| {
-        let req = format!("GET /plaintext HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: {client}\r\n\r\n");
+        let req =
+            format!("GET /plaintext HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: {client}\r\n\r\n");
         common::request(addr, req.as_bytes()).status
     };
     let trusting = start_with(vec!["127.0.0.0/8".parse().unwrap()]);
