@@ -103,6 +103,8 @@ pub(crate) struct Entry<'a> {
     pub(crate) bytes: u64,
     pub(crate) duration: Duration,
     pub(crate) upstream: Option<&'a UpstreamFields>,
+    /// The real client, when a trusted proxy named one other than the peer.
+    pub(crate) client: Option<std::net::IpAddr>,
 }
 
 impl CoreLog {
@@ -115,6 +117,9 @@ impl CoreLog {
                 let _ = write!(line, "\"{p}\"");
             }
             None => line.push_str("null"),
+        }
+        if let Some(client) = e.client {
+            let _ = write!(line, ",\"client\":\"{client}\"");
         }
         line.push_str(",\"method\":");
         json_string(&mut line, e.method.as_str());
@@ -211,6 +216,7 @@ mod tests {
                 bytes: 13,
                 duration: Duration::from_micros(42),
                 upstream: None,
+                client: None,
             },
             Instant::now(),
         );

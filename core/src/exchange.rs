@@ -231,6 +231,8 @@ pub(crate) struct Record {
     peer: Option<SocketAddr>,
     /// The upstream that answered, when a proxied request is logged.
     upstream: Option<UpstreamFields>,
+    /// The real client, when a trusted proxy named one other than the peer.
+    client: Option<std::net::IpAddr>,
 }
 
 impl Record {
@@ -249,6 +251,15 @@ impl Record {
             target: log.map(|_| uri.clone()),
             peer,
             upstream: None,
+            client: None,
+        }
+    }
+
+    /// Keeps the request's real client (from a trusted proxy's `X-Forwarded-For`) for the
+    /// log, when it is not the peer.
+    pub(crate) fn note_client(&mut self, client: Option<std::net::IpAddr>) {
+        if self.target.is_some() && client != self.peer.map(|p| crate::trust::canonical(p.ip())) {
+            self.client = client;
         }
     }
 
@@ -281,6 +292,7 @@ impl Record {
                 bytes,
                 duration,
                 upstream: self.upstream.as_ref(),
+                client: self.client,
             };
             log.record(&entry, rt::now());
         }

@@ -303,3 +303,33 @@ fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_rate() {
         s.wait();
     }
 }
+
+#[test]
+fn the_access_log_names_the_real_client_behind_a_trusted_proxy() {
+    let path = std::env::temp_dir().join(format!("peregrine-realip-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let config = ServerConfig {
+        listen: vec![loopback()],
+        threads: Some(1),
+        pin_threads: false,
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        access_log: Some(peregrine::AccessLogTarget::File(path.clone())),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config, common::TestHandler::new).unwrap();
+    let a = server.local_addrs()[0];
+    let r = common::request(
+        a,
+        b"GET /plaintext HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(common::request(a, b"GET /plaintext HTTP/1.1\r\nHost: a\r\n\r\n").status, 200);
+    server.shutdown();
+    server.wait();
+    let log = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(lines[0].contains("\"client\":\"203.0.113.7\""), "{log}");
+    assert!(!lines[1].contains("\"client\""), "no client field when it is the peer: {log}");
+}

@@ -244,6 +244,7 @@ async fn serve_request<H: Handler>(
 
     let RequestHead { method, uri, version, headers, framing, keep_alive, upgrade, .. } = head;
     let info = settings.real_client(info, &headers);
+    record.note_client(info.client);
     let body = match framing {
         BodyFraming::Empty => Body::empty(),
         BodyFraming::Length(n) => Body::incoming(Incoming::new(Rc::clone(io), Some(n))),

@@ -116,6 +116,7 @@ async fn run<H: Handler>(
         Body::h2(RequestBody::new(Rc::clone(shared), id, content_length))
     };
     let info = shared.settings.real_client(shared.info, &headers);
+    record.note_client(info.client);
     let connection = handler.wants_connection_info().then_some(info);
     let request = exchange::request(method, uri, Version::HTTP_2, headers, body, connection);
     let over_rate = shared.clients.admit(info.client).await;
