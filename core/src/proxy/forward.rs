@@ -111,20 +111,29 @@ pub(crate) fn request_fields(
     headers.reserve(5);
     let proto = HeaderValue::from_static(if client.tls { "https" } else { "http" });
     if let Some(peer) = client.peer {
-        let ip = canonical(peer.ip()).to_string();
+        let ip = canonical(peer.ip());
         // Appended to what a trusted proxy said: `client, proxy1, proxy2` (each hop adds
-        // the address it saw).
+        // the address it saw). The usual case, no field yet, is the address alone, written
+        // on the stack.
         let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(before) if !before.trim().is_empty() => format!("{before}, {ip}"),
-            _ => ip.clone(),
+            Some(before) if !before.trim().is_empty() => {
+                HeaderValue::from_str(&format!("{before}, {ip}")).ok()
+            }
+            _ => {
+                let mut buf = [0u8; 48];
+                let mut cursor = std::io::Cursor::new(&mut buf[..]);
+                let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{ip}"));
+                let len = cursor.position() as usize;
+                HeaderValue::from_bytes(&buf[..len]).ok()
+            }
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
+        if let Some(v) = xff {
             headers.insert(X_FORWARDED_FOR.clone(), v);
         }
         if forwarded {
             let node = match peer.ip() {
                 IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => format!("\"[{v6}]\""),
-                _ => ip,
+                _ => ip.to_string(),
             };
             let mut element = format!("for={node};proto={}", proto.to_str().unwrap_or("http"));
             if let Some(host) = client.host.as_ref().and_then(|h| h.to_str().ok()) {
@@ -158,24 +167,38 @@ pub(crate) fn request_fields(
 }
 
 thread_local! {
-    /// This core's request counter, for request ids.
-    static NEXT_ID: Cell<u64> = const { Cell::new(0) };
+    /// This thread's request id prefix (random per process, mixed with the thread) and
+    /// counter.
+    static NEXT_ID: Cell<(u64, u32)> = Cell::new((thread_prefix(), 0));
 }
 
-/// A request id unique to this process run: 16 hex digits of a per-process random prefix
-/// mixed with the thread, then this core's counter. Not a secret, just unique.
-fn new_request_id() -> HeaderValue {
+/// 64 random-looking bits for this process and thread: a per-process random key (std's
+/// `RandomState`) hashing the thread's id.
+fn thread_prefix() -> u64 {
     use std::hash::BuildHasher;
-    static PREFIX: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
         std::sync::OnceLock::new();
-    let n = NEXT_ID.with(|c| {
-        let n = c.get();
-        c.set(n + 1);
-        n
+    KEY.get_or_init(Default::default).hash_one(std::thread::current().id())
+}
+
+/// A request id unique to this process run: 16 hex digits of the thread's prefix, then 8 of
+/// its counter. Not a secret, just unique; written without formatting machinery (it is made
+/// for every proxied request that arrives without one).
+fn new_request_id() -> HeaderValue {
+    let (prefix, n) = NEXT_ID.with(|c| {
+        let (prefix, n) = c.get();
+        c.set((prefix, n.wrapping_add(1)));
+        (prefix, n)
     });
-    let prefix = PREFIX.get_or_init(Default::default).hash_one(std::thread::current().id());
-    let id = format!("{prefix:016x}{n:08x}");
-    HeaderValue::from_str(&id).expect("hex digits are a valid header value")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 24];
+    for (i, digit) in id[..16].iter_mut().enumerate() {
+        *digit = HEX[((prefix >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    for (i, digit) in id[16..].iter_mut().enumerate() {
+        *digit = HEX[((n >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
 }
 
 #[cfg(test)]
