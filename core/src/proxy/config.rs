@@ -12,7 +12,7 @@
 //! response_header_timeout = "60s"
 //! idle_timeout = "60s"
 //! keepalive_timeout = "60s"
-//! max_idle = 256                     # idle connections kept per server, per core
+//! max_idle = 1024                    # idle connections kept per server, per core
 //! balance = "round_robin"            # or least_requests, client_ip, header:NAME
 //! health_check = { path = "/healthz", interval = "5s", timeout = "2s", fall = 2, rise = 2 }
 //! resolve_every = "30s"              # resolve host names again (default: at start only)

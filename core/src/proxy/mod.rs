@@ -103,7 +103,7 @@ pub struct ProxyConfig {
 
 impl ProxyConfig {
     /// Proxies to `servers` with the defaults: connect 5 s, response head 60 s, idle 60 s,
-    /// 256 idle connections per server per core kept 60 s, a server skipped for 10 s after
+    /// 1,024 idle connections per server per core kept 60 s, a server skipped for 10 s after
     /// 3 failures in a row, and nobody trusted.
     pub fn new(servers: Vec<UpstreamServer>) -> ProxyConfig {
         ProxyConfig {
@@ -114,7 +114,7 @@ impl ProxyConfig {
             response_header_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(60),
-            max_idle_per_server: 256,
+            max_idle_per_server: 1024,
             max_fails: 3,
             max_retries: 1,
             fail_timeout: Duration::from_secs(10),
