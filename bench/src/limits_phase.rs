@@ -9,31 +9,17 @@ use std::fs;
 use std::path::Path;
 
 use peregrine_bench::peers;
-use peregrine_bench::report::{RunMeasurement, NGINX};
-use peregrine_bench::scenario::{Load, Scenario};
+use peregrine_bench::report::RunMeasurement;
+use peregrine_bench::scenario::{Scenario, SCENARIOS};
 use peregrine_bench::servers::{self, Server};
 use peregrine_bench::sys::UtcTime;
 
 use crate::{cli, describe, measure, peregrine_binary, Bench};
 
-const SCENARIOS: [Scenario; 2] = [
-    Scenario {
-        name: "keepalive-c64",
-        description: "keep-alive, 64 connections",
-        load: Load::Wrk { connections: 64, pipeline_depth: 1 },
-        peer: NGINX,
-        target_cpu_ratio: None,
-        quick: true,
-    },
-    Scenario {
-        name: "keepalive-c256",
-        description: "keep-alive, 256 connections",
-        load: Load::Wrk { connections: 256, pipeline_depth: 1 },
-        peer: NGINX,
-        target_cpu_ratio: None,
-        quick: true,
-    },
-];
+/// The main table's keep-alive scenarios (64 and 256 connections).
+fn scenarios() -> Vec<Scenario> {
+    SCENARIOS.iter().filter(|s| s.name.starts_with("keepalive")).copied().collect()
+}
 
 /// Runs the phase and writes `<stem>-limits.md`.
 pub(crate) fn run(cli: &cli::Cli, bench: &Bench, out_dir: &Path) -> Result<(), String> {
@@ -57,9 +43,10 @@ pub(crate) fn run(cli: &cli::Cli, bench: &Bench, out_dir: &Path) -> Result<(), S
         servers.push((label, s));
     }
     let rounds = cli.rounds();
+    let scenarios = scenarios();
     let mut results: Vec<(&str, &str, RunMeasurement)> = Vec::new();
     for round in 1..=rounds {
-        for scenario in &SCENARIOS {
+        for scenario in &scenarios {
             let mut order: Vec<usize> = (0..servers.len()).collect();
             if round % 2 == 0 {
                 order.reverse();
@@ -87,7 +74,7 @@ pub(crate) fn run(cli: &cli::Cli, bench: &Bench, out_dir: &Path) -> Result<(), S
         bench.duration_s
     );
     md.push_str("| scenario | limits off | limits on | on ÷ off |\n|---|---:|---:|---:|\n");
-    for s in &SCENARIOS {
+    for s in &scenarios {
         let median = |label: &str| {
             let mut v: Vec<f64> = results
                 .iter()
