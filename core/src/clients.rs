@@ -50,6 +50,11 @@ impl ClientPolicy {
         })
     }
 
+    /// Whether any per-client table is on (connections or rate).
+    pub(crate) fn is_active(&self) -> bool {
+        self.connections.is_some() || self.rates.is_some()
+    }
+
     /// The client key of `ip`.
     pub(crate) fn key(&self, ip: IpAddr) -> ClientKey {
         ClientKey::new(ip, self.ipv6_prefix)

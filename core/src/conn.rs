@@ -57,6 +57,14 @@ pub(crate) struct Endpoint {
     pub(crate) clients: Arc<ClientPolicy>,
 }
 
+impl Endpoint {
+    /// Whether connections here need the client's address whatever the handler: a PROXY
+    /// protocol trust list, an allow/deny list or per-client tables.
+    pub(crate) fn wants_peer(&self) -> bool {
+        self.proxy_protocol.is_some() || !self.access.is_open() || self.clients.is_active()
+    }
+}
+
 /// Counts one running TLS handshake (capped by
 /// `limits.max_concurrent_tls_handshakes_per_core`) until dropped.
 struct HandshakeSlot;
@@ -134,7 +142,11 @@ pub(crate) async fn serve<H: Handler>(
     // client is; from anyone else it is never parsed (it would let a client pick its
     // address), so such bytes fail as the HTTP or TLS they are not.
     let mut initial = BytesMut::new();
-    let mut local = socket2::SockRef::from(&fd).local_addr().ok().and_then(|a| a.as_socket());
+    // Another syscall, only for a handler that reads ConnectionInfo.
+    let mut local = handler
+        .wants_connection_info()
+        .then(|| socket2::SockRef::from(&fd).local_addr().ok()?.as_socket())
+        .flatten();
     let trusted = endpoint.proxy_protocol.as_ref();
     if trusted.is_some_and(|t| peer.is_some_and(|p| t.contains(p.ip()))) {
         let deadline = rt::now() + limits.request_headers_timeout;

@@ -586,10 +586,15 @@ impl Reactor {
                         });
                         match permit {
                             Some(permit) => {
-                                // One syscall per connection: the access log, the
-                                // handlers' ConnectionInfo and the proxy's forwarded
-                                // fields all want the client's address.
-                                let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
+                                // A syscall, made only when something reads the client's
+                                // address: the access log, the handler's ConnectionInfo,
+                                // the PROXY protocol's trust, the per-client limits.
+                                let wants_peer = settings.access_log.is_some()
+                                    || handler.wants_connection_info()
+                                    || endpoint.wants_peer();
+                                let peer = wants_peer
+                                    .then(|| socket.peer_addr().ok()?.as_socket())
+                                    .flatten();
                                 let admitted = conn::Admitted::new(permit, &live, &endpoint);
                                 executor::spawn(conn::serve(
                                     fd,
