@@ -164,10 +164,18 @@ fn a_malformed_upstream_response_is_502_and_does_not_poison_the_pool() {
                 .to_vec(),
         ),
         "/garbage" => Reply::Bytes(b"SMTP ready\r\n\r\n".to_vec()),
+        "/huge-head" => {
+            let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for i in 0..3000 {
+                head.extend_from_slice(format!("x-filler-{i}: {}\r\n", "y".repeat(20)).as_bytes());
+            }
+            head.extend_from_slice(b"content-length: 0\r\n\r\n");
+            Reply::Bytes(head)
+        }
         _ => ok("fine", ""),
     });
     let server = proxy(IoChoice::Auto, &up);
-    for path in ["/smuggle", "/garbage"] {
+    for path in ["/smuggle", "/garbage", "/huge-head"] {
         let r = get(addr(&server), path);
         assert_eq!(r.status, 502, "{path}: {r:?}");
         assert_eq!(r.text(), "502 Bad Gateway\n", "no internal details");
