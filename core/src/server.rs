@@ -57,6 +57,10 @@ pub struct ServerConfig {
     /// per-client rate limits count) is then the rightmost address there that is not itself
     /// trusted. Default: nobody.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Called on a reactor thread when its core goes quiet after some activity, to give
+    /// freed memory back to the OS (the `peregrine` binary passes mimalloc's collect: see
+    /// `rt/quiet.rs`). `None`: nothing is called.
+    pub release_memory: Option<fn()>,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +74,7 @@ impl Default for ServerConfig {
             admin: None,
             access_log: None,
             trusted_proxies: Vec::new(),
+            release_memory: None,
         }
     }
 }
@@ -249,6 +254,7 @@ impl Server {
                 control: Arc::clone(&control),
                 metrics: Arc::clone(&core_metrics[index]),
                 access_log: started.access_log.as_ref().map(access_log::Writer::core),
+                release_memory: config.release_memory,
             };
             let factory = Arc::clone(&factory);
             let ready = ready_tx.clone();
@@ -446,6 +452,8 @@ struct Reactor {
     control: Arc<Control>,
     metrics: Arc<CoreMetrics>,
     access_log: Option<access_log::CoreLog>,
+    /// `ServerConfig::release_memory`.
+    release_memory: Option<fn()>,
 }
 
 /// A listener's accept state on one core.
@@ -518,8 +526,9 @@ impl Reactor {
         let live = Rc::new(std::cell::Cell::new(0usize));
         let mut accepted = Vec::new();
         let mut hard_deadline: Option<Instant> = None;
+        let mut quiet = rt::quiet::QuietRelease::new(self.release_memory);
         loop {
-            rt::run_tasks();
+            let ran = rt::run_tasks();
             if hard_deadline.is_none() && self.control.shutting_down.load(Ordering::SeqCst) {
                 // Stop accepting and close the listening sockets now, so new connections are
                 // refused instead of waiting in a backlog nobody reads.
@@ -547,14 +556,17 @@ impl Reactor {
             }
             let retry = listeners.iter().filter_map(|l| l.retry_at).min();
             let log_due = settings.access_log.as_ref().and_then(|l| l.flush_due());
-            let max_wait = [hard_deadline, retry, log_due]
+            let max_wait = [hard_deadline, retry, log_due, quiet.deadline()]
                 .into_iter()
                 .flatten()
                 .min()
                 .map(|t| t.saturating_duration_since(rt::now()));
-            if let Err(e) = rt::poll_io(max_wait, &mut accepted) {
-                warn!(error = %e, "io driver failed; stopping this reactor");
-                break;
+            match rt::poll_io(max_wait, &mut accepted) {
+                Ok(completions) => quiet.after_turn(ran + completions > 0, rt::now()),
+                Err(e) => {
+                    warn!(error = %e, "io driver failed; stopping this reactor");
+                    break;
+                }
             }
             if let Some(log) = &settings.access_log {
                 log.maybe_flush(rt::now());

@@ -13,6 +13,8 @@
 //! `request_headers_timeout` of its first byte (the slowloris defence: `408` and close).
 
 use crate::sys::{self, OwnedSocket};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +50,8 @@ const LINGER_BYTES: usize = 256 * 1024;
 /// Per-core connection settings, derived once from `Limits`.
 pub(crate) struct Settings {
     pub(crate) limits: Limits,
+    /// The limits' minimum data rates, which each connection points to.
+    pub(crate) rates: Rc<super::io::Rates>,
     pub(crate) parse: ParseConfig,
     /// This core's access log, when enabled.
     pub(crate) access_log: Option<CoreLog>,
@@ -81,7 +85,11 @@ impl Settings {
             max_request_header_count: limits.max_request_header_count,
         };
         let h2 = Arc::new(peregrine_protocols::h2::server::Config::new(&limits));
-        Settings { limits, parse, access_log, h2, trusted }
+        let rates = Rc::new(super::io::Rates {
+            body: limits.min_request_body_data_rate,
+            response: limits.min_response_data_rate,
+        });
+        Settings { limits, rates, parse, access_log, h2, trusted }
     }
 }
 
@@ -97,7 +105,11 @@ enum Ending {
 
 /// Serves one HTTP/1 connection until it closes. `initial`: bytes already received (by
 /// protocol sniffing), parsed before anything else is read.
-pub(crate) async fn serve<H: Handler>(
+///
+/// A plain function returning an `async move` block, not an `async fn`: an async fn copies
+/// its arguments into locals and its future keeps room for both copies
+/// (rust-lang/rust#62958). This future is most of what an idle connection costs.
+pub(crate) fn serve<H: Handler>(
     fd: OwnedSocket,
     transport: Transport,
     initial: BytesMut,
@@ -105,95 +117,173 @@ pub(crate) async fn serve<H: Handler>(
     settings: Rc<Settings>,
     admitted: crate::conn::Admitted,
     info: ConnectionInfo,
-) {
-    let limits = &settings.limits;
-    let io = Rc::new(ConnIo::new(
-        transport,
-        limits.min_request_body_data_rate,
-        limits.min_response_data_rate,
-    ));
+) -> impl Future<Output = ()> {
+    let io = Rc::new(ConnIo::new(transport, Rc::clone(&settings.rates)));
     io.read.borrow_mut().inbuf = initial;
-    let mut first_deadline = Some(rt::now() + limits.request_headers_timeout);
-    let ending = loop {
-        let head = match read_head(&io, &settings, first_deadline.take()).await {
-            Ok(Some(head)) => head,
-            Ok(None) => break Ending::Close,
-            Err(e) => break e,
+    let mut first_deadline = Some(rt::now() + settings.limits.request_headers_timeout);
+    let info = Addresses::of(info);
+    async move {
+        let ending = loop {
+            // Idle between requests: the connection waits here, in a small state that holds
+            // no buffer, parser or exchange (those live in the boxed future below, which
+            // exists only while requests are being served).
+            if io.read.borrow().inbuf.is_empty() {
+                if rt::shutting_down() {
+                    break Ending::Close;
+                }
+                let keep_alive = || rt::now() + settings.limits.keep_alive_timeout;
+                io.timer.set_idle(true);
+                io.release_idle_buffers();
+                let read = io.read_more(Some(first_deadline.unwrap_or_else(keep_alive))).await;
+                io.timer.set_idle(false);
+                if !got_bytes(read) {
+                    break Ending::Close;
+                }
+            }
+            // The whole head usually came with the first bytes: parsed here, with no future
+            // of its own. The exchange, and the rest of a head still on its way, run in one
+            // boxed future per request, so the idle task never holds their state.
+            let exchange: Pin<Box<dyn Future<Output = Result<bool, Ending>> + '_>> = {
+                let clients = admitted.clients();
+                let mut parser = HeadParser::new();
+                match parser.parse(&mut io.read.borrow_mut().inbuf, &settings.parse) {
+                    Ok(Some(head)) => {
+                        first_deadline = None;
+                        Box::pin(serve_request(
+                            &io,
+                            &*handler,
+                            &settings,
+                            head,
+                            info.info(),
+                            clients,
+                        ))
+                    }
+                    Ok(None) => Box::pin(read_and_serve(
+                        &io,
+                        &*handler,
+                        &settings,
+                        parser,
+                        first_deadline.take(),
+                        info.info(),
+                        clients,
+                    )),
+                    Err(e) => break reject(&e),
+                }
+            };
+            match exchange.await {
+                Ok(true) => {}
+                Ok(false) => break Ending::Close,
+                Err(e) => break e,
+            }
+            // Responses held back for a pipelined batch go out before the connection idles.
+            if io.read.borrow().inbuf.is_empty()
+                && io.has_output()
+                && Box::pin(io.flush()).await.is_err()
+            {
+                break Ending::Close;
+            }
         };
-        // Boxed: a connection spends most of its life idle in `read_head`, and its task is as
-        // large as its largest state. One small allocation per request keeps an idle
-        // connection's task to a few hundred bytes instead of the whole exchange's.
-        let clients = admitted.clients();
-        match Box::pin(serve_request(&io, &*handler, &settings, head, info, clients)).await {
-            Ok(true) => continue,
-            Ok(false) => break Ending::Close,
-            Err(e) => break e,
-        }
-    };
-    Box::pin(finish(&io, fd, ending)).await;
-    drop(admitted);
+        Box::pin(finish(&io, fd, ending)).await;
+        drop(admitted);
+    }
 }
 
-/// Reads until a request head is parsed. `Ok(None)`: the connection ended quietly (EOF,
-/// keep-alive timeout, shutdown while idle).
+/// Whether an idle wait for the next request got its first bytes: `false` when the
+/// connection should end quietly instead (EOF, a failed read, the keep-alive timeout or, for
+/// the first request, `request_headers_timeout`).
+fn got_bytes(read: Result<usize, super::io::ReadFail>) -> bool {
+    match read {
+        Ok(n) => n > 0,
+        Err(super::io::ReadFail::Io(e)) => {
+            debug!(error = %e, "read failed");
+            false
+        }
+        Err(super::io::ReadFail::TimedOut) => false,
+    }
+}
+
+/// A connection's [`ConnectionInfo`] as its idle task keeps it: boxed when it carries any
+/// address, so a connection whose handler reads none of them (and that logs none) holds one
+/// pointer instead of two socket addresses.
+enum Addresses {
+    /// Nothing but whether the connection is TLS.
+    None { tls: bool },
+    /// Some address is known.
+    Known(Box<ConnectionInfo>),
+}
+
+impl Addresses {
+    fn of(info: ConnectionInfo) -> Addresses {
+        if info == (ConnectionInfo { tls: info.tls, ..ConnectionInfo::default() }) {
+            Addresses::None { tls: info.tls }
+        } else {
+            Addresses::Known(Box::new(info))
+        }
+    }
+
+    fn info(&self) -> ConnectionInfo {
+        match self {
+            Addresses::None { tls } => ConnectionInfo { tls: *tls, ..ConnectionInfo::default() },
+            Addresses::Known(info) => **info,
+        }
+    }
+}
+
+/// Serves a request whose head is only partly buffered: reads the rest, then serves it.
+async fn read_and_serve<H: Handler>(
+    io: &Rc<ConnIo>,
+    handler: &H,
+    settings: &Settings,
+    parser: HeadParser,
+    first_deadline: Option<Instant>,
+    info: ConnectionInfo,
+    clients: &ClientPolicy,
+) -> Result<bool, Ending> {
+    let head = read_head(io, settings, parser, first_deadline).await?;
+    serve_request(io, handler, settings, head, info, clients).await
+}
+
+/// The ending for a request head the codec refused.
+fn reject(e: &peregrine_protocols::h1::ParseError) -> Ending {
+    debug!(reason = %e, "rejecting request");
+    Ending::Reject(e.status(), Why::parse(e))
+}
+
+/// Reads until a request head is parsed; some of its bytes are already buffered (`parser`
+/// has seen them), and the head must be whole within `request_headers_timeout` of them (or
+/// of the accept, for the first request: `first_deadline`).
 async fn read_head(
     io: &ConnIo,
     settings: &Settings,
+    mut parser: HeadParser,
     first_deadline: Option<Instant>,
-) -> Result<Option<RequestHead>, Ending> {
+) -> Result<RequestHead, Ending> {
     let limits = &settings.limits;
-    let mut head_started: Option<Instant> = None;
-    // The codec decides when the growing head is worth parsing again (a byte-at-a-time
-    // client costs a handful of parses per head, and limits still fire on the dot).
-    let mut parser = HeadParser::new();
+    let deadline = first_deadline.unwrap_or_else(|| rt::now() + limits.request_headers_timeout);
     loop {
-        {
-            let mut read = io.read.borrow_mut();
-            if !read.inbuf.is_empty() {
-                // The headers timeout runs from the first byte, parsed yet or not.
-                head_started.get_or_insert_with(rt::now);
-            }
-            match parser.parse(&mut read.inbuf, &settings.parse) {
-                Ok(Some(head)) => return Ok(Some(head)),
-                Ok(None) => {}
-                Err(e) => {
-                    debug!(reason = %e, "rejecting request");
-                    return Err(Ending::Reject(e.status(), Why::parse(&e)));
-                }
-            }
-        }
         // Responses to pipelined requests go out before we wait for more input.
         if io.has_output() && io.flush().await.is_err() {
-            return Ok(None);
+            return Err(Ending::Close);
         }
-        let idle = head_started.is_none();
-        if idle && rt::shutting_down() {
-            return Ok(None);
-        }
-        let deadline = match (first_deadline, head_started) {
-            (Some(d), _) => d,
-            (None, Some(start)) => start + limits.request_headers_timeout,
-            (None, None) => rt::now() + limits.keep_alive_timeout,
-        };
-        io.timer.set_idle(idle);
-        if idle {
-            io.release_idle_buffers();
-        }
-        let result = io.read_more(Some(deadline)).await;
-        io.timer.set_idle(false);
-        match result {
-            Ok(0) => return Ok(None),
+        match io.read_more(Some(deadline)).await {
+            Ok(0) => return Err(Ending::Close),
+            Ok(_) => {}
             Err(super::io::ReadFail::Io(e)) => {
                 debug!(error = %e, "read failed");
-                return Ok(None);
+                return Err(Ending::Close);
             }
-            Ok(_) => {}
-            Err(super::io::ReadFail::TimedOut) if idle => return Ok(None),
             Err(super::io::ReadFail::TimedOut) => {
                 debug!("request head not received within request_headers_timeout");
                 let why = Why::limit(Limit::RequestHeadersTimeout);
                 return Err(Ending::Reject(StatusCode::REQUEST_TIMEOUT, why));
             }
+        }
+        // The codec decides when the growing head is worth parsing again (a byte-at-a-time
+        // client costs a handful of parses per head, and limits still fire on the dot).
+        match parser.parse(&mut io.read.borrow_mut().inbuf, &settings.parse) {
+            Ok(Some(head)) => return Ok(head),
+            Ok(None) => {}
+            Err(e) => return Err(reject(&e)),
         }
     }
 }
@@ -438,7 +528,7 @@ async fn finish(io: &ConnIo, fd: OwnedSocket, ending: Ending) {
 
 /// Answers a connection over `max_connections` with `503` and closes it.
 pub(crate) async fn reject_over_capacity(fd: OwnedSocket) {
-    let io = ConnIo::new(Transport::plain(sys::raw(&fd)), None, None);
+    let io = ConnIo::new(Transport::plain(sys::raw(&fd)), Rc::default());
     let why = Why::limit(Limit::MaxConnections);
     finish(&io, fd, Ending::Reject(StatusCode::SERVICE_UNAVAILABLE, why)).await;
 }

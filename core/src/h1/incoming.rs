@@ -123,7 +123,7 @@ impl Incoming {
                     continue;
                 }
             }
-            let deadline = self.io.min_body_rate.map(|min| {
+            let deadline = self.io.rates.body.map(|min| {
                 let rate = read
                     .body_rate
                     .get_or_insert_with(|| Box::new(peregrine_limits::DataRate::new(min)));

@@ -5,6 +5,9 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use crate::sys::driver::SendBuf;
@@ -94,6 +97,44 @@ pub(crate) enum WriteFail {
     Io(io::Error),
 }
 
+/// The data rates a connection's request bodies and responses must keep: `Limits`'
+/// `min_request_body_data_rate` and `min_response_data_rate`, shared by a core's connections
+/// (one pointer each instead of two copies).
+#[derive(Debug, Default)]
+pub(crate) struct Rates {
+    pub(crate) body: Option<MinDataRate>,
+    pub(crate) response: Option<MinDataRate>,
+}
+
+pin_project_lite::pin_project! {
+    /// [`ConnIo::read_more`]'s future. A named type rather than an `async fn`: it is what an
+    /// idle connection waits in, and an async wrapper would keep the receive and its deadline
+    /// twice over (rust-lang/rust#62958).
+    pub(crate) struct ReadMore<'a> {
+        io: &'a ConnIo,
+        #[pin]
+        recv: RunUntil<&'a Timer, crate::transport::Recv<'a>>,
+    }
+}
+
+impl Future for ReadMore<'_> {
+    type Output = Result<usize, ReadFail>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        Poll::Ready(match ready!(this.recv.poll(cx)) {
+            Some((buf, result)) => {
+                this.io.read.borrow_mut().inbuf = buf;
+                if let Ok(n) = result {
+                    crate::metrics::count(|m| m.bytes_in(n as u64));
+                }
+                result.map_err(ReadFail::Io)
+            }
+            None => Err(ReadFail::TimedOut),
+        })
+    }
+}
+
 pub(crate) struct ConnIo {
     /// The socket, cleartext or TLS.
     pub(crate) transport: Transport,
@@ -105,16 +146,11 @@ pub(crate) struct ConnIo {
     pub(crate) queued: RefCell<SendBuf>,
     /// Set once any byte of the current response reached the socket.
     pub(crate) response_started: Cell<bool>,
-    pub(crate) min_body_rate: Option<MinDataRate>,
-    pub(crate) min_response_rate: Option<MinDataRate>,
+    pub(crate) rates: Rc<Rates>,
 }
 
 impl ConnIo {
-    pub(crate) fn new(
-        transport: Transport,
-        min_body_rate: Option<MinDataRate>,
-        min_response_rate: Option<MinDataRate>,
-    ) -> ConnIo {
+    pub(crate) fn new(transport: Transport, rates: Rc<Rates>) -> ConnIo {
         ConnIo {
             transport,
             timer: Timer::new(),
@@ -128,8 +164,7 @@ impl ConnIo {
             out: RefCell::new(BytesMut::new()),
             queued: RefCell::new(SendBuf::new()),
             response_started: Cell::new(false),
-            min_body_rate,
-            min_response_rate,
+            rates,
         }
     }
 
@@ -145,23 +180,20 @@ impl ConnIo {
 
     /// Receives more bytes into the receive buffer, giving up at `deadline`. On a timeout
     /// the buffered bytes are dropped: the caller is about to close the connection.
-    pub(crate) async fn read_more(&self, deadline: Option<Instant>) -> Result<usize, ReadFail> {
+    pub(crate) fn read_more(&self, deadline: Option<Instant>) -> ReadMore<'_> {
+        let recv = self.until_deadline(self.transport.recv(self.recv_buf()), deadline);
+        ReadMore { io: self, recv }
+    }
+
+    /// The receive buffer, taken out for a receive. An empty one goes out with no capacity:
+    /// the receive takes one from the core's pool only when data arrives, so a connection
+    /// waiting for a request holds none.
+    fn recv_buf(&self) -> BytesMut {
         let mut buf = std::mem::take(&mut self.read.borrow_mut().inbuf);
-        // An empty buffer goes out with no capacity: the receive takes one from the core's
-        // pool only when data arrives, so a connection waiting for a request holds none.
         if !buf.is_empty() && buf.capacity() == buf.len() {
             buf.reserve(rt::io::RECV_BUF);
         }
-        match self.until_deadline(self.transport.recv(buf), deadline).await {
-            Some((buf, result)) => {
-                self.read.borrow_mut().inbuf = buf;
-                if let Ok(n) = result {
-                    crate::metrics::count(|m| m.bytes_in(n as u64));
-                }
-                result.map_err(ReadFail::Io)
-            }
-            None => Err(ReadFail::TimedOut),
-        }
+        buf
     }
 
     /// Gives empty buffers back to the core's spare pool before an idle wait.
@@ -225,7 +257,7 @@ impl ConnIo {
                 buf.push(out.split().freeze());
             }
         }
-        let mut rate = self.min_response_rate.map(DataRate::new);
+        let mut rate = self.rates.response.map(DataRate::new);
         while !buf.is_empty() {
             let deadline = rate.as_mut().map(|r| r.start_wait(rt::now()));
             let send = self.transport.send(buf);

@@ -11,6 +11,7 @@
 
 pub(crate) mod executor;
 pub(crate) mod io;
+pub(crate) mod quiet;
 pub(crate) mod timer;
 
 use crate::sys::{OwnedSocket, RawSocket};
@@ -94,17 +95,18 @@ pub(crate) fn cancel(op: OpId) {
 /// whether the accept is still armed.
 pub(crate) type AcceptEvent = (usize, std::io::Result<OwnedSocket>, bool);
 
-/// First half of a reactor turn: runs the tasks queued now.
-pub(crate) fn run_tasks() {
-    executor::run_queued();
+/// First half of a reactor turn: runs the tasks queued now. Returns how many ran.
+pub(crate) fn run_tasks() -> usize {
+    executor::run_queued()
 }
 
 /// Second half of a reactor turn: waits for IO (no longer than the next timer or
 /// `max_wait`, and not at all if tasks are queued), files completions, fires timers.
+/// Returns how many completions arrived.
 pub(crate) fn poll_io(
     max_wait: Option<Duration>,
     accepted: &mut Vec<AcceptEvent>,
-) -> std::io::Result<()> {
+) -> std::io::Result<usize> {
     let timeout = if executor::has_queued() {
         Some(Duration::ZERO)
     } else {
@@ -114,10 +116,12 @@ pub(crate) fn poll_io(
             (a, b) => a.or(b),
         }
     };
+    let mut completions = 0;
     percore::with(|p| {
         let mut core = p.reactor.borrow_mut();
         let Core { driver, ops } = core.as_mut().expect("no reactor on this thread");
         driver.wait(timeout, &mut |completion| {
+            completions += 1;
             if completion.token >= ACCEPT_TOKEN_BASE {
                 if let Outcome::Accepted { result, more } = completion.outcome {
                     accepted.push(((completion.token - ACCEPT_TOKEN_BASE) as usize, result, more));
@@ -131,7 +135,7 @@ pub(crate) fn poll_io(
     percore::with(|p| p.now.set(Some(t)));
     crate::date::refresh();
     timer::with(|timers| timers.fire_due(t));
-    Ok(())
+    Ok(completions)
 }
 
 /// Begins this core's graceful shutdown: idle connections are woken to close.

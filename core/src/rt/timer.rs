@@ -11,60 +11,100 @@ use crate::percore;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::future::Future;
+use std::num::NonZeroU64;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
+
+/// A time as the heap keeps it: nanoseconds after the table's base, plus one. Every waiting
+/// connection has a heap record, so its size is part of what an idle connection costs: a
+/// record of a `Tick` and two `u32`s is half of one with an `Instant` and two words. Entries
+/// keep `Instant`s, so moving a deadline (several times per request) converts nothing; only
+/// a push onto the heap does.
+type Tick = NonZeroU64;
 
 #[derive(Default)]
 struct Entry {
     deadline: Option<Instant>,
     /// The time of this entry's live heap record, if any.
     scheduled: Option<Instant>,
+    waker: Option<Waker>,
+    generation: u32,
     fired: bool,
     /// Fired by a graceful shutdown while the owner waits idle.
     idle: bool,
-    waker: Option<Waker>,
-    generation: u64,
 }
 
 pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    /// Earliest first: (time, entry, the entry's generation).
+    heap: BinaryHeap<Reverse<(Tick, u32, u32)>>,
     entries: Slab<Entry>,
-    next_generation: u64,
+    next_generation: u32,
+    /// What ticks count from: set at first use, an hour early, so no deadline computed from a
+    /// slightly stale "now" falls before it.
+    base: Option<Instant>,
 }
 
 impl Timers {
     /// No timers (a core's field in `percore`).
     pub(crate) const fn new() -> Timers {
-        Timers { heap: BinaryHeap::new(), entries: Slab::new(), next_generation: 0 }
+        Timers { heap: BinaryHeap::new(), entries: Slab::new(), next_generation: 0, base: None }
+    }
+
+    fn base(&mut self) -> Instant {
+        *self.base.get_or_insert_with(|| {
+            let now = Instant::now();
+            now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)
+        })
+    }
+
+    /// `t` as a tick (a time before the base counts as the base: already due).
+    fn tick(&mut self, t: Instant) -> Tick {
+        let nanos = t.saturating_duration_since(self.base()).as_nanos();
+        NonZeroU64::new(u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1).expect("plus one")
+    }
+
+    /// The time `tick` stands for.
+    fn instant(&self, tick: Tick) -> Instant {
+        let base = self.base.expect("a tick implies a base");
+        base + Duration::from_nanos(tick.get() - 1)
     }
 
     fn schedule(&mut self, id: usize, at: Instant) {
         let e = &mut self.entries[id];
         if e.scheduled.is_none_or(|s| at < s) {
             e.scheduled = Some(at);
-            self.heap.push(Reverse((at, id, e.generation)));
+            let generation = e.generation;
+            let tick = self.tick(at);
+            self.heap.push(Reverse((tick, id as u32, generation)));
         }
     }
 
     /// The earliest time something may fire (possibly a stale record: waking for it is
     /// harmless).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((t, _, _))| *t)
+        self.heap.peek().map(|Reverse((t, _, _))| self.instant(*t))
     }
 
     /// Fires every timer whose deadline is at or before `now`.
     pub(crate) fn fire_due(&mut self, now: Instant) {
-        while let Some(&Reverse((at, id, generation))) = self.heap.peek() {
-            if at > now {
+        if self.heap.is_empty() {
+            return;
+        }
+        let now_tick = self.tick(now);
+        while let Some(&Reverse((tick, id, generation))) = self.heap.peek() {
+            if tick > now_tick {
                 break;
             }
             self.heap.pop();
-            let Some(e) = self.entries.get_mut(id) else { continue };
-            if e.generation != generation || e.scheduled != Some(at) {
+            let id = id as usize;
+            let Some(scheduled) = self.entries.get(id).and_then(|e| e.scheduled) else { continue };
+            let live = self.entries[id].generation == generation && self.tick(scheduled) == tick;
+            if !live {
                 continue; // superseded record
             }
+            let e = &mut self.entries[id];
             e.scheduled = None;
             match e.deadline {
                 Some(d) if d <= now => {
@@ -128,7 +168,7 @@ pub(crate) struct Timer {
 impl Timer {
     pub(crate) fn new() -> Timer {
         with(|t| {
-            t.next_generation += 1;
+            t.next_generation = t.next_generation.wrapping_add(1);
             let generation = t.next_generation;
             Timer { id: t.entries.insert(Entry { generation, ..Entry::default() }) }
         })

@@ -48,7 +48,68 @@ struct Socket {
     armed: Option<OpId>,
     /// The waiting receive, if any.
     waiter: Option<OpId>,
-    held: std::collections::VecDeque<Held>,
+    held: HeldQueue,
+}
+
+/// Receive state by file descriptor. Descriptors are small dense integers, so a vector
+/// indexed by them is smaller than a hash map (no hashing, no spare buckets) and a lookup is
+/// one bounds check; a descriptor with nothing armed, waiting or held has a default entry.
+#[derive(Default)]
+struct SocketTable(Vec<Socket>);
+
+impl SocketTable {
+    fn entry(&mut self, fd: RawFd) -> &mut Socket {
+        let i = usize::try_from(fd).expect("descriptors are non-negative");
+        if i >= self.0.len() {
+            self.0.resize_with(i + 1, Socket::default);
+        }
+        &mut self.0[i]
+    }
+
+    fn get(&self, fd: RawFd) -> Option<&Socket> {
+        self.0.get(usize::try_from(fd).ok()?)
+    }
+
+    fn get_mut(&mut self, fd: RawFd) -> Option<&mut Socket> {
+        self.0.get_mut(usize::try_from(fd).ok()?)
+    }
+
+    /// Takes `fd`'s state, leaving a default entry.
+    fn remove(&mut self, fd: RawFd) -> Option<Socket> {
+        self.get_mut(fd).map(std::mem::take)
+    }
+}
+
+/// A socket's held deliveries, in order (a handful at most: [`MAX_HELD`], plus what was in
+/// flight when the multishot was cancelled). Allocated only while something is held: most
+/// sockets never hold anything (their receive waits before data comes), and an idle
+/// connection's entry in the socket table should stay small.
+#[derive(Default)]
+struct HeldQueue(Vec<Held>);
+
+impl HeldQueue {
+    fn push_back(&mut self, held: Held) {
+        self.0.push(held);
+    }
+
+    fn pop_front(&mut self) -> Option<Held> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let held = self.0.remove(0);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        Some(held)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn drain_all(self) -> impl Iterator<Item = Held> {
+        self.0.into_iter()
+    }
 }
 
 /// What a slot is waiting for.
@@ -111,7 +172,7 @@ pub(crate) struct Uring {
     /// Reused completion batch.
     cqes: Vec<cqueue::Entry>,
     /// Receive state per socket.
-    sockets: std::collections::HashMap<RawFd, Socket>,
+    sockets: SocketTable,
     /// Sockets whose multishot ended for lack of buffers while a receive waits: re-armed
     /// after this batch recycled buffers.
     rearm: Vec<RawFd>,
@@ -152,7 +213,7 @@ impl Uring {
             waker,
             send_pool: Vec::new(),
             cqes: Vec::with_capacity(256),
-            sockets: std::collections::HashMap::new(),
+            sockets: SocketTable::default(),
             rearm: Vec::new(),
             immediate: Vec::new(),
         };
@@ -218,7 +279,7 @@ impl Uring {
     /// Arms `fd`'s multishot receive.
     fn arm(&mut self, fd: RawFd) {
         let id = self.insert(0, Kind::RecvMulti { fd });
-        self.sockets.entry(fd).or_default().armed = Some(id);
+        self.sockets.entry(fd).armed = Some(id);
         let entry =
             opcode::RecvMulti::new(Fd(fd), self.bufs.group()).build().user_data(id.to_user_data());
         self.push(entry);
@@ -226,7 +287,7 @@ impl Uring {
 
     pub(crate) fn recv(&mut self, fd: RawFd, token: u64) -> OpId {
         let id = self.insert(token, Kind::Recv { fd });
-        let socket = self.sockets.entry(fd).or_default();
+        let socket = self.sockets.entry(fd);
         if let Some(held) = socket.held.pop_front() {
             self.immediate.push((id, held));
             return id;
@@ -278,7 +339,7 @@ impl Uring {
     }
 
     pub(crate) fn close(&mut self, fd: OwnedFd, token: u64) -> OpId {
-        if let Some(socket) = self.sockets.remove(&fd.as_raw_fd()) {
+        if let Some(socket) = self.sockets.remove(fd.as_raw_fd()) {
             if let Some(armed) = socket.armed {
                 self.cancel(armed);
             }
@@ -286,7 +347,7 @@ impl Uring {
                 self.immediate.push((waiter, Held::Error(libc::ECANCELED)));
             }
             let mut recycled = false;
-            for held in socket.held {
+            for held in socket.held.drain_all() {
                 if let Held::Data { bid, .. } = held {
                     self.bufs.recycle(bid);
                     recycled = true;
@@ -309,7 +370,7 @@ impl Uring {
                 if let Kind::Recv { fd } = slot.kind {
                     // A waiter has no kernel request: it finishes now. The socket's multishot
                     // stays armed for the next receive.
-                    if let Some(socket) = self.sockets.get_mut(&fd) {
+                    if let Some(socket) = self.sockets.get_mut(fd) {
                         if socket.waiter == Some(op) {
                             socket.waiter = None;
                         }
@@ -380,7 +441,7 @@ impl Uring {
         }
         for fd in std::mem::take(&mut self.rearm) {
             let wants =
-                self.sockets.get(&fd).is_some_and(|s| s.armed.is_none() && s.waiter.is_some());
+                self.sockets.get(fd).is_some_and(|s| s.armed.is_none() && s.waiter.is_some());
             if wants {
                 self.arm(fd);
             }
@@ -430,7 +491,7 @@ impl Uring {
         if !more {
             self.ops.remove(id.index as usize);
         }
-        let current = self.sockets.get(&fd).is_some_and(|s| s.armed == Some(id));
+        let current = self.sockets.get(fd).is_some_and(|s| s.armed == Some(id));
         if !current {
             // A cancelled multishot of a closed socket (the number may be reused already).
             if let Some(bid) = bid {
@@ -439,7 +500,7 @@ impl Uring {
             }
             return false;
         }
-        let socket = self.sockets.get_mut(&fd).expect("checked above");
+        let socket = self.sockets.get_mut(fd).expect("checked above");
         if !more {
             socket.armed = None;
         }
