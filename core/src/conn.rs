@@ -123,6 +123,33 @@ impl Drop for Admitted {
     }
 }
 
+/// A connection's [`ConnectionInfo`] as its long-lived state keeps it: boxed when it carries any
+/// address, so a connection whose handler reads none of them (and that logs none) holds one
+/// pointer instead of two socket addresses.
+pub(crate) enum Addresses {
+    /// Nothing but whether the connection is TLS.
+    None { tls: bool },
+    /// Some address is known.
+    Known(Box<ConnectionInfo>),
+}
+
+impl Addresses {
+    pub(crate) fn of(info: ConnectionInfo) -> Addresses {
+        if info == (ConnectionInfo { tls: info.tls, ..ConnectionInfo::default() }) {
+            Addresses::None { tls: info.tls }
+        } else {
+            Addresses::Known(Box::new(info))
+        }
+    }
+
+    pub(crate) fn info(&self) -> ConnectionInfo {
+        match self {
+            Addresses::None { tls } => ConnectionInfo { tls: *tls, ..ConnectionInfo::default() },
+            Addresses::Known(info) => **info,
+        }
+    }
+}
+
 /// Serves one accepted connection until it closes.
 pub(crate) async fn serve<H: Handler>(
     fd: OwnedSocket,

@@ -28,10 +28,10 @@ const CONNECTIONS: usize = 4000;
 const TLS_CONNECTIONS: usize = 2000;
 /// Bytes of server RSS per idle cleartext connection (HTTP/1.1 or h2c) the test allows, for
 /// the debug build the tests run (its futures are larger than the release build's).
-const CLEARTEXT_BOUND: usize = 8 * 1024;
+const CLEARTEXT_BOUND: usize = 4 * 1024;
 /// Bytes of server RSS per idle TLS connection the test allows (rustls' own state and its
 /// 4 KiB record buffer included).
-const TLS_BOUND: usize = 24 * 1024;
+const TLS_BOUND: usize = 16 * 1024;
 
 #[derive(Clone, Copy, Debug)]
 enum Path {

@@ -121,7 +121,7 @@ pub(crate) fn serve<H: Handler>(
     let io = Rc::new(ConnIo::new(transport, Rc::clone(&settings.rates)));
     io.read.borrow_mut().inbuf = initial;
     let mut first_deadline = Some(rt::now() + settings.limits.request_headers_timeout);
-    let info = Addresses::of(info);
+    let info = crate::conn::Addresses::of(info);
     async move {
         let ending = loop {
             // Idle between requests: the connection waits here, in a small state that holds
@@ -199,33 +199,6 @@ fn got_bytes(read: Result<usize, super::io::ReadFail>) -> bool {
             false
         }
         Err(super::io::ReadFail::TimedOut) => false,
-    }
-}
-
-/// A connection's [`ConnectionInfo`] as its idle task keeps it: boxed when it carries any
-/// address, so a connection whose handler reads none of them (and that logs none) holds one
-/// pointer instead of two socket addresses.
-enum Addresses {
-    /// Nothing but whether the connection is TLS.
-    None { tls: bool },
-    /// Some address is known.
-    Known(Box<ConnectionInfo>),
-}
-
-impl Addresses {
-    fn of(info: ConnectionInfo) -> Addresses {
-        if info == (ConnectionInfo { tls: info.tls, ..ConnectionInfo::default() }) {
-            Addresses::None { tls: info.tls }
-        } else {
-            Addresses::Known(Box::new(info))
-        }
-    }
-
-    fn info(&self) -> ConnectionInfo {
-        match self {
-            Addresses::None { tls } => ConnectionInfo { tls: *tls, ..ConnectionInfo::default() },
-            Addresses::Known(info) => **info,
-        }
     }
 }
 

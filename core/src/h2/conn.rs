@@ -54,7 +54,7 @@ pub(crate) struct Shared {
     conn_waker: RefCell<Option<Waker>>,
     pub(crate) settings: Rc<Settings>,
     /// The connection's addresses and transport, for the record and the handlers.
-    pub(crate) info: ConnectionInfo,
+    pub(crate) info: crate::conn::Addresses,
     /// The listener's per-client tables (the request rate).
     pub(crate) clients: Arc<ClientPolicy>,
     /// Streams whose task has not finished yet (the connection ends only after them).
@@ -111,7 +111,11 @@ impl Shared {
 
 /// Serves one HTTP/2 connection until it closes. `initial` holds bytes already received
 /// (for h2c, the preface the listener sniffed).
-pub(crate) async fn serve<H: Handler>(
+///
+/// A plain function returning an `async move` block, not an `async fn`: an async fn copies
+/// its arguments into locals and its future keeps room for both copies
+/// (rust-lang/rust#62958). This future is most of what an idle connection costs.
+pub(crate) fn serve<H: Handler>(
     fd: OwnedSocket,
     transport: Transport,
     initial: BytesMut,
@@ -119,32 +123,35 @@ pub(crate) async fn serve<H: Handler>(
     settings: Rc<Settings>,
     admitted: crate::conn::Admitted,
     info: ConnectionInfo,
-) {
+) -> impl Future<Output = ()> {
     debug!(tls = info.tls, peer = ?info.peer, "HTTP/2 connection");
     let config = Arc::clone(&settings.h2);
     let shared = Rc::new(Shared {
         conn: RefCell::new(Connection::new(config, rt::now())),
         slots: RefCell::new(StreamMap::default()),
         conn_waker: RefCell::new(None),
-        settings: Rc::clone(&settings),
-        info,
+        settings,
+        info: crate::conn::Addresses::of(info),
         clients: Arc::clone(admitted.clients()),
         running: Cell::new(0),
         on_conn_task: Cell::new(false),
     });
-    Driver { shared: &shared, transport: &transport, handler: &handler, inbuf: Some(initial) }
-        .run()
-        .await;
-    // Stream tasks still running see their slots gone and stop.
-    for slot in shared.slots.borrow_mut().values_mut() {
-        slot.reset = true;
+    async move {
+        Driver { shared: &shared, transport: &transport, handler: &handler, inbuf: Some(initial) }
+            .run()
+            .await;
+        debug!(streams = shared.conn.borrow().open_streams(), "h2 connection ends");
+        // Stream tasks still running see their slots gone and stop.
+        for slot in shared.slots.borrow_mut().values_mut() {
+            slot.reset = true;
+        }
+        shared.wake_all_tasks();
+        let deadline = rt::now() + std::time::Duration::from_secs(1);
+        rt::timer::timeout(deadline, transport.close_notify()).await;
+        drop(transport);
+        rt::io::close(fd).await;
+        drop(admitted);
     }
-    shared.wake_all_tasks();
-    let deadline = rt::now() + std::time::Duration::from_secs(1);
-    rt::timer::timeout(deadline, transport.close_notify()).await;
-    drop(transport);
-    rt::io::close(fd).await;
-    drop(admitted);
 }
 
 /// The connection task's state.
@@ -156,7 +163,9 @@ struct Driver<'a, H> {
 }
 
 impl<'a, H: Handler> Driver<'a, H> {
-    async fn run(mut self) {
+    /// The connection's loop. Not an `async fn`: the loop's state lives in the `poll_fn`
+    /// closure that owns it, instead of in a generator plus a closure of references to it.
+    fn run(mut self) -> impl Future<Output = ()> + 'a {
         let timer = Timer::new();
         // Idle: a graceful shutdown fires it, which is how this task learns of one.
         timer.set_idle(true);
@@ -173,7 +182,7 @@ impl<'a, H: Handler> Driver<'a, H> {
         // Response data queued while nothing can be sent (the client keeps its windows shut)
         // must still start to leave: the deadline by which some must, or the connection ends.
         let mut stalled: Option<Instant> = None;
-        poll_fn(|cx| {
+        poll_fn(move |cx| {
             rt::store_waker(&mut self.shared.conn_waker.borrow_mut(), cx);
             loop {
                 let mut progress = false;
@@ -333,9 +342,6 @@ impl<'a, H: Handler> Driver<'a, H> {
                 }
             }
         })
-        .await;
-        let conn = self.shared.conn.borrow();
-        debug!(streams = conn.open_streams(), "h2 connection ends");
     }
 
     /// Before a wait with nothing to send: spare buffers go back (to the core's pools or the

@@ -103,7 +103,7 @@ async fn run<H: Handler>(
     let limits = &shared.settings.limits;
     let log = shared.settings.access_log.as_ref();
     let RequestHead { method, uri, headers, content_length } = *head;
-    let mut record = Record::start(&method, &uri, Version::HTTP_2, shared.info.peer, log);
+    let mut record = Record::start(&method, &uri, Version::HTTP_2, shared.info.info().peer, log);
     if let (Some(n), Some(max)) = (content_length, limits.max_request_body_size) {
         if n > max {
             crate::metrics::count(|m| m.rejected(Rejection::Limit(Limit::MaxRequestBodySize)));
@@ -115,7 +115,7 @@ async fn run<H: Handler>(
     } else {
         Body::h2(RequestBody::new(Rc::clone(shared), id, content_length))
     };
-    let info = shared.settings.real_client(shared.info, &headers);
+    let info = shared.settings.real_client(shared.info.info(), &headers);
     record.note_client(info.client);
     let connection = handler.wants_connection_info().then_some(info);
     let request = exchange::request(method, uri, Version::HTTP_2, headers, body, connection);
