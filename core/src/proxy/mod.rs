@@ -442,8 +442,11 @@ async fn connect(
     let transport = match &upstream.tls {
         None => Transport::plain(raw),
         Some(tls) => {
-            let client = rustls::ClientConnection::new(Arc::clone(&tls.config), tls.name.clone())
-                .map_err(|e| ProxyError::Connect(io::Error::other(e)))?;
+            let client = rustls::client::UnbufferedClientConnection::new(
+                Arc::clone(&tls.config),
+                tls.name.clone(),
+            )
+            .map_err(|e| ProxyError::Connect(io::Error::other(e)))?;
             Transport::tls(raw, client, BytesMut::new())
         }
     };

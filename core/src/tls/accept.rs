@@ -11,8 +11,8 @@ use crate::sys::RawSocket;
 use std::io;
 use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
-use rustls::server::{Acceptor, ServerConfig};
+use bytes::BytesMut;
+use rustls::server::{Acceptor, ServerConfig, UnbufferedServerConnection};
 
 use super::config::{TlsListener, ALPN_H2, ALPN_HTTP11};
 use crate::conn::Protocol;
@@ -56,8 +56,11 @@ pub(crate) async fn handshake(
 ) -> io::Result<(Transport, Protocol)> {
     let mut acceptor = Acceptor::default();
     // Bytes already received (after a PROXY protocol header) are the ClientHello's start.
+    // The acceptor reads a copy: the session chosen below processes the ClientHello again
+    // from `raw`, which keeps every byte received.
     let mut have_initial = !initial.is_empty();
     let mut raw = initial;
+    let mut fed = 0;
     let accepted = loop {
         if !std::mem::take(&mut have_initial) {
             let (back, result) = rt::io::recv(fd, raw).await;
@@ -66,12 +69,12 @@ pub(crate) async fn handshake(
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
-        while !raw.is_empty() {
-            let n = acceptor.read_tls(&mut &raw[..])?;
+        while fed < raw.len() {
+            let n = acceptor.read_tls(&mut &raw[fed..])?;
             if n == 0 {
                 break;
             }
-            raw.advance(n);
+            fed += n;
         }
         match acceptor.accept() {
             Ok(None) => continue,
@@ -99,15 +102,9 @@ pub(crate) async fn handshake(
         Alpn::Http11 => &configs.http11,
         Alpn::None => &configs.none,
     });
-    let conn = match accepted.into_connection(config) {
-        Ok(c) => c,
-        Err((e, mut alert)) => {
-            let mut out = Vec::new();
-            let _ = alert.write_all(&mut out);
-            send_all(fd, out).await;
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-        }
-    };
+    drop(accepted);
+    let conn = UnbufferedServerConnection::new(config)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     let transport = Transport::tls(fd, conn, raw);
     transport.complete_handshake().await?;
     let protocol = match transport.alpn_protocol().as_deref() {

@@ -4,13 +4,15 @@
 //!   into rustls keys, with errors that name the file;
 //! - [`config`]: per listener, the SNI certificate resolver and the rustls configs, swapped
 //!   whole on reload (lock-free loads on the handshake path);
-//! - [`accept`]: one handshake: ClientHello, ALPN choice, the rest of the handshake.
+//! - [`accept`]: one handshake: ClientHello, ALPN choice, the rest of the handshake;
+//! - [`stream`]: the record layer over a socket (rustls' unbuffered API).
 //!
 //! The encrypted byte stream itself is `crate::transport::Transport`.
 
 pub(crate) mod accept;
 pub(crate) mod config;
 mod settings;
+pub(crate) mod stream;
 
 use std::sync::Arc;
 
