@@ -49,7 +49,9 @@ use crate::sys::driver::IoChoice;
 use peregrine_limits::Limits;
 use serde::Deserialize;
 
-use crate::{CertSource, ListenerSpec, Protocols, SniCertificate, TlsSettings};
+use crate::{
+    CertSource, ClientAuth, ClientAuthMode, ListenerSpec, Protocols, SniCertificate, TlsSettings,
+};
 
 mod route;
 pub use route::RouteConfig;
@@ -116,6 +118,13 @@ pub struct TlsConfig {
     /// More certificates, chosen by SNI server name.
     #[serde(default)]
     pub sni: Vec<SniConfig>,
+    /// Client certificates (mutual TLS): `none` (default), `optional` or `required`.
+    pub client_auth: Option<String>,
+    /// PEM file of the CAs that issue client certificates (with `client_auth`).
+    pub client_ca: Option<PathBuf>,
+    /// PEM certificate revocation lists for client certificates.
+    #[serde(default)]
+    pub client_crls: Vec<PathBuf>,
 }
 
 /// One SNI certificate.
@@ -151,9 +160,9 @@ impl ListenerConfig {
     }
 
     /// The TLS settings (files are read when the server starts).
-    fn tls_settings(&self) -> Option<TlsSettings> {
-        let tls = self.tls.as_ref()?;
-        Some(TlsSettings {
+    fn tls_settings(&self) -> Result<Option<TlsSettings>, String> {
+        let Some(tls) = self.tls.as_ref() else { return Ok(None) };
+        Ok(Some(TlsSettings {
             certificate: CertSource::Files {
                 certificate: tls.certificate.clone(),
                 key: tls.key.clone(),
@@ -169,7 +178,37 @@ impl ListenerConfig {
                     },
                 })
                 .collect(),
-        })
+            client_auth: client_auth(
+                tls.client_auth.as_deref(),
+                tls.client_ca.as_ref(),
+                &tls.client_crls,
+            )?,
+        }))
+    }
+}
+
+/// Client certificate settings from their three parts (config file or CLI): a mode other
+/// than `none` needs a CA file, and a CA file needs a mode.
+pub fn client_auth(
+    mode: Option<&str>,
+    ca: Option<&PathBuf>,
+    crls: &[PathBuf],
+) -> Result<Option<ClientAuth>, String> {
+    let mode = match mode {
+        None | Some("none") => None,
+        Some(m) => Some(ClientAuthMode::parse(m)?),
+    };
+    match (mode, ca) {
+        (None, None) if crls.is_empty() => Ok(None),
+        (None, _) => {
+            Err("client_ca and client_crls need client_auth (\"optional\" or \"required\")".into())
+        }
+        (Some(_), None) => {
+            Err("client_auth needs client_ca (the PEM file of the client CAs)".into())
+        }
+        (Some(mode), Some(ca)) => {
+            Ok(Some(ClientAuth { mode, ca: ca.clone(), crls: crls.to_vec() }))
+        }
     }
 }
 
@@ -253,7 +292,7 @@ impl Config {
                     protocols: l
                         .protocols()
                         .map_err(|e| format!("listener[{i}].protocols: {e}"))?,
-                    tls: l.tls_settings(),
+                    tls: l.tls_settings().map_err(|e| format!("listener[{i}].tls: {e}"))?,
                     proxy_protocol_from: nets(&l.proxy_protocol_from)
                         .map_err(|e| format!("listener[{i}].proxy_protocol_from: {e}"))?,
                     allow: nets(&l.allow).map_err(|e| format!("listener[{i}].allow: {e}"))?,

@@ -19,6 +19,7 @@ use peregrine_limits::{AccessList, ClientPermit, ConnectionPermit, Limit};
 use tracing::debug;
 
 use crate::clients::ClientPolicy;
+use crate::exchange::ClientCertificates;
 use crate::h1;
 use crate::listener::Protocols;
 use crate::metrics::{Rejection, TlsFailure};
@@ -123,29 +124,42 @@ impl Drop for Admitted {
     }
 }
 
-/// A connection's [`ConnectionInfo`] as its long-lived state keeps it: boxed when it carries any
-/// address, so a connection whose handler reads none of them (and that logs none) holds one
-/// pointer instead of two socket addresses.
-pub(crate) enum Addresses {
+/// What a connection's long-lived state keeps of its [`ConnectionInfo`] and client
+/// certificates: boxed when there is any address or certificate, so a connection whose
+/// handler reads no address (and that logs none) holds one word instead of two socket
+/// addresses.
+pub(crate) enum ConnectionDetails {
     /// Nothing but whether the connection is TLS.
-    None { tls: bool },
-    /// Some address is known.
-    Known(Box<ConnectionInfo>),
+    Bare { tls: bool },
+    /// Some address or a client certificate is known.
+    Known(Box<(ConnectionInfo, Option<ClientCertificates>)>),
 }
 
-impl Addresses {
-    pub(crate) fn of(info: ConnectionInfo) -> Addresses {
-        if info == (ConnectionInfo { tls: info.tls, ..ConnectionInfo::default() }) {
-            Addresses::None { tls: info.tls }
+impl ConnectionDetails {
+    pub(crate) fn of(info: ConnectionInfo, certs: Option<ClientCertificates>) -> ConnectionDetails {
+        if certs.is_none()
+            && info == (ConnectionInfo { tls: info.tls, ..ConnectionInfo::default() })
+        {
+            ConnectionDetails::Bare { tls: info.tls }
         } else {
-            Addresses::Known(Box::new(info))
+            ConnectionDetails::Known(Box::new((info, certs)))
         }
     }
 
     pub(crate) fn info(&self) -> ConnectionInfo {
         match self {
-            Addresses::None { tls } => ConnectionInfo { tls: *tls, ..ConnectionInfo::default() },
-            Addresses::Known(info) => **info,
+            ConnectionDetails::Bare { tls } => {
+                ConnectionInfo { tls: *tls, ..ConnectionInfo::default() }
+            }
+            ConnectionDetails::Known(known) => known.0,
+        }
+    }
+
+    /// The verified chain of a mutual-TLS client.
+    pub(crate) fn client_certificates(&self) -> Option<&ClientCertificates> {
+        match self {
+            ConnectionDetails::Bare { .. } => None,
+            ConnectionDetails::Known(known) => known.1.as_ref(),
         }
     }
 }

@@ -47,6 +47,31 @@ pub struct ConnectionInfo {
     pub tls: bool,
 }
 
+/// The certificate chain a client presented over mutual TLS, verified against the
+/// listener's [`ClientAuth`](crate::ClientAuth) CA, leaf first: a request extension on every
+/// request of such a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificates(std::sync::Arc<[rustls::pki_types::CertificateDer<'static>]>);
+
+impl ClientCertificates {
+    /// The chain, or `None` when it is empty.
+    pub(crate) fn new(
+        chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    ) -> Option<ClientCertificates> {
+        (!chain.is_empty()).then(|| ClientCertificates(chain.into()))
+    }
+
+    /// The client's own certificate (DER).
+    pub fn leaf(&self) -> &rustls::pki_types::CertificateDer<'static> {
+        &self.0[0]
+    }
+
+    /// The whole chain as the client sent it, leaf first (DER).
+    pub fn chain(&self) -> &[rustls::pki_types::CertificateDer<'static>] {
+        &self.0
+    }
+}
+
 /// The request a handler sees, from the parts a codec validated.
 pub(crate) fn request(
     method: Method,
@@ -55,6 +80,7 @@ pub(crate) fn request(
     headers: HeaderMap,
     body: Body,
     connection: Option<ConnectionInfo>,
+    client_certificates: Option<&ClientCertificates>,
 ) -> Request<Body> {
     let mut request = Request::new(body);
     *request.method_mut() = method;
@@ -63,6 +89,9 @@ pub(crate) fn request(
     *request.headers_mut() = headers;
     if let Some(connection) = connection {
         request.extensions_mut().insert(connection);
+    }
+    if let Some(certificates) = client_certificates {
+        request.extensions_mut().insert(certificates.clone());
     }
     request
 }

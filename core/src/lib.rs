@@ -50,11 +50,13 @@ mod tunnel;
 
 pub use access_log::AccessLogTarget;
 pub use body::{Body, BodyChunk, BodyError};
-pub use exchange::ConnectionInfo;
+pub use exchange::{ClientCertificates, ConnectionInfo};
 pub use handler::Handler;
 pub use listener::{ListenerSpec, Protocols};
 pub use metrics::Metrics;
 pub use peregrine_limits::{Limits, MinDataRate, RateLimit};
 pub use server::{Server, ServerConfig, ShutdownHandle, StartError};
 pub use sys::driver::{DriverKind, IoChoice};
-pub use tls::{CertSource, SniCertificate, TlsError, TlsReloadHandle, TlsSettings};
+pub use tls::{
+    CertSource, ClientAuth, ClientAuthMode, SniCertificate, TlsError, TlsReloadHandle, TlsSettings,
+};

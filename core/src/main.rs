@@ -60,6 +60,22 @@ struct Cli {
     #[arg(long, value_name = "FILE", env = "PEREGRINE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
 
+    /// PEM file of the CAs that issue client certificates (mutual TLS) for --tls-listen;
+    /// clients must present one unless --tls-client-auth optional.
+    #[arg(long, value_name = "FILE", env = "PEREGRINE_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+
+    /// Whether --tls-listen clients must present a certificate: "required" (the default
+    /// with --tls-client-ca) or "optional".
+    #[arg(
+        long,
+        value_name = "MODE",
+        env = "PEREGRINE_TLS_CLIENT_AUTH",
+        requires = "tls_client_ca",
+        value_parser = ["optional", "required"]
+    )]
+    tls_client_auth: Option<String>,
+
     /// Reactor threads, one event loop each. Default: one per CPU.
     #[arg(long, value_name = "N", env = "PEREGRINE_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
@@ -313,13 +329,19 @@ fn listeners(cli: &Cli, config: &Config) -> Result<(Vec<ListenerSpec>, bool), St
         specs.push(config::resolve(a).map_err(|e| format!("--listen: {e}"))?.into());
     }
     if !cli.tls_listen.is_empty() {
-        let tls = match (&cli.tls_cert, &cli.tls_key) {
+        let mut tls = match (&cli.tls_cert, &cli.tls_key) {
             (Some(cert), Some(key)) => TlsSettings::from_files(cert, key),
             _ => {
                 development = true;
                 development_certificate()?
             }
         };
+        let mode = cli
+            .tls_client_ca
+            .as_ref()
+            .map(|_| cli.tls_client_auth.as_deref().unwrap_or("required"));
+        tls.client_auth = config::client_auth(mode, cli.tls_client_ca.as_ref(), &[])
+            .map_err(|e| format!("--tls-client-ca: {e}"))?;
         for a in &cli.tls_listen {
             let addr = config::resolve(a).map_err(|e| format!("--tls-listen: {e}"))?;
             specs.push(ListenerSpec::tls(addr, tls.clone()));

@@ -69,6 +69,11 @@ impl Transport {
         self.tls.as_ref()?.alpn_protocol()
     }
 
+    /// The certificate chain the peer presented and rustls verified (a mutual-TLS client).
+    pub(crate) fn client_certificates(&self) -> Option<crate::exchange::ClientCertificates> {
+        self.tls.as_ref()?.peer_certificates()
+    }
+
     /// Receives more *plaintext*, appended to `buf` (like `rt::io::recv`). `Ok(0)` is the end
     /// of the stream: EOF, or TLS close_notify. A TLS stream cut without close_notify also
     /// reads as `Ok(0)`: HTTP's own framing tells a cut message from a finished one.

@@ -716,6 +716,7 @@ fn an_https_upstream_whose_certificate_does_not_verify_is_502() {
             key: other.key_pem.clone(),
         },
         sni: Vec::new(),
+        client_auth: None,
     };
     let mut config = common::config(IoChoice::Auto, Limits::default());
     config.listen = vec![peregrine::ListenerSpec::tls(addr_any, settings)];

@@ -118,10 +118,10 @@ pub(crate) fn serve<H: Handler>(
     admitted: crate::conn::Admitted,
     info: ConnectionInfo,
 ) -> impl Future<Output = ()> {
+    let details = crate::conn::ConnectionDetails::of(info, transport.client_certificates());
     let io = Rc::new(ConnIo::new(transport, Rc::clone(&settings.rates)));
     io.read.borrow_mut().inbuf = initial;
     let mut first_deadline = Some(rt::now() + settings.limits.request_headers_timeout);
-    let info = crate::conn::Addresses::of(info);
     async move {
         let ending = loop {
             // Idle between requests: the connection waits here, in a small state that holds
@@ -149,14 +149,7 @@ pub(crate) fn serve<H: Handler>(
                 match parser.parse(&mut io.read.borrow_mut().inbuf, &settings.parse) {
                     Ok(Some(head)) => {
                         first_deadline = None;
-                        Box::pin(serve_request(
-                            &io,
-                            &*handler,
-                            &settings,
-                            head,
-                            info.info(),
-                            clients,
-                        ))
+                        Box::pin(serve_request(&io, &*handler, &settings, head, &details, clients))
                     }
                     Ok(None) => Box::pin(read_and_serve(
                         &io,
@@ -164,7 +157,7 @@ pub(crate) fn serve<H: Handler>(
                         &settings,
                         parser,
                         first_deadline.take(),
-                        info.info(),
+                        &details,
                         clients,
                     )),
                     Err(e) => break reject(&e),
@@ -209,11 +202,11 @@ async fn read_and_serve<H: Handler>(
     settings: &Settings,
     parser: HeadParser,
     first_deadline: Option<Instant>,
-    info: ConnectionInfo,
+    details: &crate::conn::ConnectionDetails,
     clients: &ClientPolicy,
 ) -> Result<bool, Ending> {
     let head = read_head(io, settings, parser, first_deadline).await?;
-    serve_request(io, handler, settings, head, info, clients).await
+    serve_request(io, handler, settings, head, details, clients).await
 }
 
 /// The ending for a request head the codec refused.
@@ -267,9 +260,10 @@ async fn serve_request<H: Handler>(
     handler: &H,
     settings: &Settings,
     head: RequestHead,
-    info: ConnectionInfo,
+    details: &crate::conn::ConnectionDetails,
     clients: &ClientPolicy,
 ) -> Result<bool, Ending> {
+    let info = details.info();
     let limits = &settings.limits;
     let mut record = Record::start(
         &head.method,
@@ -314,7 +308,8 @@ async fn serve_request<H: Handler>(
         BodyFraming::Chunked => Body::incoming(Incoming::new(Rc::clone(io), None)),
     };
     let connection = handler.wants_connection_info().then_some(info);
-    let request = exchange::request(method, uri, version, headers, body, connection);
+    let certificates = details.client_certificates();
+    let request = exchange::request(method, uri, version, headers, body, connection, certificates);
     // A panicked handler's 500 closes the connection: its state is not to be trusted.
     let over_rate = clients.admit(info.client).await;
     let (response, panicked) = match over_rate {

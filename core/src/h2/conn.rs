@@ -54,7 +54,7 @@ pub(crate) struct Shared {
     conn_waker: RefCell<Option<Waker>>,
     pub(crate) settings: Rc<Settings>,
     /// The connection's addresses and transport, for the record and the handlers.
-    pub(crate) info: crate::conn::Addresses,
+    pub(crate) info: crate::conn::ConnectionDetails,
     /// The listener's per-client tables (the request rate).
     pub(crate) clients: Arc<ClientPolicy>,
     /// Streams whose task has not finished yet (the connection ends only after them).
@@ -131,7 +131,7 @@ pub(crate) fn serve<H: Handler>(
         slots: RefCell::new(StreamMap::default()),
         conn_waker: RefCell::new(None),
         settings,
-        info: crate::conn::Addresses::of(info),
+        info: crate::conn::ConnectionDetails::of(info, transport.client_certificates()),
         clients: Arc::clone(admitted.clients()),
         running: Cell::new(0),
         on_conn_task: Cell::new(false),

@@ -118,7 +118,9 @@ async fn run<H: Handler>(
     let info = shared.settings.real_client(shared.info.info(), &headers);
     record.note_client(info.client);
     let connection = handler.wants_connection_info().then_some(info);
-    let request = exchange::request(method, uri, Version::HTTP_2, headers, body, connection);
+    let certificates = shared.info.client_certificates();
+    let request =
+        exchange::request(method, uri, Version::HTTP_2, headers, body, connection, certificates);
     let over_rate = shared.clients.admit(info.client).await;
     let response = match over_rate {
         // Per stream: the connection and its other streams go on.

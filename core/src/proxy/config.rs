@@ -17,6 +17,8 @@
 //! health_check = { path = "/healthz", interval = "5s", timeout = "2s", fall = 2, rise = 2 }
 //! resolve_every = "30s"              # resolve host names again (default: at start only)
 //! send_proxy_protocol = "v2"         # a PROXY header per upstream connection (not pooled)
+//! client_cert_header = "MS-ASPNETCORE-CLIENTCERT"  # a mutual-TLS client's certificate
+//!                                    # (base64 DER); "" to not forward it
 //! max_fails = 3                      # failures in a row before a server is skipped
 //! fail_timeout = "10s"               # ... for this long
 //! max_retries = 1                    # other servers an idempotent request is sent to
@@ -102,6 +104,9 @@ pub struct UpstreamConfig {
     /// `v1` or `v2`: a PROXY protocol header naming the client starts each upstream
     /// connection (which then serves that one request: not pooled).
     pub send_proxy_protocol: Option<String>,
+    /// The field that carries a mutual-TLS client's certificate upstream (default
+    /// `MS-ASPNETCORE-CLIENTCERT`; `""`: not forwarded).
+    pub client_cert_header: Option<String>,
 }
 
 /// `health_check = { path = "/healthz", ... }` of an `[[upstream]]`.
@@ -282,6 +287,15 @@ impl UpstreamConfig {
             Some("v2") => Some(ProxyProtocolVersion::V2),
             Some(other) => return Err(format!("send_proxy_protocol: `{other}` (use v1 or v2)")),
         };
+        match self.client_cert_header.as_deref() {
+            None => {}
+            Some("") => config.client_cert_header = None,
+            Some(name) => {
+                let name = http::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("client_cert_header: `{name}` is not a field name"))?;
+                config.client_cert_header = Some(name);
+            }
+        }
         if let Some(h) = &self.health_check {
             if !h.path.starts_with('/') {
                 return Err(format!("health_check.path: `{}` must start with `/`", h.path));

@@ -90,6 +90,24 @@ pub(crate) struct Client {
     pub(crate) host: Option<HeaderValue>,
 }
 
+/// Sets field `name` to a mutual-TLS client's certificate (base64 DER of the leaf, as
+/// ASP.NET Core's certificate forwarding reads it), after removing whatever the client sent
+/// under that name: only a certificate the handshake verified crosses.
+pub(crate) fn client_certificate(
+    headers: &mut HeaderMap,
+    name: &http::HeaderName,
+    certificates: Option<&crate::ClientCertificates>,
+) {
+    headers.remove(name);
+    if let Some(certificates) = certificates {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(certificates.leaf());
+        if let Ok(value) = HeaderValue::try_from(encoded) {
+            headers.insert(name.clone(), value);
+        }
+    }
+}
+
 /// Rewrites a request's fields for the upstream: hop-by-hop fields out, forwarded fields
 /// and a request id in. Returns the request id.
 pub(crate) fn request_fields(

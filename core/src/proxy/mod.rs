@@ -94,6 +94,11 @@ pub struct ProxyConfig {
     /// Send a PROXY protocol header naming the client on each upstream connection; such
     /// connections carry one client's request only and are not pooled.
     pub send_proxy_protocol: Option<ProxyProtocolVersion>,
+    /// The field that carries a mutual-TLS client's certificate to the upstream (base64 DER
+    /// of the leaf); removed from every client request, so a client cannot claim one.
+    /// Default `MS-ASPNETCORE-CLIENTCERT` (what ASP.NET Core's certificate forwarding
+    /// reads); `None`: certificates are not forwarded (and the field is not touched).
+    pub client_cert_header: Option<http::HeaderName>,
     /// Set once the watcher thread runs (the first core's proxy starts it).
     watching: std::sync::OnceLock<()>,
     /// Up/down per server, shared by every core and the health checker (all up until a
@@ -123,6 +128,7 @@ impl ProxyConfig {
             health_check: None,
             resolve_every: None,
             send_proxy_protocol: None,
+            client_cert_header: Some(http::HeaderName::from_static("ms-aspnetcore-clientcert")),
             watching: std::sync::OnceLock::new(),
             board: std::sync::OnceLock::new(),
         }

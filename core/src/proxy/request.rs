@@ -105,6 +105,9 @@ pub(crate) fn prepare(
     if let Some(host) = host {
         headers.insert(header::HOST, host);
     }
+    if let Some(name) = &config.client_cert_header {
+        forward::client_certificate(&mut headers, name, parts.extensions.get());
+    }
     options.request_headers.apply(&mut headers);
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let stripped;

@@ -74,12 +74,19 @@ impl Configs {
         // whichever variant the resumption handshake gets.
         let sessions: Arc<dyn StoresServerSessions> =
             rustls::server::ServerSessionMemoryCache::new(1024);
+        let client_verifier = match &settings.client_auth {
+            Some(auth) => Some(auth.verifier(&provider)?),
+            None => None,
+        };
         let make = |alpn: &[u8]| -> Result<Arc<ServerConfig>, TlsError> {
-            let mut config = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            let config = ServerConfig::builder_with_provider(Arc::clone(&provider))
                 .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-                .map_err(|e| TlsError::Unusable("TLS versions".into(), e.to_string()))?
-                .with_no_client_auth()
-                .with_cert_resolver(resolver.clone());
+                .map_err(|e| TlsError::Unusable("TLS versions".into(), e.to_string()))?;
+            let config = match &client_verifier {
+                Some(verifier) => config.with_client_cert_verifier(Arc::clone(verifier)),
+                None => config.with_no_client_auth(),
+            };
+            let mut config = config.with_cert_resolver(resolver.clone());
             config.session_storage = Arc::clone(&sessions);
             if !alpn.is_empty() {
                 config.alpn_protocols = vec![alpn.to_vec()];

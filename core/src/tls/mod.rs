@@ -16,7 +16,7 @@ pub(crate) mod stream;
 
 use std::sync::Arc;
 
-pub use settings::{CertSource, SniCertificate, TlsError, TlsSettings};
+pub use settings::{CertSource, ClientAuth, ClientAuthMode, SniCertificate, TlsError, TlsSettings};
 
 pub(crate) use config::TlsListener;
 

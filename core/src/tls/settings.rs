@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 
 /// How long a generated development certificate is valid (see [`TlsSettings::development`]).
@@ -22,6 +23,79 @@ pub struct TlsSettings {
     /// Certificates chosen by the client's SNI server name (exact, case-insensitive, or a
     /// `*.example.com` wildcard entry matching one label).
     pub sni: Vec<SniCertificate>,
+    /// Client certificates (mutual TLS); `None`: none are asked for.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// Client certificates (mutual TLS): whether one is required, and what it must chain to.
+/// A verified chain reaches handlers as a [`ClientCertificates`](crate::ClientCertificates)
+/// request extension, and the proxy forwards its leaf to upstreams.
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    /// Whether a client without a certificate may finish the handshake.
+    pub mode: ClientAuthMode,
+    /// PEM file of the CA certificates that issue client certificates.
+    pub ca: PathBuf,
+    /// PEM files of certificate revocation lists: a revoked certificate fails the handshake.
+    pub crls: Vec<PathBuf>,
+}
+
+/// [`ClientAuth::mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMode {
+    /// A client may present a certificate; one that does must present a valid one.
+    Optional,
+    /// A client must present a valid certificate, or the handshake fails.
+    Required,
+}
+
+impl ClientAuthMode {
+    /// Parses `optional` or `required` (the CLI's and the config file's spelling).
+    pub fn parse(s: &str) -> Result<ClientAuthMode, String> {
+        match s {
+            "optional" => Ok(ClientAuthMode::Optional),
+            "required" => Ok(ClientAuthMode::Required),
+            other => {
+                Err(format!("unknown client_auth `{other}` (use \"optional\" or \"required\")"))
+            }
+        }
+    }
+}
+
+impl ClientAuth {
+    /// The verifier rustls runs on client certificates: the CA file's certificates as roots,
+    /// the CRLs, and whether a client may present none.
+    pub(crate) fn verifier(
+        &self,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+        let ca_name = self.ca.display().to_string();
+        let pem = read(&self.ca)?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| TlsError::BadPem(ca_name.clone(), e.to_string()))?;
+            roots.add(cert).map_err(|e| TlsError::Unusable(ca_name.clone(), e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(TlsError::NoCertificate(ca_name));
+        }
+        let mut crls = Vec::new();
+        for path in &self.crls {
+            let name = path.display().to_string();
+            let pem = read(path)?;
+            for crl in CertificateRevocationListDer::pem_slice_iter(&pem) {
+                crls.push(crl.map_err(|e| TlsError::BadPem(name.clone(), e.to_string()))?);
+            }
+        }
+        let builder =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
+                .with_crls(crls);
+        let builder = match self.mode {
+            ClientAuthMode::Optional => builder.allow_unauthenticated(),
+            ClientAuthMode::Required => builder,
+        };
+        builder.build().map_err(|e| TlsError::Unusable(ca_name, e.to_string()))
+    }
 }
 
 /// A certificate served for one SNI server name.
@@ -58,6 +132,7 @@ impl TlsSettings {
         TlsSettings {
             certificate: CertSource::Files { certificate: certificate.into(), key: key.into() },
             sni: Vec::new(),
+            client_auth: None,
         }
     }
 
@@ -78,7 +153,11 @@ impl TlsSettings {
             Ok((cert.pem(), key.serialize_pem()))
         };
         let (certificate, key) = generate().map_err(|e| TlsError::Generate(e.to_string()))?;
-        Ok(TlsSettings { certificate: CertSource::Pem { certificate, key }, sni: Vec::new() })
+        Ok(TlsSettings {
+            certificate: CertSource::Pem { certificate, key },
+            sni: Vec::new(),
+            client_auth: None,
+        })
     }
 }
 

@@ -311,6 +311,16 @@ impl TlsStream {
         self.session.borrow().common().alpn_protocol().map(<[u8]>::to_vec)
     }
 
+    /// The certificate chain the peer presented and rustls verified, once the handshake is
+    /// done.
+    pub(crate) fn peer_certificates(&self) -> Option<crate::exchange::ClientCertificates> {
+        let session = self.session.borrow();
+        let chain = session.common().peer_certificates()?;
+        crate::exchange::ClientCertificates::new(
+            chain.iter().map(|c| c.clone().into_owned()).collect(),
+        )
+    }
+
     /// Runs rustls over the ciphertext received so far: decrypted plaintext is appended to
     /// `plain`; handshake records, alerts and `write` go to `cipher`.
     fn pump(&self, plain: &mut BytesMut, write: Write<'_>) -> io::Result<Pumped> {

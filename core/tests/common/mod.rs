@@ -60,6 +60,15 @@ impl Handler for TestHandler {
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("body error: {e}")),
             },
             "/panic" => panic!("TestHandler: /panic panics on purpose"),
+            // What a mutual-TLS client presented: its leaf as base64 DER, or `none`.
+            "/client-cert" => {
+                use base64::Engine as _;
+                let seen = request
+                    .extensions()
+                    .get::<peregrine::ClientCertificates>()
+                    .map(|c| base64::engine::general_purpose::STANDARD.encode(c.leaf()));
+                text(StatusCode::OK, seen.unwrap_or_else(|| "none".into()))
+            }
             "/panic-body" => Response::new(Body::from_stream(PanicAfterOneChunk(false), None)),
             "/wrong-length" => {
                 // The handler claims 100 bytes and sends 5: the server frames the body it

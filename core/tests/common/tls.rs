@@ -72,6 +72,7 @@ pub fn localhost_settings() -> TlsSettings {
     TlsSettings {
         certificate: CertSource::Pem { certificate: l.cert_pem.clone(), key: l.key_pem.clone() },
         sni: Vec::new(),
+        client_auth: None,
     }
 }
 
