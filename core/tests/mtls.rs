@@ -174,6 +174,56 @@ fn optional_client_auth_serves_clients_without_one_but_not_with_a_bad_one() {
     stop(server);
 }
 
+/// Issues a second client certificate, `bob`, and a CRL (openssl's `ca`) revoking alice's:
+/// returns bob's (certificate, key) and the CRL's path.
+fn revoke_alice(pki: &Pki) -> ((PathBuf, PathBuf), PathBuf) {
+    let d = &pki.dir.0;
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let csr = [&["req"][..], &ec, &["-keyout", "bob.key", "-out", "bob.csr"]].concat();
+    openssl(d, &[&csr[..], &["-subj", "/CN=bob"]].concat());
+    openssl(
+        d,
+        &[
+            "x509", "-req", "-in", "bob.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "bob.pem", "-days", "2", "-extfile", "client.ext",
+        ],
+    );
+    std::fs::write(d.join("index.txt"), "").unwrap();
+    std::fs::write(d.join("crlnumber"), "01\n").unwrap();
+    std::fs::write(
+        d.join("ca.cnf"),
+        "[ca]\ndefault_ca = own\n[own]\ndatabase = index.txt\ncrlnumber = crlnumber\n\
+         default_md = sha256\ndefault_crl_days = 2\n",
+    )
+    .unwrap();
+    let ca = ["-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.pem"];
+    openssl(d, &[&["ca"][..], &ca, &["-revoke", "client.pem"]].concat());
+    openssl(d, &[&["ca"][..], &ca, &["-gencrl", "-out", "client.crl"]].concat());
+    ((d.join("bob.pem"), d.join("bob.key")), d.join("client.crl"))
+}
+
+#[test]
+fn a_revoked_certificate_is_refused_and_others_are_served() {
+    let pki = pki();
+    let (bob, crl) = revoke_alice(&pki);
+    let mut settings = tls::localhost_settings();
+    settings.client_auth =
+        Some(ClientAuth { mode: ClientAuthMode::Required, ca: pki.ca.clone(), crls: vec![crl] });
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = ServerConfig {
+        listen: vec![ListenerSpec::tls(any, settings)],
+        threads: Some(1),
+        pin_threads: false,
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config, TestHandler::new).unwrap();
+    let alice = curl(&pki, &server, "/client-cert", Some(&pki.client), &[]);
+    assert!(alice.is_err(), "served a revoked certificate: {alice:?}");
+    let seen = curl(&pki, &server, "/client-cert", Some(&bob), &[]);
+    assert!(seen.as_ref().is_ok_and(|b| b != "none"), "{seen:?}");
+    stop(server);
+}
+
 #[test]
 fn without_client_auth_no_certificate_is_asked_for_or_seen() {
     let pki = pki();
