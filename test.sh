@@ -13,7 +13,8 @@ command -v curl >/dev/null || missing+=(curl)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v strace >/dev/null || missing+=(strace)       # the seccomp profile's syscall check
-command -v openssl >/dev/null || missing+=(openssl)     # the development certificate test
+command -v openssl >/dev/null || missing+=(openssl)     # the development certificate, mTLS tests
+command -v systemd-socket-activate >/dev/null || missing+=(systemd) # socket activation test
 command -v musl-gcc >/dev/null || missing+=(musl-tools) # C (mimalloc) for the static build
 [ -e /bin/busybox ] || missing+=(busybox-static)        # the image's HEALTHCHECK client
 if ((${#missing[@]})); then

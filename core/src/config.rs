@@ -88,6 +88,10 @@ pub struct Config {
 pub struct ListenerConfig {
     /// `host:port`; port 0 picks a free port.
     pub address: String,
+    /// The name of a socket systemd passes in (`FileDescriptorName=` of the socket unit,
+    /// seen in `LISTEN_FDNAMES`): this listener's settings then apply to that socket. An
+    /// inherited socket without a matching name takes the listener with its address.
+    pub name: Option<String>,
     /// `http1` and/or `h2`; default both.
     pub protocols: Option<Vec<String>>,
     /// TLS; absent: cleartext.
@@ -298,6 +302,7 @@ impl Config {
                     allow: nets(&l.allow).map_err(|e| format!("listener[{i}].allow: {e}"))?,
                     deny: nets(&l.deny).map_err(|e| format!("listener[{i}].deny: {e}"))?,
                     client_limits: l.limits,
+                    inherited: None,
                 })
             })
             .collect()

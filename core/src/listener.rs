@@ -1,8 +1,32 @@
 //! What one listener serves: its address, its protocols, and TLS or cleartext.
 
+use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use crate::sys::OwnedSocket;
 use crate::tls::TlsSettings;
+
+/// A listening socket this process was given instead of binding one (systemd socket
+/// activation): every reactor accepts from it.
+#[derive(Debug, Clone)]
+pub struct InheritedSocket(pub(crate) Arc<OwnedSocket>);
+
+impl InheritedSocket {
+    /// Adopts the listening socket at descriptor `fd`, checked to be open and listening.
+    #[cfg(target_os = "linux")]
+    pub fn adopt(fd: i32) -> io::Result<InheritedSocket> {
+        crate::sys::driver::adopt_inherited_listener(fd).map(|s| InheritedSocket(Arc::new(s)))
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        socket2::SockRef::from(&*self.0)
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))
+    }
+}
 
 /// The HTTP versions a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +71,8 @@ pub struct ListenerSpec {
     pub deny: Vec<ipnet::IpNet>,
     /// This listener's own per-client limits (`None`: the server's, from `Limits`).
     pub client_limits: Option<peregrine_limits::ClientLimits>,
+    /// A socket to serve instead of binding `address` (which is then its address).
+    pub inherited: Option<InheritedSocket>,
 }
 
 impl ListenerSpec {
@@ -60,7 +86,13 @@ impl ListenerSpec {
             allow: Vec::new(),
             deny: Vec::new(),
             client_limits: None,
+            inherited: None,
         }
+    }
+
+    /// The same listener, served on `socket` (inherited) instead of binding its address.
+    pub fn on_inherited(self, socket: InheritedSocket) -> io::Result<ListenerSpec> {
+        Ok(ListenerSpec { address: socket.local_addr()?, inherited: Some(socket), ..self })
     }
 
     /// The same listener with other protocols.
@@ -95,6 +127,7 @@ impl From<SocketAddr> for ListenerSpec {
             allow: Vec::new(),
             deny: Vec::new(),
             client_limits: None,
+            inherited: None,
         }
     }
 }

@@ -309,8 +309,15 @@ fn main() -> ExitCode {
 /// The listeners: from the flags, else the config file, else the embedded default; and
 /// whether their TLS listeners use the generated development certificate.
 fn listeners(cli: &Cli, config: &Config) -> Result<(Vec<ListenerSpec>, bool), String> {
+    let inherited = inherited_sockets()?;
     if cli.listen.is_empty() && cli.tls_listen.is_empty() {
-        let from_file = config.listeners()?;
+        let mut from_file = config.listeners()?;
+        if !inherited.is_empty() {
+            let names: Vec<Option<String>> =
+                config.listener.iter().map(|l| l.name.clone()).collect();
+            attach_inherited(&mut from_file, &names, inherited)?;
+            return Ok((from_file, false));
+        }
         if !from_file.is_empty() {
             return Ok((from_file, false));
         }
@@ -347,7 +354,71 @@ fn listeners(cli: &Cli, config: &Config) -> Result<(Vec<ListenerSpec>, bool), St
             specs.push(ListenerSpec::tls(addr, tls.clone()));
         }
     }
+    attach_inherited(&mut specs, &[], inherited)?;
     Ok((specs, development))
+}
+
+/// Listening sockets passed in by systemd socket activation (`LISTEN_PID` naming this
+/// process, `LISTEN_FDS` descriptors from 3, named by `LISTEN_FDNAMES`). The variables are
+/// removed, so processes Peregrine starts do not take them for their own.
+#[cfg(target_os = "linux")]
+fn inherited_sockets() -> Result<Vec<(Option<String>, peregrine::InheritedSocket)>, String> {
+    const FIRST_FD: i32 = 3; // SD_LISTEN_FDS_START
+    let for_us = std::env::var("LISTEN_PID").ok() == Some(std::process::id().to_string());
+    let count = std::env::var("LISTEN_FDS").ok();
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(var);
+    }
+    let Some(count) = count.filter(|_| for_us) else { return Ok(Vec::new()) };
+    let count: i32 = count.parse().map_err(|_| format!("LISTEN_FDS: `{count}` is not a count"))?;
+    let names: Vec<&str> = names.split(':').collect();
+    (0..count)
+        .map(|i| {
+            let fd = FIRST_FD + i;
+            let socket = peregrine::InheritedSocket::adopt(fd)
+                .map_err(|e| format!("inherited socket (descriptor {fd}): {e}"))?;
+            let name = names.get(i as usize).filter(|n| !n.is_empty()).map(|n| n.to_string());
+            Ok((name, socket))
+        })
+        .collect()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn inherited_sockets() -> Result<Vec<(Option<String>, peregrine::InheritedSocket)>, String> {
+    Ok(Vec::new())
+}
+
+/// Serves each inherited socket with the settings of the listener named like it (`names`,
+/// parallel to `specs`), else of the one with its address, else as a cleartext listener
+/// serving both protocols.
+fn attach_inherited(
+    specs: &mut Vec<ListenerSpec>,
+    names: &[Option<String>],
+    inherited: Vec<(Option<String>, peregrine::InheritedSocket)>,
+) -> Result<(), String> {
+    let configured = specs.len();
+    let mut taken = vec![false; configured];
+    for (name, socket) in inherited {
+        let addr = socket.local_addr().map_err(|e| format!("inherited socket: {e}"))?;
+        let by_name = (0..configured)
+            .find(|&i| !taken[i] && name.is_some() && names.get(i).is_some_and(|n| *n == name));
+        let found =
+            by_name.or_else(|| (0..configured).find(|&i| !taken[i] && specs[i].address == addr));
+        let spec = match found {
+            Some(i) => {
+                taken[i] = true;
+                specs[i].clone()
+            }
+            None => ListenerSpec::from(addr),
+        };
+        let spec = spec.on_inherited(socket).map_err(|e| format!("inherited socket: {e}"))?;
+        match found {
+            Some(i) => specs[i] = spec,
+            None => specs.push(spec),
+        }
+    }
+    Ok(())
 }
 
 /// Applies the per-client flags: limits, and allow/deny lists on every listener.

@@ -211,8 +211,11 @@ impl Server {
                 }
                 None => None,
             };
-            let (addr, listeners) = sys::bind_listeners(spec.address, threads)
-                .map_err(|e| StartError::Bind(spec.address, e))?;
+            let (addr, listeners) = match &spec.inherited {
+                Some(socket) => sys::share_listener(&socket.0, threads).map(|l| (spec.address, l)),
+                None => sys::bind_listeners(spec.address, threads),
+            }
+            .map_err(|e| StartError::Bind(spec.address, e))?;
             for (sockets, listener) in per_thread.iter_mut().zip(listeners) {
                 let info = ListenerInfo {
                     protocols: spec.protocols,

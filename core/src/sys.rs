@@ -79,6 +79,22 @@ pub(crate) fn bind_listeners(
     }
 }
 
+/// Shares an inherited listening socket among `reactors` reactors: on Linux each gets its own
+/// descriptor of it (a `dup`), all accepting from its one queue.
+pub(crate) fn share_listener(
+    socket: &std::sync::Arc<OwnedSocket>,
+    reactors: usize,
+) -> io::Result<Vec<Listener>> {
+    #[cfg(unix)]
+    {
+        (0..reactors).map(|_| socket.try_clone()).collect()
+    }
+    #[cfg(windows)]
+    {
+        Ok((0..reactors).map(|_| std::sync::Arc::clone(socket)).collect())
+    }
+}
+
 fn bound_addr(socket: &Socket) -> io::Result<SocketAddr> {
     socket.local_addr()?.as_socket().ok_or_else(|| io::ErrorKind::Other.into())
 }

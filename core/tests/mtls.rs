@@ -184,8 +184,21 @@ fn revoke_alice(pki: &Pki) -> ((PathBuf, PathBuf), PathBuf) {
     openssl(
         d,
         &[
-            "x509", "-req", "-in", "bob.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "bob.pem", "-days", "2", "-extfile", "client.ext",
+            "x509",
+            "-req",
+            "-in",
+            "bob.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "bob.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
         ],
     );
     std::fs::write(d.join("index.txt"), "").unwrap();

@@ -37,7 +37,10 @@ mod op;
 mod sys;
 
 pub use op::{is_canceled, Completion, DriverConfig, OpId, Outcome, SendBuf, MAX_SEND_CHUNKS};
-pub use sys::{allowed_cpus, pin_current_thread, raise_open_files_limit, shutdown_write};
+pub use sys::{
+    adopt_inherited_listener, allowed_cpus, pin_current_thread, raise_open_files_limit,
+    shutdown_write,
+};
 
 use std::fmt;
 use std::io;

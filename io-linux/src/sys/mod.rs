@@ -179,3 +179,24 @@ pub fn shutdown_write(fd: &OwnedFd) -> io::Result<()> {
     cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) })?;
     Ok(())
 }
+
+/// Takes ownership of a listening socket this process inherited at `fd` (systemd socket
+/// activation, or a parent that passed it on), after checking that `fd` is open and a
+/// listening socket. It is made close-on-exec, so processes Peregrine starts later do not
+/// inherit it too.
+pub fn adopt_inherited_listener(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl(F_GETFD) only reads the descriptor table; any integer is sound to ask.
+    cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: `fd` is open (checked above), and by the inheritance protocol (LISTEN_FDS)
+    // it was handed to this process for this use alone: nothing else here owns or closes it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: as above; sets a flag on a descriptor we now own.
+    cvt(unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    if !socket2::SockRef::from(&owned).is_listener()? {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("inherited descriptor {fd} is not a listening socket"),
+        ));
+    }
+    Ok(owned)
+}
