@@ -45,6 +45,16 @@ else
 fi
 cargo test --workspace
 
+# --- Fuzzing -------------------------------------------------------------------------------
+# Every parser's fuzz target for 30 s (fuzz/README.md; a workspace of its own, built on the
+# stable toolchain): a crash that shows up that quickly fails the run, with its input in
+# fuzz/artifacts/. PEREGRINE_FUZZ_SECONDS changes the time; 0 leaves this part out.
+fuzz_seconds=${PEREGRINE_FUZZ_SECONDS:-30}
+if [ "$fuzz_seconds" != 0 ]; then
+    (cd fuzz && cargo fmt -- --check)
+    fuzz/run.sh "$fuzz_seconds"
+fi
+
 # --- Windows, under Wine -----------------------------------------------------------------
 # Cross-builds for x86_64-pc-windows-gnu and runs the IOCP driver's conformance suite, core's
 # tests and a peregrine.exe smoke test under Wine (installs mingw-w64 and Wine when missing;
