@@ -5,6 +5,7 @@
 # A crash stops the run and leaves its input in fuzz/artifacts/<target>/.
 #
 #   fuzz/run.sh [SECONDS] [TARGET...]
+#   FUZZ_RUNS=10000000 fuzz/run.sh 0 [TARGET...]   # a number of executions instead of a time
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-30}
@@ -26,7 +27,9 @@ for t in "${targets[@]}"; do
     seeds=()
     [ -d "seeds/$t" ] && seeds=("seeds/$t")
     echo "fuzz: $t for ${seconds}s"
-    "$bin/$t" -max_total_time="$seconds" -print_final_stats=1 \
+    budget=(-max_total_time="$seconds")
+    [ -n "${FUZZ_RUNS:-}" ] && budget=(-runs="$FUZZ_RUNS")
+    "$bin/$t" "${budget[@]}" -print_final_stats=1 \
         -artifact_prefix="artifacts/$t/" "corpus/$t" "${seeds[@]}" 2>&1 |
         grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|#[0-9]+ +DONE|==[0-9]+==|SUMMARY|.*panicked)" || true
     # libFuzzer exits non-zero on a crash; the pipe hides it, the artifact does not.
