@@ -24,6 +24,8 @@ if ((${#missing[@]})); then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# The Kubernetes manifests' schema check (core/tests/container.rs), from PyPI.
+command -v kubernetes-validate >/dev/null || python3 -m pip install -q kubernetes-validate
 for component in rustfmt clippy; do
     rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
 done

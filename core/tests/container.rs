@@ -890,6 +890,34 @@ fn kubernetes_manifests_agree_with_the_image() {
     assert!(final_image().env["PEREGRINE_CONFIG"].starts_with("/etc/peregrine/"));
 }
 
+/// The manifests are valid Kubernetes objects: checked against the API's own schemas
+/// (`kubernetes-validate --strict`, from PyPI: every field known and of its type).
+#[test]
+fn kubernetes_manifests_validate_against_the_api_schemas() {
+    let tool = Command::new("kubernetes-validate").arg("--version").output();
+    let how = "pip install kubernetes-validate";
+    if need(tool.is_ok_and(|o| o.status.success()), "kubernetes-validate", how).is_none() {
+        return;
+    }
+    let dir = repo().join("deploy/kubernetes");
+    let mut manifests: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("deploy/kubernetes")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    manifests.sort();
+    assert!(manifests.len() >= 2, "manifests: {manifests:?}");
+    let out = Command::new("kubernetes-validate")
+        .arg("--strict")
+        .args(&manifests)
+        .output()
+        .expect("run kubernetes-validate");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("deployment/peregrine") && text.contains("service/peregrine"), "{text}");
+}
+
 #[test]
 fn systemd_unit_outlasts_the_graceful_shutdown() {
     let unit = read("deploy/systemd/peregrine.service");
