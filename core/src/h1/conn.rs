@@ -47,6 +47,11 @@ use crate::{date, rt, Body, ConnectionInfo, Handler};
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 256 * 1024;
 
+/// How long an idle connection still waits for a request once a graceful shutdown has
+/// begun (see `serve`). A client in a request loop sends its next one within this; one that
+/// is truly idle is closed after it, so a shutdown waits at most this long for idle clients.
+const DRAIN_GRACE: Duration = Duration::from_millis(250);
+
 /// Per-core connection settings, derived once from `Limits`.
 pub(crate) struct Settings {
     pub(crate) limits: Limits,
@@ -128,16 +133,34 @@ pub(crate) fn serve<H: Handler>(
             // no buffer, parser or exchange (those live in the boxed future below, which
             // exists only while requests are being served).
             if io.read.borrow().inbuf.is_empty() {
-                if rt::shutting_down() {
-                    break Ending::Close;
-                }
-                let keep_alive = || rt::now() + settings.limits.keep_alive_timeout;
-                io.timer.set_idle(true);
+                // Once a graceful shutdown has begun, an idle connection still waits a
+                // moment: a client may have sent its next request already, and closing under
+                // it would fail that request. One that comes is answered with
+                // `Connection: close`.
+                let draining = rt::shutting_down();
+                let deadline = match (draining, first_deadline) {
+                    (true, _) => rt::now() + DRAIN_GRACE,
+                    (false, Some(first)) => first,
+                    (false, None) => rt::now() + settings.limits.keep_alive_timeout,
+                };
+                io.timer.set_idle(!draining);
                 io.release_idle_buffers();
-                let read = io.read_more(Some(first_deadline.unwrap_or_else(keep_alive))).await;
+                let read = io.read_more(Some(deadline)).await;
                 io.timer.set_idle(false);
-                if !got_bytes(read) {
-                    break Ending::Close;
+                match read {
+                    Ok(n) if n > 0 => {}
+                    // The shutdown woke this idle wait: wait the grace period instead.
+                    Err(super::io::ReadFail::TimedOut) if !draining && rt::shutting_down() => {
+                        continue
+                    }
+                    // EOF, a failed read, the keep-alive timeout (for the first request,
+                    // `request_headers_timeout`), or the grace period's end: close quietly.
+                    end => {
+                        if let Err(super::io::ReadFail::Io(e)) = end {
+                            debug!(error = %e, "read failed");
+                        }
+                        break Ending::Close;
+                    }
                 }
             }
             // The whole head usually came with the first bytes: parsed here, with no future
@@ -178,20 +201,6 @@ pub(crate) fn serve<H: Handler>(
         };
         Box::pin(finish(&io, fd, ending)).await;
         drop(admitted);
-    }
-}
-
-/// Whether an idle wait for the next request got its first bytes: `false` when the
-/// connection should end quietly instead (EOF, a failed read, the keep-alive timeout or, for
-/// the first request, `request_headers_timeout`).
-fn got_bytes(read: Result<usize, super::io::ReadFail>) -> bool {
-    match read {
-        Ok(n) => n > 0,
-        Err(super::io::ReadFail::Io(e)) => {
-            debug!(error = %e, "read failed");
-            false
-        }
-        Err(super::io::ReadFail::TimedOut) => false,
     }
 }
 
