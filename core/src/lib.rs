@@ -47,6 +47,8 @@ mod tls;
 mod transport;
 mod trust;
 mod tunnel;
+#[cfg(target_os = "linux")]
+pub mod upgrade;
 
 pub use access_log::AccessLogTarget;
 pub use body::{Body, BodyChunk, BodyError};

@@ -7,21 +7,36 @@ use std::sync::Arc;
 use crate::sys::OwnedSocket;
 use crate::tls::TlsSettings;
 
-/// A listening socket this process was given instead of binding one (systemd socket
-/// activation): every reactor accepts from it.
+/// Listening sockets this process was given instead of binding them (systemd socket
+/// activation: one; a running Peregrine handing over during an upgrade: its whole
+/// `SO_REUSEPORT` group, so no connection queued on any of them is lost). Every socket gets
+/// at least one reactor accepting from it.
 #[derive(Debug, Clone)]
-pub struct InheritedSocket(pub(crate) Arc<OwnedSocket>);
+pub struct InheritedSocket(pub(crate) Vec<Arc<OwnedSocket>>);
 
 impl InheritedSocket {
     /// Adopts the listening socket at descriptor `fd`, checked to be open and listening.
     #[cfg(target_os = "linux")]
     pub fn adopt(fd: i32) -> io::Result<InheritedSocket> {
-        crate::sys::driver::adopt_inherited_listener(fd).map(|s| InheritedSocket(Arc::new(s)))
+        crate::sys::driver::adopt_inherited_listener(fd).map(|s| InheritedSocket(vec![Arc::new(s)]))
+    }
+
+    /// Adopts a group of listening sockets bound to one address.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn adopt_group(fds: &[i32]) -> io::Result<InheritedSocket> {
+        let sockets = fds
+            .iter()
+            .map(|&fd| crate::sys::driver::adopt_inherited_listener(fd).map(Arc::new))
+            .collect::<io::Result<Vec<_>>>()?;
+        if sockets.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no inherited socket"));
+        }
+        Ok(InheritedSocket(sockets))
     }
 
     /// The address it listens on.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        socket2::SockRef::from(&*self.0)
+        socket2::SockRef::from(&*self.0[0])
             .local_addr()?
             .as_socket()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an IP socket"))

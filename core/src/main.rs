@@ -185,6 +185,12 @@ fn main() -> ExitCode {
     if let Err(e) = client_flags(&cli, &mut limits, &mut listen) {
         return usage_error(&e);
     }
+    // Started by a running Peregrine's upgrade: serve the sockets it hands over.
+    #[cfg(target_os = "linux")]
+    let mut successor = match peregrine::upgrade::Successor::take(&mut listen) {
+        Ok(s) => s,
+        Err(e) => return usage_error(&e),
+    };
     let io =
         cli.io.or_else(|| config.io.as_deref().and_then(|s| s.parse().ok())).unwrap_or_default();
     let admin = match cli.admin.as_deref().or(config.admin.as_deref()) {
@@ -221,6 +227,7 @@ fn main() -> ExitCode {
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGUSR2,
     ]) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -295,9 +302,18 @@ fn main() -> ExitCode {
     for hint in overview.hints() {
         println!("{hint}");
     }
+    #[cfg(target_os = "linux")]
+    if let Some(successor) = successor.as_mut() {
+        match successor.report_ready() {
+            Ok(()) => {
+                println!("upgraded: pid {} serves; the previous process drains", std::process::id())
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot report to the previous process"),
+        }
+    }
     #[cfg(unix)]
     if let Some(signals) = signals {
-        watch_signals(signals, server.shutdown_handle(), server.tls_reload_handle());
+        watch_signals(signals, &server);
     }
     #[cfg(windows)]
     watch_console(server.shutdown_handle());
@@ -512,11 +528,11 @@ fn init_logging(format: LogFormat) {
 /// SIGINT/SIGTERM start a graceful shutdown; a second one exits at once. SIGHUP reloads the
 /// TLS certificates (a failed reload keeps the old ones and says why).
 #[cfg(unix)]
-fn watch_signals(
-    mut signals: signal_hook::iterator::Signals,
-    handle: peregrine::ShutdownHandle,
-    tls: peregrine::TlsReloadHandle,
-) {
+fn watch_signals(mut signals: signal_hook::iterator::Signals, server: &Server) {
+    let handle = server.shutdown_handle();
+    let tls = server.tls_reload_handle();
+    #[cfg(target_os = "linux")]
+    let upgrade = peregrine::upgrade::UpgradeHandle::of(server);
     std::thread::Builder::new()
         .name("peregrine-signals".into())
         .spawn(move || {
@@ -533,6 +549,13 @@ fn watch_signals(
                     }
                     continue;
                 }
+                if signal == signal_hook::consts::SIGUSR2 {
+                    #[cfg(target_os = "linux")]
+                    if !handle.is_shutting_down() {
+                        upgrade_binary(upgrade.as_ref(), &handle);
+                    }
+                    continue;
+                }
                 if handle.is_shutting_down() {
                     tracing::warn!(signal, "second signal: exiting now");
                     std::process::exit(130);
@@ -542,6 +565,35 @@ fn watch_signals(
             }
         })
         .expect("spawn signal thread");
+}
+
+/// SIGUSR2: starts the binary now on disk (`PEREGRINE_UPGRADE_BINARY` overrides it) with
+/// the same arguments, hands it the listening sockets, and once it serves, drains and
+/// exits. If it fails, this process goes on serving.
+#[cfg(target_os = "linux")]
+fn upgrade_binary(
+    upgrade: Result<&peregrine::upgrade::UpgradeHandle, &std::io::Error>,
+    handle: &peregrine::ShutdownHandle,
+) {
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(e) => return tracing::error!(error = %e, "upgrade unavailable; still serving"),
+    };
+    let binary = std::env::var_os("PEREGRINE_UPGRADE_BINARY")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_exe().ok());
+    let Some(binary) = binary else {
+        return tracing::error!("upgrade: cannot tell which binary to start; still serving");
+    };
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    tracing::info!(binary = %binary.display(), "upgrade: starting the new binary");
+    match upgrade.start_successor(&binary, &args) {
+        Ok(pid) => {
+            tracing::info!(pid, "upgrade: the new process serves; draining this one");
+            handle.shutdown();
+        }
+        Err(e) => tracing::error!(error = %e, "upgrade failed; still serving"),
+    }
 }
 
 /// Ctrl+C, Ctrl+Break and closing the console window start a graceful shutdown (Windows'

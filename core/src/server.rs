@@ -132,6 +132,9 @@ struct Control {
 /// A running server.
 pub struct Server {
     addrs: Vec<SocketAddr>,
+    /// Per listener, a descriptor of each of its sockets: what an upgrade hands over.
+    #[cfg(unix)]
+    handover: Vec<Vec<sys::OwnedSocket>>,
     threads: Vec<JoinHandle<()>>,
     control: Arc<Control>,
     driver: DriverKind,
@@ -192,6 +195,8 @@ impl Server {
             (0..threads).map(|_| Vec::new()).collect();
         let mut tls_listeners = Vec::new();
         let clients = ClientPolicy::new(&config.limits);
+        #[cfg(unix)]
+        let mut handover: Vec<Vec<sys::OwnedSocket>> = Vec::new();
         for spec in &config.listen {
             // A listener with limits of its own gets tables of its own, shared by the cores.
             let listener_clients = match spec.client_limits {
@@ -212,20 +217,32 @@ impl Server {
                 None => None,
             };
             let (addr, listeners) = match &spec.inherited {
-                Some(socket) => sys::share_listener(&socket.0, threads).map(|l| (spec.address, l)),
-                None => sys::bind_listeners(spec.address, threads),
+                Some(socket) => sys::share_listeners(&socket.0, threads).map(|l| (spec.address, l)),
+                None => sys::bind_listeners(spec.address, threads)
+                    .map(|(addr, l)| (addr, l.into_iter().map(|l| vec![l]).collect())),
             }
             .map_err(|e| StartError::Bind(spec.address, e))?;
-            for (sockets, listener) in per_thread.iter_mut().zip(listeners) {
-                let info = ListenerInfo {
-                    protocols: spec.protocols,
-                    tls: tls.clone(),
-                    proxy_protocol: (!spec.proxy_protocol_from.is_empty())
-                        .then(|| Trusted::new(spec.proxy_protocol_from.clone())),
-                    access: AccessList::new(spec.allow.clone(), spec.deny.clone()),
-                    clients: Arc::clone(&listener_clients),
+            // One descriptor of each distinct socket, kept for handing over in an upgrade.
+            #[cfg(unix)]
+            {
+                let distinct: std::io::Result<Vec<_>> = match &spec.inherited {
+                    Some(socket) => socket.0.iter().map(|s| s.try_clone()).collect(),
+                    None => listeners.iter().flatten().map(|l| l.try_clone()).collect(),
                 };
-                sockets.push((listener, info));
+                handover.push(distinct.map_err(|e| StartError::Bind(spec.address, e))?);
+            }
+            for (sockets, reactor_listeners) in per_thread.iter_mut().zip(listeners) {
+                for listener in reactor_listeners {
+                    let info = ListenerInfo {
+                        protocols: spec.protocols,
+                        tls: tls.clone(),
+                        proxy_protocol: (!spec.proxy_protocol_from.is_empty())
+                            .then(|| Trusted::new(spec.proxy_protocol_from.clone())),
+                        access: AccessList::new(spec.allow.clone(), spec.deny.clone()),
+                        clients: Arc::clone(&listener_clients),
+                    };
+                    sockets.push((listener, info));
+                }
             }
             addrs.push(addr);
         }
@@ -316,6 +333,8 @@ impl Server {
         let Started { handles, access_log, .. } = started;
         Ok(Server {
             addrs,
+            #[cfg(unix)]
+            handover,
             threads: handles,
             control,
             driver,
@@ -325,6 +344,13 @@ impl Server {
             access_log,
             tls: TlsReloadHandle(Arc::new(tls_listeners)),
         })
+    }
+
+    /// Per listener (in [`ServerConfig::listen`]'s order), a descriptor of each of its
+    /// listening sockets: what a binary upgrade hands to the new process.
+    #[cfg(unix)]
+    pub(crate) fn handover_sockets(&self) -> &[Vec<sys::OwnedSocket>] {
+        &self.handover
     }
 
     /// Reads every TLS listener's certificate and key files again (what SIGHUP does in the

@@ -79,20 +79,23 @@ pub(crate) fn bind_listeners(
     }
 }
 
-/// Shares an inherited listening socket among `reactors` reactors: on Linux each gets its own
-/// descriptor of it (a `dup`), all accepting from its one queue.
-pub(crate) fn share_listener(
-    socket: &std::sync::Arc<OwnedSocket>,
+/// Shares inherited listening sockets among `reactors` reactors: each socket goes to at
+/// least one reactor and each reactor gets at least one socket (on Linux its own descriptor
+/// of it, a `dup`). Returns each reactor's sockets.
+pub(crate) fn share_listeners(
+    sockets: &[std::sync::Arc<OwnedSocket>],
     reactors: usize,
-) -> io::Result<Vec<Listener>> {
-    #[cfg(unix)]
-    {
-        (0..reactors).map(|_| socket.try_clone()).collect()
+) -> io::Result<Vec<Vec<Listener>>> {
+    let mut out: Vec<Vec<Listener>> = (0..reactors).map(|_| Vec::new()).collect();
+    for i in 0..sockets.len().max(reactors) {
+        let socket = &sockets[i % sockets.len()];
+        #[cfg(unix)]
+        let listener = socket.try_clone()?;
+        #[cfg(windows)]
+        let listener = std::sync::Arc::clone(socket);
+        out[i % reactors].push(listener);
     }
-    #[cfg(windows)]
-    {
-        Ok((0..reactors).map(|_| std::sync::Arc::clone(socket)).collect())
-    }
+    Ok(out)
 }
 
 fn bound_addr(socket: &Socket) -> io::Result<SocketAddr> {

@@ -38,8 +38,8 @@ mod sys;
 
 pub use op::{is_canceled, Completion, DriverConfig, OpId, Outcome, SendBuf, MAX_SEND_CHUNKS};
 pub use sys::{
-    adopt_inherited_listener, allowed_cpus, pin_current_thread, raise_open_files_limit,
-    shutdown_write,
+    adopt_inherited, adopt_inherited_listener, allowed_cpus, inheritable_copy, pin_current_thread,
+    raise_open_files_limit, shutdown_write,
 };
 
 use std::fmt;

@@ -50,7 +50,7 @@ const LINGER_BYTES: usize = 256 * 1024;
 /// How long an idle connection still waits for a request once a graceful shutdown has
 /// begun (see `serve`). A client in a request loop sends its next one within this; one that
 /// is truly idle is closed after it, so a shutdown waits at most this long for idle clients.
-const DRAIN_GRACE: Duration = Duration::from_millis(250);
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
 /// Per-core connection settings, derived once from `Limits`.
 pub(crate) struct Settings {

@@ -180,18 +180,25 @@ pub fn shutdown_write(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Takes ownership of a listening socket this process inherited at `fd` (systemd socket
-/// activation, or a parent that passed it on), after checking that `fd` is open and a
-/// listening socket. It is made close-on-exec, so processes Peregrine starts later do not
-/// inherit it too.
-pub fn adopt_inherited_listener(fd: RawFd) -> io::Result<OwnedFd> {
+/// Takes ownership of descriptor `fd`, inherited from the process that started this one
+/// (systemd socket activation, or a running Peregrine handing over during an upgrade),
+/// after checking that it is open. It is made close-on-exec, so processes Peregrine starts
+/// later do not inherit it too.
+pub fn adopt_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: fcntl(F_GETFD) only reads the descriptor table; any integer is sound to ask.
     cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
-    // SAFETY: `fd` is open (checked above), and by the inheritance protocol (LISTEN_FDS)
-    // it was handed to this process for this use alone: nothing else here owns or closes it.
+    // SAFETY: `fd` is open (checked above), and by the inheritance protocol (LISTEN_FDS, or
+    // Peregrine's own upgrade variables) it was handed to this process for this use alone:
+    // nothing else here owns or closes it.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: as above; sets a flag on a descriptor we now own.
     cvt(unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    Ok(owned)
+}
+
+/// [`adopt_inherited`], for a descriptor that must be a listening socket.
+pub fn adopt_inherited_listener(fd: RawFd) -> io::Result<OwnedFd> {
+    let owned = adopt_inherited(fd)?;
     if !socket2::SockRef::from(&owned).is_listener()? {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -199,4 +206,14 @@ pub fn adopt_inherited_listener(fd: RawFd) -> io::Result<OwnedFd> {
         ));
     }
     Ok(owned)
+}
+
+/// A copy of `fd` that a process started next inherits (no close-on-exec), for handing a
+/// socket over. Close it once the child has started.
+pub fn inheritable_copy(fd: &impl AsRawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD duplicates an open descriptor we hold (borrowed for the call) into the
+    // lowest free number from 3, without FD_CLOEXEC; the result is a new descriptor.
+    let copy = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD, 3) })?;
+    // SAFETY: `copy` was just created by the kernel for us alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
 }

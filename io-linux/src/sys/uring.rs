@@ -92,6 +92,10 @@ impl HeldQueue {
         self.0.push(held);
     }
 
+    fn push_front(&mut self, held: Held) {
+        self.0.insert(0, held);
+    }
+
     fn pop_front(&mut self) -> Option<Held> {
         if self.0.is_empty() {
             return None;
@@ -370,14 +374,18 @@ impl Uring {
                 if let Kind::Recv { fd } = slot.kind {
                     // A waiter has no kernel request: it finishes now. The socket's multishot
                     // stays armed for the next receive.
-                    if let Some(socket) = self.sockets.get_mut(fd) {
-                        if socket.waiter == Some(op) {
-                            socket.waiter = None;
-                        }
+                    let socket = self.sockets.entry(fd);
+                    if socket.waiter == Some(op) {
+                        socket.waiter = None;
                     }
-                    if !self.immediate.iter().any(|(id, _)| *id == op) {
-                        self.immediate.push((op, Held::Error(libc::ECANCELED)));
+                    // Held data already handed to this waiter, not yet delivered, goes back to
+                    // the front of the socket's queue for the next receive: delivered to a
+                    // cancelled receive it would be lost (a client's request, silently).
+                    if let Some(i) = self.immediate.iter().position(|(id, _)| *id == op) {
+                        let (_, held) = self.immediate.remove(i);
+                        socket.held.push_front(held);
                     }
+                    self.immediate.push((op, Held::Error(libc::ECANCELED)));
                     return;
                 }
             }
