@@ -552,7 +552,7 @@ fn watch_signals(mut signals: signal_hook::iterator::Signals, server: &Server) {
                 if signal == signal_hook::consts::SIGUSR2 {
                     #[cfg(target_os = "linux")]
                     if !handle.is_shutting_down() {
-                        upgrade_binary(upgrade.as_ref(), &handle);
+                        upgrade_binary(&upgrade, &handle);
                     }
                     continue;
                 }
@@ -571,14 +571,7 @@ fn watch_signals(mut signals: signal_hook::iterator::Signals, server: &Server) {
 /// the same arguments, hands it the listening sockets, and once it serves, drains and
 /// exits. If it fails, this process goes on serving.
 #[cfg(target_os = "linux")]
-fn upgrade_binary(
-    upgrade: Result<&peregrine::upgrade::UpgradeHandle, &std::io::Error>,
-    handle: &peregrine::ShutdownHandle,
-) {
-    let upgrade = match upgrade {
-        Ok(u) => u,
-        Err(e) => return tracing::error!(error = %e, "upgrade unavailable; still serving"),
-    };
+fn upgrade_binary(upgrade: &peregrine::upgrade::UpgradeHandle, handle: &peregrine::ShutdownHandle) {
     let binary = std::env::var_os("PEREGRINE_UPGRADE_BINARY")
         .map(PathBuf::from)
         .or_else(|| std::env::current_exe().ok());

@@ -124,17 +124,19 @@ impl std::fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 /// State shared by the reactor threads and the controlling handle.
-struct Control {
+pub(crate) struct Control {
     shutting_down: AtomicBool,
     wakers: Mutex<Vec<DriverWaker>>,
+    /// Per listener, a descriptor of each of its sockets: what an upgrade hands over. Closed
+    /// when a shutdown starts, so the sockets close with the reactors' (new connections are
+    /// refused) unless a successor holds them.
+    #[cfg(unix)]
+    handover: Mutex<Vec<Vec<sys::OwnedSocket>>>,
 }
 
 /// A running server.
 pub struct Server {
     addrs: Vec<SocketAddr>,
-    /// Per listener, a descriptor of each of its sockets: what an upgrade hands over.
-    #[cfg(unix)]
-    handover: Vec<Vec<sys::OwnedSocket>>,
     threads: Vec<JoinHandle<()>>,
     control: Arc<Control>,
     driver: DriverKind,
@@ -154,6 +156,8 @@ impl ShutdownHandle {
     /// connections, abort what remains after `shutdown_timeout`.
     pub fn shutdown(&self) {
         if !self.0.shutting_down.swap(true, Ordering::SeqCst) {
+            #[cfg(unix)]
+            self.0.handover.lock().expect("handover poisoned").clear();
             for w in self.0.wakers.lock().expect("waker list poisoned").iter() {
                 w.wake();
             }
@@ -247,8 +251,12 @@ impl Server {
             addrs.push(addr);
         }
 
-        let control =
-            Arc::new(Control { shutting_down: AtomicBool::new(false), wakers: Mutex::default() });
+        let control = Arc::new(Control {
+            shutting_down: AtomicBool::new(false),
+            wakers: Mutex::default(),
+            #[cfg(unix)]
+            handover: Mutex::new(handover),
+        });
         let core_metrics: Vec<Arc<CoreMetrics>> = (0..threads).map(|_| Arc::default()).collect();
         let access_log = match &config.access_log {
             Some(target) => Some(access_log::Writer::start(target).map_err(StartError::AccessLog)?),
@@ -333,8 +341,6 @@ impl Server {
         let Started { handles, access_log, .. } = started;
         Ok(Server {
             addrs,
-            #[cfg(unix)]
-            handover,
             threads: handles,
             control,
             driver,
@@ -346,11 +352,29 @@ impl Server {
         })
     }
 
-    /// Per listener (in [`ServerConfig::listen`]'s order), a descriptor of each of its
-    /// listening sockets: what a binary upgrade hands to the new process.
-    #[cfg(unix)]
-    pub(crate) fn handover_sockets(&self) -> &[Vec<sys::OwnedSocket>] {
-        &self.handover
+    /// Per listener (in [`ServerConfig::listen`]'s order), inheritable copies of its
+    /// listening sockets, for a binary upgrade; `None` once a shutdown has started (the
+    /// sockets are closing).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn handover_copies(
+        control: &Arc<Control>,
+    ) -> Option<std::io::Result<Vec<Vec<sys::OwnedSocket>>>> {
+        let handover = control.handover.lock().expect("handover poisoned");
+        if control.shutting_down.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(
+            handover
+                .iter()
+                .map(|group| group.iter().map(driver::inheritable_copy).collect())
+                .collect(),
+        )
+    }
+
+    /// The server's control block (for the upgrade handle).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn control(&self) -> Arc<Control> {
+        Arc::clone(&self.control)
     }
 
     /// Reads every TLS listener's certificate and key files again (what SIGHUP does in the

@@ -51,21 +51,17 @@ impl std::fmt::Display for UpgradeError {
 
 impl std::error::Error for UpgradeError {}
 
-/// What an upgrade hands over: a descriptor of every listening socket, per listener. Made
-/// by [`UpgradeHandle::of`] while the server runs; thread-safe, for a signal thread.
+/// Starts upgrades of one server: thread-safe, for a signal thread. It holds no socket of
+/// its own: the server's descriptors close when its shutdown starts, so a server that stops
+/// refuses new connections.
 pub struct UpgradeHandle {
-    listeners: Vec<Vec<OwnedFd>>,
+    control: std::sync::Arc<crate::server::Control>,
 }
 
 impl UpgradeHandle {
-    /// The handle for `server`'s listening sockets.
-    pub fn of(server: &Server) -> io::Result<UpgradeHandle> {
-        let listeners = server
-            .handover_sockets()
-            .iter()
-            .map(|group| group.iter().map(|s| s.try_clone()).collect())
-            .collect::<io::Result<_>>()?;
-        Ok(UpgradeHandle { listeners })
+    /// The handle for `server`.
+    pub fn of(server: &Server) -> UpgradeHandle {
+        UpgradeHandle { control: server.control() }
     }
 
     /// Starts `binary` with `args` as the server's successor and waits until it reports
@@ -76,27 +72,28 @@ impl UpgradeHandle {
         binary: &Path,
         args: &[std::ffi::OsString],
     ) -> Result<u32, UpgradeError> {
-        start_successor(&self.listeners, binary, args)
+        let copies = Server::handover_copies(&self.control)
+            .ok_or_else(|| UpgradeError::NotReady("the server is shutting down".into()))?
+            .map_err(UpgradeError::Start)?;
+        start_successor(copies, binary, args)
     }
 }
 
+/// Starts the successor with `listeners`: inheritable copies of the sockets, closed here
+/// once the child has its own.
 fn start_successor(
-    listeners: &[Vec<OwnedFd>],
+    listeners: Vec<Vec<OwnedFd>>,
     binary: &Path,
     args: &[std::ffi::OsString],
 ) -> Result<u32, UpgradeError> {
-    // Inheritable copies, closed here once the child has its own.
-    let mut copies: Vec<OwnedFd> = Vec::new();
-    let mut groups = Vec::new();
-    for (i, sockets) in listeners.iter().enumerate() {
-        let mut fds = Vec::new();
-        for socket in sockets {
-            let copy = driver::inheritable_copy(socket).map_err(UpgradeError::Start)?;
-            fds.push(copy.as_raw_fd().to_string());
-            copies.push(copy);
-        }
-        groups.push(format!("{i}:{}", fds.join(",")));
-    }
+    let groups: Vec<String> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, sockets)| {
+            let fds: Vec<String> = sockets.iter().map(|s| s.as_raw_fd().to_string()).collect();
+            format!("{i}:{}", fds.join(","))
+        })
+        .collect();
     let (mut ours, pair_end) = UnixStream::pair().map_err(UpgradeError::Start)?;
     let theirs = driver::inheritable_copy(&pair_end).map_err(UpgradeError::Start)?;
     // Only the child may hold the other end: its exit must read as EOF here.
@@ -107,7 +104,7 @@ fn start_successor(
         .env(READY_VAR, theirs.as_raw_fd().to_string())
         .spawn()
         .map_err(UpgradeError::Start)?;
-    drop(copies);
+    drop(listeners);
     drop(theirs);
     ours.set_read_timeout(Some(READY_TIMEOUT)).map_err(UpgradeError::Start)?;
     let mut word = [0u8; 5];
