@@ -20,6 +20,8 @@ use peregrine_bench::sys::{self, UtcTime};
 
 use crate::{cli, describe, h2o_binary, measure, nginx_binary, peregrine_binary, Bench};
 
+/// Peregrine forwarding to the upstream program it hosts as an `[[app]]`.
+const PEREGRINE_APP: &str = "peregrine (app)";
 const NGINX_PROXY: &str = include_str!("../peers/nginx-proxy.conf");
 const H2O_PROXY: &str = include_str!("../peers/h2o-proxy.conf");
 
@@ -74,6 +76,26 @@ pub(crate) fn run(cli: &cli::Cli, bench: &Bench, out_dir: &Path) -> Result<(), S
     match servers::start_peregrine_with(launcher, &cli.server_cpus, &binary, &config, false) {
         Ok(s) => proxies.push(s),
         Err(e) => return Err(format!("Peregrine as a proxy did not start: {e}")),
+    }
+    // The same upstream program, started and supervised by Peregrine as a hosted app (on
+    // the load generator's CPU like the other upstream): what app hosting adds to proxying.
+    let app_config = format!(
+        "{}
+[[route]]
+app = \"bench\"
+
+[[app]]
+name = \"bench\"
+start = \"at_start\"
+         command = \"sh -c 'exec taskset -c {} {} --listen 127.0.0.1:$PORT --threads 1 --no-pin'\"
+",
+        peers::peregrine_config(None),
+        bench.wrk_cpus,
+        binary.display()
+    );
+    match servers::start_peregrine_with(launcher, &cli.server_cpus, &binary, &app_config, false) {
+        Ok(s) => proxies.push(s.named(PEREGRINE_APP)),
+        Err(e) => notes.push(format!("Peregrine hosting the upstream as an app skipped: {e}")),
     }
     let nginx_conf = NGINX_PROXY.replace("{{UPSTREAM}}", &port);
     match nginx_binary(cli).and_then(|bin| {
@@ -177,7 +199,7 @@ fn table(
         let per_cpu =
             |server: &str| median(of(server).iter().filter_map(|m| m.req_per_cpu_s()).collect());
         let ours = per_cpu(PEREGRINE);
-        for server in [PEREGRINE, NGINX, H2O] {
+        for server in [PEREGRINE, PEREGRINE_APP, NGINX, H2O] {
             let runs = of(server);
             if runs.is_empty() {
                 continue;
@@ -204,7 +226,10 @@ fn table(
             );
         }
     }
-    md.push_str("\nTargets: ≥ 1.5× nginx and ≥ 1.3× h2o per proxy-CPU-second.\n");
+    md.push_str(
+        "\nTargets: ≥ 1.5× nginx and ≥ 1.3× h2o per proxy-CPU-second; `peregrine (app)` \
+         (the upstream started by Peregrine as a hosted app) the same as `peregrine`.\n",
+    );
     for note in notes {
         let _ = writeln!(md, "\n- {note}");
     }

@@ -151,6 +151,12 @@ impl Server {
         &self.name
     }
 
+    /// The same server under another display name (a second Peregrine set-up in a table).
+    pub fn named(mut self, name: &str) -> Server {
+        self.name = name.into();
+        self
+    }
+
     /// Version string for the report.
     pub fn version(&self) -> &str {
         &self.version

@@ -117,6 +117,11 @@ impl Body {
         Body { inner: Inner::Tunnel(Box::new(tunnel)) }
     }
 
+    /// Whether this body is a tunnel (the connection is handed over after a `101`).
+    pub(crate) fn is_tunnel(&self) -> bool {
+        matches!(self.inner, Inner::Tunnel(_))
+    }
+
     /// The tunnel this body carries, if it is one.
     pub(crate) fn take_tunnel(&mut self) -> Option<crate::tunnel::Tunnel> {
         match std::mem::replace(&mut self.inner, Inner::Empty) {

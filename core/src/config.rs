@@ -38,6 +38,10 @@
 //! name = "app"
 //! [[upstream.server]]
 //! address = "http://127.0.0.1:5000"
+//!
+//! [[app]]                     # a hosted app: see `apps::config` for every key
+//! name = "api"
+//! command = "dotnet Api.dll"
 //! ```
 //!
 //! Unknown keys are errors: a misspelt limit must not silently fall back to its default.
@@ -80,6 +84,8 @@ pub struct Config {
     pub proxy: crate::proxy::config::ProxySection,
     /// Named groups of upstream servers.
     pub upstream: Vec<crate::proxy::config::UpstreamConfig>,
+    /// Hosted applications: processes Peregrine starts, supervises and forwards to.
+    pub app: Vec<crate::apps::AppConfig>,
 }
 
 /// One listener.
@@ -273,10 +279,29 @@ impl Config {
             }
             u.proxy_config(&self.proxy).map_err(|e| format!("upstream[{i}] ({}): {e}", u.name))?;
         }
+        for (i, a) in self.app.iter().enumerate() {
+            if self.app[..i].iter().any(|o| o.name == a.name) {
+                return Err(format!("app[{i}].name: `{}` is used twice", a.name));
+            }
+            a.validate().map_err(|e| format!("app[{i}] ({}).{e}", a.name))?;
+        }
         for (i, r) in self.route.iter().enumerate() {
-            r.validate(&self.upstream).map_err(|e| format!("route[{i}].{e}"))?;
+            r.validate(&self.upstream, &self.app).map_err(|e| format!("route[{i}].{e}"))?;
         }
         Ok(())
+    }
+
+    /// The `ASPNETCORE_APPL_PATH` of app `name`: the path prefix of the first route to it
+    /// that does not strip it (`/` when there is none).
+    pub fn app_path_base(&self, name: &str) -> String {
+        self.route
+            .iter()
+            .filter(|r| r.app.as_deref() == Some(name) && !r.strip_prefix)
+            .find_map(|r| r.path_prefix.as_deref())
+            .map(|p| p.trim_end_matches('/'))
+            .filter(|p| !p.is_empty())
+            .unwrap_or("/")
+            .to_string()
     }
 
     /// The listener addresses, resolved.
@@ -462,6 +487,40 @@ mod tests {
         );
         assert_eq!(group.balance, crate::proxy::Balance::Header("x-user".parse().unwrap()));
         assert!(c.route[0].is_proxy());
+    }
+
+    #[test]
+    fn apps_parse_and_their_mistakes_name_their_key() {
+        let c = Config::parse(
+            "[[route]]\npath_prefix = \"/api/\"\napp = \"api\"\n\
+             [[app]]\nname = \"api\"\ncommand = \"dotnet 'My App.dll'\"\nargs = [\"--x\"]\n\
+             start = \"at_start\"\nprocesses = 2\nstartup_time_limit = \"30s\"\n",
+        )
+        .unwrap();
+        let app = &c.app[0];
+        assert_eq!(app.argv().unwrap(), ["dotnet", "My App.dll", "--x"]);
+        assert_eq!(app.start, crate::apps::StartMode::AtStart);
+        assert_eq!(app.startup_time_limit, std::time::Duration::from_secs(30));
+        assert_eq!(app.shutdown_time_limit, std::time::Duration::from_secs(10));
+        assert_eq!(c.app_path_base("api"), "/api");
+        assert!(c.route[0].is_proxy());
+        let app = "[[app]]\nname = \"a\"\ncommand = \"run\"\n";
+        for (text, needle) in [
+            ("[[route]]\napp = \"nope\"\n".to_string(), "route[0].app: no [[app]] named `nope`"),
+            (
+                format!("[[route]]\napp = \"a\"\nupstream = \"a\"\n{app}"),
+                "route[0].app and upstream",
+            ),
+            ("[[app]]\nname = \"a\"\ncommand = \"run 'unclosed\"\n".into(), "app[0] (a).command"),
+            ("[[app]]\nname = \"a\"\ncommand = \"\"\n".into(), "app[0] (a).command: empty"),
+            (format!("{app}processes = 0\n"), "processes must be at least 1"),
+            (format!("{app}start = \"later\"\n"), "later"),
+            (format!("{app}ready_path = \"x\"\n"), "ready_path"),
+            (format!("{app}{app}"), "app[1].name: `a` is used twice"),
+        ] {
+            let e = Config::parse(&text).unwrap_err();
+            assert!(e.contains(needle), "{text}\n=> {e}\n(wanted {needle})");
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@
 
 mod access_log;
 mod admin;
+pub mod apps;
 mod body;
 mod clients;
 pub mod config;

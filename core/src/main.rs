@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, ValueEnum};
+use peregrine::apps::{AppConfig, Apps};
 use peregrine::config::{self, Config};
 use peregrine::overview::{ListenerView, Overview};
 use peregrine::proxy::{Proxy, ProxyConfig, UpstreamServer};
@@ -103,6 +104,14 @@ struct Cli {
     /// for several servers, used in turn.
     #[arg(long, value_name = "URL", env = "PEREGRINE_PROXY", value_delimiter = ',')]
     proxy: Vec<String>,
+
+    /// Host an app: run this command (split like a shell splits words; no shell runs it)
+    /// on the first request, with a free loopback port in PORT and ASPNETCORE_PORT and a
+    /// pairing token in ASPNETCORE_TOKEN, restart it when it fails, and forward every
+    /// request (but the config file's routes) to it. SIGHUP restarts it without losing a
+    /// request.
+    #[arg(long, value_name = "COMMAND", env = "PEREGRINE_APP", conflicts_with = "proxy")]
+    app: Option<String>,
 
     /// Peers (CIDR, e.g. 10.0.0.0/8, or an address) whose X-Forwarded-For names the client
     /// (for the per-client rate limits and handlers' ConnectionInfo), and whose
@@ -244,23 +253,38 @@ fn main() -> ExitCode {
         Ok(g) => Arc::new(g),
         Err(e) => return usage_error(&e),
     };
+    // Hosted apps' supervisors start here (an `at_start` app's processes with them).
+    let apps = match hosted_apps(&cli, &config, &server_config.trusted_proxies) {
+        Ok(a) => a,
+        Err(e) => return usage_error(&e),
+    };
     let routes = Arc::new(config.route.clone());
     let welcome = WelcomePage::default();
     let page = Arc::clone(&welcome);
     let core_proxy = proxy.clone();
+    let core_apps = apps.clone();
+    let app_flag = cli.app.is_some();
     let factory = move || {
-        let routes =
-            BuiltinRoutes::with_upstreams(&routes, &groups).with_welcome(Arc::clone(&page));
-        match &core_proxy {
-            Some(config) => routes.with_proxy(Proxy::new(Arc::clone(config))),
-            None => routes,
+        let routes = BuiltinRoutes::with_targets(&routes, &groups, &core_apps)
+            .with_welcome(Arc::clone(&page));
+        match (&core_proxy, app_flag) {
+            (Some(config), _) => routes.with_proxy(Proxy::new(Arc::clone(config))),
+            (None, true) => match core_apps.route(CLI_APP) {
+                Some(app) => routes.with_app(app),
+                None => routes,
+            },
+            (None, false) => routes,
         }
     };
     let server = match Server::start(server_config, factory) {
         Ok(s) => s,
         // Unusable certificate files are a configuration mistake: exit 2, like a bad flag.
-        Err(e @ StartError::Tls(..)) => return usage_error(&e.to_string()),
+        Err(e @ StartError::Tls(..)) => {
+            apps.stop();
+            return usage_error(&e.to_string());
+        }
         Err(e) => {
+            apps.stop();
             eprintln!("peregrine: error: {e}");
             return ExitCode::FAILURE;
         }
@@ -282,6 +306,9 @@ fn main() -> ExitCode {
     if let Some(proxy) = &proxy {
         let names: Vec<&str> = proxy.servers.iter().map(|s| s.name()).collect();
         println!("proxying to {}", names.join(", "));
+    }
+    if let Some(command) = &cli.app {
+        println!("hosting the app `{command}` (it starts on the first request)");
     }
     let overview = Overview {
         listeners: server
@@ -313,11 +340,13 @@ fn main() -> ExitCode {
     }
     #[cfg(unix)]
     if let Some(signals) = signals {
-        watch_signals(signals, &server);
+        watch_signals(signals, &server, apps.clone());
     }
     #[cfg(windows)]
     watch_console(server.shutdown_handle());
     server.wait();
+    // After the connections have drained: the apps get their own graceful stop.
+    apps.stop();
     tracing::info!("peregrine stopped");
     ExitCode::SUCCESS
 }
@@ -486,6 +515,29 @@ fn proxy_config(cli: &Cli) -> Result<Option<ProxyConfig>, String> {
     Ok(Some(config))
 }
 
+/// The name of the app `--app` hosts.
+const CLI_APP: &str = "app";
+
+/// The hosted apps: the config file's `[[app]]`s and `--app`'s, their supervisors started.
+fn hosted_apps(cli: &Cli, config: &Config, trusted: &[ipnet::IpNet]) -> Result<Apps, String> {
+    let mut apps: Vec<(AppConfig, String)> =
+        config.app.iter().map(|a| (a.clone(), config.app_path_base(&a.name))).collect();
+    if let Some(command) = &cli.app {
+        if config.app.iter().any(|a| a.name == CLI_APP) {
+            return Err(format!("--app: the config file already has an app named `{CLI_APP}`"));
+        }
+        let app = AppConfig::from_command(CLI_APP, command);
+        app.validate().map_err(|e| format!("--app: {e}"))?;
+        apps.push((app, "/".into()));
+    }
+    if apps.is_empty() {
+        return Ok(Apps::default());
+    }
+    let mut forwarding = ProxyConfig::new(Vec::new());
+    forwarding.trusted_proxies = trusted.to_vec();
+    Apps::start(apps, &forwarding)
+}
+
 /// The config file's `[[upstream]]` groups, resolved.
 fn upstream_groups(config: &Config) -> Result<Vec<(String, Arc<ProxyConfig>)>, String> {
     config
@@ -526,9 +578,10 @@ fn init_logging(format: LogFormat) {
 }
 
 /// SIGINT/SIGTERM start a graceful shutdown; a second one exits at once. SIGHUP reloads the
-/// TLS certificates (a failed reload keeps the old ones and says why).
+/// TLS certificates (a failed reload keeps the old ones and says why) and restarts the
+/// hosted apps without losing a request.
 #[cfg(unix)]
-fn watch_signals(mut signals: signal_hook::iterator::Signals, server: &Server) {
+fn watch_signals(mut signals: signal_hook::iterator::Signals, server: &Server, apps: Apps) {
     let handle = server.shutdown_handle();
     let tls = server.tls_reload_handle();
     #[cfg(target_os = "linux")]
@@ -538,6 +591,7 @@ fn watch_signals(mut signals: signal_hook::iterator::Signals, server: &Server) {
         .spawn(move || {
             for signal in signals.forever() {
                 if signal == signal_hook::consts::SIGHUP {
+                    apps.restart();
                     match tls.reload() {
                         Ok(()) => {
                             tracing::info!(listeners = tls.listeners(), "TLS certificates reloaded")

@@ -416,6 +416,7 @@ impl Metrics {
         let parts: Vec<&Histogram> = self.cores.iter().map(|c| &c.latency).collect();
         Histogram::render(&mut out, name, "", &parts);
         crate::proxy::metrics::render(&mut out);
+        crate::apps::metrics::render(&mut out);
         out
     }
 }

@@ -1,5 +1,6 @@
 //! The built-in routes of the `peregrine` binary: a welcome page, the benchmark routes, an
-//! echo route, fixed responses from the config file, and the reverse proxy (`--proxy`).
+//! echo route, fixed responses from the config file, the reverse proxy (`--proxy`) and
+//! hosted apps (`--app`).
 
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
@@ -7,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 
+use crate::apps::{AppRoute, Apps};
 use crate::config::RouteConfig;
 use crate::proxy::{Proxy, ProxyConfig, RouteOptions};
 use crate::{clients, ConnectionInfo};
@@ -30,6 +32,14 @@ enum Action {
     Fixed(Fixed),
     /// An upstream group (index into the handler's proxies) and the route's options.
     Proxy(usize, RouteOptions),
+    /// A hosted app (index into the handler's apps) and the route's options.
+    App(usize, RouteOptions),
+}
+
+/// Where requests no configured route answers go, when not to the built-in routes.
+enum Fallback {
+    Proxy(Proxy),
+    App(AppRoute),
 }
 
 /// How a route matches a request's path.
@@ -97,8 +107,9 @@ impl Route {
 pub struct BuiltinRoutes {
     routes: Rc<Vec<Route>>,
     proxies: Rc<Vec<Proxy>>,
+    apps: Rc<Vec<AppRoute>>,
     welcome: WelcomePage,
-    proxy: Option<Rc<Proxy>>,
+    fallback: Option<Rc<Fallback>>,
 }
 
 impl BuiltinRoutes {
@@ -115,16 +126,37 @@ impl BuiltinRoutes {
         routes: &[RouteConfig],
         groups: &[(String, Arc<ProxyConfig>)],
     ) -> BuiltinRoutes {
+        BuiltinRoutes::with_targets(routes, groups, &Apps::default())
+    }
+
+    /// Routes for `routes`, with this core's proxy for each named upstream group and this
+    /// core's router for each hosted app its routes name.
+    pub fn with_targets(
+        routes: &[RouteConfig],
+        groups: &[(String, Arc<ProxyConfig>)],
+        hosted: &Apps,
+    ) -> BuiltinRoutes {
         let proxies: Vec<Proxy> = groups.iter().map(|(_, c)| Proxy::new(Arc::clone(c))).collect();
+        let mut apps: Vec<(String, AppRoute)> = Vec::new();
         let routes = routes
             .iter()
             .filter_map(|r| {
-                let action = match &r.upstream {
-                    Some(name) => {
+                let action = match (&r.upstream, &r.app) {
+                    (Some(name), _) => {
                         let group = groups.iter().position(|(n, _)| n == name)?;
                         Action::Proxy(group, r.route_options().ok()?)
                     }
-                    None => Action::Fixed(Fixed {
+                    (None, Some(name)) => {
+                        let index = match apps.iter().position(|(n, _)| n == name) {
+                            Some(i) => i,
+                            None => {
+                                apps.push((name.clone(), hosted.route(name)?));
+                                apps.len() - 1
+                            }
+                        };
+                        Action::App(index, r.route_options().ok()?)
+                    }
+                    (None, None) => Action::Fixed(Fixed {
                         status: StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
                         content_type: HeaderValue::from_str(&r.content_type)
                             .unwrap_or(HeaderValue::from_static("text/plain")),
@@ -149,14 +181,20 @@ impl BuiltinRoutes {
         BuiltinRoutes {
             routes: Rc::new(routes),
             proxies: Rc::new(proxies),
+            apps: Rc::new(apps.into_iter().map(|(_, a)| a).collect()),
             welcome: WelcomePage::default(),
-            proxy: None,
+            fallback: None,
         }
     }
 
     /// Sends every request no configured route answers to `proxy` (this core's).
     pub fn with_proxy(self, proxy: Proxy) -> BuiltinRoutes {
-        BuiltinRoutes { proxy: Some(Rc::new(proxy)), ..self }
+        BuiltinRoutes { fallback: Some(Rc::new(Fallback::Proxy(proxy))), ..self }
+    }
+
+    /// Sends every request no configured route answers to a hosted app (`--app`).
+    pub fn with_app(self, app: AppRoute) -> BuiltinRoutes {
+        BuiltinRoutes { fallback: Some(Rc::new(Fallback::App(app))), ..self }
     }
 
     /// Serves `welcome` at `/` (until it is set, a page without the listeners).
@@ -192,8 +230,8 @@ fn respond(
 
 impl Handler for BuiltinRoutes {
     fn wants_connection_info(&self) -> bool {
-        // Only the proxy and the routes' allow/deny lists and rates read it.
-        self.proxy.is_some() || !self.routes.is_empty()
+        // Only the proxy, apps and the routes' allow/deny lists and rates read it.
+        self.fallback.is_some() || !self.routes.is_empty()
     }
 
     async fn call(&self, request: Request<Body>) -> Response<Body> {
@@ -213,10 +251,17 @@ impl Handler for BuiltinRoutes {
             Some(Action::Proxy(group, options)) => {
                 return self.proxies[*group].forward_with(request, options).await;
             }
+            Some(Action::App(app, options)) => {
+                return self.apps[*app].call_with(request, options).await;
+            }
             None => {}
         }
-        if let Some(proxy) = &self.proxy {
-            return proxy.call(request).await;
+        match self.fallback.as_deref() {
+            Some(Fallback::Proxy(proxy)) => return proxy.call(request).await,
+            Some(Fallback::App(app)) => {
+                return app.call_with(request, &crate::proxy::NO_OPTIONS).await
+            }
+            None => {}
         }
         match request.uri().path() {
             "/plaintext" => respond(StatusCode::OK, "text/plain", "Hello, World!"),

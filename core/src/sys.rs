@@ -121,3 +121,63 @@ fn bind(addr: SocketAddr) -> io::Result<Socket> {
     socket.listen(4096)?;
     Ok(socket)
 }
+
+/// Supervised child processes (app hosting): how each OS ties a child to the server's life
+/// and asks it to stop.
+///
+/// - Linux: a process group of its own, `PR_SET_PDEATHSIG` = `SIGKILL` (the child dies with
+///   the thread that spawned it, even when the server is `kill -9`ed), `SIGTERM` to the group
+///   to stop, `SIGKILL` to the group to kill.
+/// - Windows: a console process group of its own (Ctrl+Break to stop) and a job object that
+///   kills the child and its descendants when the server's handle on it closes.
+pub(crate) mod child {
+    use std::io;
+    use std::process::{Child, Command};
+
+    use super::driver;
+
+    /// What keeps a child tied to the server: hold it as long as the child runs.
+    #[derive(Debug)]
+    pub(crate) struct Tie {
+        #[cfg(windows)]
+        _job: Option<driver::ChildJob>,
+    }
+
+    /// Prepares `command` for a supervised child.
+    pub(crate) fn prepare(command: &mut Command) {
+        driver::supervise_child(command);
+    }
+
+    /// Ties a just-spawned `child` to the server.
+    pub(crate) fn tie(child: &Child) -> Tie {
+        #[cfg(windows)]
+        {
+            let job = driver::contain_child(child)
+                .map_err(|e| tracing::warn!(error = %e, pid = child.id(), "cannot put the app process in a job object; it may outlive a killed server"))
+                .ok();
+            Tie { _job: job }
+        }
+        #[cfg(not(windows))]
+        {
+            let _ = child;
+            Tie {}
+        }
+    }
+
+    /// Asks `child` (and what it started) to stop gracefully.
+    pub(crate) fn ask_to_stop(child: &Child) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        return driver::signal_child_group(child.id(), driver::ChildSignal::Terminate);
+        #[cfg(windows)]
+        return driver::interrupt_child(child.id());
+    }
+
+    /// Kills `child` (on Linux its whole group: what it started too).
+    pub(crate) fn kill(child: &mut Child) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        if driver::signal_child_group(child.id(), driver::ChildSignal::Kill).is_ok() {
+            return Ok(());
+        }
+        child.kill()
+    }
+}

@@ -39,7 +39,7 @@ mod sys;
 pub use op::{is_canceled, Completion, DriverConfig, OpId, Outcome, SendBuf, MAX_SEND_CHUNKS};
 pub use sys::{
     adopt_inherited, adopt_inherited_listener, allowed_cpus, inheritable_copy, pin_current_thread,
-    raise_open_files_limit, shutdown_write,
+    raise_open_files_limit, shutdown_write, signal_child_group, supervise_child, ChildSignal,
 };
 
 use std::fmt;

@@ -21,6 +21,8 @@ pub struct RouteConfig {
     pub host: Option<String>,
     /// Forwards to the `[[upstream]]` of this name.
     pub upstream: Option<String>,
+    /// Forwards to the hosted `[[app]]` of this name (started on demand).
+    pub app: Option<String>,
     /// With `path_prefix`: removes the prefix from the target sent upstream.
     #[serde(default)]
     pub strip_prefix: bool,
@@ -78,6 +80,7 @@ impl RouteConfig {
             path_prefix: None,
             host: None,
             upstream: None,
+            app: None,
             strip_prefix: false,
             request_headers: Default::default(),
             response_headers: Default::default(),
@@ -109,9 +112,9 @@ impl RouteConfig {
         Some(std::sync::Arc::clone(self.rates.get_or_init(|| crate::clients::route_rates(limit))))
     }
 
-    /// Whether this route forwards rather than answering itself.
+    /// Whether this route forwards (to an upstream or an app) rather than answering itself.
     pub fn is_proxy(&self) -> bool {
-        self.upstream.is_some()
+        self.upstream.is_some() || self.app.is_some()
     }
 
     /// The forwarding options of a proxy route.
@@ -122,6 +125,7 @@ impl RouteConfig {
     pub(super) fn validate(
         &self,
         upstreams: &[crate::proxy::config::UpstreamConfig],
+        apps: &[crate::apps::AppConfig],
     ) -> Result<(), String> {
         nets(&self.allow).map_err(|e| format!("allow: {e}"))?;
         nets(&self.deny).map_err(|e| format!("deny: {e}"))?;
@@ -144,11 +148,21 @@ impl RouteConfig {
                 return Err(format!("host: `{host}` is not a host name or `*.domain` wildcard"));
             }
         }
-        match &self.upstream {
-            Some(name) => {
-                if !upstreams.iter().any(|u| &u.name == name) {
-                    return Err(format!("upstream: no [[upstream]] named `{name}`"));
-                }
+        if let Some(name) = &self.app {
+            if self.upstream.is_some() {
+                return Err("app and upstream: give one, not both".into());
+            }
+            if !apps.iter().any(|a| &a.name == name) {
+                return Err(format!("app: no [[app]] named `{name}`"));
+            }
+        }
+        if let Some(name) = &self.upstream {
+            if !upstreams.iter().any(|u| &u.name == name) {
+                return Err(format!("upstream: no [[upstream]] named `{name}`"));
+            }
+        }
+        match self.upstream.as_ref().or(self.app.as_ref()) {
+            Some(_) => {
                 if self.strip_prefix && self.path_prefix.is_none() {
                     return Err("strip_prefix: needs path_prefix".into());
                 }

@@ -204,8 +204,17 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy for this core.
     pub fn new(config: Arc<ProxyConfig>) -> Proxy {
-        watch::start(&config);
         let metrics: Vec<_> = config.servers.iter().map(|s| metrics::register(s.name())).collect();
+        Proxy::with_metrics(config, metrics)
+    }
+
+    /// A proxy for this core counting on `metrics` (one per server of `config`), registered
+    /// by the caller: app hosting makes a proxy per process and keeps one series per app.
+    pub(crate) fn with_metrics(
+        config: Arc<ProxyConfig>,
+        metrics: Vec<Arc<metrics::ServerMetrics>>,
+    ) -> Proxy {
+        watch::start(&config);
         let shared = Shared {
             trusted: forward::Trusted::new(config.trusted_proxies.clone()),
             pool: Pool::new(metrics.clone(), config.max_idle_per_server, config.keepalive_timeout),
@@ -238,8 +247,8 @@ impl Proxy {
     }
 }
 
-/// The options of a proxy used as the whole handler (`--proxy`): none.
-static NO_OPTIONS: std::sync::LazyLock<RouteOptions> =
+/// The options of a proxy or app used as the whole handler (`--proxy`, `--app`): none.
+pub(crate) static NO_OPTIONS: std::sync::LazyLock<RouteOptions> =
     std::sync::LazyLock::new(RouteOptions::default);
 
 impl Handler for Proxy {

@@ -7,7 +7,10 @@
 
 pub(crate) mod buf_ring;
 pub(crate) mod epoll;
+mod process;
 pub(crate) mod uring;
+
+pub use process::{signal_child_group, supervise_child, ChildSignal};
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

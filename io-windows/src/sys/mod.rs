@@ -8,6 +8,9 @@
 
 pub(crate) mod acceptor;
 pub(crate) mod iocp;
+mod process;
+
+pub use process::{contain_child, interrupt_child, supervise_child, ChildJob};
 
 use std::io;
 use std::os::windows::io::{AsRawSocket, OwnedSocket, RawSocket};
