@@ -33,7 +33,8 @@ pub struct AppConfig {
     /// The name routes, metrics and logs use.
     pub name: String,
     /// The program and its arguments, split as a POSIX shell splits words (quotes and
-    /// backslashes work); no shell runs it.
+    /// backslashes work); no shell runs it. On Windows, write paths with `/` or inside
+    /// double quotes: an unquoted backslash escapes the next character.
     pub command: String,
     /// More arguments, taken as they are (after those in `command`).
     #[serde(default)]
