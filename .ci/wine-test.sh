@@ -7,7 +7,8 @@
 #   2. the driver conformance suite and io-windows' own tests against the IOCP driver;
 #   3. core's unit and integration tests (raw-socket HTTP/1.1, limits, lifecycle, admin);
 #   4. a smoke test: `peregrine.exe` under Wine answers `/plaintext` to curl running on Linux,
-#      and Ctrl+C (SIGINT, which Wine turns into CTRL_C_EVENT) stops it gracefully.
+#      and Ctrl+C (SIGINT, which Wine turns into CTRL_C_EVENT) stops it gracefully;
+#   5. the same with `--app`: the hosted app answers, and stops with peregrine.exe.
 #
 # Called by test.sh; runs on its own too: .ci/wine-test.sh
 set -euo pipefail
@@ -60,3 +61,43 @@ fi
 trap - EXIT
 rm -rf "$out"
 echo "wine-test: peregrine.exe served $addr/plaintext under Wine and stopped on Ctrl+C"
+
+# 5. App hosting: `peregrine.exe --app hosted_app.exe` starts the app on the first request,
+#    and Ctrl+C stops the app too (Ctrl+Break, else a kill after shutdown_time_limit).
+echo "wine-test: app hosting under Wine"
+cargo build --target "$target" -p peregrine --example hosted_app
+app="target/$target/debug/examples/hosted_app.exe"
+out=$(mktemp -d)
+"$WINE" "$exe" --listen 127.0.0.1:0 --threads 1 --app "$app" >"$out/stdout" 2>"$out/stderr" </dev/null &
+pid=$!
+trap stop EXIT
+addr=""
+for _ in $(seq 1 120); do
+    addr=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$out/stdout" | head -1 || true)
+    [ -n "$addr" ] && break
+    sleep 0.5
+done
+body=$(curl -sS --max-time 30 "$addr/from-linux" || true)
+port=$(printf '%s\n' "$body" | sed -n 's/^port=//p')
+if [ -z "$port" ] || ! printf '%s\n' "$body" | grep -qx 'path=/from-linux'; then
+    echo "wine-test: the hosted app did not answer: '$body'" >&2
+    cat "$out/stderr" >&2
+    exit 1
+fi
+kill -INT "$pid"
+for _ in $(seq 1 60); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+done
+if kill -0 "$pid" 2>/dev/null || ! grep -q "app stopped" "$out/stderr"; then
+    echo "wine-test: Ctrl+C did not stop peregrine.exe and its app" >&2
+    cat "$out/stderr" >&2
+    exit 1
+fi
+if curl -sS --max-time 2 "http://127.0.0.1:$port/" >/dev/null 2>&1; then
+    echo "wine-test: the app on port $port outlived peregrine.exe" >&2
+    exit 1
+fi
+trap - EXIT
+rm -rf "$out"
+echo "wine-test: peregrine.exe hosted an app under Wine and stopped it with itself"

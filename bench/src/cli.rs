@@ -36,8 +36,9 @@ OPTIONS:
                          callgrind (Peregrine, nginx, h2o; h2load runs of 20,000 and 60,000
                          requests, the difference divided out) and print that table
     --proxy              only the reverse-proxy benchmark: Peregrine, nginx and h2o as
-                         proxies (one worker each) in front of one upstream, wrk c64/c256
-                         and h2load h2c -m100, requests per proxy-CPU-second
+                         proxies (one worker each) in front of one upstream, and Peregrine
+                         hosting that upstream program as an [[app]]; wrk c64/c256 and
+                         h2load h2c -m100, requests per proxy-CPU-second
     --limits             only the per-client limits' wall-clock cost: the same Peregrine
                          with them off and on, wrk c64/c256, requests per server-CPU-second
     -h, --help           this text

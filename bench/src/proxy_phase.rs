@@ -94,7 +94,7 @@ start = \"at_start\"
         binary.display()
     );
     match servers::start_peregrine_with(launcher, &cli.server_cpus, &binary, &app_config, false) {
-        Ok(s) => proxies.push(s.named(PEREGRINE_APP)),
+        Ok(s) => proxies.push(s.named(PEREGRINE_APP).own_cpu_only()),
         Err(e) => notes.push(format!("Peregrine hosting the upstream as an app skipped: {e}")),
     }
     let nginx_conf = NGINX_PROXY.replace("{{UPSTREAM}}", &port);

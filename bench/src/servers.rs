@@ -141,6 +141,8 @@ pub struct Server {
     addr: SocketAddrV4,
     tls_addr: Option<SocketAddrV4>,
     log: PathBuf,
+    /// Count the server's own process only, not its descendants (see [`Server::cpu_ticks`]).
+    own_cpu_only: bool,
     // Declared last so it is removed only after `Drop::drop` stopped the process.
     _dir: TempDir,
 }
@@ -154,6 +156,13 @@ impl Server {
     /// The same server under another display name (a second Peregrine set-up in a table).
     pub fn named(mut self, name: &str) -> Server {
         self.name = name.into();
+        self
+    }
+
+    /// Counts only the server's own CPU time: its descendants are not part of what is
+    /// measured (Peregrine hosting the upstream program as an app).
+    pub fn own_cpu_only(mut self) -> Server {
+        self.own_cpu_only = true;
         self
     }
 
@@ -191,9 +200,13 @@ impl Server {
     /// CPU time (user + system, all threads) consumed so far by the server
     /// and its descendants, in clock ticks. The descendants matter for h2o,
     /// whose private-key operations run in a forked helper (neverbleed);
-    /// Peregrine and nginx (`master_process off`) are single processes.
+    /// Peregrine and nginx (`master_process off`) are single processes. With
+    /// [`own_cpu_only`](Self::own_cpu_only), the server's process alone.
     pub fn cpu_ticks(&self) -> io::Result<u64> {
-        procstat::read_tree_cpu_ticks(self.pid())
+        match self.own_cpu_only {
+            true => procstat::read_cpu_ticks(self.pid()),
+            false => procstat::read_tree_cpu_ticks(self.pid()),
+        }
     }
 
     /// `Ok` while the process runs; otherwise its exit status and log tail.
@@ -285,6 +298,7 @@ pub fn start_peregrine_with(
         addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
         tls_addr: None,
         log,
+        own_cpu_only: false,
         _dir: dir,
     };
 
@@ -453,6 +467,7 @@ pub fn start_nginx(
         addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
         tls_addr: tls.map(|_| SocketAddrV4::new(Ipv4Addr::LOCALHOST, tls_port)),
         log: error_log,
+        own_cpu_only: false,
         _dir: dir,
     };
     wait_until_accepting(&mut server)?;
@@ -515,6 +530,7 @@ pub fn start_h2o(
         addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
         tls_addr: tls.map(|_| SocketAddrV4::new(Ipv4Addr::LOCALHOST, tls_port)),
         log: dir.path().join("error.log"),
+        own_cpu_only: false,
         _dir: dir,
     };
     wait_until_accepting(&mut server)?;

@@ -1,6 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (live) and `/readyz` (ready;
 //! turns 503 as soon as a graceful shutdown starts, so a load balancer stops sending before
-//! connections drain).
+//! connections drain), and `POST /apps/NAME/restart` (a hosted app's zero-downtime restart,
+//! on every OS; SIGHUP does it for every app on Linux).
 //!
 //! It runs on its own thread with a plain blocking socket, away from the reactors: scrapes
 //! and probes are a handful of requests a second, and keeping them off the data path means
@@ -88,6 +89,13 @@ fn serve(mut stream: TcpStream, metrics: &Metrics, shutdown: &ShutdownHandle) ->
             ("503 Service Unavailable", "text/plain", "shutting down\n".to_string())
         }
         (b"GET" | b"HEAD", b"/readyz") => ("200 OK", "text/plain", "ready\n".to_string()),
+        (b"POST", path) if path.starts_with(b"/apps/") && path.ends_with(b"/restart") => {
+            let name = &path[b"/apps/".len()..path.len() - b"/restart".len()];
+            match crate::apps::restart_hosted(&String::from_utf8_lossy(name)) {
+                true => ("202 Accepted", "text/plain", "restarting\n".to_string()),
+                false => ("404 Not Found", "text/plain", "no such app\n".to_string()),
+            }
+        }
         (b"GET" | b"HEAD", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
         _ => ("405 Method Not Allowed", "text/plain", "method not allowed\n".to_string()),
     };

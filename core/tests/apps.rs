@@ -132,11 +132,26 @@ impl Server {
     }
 }
 
-/// One request on a new connection: the status and the body.
+/// One GET on a new connection: the status and the body.
 fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    request_with(addr, "GET", path, headers)
+}
+
+/// One bodiless request on a new connection: the status and the body.
+fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    request_with(addr, method, path, &[])
+}
+
+fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -385,6 +400,28 @@ fn at_start_runs_the_processes_before_any_request_and_spreads_requests_over_them
     let pids: std::collections::HashSet<u32> =
         (0..6).map(|_| app_answer(server.addr, "/").0).collect();
     assert_eq!(pids.len(), 2, "round robin over both processes: {pids:?}");
+}
+
+#[test]
+fn the_admin_listener_restarts_an_app_onto_a_new_process() {
+    let dir = Scratch::new("admin");
+    let server = Server::with_config(&dir.0, "shutdown_time_limit = \"2s\"\n");
+    let (old, old_port) = app_answer(server.addr, "/");
+    assert_eq!(request(server.admin, "POST", "/apps/nope/restart").0, 404);
+    assert_eq!(request(server.admin, "POST", "/apps/app/restart").0, 202);
+    let deadline = Instant::now() + process::WAIT;
+    loop {
+        let (pid, port) = app_answer(server.addr, "/");
+        if pid != old {
+            assert_ne!(port, old_port);
+            break;
+        }
+        assert!(Instant::now() < deadline, "still the old process after the restart");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The old process is stopped once it has no request left.
+    wait_port_closed(old_port);
+    assert_eq!(server.metric("peregrine_app_processes_ready"), 1);
 }
 
 #[cfg(target_os = "linux")]

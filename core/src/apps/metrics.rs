@@ -1,8 +1,6 @@
 //! Per-app series on `/metrics`: state, starts, crashes, failed starts, restarts refused by
 //! the rapid-fail limit, requests waiting for a start, and the start time.
 
-use std::sync::{Arc, Mutex};
-
 use super::App;
 use crate::metrics::{metric_owned, Counter, Histogram};
 
@@ -19,16 +17,9 @@ pub(crate) struct AppMetrics {
     pub(crate) start_time: Histogram,
 }
 
-static REGISTRY: Mutex<Vec<Arc<App>>> = Mutex::new(Vec::new());
-
-/// Adds `app` to what `/metrics` shows.
-pub(super) fn register(app: &Arc<App>) {
-    REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::clone(app));
-}
-
 /// Writes the app series (nothing when no app is hosted).
 pub(crate) fn render(out: &mut String) {
-    let apps = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    let apps = super::hosted();
     if apps.is_empty() {
         return;
     }

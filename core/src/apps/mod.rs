@@ -81,7 +81,7 @@ impl Apps {
                     format!("app {}: cannot start its supervisor: {e}", app.config.name)
                 })?;
             *app.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
-            metrics::register(&app);
+            hosted().push(Arc::clone(&app));
             apps.push(app);
         }
         Ok(Apps { apps: Arc::new(apps) })
@@ -101,7 +101,7 @@ impl Apps {
     /// they are ready they take the new requests while the old ones finish theirs and stop.
     pub fn restart(&self) {
         for app in self.apps.iter() {
-            let _ = app.commands.send(supervisor::Command::Restart);
+            app.restart();
         }
     }
 
@@ -138,7 +138,31 @@ pub(crate) struct App {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// Every app hosted by this process, for `/metrics` and the admin listener.
+static HOSTED: Mutex<Vec<Arc<App>>> = Mutex::new(Vec::new());
+
+/// The apps hosted by this process.
+pub(crate) fn hosted() -> std::sync::MutexGuard<'static, Vec<Arc<App>>> {
+    HOSTED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Restarts the hosted app named `name` without losing a request (the admin listener's
+/// `POST /apps/NAME/restart`); `false` when there is none.
+pub(crate) fn restart_hosted(name: &str) -> bool {
+    let apps = hosted();
+    let found: Vec<&Arc<App>> = apps.iter().filter(|a| a.config.name == name).collect();
+    for app in &found {
+        app.restart();
+    }
+    !found.is_empty()
+}
+
 impl App {
+    /// Asks the supervisor for a zero-downtime restart.
+    fn restart(&self) {
+        let _ = self.commands.send(supervisor::Command::Restart);
+    }
+
     /// Asks the supervisor to start the app (once, however many requests ask).
     fn request_start(&self) {
         if !self.start_requested.swap(true, Ordering::AcqRel) {

@@ -69,26 +69,42 @@ impl Output {
         output
     }
 
-    /// Copies `pipe` until the process closes it.
+    /// Copies `pipe` until the process closes it, whole lines at a time: stdout and stderr
+    /// share the file, and an unbuffered stderr arrives in pieces.
     fn copy(&self, mut pipe: Box<dyn Read + Send>) {
         let mut buf = [0u8; 8192];
+        let mut pending: Vec<u8> = Vec::new();
         loop {
             let n = match pipe.read(&mut buf) {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => return self.write(&pending),
                 Ok(n) => n,
             };
-            let chunk = &buf[..n];
-            {
-                let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
-                tail.extend(chunk);
-                let over = tail.len().saturating_sub(TAIL_BYTES);
-                tail.drain(..over);
-            }
-            let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(log) = file.as_mut() {
-                if log.write(chunk).is_err() {
-                    *file = None; // a full disk does not stop the app; its output is dropped
-                }
+            pending.extend_from_slice(&buf[..n]);
+            let cut = match pending.iter().rposition(|&b| b == b'\n') {
+                Some(i) => i + 1,
+                None if pending.len() >= buf.len() => pending.len(),
+                None => continue,
+            };
+            self.write(&pending[..cut]);
+            pending.drain(..cut);
+        }
+    }
+
+    /// Keeps `chunk` in the tail and appends it to the log file.
+    fn write(&self, chunk: &[u8]) {
+        if chunk.is_empty() {
+            return;
+        }
+        {
+            let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+            tail.extend(chunk);
+            let over = tail.len().saturating_sub(TAIL_BYTES);
+            tail.drain(..over);
+        }
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(log) = file.as_mut() {
+            if log.write(chunk).is_err() {
+                *file = None; // a full disk does not stop the app; its output is dropped
             }
         }
     }

@@ -52,8 +52,8 @@ impl AppRoute {
         options: &RouteOptions,
     ) -> Response<Body> {
         let state = self.app.state.load_full();
-        if let Some(process) = self.pick(&state) {
-            return self.forward(process, request, options).await;
+        if let Some(claim) = self.claim(&state) {
+            return self.forward(claim, request, options).await;
         }
         if let Some(answer) = self.refusal(&state, rt::now()) {
             return answer;
@@ -75,8 +75,8 @@ impl AppRoute {
             let step = (rt::now() + WAIT_STEP).min(deadline);
             let _ = rt::timer::timeout(step, std::future::pending::<()>()).await;
             let state = self.app.state.load_full();
-            if let Some(process) = self.pick(&state) {
-                return self.forward(process, request, options).await;
+            if let Some(claim) = self.claim(&state) {
+                return self.forward(claim, request, options).await;
             }
             let now = rt::now();
             if let Some(answer) = self.refusal(&state, now) {
@@ -110,27 +110,40 @@ impl AppRoute {
         }
     }
 
-    /// The next ready process, round robin.
-    fn pick(&self, state: &Arc<AppState>) -> Option<Arc<Process>> {
-        let ready = &state.ready;
-        if ready.is_empty() {
-            return None;
+    /// The next ready process (round robin), with the request counted on it. The count is
+    /// taken, then the state read again: a process a restart has just replaced is let go
+    /// (the supervisor stops a replaced process only once it counts no request, after
+    /// publishing the state without it), so no request reaches a process being stopped.
+    fn claim(&self, state: &Arc<AppState>) -> Option<InFlight> {
+        let mut state = Arc::clone(state);
+        loop {
+            let ready = &state.ready;
+            if ready.is_empty() {
+                return None;
+            }
+            let i = self.next.get() % ready.len();
+            self.next.set(i.wrapping_add(1));
+            let claim = InFlight::new(Arc::clone(&ready[i]));
+            std::sync::atomic::fence(Ordering::SeqCst);
+            let now = self.app.state.load_full();
+            if Arc::ptr_eq(&now, &state) || now.ready.iter().any(|p| p.id == claim.0.id) {
+                return Some(claim);
+            }
+            state = now;
         }
-        let i = self.next.get() % ready.len();
-        self.next.set(i.wrapping_add(1));
-        Some(Arc::clone(&ready[i]))
     }
 
     async fn forward(
         &self,
-        process: Arc<Process>,
+        claim: InFlight,
         mut request: Request<Body>,
         options: &RouteOptions,
     ) -> Response<Body> {
-        let proxy = self.proxy_for(&process);
+        let process = &claim.0;
+        let proxy = self.proxy_for(process);
         // Replaces any the client sent: only Peregrine may speak for the pairing.
         request.headers_mut().insert(TOKEN_HEADER, process.token.clone());
-        let guard = InFlight::new(process);
+        let guard = claim;
         let mut response = proxy.forward_with(request, options).await;
         let body = std::mem::take(response.body_mut());
         *response.body_mut() = match body.exact_len() {
@@ -240,7 +253,7 @@ struct InFlight(Arc<Process>);
 
 impl InFlight {
     fn new(process: Arc<Process>) -> InFlight {
-        process.in_flight.fetch_add(1, Ordering::AcqRel);
+        process.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight(process)
     }
 }

@@ -62,6 +62,8 @@ enum Role {
     Stopping {
         kill_at: Instant,
     },
+    /// Killed; waiting to be reaped.
+    Killed,
 }
 
 struct Supervisor {
@@ -122,10 +124,6 @@ pub(super) fn run(app: Arc<App>, commands: Receiver<Command>) {
 }
 
 impl Supervisor {
-    fn name(&self) -> &str {
-        &self.app.config.name
-    }
-
     fn turn(&mut self, now: Instant) {
         if now >= self.next_offline_check {
             self.next_offline_check = now + OFFLINE_EVERY;
@@ -134,8 +132,14 @@ impl Supervisor {
         self.reap(now);
         self.check_starting(now);
         self.finish_restart(now);
+        // The cores must see who serves now before a replaced process is asked to stop.
+        self.publish_if_changed(now);
         self.wind_down(now);
         self.maybe_start(now);
+        self.publish_if_changed(now);
+    }
+
+    fn publish_if_changed(&mut self, now: Instant) {
         if self.dirty {
             self.dirty = false;
             self.publish(now);
@@ -153,7 +157,7 @@ impl Supervisor {
                     continue;
                 }
                 Err(e) => {
-                    warn!(app = self.name(), error = %e, "cannot query an app process");
+                    warn!(app = %self.app.config.name, error = %e, "cannot query an app process");
                     i += 1;
                     continue;
                 }
@@ -164,8 +168,8 @@ impl Supervisor {
                 let _ = std::fs::remove_file(path);
             }
             match p.role {
-                Role::Draining { .. } | Role::Stopping { .. } => {
-                    info!(app = self.name(), pid = p.process.pid, %status, "app process stopped");
+                Role::Draining { .. } | Role::Stopping { .. } | Role::Killed => {
+                    info!(app = %self.app.config.name, pid = p.process.pid, %status, "app process stopped");
                 }
                 Role::Starting => {
                     self.failed_start(&p, now, format!("exited with {status} before it was ready"));
@@ -194,7 +198,7 @@ impl Supervisor {
                 self.dirty = true;
             } else if now.saturating_duration_since(p.started) > limit {
                 let _ = child::kill(&mut p.child);
-                p.role = Role::Stopping { kill_at: now };
+                p.role = Role::Killed;
                 timed_out.push((p.process.pid, Arc::clone(&p.output)));
             }
         }
@@ -215,7 +219,7 @@ impl Supervisor {
         if new.iter().filter(|p| p.role == Role::Ready).count() < want {
             if new.is_empty() {
                 // The new generation failed: the old one goes on serving.
-                error!(app = self.name(), "restart failed; the running processes go on serving");
+                error!(app = %self.app.config.name, "restart failed; the running processes go on serving");
                 self.generation = self.serving;
             }
             return;
@@ -225,7 +229,7 @@ impl Supervisor {
                 p.role = Role::Draining { since: now };
             }
         }
-        info!(app = self.name(), "restarted: new processes serve, the old ones drain");
+        info!(app = %self.app.config.name, "restarted: new processes serve, the old ones drain");
         self.serving = self.generation;
         self.dirty = true;
     }
@@ -236,7 +240,11 @@ impl Supervisor {
         for p in &mut self.procs {
             match p.role {
                 Role::Draining { since } => {
-                    let idle = p.process.in_flight.load(Ordering::Acquire) == 0;
+                    // Pairs with the fence in `AppRoute::claim`: the state without this
+                    // process was published before this read, so a core that counts a
+                    // request on it after the read sees that state and lets it go.
+                    std::sync::atomic::fence(Ordering::SeqCst);
+                    let idle = p.process.in_flight.load(Ordering::SeqCst) == 0;
                     if idle || now.saturating_duration_since(since) > limit {
                         let _ = child::ask_to_stop(&p.child);
                         p.role = Role::Stopping { kill_at: now + limit };
@@ -245,7 +253,7 @@ impl Supervisor {
                 Role::Stopping { kill_at } if now >= kill_at => {
                     warn!(app = %self.app.config.name, pid = p.process.pid, "app process did not stop in time; killing it");
                     let _ = child::kill(&mut p.child);
-                    p.role = Role::Stopping { kill_at: now + Duration::from_secs(3600) };
+                    p.role = Role::Killed;
                 }
                 _ => {}
             }
@@ -286,7 +294,7 @@ impl Supervisor {
         match process::launch(&self.app, id) {
             Ok(l) => {
                 self.app.metrics.starts.add(1);
-                info!(app = self.name(), pid = l.process.pid, "app process started");
+                info!(app = %self.app.config.name, pid = l.process.pid, "app process started");
                 self.procs.push(Supervised {
                     process: l.process,
                     child: l.child,
@@ -301,7 +309,7 @@ impl Supervisor {
             Err(what) => {
                 self.failed_starts += 1;
                 self.app.metrics.failed_starts.add(1);
-                error!(app = self.name(), "app failed to start: {what}");
+                error!(app = %self.app.config.name, "app failed to start: {what}");
                 self.record_failure(now, what, None);
             }
         }
@@ -312,10 +320,10 @@ impl Supervisor {
         let serving =
             self.procs.iter().any(|p| p.generation == self.serving && p.role == Role::Ready);
         if !serving || self.serving != self.generation || self.offline.is_some() {
-            info!(app = self.name(), "restart asked for: nothing running to replace");
+            info!(app = %self.app.config.name, "restart asked for: nothing running to replace");
             return;
         }
-        info!(app = self.name(), "restarting: starting new processes");
+        info!(app = %self.app.config.name, "restarting: starting new processes");
         self.generation += 1;
         let now = Instant::now();
         for _ in 0..self.app.config.processes {
@@ -336,13 +344,13 @@ impl Supervisor {
         });
         match (&self.offline, page) {
             (None, Some(page)) => {
-                info!(app = self.name(), file = %path.display(), "offline file found: taking the app offline");
+                info!(app = %self.app.config.name, file = %path.display(), "offline file found: taking the app offline");
                 for p in &mut self.procs {
                     match p.role {
                         Role::Ready => p.role = Role::Draining { since: now },
                         Role::Starting => {
                             let _ = child::kill(&mut p.child);
-                            p.role = Role::Stopping { kill_at: now };
+                            p.role = Role::Killed;
                         }
                         _ => {}
                     }
@@ -358,7 +366,7 @@ impl Supervisor {
                 self.dirty = true;
             }
             (Some(_), None) => {
-                info!(app = self.name(), "offline file removed: the app starts on demand again");
+                info!(app = %self.app.config.name, "offline file removed: the app starts on demand again");
                 self.offline = None;
                 self.want_start = self.app.config.start == StartMode::AtStart;
                 self.dirty = true;
@@ -403,11 +411,13 @@ impl Supervisor {
     /// Logs a failure with the process's last output when it has no log file.
     fn report(&self, pid: u32, output: &Output, what: &str) {
         match &output.log_path {
-            Some(log) => error!(app = self.name(), pid, log = %log.display(), "app process {what}"),
+            Some(log) => {
+                error!(app = %self.app.config.name, pid, log = %log.display(), "app process {what}")
+            }
             None => {
                 let lines = output.last_lines(TAIL_LINES);
                 error!(
-                    app = self.name(),
+                    app = %self.app.config.name,
                     pid,
                     "app process {what}; its last output:\n{}",
                     lines.join("\n")
@@ -428,7 +438,7 @@ impl Supervisor {
             let until = self.failures[0] + window;
             if self.blocked_until.is_none_or(|t| t < until) {
                 error!(
-                    app = self.name(),
+                    app = %self.app.config.name,
                     failures = self.failures.len(),
                     "rapid-fail limit passed: no restart for {}",
                     humantime::format_duration(until.saturating_duration_since(now))
