@@ -47,6 +47,17 @@ else
 fi
 cargo test --workspace
 
+# --- Soak ----------------------------------------------------------------------------------
+# One minute of the soak (bench/README.md, `--soak`) on the debug build: wrk, h2load, new TLS
+# connections and /echo round trips, all of which must succeed, while 10,000 idle
+# connections, slowloris and the HTTP/2 floods run; RSS must stay flat and within budget,
+# and the descriptors come back to rest. PEREGRINE_SOAK_SECONDS changes the time; 0 skips.
+soak_seconds=${PEREGRINE_SOAK_SECONDS:-60}
+if [ "$soak_seconds" != 0 ]; then
+    cargo run -q -p peregrine-bench -- --soak "$soak_seconds" --no-pin \
+        --peregrine target/debug/peregrine --out target/soak
+fi
+
 # --- Fuzzing -------------------------------------------------------------------------------
 # Every parser's fuzz target for 30 s (fuzz/README.md; a workspace of its own, built on the
 # stable toolchain): a crash that shows up that quickly fails the run, with its input in

@@ -39,6 +39,12 @@ OPTIONS:
                          proxies (one worker each) in front of one upstream, and Peregrine
                          hosting that upstream program as an [[app]]; wrk c64/c256 and
                          h2load h2c -m100, requests per proxy-CPU-second
+    --soak [SECS]        only the soak: one Peregrine for SECS [default: 600] under wrk
+                         keep-alive and pipelined, h2load h2c and TLS, new TLS connections
+                         and 4 MiB /echo round trips, while attackers (idle connections,
+                         slowloris, rapid reset, CONTINUATION and PING floods) run; fails
+                         on any legitimate error, RSS growth past 5% after warm-up, or
+                         descriptors not back at rest; writes a report and an SVG
     --limits             only the per-client limits' wall-clock cost: the same Peregrine
                          with them off and on, wrk c64/c256, requests per server-CPU-second
     -h, --help           this text
@@ -55,6 +61,10 @@ pub struct Cli {
     pub proxy: bool,
     /// `--limits`: the per-client limits' cost only.
     pub limits: bool,
+    /// `--soak`: the soak only.
+    pub soak: bool,
+    /// `--soak`'s length in seconds.
+    pub soak_seconds: u64,
     /// `--rounds`, if given.
     pub rounds: Option<u32>,
     /// `--duration`, if given.
@@ -98,6 +108,8 @@ impl Default for Cli {
             instructions: false,
             proxy: false,
             limits: false,
+            soak: false,
+            soak_seconds: 600,
             rounds: None,
             duration_s: None,
             idle_conns: None,
@@ -148,7 +160,7 @@ impl Cli {
 /// Parses the arguments after the program name. `Ok(None)` means `--help`.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Cli>, String> {
     let mut cli = Cli::default();
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
     while let Some(arg) = args.next() {
         // Accept both `--flag value` and `--flag=value`.
         let (flag, inline) = match arg.split_once('=') {
@@ -164,6 +176,17 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Cli>, Stri
             "--instructions" => cli.instructions = true,
             "--proxy" => cli.proxy = true,
             "--limits" => cli.limits = true,
+            "--soak" => {
+                cli.soak = true;
+                // An optional length right after it.
+                let next = inline.clone().or_else(|| args.peek().cloned());
+                if let Some(secs) = next.as_deref().and_then(|v| v.parse::<u64>().ok()) {
+                    if inline.is_none() {
+                        args.next();
+                    }
+                    cli.soak_seconds = secs.max(20);
+                }
+            }
             "--no-build" => cli.no_build = true,
             "--peers-only" => cli.peers_only = true,
             "--no-nginx" => cli.no_nginx = true,

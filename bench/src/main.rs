@@ -6,9 +6,11 @@
 //! Peregrine/peer ratios (nginx for HTTP/1.1 and handshakes, h2o for HTTP/2).
 //! See `bench/README.md`.
 
+mod attack;
 mod cli;
 mod limits_phase;
 mod proxy_phase;
+mod soak;
 
 use std::ffi::OsString;
 use std::fs;
@@ -69,7 +71,9 @@ fn main() -> ExitCode {
     };
     // Everything that owns a process lives inside `run`, so its Drop guards
     // stop the servers before we exit, on errors and panics alike.
-    let outcome = if cli.instructions {
+    let outcome = if cli.soak {
+        soak::run(&cli)
+    } else if cli.instructions {
         run_instructions(&cli)
     } else if cli.proxy || cli.limits {
         run_phase(&cli)

@@ -217,3 +217,46 @@ mod tests {
         assert!(latency_svg(&[empty], "t").is_err());
     }
 }
+
+/// One panel of [`time_series_svg`]: a quantity sampled over time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Panel {
+    /// The y axis' description, e.g. `RSS (MiB)`.
+    pub y_desc: String,
+    /// (seconds since the start, value).
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Panels stacked in one SVG, sharing the time axis (the soak's RSS and request rate).
+pub fn time_series_svg(title: &str, panels: &[Panel]) -> Result<String, String> {
+    let err = |e: &dyn std::fmt::Display| format!("plotting: {e}");
+    let t_max = panels.iter().flat_map(|p| p.points.iter().map(|&(t, _)| t)).fold(1.0f64, f64::max);
+    let mut svg = String::new();
+    {
+        let height = 280 * panels.len().max(1) as u32 + 40;
+        let root = SVGBackend::with_string(&mut svg, (SIZE.0, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let root = root.titled(title, ("sans-serif", 20)).map_err(|e| err(&e))?;
+        let areas = root.split_evenly((panels.len().max(1), 1));
+        for (panel, area) in panels.iter().zip(areas.iter()) {
+            let y_max = panel.points.iter().map(|&(_, v)| v).fold(0.0f64, f64::max) * 1.1 + 1e-9;
+            let mut chart = ChartBuilder::on(area)
+                .margin(16)
+                .x_label_area_size(40)
+                .y_label_area_size(72)
+                .build_cartesian_2d(0.0..t_max, 0.0..y_max)
+                .map_err(|e| err(&e))?;
+            chart
+                .configure_mesh()
+                .x_desc("seconds")
+                .y_desc(panel.y_desc.as_str())
+                .draw()
+                .map_err(|e| err(&e))?;
+            chart
+                .draw_series(LineSeries::new(panel.points.iter().copied(), BLUE.stroke_width(2)))
+                .map_err(|e| err(&e))?;
+        }
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(svg)
+}

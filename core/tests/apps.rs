@@ -333,7 +333,11 @@ fn the_offline_file_takes_the_app_offline_and_back() {
     let dir = Scratch::new("offline");
     let server = Server::with_config(
         &dir.0,
-        &format!("working_dir = \"{}\"\n", dir.0.display().to_string().replace('\\', "/")),
+        // Under Wine the app gets no Ctrl+Break (no console): it is killed after this.
+        &format!(
+            "working_dir = \"{}\"\nshutdown_time_limit = \"2s\"\n",
+            dir.0.display().to_string().replace('\\', "/")
+        ),
     );
     let (first, port) = app_answer(server.addr, "/");
     let page = "<h1>Down for maintenance</h1>\n";
