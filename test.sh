@@ -3,7 +3,7 @@
 # loopback sockets, with both IO drivers), and the container image's contents (a static musl
 # build run in an empty root; see core/tests/container.rs), then the Windows build under Wine
 # (.ci/wine-test.sh). Installs the tools the tests use (curl, wrk, nghttp2-client, strace,
-# musl-tools, busybox-static, the musl Rust target; mingw-w64, Wine and the Windows target)
+# musl-tools, busybox-static, podman, the musl Rust target; mingw-w64, Wine and the Windows target)
 # when they are missing. Usage: ./test.sh
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,6 +17,7 @@ command -v openssl >/dev/null || missing+=(openssl)     # the development certif
 command -v systemd-socket-activate >/dev/null || missing+=(systemd) # socket activation test
 command -v musl-gcc >/dev/null || missing+=(musl-tools) # C (mimalloc) for the static build
 [ -e /bin/busybox ] || missing+=(busybox-static)        # the image's HEALTHCHECK client
+command -v podman >/dev/null || missing+=(podman)       # builds the container image
 if ((${#missing[@]})); then
     echo "test.sh: installing ${missing[*]}"
     sudo=""

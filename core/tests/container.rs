@@ -1,9 +1,12 @@
-//! The container image and its friends (`deploy/`), checked on a bare machine: no container
-//! engine runs here, so no image is built. Instead:
+//! The container image and its friends (`deploy/`). Containers cannot run on these machines
+//! (crun fails on setrlimit), but podman builds images. So:
 //!
 //! - the static (musl) binary the image ships is checked to be static;
-//! - the Dockerfile's final stage is rebuilt as an empty root directory (its `COPY`s, `ENV`,
-//!   `USER`, `ENTRYPOINT`, `HEALTHCHECK`) and run there under `chroot` as its user;
+//! - podman builds the image (`deploy/build-local-image.sh`: the Dockerfile's final stage
+//!   from the static binary), its config is inspected against the Dockerfile, and its
+//!   exported file system is run in an empty root under `chroot` as its user;
+//! - the Dockerfile's final stage is also laid out by hand as an empty root directory (its
+//!   `COPY`s, `ENV`, `USER`, `ENTRYPOINT`, `HEALTHCHECK`) and run the same way;
 //! - `seccomp-run` (deploy/seccomp-run) stands in for the container runtime's seccomp
 //!   profile: blocking io_uring as the default profiles do, and enforcing the shipped
 //!   `deploy/seccomp/peregrine-io-uring.json`;
@@ -403,16 +406,21 @@ fn dockerfile_builds_static_and_runs_non_root_on_scratch() {
 struct ImageRoot(PathBuf);
 
 impl ImageRoot {
-    /// Lays out `image`'s COPYs: the builder's `peregrine` is the musl binary; its
-    /// `busybox` is this machine's if that is static too (else it is left out, and so is
-    /// the health check); the rest come from the repository.
-    fn build(image: &Image, musl: &Path) -> (ImageRoot, bool) {
+    /// A new empty directory.
+    fn empty() -> ImageRoot {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let root = std::env::temp_dir().join(format!("peregrine-image-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         mkdir(&root);
-        let root = ImageRoot(root);
+        ImageRoot(root)
+    }
+
+    /// Lays out `image`'s COPYs: the builder's `peregrine` is the musl binary; its
+    /// `busybox` is this machine's if that is static too (else it is left out, and so is
+    /// the health check); the rest come from the repository.
+    fn build(image: &Image, musl: &Path) -> (ImageRoot, bool) {
+        let root = ImageRoot::empty();
         let mut has_busybox = false;
         for (from, src, dst) in &image.copies {
             let source = match from.as_deref() {
@@ -496,6 +504,13 @@ fn image_runs_in_an_empty_root_as_its_user() {
     let Some(_) = need_tool("chroot", "install coreutils") else { return };
     let image = final_image();
     let (root, has_busybox) = ImageRoot::build(&image, &musl);
+    serve_from_root(&root, &image, has_busybox);
+}
+
+/// Runs `image`'s entry point in `root` as its user and checks what the image promises:
+/// serving, the user, the JSON log, the admin listener, the health check (when `root` has
+/// busybox) and the graceful stop.
+fn serve_from_root(root: &ImageRoot, image: &Image, has_busybox: bool) {
     let mut argv = image.entrypoint.clone();
     argv.extend(
         ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--threads", "1"].map(String::from),
@@ -546,6 +561,113 @@ fn image_runs_in_an_empty_root_as_its_user() {
 
     let status = p.sigterm(pid);
     assert_eq!(status.code(), Some(0), "exit after SIGTERM; stderr: {}", p.final_stderr());
+}
+
+// ---- the image, built by podman -------------------------------------------------------------
+
+/// podman with storage of its own in `dir` (vfs: no overlay mounts needed), so a test run
+/// neither sees nor leaves images in the machine's store.
+fn podman(binary: &Path, dir: &Path) -> Command {
+    let mut c = Command::new(binary);
+    c.args(podman_args(dir));
+    c
+}
+
+fn podman_args(dir: &Path) -> Vec<String> {
+    vec![
+        "--storage-driver=vfs".into(),
+        "--root".into(),
+        dir.join("root").display().to_string(),
+        "--runroot".into(),
+        dir.join("run").display().to_string(),
+    ]
+}
+
+/// Runs `c`, failing with its output unless it succeeds; returns its stdout.
+fn run_ok(c: &mut Command) -> String {
+    let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{c:?}: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// podman builds the image from the static binary (`deploy/build-local-image.sh`); its
+/// config is what the Dockerfile says, and its exported file system serves in an empty root
+/// as its user, health check included.
+#[test]
+fn podman_builds_the_image_and_it_serves_from_its_own_files() {
+    let Some(musl) = musl_peregrine() else { return };
+    let Some(podman_bin) = need_tool("podman", "apt-get install podman") else { return };
+    if !is_root() {
+        println!("note: not root, so no chroot; skipping the image build");
+        return;
+    }
+    let Some(_) = need_tool("chroot", "install coreutils") else { return };
+    let busybox_static =
+        std::fs::read("/bin/busybox").is_ok_and(|elf| check_static_elf(&elf).is_ok());
+    let Some(()) = need(busybox_static, "a static /bin/busybox", "apt-get install busybox-static")
+    else {
+        return;
+    };
+    let store = ImageRoot::empty();
+    let tag = format!("localhost/peregrine-test:{}", std::process::id());
+    run_ok(
+        Command::new(repo().join("deploy/build-local-image.sh"))
+            .arg(&musl)
+            .arg(&tag)
+            .env("PODMAN", &podman_bin)
+            .env("PODMAN_ARGS", podman_args(&store.0).join(" ")),
+    );
+
+    // The image's config, against the Dockerfile's final stage.
+    let image = final_image();
+    let inspect = run_ok(podman(&podman_bin, &store.0).args(["image", "inspect", &tag]));
+    let inspect: serde_json::Value = serde_json::from_str(&inspect).expect("inspect JSON");
+    let config = &inspect[0]["Config"];
+    assert_eq!(config["User"], IMAGE_USER, "{config}");
+    assert_eq!(config["Entrypoint"], serde_json::json!(image.entrypoint), "{config}");
+    let ports: BTreeSet<&str> = config["ExposedPorts"]
+        .as_object()
+        .expect("ExposedPorts")
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    let want: BTreeSet<String> = image.exposed.iter().map(|p| format!("{p}/tcp")).collect();
+    assert_eq!(ports, want.iter().map(String::as_str).collect(), "{config}");
+    let env: Vec<&str> =
+        config["Env"].as_array().expect("Env").iter().filter_map(|v| v.as_str()).collect();
+    for (k, v) in &image.env {
+        assert!(env.contains(&format!("{k}={v}").as_str()), "{k}={v} not in {env:?}");
+    }
+    let mut health = vec!["CMD".to_string()];
+    health.extend(image.healthcheck.iter().cloned());
+    // podman shows the health check beside the config (Docker's format carries it).
+    let check = &inspect[0]["Healthcheck"];
+    assert_eq!(check["Test"], serde_json::json!(health), "{check}");
+    assert_eq!(check["Retries"], 3, "{check}");
+    assert_eq!(config["StopSignal"], "SIGTERM", "{config}");
+    assert_eq!(config["Labels"]["org.opencontainers.image.title"], "peregrine", "{config}");
+
+    // Its file system, exported, is exactly the final stage's files; and it serves.
+    let id = run_ok(podman(&podman_bin, &store.0).args(["create", &tag])).trim().to_string();
+    let tar = store.0.join("rootfs.tar");
+    run_ok(podman(&podman_bin, &store.0).args(["export", "-o"]).arg(&tar).arg(&id));
+    let _ = podman(&podman_bin, &store.0).args(["rm", &id]).output();
+    let root = ImageRoot::empty();
+    run_ok(Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&root.0));
+    for (_, _, dst) in &image.copies {
+        let file = root.0.join(dst.trim_start_matches('/'));
+        assert!(file.is_file(), "{dst} is not in the image");
+    }
+    let elf = std::fs::read(root.0.join("usr/local/bin/peregrine")).expect("the binary");
+    check_static_elf(&elf).expect("the image's binary is static");
+    serve_from_root(&root, &image, true);
+    let _ = podman(&podman_bin, &store.0).args(["rmi", "-f", &tag]).output();
 }
 
 // ---- seccomp ---------------------------------------------------------------------------
