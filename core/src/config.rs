@@ -55,6 +55,7 @@ use serde::Deserialize;
 
 use crate::{
     CertSource, ClientAuth, ClientAuthMode, ListenerSpec, Protocols, SniCertificate, TlsSettings,
+    UnixSocket,
 };
 
 mod route;
@@ -92,8 +93,12 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
-    /// `host:port`; port 0 picks a free port.
+    /// `host:port` (port 0 picks a free port), or `unix:/path/to.sock` (Linux).
     pub address: String,
+    /// A Unix socket's permission bits, in octal (`"0660"`).
+    pub socket_mode: Option<String>,
+    /// A Unix socket's numeric owner, `"uid:gid"`.
+    pub socket_owner: Option<String>,
     /// The name of a socket systemd passes in (`FileDescriptorName=` of the socket unit,
     /// seen in `LISTEN_FDNAMES`): this listener's settings then apply to that socket. An
     /// inherited socket without a matching name takes the listener with its address.
@@ -150,6 +155,25 @@ pub struct SniConfig {
 }
 
 impl ListenerConfig {
+    /// The Unix socket this listener binds, when its address is `unix:/path`.
+    fn unix_socket(&self) -> Result<Option<UnixSocket>, String> {
+        let Some(path) = self.address.strip_prefix("unix:") else {
+            if self.socket_mode.is_some() || self.socket_owner.is_some() {
+                return Err("socket_mode, socket_owner: only for a unix:/path address".into());
+            }
+            return Ok(None);
+        };
+        unix_socket(path, self.socket_mode.as_deref(), self.socket_owner.as_deref()).map(Some)
+    }
+
+    /// The IP address, or the unspecified one for a Unix socket.
+    fn resolved(&self) -> Result<SocketAddr, String> {
+        match self.address.starts_with("unix:") {
+            true => Ok(SocketAddr::from(([0, 0, 0, 0], 0))),
+            false => resolve(&self.address),
+        }
+    }
+
     /// The protocols, checked.
     fn protocols(&self) -> Result<Protocols, String> {
         let Some(names) = &self.protocols else { return Ok(Protocols::BOTH) };
@@ -195,6 +219,39 @@ impl ListenerConfig {
             )?,
         }))
     }
+}
+
+/// A Unix socket listener from its path (`unix:` removed) and its optional octal mode and
+/// numeric `uid:gid` owner (config file or CLI).
+pub fn unix_socket(
+    path: &str,
+    mode: Option<&str>,
+    owner: Option<&str>,
+) -> Result<UnixSocket, String> {
+    if cfg!(not(unix)) {
+        return Err("address: unix sockets are not supported on this system".into());
+    }
+    let path = path.trim_start_matches("//");
+    if !path.starts_with('/') {
+        return Err(format!("address: `unix:{path}` needs an absolute path"));
+    }
+    let mode = match mode {
+        Some(m) => Some(
+            u32::from_str_radix(m.trim_start_matches("0o"), 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| format!("socket_mode: `{m}` is not an octal mode like \"0660\""))?,
+        ),
+        None => None,
+    };
+    let owner = match owner {
+        Some(o) => {
+            let ids = o.split_once(':').and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)));
+            Some(ids.ok_or_else(|| format!("socket_owner: `{o}` is not a numeric uid:gid"))?)
+        }
+        None => None,
+    };
+    Ok(UnixSocket { path: path.into(), mode, owner })
 }
 
 /// Client certificate settings from their three parts (config file or CLI): a mode other
@@ -251,7 +308,8 @@ impl Config {
             resolve(a).map_err(|e| format!("admin: {e}"))?;
         }
         for (i, l) in self.listener.iter().enumerate() {
-            resolve(&l.address).map_err(|e| format!("listener[{i}].address: {e}"))?;
+            l.resolved().map_err(|e| format!("listener[{i}].address: {e}"))?;
+            l.unix_socket().map_err(|e| format!("listener[{i}].{e}"))?;
             l.protocols().map_err(|e| format!("listener[{i}].protocols: {e}"))?;
             nets(&l.proxy_protocol_from)
                 .map_err(|e| format!("listener[{i}].proxy_protocol_from: {e}"))?;
@@ -304,9 +362,13 @@ impl Config {
             .to_string()
     }
 
-    /// The listener addresses, resolved.
+    /// The IP listeners' addresses, resolved (Unix socket listeners left out).
     pub fn listen_addrs(&self) -> Result<Vec<SocketAddr>, String> {
-        self.listener.iter().map(|l| resolve(&l.address)).collect()
+        self.listener
+            .iter()
+            .filter(|l| !l.address.starts_with("unix:"))
+            .map(|l| resolve(&l.address))
+            .collect()
     }
 
     /// The listeners: resolved addresses, protocols, TLS settings.
@@ -316,8 +378,7 @@ impl Config {
             .enumerate()
             .map(|(i, l)| {
                 Ok(ListenerSpec {
-                    address: resolve(&l.address)
-                        .map_err(|e| format!("listener[{i}].address: {e}"))?,
+                    address: l.resolved().map_err(|e| format!("listener[{i}].address: {e}"))?,
                     protocols: l
                         .protocols()
                         .map_err(|e| format!("listener[{i}].protocols: {e}"))?,
@@ -328,6 +389,7 @@ impl Config {
                     deny: nets(&l.deny).map_err(|e| format!("listener[{i}].deny: {e}"))?,
                     client_limits: l.limits,
                     inherited: None,
+                    unix: l.unix_socket().map_err(|e| format!("listener[{i}].{e}"))?,
                 })
             })
             .collect()
@@ -487,6 +549,34 @@ mod tests {
         );
         assert_eq!(group.balance, crate::proxy::Balance::Header("x-user".parse().unwrap()));
         assert!(c.route[0].is_proxy());
+    }
+
+    #[test]
+    fn unix_socket_listeners_parse_and_their_mistakes_name_their_key() {
+        let c = Config::parse(
+            "[[listener]]\naddress = \"unix:/run/p.sock\"\nsocket_mode = \"0660\"\n\
+             socket_owner = \"0:33\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
+        let l = c.listeners().unwrap();
+        let unix = l[0].unix.as_ref().expect("a unix listener");
+        assert_eq!(unix.path, Path::new("/run/p.sock"));
+        assert_eq!((unix.mode, unix.owner), (Some(0o660), Some((0, 33))));
+        assert!(l[1].unix.is_none());
+        assert_eq!(c.listen_addrs().unwrap().len(), 1, "IP listeners only");
+        let unix = |keys: &str| format!("[[listener]]\naddress = \"unix:/p.sock\"\n{keys}");
+        for (text, needle) in [
+            ("[[listener]]\naddress = \"unix:p.sock\"\n".to_string(), "needs an absolute path"),
+            (unix("socket_mode = \"0999\"\n"), "listener[0].socket_mode"),
+            (unix("socket_owner = \"www:www\"\n"), "listener[0].socket_owner"),
+            (
+                "[[listener]]\naddress = \"127.0.0.1:0\"\nsocket_mode = \"0600\"\n".into(),
+                "only for a unix",
+            ),
+        ] {
+            let e = Config::parse(&text).unwrap_err();
+            assert!(e.contains(needle), "{text}\n=> {e}\n(wanted {needle})");
+        }
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub use access_log::AccessLogTarget;
 pub use body::{Body, BodyChunk, BodyError};
 pub use exchange::{ClientCertificates, ConnectionInfo};
 pub use handler::Handler;
-pub use listener::{InheritedSocket, ListenerSpec, Protocols};
+pub use listener::{InheritedSocket, ListenerSpec, Protocols, UnixSocket};
 pub use metrics::Metrics;
 pub use peregrine_limits::{Limits, MinDataRate, RateLimit};
 pub use server::{Server, ServerConfig, ShutdownHandle, StartError};

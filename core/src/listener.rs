@@ -88,6 +88,21 @@ pub struct ListenerSpec {
     pub client_limits: Option<peregrine_limits::ClientLimits>,
     /// A socket to serve instead of binding `address` (which is then its address).
     pub inherited: Option<InheritedSocket>,
+    /// A Unix domain socket to listen on instead of `address` (which is then unused).
+    pub unix: Option<UnixSocket>,
+}
+
+/// A Unix domain socket listener: its path, and who may connect to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixSocket {
+    /// The socket file. One left behind by a server that is gone (nothing accepts on it) is
+    /// replaced; one a live server listens on, or a file that is not a socket, is an error.
+    pub path: std::path::PathBuf,
+    /// Permission bits of the socket file, e.g. `0o660` (connecting needs write permission);
+    /// `None`: what the umask leaves.
+    pub mode: Option<u32>,
+    /// Numeric user and group to own the socket file; `None`: the server's.
+    pub owner: Option<(u32, u32)>,
 }
 
 impl ListenerSpec {
@@ -102,12 +117,27 @@ impl ListenerSpec {
             deny: Vec::new(),
             client_limits: None,
             inherited: None,
+            unix: None,
+        }
+    }
+
+    /// A cleartext listener on a Unix domain socket, serving both protocols.
+    pub fn unix(socket: UnixSocket) -> ListenerSpec {
+        ListenerSpec {
+            unix: Some(socket),
+            ..ListenerSpec::from(SocketAddr::from(([0, 0, 0, 0], 0)))
         }
     }
 
     /// The same listener, served on `socket` (inherited) instead of binding its address.
     pub fn on_inherited(self, socket: InheritedSocket) -> io::Result<ListenerSpec> {
-        Ok(ListenerSpec { address: socket.local_addr()?, inherited: Some(socket), ..self })
+        let address = match (&self.unix, socket.local_addr()) {
+            (_, Ok(address)) => address,
+            // A Unix socket has no IP address: the path says where it is.
+            (Some(_), Err(_)) => self.address,
+            (None, Err(e)) => return Err(e),
+        };
+        Ok(ListenerSpec { address, inherited: Some(socket), ..self })
     }
 
     /// The same listener with other protocols.
@@ -143,6 +173,7 @@ impl From<SocketAddr> for ListenerSpec {
             deny: Vec::new(),
             client_limits: None,
             inherited: None,
+            unix: None,
         }
     }
 }

@@ -37,8 +37,9 @@ fn release_freed_memory() {
 #[derive(Parser, Debug)]
 #[command(name = "peregrine", version, about, long_about)]
 struct Cli {
-    /// Address to listen on, as host:port (repeatable; port 0 picks a free port). Overrides
-    /// the config file's listeners. Default: 127.0.0.1:8080, plus TLS on 127.0.0.1:8443.
+    /// Address to listen on, as host:port (repeatable; port 0 picks a free port), or
+    /// unix:/path/to.sock (Linux). Overrides the config file's listeners. Default:
+    /// 127.0.0.1:8080, plus TLS on 127.0.0.1:8443.
     #[arg(long = "listen", value_name = "ADDR", env = "PEREGRINE_LISTEN", value_delimiter = ',')]
     listen: Vec<String>,
 
@@ -298,7 +299,10 @@ fn main() -> ExitCode {
     );
     for (addr, spec) in server.local_addrs().iter().zip(&listen_specs) {
         let scheme = if spec.is_tls() { "https" } else { "http" };
-        println!("listening on {scheme}://{addr}");
+        match &spec.unix {
+            Some(unix) => println!("listening on unix:{} ({scheme})", unix.path.display()),
+            None => println!("listening on {scheme}://{addr}"),
+        }
     }
     if let Some(addr) = server.admin_addr() {
         println!("admin listening on http://{addr}");
@@ -315,6 +319,7 @@ fn main() -> ExitCode {
             .local_addrs()
             .iter()
             .zip(&listen_specs)
+            .filter(|(_, spec)| spec.unix.is_none())
             .map(|(addr, spec)| ListenerView::new(*addr, spec, development_cert))
             .collect(),
         admin: server.admin_addr(),
@@ -328,6 +333,9 @@ fn main() -> ExitCode {
     let _ = welcome.set(overview.welcome_page().into());
     for hint in overview.hints() {
         println!("{hint}");
+    }
+    for unix in listen_specs.iter().filter_map(|s| s.unix.as_ref().filter(|_| !s.is_tls())) {
+        println!("try: curl --unix-socket {} http://localhost/plaintext", unix.path.display());
     }
     #[cfg(target_os = "linux")]
     if let Some(successor) = successor.as_mut() {
@@ -378,7 +386,13 @@ fn listeners(cli: &Cli, config: &Config) -> Result<(Vec<ListenerSpec>, bool), St
     let mut specs = Vec::new();
     let mut development = false;
     for a in &cli.listen {
-        specs.push(config::resolve(a).map_err(|e| format!("--listen: {e}"))?.into());
+        let spec = match a.strip_prefix("unix:") {
+            Some(path) => ListenerSpec::unix(
+                config::unix_socket(path, None, None).map_err(|e| format!("--listen: {e}"))?,
+            ),
+            None => config::resolve(a).map_err(|e| format!("--listen: {e}"))?.into(),
+        };
+        specs.push(spec);
     }
     if !cli.tls_listen.is_empty() {
         let mut tls = match (&cli.tls_cert, &cli.tls_key) {

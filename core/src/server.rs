@@ -25,7 +25,7 @@ use crate::admin::Admin;
 use crate::clients::ClientPolicy;
 use crate::conn::{self, Endpoint};
 use crate::h1;
-use crate::listener::{ListenerSpec, Protocols};
+use crate::listener::{InheritedSocket, ListenerSpec, Protocols};
 use crate::metrics::{CoreMetrics, Metrics, Rejection};
 use crate::rt::{self, executor};
 use crate::sys;
@@ -84,6 +84,8 @@ impl Default for ServerConfig {
 pub enum StartError {
     /// A listener could not be bound.
     Bind(SocketAddr, io::Error),
+    /// A Unix socket listener could not be bound.
+    BindUnix(std::path::PathBuf, io::Error),
     /// The IO driver could not be set up.
     Driver(io::Error),
     /// A configuration value is unusable.
@@ -107,6 +109,9 @@ impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            StartError::BindUnix(path, e) => {
+                write!(f, "cannot listen on unix:{}: {e}", path.display())
+            }
             StartError::Admin(addr, e) => {
                 write!(f, "cannot start the admin listener on {addr}: {e}")
             }
@@ -220,7 +225,18 @@ impl Server {
                 }
                 None => None,
             };
-            let (addr, listeners) = match &spec.inherited {
+            // A Unix socket is bound once and shared by the reactors, as an inherited one is.
+            #[cfg(unix)]
+            let bound_unix = match (&spec.unix, &spec.inherited) {
+                (Some(unix), None) => Some(InheritedSocket(vec![Arc::new(
+                    sys::bind_unix(unix).map_err(|e| StartError::BindUnix(unix.path.clone(), e))?,
+                )])),
+                _ => None,
+            };
+            #[cfg(not(unix))]
+            let bound_unix: Option<InheritedSocket> = None;
+            let shared = spec.inherited.as_ref().or(bound_unix.as_ref());
+            let (addr, listeners) = match shared {
                 Some(socket) => sys::share_listeners(&socket.0, threads).map(|l| (spec.address, l)),
                 None => sys::bind_listeners(spec.address, threads)
                     .map(|(addr, l)| (addr, l.into_iter().map(|l| vec![l]).collect())),
@@ -229,7 +245,7 @@ impl Server {
             // One descriptor of each distinct socket, kept for handing over in an upgrade.
             #[cfg(unix)]
             {
-                let distinct: std::io::Result<Vec<_>> = match &spec.inherited {
+                let distinct: std::io::Result<Vec<_>> = match shared {
                     Some(socket) => socket.0.iter().map(|s| s.try_clone()).collect(),
                     None => listeners.iter().flatten().map(|l| l.try_clone()).collect(),
                 };

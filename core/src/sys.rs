@@ -98,6 +98,44 @@ pub(crate) fn share_listeners(
     Ok(out)
 }
 
+/// Binds and listens on a Unix domain socket: a file left by a server that is gone is
+/// replaced, never one a live server accepts on, nor a file that is not a socket; then its
+/// mode and owner are set. One socket, shared by every reactor ([`share_listeners`]).
+#[cfg(unix)]
+pub(crate) fn bind_unix(unix: &crate::UnixSocket) -> io::Result<OwnedSocket> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let path = &unix.path;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another process accepts on this socket",
+                ));
+            }
+            std::fs::remove_file(path)?; // stale: nothing accepts on it
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way",
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.bind(&socket2::SockAddr::unix(path)?)?;
+    socket.listen(4096)?;
+    if let Some(mode) = unix.mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    if let Some((uid, gid)) = unix.owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    }
+    Ok(socket.into())
+}
+
 fn bound_addr(socket: &Socket) -> io::Result<SocketAddr> {
     socket.local_addr()?.as_socket().ok_or_else(|| io::ErrorKind::Other.into())
 }

@@ -1,7 +1,9 @@
 //! Listening sockets Peregrine does not bind itself, and ports it shares: systemd socket
 //! activation (`systemd-socket-activate`, Debian's systemd) handing the binary its socket,
-//! matched to a config listener by name or served as a cleartext default; and two Peregrine
-//! processes serving one port (SO_REUSEPORT).
+//! matched to a config listener by name or served as a cleartext default; two Peregrine
+//! processes serving one port (SO_REUSEPORT); and Unix domain socket listeners (HTTP/1.1,
+//! h2c and TLS with curl `--unix-socket`, the file's mode, a stale file replaced, a live one
+//! or a regular file refused).
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -116,4 +118,86 @@ fn two_processes_share_one_port_and_both_serve() {
     let (a, b) = (requests_served(admin_a), requests_served(admin_b));
     assert_eq!(a + b, 40, "every request was served once");
     assert!(a > 0 && b > 0, "one process served everything: {a} and {b}");
+}
+
+/// Waits (bounded) for `line_prefix` on the server's stdout.
+fn wait_line(server: &mut Proc, line_prefix: &str) -> String {
+    server
+        .line_starting(line_prefix, process::WAIT)
+        .unwrap_or_else(|| panic!("no {line_prefix:?} line; stderr: {}", server.stderr()))
+}
+
+#[test]
+fn unix_socket_listeners_serve_http1_h2c_and_tls_with_their_mode() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let dir = TempDir::new("unix");
+    let (cert, key) = dir.write_leaf("server", tls::localhost());
+    let ca = dir.write("ca.pem", &tls::ca_pem());
+    let plain = dir.0.join("plain.sock");
+    let secure = dir.0.join("tls.sock");
+    // A socket file left by a server that is gone: replaced.
+    drop(std::os::unix::net::UnixListener::bind(&plain).unwrap());
+    assert!(plain.exists());
+    let config = dir.write(
+        "peregrine.toml",
+        &format!(
+            "threads = 2\npin_threads = false\n\
+             [[listener]]\naddress = \"unix:{}\"\nsocket_mode = \"0600\"\n\
+             [[listener]]\naddress = \"unix:{}\"\n\
+             [listener.tls]\ncertificate = {cert:?}\nkey = {key:?}\n",
+            plain.display(),
+            secure.display()
+        ),
+    );
+    let mut server =
+        Proc::spawn(Command::new(env!("CARGO_BIN_EXE_peregrine")).arg("--config").arg(&config));
+    assert_eq!(
+        wait_line(&mut server, "listening on unix:"),
+        format!("listening on unix:{} (http)", plain.display())
+    );
+    wait_line(&mut server, &format!("listening on unix:{} (https)", secure.display()));
+    let meta = std::fs::metadata(&plain).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "socket_mode");
+
+    let unix = plain.to_str().unwrap();
+    assert_eq!(curl(&["--unix-socket", unix, "http://localhost/plaintext"]), "Hello, World!");
+    let h2 = curl(&[
+        "--http2-prior-knowledge",
+        "--unix-socket",
+        unix,
+        "-w",
+        " %{http_version}",
+        "http://localhost/plaintext",
+    ]);
+    assert_eq!(h2, "Hello, World! 2", "h2c over the Unix socket");
+    let tls = curl(&[
+        "--unix-socket",
+        secure.to_str().unwrap(),
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-w",
+        " %{http_version}",
+        "https://localhost/plaintext",
+    ]);
+    assert_eq!(tls, "Hello, World! 2", "h2 by ALPN over TLS over the Unix socket");
+
+    // A second server cannot take a socket a live one accepts on...
+    let out = Command::new(env!("CARGO_BIN_EXE_peregrine"))
+        .args(["--listen", &format!("unix:{unix}")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another process accepts on this socket"), "{err}");
+    // ...nor remove a file that is not a socket.
+    let file = dir.write("not-a-socket", "keep me");
+    let out = Command::new(env!("CARGO_BIN_EXE_peregrine"))
+        .args(["--listen", &format!("unix:{}", file.display())])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a socket"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    let status = server.sigterm(server.child.id());
+    assert!(status.success());
 }
