@@ -26,6 +26,14 @@ out=$(mktemp -d)
 "$WINE" "$exe" --listen 127.0.0.1:0 --threads 2 >"$out/stdout" 2>"$out/stderr" </dev/null &
 pid=$!
 stop() { kill -KILL "$pid" 2>/dev/null || true; }
+# Ctrl+C (SIGINT, which Wine turns into CTRL_C_EVENT), then up to 30 s for the exit.
+interrupt_and_wait() {
+    kill -INT "$1"
+    for _ in $(seq 1 60); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.5
+    done
+}
 trap stop EXIT
 addr=""
 for _ in $(seq 1 120); do # up to 60 s: the first start in a fresh prefix is slow
@@ -48,11 +56,7 @@ fi
 for _ in 1 2 3 4; do
     [ "$(curl -sS --max-time 10 "$addr/plaintext")" = "Hello, World!" ]
 done
-kill -INT "$pid"
-for _ in $(seq 1 60); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.5
-done
+interrupt_and_wait "$pid"
 if kill -0 "$pid" 2>/dev/null || ! grep -q "graceful shutdown started" "$out/stderr"; then
     echo "wine-test: Ctrl+C did not stop peregrine.exe gracefully" >&2
     cat "$out/stderr" >&2
@@ -84,11 +88,7 @@ if [ -z "$port" ] || ! printf '%s\n' "$body" | grep -qx 'path=/from-linux'; then
     cat "$out/stderr" >&2
     exit 1
 fi
-kill -INT "$pid"
-for _ in $(seq 1 60); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.5
-done
+interrupt_and_wait "$pid"
 if kill -0 "$pid" 2>/dev/null || ! grep -q "app stopped" "$out/stderr"; then
     echo "wine-test: Ctrl+C did not stop peregrine.exe and its app" >&2
     cat "$out/stderr" >&2

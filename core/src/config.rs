@@ -551,6 +551,7 @@ mod tests {
         assert!(c.route[0].is_proxy());
     }
 
+    #[cfg(unix)]
     #[test]
     fn unix_socket_listeners_parse_and_their_mistakes_name_their_key() {
         let c = Config::parse(
