@@ -34,6 +34,17 @@ impl InheritedSocket {
         Ok(InheritedSocket(sockets))
     }
 
+    /// The path of the Unix domain socket it is, if it is one (bound to a path).
+    pub fn unix_path(&self) -> Option<std::path::PathBuf> {
+        #[cfg(unix)]
+        {
+            let addr = socket2::SockRef::from(&*self.0[0]).local_addr().ok()?;
+            addr.as_pathname().map(|p| p.to_path_buf())
+        }
+        #[cfg(not(unix))]
+        None
+    }
+
     /// The address it listens on.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         socket2::SockRef::from(&*self.0[0])

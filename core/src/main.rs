@@ -459,18 +459,40 @@ fn attach_inherited(
     let configured = specs.len();
     let mut taken = vec![false; configured];
     for (name, socket) in inherited {
-        let addr = socket.local_addr().map_err(|e| format!("inherited socket: {e}"))?;
+        // An IP socket is matched by address, a Unix one by path.
+        enum Place {
+            Ip(SocketAddr),
+            Unix(PathBuf),
+        }
+        let place = match socket.unix_path() {
+            Some(path) => Place::Unix(path),
+            None => Place::Ip(socket.local_addr().map_err(|e| format!("inherited socket: {e}"))?),
+        };
+        let same_place = |spec: &ListenerSpec| match (&place, &spec.unix) {
+            (Place::Unix(path), Some(own)) => *path == own.path,
+            (Place::Ip(addr), None) => spec.address == *addr,
+            _ => false,
+        };
         let by_name = (0..configured)
             .find(|&i| !taken[i] && name.is_some() && names.get(i).is_some_and(|n| *n == name));
         let found =
-            by_name.or_else(|| (0..configured).find(|&i| !taken[i] && specs[i].address == addr));
-        let spec = match found {
+            by_name.or_else(|| (0..configured).find(|&i| !taken[i] && same_place(&specs[i])));
+        let mut spec = match found {
             Some(i) => {
                 taken[i] = true;
                 specs[i].clone()
             }
-            None => ListenerSpec::from(addr),
+            None => match &place {
+                Place::Ip(addr) => ListenerSpec::from(*addr),
+                Place::Unix(_) => ListenerSpec::from(SocketAddr::from(([0, 0, 0, 0], 0))),
+            },
         };
+        // A Unix socket takes the settings of the listener named like it, at its own path.
+        if let Place::Unix(path) = place {
+            if spec.unix.as_ref().is_none_or(|own| own.path != path) {
+                spec.unix = Some(peregrine::UnixSocket { path, mode: None, owner: None });
+            }
+        }
         let spec = spec.on_inherited(socket).map_err(|e| format!("inherited socket: {e}"))?;
         match found {
             Some(i) => specs[i] = spec,

@@ -201,3 +201,39 @@ fn unix_socket_listeners_serve_http1_h2c_and_tls_with_their_mode() {
     let status = server.sigterm(server.child.id());
     assert!(status.success());
 }
+
+#[test]
+fn an_activated_unix_socket_takes_the_settings_of_the_listener_named_like_it() {
+    let dir = TempDir::new("activated-unix");
+    let (cert, key) = dir.write_leaf("server", tls::localhost());
+    let ca = dir.write("ca.pem", &tls::ca_pem());
+    let path = dir.0.join("web.sock");
+    // The listener's own address is a placeholder: the name matches it to the socket.
+    let config = dir.write(
+        "peregrine.toml",
+        &format!(
+            "[[listener]]\nname = \"web\"\naddress = \"127.0.0.1:1\"\n\
+             [listener.tls]\ncertificate = {cert:?}\nkey = {key:?}\n"
+        ),
+    );
+    let mut launcher = Proc::spawn(
+        Command::new("systemd-socket-activate")
+            .arg("-l")
+            .arg(&path)
+            .arg("--fdname=web")
+            .arg(env!("CARGO_BIN_EXE_peregrine"))
+            .args(["--threads", "2", "--no-pin", "--config", config.to_str().unwrap()])
+            .env("NO_COLOR", "1"),
+    );
+    launcher.wait_stderr("Listening on");
+    let body = curl(&[
+        "--unix-socket",
+        path.to_str().unwrap(),
+        "--cacert",
+        ca.to_str().unwrap(),
+        "https://localhost/plaintext",
+    ]);
+    assert_eq!(body, "Hello, World!", "served with the named listener's TLS");
+    let line = wait_line(&mut launcher, "listening on ");
+    assert_eq!(line, format!("listening on unix:{} (https)", path.display()));
+}
