@@ -3,9 +3,21 @@
 
 use std::future::Future;
 
-use http::{Request, Response};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 
 use crate::Body;
+
+/// A response the server writes itself: `status`, a fixed content type, `body`.
+pub(crate) fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Body>,
+) -> Response<Body> {
+    let mut r = Response::new(body.into());
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
 
 /// Answers requests. Each reactor core builds its own handler from the app's factory, so a
 /// handler may hold `!Send` state (`Rc`, `RefCell`, caches) and never needs a lock.

@@ -10,6 +10,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 
 use crate::apps::{AppRoute, Apps};
 use crate::config::RouteConfig;
+use crate::handler::respond;
 use crate::proxy::{Proxy, ProxyConfig, RouteOptions};
 use crate::{clients, ConnectionInfo};
 use crate::{Body, Handler};
@@ -215,17 +216,6 @@ impl BuiltinRoutes {
         };
         self.routes.iter().find(|r| r.matches(host, request.uri().path()))
     }
-}
-
-fn respond(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Body>,
-) -> Response<Body> {
-    let mut r = Response::new(body.into());
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
 }
 
 impl Handler for BuiltinRoutes {

@@ -329,6 +329,59 @@ fn a_start_past_the_startup_time_limit_is_killed_and_answered_502() {
 }
 
 #[test]
+fn past_max_queued_requests_a_request_waiting_for_a_start_gets_503() {
+    let dir = Scratch::new("queue");
+    let server = Server::with_config(
+        &dir.0,
+        "max_queued_requests = 1\nenv = { HOSTED_APP_START_DELAY_MS = \"1500\" }\n",
+    );
+    // The first waits for the slow start; the next two find the queue full.
+    let addr = server.addr;
+    let first = std::thread::spawn(move || get(addr, "/first", &[]));
+    server.wait_metric("peregrine_app_queued_requests", 1);
+    for _ in 0..2 {
+        let (status, body) = get(server.addr, "/more", &[]);
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("too many requests are waiting"), "{body}");
+    }
+    let (status, body) = first.join().unwrap();
+    assert_eq!(status, 200, "the queued request is served once the app is ready: {body}");
+    server.wait_metric("peregrine_app_queued_requests", 0);
+}
+
+#[test]
+fn a_log_file_past_its_size_is_renamed_and_a_new_one_started() {
+    let dir = Scratch::new("rotate");
+    let log = dir.0.join("logs").join("app");
+    let server = Server::with_config(
+        &dir.0,
+        &format!(
+            "stdout_log = \"{}\"\nstdout_log_max_size = 40\n",
+            log.display().to_string().replace('\\', "/")
+        ),
+    );
+    let (pid, _) = app_answer(server.addr, "/");
+    // Its start-up lines are over 40 bytes: the first file became `.1`.
+    let deadline = Instant::now() + process::WAIT;
+    loop {
+        let names: Vec<String> = std::fs::read_dir(dir.0.join("logs"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let current = names.iter().any(|n| n.ends_with(&format!("_{pid}.log")));
+        let rotated = names.iter().any(|n| n.ends_with(&format!("_{pid}.log.1")));
+        if current && rotated {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no rotation: {names:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn the_offline_file_takes_the_app_offline_and_back() {
     let dir = Scratch::new("offline");
     let server = Server::with_config(

@@ -38,10 +38,24 @@ fn openssl(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A P-256 key pair.
+const EC_KEY: [&str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+
+/// Issues `{file}.pem` and `{file}.key` in `d`: a client certificate for `cn`, signed by the
+/// test CA (`ca.pem`, `ca.key`) with `client.ext`'s client-auth extensions.
+fn issue_client(d: &Path, file: &str, cn: &str) {
+    let (key, csr, pem) = (format!("{file}.key"), format!("{file}.csr"), format!("{file}.pem"));
+    let request = [&["req"][..], &EC_KEY, &["-keyout", &key, "-out", &csr]].concat();
+    openssl(d, &[&request[..], &["-subj", &format!("/CN={cn}")]].concat());
+    let sign = ["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key"];
+    let out = ["-CAcreateserial", "-out", &pem, "-days", "2", "-extfile", "client.ext"];
+    openssl(d, &[&sign[..], &out].concat());
+}
+
 fn pki() -> Pki {
     let dir = TempDir::new("mtls");
     let d = dir.0.clone();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let ec = EC_KEY;
     let ca = [&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem"]].concat();
     openssl(&d, &[&ca[..], &["-days", "2", "-subj", "/CN=Peregrine test client CA"]].concat());
     std::fs::write(
@@ -49,28 +63,7 @@ fn pki() -> Pki {
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
     )
     .unwrap();
-    let csr = [&["req"][..], &ec, &["-keyout", "client.key", "-out", "client.csr"]].concat();
-    openssl(&d, &[&csr[..], &["-subj", "/CN=alice"]].concat());
-    openssl(
-        &d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "client.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "client.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "client.ext",
-        ],
-    );
+    issue_client(&d, "client", "alice");
     openssl(&d, &["x509", "-in", "client.pem", "-outform", "DER", "-out", "client.der"]);
     let foreign =
         [&["req", "-x509"][..], &ec, &["-keyout", "foreign.key", "-out", "foreign.pem"]].concat();
@@ -178,29 +171,7 @@ fn optional_client_auth_serves_clients_without_one_but_not_with_a_bad_one() {
 /// returns bob's (certificate, key) and the CRL's path.
 fn revoke_alice(pki: &Pki) -> ((PathBuf, PathBuf), PathBuf) {
     let d = &pki.dir.0;
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    let csr = [&["req"][..], &ec, &["-keyout", "bob.key", "-out", "bob.csr"]].concat();
-    openssl(d, &[&csr[..], &["-subj", "/CN=bob"]].concat());
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "bob.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "bob.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "client.ext",
-        ],
-    );
+    issue_client(d, "bob", "bob");
     std::fs::write(d.join("index.txt"), "").unwrap();
     std::fs::write(d.join("crlnumber"), "01\n").unwrap();
     std::fs::write(

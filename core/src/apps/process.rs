@@ -1,8 +1,7 @@
 //! Launching one process of an app: where it listens, its pairing token, its environment;
 //! and asking it whether it is ready.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicUsize;
@@ -12,22 +11,16 @@ use std::time::Duration;
 use super::config::AppListen;
 use super::output::Output;
 use super::{App, Process};
-use crate::proxy::UpstreamServer;
+use crate::proxy::{watch, UpstreamServer};
 use crate::sys::child::{self, Tie};
-
-/// Where a process listens.
-#[derive(Debug, Clone)]
-pub(super) enum Target {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
 
 /// A process just spawned.
 pub(super) struct Launched {
     pub(super) child: Child,
     pub(super) tie: Tie,
     pub(super) process: Arc<Process>,
-    pub(super) target: Target,
+    /// The Unix socket it listens on (removed once it has exited), if not TCP.
+    pub(super) socket_file: Option<PathBuf>,
     pub(super) output: Arc<Output>,
 }
 
@@ -46,7 +39,7 @@ pub(super) fn launch(app: &App, id: u64) -> Result<Launched, String> {
         .env("PEREGRINE_TOKEN", &token)
         .env("ASPNETCORE_APPL_PATH", &app.path_base)
         .env("PEREGRINE_APP_NAME", &config.name);
-    let target = match config.listen {
+    let (address, socket_file) = match config.listen {
         AppListen::Tcp => {
             let port = free_port().map_err(|e| format!("cannot find a free port: {e}"))?;
             command.env("PORT", port.to_string()).env("ASPNETCORE_PORT", port.to_string());
@@ -55,14 +48,14 @@ pub(super) fn launch(app: &App, id: u64) -> Result<Launched, String> {
             if !config.env.contains_key("ASPNETCORE_URLS") {
                 command.env("ASPNETCORE_URLS", format!("http://127.0.0.1:{port}"));
             }
-            Target::Tcp(SocketAddr::from(([127, 0, 0, 1], port)))
+            (format!("http://{}", SocketAddr::from(([127, 0, 0, 1], port))), None)
         }
         AppListen::Unix => {
             let path = socket_path(&config.name, id);
             // A stale file from an earlier run would make the app's bind fail.
             let _ = std::fs::remove_file(&path);
             command.env("PEREGRINE_SOCKET", &path);
-            Target::Unix(path)
+            (format!("unix:{}", path.display()), Some(path))
         }
     };
     command.envs(&config.env);
@@ -72,10 +65,6 @@ pub(super) fn launch(app: &App, id: u64) -> Result<Launched, String> {
         command.spawn().map_err(|e| format!("cannot start `{}`: {e}", config.command))?;
     let tie = child::tie(&spawned);
     let output = Output::capture(config, &mut spawned);
-    let address = match &target {
-        Target::Tcp(addr) => format!("http://{addr}"),
-        Target::Unix(path) => format!("unix:{}", path.display()),
-    };
     let server = UpstreamServer::parse(&address).map_err(|e| e.to_string())?;
     let mut upstream = app.forwarding.clone();
     upstream.servers = vec![server];
@@ -90,56 +79,26 @@ pub(super) fn launch(app: &App, id: u64) -> Result<Launched, String> {
         upstream: Arc::new(upstream),
         in_flight: AtomicUsize::new(0),
     });
-    Ok(Launched { child: spawned, tie, process, target, output })
+    Ok(Launched { child: spawned, tie, process, socket_file, output })
 }
 
-/// Whether the process at `target` is ready: it accepts a connection, and, with a
-/// `ready_path`, answers it with 2xx. Bounded by short timeouts (the supervisor asks again).
-pub(super) fn is_ready(target: &Target, ready_path: Option<&str>, token: &str) -> bool {
+/// Whether `process` is ready: it accepts a connection, and, with a `ready_path`, answers
+/// it with 2xx (the proxy's active health check, with the pairing token). Bounded by short
+/// timeouts: the supervisor asks again.
+pub(super) fn is_ready(process: &Process, ready_path: Option<&str>) -> bool {
     const WAIT: Duration = Duration::from_millis(500);
-    let request = ready_path.map(|path| {
-        format!(
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-             MS-ASPNETCORE-TOKEN: {token}\r\n\r\n"
-        )
-    });
-    match target {
-        Target::Tcp(addr) => match TcpStream::connect_timeout(addr, WAIT) {
-            Ok(stream) => {
-                let _ = stream.set_read_timeout(Some(WAIT));
-                let _ = stream.set_write_timeout(Some(WAIT));
-                request.is_none_or(|r| answers_2xx(stream, &r))
-            }
-            Err(_) => false,
-        },
-        #[cfg(unix)]
-        Target::Unix(path) => match std::os::unix::net::UnixStream::connect(path) {
-            Ok(stream) => {
-                let _ = stream.set_read_timeout(Some(WAIT));
-                let _ = stream.set_write_timeout(Some(WAIT));
-                request.is_none_or(|r| answers_2xx(stream, &r))
-            }
-            Err(_) => false,
-        },
-        #[cfg(not(unix))]
-        Target::Unix(_) => false,
-    }
-}
-
-/// Sends `request` and reads the status line: 2xx or not.
-fn answers_2xx(mut stream: impl Read + Write, request: &str) -> bool {
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut head = [0u8; 16];
-    let mut got = 0;
-    while got < 12 {
-        match stream.read(&mut head[got..]) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => got += n,
+    let server = &process.upstream.servers[0];
+    match ready_path {
+        None => watch::connect(server, WAIT).is_ok(),
+        Some(path) => {
+            let token = format!(
+                "{}: {}\r\n",
+                super::TOKEN_HEADER,
+                process.token.to_str().unwrap_or_default()
+            );
+            watch::status(server, path, WAIT, &token).is_ok_and(|s| (200..300).contains(&s))
         }
     }
-    head.starts_with(b"HTTP/1.") && head[8] == b' ' && head[9] == b'2'
 }
 
 /// A free loopback port: bound and released, so the app can bind it. (ANCM picks ports the

@@ -11,9 +11,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 
 use super::{App, AppState, Failure, Phase, Process, TOKEN_HEADER};
+use crate::handler::respond;
+use crate::overview::escape;
 use crate::proxy::{metrics::ServerMetrics, Proxy, RouteOptions};
 use crate::{rt, Body, BodyChunk};
 
@@ -201,33 +203,17 @@ impl AppRoute {
              <p>Its process {what}.</p>{log}{retry}\n\
              <p>Turn this page off in production with <code>error_page = false</code>.</p></body></html>\n"
         );
-        let mut r = Response::new(Body::from(page));
-        *r.status_mut() = StatusCode::BAD_GATEWAY;
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-        r
+        respond(StatusCode::BAD_GATEWAY, "text/html; charset=utf-8", page)
     }
 }
 
 /// 503 with the offline file's contents.
 fn offline(page: Bytes) -> Response<Body> {
-    let mut r = Response::new(Body::from(page));
-    *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    r
+    respond(StatusCode::SERVICE_UNAVAILABLE, "text/html; charset=utf-8", page)
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut r = Response::new(Body::from(text));
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    r
-}
-
-/// HTML-escapes what a page shows of the config and exit statuses.
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    respond(status, "text/plain", text)
 }
 
 /// A request waiting for a start, counted against `max_queued_requests` while it lives.

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use super::config::{AppListen, StartMode};
 use super::output::Output;
-use super::process::{self, Target};
+use super::process;
 use super::{App, AppState, Failure, Phase, Process};
 use crate::sys::child::{self, Tie};
 
@@ -42,7 +42,8 @@ struct Supervised {
     process: Arc<Process>,
     child: Child,
     _tie: Tie,
-    target: Target,
+    /// Its Unix socket, removed once it has exited.
+    socket_file: Option<std::path::PathBuf>,
     output: Arc<Output>,
     /// Processes of one generation serve together; a restart starts the next generation.
     generation: u64,
@@ -164,7 +165,7 @@ impl Supervisor {
             };
             let p = self.procs.swap_remove(i);
             self.dirty = true;
-            if let Target::Unix(path) = &p.target {
+            if let Some(path) = &p.socket_file {
                 let _ = std::fs::remove_file(path);
             }
             match p.role {
@@ -189,8 +190,7 @@ impl Supervisor {
         let limit = config.startup_time_limit;
         let mut timed_out = Vec::new();
         for p in self.procs.iter_mut().filter(|p| p.role == Role::Starting) {
-            let token = p.process.token.to_str().unwrap_or_default();
-            if process::is_ready(&p.target, config.ready_path.as_deref(), token) {
+            if process::is_ready(&p.process, config.ready_path.as_deref()) {
                 p.role = Role::Ready;
                 let took = now.saturating_duration_since(p.started);
                 app.metrics.start_time.observe(took.as_micros() as u64);
@@ -299,7 +299,7 @@ impl Supervisor {
                     process: l.process,
                     child: l.child,
                     _tie: l.tie,
-                    target: l.target,
+                    socket_file: l.socket_file,
                     output: l.output,
                     generation: self.generation,
                     role: Role::Starting,

@@ -28,7 +28,7 @@ pub(crate) mod metrics;
 mod pool;
 mod request;
 mod upstream;
-mod watch;
+pub(crate) mod watch;
 
 pub use balance::Balance;
 pub use config::RouteOptions;

@@ -143,17 +143,36 @@ fn probe(server: &UpstreamServer, check: &HealthCheck) -> bool {
 }
 
 fn status_of(server: &UpstreamServer, check: &HealthCheck) -> std::io::Result<u16> {
+    status(server, &check.path, check.timeout, "")
+}
+
+/// A connection to `server` within `timeout` (over TCP or a Unix socket).
+pub(crate) fn connect(
+    server: &UpstreamServer,
+    timeout: Duration,
+) -> std::io::Result<socket2::Socket> {
     let addr = server.addr();
+    let stream = socket2::Socket::new(addr.domain(), socket2::Type::STREAM, None)?;
+    stream.connect_timeout(&addr, timeout)?;
+    Ok(stream)
+}
+
+/// The status `server` answers `GET path` with, each step within `timeout`; `extra_headers`
+/// (whole `Name: value\r\n` lines) go with the request. Also app hosting's readiness check.
+pub(crate) fn status(
+    server: &UpstreamServer,
+    path: &str,
+    timeout: Duration,
+    extra_headers: &str,
+) -> std::io::Result<u16> {
     let host = server.host_header();
     let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: peregrine-health-check\r\n\
-         Connection: close\r\n\r\n",
-        check.path
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: peregrine-health-check\r\n\
+         {extra_headers}Connection: close\r\n\r\n"
     );
-    let mut stream = socket2::Socket::new(addr.domain(), socket2::Type::STREAM, None)?;
-    stream.connect_timeout(&addr, check.timeout)?;
-    stream.set_read_timeout(Some(check.timeout))?;
-    stream.set_write_timeout(Some(check.timeout))?;
+    let mut stream = connect(server, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
     let mut head = [0u8; 64];
     let n = match &server.tls {
         None => {
