@@ -48,11 +48,18 @@ impl AppRoute {
     }
 
     /// Answers `request` for the app, forwarding with a route's `options`.
-    pub async fn call_with(
-        &self,
+    pub fn call_with<'a>(
+        &'a self,
         request: Request<Body>,
-        options: &RouteOptions,
-    ) -> Response<Body> {
+        options: &'a RouteOptions,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + 'a>> {
+        // Boxed, as the proxy's forwarding is: inline, this future (its start wait and its
+        // forwarding) would make the router's future, made for every request of every
+        // route, that much larger to lay out and move.
+        Box::pin(self.serve(request, options))
+    }
+
+    async fn serve(&self, request: Request<Body>, options: &RouteOptions) -> Response<Body> {
         let state = self.app.state.load_full();
         if let Some(claim) = self.claim(&state) {
             return self.forward(claim, request, options).await;
