@@ -129,6 +129,10 @@ pub enum Outcome<'a> {
     /// A connect finished: the socket is connected, or why it is not (refused, unreachable,
     /// cancelled).
     Connected(io::Result<()>),
+    /// A file-to-socket send finished: how many bytes of the file reached the socket
+    /// (possibly fewer than asked; zero when the file ended early). Only drivers that send
+    /// files without a user-space copy produce it (io_uring's splice).
+    FileSent(io::Result<usize>),
 }
 
 /// One finished operation: the token given at submission and what it produced.

@@ -31,6 +31,8 @@ enum Inner {
         stream: Pin<Box<dyn Stream<Item = BodyChunk>>>,
         len: Option<u64>,
     },
+    /// Regions of an open file (static files), sent without a copy where the transport allows.
+    File(Box<crate::files::body::FileBody>),
     /// No body: the upstream end of a tunnel that follows a `101` (a proxied WebSocket).
     Tunnel(Box<crate::tunnel::Tunnel>),
 }
@@ -117,6 +119,23 @@ impl Body {
         Body { inner: Inner::Tunnel(Box::new(tunnel)) }
     }
 
+    /// A body of file regions.
+    pub(crate) fn file(body: crate::files::body::FileBody) -> Body {
+        Body { inner: Inner::File(Box::new(body)) }
+    }
+
+    /// The file body this is, if it is one (for a sender that splices it).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn take_file(&mut self) -> Option<Box<crate::files::body::FileBody>> {
+        match std::mem::replace(&mut self.inner, Inner::Empty) {
+            Inner::File(f) => Some(f),
+            other => {
+                self.inner = other;
+                None
+            }
+        }
+    }
+
     /// Whether this body is a tunnel (the connection is handed over after a `101`).
     pub(crate) fn is_tunnel(&self) -> bool {
         matches!(self.inner, Inner::Tunnel(_))
@@ -141,6 +160,7 @@ impl Body {
             Inner::Incoming(i) => i.exact_len(),
             Inner::H2(b) => b.exact_len(),
             Inner::Stream { len, .. } => *len,
+            Inner::File(f) => Some(f.len()),
         }
     }
 
@@ -166,6 +186,7 @@ impl Body {
             Inner::Incoming(i) => i.poll_chunk(cx),
             Inner::H2(b) => b.poll_chunk(cx),
             Inner::Stream { stream, .. } => stream.as_mut().poll_next(cx),
+            Inner::File(f) => f.poll_chunk(cx),
         }
     }
 
@@ -217,6 +238,7 @@ impl fmt::Debug for Body {
             Inner::Incoming(_) | Inner::H2(_) => "incoming",
             Inner::Stream { .. } => "stream",
             Inner::Tunnel(_) => "tunnel",
+            Inner::File(_) => "file",
         };
         f.debug_struct("Body").field("kind", &kind).field("len", &self.exact_len()).finish()
     }

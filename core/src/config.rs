@@ -87,6 +87,8 @@ pub struct Config {
     pub upstream: Vec<crate::proxy::config::UpstreamConfig>,
     /// Hosted applications: processes Peregrine starts, supervises and forwards to.
     pub app: Vec<crate::apps::AppConfig>,
+    /// Static file settings shared by every `root` route (the open-file cache, the disk pool).
+    pub files: crate::files::FilesSection,
 }
 
 /// One listener.
@@ -298,6 +300,7 @@ impl Config {
     /// Checks values serde cannot check.
     pub fn validate(&self) -> Result<(), String> {
         self.limits.validate()?;
+        self.files.validate().map_err(|e| format!("files.{e}"))?;
         if self.threads == Some(0) {
             return Err("threads must be at least 1".into());
         }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use clap::{Parser, ValueEnum};
 use peregrine::apps::{AppConfig, Apps};
 use peregrine::config::{self, Config};
+use peregrine::files::{FileOptions, FileRoute, Files};
 use peregrine::overview::{ListenerView, Overview};
 use peregrine::proxy::{Proxy, ProxyConfig, UpstreamServer};
 use peregrine::routes::{BuiltinRoutes, WelcomePage};
@@ -113,6 +114,12 @@ struct Cli {
     /// request.
     #[arg(long, value_name = "COMMAND", env = "PEREGRINE_APP", conflicts_with = "proxy")]
     app: Option<String>,
+
+    /// Serve the files of this directory (GET and HEAD: index.html for directories,
+    /// precompressed .br/.zst/.gz siblings, ranges, conditional requests). With --proxy or
+    /// --app, files that exist are served and every other request goes upstream.
+    #[arg(long, value_name = "DIR", env = "PEREGRINE_ROOT")]
+    root: Option<PathBuf>,
 
     /// Peers (CIDR, e.g. 10.0.0.0/8, or an address) whose X-Forwarded-For names the client
     /// (for the per-client rate limits and handlers' ConnectionInfo), and whose
@@ -259,15 +266,28 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => return usage_error(&e),
     };
+    config.files.apply();
+    let root = match &cli.root {
+        Some(dir) => match FileRoute::new(dir, &FileOptions::default(), &config.files) {
+            Ok(route) => Some(Arc::new(route)),
+            Err(e) => return usage_error(&format!("--root: {e}")),
+        },
+        None => None,
+    };
     let routes = Arc::new(config.route.clone());
+    let files_section = config.files.clone();
+    let core_root = root.clone();
     let welcome = WelcomePage::default();
     let page = Arc::clone(&welcome);
     let core_proxy = proxy.clone();
     let core_apps = apps.clone();
     let app_flag = cli.app.is_some();
     let factory = move || {
-        let routes = BuiltinRoutes::with_targets(&routes, &groups, &core_apps)
+        let mut routes = BuiltinRoutes::with_targets(&routes, &groups, &core_apps, &files_section)
             .with_welcome(Arc::clone(&page));
+        if let Some(root) = &core_root {
+            routes = routes.with_files(Files::new(Arc::clone(root)));
+        }
         match (&core_proxy, app_flag) {
             (Some(config), _) => routes.with_proxy(Proxy::new(Arc::clone(config))),
             (None, true) => match core_apps.route(CLI_APP) {
@@ -313,6 +333,9 @@ fn main() -> ExitCode {
     }
     if let Some(command) = &cli.app {
         println!("hosting the app `{command}` (it starts on the first request)");
+    }
+    if let Some(dir) = &cli.root {
+        println!("serving files from {}", dir.display());
     }
     let overview = Overview {
         listeners: server

@@ -39,6 +39,8 @@ pub(crate) struct PerCore {
     pub(crate) buffers: RefCell<Vec<BytesMut>>,
     /// `rt::io`: spare send lists.
     pub(crate) send_lists: RefCell<Vec<SendBuf>>,
+    /// `rt::blocking`: this core's inbox and the tasks waiting on disk jobs.
+    pub(crate) blocking: crate::rt::blocking::Waiters,
     /// `date`: the cached `Date` value.
     pub(crate) date: RefCell<DateCache>,
     /// `conn`: TLS handshakes running (capped per core).
@@ -57,6 +59,7 @@ impl PerCore {
             queue: RefCell::new(VecDeque::new()),
             buffers: RefCell::new(Vec::new()),
             send_lists: RefCell::new(Vec::new()),
+            blocking: crate::rt::blocking::Waiters::new(),
             date: RefCell::new(DateCache::new()),
             tls_handshakes: Cell::new(0),
             metrics: OnceCell::new(),

@@ -10,6 +10,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 
 use crate::apps::{AppRoute, Apps};
 use crate::config::RouteConfig;
+use crate::files::{Files, FilesSection};
 use crate::handler::respond;
 use crate::proxy::{Proxy, ProxyConfig, RouteOptions};
 use crate::{clients, ConnectionInfo};
@@ -35,6 +36,9 @@ enum Action {
     Proxy(usize, RouteOptions),
     /// A hosted app (index into the handler's apps) and the route's options.
     App(usize, RouteOptions),
+    /// Files from a root (index into the handler's file servers), then, for requests no
+    /// file answers, the upstream or app of the same route (a `Proxy` or `App`), if any.
+    Files(usize, Option<Box<Action>>),
 }
 
 /// Where requests no configured route answers go, when not to the built-in routes.
@@ -109,7 +113,10 @@ pub struct BuiltinRoutes {
     routes: Rc<Vec<Route>>,
     proxies: Rc<Vec<Proxy>>,
     apps: Rc<Vec<AppRoute>>,
+    files: Rc<Vec<Files>>,
     welcome: WelcomePage,
+    /// `--root`: files first for requests no configured route answers.
+    fallback_files: Option<Files>,
     fallback: Option<Rc<Fallback>>,
 }
 
@@ -127,25 +134,28 @@ impl BuiltinRoutes {
         routes: &[RouteConfig],
         groups: &[(String, Arc<ProxyConfig>)],
     ) -> BuiltinRoutes {
-        BuiltinRoutes::with_targets(routes, groups, &Apps::default())
+        BuiltinRoutes::with_targets(routes, groups, &Apps::default(), &FilesSection::default())
     }
 
     /// Routes for `routes`, with this core's proxy for each named upstream group and this
     /// core's router for each hosted app its routes name.
+    /// Routes with `root` get this core's file server (`files`: the `[files]` settings).
     pub fn with_targets(
         routes: &[RouteConfig],
         groups: &[(String, Arc<ProxyConfig>)],
         hosted: &Apps,
+        files_section: &FilesSection,
     ) -> BuiltinRoutes {
         let proxies: Vec<Proxy> = groups.iter().map(|(_, c)| Proxy::new(Arc::clone(c))).collect();
         let mut apps: Vec<(String, AppRoute)> = Vec::new();
+        let mut files: Vec<Files> = Vec::new();
         let routes = routes
             .iter()
             .filter_map(|r| {
-                let action = match (&r.upstream, &r.app) {
+                let forward = match (&r.upstream, &r.app) {
                     (Some(name), _) => {
                         let group = groups.iter().position(|(n, _)| n == name)?;
-                        Action::Proxy(group, r.route_options().ok()?)
+                        Some(Action::Proxy(group, r.route_options().ok()?))
                     }
                     (None, Some(name)) => {
                         let index = match apps.iter().position(|(n, _)| n == name) {
@@ -155,8 +165,16 @@ impl BuiltinRoutes {
                                 apps.len() - 1
                             }
                         };
-                        Action::App(index, r.route_options().ok()?)
+                        Some(Action::App(index, r.route_options().ok()?))
                     }
+                    (None, None) => None,
+                };
+                let action = match (r.file_route(files_section), forward) {
+                    (Some(route), then) => {
+                        files.push(Files::new(route));
+                        Action::Files(files.len() - 1, then.map(Box::new))
+                    }
+                    (None, Some(forward)) => forward,
                     (None, None) => Action::Fixed(Fixed {
                         status: StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
                         content_type: HeaderValue::from_str(&r.content_type)
@@ -183,9 +201,17 @@ impl BuiltinRoutes {
             routes: Rc::new(routes),
             proxies: Rc::new(proxies),
             apps: Rc::new(apps.into_iter().map(|(_, a)| a).collect()),
+            files: Rc::new(files),
             welcome: WelcomePage::default(),
+            fallback_files: None,
             fallback: None,
         }
+    }
+
+    /// Serves the files of `files` for every request no configured route answers (`--root`),
+    /// before the proxy or app fallback when there is one (the others get `404`).
+    pub fn with_files(self, files: Files) -> BuiltinRoutes {
+        BuiltinRoutes { fallback_files: Some(files), ..self }
     }
 
     /// Sends every request no configured route answers to `proxy` (this core's).
@@ -218,6 +244,19 @@ impl BuiltinRoutes {
     }
 }
 
+impl BuiltinRoutes {
+    /// Sends `request` to a route's upstream or app (`action` is `Proxy` or `App`).
+    async fn forward(&self, action: &Action, request: Request<Body>) -> Response<Body> {
+        match action {
+            Action::Proxy(group, options) => {
+                self.proxies[*group].forward_with(request, options).await
+            }
+            Action::App(app, options) => self.apps[*app].call_with(request, options).await,
+            Action::Fixed(_) | Action::Files(..) => unreachable!("only forwarding actions"),
+        }
+    }
+}
+
 impl Handler for BuiltinRoutes {
     fn wants_connection_info(&self) -> bool {
         // Only the proxy, apps and the routes' allow/deny lists and rates read it.
@@ -238,14 +277,29 @@ impl Handler for BuiltinRoutes {
                 r.headers_mut().insert(header::CONTENT_TYPE, f.content_type.clone());
                 return r;
             }
-            Some(Action::Proxy(group, options)) => {
-                return self.proxies[*group].forward_with(request, options).await;
+            Some(Action::Files(index, then)) => {
+                return match Box::pin(self.files[*index].serve(request)).await {
+                    Ok(response) => response,
+                    Err((request, miss)) => match then.as_deref() {
+                        Some(then) => self.forward(then, request).await,
+                        None => miss.response(),
+                    },
+                };
             }
-            Some(Action::App(app, options)) => {
-                return self.apps[*app].call_with(request, options).await;
-            }
+            Some(action) => return self.forward(action, request).await,
             None => {}
         }
+        let request = match &self.fallback_files {
+            Some(files) => match Box::pin(files.serve(request)).await {
+                Ok(response) => return response,
+                Err((request, miss)) if self.fallback.is_none() => {
+                    drop(request);
+                    return miss.response();
+                }
+                Err((request, _)) => request,
+            },
+            None => request,
+        };
         match self.fallback.as_deref() {
             Some(Fallback::Proxy(proxy)) => return proxy.call(request).await,
             Some(Fallback::App(app)) => {

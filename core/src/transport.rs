@@ -60,6 +60,13 @@ impl Transport {
     }
 
     /// Whether this transport runs TLS.
+    /// The socket, when nothing stands between it and the protocol (cleartext): a body may
+    /// then be spliced to it.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn plain_socket(&self) -> Option<RawSocket> {
+        self.tls.is_none().then_some(self.fd)
+    }
+
     pub(crate) fn is_tls(&self) -> bool {
         self.tls.is_some()
     }

@@ -201,6 +201,27 @@ impl Driver {
         dispatch!(self, b => b.connect(fd, addr, token))
     }
 
+    /// Sends up to `len` bytes of the regular file `file`, from `offset`, to the socket
+    /// `socket` without copying them through user space: completes with
+    /// [`Outcome::FileSent`], which may report fewer bytes than asked (a pipe's worth at
+    /// most). The caller keeps `file` open until the completion. `None` when this backend
+    /// cannot (epoll: `sendfile(2)` would block the reactor on a page-cache miss, so the
+    /// caller reads the file elsewhere and sends bytes); `Some(Err)` when no pipe could be
+    /// made.
+    pub fn send_file(
+        &mut self,
+        socket: RawFd,
+        file: RawFd,
+        offset: u64,
+        len: usize,
+        token: u64,
+    ) -> Option<io::Result<OpId>> {
+        match &mut self.backend {
+            Backend::Uring(b) => Some(b.send_file(socket, file, offset, len, token)),
+            Backend::Epoll(_) => None,
+        }
+    }
+
     /// Closes `fd`: completes with [`Outcome::Closed`]. Cancel the descriptor's outstanding
     /// operations first: with io_uring, an operation in flight keeps the socket open until it
     /// finishes.

@@ -61,6 +61,25 @@ pub struct RouteConfig {
     /// The route's rate table, made once and shared by every core's router.
     #[serde(skip)]
     rates: std::sync::OnceLock<std::sync::Arc<peregrine_limits::ClientRates>>,
+    /// Serves the files of this directory (GET and HEAD). With `upstream` or `app` too,
+    /// files that exist are served and other requests go there (nginx's `try_files`).
+    pub root: Option<String>,
+    /// With `root`: index files tried for a path ending in `/` (default `["index.html"]`).
+    pub index: Option<Vec<String>>,
+    /// With `root`: precompressed siblings served by `Accept-Encoding` (default
+    /// `["br", "zstd", "gzip"]`: `x.br`, `x.zst`, `x.gz`).
+    pub precompressed: Option<Vec<crate::content_coding::Coding>>,
+    /// With `root`: the `Cache-Control` of its files (default none).
+    pub cache_control: Option<String>,
+    /// With `root`: serve dot-files (default false: they are as missing).
+    #[serde(default)]
+    pub show_hidden: bool,
+    /// With `root`: follow symlinks out of the root (default false: they are as missing).
+    #[serde(default)]
+    pub symlinks_outside_root: bool,
+    /// The route's file server settings, made once and shared by every core's router.
+    #[serde(skip)]
+    file_route: std::sync::OnceLock<Option<std::sync::Arc<crate::files::FileRoute>>>,
     /// Fixed response: status code (default 200).
     #[serde(default = "default_status")]
     pub status: u16,
@@ -93,6 +112,13 @@ impl RouteConfig {
             deny: Vec::new(),
             rate_limit: None,
             rates: std::sync::OnceLock::new(),
+            root: None,
+            index: None,
+            precompressed: None,
+            cache_control: None,
+            show_hidden: false,
+            symlinks_outside_root: false,
+            file_route: std::sync::OnceLock::new(),
             status,
             body: body.into(),
             content_type: default_content_type(),
@@ -110,6 +136,36 @@ impl RouteConfig {
     pub(crate) fn rates(&self) -> Option<std::sync::Arc<peregrine_limits::ClientRates>> {
         let limit = self.rate_limit?;
         Some(std::sync::Arc::clone(self.rates.get_or_init(|| crate::clients::route_rates(limit))))
+    }
+
+    /// The file server of a route with `root`, shared by every core (made on first use; the
+    /// root was checked when the config was validated, so `None` only without `root` or
+    /// when the root has gone since).
+    pub(crate) fn file_route(
+        &self,
+        section: &crate::files::FilesSection,
+    ) -> Option<std::sync::Arc<crate::files::FileRoute>> {
+        let root = self.root.as_ref()?;
+        self.file_route
+            .get_or_init(|| {
+                crate::files::FileRoute::new(root, &self.file_options(), section)
+                    .map_err(|e| tracing::error!("route root: {e}"))
+                    .ok()
+                    .map(std::sync::Arc::new)
+            })
+            .clone()
+    }
+
+    /// The file serving options of a route with `root`.
+    pub fn file_options(&self) -> crate::files::FileOptions {
+        let defaults = crate::files::FileOptions::default();
+        crate::files::FileOptions {
+            index: self.index.clone().unwrap_or(defaults.index),
+            precompressed: self.precompressed.clone().unwrap_or(defaults.precompressed),
+            cache_control: self.cache_control.clone(),
+            show_hidden: self.show_hidden,
+            symlinks_outside_root: self.symlinks_outside_root,
+        }
     }
 
     /// Whether this route forwards (to an upstream or an app) rather than answering itself.
@@ -161,7 +217,24 @@ impl RouteConfig {
                 return Err(format!("upstream: no [[upstream]] named `{name}`"));
             }
         }
+        let file_keys = self.index.is_some()
+            || self.precompressed.is_some()
+            || self.cache_control.is_some()
+            || self.show_hidden
+            || self.symlinks_outside_root;
+        if file_keys && self.root.is_none() {
+            return Err("index, precompressed, cache_control, show_hidden and \
+                        symlinks_outside_root need root"
+                .into());
+        }
+        if let Some(root) = &self.root {
+            crate::files::FileRoute::new(root, &self.file_options(), &Default::default())?;
+            if self.path.is_some() {
+                return Err("root: serves a tree; match it with path_prefix, not path".into());
+            }
+        }
         match self.upstream.as_ref().or(self.app.as_ref()) {
+            _ if self.root.is_some() && !self.is_proxy() => {}
             Some(_) => {
                 if self.strip_prefix && self.path_prefix.is_none() {
                     return Err("strip_prefix: needs path_prefix".into());

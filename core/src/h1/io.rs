@@ -243,6 +243,43 @@ impl ConnIo {
         self.out.borrow().len() + self.queued.borrow().len()
     }
 
+    /// Sends up to `len` bytes of `file` from `offset` straight from the page cache (the
+    /// connection is cleartext and the driver splices: see `rt::io::send_file`), holding the
+    /// send to the response data rate as [`flush`](Self::flush) does. Returns the bytes sent;
+    /// zero when the file ended early.
+    #[cfg(target_os = "linux")]
+    pub(crate) async fn send_file(
+        &self,
+        file: &std::sync::Arc<std::fs::File>,
+        offset: u64,
+        len: u64,
+        rate: &mut Option<DataRate>,
+    ) -> Result<usize, WriteFail> {
+        let unsupported = || WriteFail::Io(io::ErrorKind::Unsupported.into());
+        let socket = self.transport.plain_socket().ok_or_else(unsupported)?;
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        let op = rt::io::send_file(socket, file, offset, len).ok_or_else(unsupported)?;
+        let deadline = rate.as_mut().map(|r| r.start_wait(rt::now()));
+        let Some(result) = self.until_deadline(op, deadline).await else {
+            return Err(WriteFail::TooSlow);
+        };
+        let n = result.map_err(WriteFail::Io)?;
+        if n > 0 {
+            self.response_started.set(true);
+            crate::metrics::count(|m| m.bytes_out(n as u64));
+        }
+        if let Some(r) = rate.as_mut() {
+            r.end_wait(rt::now(), n as u64);
+        }
+        Ok(n)
+    }
+
+    /// The response data rate's meter for one response's sends.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn response_rate(&self) -> Option<DataRate> {
+        self.rates.response.map(DataRate::new)
+    }
+
     /// Sends everything pending. Each send must progress at `min_response_data_rate` once
     /// its grace period is over, or the write fails (a client that stops reading cannot pin
     /// response memory forever).

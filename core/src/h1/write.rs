@@ -107,7 +107,17 @@ pub(crate) async fn finish(io: &ConnIo, close: bool, body_bytes: u64) -> Written
 
 /// Streams a body whose head is already in the output buffer.
 pub(crate) async fn stream_body(io: &ConnIo, streaming: StreamingBody) -> Written {
-    let StreamingBody { body, framing, close } = streaming;
+    #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
+    let StreamingBody { mut body, framing, close } = streaming;
+    #[cfg(target_os = "linux")]
+    if matches!(framing, ResponseFraming::Length(_))
+        && io.transport.plain_socket().is_some()
+        && crate::rt::io::sends_files()
+    {
+        if let Some(file) = body.take_file() {
+            return splice_body(io, *file, close).await;
+        }
+    }
     let declared = match framing {
         ResponseFraming::Length(n) => Some(n),
         _ => None,
@@ -124,6 +134,45 @@ pub(crate) async fn stream_body(io: &ConnIo, streaming: StreamingBody) -> Writte
         Err(PumpError::Body(failed)) => Written::Abort(Why::uncounted(failed.reason())),
         Err(PumpError::Sink(e)) => write_failed(e),
     }
+}
+
+/// Sends a file body with its regions spliced from the page cache to the socket (no copy
+/// through user space), the bytes between them (multipart headers) as usual.
+#[cfg(target_os = "linux")]
+async fn splice_body(io: &ConnIo, mut file: crate::files::body::FileBody, close: bool) -> Written {
+    use crate::files::body::Part;
+    let mut sent = 0u64;
+    let mut rate = io.response_rate();
+    while let Some(part) = file.next_part() {
+        match part {
+            Part::Bytes(b) => {
+                sent += b.len() as u64;
+                io.write_shared(b);
+            }
+            Part::Region { mut offset, mut len } => {
+                // The head (and any part header) goes first.
+                if io.has_output() {
+                    if let Err(e) = io.flush().await {
+                        return write_failed(e);
+                    }
+                }
+                while len > 0 {
+                    match io.send_file(file.file(), offset, len, &mut rate).await {
+                        Ok(0) => {
+                            return Written::Abort(Why::uncounted("file shorter than its length"))
+                        }
+                        Ok(n) => {
+                            offset += n as u64;
+                            len -= n as u64;
+                            sent += n as u64;
+                        }
+                        Err(e) => return write_failed(e),
+                    }
+                }
+            }
+        }
+    }
+    finish(io, close, sent).await
 }
 
 /// An HTTP/1 response body's way out: chunk framing when chunked, then a flush per chunk

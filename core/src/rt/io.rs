@@ -67,10 +67,26 @@ pub(crate) fn give_send_buf(mut buf: SendBuf) {
 
 /// What a slot is waiting for, or what arrived.
 pub(crate) enum SlotState {
-    Recv { buf: BytesMut, result: Option<io::Result<usize>> },
-    Send { result: Option<(io::Result<usize>, SendBuf)> },
-    Close { done: bool },
-    Connect { result: Option<io::Result<()>> },
+    Recv {
+        buf: BytesMut,
+        result: Option<io::Result<usize>>,
+    },
+    Send {
+        result: Option<(io::Result<usize>, SendBuf)>,
+    },
+    Close {
+        done: bool,
+    },
+    Connect {
+        result: Option<io::Result<()>>,
+    },
+    /// A file-to-socket send; the slot keeps the file open until the kernel is done with it,
+    /// even when the future was dropped.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    SendFile {
+        _file: std::sync::Arc<std::fs::File>,
+        result: Option<io::Result<usize>>,
+    },
 }
 
 pub(crate) struct Slot {
@@ -116,6 +132,7 @@ impl Ops {
             }
             (SlotState::Close { done }, Outcome::Closed(_)) => *done = true,
             (SlotState::Connect { result }, Outcome::Connected(r)) => *result = Some(r),
+            (SlotState::SendFile { result, .. }, Outcome::FileSent(r)) => *result = Some(r),
             _ => return,
         }
         if let Some(w) = slot.waker.take() {
@@ -149,6 +166,7 @@ fn poll_slot(index: usize, cx: &mut Context<'_>) -> Option<SlotState> {
             SlotState::Send { result } => result.is_some(),
             SlotState::Close { done } => *done,
             SlotState::Connect { result } => result.is_some(),
+            SlotState::SendFile { result, .. } => result.is_some(),
         };
         if ready {
             Some(ops.slots.remove(index).state)
@@ -276,6 +294,73 @@ impl Future for Connect {
 }
 
 impl Drop for Connect {
+    fn drop(&mut self) {
+        if let Some(index) = self.index {
+            orphan(index);
+        }
+    }
+}
+
+/// Sends up to `len` bytes of `file` from `offset` to the socket `fd` without copying them
+/// through user space (see the driver's `send_file`). `None` when this core's driver cannot;
+/// the caller then reads the file and sends bytes.
+#[cfg(target_os = "linux")]
+pub(crate) fn send_file(
+    fd: RawSocket,
+    file: &std::sync::Arc<std::fs::File>,
+    offset: u64,
+    len: usize,
+) -> Option<SendFile> {
+    use std::os::fd::AsRawFd;
+    with_driver(|driver, ops| {
+        let entry = ops.slots.vacant_entry();
+        let index = entry.key();
+        let op = match driver.send_file(fd, file.as_raw_fd(), offset, len, index as u64)? {
+            Ok(op) => op,
+            Err(e) => return Some(SendFile { index: None, failed: Some(e) }),
+        };
+        let state = SlotState::SendFile { _file: std::sync::Arc::clone(file), result: None };
+        entry.insert(Slot { state, waker: None, op, orphaned: false });
+        Some(SendFile { index: Some(index), failed: None })
+    })
+}
+
+/// Whether this core's driver sends files without a copy (io_uring).
+#[cfg(target_os = "linux")]
+pub(crate) fn sends_files() -> bool {
+    with_driver(|driver, _| driver.kind() == driver::DriverKind::Uring)
+}
+
+/// A file-to-socket send ([`send_file`]). Resolves to the bytes that reached the socket.
+#[cfg(target_os = "linux")]
+pub(crate) struct SendFile {
+    index: Option<usize>,
+    /// Set up failed (no pipe could be made).
+    failed: Option<io::Error>,
+}
+
+#[cfg(target_os = "linux")]
+impl Future for SendFile {
+    type Output = io::Result<usize>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(e) = self.failed.take() {
+            return Poll::Ready(Err(e));
+        }
+        let index = self.index.expect("SendFile polled after completion");
+        match poll_slot(index, cx) {
+            Some(SlotState::SendFile { result: Some(r), .. }) => {
+                self.index = None;
+                Poll::Ready(r)
+            }
+            Some(_) => unreachable!("slot kind changed"),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for SendFile {
     fn drop(&mut self) {
         if let Some(index) = self.index {
             orphan(index);

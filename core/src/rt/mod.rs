@@ -9,6 +9,7 @@
 //! 3. file completions into their op slots (waking their tasks) or pass accepts up;
 //! 4. read the clock once, refresh the cached `Date`, fire due timers.
 
+pub(crate) mod blocking;
 pub(crate) mod executor;
 pub(crate) mod io;
 pub(crate) mod quiet;
@@ -40,6 +41,7 @@ pub(crate) fn store_waker(slot: &mut Option<std::task::Waker>, cx: &std::task::C
 
 /// Installs this thread's driver.
 pub(crate) fn install(driver: Driver) {
+    blocking::install(driver.waker());
     percore::with(|p| *p.reactor.borrow_mut() = Some(Core { driver, ops: io::Ops::default() }));
     percore::with(|p| p.now.set(Some(Instant::now())));
     crate::date::refresh();
@@ -131,6 +133,7 @@ pub(crate) fn poll_io(
             }
         })
     })?;
+    blocking::deliver();
     let t = Instant::now();
     percore::with(|p| p.now.set(Some(t)));
     crate::date::refresh();

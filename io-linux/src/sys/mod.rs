@@ -26,6 +26,35 @@ fn cvt<T: Into<i64> + Copy>(ret: T) -> io::Result<T> {
     }
 }
 
+/// A pipe for splicing a file to a socket.
+pub(crate) struct Pipe {
+    pub(crate) read: OwnedFd,
+    pub(crate) write: OwnedFd,
+    /// Bytes it holds at most.
+    pub(crate) capacity: usize,
+}
+
+/// The pipe size asked for: 256 KiB moves a large file in few splices, and 64 such pipes
+/// stay within the default per-user pipe budget (`fs.pipe-user-pages-soft`, 64 MiB).
+const PIPE_SIZE: i32 = 256 * 1024;
+
+impl Pipe {
+    /// A new close-on-exec pipe, grown to [`PIPE_SIZE`] where the system allows.
+    pub(crate) fn new() -> io::Result<Pipe> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the two-element array.
+        cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+        // SAFETY: pipe2 succeeded: both descriptors are fresh and ours.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: F_SETPIPE_SZ/F_GETPIPE_SZ on a pipe we own; failure leaves the default size.
+        let capacity = unsafe {
+            libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE);
+            libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ)
+        };
+        Ok(Pipe { read, write, capacity: usize::try_from(capacity).unwrap_or(4096).max(4096) })
+    }
+}
+
 /// Accepts one connection, non-blocking and close-on-exec.
 pub(crate) fn accept(listener: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: accept4 with null address pointers only reads the listener descriptor.

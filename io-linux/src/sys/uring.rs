@@ -33,6 +33,8 @@ use crate::DriverConfig;
 const RECV_GROUP: u16 = 0;
 /// Buffers held for one socket with no receive waiting before its multishot is cancelled.
 const MAX_HELD: usize = 4;
+/// Empty pipes kept for file sends (two descriptors each).
+const MAX_IDLE_PIPES: usize = 16;
 
 /// What a multishot delivered that no waiter has taken yet.
 enum Held {
@@ -130,6 +132,8 @@ enum Kind {
     Send(Box<SendState>),
     /// A connect; the kernel reads the boxed address (a stable address while it may).
     Connect(Box<socket2::SockAddr>),
+    /// A file-to-socket send: two splices through a pipe, one after the other.
+    SendFile(Box<Splice>),
     Close,
     /// An internal cancellation request; its own completion is not reported.
     Cancel,
@@ -163,6 +167,18 @@ impl SendState {
     }
 }
 
+/// A file-to-socket send in progress. The file's pages go file → pipe → socket by
+/// reference (splice), never through user space; io_uring runs each splice in its own worker
+/// when it would block, so a cold page never stalls the reactor.
+struct Splice {
+    pipe: super::Pipe,
+    socket: RawFd,
+    /// Bytes in the pipe, still to go to the socket.
+    in_pipe: usize,
+    /// Bytes that reached the socket.
+    sent: usize,
+}
+
 pub(crate) struct Uring {
     ring: IoUring,
     ops: Slab<Slot>,
@@ -182,6 +198,8 @@ pub(crate) struct Uring {
     rearm: Vec<RawFd>,
     /// Receives that can complete without the kernel (held data, cancellation).
     immediate: Vec<(OpId, Held)>,
+    /// Empty pipes of finished file sends, for the next ones.
+    pipes: Vec<super::Pipe>,
 }
 
 impl Uring {
@@ -220,6 +238,7 @@ impl Uring {
             sockets: SocketTable::default(),
             rearm: Vec::new(),
             immediate: Vec::new(),
+            pipes: Vec::new(),
         };
         this.arm_waker();
         Ok(this)
@@ -340,6 +359,80 @@ impl Uring {
         let entry = opcode::Connect::new(Fd(fd), ptr, len).build().user_data(id.to_user_data());
         self.push(entry);
         id
+    }
+
+    /// Sends up to `len` bytes of `file` from `offset` to `socket` (at most one pipe's worth:
+    /// the completion says how many went). The caller keeps `file` open until then.
+    pub(crate) fn send_file(
+        &mut self,
+        socket: RawFd,
+        file: RawFd,
+        offset: u64,
+        len: usize,
+        token: u64,
+    ) -> io::Result<OpId> {
+        let pipe = match self.pipes.pop() {
+            Some(p) => p,
+            None => super::Pipe::new()?,
+        };
+        let len = len.min(pipe.capacity) as u32;
+        let pipe_in = pipe.write.as_raw_fd();
+        let id = self
+            .insert(token, Kind::SendFile(Box::new(Splice { pipe, socket, in_pipe: 0, sent: 0 })));
+        let entry = opcode::Splice::new(Fd(file), offset as i64, Fd(pipe_in), -1, len)
+            .build()
+            .user_data(id.to_user_data());
+        self.push(entry);
+        Ok(id)
+    }
+
+    /// The next step of file send `id` after one splice finished with `res`: `Some(result)`
+    /// when the send is over.
+    fn splice_step(&mut self, id: OpId, res: i32) -> Option<io::Result<usize>> {
+        let slot = &mut self.ops[id.index as usize];
+        let Kind::SendFile(splice) = &mut slot.kind else { unreachable!("checked by caller") };
+        let cancelled = slot.cancel_requested;
+        if res < 0 {
+            return Some(match splice.sent {
+                0 => Err(io::Error::from_raw_os_error(-res)),
+                n => Ok(n),
+            });
+        }
+        let moved = res as usize;
+        if splice.in_pipe == 0 {
+            // The file → pipe half finished: `moved` bytes wait in the pipe (none: the file
+            // ended early).
+            if moved == 0 {
+                return Some(Ok(0));
+            }
+            splice.in_pipe = moved;
+        } else {
+            splice.in_pipe -= moved;
+            splice.sent += moved;
+            if moved == 0 {
+                return Some(Err(io::ErrorKind::WriteZero.into()));
+            }
+        }
+        if splice.in_pipe == 0 {
+            return Some(Ok(splice.sent));
+        }
+        if cancelled {
+            return Some(match splice.sent {
+                0 => Err(crate::op::canceled()),
+                n => Ok(n),
+            });
+        }
+        let entry = opcode::Splice::new(
+            Fd(splice.pipe.read.as_raw_fd()),
+            -1,
+            Fd(splice.socket),
+            -1,
+            splice.in_pipe as u32,
+        )
+        .build()
+        .user_data(id.to_user_data());
+        self.push(entry);
+        None
     }
 
     pub(crate) fn close(&mut self, fd: OwnedFd, token: u64) -> OpId {
@@ -578,6 +671,16 @@ impl Uring {
             Kind::Connect(_) => {
                 self.ops.remove(index);
                 on(Completion { token, op: id, outcome: Outcome::Connected(result.map(drop)) });
+                false
+            }
+            Kind::SendFile(_) => {
+                let Some(result) = self.splice_step(id, res) else { return false };
+                let Kind::SendFile(splice) = self.ops.remove(index).kind else { unreachable!() };
+                // A pipe that still holds bytes (an error part-way) is closed, not reused.
+                if splice.in_pipe == 0 && self.pipes.len() < MAX_IDLE_PIPES {
+                    self.pipes.push(splice.pipe);
+                }
+                on(Completion { token, op: id, outcome: Outcome::FileSent(result) });
                 false
             }
             Kind::Close => {
