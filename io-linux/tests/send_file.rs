@@ -52,13 +52,8 @@ fn io_uring_splices_a_file_to_a_socket() {
     let (start, len) = (1_000, 2_500_000usize);
     let mut sent = 0;
     while sent < len {
-        let op = d.send_file(
-            server.as_raw_fd(),
-            file.as_raw_fd(),
-            (start + sent) as u64,
-            len - sent,
-            7,
-        );
+        let op =
+            d.send_file(server.as_raw_fd(), file.as_raw_fd(), (start + sent) as u64, len - sent, 7);
         op.expect("io_uring sends files").unwrap();
         let n = file_sent(&mut d).unwrap();
         assert!(n > 0 && n <= len - sent, "sent {n}");

@@ -255,7 +255,7 @@ fn open_one(settings: &LoadSettings, path: &Path, typed: bool) -> io::Result<Opt
             return Ok(None);
         }
     }
-    let file = File::open(path)?;
+    let file = open_shared(path)?;
     // The descriptor's own metadata is the truth (the path may have changed since the stat).
     let meta = file.metadata()?;
     if !meta.is_file() {
@@ -288,6 +288,20 @@ fn open_one(settings: &LoadSettings, path: &Path, typed: bool) -> io::Result<Opt
     };
     entry.etag = tag(&entry, None);
     Ok(Some(entry))
+}
+
+/// Opens `path` for reading. On Windows the cache's open handle must not stop a deploy from
+/// replacing or deleting the file (IIS shares files the same way), so delete sharing is on.
+fn open_shared(path: &Path) -> io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(windows)]
+    {
+        use std::os::windows::fs::OpenOptionsExt;
+        // FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE.
+        options.share_mode(0x1 | 0x2 | 0x4);
+    }
+    options.open(path)
 }
 
 /// A strong entity tag from the length and the full-precision modification time (nginx's
