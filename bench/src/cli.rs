@@ -45,6 +45,10 @@ OPTIONS:
                          slowloris, rapid reset, CONTINUATION and PING floods) run; fails
                          on any legitimate error, RSS growth past 5% after warm-up, or
                          descriptors not back at rest; writes a report and an SVG
+    --files              only the static-file benchmark: Peregrine (`root`), nginx
+                         (sendfile, open_file_cache) and h2o serving one directory, one
+                         worker each: 1 KiB and 1 MiB files with wrk keep-alive (cleartext
+                         and TLS), a 100 MiB file (server CPU per GiB sent)
     --limits             only the per-client limits' wall-clock cost: the same Peregrine
                          with them off and on, wrk c64/c256, requests per server-CPU-second
     -h, --help           this text
@@ -61,6 +65,8 @@ pub struct Cli {
     pub proxy: bool,
     /// `--limits`: the per-client limits' cost only.
     pub limits: bool,
+    /// `--files`: the static-file benchmark only.
+    pub files: bool,
     /// `--soak`: the soak only.
     pub soak: bool,
     /// `--soak`'s length in seconds.
@@ -108,6 +114,7 @@ impl Default for Cli {
             instructions: false,
             proxy: false,
             limits: false,
+            files: false,
             soak: false,
             soak_seconds: 600,
             rounds: None,
@@ -176,6 +183,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Cli>, Stri
             "--instructions" => cli.instructions = true,
             "--proxy" => cli.proxy = true,
             "--limits" => cli.limits = true,
+            "--files" => cli.files = true,
             "--soak" => {
                 cli.soak = true;
                 // An optional length right after it.

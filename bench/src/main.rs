@@ -8,6 +8,7 @@
 
 mod attack;
 mod cli;
+mod files_phase;
 mod limits_phase;
 mod proxy_phase;
 mod soak;
@@ -75,7 +76,7 @@ fn main() -> ExitCode {
         soak::run(&cli)
     } else if cli.instructions {
         run_instructions(&cli)
-    } else if cli.proxy || cli.limits {
+    } else if cli.proxy || cli.limits || cli.files {
         run_phase(&cli)
     } else {
         run(&cli)
@@ -197,7 +198,7 @@ fn run_phase(cli: &cli::Cli) -> Result<(), String> {
     let bench = Bench {
         wrk,
         h2load,
-        openssl: None,
+        openssl: sys::find_program("openssl", &["/usr/bin/openssl"]),
         launcher: Launcher::detect(!cli.no_pin),
         wrk_cpus: cli.wrk_cpus.clone(),
         clk_tck: procstat::clock_ticks_per_second(),
@@ -209,7 +210,9 @@ fn run_phase(cli: &cli::Cli) -> Result<(), String> {
     };
     let out_dir =
         cli.out.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
-    if cli.limits {
+    if cli.files {
+        files_phase::run(cli, &bench, &out_dir)
+    } else if cli.limits {
         limits_phase::run(cli, &bench, &out_dir)
     } else {
         proxy_phase::run(cli, &bench, &out_dir)
@@ -771,10 +774,21 @@ fn measure(
     scenario: &Scenario,
     perf_error: &mut Option<String>,
 ) -> Result<RunMeasurement, String> {
+    measure_path(bench, server, scenario, PATH, perf_error)
+}
+
+/// [`measure`] against `GET path` rather than `/plaintext`.
+fn measure_path(
+    bench: &Bench,
+    server: &mut Server,
+    scenario: &Scenario,
+    path: &str,
+    perf_error: &mut Option<String>,
+) -> Result<RunMeasurement, String> {
     server.check_running()?;
     // Build the command lines first: a server without the listener the load
     // needs fails here, before any CPU time is read.
-    let load = prepare_load(bench, server, scenario)?;
+    let load = prepare_load(bench, server, scenario, path)?;
 
     let perf_run = bench.perf.as_deref().and_then(|perf| {
         let output = bench.scratch.join(format!("perf-{}.csv", server.pid()));
@@ -838,12 +852,13 @@ fn prepare_load(
     bench: &Bench,
     server: &Server,
     scenario: &Scenario,
+    path: &str,
 ) -> Result<PreparedLoad, String> {
     let no_tls = || format!("{} has no TLS listener (see Notes)", server.name());
     let url = if scenario.load.tls() {
-        server.tls_url(PATH).ok_or_else(no_tls)?
+        server.tls_url(path).ok_or_else(no_tls)?
     } else {
-        server.url(PATH)
+        server.url(path)
     };
     // Defence in depth: the servers module only hands out loopback addresses.
     if !(url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:")) {
@@ -861,6 +876,12 @@ fn prepare_load(
             cmd.args(wrk::args(&url, connections, bench.duration_s, Some(script)));
             PreparedLoad::Wrk(cmd)
         }
+        Load::WrkTls { connections } => {
+            let mut cmd = bench.launcher.command(&bench.wrk_cpus, &bench.wrk);
+            let script = bench.keepalive_script.as_path();
+            cmd.args(wrk::args(&url, connections, bench.duration_s, Some((script, &[][..]))));
+            PreparedLoad::Wrk(cmd)
+        }
         Load::H2load { connections, streams, tls } => {
             let h2load = bench.h2load.as_deref().ok_or("h2load is not installed")?;
             let mut cmd = bench.launcher.command(&bench.wrk_cpus, h2load);
@@ -873,7 +894,7 @@ fn prepare_load(
             let commands = (0..clients)
                 .map(|_| {
                     let mut cmd = bench.launcher.command(&bench.wrk_cpus, openssl);
-                    cmd.args(stime::args(&addr, PATH, bench.duration_s));
+                    cmd.args(stime::args(&addr, path, bench.duration_s));
                     cmd
                 })
                 .collect();

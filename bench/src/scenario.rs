@@ -31,6 +31,12 @@ pub enum Load {
         /// `https://` (TLS, ALPN h2) rather than `http://` (h2c).
         tls: bool,
     },
+    /// `wrk -t1` keep-alive over TLS (`https://`, HTTP/1.1): one handshake per connection,
+    /// then requests (the file scenarios' TLS shape).
+    WrkTls {
+        /// Concurrent keep-alive connections (`wrk -c`).
+        connections: u32,
+    },
     /// `openssl s_time -new`: a full TLS handshake, one HTTP/1.0 request and
     /// a close per connection, never resuming a session.
     TlsHandshake {
@@ -45,6 +51,7 @@ impl Load {
         match *self {
             Load::Wrk { connections, .. } | Load::H2load { connections, .. } => connections,
             Load::TlsHandshake { clients } => clients,
+            Load::WrkTls { connections } => connections,
         }
     }
 
@@ -54,7 +61,7 @@ impl Load {
         match *self {
             Load::Wrk { pipeline_depth, .. } => pipeline_depth,
             Load::H2load { streams, .. } => streams,
-            Load::TlsHandshake { .. } => 1,
+            Load::TlsHandshake { .. } | Load::WrkTls { .. } => 1,
         }
     }
 
@@ -63,7 +70,7 @@ impl Load {
         match *self {
             Load::Wrk { .. } => false,
             Load::H2load { tls, .. } => tls,
-            Load::TlsHandshake { .. } => true,
+            Load::TlsHandshake { .. } | Load::WrkTls { .. } => true,
         }
     }
 
@@ -73,6 +80,7 @@ impl Load {
             Load::Wrk { .. } => "wrk",
             Load::H2load { .. } => "h2load",
             Load::TlsHandshake { .. } => "openssl s_time",
+            Load::WrkTls { .. } => "wrk",
         }
     }
 }

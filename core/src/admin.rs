@@ -1,6 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (live) and `/readyz` (ready;
 //! turns 503 as soon as a graceful shutdown starts, so a load balancer stops sending before
-//! connections drain), and `POST /apps/NAME/restart` (a hosted app's zero-downtime restart,
+//! connections drain), `POST /cache/purge` (the response cache: one key, or everything),
+//! and `POST /apps/NAME/restart` (a hosted app's zero-downtime restart,
 //! on every OS; SIGHUP does it for every app on Linux).
 //!
 //! It runs on its own thread with a plain blocking socket, away from the reactors: scrapes
@@ -65,6 +66,29 @@ impl Admin {
     }
 }
 
+/// The purge `POST /cache/purge[?host=H&path=P]` asks for: one key (`path` with its query,
+/// percent-encoded in the parameter), or everything when neither is given.
+fn cache_purge(query: &[u8]) -> Option<crate::cache::Purge> {
+    let query = std::str::from_utf8(query.strip_prefix(b"?").unwrap_or(query)).ok()?;
+    let (mut host, mut path) = (None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=')?;
+        let v = percent_encoding::percent_decode_str(v).decode_utf8().ok()?.into_owned();
+        match k {
+            "host" => host = Some(v),
+            "path" => path = Some(v),
+            _ => return None,
+        }
+    }
+    match (host, path) {
+        (None, None) => Some(crate::cache::Purge::All),
+        (Some(host), Some(path)) if path.starts_with('/') => {
+            Some(crate::cache::Purge::Key { host, path })
+        }
+        _ => None,
+    }
+}
+
 fn serve(mut stream: TcpStream, metrics: &Metrics, shutdown: &ShutdownHandle) -> io::Result<()> {
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
@@ -94,6 +118,19 @@ fn serve(mut stream: TcpStream, metrics: &Metrics, shutdown: &ShutdownHandle) ->
             match crate::apps::restart_hosted(&String::from_utf8_lossy(name)) {
                 true => ("202 Accepted", "text/plain", "restarting\n".to_string()),
                 false => ("404 Not Found", "text/plain", "no such app\n".to_string()),
+            }
+        }
+        (b"POST", path) if path == b"/cache/purge" || path.starts_with(b"/cache/purge?") => {
+            match cache_purge(&path[b"/cache/purge".len()..]) {
+                Some(purge) => {
+                    crate::cache::purge(purge);
+                    ("202 Accepted", "text/plain", "purged\n".to_string())
+                }
+                None => (
+                    "400 Bad Request",
+                    "text/plain",
+                    "give host and path, or neither (everything)\n".to_string(),
+                ),
             }
         }
         (b"GET" | b"HEAD", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),

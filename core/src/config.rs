@@ -89,6 +89,8 @@ pub struct Config {
     pub app: Vec<crate::apps::AppConfig>,
     /// Static file settings shared by every `root` route (the open-file cache, the disk pool).
     pub files: crate::files::FilesSection,
+    /// The response cache's settings (routes opt in with `cache = true`).
+    pub cache: crate::cache::CacheSection,
 }
 
 /// One listener.
@@ -301,6 +303,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         self.limits.validate()?;
         self.files.validate().map_err(|e| format!("files.{e}"))?;
+        self.cache.validate().map_err(|e| format!("cache.{e}"))?;
         if self.threads == Some(0) {
             return Err("threads must be at least 1".into());
         }

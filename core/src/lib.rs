@@ -27,6 +27,7 @@ mod access_log;
 mod admin;
 pub mod apps;
 mod body;
+pub mod cache;
 mod clients;
 pub mod config;
 mod conn;

@@ -12,7 +12,7 @@ use peregrine::config::{self, Config};
 use peregrine::files::{FileOptions, FileRoute, Files};
 use peregrine::overview::{ListenerView, Overview};
 use peregrine::proxy::{Proxy, ProxyConfig, UpstreamServer};
-use peregrine::routes::{BuiltinRoutes, WelcomePage};
+use peregrine::routes::{BuiltinRoutes, RouteSettings, WelcomePage};
 use peregrine::{
     AccessLogTarget, IoChoice, ListenerSpec, Server, ServerConfig, StartError, TlsSettings,
 };
@@ -120,6 +120,11 @@ struct Cli {
     /// --app, files that exist are served and every other request goes upstream.
     #[arg(long, value_name = "DIR", env = "PEREGRINE_ROOT")]
     root: Option<PathBuf>,
+
+    /// Cache the responses of --proxy or --app in memory, as HTTP caching allows
+    /// (Cache-Control, Expires, Vary; see the config file's [cache] for sizes).
+    #[arg(long, env = "PEREGRINE_CACHE")]
+    cache: bool,
 
     /// Peers (CIDR, e.g. 10.0.0.0/8, or an address) whose X-Forwarded-For names the client
     /// (for the per-client rate limits and handlers' ConnectionInfo), and whose
@@ -275,7 +280,11 @@ fn main() -> ExitCode {
         None => None,
     };
     let routes = Arc::new(config.route.clone());
-    let files_section = config.files.clone();
+    let settings = RouteSettings::of(&config);
+    let cache_fallback = cli.cache;
+    if cli.cache && proxy.is_none() && cli.app.is_none() {
+        return usage_error("--cache: caches what --proxy or --app answers; give one of them");
+    }
     let core_root = root.clone();
     let welcome = WelcomePage::default();
     let page = Arc::clone(&welcome);
@@ -283,8 +292,12 @@ fn main() -> ExitCode {
     let core_apps = apps.clone();
     let app_flag = cli.app.is_some();
     let factory = move || {
-        let mut routes = BuiltinRoutes::with_targets(&routes, &groups, &core_apps, &files_section)
+        let mut routes = BuiltinRoutes::with_targets(&routes, &groups, &core_apps, &settings)
             .with_welcome(Arc::clone(&page));
+        if cache_fallback {
+            let name = if app_flag { CLI_APP } else { "proxy" };
+            routes = routes.with_cache(name, Arc::clone(&settings.cache));
+        }
         if let Some(root) = &core_root {
             routes = routes.with_files(Files::new(Arc::clone(root)));
         }

@@ -417,6 +417,7 @@ impl Metrics {
         Histogram::render(&mut out, name, "", &parts);
         crate::proxy::metrics::render(&mut out);
         crate::apps::metrics::render(&mut out);
+        crate::cache::render(&mut out);
         out
     }
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 
 use crate::apps::{AppRoute, Apps};
+use crate::cache::{CacheSection, ResponseCache};
 use crate::config::RouteConfig;
 use crate::files::{Files, FilesSection};
 use crate::handler::respond;
@@ -47,6 +48,22 @@ enum Fallback {
     App(AppRoute),
 }
 
+/// The config file's sections routes read besides their own keys, shared by every core.
+#[derive(Debug, Clone, Default)]
+pub struct RouteSettings {
+    /// `[files]`: for routes with `root`.
+    pub files: FilesSection,
+    /// `[cache]`: for routes with `cache = true`.
+    pub cache: Arc<CacheSection>,
+}
+
+impl RouteSettings {
+    /// The sections of `config`.
+    pub fn of(config: &crate::config::Config) -> RouteSettings {
+        RouteSettings { files: config.files.clone(), cache: Arc::new(config.cache.clone()) }
+    }
+}
+
 /// How a route matches a request's path.
 enum PathMatch {
     Any,
@@ -64,6 +81,8 @@ struct Route {
     access: AccessList,
     /// Its per-client request rate, shared by every core.
     rates: Option<Arc<ClientRates>>,
+    /// This core's cache of its upstream's or app's responses (`cache = true`).
+    cache: Option<ResponseCache>,
 }
 
 impl Route {
@@ -118,6 +137,8 @@ pub struct BuiltinRoutes {
     /// `--root`: files first for requests no configured route answers.
     fallback_files: Option<Files>,
     fallback: Option<Rc<Fallback>>,
+    /// `--cache`: the fallback's responses are cached.
+    fallback_cache: Option<Rc<ResponseCache>>,
 }
 
 impl BuiltinRoutes {
@@ -134,7 +155,7 @@ impl BuiltinRoutes {
         routes: &[RouteConfig],
         groups: &[(String, Arc<ProxyConfig>)],
     ) -> BuiltinRoutes {
-        BuiltinRoutes::with_targets(routes, groups, &Apps::default(), &FilesSection::default())
+        BuiltinRoutes::with_targets(routes, groups, &Apps::default(), &RouteSettings::default())
     }
 
     /// Routes for `routes`, with this core's proxy for each named upstream group and this
@@ -144,7 +165,7 @@ impl BuiltinRoutes {
         routes: &[RouteConfig],
         groups: &[(String, Arc<ProxyConfig>)],
         hosted: &Apps,
-        files_section: &FilesSection,
+        settings: &RouteSettings,
     ) -> BuiltinRoutes {
         let proxies: Vec<Proxy> = groups.iter().map(|(_, c)| Proxy::new(Arc::clone(c))).collect();
         let mut apps: Vec<(String, AppRoute)> = Vec::new();
@@ -169,7 +190,7 @@ impl BuiltinRoutes {
                     }
                     (None, None) => None,
                 };
-                let action = match (r.file_route(files_section), forward) {
+                let action = match (r.file_route(&settings.files), forward) {
                     (Some(route), then) => {
                         files.push(Files::new(route));
                         Action::Files(files.len() - 1, then.map(Box::new))
@@ -194,7 +215,11 @@ impl BuiltinRoutes {
                         None => h,
                     }
                 });
-                Some(Route { host, path, action, access: r.access(), rates: r.rates() })
+                let cache = r.cache.then(|| {
+                    let name = r.upstream.as_ref().or(r.app.as_ref()).map_or("", String::as_str);
+                    ResponseCache::new(name, Arc::clone(&settings.cache))
+                });
+                Some(Route { host, path, action, access: r.access(), rates: r.rates(), cache })
             })
             .collect();
         BuiltinRoutes {
@@ -205,7 +230,15 @@ impl BuiltinRoutes {
             welcome: WelcomePage::default(),
             fallback_files: None,
             fallback: None,
+            fallback_cache: None,
         }
+    }
+
+    /// Caches the responses of the proxy or app every request no configured route answers
+    /// goes to (`--cache`), this core's cache labelled `name`.
+    pub fn with_cache(self, name: &str, section: Arc<CacheSection>) -> BuiltinRoutes {
+        let cache = Rc::new(ResponseCache::new(name, section));
+        BuiltinRoutes { fallback_cache: Some(cache), ..self }
     }
 
     /// Serves the files of `files` for every request no configured route answers (`--root`),
@@ -244,7 +277,29 @@ impl BuiltinRoutes {
     }
 }
 
+impl Fallback {
+    async fn call(&self, request: Request<Body>) -> Response<Body> {
+        match self {
+            Fallback::Proxy(proxy) => proxy.call(request).await,
+            Fallback::App(app) => app.call_with(request, &crate::proxy::NO_OPTIONS).await,
+        }
+    }
+}
+
 impl BuiltinRoutes {
+    /// Sends `request` to `route`'s upstream or app (`action`), through its cache if any.
+    async fn forward_cached(
+        &self,
+        route: Option<&Route>,
+        action: &Action,
+        request: Request<Body>,
+    ) -> Response<Body> {
+        match route.and_then(|r| r.cache.as_ref()) {
+            Some(cache) => Box::pin(cache.serve(request, |r| self.forward(action, r))).await,
+            None => self.forward(action, request).await,
+        }
+    }
+
     /// Sends `request` to a route's upstream or app (`action` is `Proxy` or `App`).
     async fn forward(&self, action: &Action, request: Request<Body>) -> Response<Body> {
         match action {
@@ -281,12 +336,12 @@ impl Handler for BuiltinRoutes {
                 return match Box::pin(self.files[*index].serve(request)).await {
                     Ok(response) => response,
                     Err((request, miss)) => match then.as_deref() {
-                        Some(then) => self.forward(then, request).await,
+                        Some(then) => self.forward_cached(route, then, request).await,
                         None => miss.response(),
                     },
                 };
             }
-            Some(action) => return self.forward(action, request).await,
+            Some(action) => return self.forward_cached(route, action, request).await,
             None => {}
         }
         let request = match &self.fallback_files {
@@ -300,12 +355,11 @@ impl Handler for BuiltinRoutes {
             },
             None => request,
         };
-        match self.fallback.as_deref() {
-            Some(Fallback::Proxy(proxy)) => return proxy.call(request).await,
-            Some(Fallback::App(app)) => {
-                return app.call_with(request, &crate::proxy::NO_OPTIONS).await
-            }
-            None => {}
+        if let Some(fallback) = self.fallback.as_deref() {
+            return match &self.fallback_cache {
+                Some(cache) => Box::pin(cache.serve(request, |r| fallback.call(r))).await,
+                None => fallback.call(request).await,
+            };
         }
         match request.uri().path() {
             "/plaintext" => respond(StatusCode::OK, "text/plain", "Hello, World!"),

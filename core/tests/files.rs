@@ -53,7 +53,7 @@ fn serve_config(io: IoChoice, toml: &str, tls: bool) -> Server {
     let config = peregrine::config::Config::parse(toml).unwrap_or_else(|e| panic!("{e}"));
     config.validate().unwrap_or_else(|e| panic!("{e}"));
     let routes = config.route.clone();
-    let section = config.files.clone();
+    let settings = peregrine::routes::RouteSettings::of(&config);
     let mut server_config = common::config(io, Limits::default());
     if tls {
         let addr = server_config.listen[0].address;
@@ -65,7 +65,7 @@ fn serve_config(io: IoChoice, toml: &str, tls: bool) -> Server {
             &routes,
             &[],
             &peregrine::apps::Apps::default(),
-            &section,
+            &settings,
         )
     })
     .expect("server starts")
@@ -565,6 +565,30 @@ fn a_1_gib_file_downloads_whole_over_h1_h2_and_tls_in_bounded_memory() {
     }
     stop(plain);
     stop(tls);
+}
+
+/// A response read from disk piece by piece over TLS keeps its connection for the next
+/// request (the watch for a client leaving, dropped after each streamed response, once cut
+/// the TLS stream).
+#[cfg(unix)]
+#[test]
+fn tls_connections_stay_open_after_a_file_streamed_from_disk() {
+    let site = Site::new("tls-keepalive");
+    site.put("big.bin", &vec![7u8; 300_000]);
+    let root = site.root().display().to_string();
+    let server = serve_config(
+        IoChoice::Auto,
+        &format!("[[route]]\npath_prefix = \"/\"\nroot = \"{root}\"\n"),
+        true,
+    );
+    let url = format!("https://{}/big.bin", addr(&server));
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "--http1.1", "-o", "/dev/null", "-o", "/dev/null", "-w", "%{num_connects} "])
+        .args([&url, &url])
+        .output()
+        .expect("curl runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1 0 ", "the second request reconnected");
+    stop(server);
 }
 
 /// The epoll driver (no splice) reads the file on the disk pool: a large file still arrives

@@ -61,6 +61,9 @@ pub struct RouteConfig {
     /// The route's rate table, made once and shared by every core's router.
     #[serde(skip)]
     rates: std::sync::OnceLock<std::sync::Arc<peregrine_limits::ClientRates>>,
+    /// Caches this route's upstream or app responses (see `[cache]`).
+    #[serde(default)]
+    pub cache: bool,
     /// Serves the files of this directory (GET and HEAD). With `upstream` or `app` too,
     /// files that exist are served and other requests go there (nginx's `try_files`).
     pub root: Option<String>,
@@ -112,6 +115,7 @@ impl RouteConfig {
             deny: Vec::new(),
             rate_limit: None,
             rates: std::sync::OnceLock::new(),
+            cache: false,
             root: None,
             index: None,
             precompressed: None,
@@ -226,6 +230,11 @@ impl RouteConfig {
             return Err("index, precompressed, cache_control, show_hidden and \
                         symlinks_outside_root need root"
                 .into());
+        }
+        if self.cache && !self.is_proxy() {
+            return Err(
+                "cache: caches an upstream's or app's responses; set upstream or app".into()
+            );
         }
         if let Some(root) = &self.root {
             crate::files::FileRoute::new(root, &self.file_options(), &Default::default())?;

@@ -71,6 +71,12 @@ fn matches_list(list: &str, etag: &str, strong: bool) -> bool {
     })
 }
 
+/// Whether an `If-None-Match` list matches `etag` by weak comparison (the response cache
+/// asks this of the responses it stores).
+pub(crate) fn weak_match(list: &str, etag: &str) -> bool {
+    matches_list(list, etag, false)
+}
+
 /// The HTTP-date in `name`, if present and valid (an invalid date is ignored, §13.1.3).
 fn header_date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
     let value = headers.get(name)?.to_str().ok()?;

@@ -29,6 +29,7 @@ use serde::Deserialize;
 use crate::content_coding::Coding;
 use crate::handler::respond as fixed;
 use crate::Body;
+pub(crate) use conditional::weak_match;
 use open::{Found, LoadSettings, OpenCache};
 
 /// `[files]`: settings shared by every file route (each core keeps its own cache per route).

@@ -19,9 +19,10 @@
 //! flight leaves with that send, in order.
 //!
 //! Cancellation: a receive waits in its own fresh buffer and appends to `incoming` only once
-//! it completes, so a dropped receive cannot lose a partial record already held. It may lose
-//! what it was receiving, so every later receive fails (sends still work: a deadline that
-//! cuts a receive is usually followed by an error response). A dropped send may have put part
+//! it completes, so a dropped receive cannot lose a partial record already held. A receive
+//! dropped after the driver completed it, before it was polled, keeps what arrived: its drop
+//! polls it once more and appends the bytes (a response's watch for the client leaving is
+//! dropped that way after every streamed response). A dropped send may have put part
 //! of a record on the wire: the stream is then marked broken and every later send fails,
 //! rather than sending a corrupt stream.
 
@@ -110,9 +111,6 @@ pub(crate) struct TlsStream {
     peer_closed: Cell<bool>,
     /// A send was cut short or failed, or rustls failed: no more sends.
     broken: Cell<bool>,
-    /// A receive was dropped before it completed: the incoming stream may have lost bytes,
-    /// so no more receives.
-    receive_cut: Cell<bool>,
     /// Someone owns the socket's write side.
     writing: Cell<bool>,
     waiting_writers: RefCell<Vec<Waker>>,
@@ -137,16 +135,32 @@ impl Drop for WriteGuard<'_> {
     }
 }
 
-/// Marks the incoming stream cut if a receive is dropped before it completes.
-struct ReceiveGuard<'a> {
+/// A receive in flight. Dropped before it was taken, it polls the driver's receive once
+/// more: bytes that completed it meanwhile go to `incoming` instead of being lost.
+struct PendingReceive<'a> {
     tls: &'a TlsStream,
-    done: bool,
+    recv: Option<rt::io::Recv>,
 }
 
-impl Drop for ReceiveGuard<'_> {
+impl PendingReceive<'_> {
+    /// The receive's outcome, once it has one.
+    async fn outcome(&mut self) -> (BytesMut, io::Result<usize>) {
+        let recv = self.recv.as_mut().expect("polled once");
+        let out = poll_fn(|cx| std::future::Future::poll(std::pin::Pin::new(&mut *recv), cx)).await;
+        self.recv = None;
+        out
+    }
+}
+
+impl Drop for PendingReceive<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            self.tls.receive_cut.set(true);
+        let Some(mut recv) = self.recv.take() else { return };
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready((received, result)) =
+            std::future::Future::poll(std::pin::Pin::new(&mut recv), &mut cx)
+        {
+            // An error here shows again on the next receive.
+            let _ = self.tls.take_received(received, result);
         }
     }
 }
@@ -300,7 +314,6 @@ impl TlsStream {
             eof: Cell::new(false),
             peer_closed: Cell::new(false),
             broken: Cell::new(false),
-            receive_cut: Cell::new(false),
             writing: Cell::new(false),
             waiting_writers: RefCell::new(Vec::new()),
         }
@@ -502,17 +515,16 @@ impl TlsStream {
 
     /// One receive of ciphertext from the socket, appended to `incoming`.
     async fn receive(&self, fd: RawSocket) -> io::Result<()> {
-        if self.receive_cut.get() {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "TLS stream cut by an interrupted receive",
-            ));
-        }
-        let mut guard = ReceiveGuard { tls: self, done: false };
         // A fresh, empty buffer: the receive takes one from the core's pool only when data
         // arrives, and a partial record already held stays in `incoming` if this is dropped.
-        let (received, result) = rt::io::recv(fd, BytesMut::new()).await;
-        guard.done = true;
+        let mut pending =
+            PendingReceive { tls: self, recv: Some(rt::io::recv(fd, BytesMut::new())) };
+        let (received, result) = pending.outcome().await;
+        self.take_received(received, result)
+    }
+
+    /// Files a finished receive: its bytes to `incoming`, or EOF.
+    fn take_received(&self, received: BytesMut, result: io::Result<usize>) -> io::Result<()> {
         match result {
             Ok(0) => self.eof.set(true),
             Ok(_) => {

@@ -1,0 +1,432 @@
+//! The response cache: HTTP.sys's kernel response cache and nginx's `proxy_cache`, in
+//! memory, for the responses of the proxy and hosted apps (routes with `cache = true`, or
+//! `--cache` with `--proxy`/`--app`).
+//!
+//! ```text
+//!   request ─► policy: bypass? ──────────────────────────────► upstream (x-cache: BYPASS)
+//!           ─► store: fresh variant? ─► 200 from memory, Age (HIT), or 304 when the
+//!                                       client's validators match
+//!           ─► a miss already in flight for this key on this core? wait (lock_timeout),
+//!                                       then look again (nginx's proxy_cache_lock)
+//!           ─► upstream (HEAD asked as GET) ─► storable? body read (max_entry_size) and
+//!                                       stored ─► the client (MISS / EXPIRED)
+//! ```
+//!
+//! Per core, like everything on the request path: each core's store is its own (no lock, no
+//! shared cache line on a hit), so memory is bounded per core (`max_size` × cores) and a
+//! response is fetched once per core that is asked for it, not once per server. Purges
+//! from the admin listener reach every core through a shared log each core reads when its
+//! generation changes (one atomic load per cached request).
+
+mod metrics;
+mod policy;
+mod purge;
+mod store;
+
+pub(crate) use metrics::render;
+pub use purge::{purge, Purge};
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use serde::Deserialize;
+
+use crate::{rt, Body, BodyChunk};
+use policy::{Lookup, Rules};
+use store::{Found, Store, Stored};
+
+/// `[cache]`: the response cache's settings (per core: each core has its own store).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    /// Bytes of responses each core's store of a route holds at most.
+    pub max_size: u64,
+    /// Responses each core's store of a route holds at most.
+    pub max_entries: usize,
+    /// A response larger than this is passed through, not stored.
+    pub max_entry_size: u64,
+    /// Statuses that may be stored (with freshness from the response's fields).
+    pub statuses: Vec<u16>,
+    /// Freshness for a storable response that gives none (`Cache-Control: max-age`,
+    /// `s-maxage` or `Expires`); absent: such responses are not stored.
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Option<Duration>,
+    /// How long a request waits for another request's fetch of the same key before it
+    /// goes upstream itself.
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: Duration,
+    /// The response field that says HIT, MISS, EXPIRED or BYPASS (empty: none).
+    pub status_header: String,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        CacheSection {
+            max_size: 64 * 1024 * 1024,
+            max_entries: 10_000,
+            max_entry_size: 1024 * 1024,
+            statuses: vec![200, 203, 204, 300, 301, 308, 404, 410],
+            default_ttl: None,
+            lock_timeout: Duration::from_secs(5),
+            status_header: "x-cache".into(),
+        }
+    }
+}
+
+impl CacheSection {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_entries == 0 || self.max_size == 0 {
+            return Err("max_entries and max_size: at least 1".into());
+        }
+        if let Some(s) = self.statuses.iter().find(|s| !(100..=999).contains(*s)) {
+            return Err(format!("statuses: {s} is not a status code"));
+        }
+        if !self.status_header.is_empty() && HeaderName::try_from(&self.status_header).is_err() {
+            return Err("status_header: not a header name".into());
+        }
+        Ok(())
+    }
+}
+
+/// What the cache did with a request (the status header's value and the metrics' label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Hit,
+    Miss,
+    Expired,
+    Bypass,
+}
+
+impl Outcome {
+    fn token(self) -> &'static str {
+        match self {
+            Outcome::Hit => "HIT",
+            Outcome::Miss => "MISS",
+            Outcome::Expired => "EXPIRED",
+            Outcome::Bypass => "BYPASS",
+        }
+    }
+}
+
+/// A fetch in flight for one key on this core, that others wait on.
+#[derive(Default)]
+struct Flight {
+    done: Cell<bool>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+/// One core's cache for one route (see the module doc).
+pub struct ResponseCache {
+    section: Arc<CacheSection>,
+    status_header: Option<HeaderName>,
+    store: RefCell<Store>,
+    flights: RefCell<HashMap<String, Rc<Flight>>>,
+    metrics: Arc<metrics::CacheMetrics>,
+    purges_seen: Cell<u64>,
+}
+
+impl ResponseCache {
+    /// This core's cache for the route labelled `name` (the metrics' `cache` label).
+    pub fn new(name: &str, section: Arc<CacheSection>) -> ResponseCache {
+        let store = Store::new(section.max_entries, section.max_size as usize);
+        ResponseCache {
+            status_header: HeaderName::try_from(&section.status_header).ok(),
+            store: RefCell::new(store),
+            flights: RefCell::default(),
+            metrics: metrics::register(name),
+            purges_seen: Cell::new(purge::generation()),
+            section,
+        }
+    }
+
+    /// Answers `request` from the store, or through `fetch` (storing what may be stored).
+    pub async fn serve<F, Fut>(&self, mut request: Request<Body>, fetch: F) -> Response<Body>
+    where
+        F: FnOnce(Request<Body>) -> Fut,
+        Fut: Future<Output = Response<Body>>,
+    {
+        self.apply_purges();
+        let refresh = match policy::request(request.method(), request.headers()) {
+            Lookup::Bypass => {
+                self.metrics.count(Outcome::Bypass);
+                let response = fetch(request).await;
+                return self.mark(response, Outcome::Bypass);
+            }
+            Lookup::Cache { refresh } => refresh,
+        };
+        let key = key_of(&request);
+        let mut outcome = Outcome::Miss;
+        if !refresh {
+            match self.lookup(&key, &request) {
+                Ok(hit) => return hit,
+                Err(o) => outcome = o,
+            }
+            let flight = self.flights.borrow().get(&key).cloned();
+            if let Some(flight) = flight {
+                let deadline = rt::now() + self.section.lock_timeout;
+                rt::timer::timeout(deadline, wait(&flight)).await;
+                if let Ok(hit) = self.lookup(&key, &request) {
+                    return hit;
+                }
+            }
+        }
+        let _flight = FlightGuard::start(self, &key);
+        let authorized = request.headers().contains_key(header::AUTHORIZATION);
+        let request_headers = request.headers().clone();
+        // HEAD is asked as GET, so the answer can serve both (nginx's proxy_cache_convert_head).
+        *request.method_mut() = Method::GET;
+        let response = fetch(request).await;
+        self.metrics.count(outcome);
+        let rules = Rules {
+            statuses: &self.section.statuses,
+            default_ttl: self.section.default_ttl,
+            authorized,
+        };
+        let lifetime = policy::freshness(
+            response.status(),
+            response.headers(),
+            &rules,
+            std::time::SystemTime::now(),
+        );
+        let fits = response.body().exact_len().is_none_or(|n| n <= self.section.max_entry_size);
+        let (Some(lifetime), true) = (lifetime, fits) else {
+            return self.mark(response, outcome);
+        };
+        let (parts, body) = response.into_parts();
+        let declared = body.exact_len();
+        let body = match collect_bounded(body, self.section.max_entry_size as usize).await {
+            Ok(b) => b,
+            Err(Unstorable::TooLarge(prefix, rest)) => {
+                let response = Response::from_parts(parts, chain(prefix, rest, declared));
+                return self.mark(response, outcome);
+            }
+            Err(Unstorable::Failed(e)) => {
+                tracing::debug!(error = %e, "upstream body failed while caching");
+                return crate::handler::respond(
+                    StatusCode::BAD_GATEWAY,
+                    "text/plain",
+                    "Bad Gateway\n",
+                );
+            }
+        };
+        let vary = vary_of(&parts.headers, &request_headers);
+        let mut headers = parts.headers;
+        let initial_age = policy::initial_age(&headers);
+        headers.remove(header::AGE);
+        if let Some(name) = &self.status_header {
+            headers.remove(name);
+        }
+        let stored = Stored {
+            status: parts.status,
+            headers,
+            body,
+            stored_at: rt::now(),
+            initial_age,
+            lifetime,
+            vary,
+            hits: Cell::new(0),
+        };
+        let response = self.respond(&stored, &request_headers, outcome);
+        self.metrics.stored();
+        let mut store = self.store.borrow_mut();
+        store.put(&key, stored);
+        self.metrics.usage(store.usage());
+        response
+    }
+
+    /// A fresh stored answer to `request`, or why there is none.
+    fn lookup(&self, key: &str, request: &Request<Body>) -> Result<Response<Body>, Outcome> {
+        let found = self.store.borrow_mut().get(key, request.headers(), rt::now());
+        match found {
+            Found::Fresh(stored) => {
+                self.metrics.count(Outcome::Hit);
+                stored.hits.set(stored.hits.get() + 1);
+                Ok(self.respond(&stored, request.headers(), Outcome::Hit))
+            }
+            Found::Expired => Err(Outcome::Expired),
+            Found::Missing => Err(Outcome::Miss),
+        }
+    }
+
+    /// The response for a stored entry: `304` when the request's validators match it.
+    fn respond(&self, s: &Stored, request: &HeaderMap, outcome: Outcome) -> Response<Body> {
+        let not_modified = not_modified(request, &s.headers);
+        // HEAD gets the body too: the protocol writes its length and never its bytes.
+        let body = if not_modified { Body::empty() } else { Body::from(s.body.clone()) };
+        let mut r = Response::new(body);
+        *r.status_mut() = if not_modified { StatusCode::NOT_MODIFIED } else { s.status };
+        *r.headers_mut() = s.headers.clone();
+        if outcome == Outcome::Hit {
+            let age = s.age(rt::now()).as_secs();
+            r.headers_mut().insert(header::AGE, HeaderValue::from(age));
+        }
+        self.mark(r, outcome)
+    }
+
+    fn mark(&self, mut response: Response<Body>, outcome: Outcome) -> Response<Body> {
+        if let Some(name) = &self.status_header {
+            response.headers_mut().insert(name.clone(), HeaderValue::from_static(outcome.token()));
+        }
+        response
+    }
+
+    /// Applies purges made since this core last looked.
+    fn apply_purges(&self) {
+        let seen = self.purges_seen.get();
+        if purge::generation() == seen {
+            return;
+        }
+        let mut store = self.store.borrow_mut();
+        let now = purge::since(seen, |p| match p {
+            Purge::All => store.clear(),
+            Purge::Key { host, path } => {
+                store.remove(&format!("{}\n{path}", host.to_ascii_lowercase()));
+            }
+        });
+        self.purges_seen.set(now);
+        self.metrics.usage(store.usage());
+    }
+}
+
+/// The cache key: the host (lowercase, without port) and the path with its query.
+fn key_of(request: &Request<Body>) -> String {
+    let host = match request.uri().authority() {
+        Some(a) => a.host().to_string(),
+        None => request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| {
+                h.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(h, |(h, _)| h)
+            })
+            .unwrap_or("")
+            .to_string(),
+    };
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    format!("{}\n{path}", host.to_ascii_lowercase())
+}
+
+/// The request fields a response's `Vary` names, with the request's values.
+fn vary_of(response: &HeaderMap, request: &HeaderMap) -> Vec<(HeaderName, Option<HeaderValue>)> {
+    let mut out: Vec<(HeaderName, Option<HeaderValue>)> = Vec::new();
+    for value in response.get_all(header::VARY) {
+        let Ok(value) = value.to_str() else { continue };
+        for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if let Ok(name) = HeaderName::try_from(name) {
+                if !out.iter().any(|(n, _)| *n == name) {
+                    let v = request.get(&name).cloned();
+                    out.push((name, v));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether the request's `If-None-Match` (else `If-Modified-Since`) matches the stored
+/// response's validators.
+fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
+    let text =
+        |m: &HeaderMap, n: HeaderName| m.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if let Some(list) = text(request, header::IF_NONE_MATCH) {
+        return text(stored, header::ETAG)
+            .is_some_and(|etag| crate::files::weak_match(&list, &etag));
+    }
+    let since =
+        text(request, header::IF_MODIFIED_SINCE).and_then(|d| httpdate::parse_http_date(&d).ok());
+    let modified =
+        text(stored, header::LAST_MODIFIED).and_then(|d| httpdate::parse_http_date(&d).ok());
+    matches!((since, modified), (Some(s), Some(m)) if m <= s)
+}
+
+/// Waits until `flight` is done.
+async fn wait(flight: &Flight) {
+    poll_fn(|cx| {
+        if flight.done.get() {
+            return Poll::Ready(());
+        }
+        flight.waiters.borrow_mut().push(cx.waker().clone());
+        Poll::Pending
+    })
+    .await
+}
+
+/// Marks a key's fetch as in flight, and done (waking its waiters) when dropped: also when
+/// the fetching request is abandoned half-way.
+struct FlightGuard<'a> {
+    cache: &'a ResponseCache,
+    key: &'a str,
+    flight: Rc<Flight>,
+}
+
+impl<'a> FlightGuard<'a> {
+    fn start(cache: &'a ResponseCache, key: &'a str) -> FlightGuard<'a> {
+        let flight = Rc::new(Flight::default());
+        cache.flights.borrow_mut().insert(key.to_string(), Rc::clone(&flight));
+        FlightGuard { cache, key, flight }
+    }
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.cache.flights.borrow_mut();
+        if flights.get(self.key).is_some_and(|f| Rc::ptr_eq(f, &self.flight)) {
+            flights.remove(self.key);
+        }
+        self.flight.done.set(true);
+        for w in self.flight.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+}
+
+/// Why a response body was not stored.
+enum Unstorable {
+    /// Larger than the limit: what was read, and the rest.
+    TooLarge(Bytes, Body),
+    Failed(crate::BodyError),
+}
+
+/// Reads `body` whole if it stays within `limit`.
+async fn collect_bounded(mut body: Body, limit: usize) -> Result<Bytes, Unstorable> {
+    let mut out = BytesMut::new();
+    while let Some(chunk) = body.chunk().await {
+        let chunk = chunk.map_err(Unstorable::Failed)?;
+        out.extend_from_slice(&chunk);
+        if out.len() > limit {
+            return Err(Unstorable::TooLarge(out.freeze(), body));
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// `first`, then the rest of `rest` (`len` in all, when known).
+fn chain(first: Bytes, rest: Body, len: Option<u64>) -> Body {
+    Body::from_stream(Chain { first: Some(first), rest }, len)
+}
+
+struct Chain {
+    first: Option<Bytes>,
+    rest: Body,
+}
+
+impl Stream for Chain {
+    type Item = BodyChunk;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<BodyChunk>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        self.rest.poll_chunk(cx)
+    }
+}

@@ -1,0 +1,206 @@
+//! What may be cached and for how long: the RFC 9111 subset a shared cache in front of an
+//! app needs. Pure decisions on heads; no IO.
+//!
+//! - Only GET and HEAD are looked up (HEAD is answered from GET's entry); a request with
+//!   `Range` or `Upgrade`, or `Cache-Control: no-store`, bypasses the cache; `no-cache` (or
+//!   `Pragma: no-cache`) skips the lookup and refreshes the entry.
+//! - A response is stored when its status is one of the configured ones and it carries no
+//!   `Set-Cookie`, no `Vary: *`, no `no-store`, `private` or `no-cache`; a response to a
+//!   request with `Authorization` only when it says `public`, `s-maxage` or
+//!   `must-revalidate` (§3.5).
+//! - Its freshness lifetime (§4.2.1): `s-maxage`, else `max-age`, else `Expires` minus
+//!   `Date`, else the configured default (none: not stored).
+
+use std::time::{Duration, SystemTime};
+
+use http::{header, HeaderMap, Method, StatusCode};
+
+/// How to treat a request.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// Not cacheable: straight through.
+    Bypass,
+    /// Look it up (`refresh`: skip the lookup, fetch and store anew).
+    Cache { refresh: bool },
+}
+
+/// The request's treatment.
+pub(crate) fn request(method: &Method, headers: &HeaderMap) -> Lookup {
+    if method != Method::GET && method != Method::HEAD {
+        return Lookup::Bypass;
+    }
+    if headers.contains_key(header::RANGE) || headers.contains_key(header::UPGRADE) {
+        return Lookup::Bypass;
+    }
+    let cc = directives(headers);
+    if has(&cc, "no-store") {
+        return Lookup::Bypass;
+    }
+    let pragma_no_cache = headers
+        .get_all(header::PRAGMA)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("no-cache")));
+    Lookup::Cache { refresh: has(&cc, "no-cache") || (cc.is_empty() && pragma_no_cache) }
+}
+
+/// What the store needs to know beyond the response itself.
+pub(crate) struct Rules<'a> {
+    pub(crate) statuses: &'a [u16],
+    pub(crate) default_ttl: Option<Duration>,
+    /// The request carried `Authorization`.
+    pub(crate) authorized: bool,
+}
+
+/// How long the response may be served from the cache; `None`: not stored.
+pub(crate) fn freshness(
+    status: StatusCode,
+    headers: &HeaderMap,
+    rules: &Rules<'_>,
+    now: SystemTime,
+) -> Option<Duration> {
+    if !rules.statuses.contains(&status.as_u16()) || headers.contains_key(header::SET_COOKIE) {
+        return None;
+    }
+    let vary_any = headers
+        .get_all(header::VARY)
+        .iter()
+        .any(|v| v.to_str().map_or(true, |v| v.split(',').any(|f| f.trim() == "*")));
+    if vary_any {
+        return None;
+    }
+    let cc = directives(headers);
+    if has(&cc, "no-store") || has(&cc, "private") || has(&cc, "no-cache") {
+        return None;
+    }
+    if rules.authorized
+        && !(has(&cc, "public") || has(&cc, "s-maxage") || has(&cc, "must-revalidate"))
+    {
+        return None;
+    }
+    let seconds = |name: &str| -> Option<Duration> {
+        let (_, v) = cc.iter().find(|(k, _)| k == name)?;
+        v.as_deref()?.parse::<u64>().ok().map(Duration::from_secs)
+    };
+    let lifetime = seconds("s-maxage").or_else(|| seconds("max-age")).or_else(|| {
+        let expires = date(headers, header::EXPIRES)?;
+        let base = date(headers, header::DATE).unwrap_or(now);
+        Some(expires.duration_since(base).unwrap_or(Duration::ZERO))
+    });
+    let lifetime = match lifetime {
+        Some(l) => l,
+        // `Expires` present but not a valid date means already expired (§5.3).
+        None if headers.contains_key(header::EXPIRES) => Duration::ZERO,
+        None => rules.default_ttl?,
+    };
+    (!lifetime.is_zero()).then_some(lifetime)
+}
+
+/// The age the response already had when it arrived (its `Age` field).
+pub(crate) fn initial_age(headers: &HeaderMap) -> Duration {
+    headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs)
+}
+
+fn date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
+    httpdate::parse_http_date(headers.get(name)?.to_str().ok()?).ok()
+}
+
+/// `Cache-Control` directives, lowercased names with their (unquoted) values.
+fn directives(headers: &HeaderMap) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    for value in headers.get_all(header::CACHE_CONTROL) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let item = item.trim();
+            if item.is_empty() {
+                continue;
+            }
+            let (name, arg) = match item.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"').to_string())),
+                None => (item, None),
+            };
+            out.push((name.to_ascii_lowercase(), arg));
+        }
+    }
+    out
+}
+
+fn has(cc: &[(String, Option<String>)], name: &str) -> bool {
+    cc.iter().any(|(k, _)| k == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(header::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        m
+    }
+
+    const RULES: Rules<'static> =
+        Rules { statuses: &[200, 301, 404], default_ttl: None, authorized: false };
+
+    fn fresh(status: u16, pairs: &[(&str, &str)]) -> Option<u64> {
+        let s = StatusCode::from_u16(status).unwrap();
+        freshness(s, &h(pairs), &RULES, SystemTime::now()).map(|d| d.as_secs())
+    }
+
+    #[test]
+    fn requests() {
+        assert_eq!(request(&Method::GET, &h(&[])), Lookup::Cache { refresh: false });
+        assert_eq!(request(&Method::HEAD, &h(&[])), Lookup::Cache { refresh: false });
+        assert_eq!(request(&Method::POST, &h(&[])), Lookup::Bypass);
+        assert_eq!(request(&Method::GET, &h(&[("range", "bytes=0-1")])), Lookup::Bypass);
+        assert_eq!(request(&Method::GET, &h(&[("cache-control", "no-store")])), Lookup::Bypass);
+        let refresh = Lookup::Cache { refresh: true };
+        assert_eq!(request(&Method::GET, &h(&[("cache-control", "no-cache")])), refresh);
+        assert_eq!(request(&Method::GET, &h(&[("pragma", "no-cache")])), refresh);
+    }
+
+    #[test]
+    fn responses() {
+        assert_eq!(fresh(200, &[("cache-control", "max-age=60")]), Some(60));
+        assert_eq!(fresh(200, &[("cache-control", "public, max-age=60, s-maxage=5")]), Some(5));
+        assert_eq!(fresh(200, &[("cache-control", "max-age=\"30\"")]), Some(30));
+        assert_eq!(fresh(200, &[]), None, "no freshness and no default: not stored");
+        assert_eq!(fresh(200, &[("cache-control", "max-age=0")]), None);
+        assert_eq!(fresh(500, &[("cache-control", "max-age=60")]), None);
+        assert_eq!(fresh(404, &[("cache-control", "max-age=60")]), Some(60));
+        for cc in ["no-store", "private", "no-cache", "private, max-age=60", "no-store, max-age=5"]
+        {
+            assert_eq!(fresh(200, &[("cache-control", cc)]), None, "{cc}");
+        }
+        assert_eq!(fresh(200, &[("cache-control", "max-age=60"), ("set-cookie", "a=b")]), None);
+        assert_eq!(fresh(200, &[("cache-control", "max-age=60"), ("vary", "*")]), None);
+        assert_eq!(
+            fresh(200, &[("cache-control", "max-age=60"), ("vary", "accept-encoding")]),
+            Some(60)
+        );
+        let now = SystemTime::now();
+        let date = httpdate::fmt_http_date(now);
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(120));
+        assert_eq!(fresh(200, &[("date", &date), ("expires", &later)]), Some(120));
+        assert_eq!(fresh(200, &[("expires", "0")]), None);
+        let with_default = Rules { default_ttl: Some(Duration::from_secs(9)), ..RULES };
+        let d = freshness(StatusCode::OK, &h(&[]), &with_default, now).unwrap();
+        assert_eq!(d.as_secs(), 9);
+    }
+
+    #[test]
+    fn authorized_requests_need_an_explicit_public_response() {
+        let auth = Rules { authorized: true, ..RULES };
+        let f = |cc: &str| {
+            freshness(StatusCode::OK, &h(&[("cache-control", cc)]), &auth, SystemTime::now())
+        };
+        assert_eq!(f("max-age=60"), None);
+        assert!(f("public, max-age=60").is_some());
+        assert!(f("s-maxage=60").is_some());
+    }
+}

@@ -1,0 +1,221 @@
+//! The response cache over real sockets: a scripted upstream (`common::upstream`, which
+//! records every request it gets) behind the binary's router with `cache = true`, raw
+//! HTTP/1.1 clients in front. What reaches the upstream is the proof of a hit.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::upstream::{self, ok, Reply, Upstream};
+use common::{addr, RawResponse};
+use peregrine::{IoChoice, Limits, Server};
+
+/// A server routing everything to `up` through the cache (`[cache]` keys `cache_keys`).
+fn cached(up: &Upstream, cache_keys: &str) -> Server {
+    let toml = format!(
+        "[cache]\n{cache_keys}\n[[upstream]]\nname = \"app\"\n[[upstream.server]]\n\
+         address = \"http://{}\"\n[[route]]\nupstream = \"app\"\ncache = true\n",
+        up.addr
+    );
+    let config = peregrine::config::Config::parse(&toml).unwrap_or_else(|e| panic!("{e}"));
+    config.validate().unwrap_or_else(|e| panic!("{e}"));
+    let groups: Vec<(String, Arc<peregrine::proxy::ProxyConfig>)> = config
+        .upstream
+        .iter()
+        .map(|u| (u.name.clone(), Arc::new(u.proxy_config(&config.proxy).unwrap())))
+        .collect();
+    let routes = config.route.clone();
+    let settings = peregrine::routes::RouteSettings::of(&config);
+    Server::start(common::config(IoChoice::Auto, Limits::default()), move || {
+        peregrine::routes::BuiltinRoutes::with_targets(
+            &routes,
+            &groups,
+            &peregrine::apps::Apps::default(),
+            &settings,
+        )
+    })
+    .expect("server starts")
+}
+
+fn get(a: SocketAddr, path: &str, headers: &str) -> RawResponse {
+    common::request(a, format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n{headers}\r\n").as_bytes())
+}
+
+/// How many requests for `path` reached the upstream.
+fn upstream_saw(up: &Upstream, path: &str) -> usize {
+    up.seen().iter().filter(|s| s.target() == path).count()
+}
+
+fn stop(server: Server) {
+    common::shutdown_and_wait(server, Duration::from_secs(10));
+}
+
+/// The upstream: answers by path, numbering its answers so a cached one shows.
+fn scripted() -> Upstream {
+    let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    upstream::start(move |seen| {
+        let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = seen.target().split('?').next().unwrap_or("").to_string();
+        let body = format!("answer {i}");
+        match path.as_str() {
+            "/fresh" => ok(&body, "cache-control: max-age=60\r\netag: \"v1\"\r\n"),
+            "/short" => ok(&body, "cache-control: max-age=1\r\n"),
+            "/none" => ok(&body, ""),
+            "/no-store" => ok(&body, "cache-control: no-store, max-age=60\r\n"),
+            "/private" => ok(&body, "cache-control: private, max-age=60\r\n"),
+            "/no-cache" => ok(&body, "cache-control: no-cache\r\n"),
+            "/cookie" => ok(&body, "cache-control: max-age=60\r\nset-cookie: s=1\r\n"),
+            "/vary-star" => ok(&body, "cache-control: max-age=60\r\nvary: *\r\n"),
+            "/public" => ok(&body, "cache-control: public, max-age=60\r\n"),
+            "/vary" => {
+                let lang = seen.header("accept-language").unwrap_or_default();
+                ok(&format!("{body} {lang}"), "cache-control: max-age=60\r\nvary: accept-language\r\n")
+            }
+            "/missing" => Reply::Bytes(
+                format!(
+                    "HTTP/1.1 404 Not Found\r\ncache-control: max-age=60\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes(),
+            ),
+            "/error" => Reply::Bytes(
+                b"HTTP/1.1 500 Oops\r\ncache-control: max-age=60\r\ncontent-length: 4\r\n\r\nfail"
+                    .to_vec(),
+            ),
+            "/slow" => Reply::After(
+                Duration::from_millis(500),
+                Box::new(ok(&body, "cache-control: max-age=60\r\n")),
+            ),
+            "/big" => ok(&"x".repeat(4000), "cache-control: max-age=60\r\n"),
+            _ => ok(&body, ""),
+        }
+    })
+}
+
+#[test]
+fn fresh_responses_are_served_from_memory_with_age_and_validators() {
+    let up = scripted();
+    let server = cached(&up, "");
+    let a = addr(&server);
+    let first = get(a, "/fresh", "");
+    assert_eq!((first.status, first.header("x-cache")), (200, Some("MISS")));
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = get(a, "/fresh", "");
+    assert_eq!(second.header("x-cache"), Some("HIT"));
+    assert_eq!(second.body, first.body, "the stored answer");
+    assert!(second.header("age").unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(second.header("etag"), Some("\"v1\""));
+    assert_eq!(upstream_saw(&up, "/fresh"), 1);
+    // HEAD is answered from GET's entry, with its length.
+    let mut c = common::Client::connect(a);
+    c.send(b"HEAD /fresh HTTP/1.1\r\nHost: app.test\r\n\r\n");
+    let h = c.read_head();
+    assert_eq!((h.status, h.header("x-cache")), (200, Some("HIT")));
+    assert_eq!(h.header("content-length"), Some(first.body.len().to_string().as_str()));
+    // Conditional requests are answered by the cache.
+    let r = get(a, "/fresh", "If-None-Match: \"v1\"\r\n");
+    assert_eq!((r.status, r.header("x-cache")), (304, Some("HIT")));
+    assert_eq!(upstream_saw(&up, "/fresh"), 1);
+    // Another query is another key; the host is part of the key.
+    assert_eq!(get(a, "/fresh?page=2", "").header("x-cache"), Some("MISS"));
+    let other_host = common::request(a, b"GET /fresh HTTP/1.1\r\nHost: other.test\r\n\r\n");
+    assert_eq!(other_host.header("x-cache"), Some("MISS"));
+    // A 404 with freshness is stored too; a 500 is not.
+    get(a, "/missing", "");
+    assert_eq!(get(a, "/missing", "").header("x-cache"), Some("HIT"));
+    get(a, "/error", "");
+    assert_eq!(get(a, "/error", "").header("x-cache"), Some("MISS"));
+    assert_eq!(upstream_saw(&up, "/error"), 2);
+    stop(server);
+}
+
+#[test]
+fn responses_and_requests_that_may_not_be_cached_are_not() {
+    let up = scripted();
+    let server = cached(&up, "");
+    let a = addr(&server);
+    for path in ["/none", "/no-store", "/private", "/no-cache", "/cookie", "/vary-star"] {
+        get(a, path, "");
+        let second = get(a, path, "");
+        assert_eq!(second.header("x-cache"), Some("MISS"), "{path} was served from the cache");
+        assert_eq!(upstream_saw(&up, path), 2, "{path}");
+    }
+    // Requests: Authorization (unless the answer says public), no-store, POST, Range.
+    get(a, "/fresh", "Authorization: Bearer x\r\n");
+    get(a, "/fresh", "Authorization: Bearer x\r\n");
+    assert_eq!(upstream_saw(&up, "/fresh"), 2, "an authorized answer without public was stored");
+    get(a, "/public", "Authorization: Bearer x\r\n");
+    assert_eq!(get(a, "/public", "").header("x-cache"), Some("HIT"));
+    let r = get(a, "/public", "Cache-Control: no-store\r\n");
+    assert_eq!(r.header("x-cache"), Some("BYPASS"));
+    let post =
+        common::request(a, b"POST /public HTTP/1.1\r\nHost: app.test\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(post.header("x-cache"), Some("BYPASS"));
+    assert_eq!(get(a, "/public", "Range: bytes=0-1\r\n").header("x-cache"), Some("BYPASS"));
+    // no-cache from the client refreshes the entry.
+    let refreshed = get(a, "/public", "Cache-Control: no-cache\r\n");
+    assert_eq!(refreshed.header("x-cache"), Some("MISS"));
+    assert_eq!(get(a, "/public", "").body, refreshed.body);
+    stop(server);
+}
+
+#[test]
+fn vary_keys_expiry_and_size_limits() {
+    let up = scripted();
+    let server = cached(&up, "max_entry_size = 1000");
+    let a = addr(&server);
+    let en = get(a, "/vary", "Accept-Language: en\r\n");
+    let fr = get(a, "/vary", "Accept-Language: fr\r\n");
+    assert_ne!(en.body, fr.body);
+    assert_eq!(get(a, "/vary", "Accept-Language: en\r\n").body, en.body);
+    assert_eq!(get(a, "/vary", "Accept-Language: fr\r\n").body, fr.body);
+    assert_eq!(get(a, "/vary", "Accept-Language: fr\r\n").header("x-cache"), Some("HIT"));
+    assert_eq!(upstream_saw(&up, "/vary"), 2, "one upstream request per variant");
+    // Expiry: max-age=1 is fresh, then expired.
+    get(a, "/short", "");
+    assert_eq!(get(a, "/short", "").header("x-cache"), Some("HIT"));
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(get(a, "/short", "").header("x-cache"), Some("EXPIRED"));
+    // Larger than max_entry_size: passed through whole, not stored.
+    let big = get(a, "/big", "");
+    assert_eq!(big.body.len(), 4000);
+    assert_eq!(get(a, "/big", "").header("x-cache"), Some("MISS"));
+    stop(server);
+}
+
+#[test]
+fn fifty_concurrent_misses_send_one_upstream_request() {
+    let up = scripted();
+    let server = cached(&up, "");
+    let a = addr(&server);
+    let clients: Vec<_> =
+        (0..50).map(|_| std::thread::spawn(move || get(a, "/slow", ""))).collect();
+    let answers: Vec<RawResponse> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert!(answers.iter().all(|r| r.status == 200 && r.body == answers[0].body));
+    assert_eq!(upstream_saw(&up, "/slow"), 1, "collapsed misses went upstream more than once");
+    stop(server);
+}
+
+/// Purging everything would reach the other tests' caches in this process: that is
+/// `cache_binary.rs`'s (through the admin listener of a child process).
+#[test]
+fn a_purged_key_is_fetched_again_and_the_others_stay() {
+    let up = scripted();
+    let server = cached(&up, "");
+    let a = addr(&server);
+    let on = |path: &str| {
+        common::request(a, format!("GET {path} HTTP/1.1\r\nHost: purge.test\r\n\r\n").as_bytes())
+    };
+    on("/fresh");
+    on("/public");
+    assert_eq!(on("/fresh").header("x-cache"), Some("HIT"));
+    peregrine::cache::purge(peregrine::cache::Purge::Key {
+        host: "PURGE.test".into(),
+        path: "/fresh".into(),
+    });
+    assert_eq!(on("/fresh").header("x-cache"), Some("MISS"));
+    assert_eq!(on("/public").header("x-cache"), Some("HIT"), "only that key went");
+    stop(server);
+}
