@@ -294,9 +294,13 @@ impl BuiltinRoutes {
         action: &Action,
         request: Request<Body>,
     ) -> Response<Body> {
-        match route.and_then(|r| r.cache.as_ref()) {
-            Some(cache) => Box::pin(cache.serve(request, |r| self.forward(action, r))).await,
-            None => self.forward(action, request).await,
+        let Some(cache) = route.and_then(|r| r.cache.as_ref()) else {
+            return self.forward(action, request).await;
+        };
+        // A hit costs no future of its own.
+        match cache.hit(&request) {
+            Ok(hit) => hit,
+            Err(miss) => Box::pin(cache.fetch(request, miss, |r| self.forward(action, r))).await,
         }
     }
 
@@ -356,9 +360,12 @@ impl Handler for BuiltinRoutes {
             None => request,
         };
         if let Some(fallback) = self.fallback.as_deref() {
-            return match &self.fallback_cache {
-                Some(cache) => Box::pin(cache.serve(request, |r| fallback.call(r))).await,
-                None => fallback.call(request).await,
+            let Some(cache) = &self.fallback_cache else {
+                return fallback.call(request).await;
+            };
+            return match cache.hit(&request) {
+                Ok(hit) => hit,
+                Err(miss) => Box::pin(cache.fetch(request, miss, |r| fallback.call(r))).await,
             };
         }
         match request.uri().path() {

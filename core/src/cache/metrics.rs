@@ -17,6 +17,7 @@ pub(crate) struct CacheMetrics {
     bytes: Counter,
 }
 
+/// In the order of `Outcome`'s variants (its discriminant indexes the counters).
 const OUTCOMES: [(Outcome, &str); 4] = [
     (Outcome::Hit, "hit"),
     (Outcome::Miss, "miss"),
@@ -26,8 +27,7 @@ const OUTCOMES: [(Outcome, &str); 4] = [
 
 impl CacheMetrics {
     pub(crate) fn count(&self, outcome: Outcome) {
-        let i = OUTCOMES.iter().position(|(o, _)| *o == outcome).unwrap_or(0);
-        self.outcomes[i].add(1);
+        self.outcomes[outcome as usize].add(1);
     }
 
     pub(crate) fn stored(&self) {

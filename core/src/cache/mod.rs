@@ -118,6 +118,14 @@ impl Outcome {
     }
 }
 
+/// Why [`ResponseCache::hit`] found no answer: what [`ResponseCache::fetch`] needs.
+#[derive(Debug)]
+pub struct Miss {
+    /// The key to store under (`None`: the request bypasses the cache).
+    key: Option<String>,
+    outcome: Outcome,
+}
+
 /// A fetch in flight for one key on this core, that others wait on.
 #[derive(Default)]
 struct Flight {
@@ -150,34 +158,59 @@ impl ResponseCache {
     }
 
     /// Answers `request` from the store, or through `fetch` (storing what may be stored).
-    pub async fn serve<F, Fut>(&self, mut request: Request<Body>, fetch: F) -> Response<Body>
+    pub async fn serve<F, Fut>(&self, request: Request<Body>, fetch: F) -> Response<Body>
     where
         F: FnOnce(Request<Body>) -> Fut,
         Fut: Future<Output = Response<Body>>,
     {
+        match self.hit(&request) {
+            Ok(hit) => hit,
+            Err(miss) => self.fetch(request, miss, fetch).await,
+        }
+    }
+
+    /// The stored answer to `request`, without awaiting anything (a caller can try it
+    /// before building [`fetch`](Self::fetch)'s future), or what the fetch needs to know.
+    pub fn hit(&self, request: &Request<Body>) -> Result<Response<Body>, Miss> {
         self.apply_purges();
-        let refresh = match policy::request(request.method(), request.headers()) {
-            Lookup::Bypass => {
-                self.metrics.count(Outcome::Bypass);
-                let response = fetch(request).await;
-                return self.mark(response, Outcome::Bypass);
-            }
-            Lookup::Cache { refresh } => refresh,
+        let (refresh, conditional) = match policy::request(request.method(), request.headers()) {
+            Lookup::Bypass => return Err(Miss { key: None, outcome: Outcome::Bypass }),
+            Lookup::Cache { refresh, conditional } => (refresh, conditional),
         };
-        let key = key_of(&request);
-        let mut outcome = Outcome::Miss;
-        if !refresh {
-            match self.lookup(&key, &request) {
-                Ok(hit) => return hit,
-                Err(o) => outcome = o,
-            }
-            let flight = self.flights.borrow().get(&key).cloned();
-            if let Some(flight) = flight {
-                let deadline = rt::now() + self.section.lock_timeout;
-                rt::timer::timeout(deadline, wait(&flight)).await;
-                if let Ok(hit) = self.lookup(&key, &request) {
-                    return hit;
-                }
+        let key = key_of(request);
+        if refresh {
+            return Err(Miss { key: Some(key), outcome: Outcome::Miss });
+        }
+        match self.lookup(&key, request, conditional) {
+            Ok(hit) => Ok(hit),
+            Err(outcome) => Err(Miss { key: Some(key), outcome }),
+        }
+    }
+
+    /// Answers a request [`hit`](Self::hit) could not: waits for a fetch of the same key in
+    /// flight, else asks `fetch` and stores what may be stored.
+    pub async fn fetch<F, Fut>(
+        &self,
+        mut request: Request<Body>,
+        miss: Miss,
+        fetch: F,
+    ) -> Response<Body>
+    where
+        F: FnOnce(Request<Body>) -> Fut,
+        Fut: Future<Output = Response<Body>>,
+    {
+        let Miss { key, outcome } = miss;
+        let Some(key) = key else {
+            self.metrics.count(Outcome::Bypass);
+            let response = fetch(request).await;
+            return self.mark(response, Outcome::Bypass);
+        };
+        let flight = self.flights.borrow().get(&key).cloned();
+        if let Some(flight) = flight {
+            let deadline = rt::now() + self.section.lock_timeout;
+            rt::timer::timeout(deadline, wait(&flight)).await;
+            if let Ok(hit) = self.lookup(&key, &request, true) {
+                return hit;
             }
         }
         let _flight = FlightGuard::start(self, &key);
@@ -226,17 +259,24 @@ impl ResponseCache {
         if let Some(name) = &self.status_header {
             headers.remove(name);
         }
+        let mut hit_headers = headers.clone();
+        if let Some(name) = &self.status_header {
+            hit_headers.insert(name.clone(), HeaderValue::from_static(Outcome::Hit.token()));
+        }
+        let age = initial_age.as_secs();
+        hit_headers.insert(header::AGE, age_value(age));
+        let hit_headers = RefCell::new((hit_headers, age));
         let stored = Stored {
             status: parts.status,
             headers,
+            hit_headers,
             body,
             stored_at: rt::now(),
             initial_age,
             lifetime,
             vary,
-            hits: Cell::new(0),
         };
-        let response = self.respond(&stored, &request_headers, outcome);
+        let response = self.respond(&stored, Some(&request_headers), outcome);
         self.metrics.stored();
         let mut store = self.store.borrow_mut();
         store.put(&key, stored);
@@ -245,13 +285,19 @@ impl ResponseCache {
     }
 
     /// A fresh stored answer to `request`, or why there is none.
-    fn lookup(&self, key: &str, request: &Request<Body>) -> Result<Response<Body>, Outcome> {
+    /// (`conditional`: the request may carry validators; false skips looking for them.)
+    fn lookup(
+        &self,
+        key: &str,
+        request: &Request<Body>,
+        conditional: bool,
+    ) -> Result<Response<Body>, Outcome> {
         let found = self.store.borrow_mut().get(key, request.headers(), rt::now());
         match found {
             Found::Fresh(stored) => {
                 self.metrics.count(Outcome::Hit);
-                stored.hits.set(stored.hits.get() + 1);
-                Ok(self.respond(&stored, request.headers(), Outcome::Hit))
+                let headers = conditional.then(|| request.headers());
+                Ok(self.respond(&stored, headers, Outcome::Hit))
             }
             Found::Expired => Err(Outcome::Expired),
             Found::Missing => Err(Outcome::Miss),
@@ -259,18 +305,26 @@ impl ResponseCache {
     }
 
     /// The response for a stored entry: `304` when the request's validators match it.
-    fn respond(&self, s: &Stored, request: &HeaderMap, outcome: Outcome) -> Response<Body> {
-        let not_modified = not_modified(request, &s.headers);
+    /// (`request`: the request's fields when they may hold validators.)
+    fn respond(&self, s: &Stored, request: Option<&HeaderMap>, outcome: Outcome) -> Response<Body> {
+        let not_modified = request.is_some_and(|r| not_modified(r, &s.headers));
         // HEAD gets the body too: the protocol writes its length and never its bytes.
         let body = if not_modified { Body::empty() } else { Body::from(s.body.clone()) };
         let mut r = Response::new(body);
         *r.status_mut() = if not_modified { StatusCode::NOT_MODIFIED } else { s.status };
-        *r.headers_mut() = s.headers.clone();
-        if outcome == Outcome::Hit {
-            let age = s.age(rt::now()).as_secs();
-            r.headers_mut().insert(header::AGE, HeaderValue::from(age));
+        if outcome != Outcome::Hit {
+            *r.headers_mut() = s.headers.clone();
+            return self.mark(r, outcome);
         }
-        self.mark(r, outcome)
+        // The hit's fields were prepared when it was stored (with the status header).
+        let age = s.age(rt::now()).as_secs();
+        let mut hit = s.hit_headers.borrow_mut();
+        if hit.1 != age {
+            hit.0.insert(header::AGE, age_value(age));
+            hit.1 = age;
+        }
+        *r.headers_mut() = hit.0.clone();
+        r
     }
 
     fn mark(&self, mut response: Response<Body>, outcome: Outcome) -> Response<Body> {
@@ -298,10 +352,11 @@ impl ResponseCache {
     }
 }
 
-/// The cache key: the host (lowercase, without port) and the path with its query.
+/// The cache key: the host (lowercase, without port) and the path with its query. Built in
+/// one allocation: on a hit this is most of the cache's own cost.
 fn key_of(request: &Request<Body>) -> String {
     let host = match request.uri().authority() {
-        Some(a) => a.host().to_string(),
+        Some(a) => a.host(),
         None => request
             .headers()
             .get(header::HOST)
@@ -309,11 +364,15 @@ fn key_of(request: &Request<Body>) -> String {
             .map(|h| {
                 h.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(h, |(h, _)| h)
             })
-            .unwrap_or("")
-            .to_string(),
+            .unwrap_or(""),
     };
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    format!("{}\n{path}", host.to_ascii_lowercase())
+    let mut key = String::with_capacity(host.len() + 1 + path.len());
+    key.push_str(host);
+    key.make_ascii_lowercase();
+    key.push('\n');
+    key.push_str(path);
+    key
 }
 
 /// The request fields a response's `Vary` names, with the request's values.
@@ -331,6 +390,20 @@ fn vary_of(response: &HeaderMap, request: &HeaderMap) -> Vec<(HeaderName, Option
         }
     }
     out
+}
+
+/// An `Age` value: the first minute from a table (no formatting on a hit).
+fn age_value(seconds: u64) -> HeaderValue {
+    const AGES: [&str; 60] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+        "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31",
+        "32", "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46",
+        "47", "48", "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59",
+    ];
+    match AGES.get(seconds as usize) {
+        Some(s) => HeaderValue::from_static(s),
+        None => HeaderValue::from(seconds),
+    }
 }
 
 /// Whether the request's `If-None-Match` (else `If-Modified-Since`) matches the stored

@@ -20,8 +20,9 @@ use http::{header, HeaderMap, Method, StatusCode};
 pub(crate) enum Lookup {
     /// Not cacheable: straight through.
     Bypass,
-    /// Look it up (`refresh`: skip the lookup, fetch and store anew).
-    Cache { refresh: bool },
+    /// Look it up (`refresh`: skip the lookup, fetch and store anew; `conditional`: the
+    /// request carries `If-None-Match` or `If-Modified-Since`).
+    Cache { refresh: bool, conditional: bool },
 }
 
 /// The request's treatment.
@@ -29,8 +30,18 @@ pub(crate) fn request(method: &Method, headers: &HeaderMap) -> Lookup {
     if method != Method::GET && method != Method::HEAD {
         return Lookup::Bypass;
     }
-    if headers.contains_key(header::RANGE) || headers.contains_key(header::UPGRADE) {
-        return Lookup::Bypass;
+    // One pass over the fields (a request has few; four hashed lookups cost more).
+    let (mut directives_given, mut conditional) = (false, false);
+    for name in headers.keys() {
+        if name == header::RANGE || name == header::UPGRADE {
+            return Lookup::Bypass;
+        }
+        directives_given |= name == header::CACHE_CONTROL || name == header::PRAGMA;
+        conditional |= name == header::IF_NONE_MATCH || name == header::IF_MODIFIED_SINCE;
+    }
+    // Most requests say nothing about caching: no directive to parse.
+    if !directives_given {
+        return Lookup::Cache { refresh: false, conditional };
     }
     let cc = directives(headers);
     if has(&cc, "no-store") {
@@ -40,7 +51,8 @@ pub(crate) fn request(method: &Method, headers: &HeaderMap) -> Lookup {
         .get_all(header::PRAGMA)
         .iter()
         .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("no-cache")));
-    Lookup::Cache { refresh: has(&cc, "no-cache") || (cc.is_empty() && pragma_no_cache) }
+    let refresh = has(&cc, "no-cache") || (cc.is_empty() && pragma_no_cache);
+    Lookup::Cache { refresh, conditional }
 }
 
 /// What the store needs to know beyond the response itself.
@@ -154,12 +166,15 @@ mod tests {
 
     #[test]
     fn requests() {
-        assert_eq!(request(&Method::GET, &h(&[])), Lookup::Cache { refresh: false });
-        assert_eq!(request(&Method::HEAD, &h(&[])), Lookup::Cache { refresh: false });
+        let plain = Lookup::Cache { refresh: false, conditional: false };
+        assert_eq!(request(&Method::GET, &h(&[])), plain);
+        assert_eq!(request(&Method::HEAD, &h(&[])), plain);
+        let conditional = Lookup::Cache { refresh: false, conditional: true };
+        assert_eq!(request(&Method::GET, &h(&[("if-none-match", "\"a\"")])), conditional);
         assert_eq!(request(&Method::POST, &h(&[])), Lookup::Bypass);
         assert_eq!(request(&Method::GET, &h(&[("range", "bytes=0-1")])), Lookup::Bypass);
         assert_eq!(request(&Method::GET, &h(&[("cache-control", "no-store")])), Lookup::Bypass);
-        let refresh = Lookup::Cache { refresh: true };
+        let refresh = Lookup::Cache { refresh: true, conditional: false };
         assert_eq!(request(&Method::GET, &h(&[("cache-control", "no-cache")])), refresh);
         assert_eq!(request(&Method::GET, &h(&[("pragma", "no-cache")])), refresh);
     }

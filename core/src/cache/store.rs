@@ -1,7 +1,6 @@
 //! One core's cached responses: an LRU of keys (`host` + path and query), each with the
 //! variants its responses' `Vary` named, bounded in entries and in bytes.
 
-use std::cell::Cell;
 use std::num::NonZeroUsize;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -15,6 +14,9 @@ pub(crate) struct Stored {
     pub(crate) status: StatusCode,
     /// The response's fields, without hop-by-hop ones and without `Age`.
     pub(crate) headers: HeaderMap,
+    /// The same with the cache's status header saying HIT and an `Age`, ready for hits (the
+    /// age is brought up to date once a second, not formatted per hit).
+    pub(crate) hit_headers: std::cell::RefCell<(HeaderMap, u64)>,
     pub(crate) body: Bytes,
     pub(crate) stored_at: Instant,
     /// Its age when it arrived.
@@ -22,8 +24,6 @@ pub(crate) struct Stored {
     pub(crate) lifetime: Duration,
     /// The request fields its `Vary` names, with the values they had.
     pub(crate) vary: Vec<(HeaderName, Option<HeaderValue>)>,
-    /// Hits served from it (for the metrics' sake only).
-    pub(crate) hits: Cell<u64>,
 }
 
 impl Stored {
@@ -43,7 +43,7 @@ impl Stored {
 
     fn size(&self) -> usize {
         self.body.len()
-            + self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum::<usize>()
+            + 2 * self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum::<usize>()
             + 256
     }
 }
