@@ -84,6 +84,16 @@ impl FileBody {
         Some(part)
     }
 
+    /// Puts `part` back in front (a sender that took it and could not send it).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn push_front(&mut self, part: Part) {
+        self.len += match &part {
+            Part::Bytes(b) => b.len() as u64,
+            Part::Region { len, .. } => *len,
+        };
+        self.parts.push_front(part);
+    }
+
     /// The next chunk: a part's bytes, or the next piece of a region read on the disk pool.
     pub(crate) fn poll_chunk(
         &mut self,

@@ -123,13 +123,22 @@ pub(crate) async fn stream_body(io: &ConnIo, streaming: StreamingBody) -> Writte
         _ => None,
     };
     let chunked = framing == ResponseFraming::Chunked;
-    match pump(body, declared, &mut Sink { io, chunked, watch: None, alive: false }).await {
-        Ok(written) => {
-            if chunked {
-                io.write_small(LAST_CHUNK);
-            }
-            finish(io, close, written).await
-        }
+    let pumped = pump(body, declared, &mut Sink { io, chunked, watch: None, alive: false }).await;
+    if chunked && pumped.is_ok() {
+        io.write_small(LAST_CHUNK);
+    }
+    pumped_body(io, pumped, close, 0).await
+}
+
+/// How a pumped body ended, as [`Written`] (`before`: body bytes sent before the pump).
+async fn pumped_body(
+    io: &ConnIo,
+    pumped: Result<u64, PumpError<WriteFail>>,
+    close: bool,
+    before: u64,
+) -> Written {
+    match pumped {
+        Ok(written) => finish(io, close, before + written).await,
         Err(PumpError::Body(BodyFailed::Error(e))) => body_failed(io, e),
         Err(PumpError::Body(failed)) => Written::Abort(Why::uncounted(failed.reason())),
         Err(PumpError::Sink(e)) => write_failed(e),
@@ -165,6 +174,15 @@ async fn splice_body(io: &ConnIo, mut file: crate::files::body::FileBody, close:
                             offset += n as u64;
                             len -= n as u64;
                             sent += n as u64;
+                        }
+                        // No pipe to be had (the per-user pipe budget is spent): the rest
+                        // is read on the disk pool and sent as bytes.
+                        Err(WriteFail::Io(e)) if e.kind() == io::ErrorKind::Unsupported => {
+                            file.push_front(Part::Region { offset, len });
+                            let rest = file.len();
+                            let mut sink = Sink { io, chunked: false, watch: None, alive: false };
+                            let pumped = pump(Body::file(file), Some(rest), &mut sink).await;
+                            return pumped_body(io, pumped, close, sent).await;
                         }
                         Err(e) => return write_failed(e),
                     }

@@ -33,8 +33,9 @@ use crate::DriverConfig;
 const RECV_GROUP: u16 = 0;
 /// Buffers held for one socket with no receive waiting before its multishot is cancelled.
 const MAX_HELD: usize = 4;
-/// Empty pipes kept for file sends (two descriptors each).
-const MAX_IDLE_PIPES: usize = 16;
+/// Empty pipes kept per driver for file sends (two descriptors each; their size counts
+/// against the per-user pipe budget, `fs.pipe-user-pages-soft`, even while empty).
+const MAX_IDLE_PIPES: usize = 4;
 
 /// What a multishot delivered that no waiter has taken yet.
 enum Held {
@@ -168,8 +169,11 @@ impl SendState {
 }
 
 /// A file-to-socket send in progress. The file's pages go file → pipe → socket by
-/// reference (splice), never through user space; io_uring runs each splice in its own worker
-/// when it would block, so a cold page never stalls the reactor.
+/// reference (splice), never through user space; io_uring runs splices in its workers, so a
+/// cold page never stalls the reactor. The two splices are linked: the drain starts in the
+/// kernel as soon as the fill ends, with no trip through the reactor between them. A short
+/// fill (the file ended) breaks the link (the drain completes cancelled) and what the fill
+/// moved is drained on its own; so is what a short drain left in the pipe.
 struct Splice {
     pipe: super::Pipe,
     socket: RawFd,
@@ -177,6 +181,12 @@ struct Splice {
     in_pipe: usize,
     /// Bytes that reached the socket.
     sent: usize,
+    /// Completions still to come for the splices submitted.
+    outstanding: u8,
+    /// The next completion is the fill's.
+    filling: bool,
+    /// The first error, as an errno.
+    failed: Option<i32>,
 }
 
 pub(crate) struct Uring {
@@ -376,42 +386,74 @@ impl Uring {
             None => super::Pipe::new()?,
         };
         let len = len.min(pipe.capacity) as u32;
-        let pipe_in = pipe.write.as_raw_fd();
-        let id = self
-            .insert(token, Kind::SendFile(Box::new(Splice { pipe, socket, in_pipe: 0, sent: 0 })));
-        let entry = opcode::Splice::new(Fd(file), offset as i64, Fd(pipe_in), -1, len)
+        let (pipe_in, pipe_out) = (pipe.write.as_raw_fd(), pipe.read.as_raw_fd());
+        let splice = Splice {
+            pipe,
+            socket,
+            in_pipe: 0,
+            sent: 0,
+            outstanding: 2,
+            filling: true,
+            failed: None,
+        };
+        let id = self.insert(token, Kind::SendFile(Box::new(splice)));
+        let fill = opcode::Splice::new(Fd(file), offset as i64, Fd(pipe_in), -1, len)
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(id.to_user_data());
+        let drain = opcode::Splice::new(Fd(pipe_out), -1, Fd(socket), -1, len)
             .build()
             .user_data(id.to_user_data());
-        self.push(entry);
+        // A link must not be split across two submissions.
+        let room = {
+            let sq = self.ring.submission();
+            sq.capacity() - sq.len()
+        };
+        if room < 2 {
+            let _ = self.ring.submit();
+        }
+        self.push(fill);
+        self.push(drain);
         Ok(id)
     }
 
-    /// The next step of file send `id` after one splice finished with `res`: `Some(result)`
-    /// when the send is over.
+    /// The next step of file send `id` after one of its splices finished with `res`:
+    /// `Some(result)` when the send is over.
     fn splice_step(&mut self, id: OpId, res: i32) -> Option<io::Result<usize>> {
         let slot = &mut self.ops[id.index as usize];
         let Kind::SendFile(splice) = &mut slot.kind else { unreachable!("checked by caller") };
         let cancelled = slot.cancel_requested;
-        if res < 0 {
+        splice.outstanding -= 1;
+        if std::mem::take(&mut splice.filling) {
+            // The fill: `res` bytes wait in the pipe (none: the file ended early).
+            match res {
+                n if n < 0 => splice.failed = Some(-n),
+                n => splice.in_pipe = n as usize,
+            }
+        } else {
+            match res {
+                // The link broke (a short fill, or a failed one): nothing was drained.
+                n if n == -libc::ECANCELED && splice.outstanding == 0 && !cancelled => {}
+                n if n < 0 => {
+                    splice.failed.get_or_insert(-n);
+                }
+                0 if splice.in_pipe > 0 => {
+                    splice.failed.get_or_insert(libc::EPIPE);
+                }
+                n => {
+                    splice.in_pipe -= n as usize;
+                    splice.sent += n as usize;
+                }
+            }
+        }
+        if splice.outstanding > 0 {
+            return None;
+        }
+        if let Some(errno) = splice.failed {
             return Some(match splice.sent {
-                0 => Err(io::Error::from_raw_os_error(-res)),
+                0 => Err(io::Error::from_raw_os_error(errno)),
                 n => Ok(n),
             });
-        }
-        let moved = res as usize;
-        if splice.in_pipe == 0 {
-            // The file → pipe half finished: `moved` bytes wait in the pipe (none: the file
-            // ended early).
-            if moved == 0 {
-                return Some(Ok(0));
-            }
-            splice.in_pipe = moved;
-        } else {
-            splice.in_pipe -= moved;
-            splice.sent += moved;
-            if moved == 0 {
-                return Some(Err(io::ErrorKind::WriteZero.into()));
-            }
         }
         if splice.in_pipe == 0 {
             return Some(Ok(splice.sent));
@@ -422,6 +464,7 @@ impl Uring {
                 n => Ok(n),
             });
         }
+        splice.outstanding = 1;
         let entry = opcode::Splice::new(
             Fd(splice.pipe.read.as_raw_fd()),
             -1,
