@@ -91,6 +91,8 @@ pub struct Config {
     pub files: crate::files::FilesSection,
     /// The response cache's settings (routes opt in with `cache = true`).
     pub cache: crate::cache::CacheSection,
+    /// On-the-fly compression's settings (routes opt in with `compress = true`).
+    pub compression: crate::compress::CompressionSection,
 }
 
 /// One listener.

@@ -29,6 +29,7 @@ pub mod apps;
 mod body;
 pub mod cache;
 mod clients;
+pub mod compress;
 pub mod config;
 mod conn;
 pub mod content_coding;

@@ -121,6 +121,11 @@ struct Cli {
     #[arg(long, value_name = "DIR", env = "PEREGRINE_ROOT")]
     root: Option<PathBuf>,
 
+    /// Compress the responses of --root, --proxy or --app on the fly (brotli, zstd, gzip) for
+    /// clients that accept it. Off by default: see BREACH in the README.
+    #[arg(long, env = "PEREGRINE_COMPRESS")]
+    compress: bool,
+
     /// Cache the responses of --proxy or --app in memory, as HTTP caching allows
     /// (Cache-Control, Expires, Vary; see the config file's [cache] for sizes).
     #[arg(long, env = "PEREGRINE_CACHE")]
@@ -282,6 +287,12 @@ fn main() -> ExitCode {
     let routes = Arc::new(config.route.clone());
     let settings = RouteSettings::of(&config);
     let cache_fallback = cli.cache;
+    let compress_fallback = cli.compress;
+    if cli.compress && proxy.is_none() && cli.app.is_none() && cli.root.is_none() {
+        return usage_error(
+            "--compress: compresses what --root, --proxy or --app answers; give one",
+        );
+    }
     if cli.cache && proxy.is_none() && cli.app.is_none() {
         return usage_error("--cache: caches what --proxy or --app answers; give one of them");
     }
@@ -294,6 +305,9 @@ fn main() -> ExitCode {
     let factory = move || {
         let mut routes = BuiltinRoutes::with_targets(&routes, &groups, &core_apps, &settings)
             .with_welcome(Arc::clone(&page));
+        if compress_fallback {
+            routes = routes.with_compression();
+        }
         if cache_fallback {
             let name = if app_flag { CLI_APP } else { "proxy" };
             routes = routes.with_cache(name, Arc::clone(&settings.cache));

@@ -10,6 +10,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 
 use crate::apps::{AppRoute, Apps};
 use crate::cache::{CacheSection, ResponseCache};
+use crate::compress::{self, CompressionSection};
 use crate::config::RouteConfig;
 use crate::files::{Files, FilesSection};
 use crate::handler::respond;
@@ -55,12 +56,18 @@ pub struct RouteSettings {
     pub files: FilesSection,
     /// `[cache]`: for routes with `cache = true`.
     pub cache: Arc<CacheSection>,
+    /// `[compression]`: for routes with `compress = true`.
+    pub compression: Arc<CompressionSection>,
 }
 
 impl RouteSettings {
     /// The sections of `config`.
     pub fn of(config: &crate::config::Config) -> RouteSettings {
-        RouteSettings { files: config.files.clone(), cache: Arc::new(config.cache.clone()) }
+        RouteSettings {
+            files: config.files.clone(),
+            cache: Arc::new(config.cache.clone()),
+            compression: Arc::new(config.compression.clone()),
+        }
     }
 }
 
@@ -83,6 +90,8 @@ struct Route {
     rates: Option<Arc<ClientRates>>,
     /// This core's cache of its upstream's or app's responses (`cache = true`).
     cache: Option<ResponseCache>,
+    /// Its responses are compressed on the fly (`compress = true`).
+    compress: bool,
 }
 
 impl Route {
@@ -139,6 +148,10 @@ pub struct BuiltinRoutes {
     fallback: Option<Rc<Fallback>>,
     /// `--cache`: the fallback's responses are cached.
     fallback_cache: Option<Rc<ResponseCache>>,
+    /// How responses are compressed, for the routes (or fallback) that ask.
+    compression: Arc<CompressionSection>,
+    /// `--compress`: the fallback's (files', proxy's, app's) responses are compressed.
+    compress_fallback: bool,
 }
 
 impl BuiltinRoutes {
@@ -219,7 +232,15 @@ impl BuiltinRoutes {
                     let name = r.upstream.as_ref().or(r.app.as_ref()).map_or("", String::as_str);
                     ResponseCache::new(name, Arc::clone(&settings.cache))
                 });
-                Some(Route { host, path, action, access: r.access(), rates: r.rates(), cache })
+                Some(Route {
+                    host,
+                    path,
+                    action,
+                    access: r.access(),
+                    rates: r.rates(),
+                    cache,
+                    compress: r.compress,
+                })
             })
             .collect();
         BuiltinRoutes {
@@ -231,7 +252,20 @@ impl BuiltinRoutes {
             fallback_files: None,
             fallback: None,
             fallback_cache: None,
+            compression: Arc::clone(&settings.compression),
+            compress_fallback: false,
         }
+    }
+
+    /// Compresses the responses of the fallback (`--root`, `--proxy`, `--app`) for clients
+    /// that accept it (`--compress`).
+    pub fn with_compression(self) -> BuiltinRoutes {
+        BuiltinRoutes { compress_fallback: true, ..self }
+    }
+
+    /// Whether any route (or the fallback) compresses.
+    fn compresses(&self) -> bool {
+        self.compress_fallback || self.routes.iter().any(|r| r.compress)
     }
 
     /// Caches the responses of the proxy or app every request no configured route answers
@@ -323,6 +357,24 @@ impl Handler for BuiltinRoutes {
     }
 
     async fn call(&self, request: Request<Body>) -> Response<Body> {
+        if !self.compresses() {
+            return self.answer(request).await;
+        }
+        let on = self.route(&request).map_or(self.compress_fallback, |r| r.compress);
+        let coding = on
+            .then(|| compress::negotiate(request.method(), request.headers(), &self.compression))
+            .flatten();
+        let response = self.answer(request).await;
+        match coding {
+            Some(coding) => compress::apply(response, coding, &self.compression),
+            None => response,
+        }
+    }
+}
+
+impl BuiltinRoutes {
+    /// The response to `request`, before any compression.
+    async fn answer(&self, request: Request<Body>) -> Response<Body> {
         let route = self.route(&request);
         if let Some(route) = route {
             if let Some(refused) = route.refuses(&request).await {

@@ -64,6 +64,10 @@ pub struct RouteConfig {
     /// Caches this route's upstream or app responses (see `[cache]`).
     #[serde(default)]
     pub cache: bool,
+    /// Compresses this route's responses on the fly for clients that accept it (see
+    /// `[compression]`; off by default because of BREACH: see the README).
+    #[serde(default)]
+    pub compress: bool,
     /// Serves the files of this directory (GET and HEAD). With `upstream` or `app` too,
     /// files that exist are served and other requests go there (nginx's `try_files`).
     pub root: Option<String>,
@@ -116,6 +120,7 @@ impl RouteConfig {
             rate_limit: None,
             rates: std::sync::OnceLock::new(),
             cache: false,
+            compress: false,
             root: None,
             index: None,
             precompressed: None,
