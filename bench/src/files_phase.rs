@@ -25,17 +25,20 @@ const H2O_FILES: &str = include_str!("../peers/h2o-files.conf");
 /// The files served: (name, size).
 const FILES: [(&str, u64); 3] = [("1k.bin", 1024), ("1m.bin", 1 << 20), ("100m.bin", 100 << 20)];
 
-/// A scenario and the file it asks for.
+/// A scenario, the path it asks for, and the response body's size.
 struct FileScenario {
     scenario: Scenario,
-    file: &'static str,
+    path: &'static str,
+    size: u64,
+    /// Only Peregrine serves it (the response cache).
+    peregrine_only: bool,
 }
 
 const fn scenario(
     name: &'static str,
     description: &'static str,
     load: Load,
-    file: &'static str,
+    path: &'static str,
     target: Option<f64>,
 ) -> FileScenario {
     FileScenario {
@@ -47,50 +50,103 @@ const fn scenario(
             target_cpu_ratio: target,
             quick: true,
         },
-        file,
+        path,
+        size: size_of(path),
+        peregrine_only: false,
     }
 }
 
-const SCENARIOS: [FileScenario; 5] = [
+/// `/plaintext`'s body, `Hello, World!`.
+const PLAINTEXT_SIZE: u64 = 13;
+
+const SCENARIOS: [FileScenario; 7] = [
+    FileScenario {
+        scenario: Scenario {
+            name: "plaintext-c64",
+            description: "/plaintext (fixed response), keep-alive, 64 connections",
+            load: Load::Wrk { connections: 64, pipeline_depth: 1 },
+            peer: NGINX,
+            target_cpu_ratio: None,
+            quick: true,
+        },
+        path: "/plaintext",
+        size: PLAINTEXT_SIZE,
+        peregrine_only: false,
+    },
+    FileScenario {
+        scenario: Scenario {
+            name: "cache-hit-c64",
+            description: "a proxied /plaintext from the response cache, keep-alive, 64 connections",
+            load: Load::Wrk { connections: 64, pipeline_depth: 1 },
+            peer: NGINX,
+            target_cpu_ratio: None,
+            quick: true,
+        },
+        path: "/cached/plaintext",
+        size: PLAINTEXT_SIZE,
+        peregrine_only: true,
+    },
     scenario(
         "files-1k-c64",
         "1 KiB file, keep-alive, 64 connections",
         Load::Wrk { connections: 64, pipeline_depth: 1 },
-        "1k.bin",
+        "/1k.bin",
         Some(1.5),
     ),
     scenario(
         "files-1m-c16",
         "1 MiB file, keep-alive, 16 connections",
         Load::Wrk { connections: 16, pipeline_depth: 1 },
-        "1m.bin",
+        "/1m.bin",
         None,
     ),
     scenario(
         "files-100m-c4",
         "100 MiB file, keep-alive, 4 connections",
         Load::Wrk { connections: 4, pipeline_depth: 1 },
-        "100m.bin",
+        "/100m.bin",
         None,
     ),
     scenario(
         "files-1k-tls-c64",
         "1 KiB file over TLS, keep-alive, 64 connections",
         Load::WrkTls { connections: 64 },
-        "1k.bin",
+        "/1k.bin",
         Some(1.5),
     ),
     scenario(
         "files-1m-tls-c16",
         "1 MiB file over TLS, keep-alive, 16 connections",
         Load::WrkTls { connections: 16 },
-        "1m.bin",
+        "/1m.bin",
         None,
     ),
 ];
 
-fn size_of(file: &str) -> u64 {
-    FILES.iter().find(|(n, _)| *n == file).map_or(0, |(_, s)| *s)
+const fn size_of(path: &str) -> u64 {
+    // `const`: the scenario table is built at compile time.
+    let p = path.as_bytes();
+    let mut i = 0;
+    while i < FILES.len() {
+        let name = FILES[i].0.as_bytes();
+        if p.len() == name.len() + 1 && eq_tail(p, name) {
+            return FILES[i].1;
+        }
+        i += 1;
+    }
+    0
+}
+
+/// Whether `path` is `/` followed by `name`.
+const fn eq_tail(path: &[u8], name: &[u8]) -> bool {
+    let mut i = 0;
+    while i < name.len() {
+        if path[i + 1] != name[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Writes the site: each file of pseudo-random bytes (no compression can shortcut them).
@@ -139,12 +195,19 @@ pub(crate) fn run(cli: &cli::Cli, bench: &Bench, out_dir: &Path) -> Result<(), S
         }
     };
 
+    // The cache's upstream: a Peregrine serving /plaintext on the load generator's CPU.
+    let upstream = servers::start_peregrine(launcher, &bench.wrk_cpus, &binary, None)?;
+    servers::check_plaintext(upstream.addr())?;
     let mut servers: Vec<Server> = Vec::new();
     let config = format!(
-        "{}\n[[route]]\npath = \"/plaintext\"\nbody = \"Hello, World!\"\n\n\
-         [[route]]\npath_prefix = \"/\"\nroot = {:?}\n",
+        "{}\n[cache]\ndefault_ttl = \"1h\"\n\n\
+         [[route]]\npath = \"/plaintext\"\nbody = \"Hello, World!\"\n\n\
+         [[route]]\npath_prefix = \"/cached/\"\nstrip_prefix = true\nupstream = \"up\"\ncache = true\n\n\
+         [[route]]\npath_prefix = \"/\"\nroot = {:?}\n\n\
+         [[upstream]]\nname = \"up\"\n[[upstream.server]]\naddress = \"http://{}\"\n",
         peers::peregrine_config(tls.as_ref()),
-        site_text
+        site_text,
+        upstream.addr()
     );
     match servers::start_peregrine_with(launcher, &cli.server_cpus, &binary, &config, tls.is_some())
     {
@@ -176,13 +239,15 @@ pub(crate) fn run(cli: &cli::Cli, bench: &Bench, out_dir: &Path) -> Result<(), S
     let mut results: Vec<(&'static str, String, RunMeasurement)> = Vec::new();
     for round in 1..=rounds {
         for fs in &SCENARIOS {
-            let mut order: Vec<usize> = (0..servers.len()).collect();
+            let mut order: Vec<usize> = (0..servers.len())
+                .filter(|&i| !fs.peregrine_only || servers[i].name() == PEREGRINE)
+                .collect();
             if round % 2 == 0 {
                 order.reverse();
             }
             for i in order {
-                let path = format!("/{}", fs.file);
-                let outcome = measure_path(bench, &mut servers[i], &fs.scenario, &path, &mut None);
+                let outcome =
+                    measure_path(bench, &mut servers[i], &fs.scenario, fs.path, &mut None);
                 eprintln!(
                     "[files round {round}/{rounds}] {:<18} {:<9} {}",
                     fs.scenario.name,
@@ -205,6 +270,7 @@ pub(crate) fn run(cli: &cli::Cli, bench: &Bench, out_dir: &Path) -> Result<(), S
         }
     }
     drop(servers);
+    drop(upstream);
 
     let markdown = table(&results, rounds, &notes, bench);
     print!("{markdown}");
@@ -249,7 +315,7 @@ fn table(
     let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|");
     for fs in &SCENARIOS {
         let name = fs.scenario.name;
-        let size = size_of(fs.file) as f64;
+        let size = fs.size as f64;
         let of = |server: &str| -> Vec<&RunMeasurement> {
             results.iter().filter(|(s, n, _)| *s == name && n == server).map(|r| &r.2).collect()
         };
@@ -279,9 +345,25 @@ fn table(
             );
         }
     }
+    let per_cpu = |name: &str| {
+        median(
+            results
+                .iter()
+                .filter(|(s, n, _)| *s == name && n == PEREGRINE)
+                .filter_map(|r| r.2.req_per_cpu_s())
+                .collect(),
+        )
+    };
+    if let (Some(plain), Some(hit)) = (per_cpu("plaintext-c64"), per_cpu("cache-hit-c64")) {
+        let _ = writeln!(
+            md,
+            "\nA cache hit costs {:.2}× a fixed `/plaintext` response (server CPU per request).",
+            plain / hit
+        );
+    }
     md.push_str(
         "\nTargets: the 1 KiB file ≥ 1.5× nginx per server-CPU-second; large files' server \
-         CPU per GiB ≤ nginx's.\n",
+         CPU per GiB ≤ nginx's; a cache hit ≤ 1.2× a `/plaintext` response.\n",
     );
     for note in notes {
         let _ = writeln!(md, "\n- {note}");

@@ -591,6 +591,53 @@ fn tls_connections_stay_open_after_a_file_streamed_from_disk() {
     stop(server);
 }
 
+/// The same rules over HTTP/2 (h2c and TLS), with curl as the client: ranges, a 304 from
+/// the tag, a precompressed sibling, a redirect.
+#[cfg(unix)]
+#[test]
+fn http2_clients_get_the_same_ranges_validators_and_representations() {
+    let site = Site::new("h2");
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    site.put("f.bin", &content);
+    site.put("app.css", b"body{}");
+    site.put("app.css.gz", b"GZ");
+    site.put("dir/index.html", b"x");
+    let root = site.root().display().to_string();
+    let toml = format!("[[route]]\npath_prefix = \"/\"\nroot = \"{root}\"\n");
+    let plain = serve_config(IoChoice::Auto, &toml, false);
+    let tls = serve_config(IoChoice::Auto, &toml, true);
+    let curl = |args: &[&str]| -> (String, Vec<u8>) {
+        let out = std::process::Command::new("curl")
+            .args(["-sk", "-D", "-"])
+            .args(args)
+            .output()
+            .expect("curl runs");
+        let split = out.stdout.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        (String::from_utf8_lossy(&out.stdout[..split]).to_lowercase(), out.stdout[split..].to_vec())
+    };
+    for (base, flag) in [
+        (format!("http://{}", addr(&plain)), "--http2-prior-knowledge"),
+        (format!("https://{}", addr(&tls)), "--http2"),
+    ] {
+        let (head, body) = curl(&[flag, "-r", "100-199", &format!("{base}/f.bin")]);
+        assert!(head.starts_with("http/2 206"), "{head}");
+        assert!(head.contains("content-range: bytes 100-199/200000"), "{head}");
+        assert_eq!(body, &content[100..200]);
+        let (head, _) = curl(&[flag, &format!("{base}/f.bin")]);
+        let etag = head.lines().find_map(|l| l.strip_prefix("etag: ")).unwrap().trim().to_string();
+        let (head, body) =
+            curl(&[flag, "-H", &format!("if-none-match: {etag}"), &format!("{base}/f.bin")]);
+        assert!(head.starts_with("http/2 304") && body.is_empty(), "{head}");
+        let (head, body) = curl(&[flag, "-H", "accept-encoding: gzip", &format!("{base}/app.css")]);
+        assert!(head.contains("content-encoding: gzip") && head.contains("vary: accept-encoding"));
+        assert_eq!(body, b"GZ");
+        let (head, _) = curl(&[flag, &format!("{base}/dir")]);
+        assert!(head.starts_with("http/2 308") && head.contains("location: /dir/"), "{head}");
+    }
+    stop(plain);
+    stop(tls);
+}
+
 /// The epoll driver (no splice) reads the file on the disk pool: a large file still arrives
 /// whole over HTTP/1.1.
 #[cfg(unix)]
