@@ -265,7 +265,8 @@ impl BuiltinRoutes {
 
     /// Whether any route (or the fallback) compresses.
     fn compresses(&self) -> bool {
-        self.compress_fallback || self.routes.iter().any(|r| r.compress)
+        self.compress_fallback
+            || (!self.routes.is_empty() && self.routes.iter().any(|r| r.compress))
     }
 
     /// Caches the responses of the proxy or app every request no configured route answers
@@ -311,41 +312,37 @@ impl BuiltinRoutes {
     }
 }
 
-impl Fallback {
-    async fn call(&self, request: Request<Body>) -> Response<Body> {
-        match self {
-            Fallback::Proxy(proxy) => proxy.call(request).await,
-            Fallback::App(app) => app.call_with(request, &crate::proxy::NO_OPTIONS).await,
-        }
-    }
+/// Where a request is forwarded: a route's upstream or app, or the fallback's.
+#[derive(Clone, Copy)]
+enum Forward<'a> {
+    /// A route's `Proxy` or `App` action, with the route (for its cache).
+    Route(&'a Route, &'a Action),
+    Fallback(&'a Fallback),
 }
 
 impl BuiltinRoutes {
-    /// Sends `request` to `route`'s upstream or app (`action`), through its cache if any.
-    async fn forward_cached(
-        &self,
-        route: Option<&Route>,
-        action: &Action,
+    /// Sends `request` upstream or to the app. Boxed: the router's future, which every
+    /// request builds and moves (a `/plaintext` as much as a proxied request), then holds a
+    /// pointer rather than the forwarding future and the request it carries.
+    fn send<'a>(
+        &'a self,
+        to: Forward<'a>,
         request: Request<Body>,
-    ) -> Response<Body> {
-        let Some(cache) = route.and_then(|r| r.cache.as_ref()) else {
-            return self.forward(action, request).await;
-        };
-        // A hit costs no future of its own.
-        match cache.hit(&request) {
-            Ok(hit) => hit,
-            Err(miss) => Box::pin(cache.fetch(request, miss, |r| self.forward(action, r))).await,
-        }
-    }
-
-    /// Sends `request` to a route's upstream or app (`action` is `Proxy` or `App`).
-    async fn forward(&self, action: &Action, request: Request<Body>) -> Response<Body> {
-        match action {
-            Action::Proxy(group, options) => {
-                self.proxies[*group].forward_with(request, options).await
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + 'a>> {
+        match to {
+            Forward::Route(_, Action::Proxy(group, options)) => {
+                Box::pin(self.proxies[*group].forward_with(request, options))
             }
-            Action::App(app, options) => self.apps[*app].call_with(request, options).await,
-            Action::Fixed(_) | Action::Files(..) => unreachable!("only forwarding actions"),
+            Forward::Route(_, Action::App(app, options)) => {
+                Box::pin(self.apps[*app].call_with(request, options))
+            }
+            Forward::Fallback(Fallback::Proxy(proxy)) => Box::pin(proxy.call(request)),
+            Forward::Fallback(Fallback::App(app)) => {
+                Box::pin(app.call_with(request, &crate::proxy::NO_OPTIONS))
+            }
+            Forward::Route(_, Action::Fixed(_) | Action::Files(..)) => {
+                unreachable!("only forwarding actions")
+            }
         }
     }
 }
@@ -357,14 +354,72 @@ impl Handler for BuiltinRoutes {
     }
 
     async fn call(&self, request: Request<Body>) -> Response<Body> {
-        if !self.compresses() {
-            return self.answer(request).await;
-        }
-        let on = self.route(&request).map_or(self.compress_fallback, |r| r.compress);
-        let coding = on
-            .then(|| compress::negotiate(request.method(), request.headers(), &self.compression))
-            .flatten();
-        let response = self.answer(request).await;
+        // One `async fn` (a labelled block, not a second `async fn` awaited here): a nested
+        // one would hold its future inside this one's, and every request would pay for
+        // moving both.
+        let coding = if self.compresses() {
+            let on = self.route(&request).map_or(self.compress_fallback, |r| r.compress);
+            on.then(|| compress::negotiate(request.method(), request.headers(), &self.compression))
+                .flatten()
+        } else {
+            None
+        };
+        let response = 'answer: {
+            let route = self.route(&request);
+            if let Some(route) = route {
+                if let Some(refused) = route.refuses(&request).await {
+                    break 'answer refused;
+                }
+            }
+            let (request, to) = match route.map(|r| (r, &r.action)) {
+                Some((_, Action::Fixed(f))) => {
+                    let mut r = Response::new(Body::from(f.body.clone()));
+                    *r.status_mut() = f.status;
+                    r.headers_mut().insert(header::CONTENT_TYPE, f.content_type.clone());
+                    break 'answer r;
+                }
+                Some((route, Action::Files(index, then))) => {
+                    match Box::pin(self.files[*index].serve(request)).await {
+                        Ok(response) => break 'answer response,
+                        Err((request, miss)) => match then.as_deref() {
+                            Some(then) => (request, Forward::Route(route, then)),
+                            None => break 'answer miss.response(),
+                        },
+                    }
+                }
+                Some((route, action)) => (request, Forward::Route(route, action)),
+                None => {
+                    let request = match &self.fallback_files {
+                        Some(files) => match Box::pin(files.serve(request)).await {
+                            Ok(response) => break 'answer response,
+                            Err((request, miss)) if self.fallback.is_none() => {
+                                drop(request);
+                                break 'answer miss.response();
+                            }
+                            Err((request, _)) => request,
+                        },
+                        None => request,
+                    };
+                    match self.fallback.as_deref() {
+                        Some(fallback) => (request, Forward::Fallback(fallback)),
+                        None => break 'answer self.builtin(request),
+                    }
+                }
+            };
+            // Through the cache of the route (or of the fallback) if there is one; a hit costs
+            // no future of its own.
+            let cache = match to {
+                Forward::Route(route, _) => route.cache.as_ref(),
+                Forward::Fallback(_) => self.fallback_cache.as_deref(),
+            };
+            if let Some(cache) = cache {
+                break 'answer match cache.hit(&request) {
+                    Ok(hit) => hit,
+                    Err(miss) => Box::pin(cache.fetch(request, miss, |r| self.send(to, r))).await,
+                };
+            }
+            self.send(to, request).await
+        };
         match coding {
             Some(coding) => compress::apply(response, coding, &self.compression),
             None => response,
@@ -373,53 +428,8 @@ impl Handler for BuiltinRoutes {
 }
 
 impl BuiltinRoutes {
-    /// The response to `request`, before any compression.
-    async fn answer(&self, request: Request<Body>) -> Response<Body> {
-        let route = self.route(&request);
-        if let Some(route) = route {
-            if let Some(refused) = route.refuses(&request).await {
-                return refused;
-            }
-        }
-        match route.map(|r| &r.action) {
-            Some(Action::Fixed(f)) => {
-                let mut r = Response::new(Body::from(f.body.clone()));
-                *r.status_mut() = f.status;
-                r.headers_mut().insert(header::CONTENT_TYPE, f.content_type.clone());
-                return r;
-            }
-            Some(Action::Files(index, then)) => {
-                return match Box::pin(self.files[*index].serve(request)).await {
-                    Ok(response) => response,
-                    Err((request, miss)) => match then.as_deref() {
-                        Some(then) => self.forward_cached(route, then, request).await,
-                        None => miss.response(),
-                    },
-                };
-            }
-            Some(action) => return self.forward_cached(route, action, request).await,
-            None => {}
-        }
-        let request = match &self.fallback_files {
-            Some(files) => match Box::pin(files.serve(request)).await {
-                Ok(response) => return response,
-                Err((request, miss)) if self.fallback.is_none() => {
-                    drop(request);
-                    return miss.response();
-                }
-                Err((request, _)) => request,
-            },
-            None => request,
-        };
-        if let Some(fallback) = self.fallback.as_deref() {
-            let Some(cache) = &self.fallback_cache else {
-                return fallback.call(request).await;
-            };
-            return match cache.hit(&request) {
-                Ok(hit) => hit,
-                Err(miss) => Box::pin(cache.fetch(request, miss, |r| fallback.call(r))).await,
-            };
-        }
+    /// The built-in routes: the welcome page, the benchmark routes and `/echo`.
+    fn builtin(&self, request: Request<Body>) -> Response<Body> {
         match request.uri().path() {
             "/plaintext" => respond(StatusCode::OK, "text/plain", "Hello, World!"),
             "/json" => {

@@ -156,7 +156,8 @@ pub(crate) fn install(waker: DriverWaker) {
 pub(crate) fn deliver() {
     percore::with(|p| {
         let Some(inbox) = p.blocking.inbox.get() else { return };
-        if !inbox.pending.swap(false, Ordering::AcqRel) {
+        // A plain load first: most turns have nothing, and a swap is a locked instruction.
+        if !inbox.pending.load(Ordering::Acquire) || !inbox.pending.swap(false, Ordering::AcqRel) {
             return;
         }
         let done = std::mem::take(&mut *inbox.done.lock().unwrap_or_else(|e| e.into_inner()));
