@@ -148,7 +148,11 @@ impl ResponseCache {
     pub fn new(name: &str, section: Arc<CacheSection>) -> ResponseCache {
         let store = Store::new(section.max_entries, section.max_size as usize);
         ResponseCache {
-            status_header: HeaderName::try_from(&section.status_header).ok(),
+            // The default name is a static one: cloning it into every hit's fields is free.
+            status_header: match section.status_header.as_str() {
+                "x-cache" => Some(HeaderName::from_static("x-cache")),
+                name => HeaderName::try_from(name).ok(),
+            },
             store: RefCell::new(store),
             flights: RefCell::default(),
             metrics: metrics::register(name),
@@ -276,7 +280,7 @@ impl ResponseCache {
             lifetime,
             vary,
         };
-        let response = self.respond(&stored, Some(&request_headers), outcome);
+        let response = self.respond(&stored, Some(&request_headers), outcome, rt::now());
         self.metrics.stored();
         let mut store = self.store.borrow_mut();
         store.put(&key, stored);
@@ -292,12 +296,13 @@ impl ResponseCache {
         request: &Request<Body>,
         conditional: bool,
     ) -> Result<Response<Body>, Outcome> {
-        let found = self.store.borrow_mut().get(key, request.headers(), rt::now());
+        let now = rt::now();
+        let found = self.store.borrow_mut().get(key, request.headers(), now);
         match found {
             Found::Fresh(stored) => {
                 self.metrics.count(Outcome::Hit);
                 let headers = conditional.then(|| request.headers());
-                Ok(self.respond(&stored, headers, Outcome::Hit))
+                Ok(self.respond(&stored, headers, Outcome::Hit, now))
             }
             Found::Expired => Err(Outcome::Expired),
             Found::Missing => Err(Outcome::Miss),
@@ -306,7 +311,13 @@ impl ResponseCache {
 
     /// The response for a stored entry: `304` when the request's validators match it.
     /// (`request`: the request's fields when they may hold validators.)
-    fn respond(&self, s: &Stored, request: Option<&HeaderMap>, outcome: Outcome) -> Response<Body> {
+    fn respond(
+        &self,
+        s: &Stored,
+        request: Option<&HeaderMap>,
+        outcome: Outcome,
+        now: std::time::Instant,
+    ) -> Response<Body> {
         let not_modified = request.is_some_and(|r| not_modified(r, &s.headers));
         // HEAD gets the body too: the protocol writes its length and never its bytes.
         let body = if not_modified { Body::empty() } else { Body::from(s.body.clone()) };
@@ -317,7 +328,7 @@ impl ResponseCache {
             return self.mark(r, outcome);
         }
         // The hit's fields were prepared when it was stored (with the status header).
-        let age = s.age(rt::now()).as_secs();
+        let age = s.age(now).as_secs();
         let mut hit = s.hit_headers.borrow_mut();
         if hit.1 != age {
             hit.0.insert(header::AGE, age_value(age));
