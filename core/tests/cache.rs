@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::upstream::{self, ok, Reply, Upstream};
 use common::{addr, RawResponse};
-use peregrine::{IoChoice, Limits, Server};
+use peregrine::{IoChoice, Server};
 
 /// A server routing everything to `up` through the cache (`[cache]` keys `cache_keys`).
 fn cached(up: &Upstream, cache_keys: &str) -> Server {
@@ -19,24 +19,7 @@ fn cached(up: &Upstream, cache_keys: &str) -> Server {
          address = \"http://{}\"\n[[route]]\nupstream = \"app\"\ncache = true\n",
         up.addr
     );
-    let config = peregrine::config::Config::parse(&toml).unwrap_or_else(|e| panic!("{e}"));
-    config.validate().unwrap_or_else(|e| panic!("{e}"));
-    let groups: Vec<(String, Arc<peregrine::proxy::ProxyConfig>)> = config
-        .upstream
-        .iter()
-        .map(|u| (u.name.clone(), Arc::new(u.proxy_config(&config.proxy).unwrap())))
-        .collect();
-    let routes = config.route.clone();
-    let settings = peregrine::routes::RouteSettings::of(&config);
-    Server::start(common::config(IoChoice::Auto, Limits::default()), move || {
-        peregrine::routes::BuiltinRoutes::with_targets(
-            &routes,
-            &groups,
-            &peregrine::apps::Apps::default(),
-            &settings,
-        )
-    })
-    .expect("server starts")
+    common::routed(IoChoice::Auto, &toml, false)
 }
 
 fn get(a: SocketAddr, path: &str, headers: &str) -> RawResponse {

@@ -6,32 +6,14 @@ mod common;
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::upstream::{self, ok};
 use common::{addr, RawResponse};
-use peregrine::{IoChoice, Limits, Server};
+use peregrine::{IoChoice, Server};
 
 fn serve(toml: &str) -> Server {
-    let config = peregrine::config::Config::parse(toml).unwrap_or_else(|e| panic!("{e}"));
-    config.validate().unwrap_or_else(|e| panic!("{e}"));
-    let groups: Vec<(String, Arc<peregrine::proxy::ProxyConfig>)> = config
-        .upstream
-        .iter()
-        .map(|u| (u.name.clone(), Arc::new(u.proxy_config(&config.proxy).unwrap())))
-        .collect();
-    let routes = config.route.clone();
-    let settings = peregrine::routes::RouteSettings::of(&config);
-    Server::start(common::config(IoChoice::Auto, Limits::default()), move || {
-        peregrine::routes::BuiltinRoutes::with_targets(
-            &routes,
-            &groups,
-            &peregrine::apps::Apps::default(),
-            &settings,
-        )
-    })
-    .expect("server starts")
+    common::routed(IoChoice::Auto, toml, false)
 }
 
 fn get(a: SocketAddr, path: &str, headers: &str) -> RawResponse {

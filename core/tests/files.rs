@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 #[cfg(unix)]
 use std::path::Path;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{addr, Client, RawResponse};
@@ -48,27 +47,9 @@ impl Drop for Site {
     }
 }
 
-/// A server running the binary's router over `toml` on driver `io`.
+/// A server running the binary's router over `toml` on driver `io` (TLS when `tls`).
 fn serve_config(io: IoChoice, toml: &str, tls: bool) -> Server {
-    let config = peregrine::config::Config::parse(toml).unwrap_or_else(|e| panic!("{e}"));
-    config.validate().unwrap_or_else(|e| panic!("{e}"));
-    let routes = config.route.clone();
-    let settings = peregrine::routes::RouteSettings::of(&config);
-    let mut server_config = common::config(io, Limits::default());
-    if tls {
-        let addr = server_config.listen[0].address;
-        server_config.listen =
-            vec![peregrine::ListenerSpec::tls(addr, common::tls::localhost_settings())];
-    }
-    Server::start(server_config, move || {
-        peregrine::routes::BuiltinRoutes::with_targets(
-            &routes,
-            &[],
-            &peregrine::apps::Apps::default(),
-            &settings,
-        )
-    })
-    .expect("server starts")
+    common::routed(io, toml, tls)
 }
 
 /// A server for `site` with the route keys `extra` (and `[files]` keys `files`).
@@ -443,23 +424,7 @@ fn files_first_then_the_upstream_for_the_rest() {
          [[route]]\npath_prefix = \"/\"\nroot = \"{root}\"\nupstream = \"app\"\n",
         addr(&upstream)
     );
-    let config = peregrine::config::Config::parse(&toml).unwrap();
-    config.validate().unwrap();
-    let groups: Vec<(String, Arc<peregrine::proxy::ProxyConfig>)> = config
-        .upstream
-        .iter()
-        .map(|u| (u.name.clone(), Arc::new(u.proxy_config(&config.proxy).unwrap())))
-        .collect();
-    let routes = config.route.clone();
-    let server = Server::start(common::config(IoChoice::Auto, Limits::default()), move || {
-        peregrine::routes::BuiltinRoutes::with_targets(
-            &routes,
-            &groups,
-            &peregrine::apps::Apps::default(),
-            &Default::default(),
-        )
-    })
-    .unwrap();
+    let server = serve_config(IoChoice::Auto, &toml, false);
     let a = addr(&server);
     assert_eq!(get(a, "/static.txt", "").body, b"from disk");
     assert_eq!(get(a, "/api/users", "").body, b"from the app: /api/users");

@@ -371,17 +371,7 @@ fn http2_clients_reach_an_http1_upstream_with_their_authority_as_host() {
 
 /// A server running the binary's router over `toml` (its `[[route]]`s and `[[upstream]]`s).
 fn routed(toml: &str) -> Server {
-    let config = peregrine::config::Config::parse(toml).unwrap_or_else(|e| panic!("{e}"));
-    let groups: Vec<(String, Arc<ProxyConfig>)> = config
-        .upstream
-        .iter()
-        .map(|u| (u.name.clone(), Arc::new(u.proxy_config(&config.proxy).unwrap())))
-        .collect();
-    let routes = config.route.clone();
-    Server::start(common::config(IoChoice::Auto, Limits::default()), move || {
-        peregrine::routes::BuiltinRoutes::with_upstreams(&routes, &groups)
-    })
-    .expect("router starts")
+    common::routed(IoChoice::Auto, toml, false)
 }
 
 fn get_host(addr: SocketAddr, host: &str, path: &str) -> common::RawResponse {

@@ -181,6 +181,35 @@ pub fn start(io: IoChoice, limits: Limits) -> Server {
     server
 }
 
+/// A server running the binary's router over the config text `toml` (its `[[route]]`s,
+/// `[[upstream]]`s and the `[files]`, `[cache]` and `[compression]` sections) on driver `io`,
+/// over TLS with the test CA's `localhost` certificate when `tls`.
+pub fn routed(io: IoChoice, toml: &str, tls: bool) -> Server {
+    let config = peregrine::config::Config::parse(toml).unwrap_or_else(|e| panic!("{e}"));
+    config.validate().unwrap_or_else(|e| panic!("{e}"));
+    let groups: Vec<(String, std::sync::Arc<peregrine::proxy::ProxyConfig>)> = config
+        .upstream
+        .iter()
+        .map(|u| (u.name.clone(), std::sync::Arc::new(u.proxy_config(&config.proxy).unwrap())))
+        .collect();
+    let routes = config.route.clone();
+    let settings = peregrine::routes::RouteSettings::of(&config);
+    let mut server_config = self::config(io, Limits::default());
+    if tls {
+        let addr = server_config.listen[0].address;
+        server_config.listen = vec![ListenerSpec::tls(addr, self::tls::localhost_settings())];
+    }
+    Server::start(server_config, move || {
+        peregrine::routes::BuiltinRoutes::with_targets(
+            &routes,
+            &groups,
+            &peregrine::apps::Apps::default(),
+            &settings,
+        )
+    })
+    .expect("the router starts")
+}
+
 /// The server's (first) bound address.
 pub fn addr(server: &Server) -> SocketAddr {
     server.local_addrs()[0]
