@@ -11,7 +11,7 @@ use std::fs;
 use std::path::Path;
 
 use peregrine_bench::peers::{self, TlsFiles};
-use peregrine_bench::report::{RunMeasurement, H2O, NGINX, PEREGRINE};
+use peregrine_bench::report::{median, RunMeasurement, H2O, NGINX, PEREGRINE};
 use peregrine_bench::scenario::{Load, Scenario};
 use peregrine_bench::servers::{self, Launcher, NginxTemplates, Server};
 use peregrine_bench::sys::{self, UtcTime};
@@ -287,14 +287,6 @@ pub(crate) fn run(cli: &cli::Cli, bench: &Bench, out_dir: &Path) -> Result<(), S
     Ok(())
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    Some(v[v.len() / 2])
-}
-
 /// The Markdown report: per scenario and server, the medians over the rounds, Peregrine's
 /// ratio to each peer per server-CPU-second, and server CPU per GiB sent.
 fn table(
@@ -325,18 +317,17 @@ fn table(
         let of = |server: &str| -> Vec<&RunMeasurement> {
             results.iter().filter(|(s, n, _)| *s == name && n == server).map(|r| &r.2).collect()
         };
-        let per_cpu =
-            |server: &str| median(of(server).iter().filter_map(|m| m.req_per_cpu_s()).collect());
+        let per_cpu = |server: &str| median(of(server).iter().filter_map(|m| m.req_per_cpu_s()));
         let ours = per_cpu(PEREGRINE);
         for server in [PEREGRINE, NGINX, H2O] {
             let runs = of(server);
             if runs.is_empty() {
                 continue;
             }
-            let rps = median(runs.iter().map(|m| m.req_per_s).collect()).unwrap_or(0.0);
+            let rps = median(runs.iter().map(|m| m.req_per_s)).unwrap_or(0.0);
             let cpu = per_cpu(server);
             let per_gib = cpu.map(|c| (1u64 << 30) as f64 / (c * size));
-            let p99 = median(runs.iter().filter_map(|m| m.latency.p99()).collect())
+            let p99 = median(runs.iter().filter_map(|m| m.latency.p99()))
                 .map_or("n/a".into(), |us| format!("{us:.0} µs"));
             let ratio = match (ours, cpu) {
                 (Some(a), Some(b)) if server != PEREGRINE && b > 0.0 => format!("{:.2}×", a / b),
@@ -356,8 +347,7 @@ fn table(
             results
                 .iter()
                 .filter(|(s, n, _)| *s == name && n == PEREGRINE)
-                .filter_map(|r| r.2.req_per_cpu_s())
-                .collect(),
+                .filter_map(|r| r.2.req_per_cpu_s()),
         )
     };
     if let (Some(plain), Some(hit)) = (per_cpu("plaintext-c64"), per_cpu("cache-hit-c64")) {

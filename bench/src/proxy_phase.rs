@@ -13,7 +13,7 @@ use std::fs;
 use std::path::Path;
 
 use peregrine_bench::peers;
-use peregrine_bench::report::{RunMeasurement, H2O, NGINX, PEREGRINE};
+use peregrine_bench::report::{median, RunMeasurement, H2O, NGINX, PEREGRINE};
 use peregrine_bench::scenario::{Load, Scenario};
 use peregrine_bench::servers::{self, Launcher, NginxTemplates, Server};
 use peregrine_bench::sys::{self, UtcTime};
@@ -157,14 +157,6 @@ start = \"at_start\"
     Ok(())
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    Some(v[v.len() / 2])
-}
-
 /// The Markdown report: per scenario and proxy, the medians over the rounds, and
 /// Peregrine's ratio to each peer.
 fn table(
@@ -196,22 +188,21 @@ fn table(
                 .map(|r| &r.2)
                 .collect()
         };
-        let per_cpu =
-            |server: &str| median(of(server).iter().filter_map(|m| m.req_per_cpu_s()).collect());
+        let per_cpu = |server: &str| median(of(server).iter().filter_map(|m| m.req_per_cpu_s()));
         let ours = per_cpu(PEREGRINE);
         for server in [PEREGRINE, PEREGRINE_APP, NGINX, H2O] {
             let runs = of(server);
             if runs.is_empty() {
                 continue;
             }
-            let rps = median(runs.iter().map(|m| m.req_per_s).collect()).unwrap_or(0.0);
+            let rps = median(runs.iter().map(|m| m.req_per_s)).unwrap_or(0.0);
             let cpu = per_cpu(server);
             let latency = match scenario.load {
                 Load::H2load { .. } => {
-                    median(runs.iter().filter_map(|m| m.request_time.map(|t| t.mean_us)).collect())
+                    median(runs.iter().filter_map(|m| m.request_time.map(|t| t.mean_us)))
                         .map_or("n/a".into(), |us| format!("mean {us:.0} µs"))
                 }
-                _ => median(runs.iter().filter_map(|m| m.latency.p99()).collect())
+                _ => median(runs.iter().filter_map(|m| m.latency.p99()))
                     .map_or("n/a".into(), |us| format!("p99 {us:.0} µs")),
             };
             let ratio = match (ours, cpu) {
