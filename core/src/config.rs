@@ -483,6 +483,28 @@ mod tests {
     }
 
     #[test]
+    fn file_cache_and_compression_keys_are_checked() {
+        let err = |text: &str| Config::parse(text).unwrap_err();
+        let e = err("[[route]]\npath_prefix = \"/\"\nroot = \"/nonexistent/peregrine\"\n");
+        assert!(e.contains("route[0]") && e.contains("root"), "{e}");
+        let e = err("[[route]]\npath = \"/x\"\nbody = \"x\"\ncache = true\n");
+        assert!(e.contains("route[0].cache"), "{e}");
+        let e = err("[[route]]\npath = \"/x\"\nindex = [\"a.html\"]\n");
+        assert!(e.contains("need root"), "{e}");
+        let dir = std::env::temp_dir().display().to_string().replace('\\', "/");
+        let e = err(&format!("[[route]]\npath = \"/x\"\nroot = \"{dir}\"\n"));
+        assert!(e.contains("path_prefix"), "{e}");
+        let e =
+            err(&format!("[[route]]\npath_prefix = \"/\"\nroot = \"{dir}\"\nindex = [\"a/b\"]\n"));
+        assert!(e.contains("index"), "{e}");
+        assert!(err("[files]\ndisk_threads = 0\n").contains("files.disk_threads"));
+        assert!(err("[files]\nmax_ranges = 0\n").contains("files.max_ranges"));
+        assert!(err("[cache]\nstatuses = [42]\n").contains("cache.statuses"));
+        assert!(err("[cache]\nstatus_header = \"x cache\"\n").contains("cache.status_header"));
+        assert!(err("[compression]\ncodings = [\"deflate\"]\n").contains("deflate"));
+    }
+
+    #[test]
     fn tls_listener_with_sni_parses() {
         let c = Config::parse(
             "[[listener]]\naddress = \"127.0.0.1:8443\"\nprotocols = [\"h2\"]\n\

@@ -181,6 +181,22 @@ fn fifty_concurrent_misses_send_one_upstream_request() {
     stop(server);
 }
 
+#[test]
+fn a_miss_waits_no_longer_than_lock_timeout_for_another_fetch() {
+    let up = scripted();
+    let server = cached(&up, "lock_timeout = \"100ms\"");
+    let a = addr(&server);
+    // The first fetch of /slow takes 500 ms; the second request gives up waiting after
+    // 100 ms and goes upstream itself.
+    let first = std::thread::spawn(move || get(a, "/slow", ""));
+    std::thread::sleep(Duration::from_millis(50));
+    let second = get(a, "/slow", "");
+    assert_eq!((second.status, second.header("x-cache")), (200, Some("MISS")));
+    assert_eq!(first.join().unwrap().status, 200);
+    assert_eq!(upstream_saw(&up, "/slow"), 2, "the second miss did not go upstream itself");
+    stop(server);
+}
+
 /// Purging everything would reach the other tests' caches in this process: that is
 /// `cache_binary.rs`'s (through the admin listener of a child process).
 #[test]
