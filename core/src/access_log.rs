@@ -66,6 +66,17 @@ impl Writer {
         }
     }
 
+    /// Lets go of this writer's own sender (a reload replaced it): its thread ends once the
+    /// cores' handles of it (the connections of the old config) are gone.
+    pub(crate) fn retire(&mut self) {
+        self.tx.take();
+    }
+
+    /// Whether its thread has ended.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
     /// Waits for every line handed over so far to be written (call after the cores stop).
     pub(crate) fn finish(&mut self) {
         self.tx.take();
@@ -165,6 +176,17 @@ impl CoreLog {
         let chunk =
             std::mem::replace(&mut *self.buf.borrow_mut(), Vec::with_capacity(FLUSH_AT + 1024));
         self.last.set(now);
+        if !chunk.is_empty() {
+            let _ = self.tx.send(chunk);
+        }
+    }
+}
+
+/// A core's handle of a writer a reload replaced goes when the last connection of the old
+/// config does: what it still holds is handed over then.
+impl Drop for CoreLog {
+    fn drop(&mut self) {
+        let chunk = std::mem::take(&mut *self.buf.borrow_mut());
         if !chunk.is_empty() {
             let _ = self.tx.send(chunk);
         }

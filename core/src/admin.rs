@@ -120,6 +120,13 @@ fn serve(mut stream: TcpStream, metrics: &Metrics, shutdown: &ShutdownHandle) ->
                 false => ("404 Not Found", "text/plain", "no such app\n".to_string()),
             }
         }
+        (b"POST", b"/reload") => match shutdown.0.reload_hook() {
+            Some(hook) => match hook() {
+                Ok(done) => ("200 OK", "text/plain", done),
+                Err(why) => ("400 Bad Request", "text/plain", format!("{why}\n")),
+            },
+            None => ("404 Not Found", "text/plain", "no reload here\n".to_string()),
+        },
         (b"POST", path) if path == b"/cache/purge" || path.starts_with(b"/cache/purge?") => {
             match cache_purge(&path[b"/cache/purge".len()..]) {
                 Some(purge) => {

@@ -59,6 +59,22 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
+    /// `spec`'s settings, with its TLS state and per-client tables.
+    pub(crate) fn new(
+        spec: &crate::ListenerSpec,
+        tls: Option<Arc<TlsListener>>,
+        clients: Arc<ClientPolicy>,
+    ) -> Endpoint {
+        Endpoint {
+            protocols: spec.protocols,
+            tls,
+            proxy_protocol: (!spec.proxy_protocol_from.is_empty())
+                .then(|| Trusted::new(spec.proxy_protocol_from.clone())),
+            access: AccessList::new(spec.allow.clone(), spec.deny.clone()),
+            clients,
+        }
+    }
+
     /// Whether connections here need the client's address whatever the handler: a PROXY
     /// protocol trust list, an allow/deny list or per-client tables.
     pub(crate) fn wants_peer(&self) -> bool {

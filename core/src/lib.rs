@@ -44,6 +44,7 @@ mod metrics;
 pub mod overview;
 mod percore;
 pub mod proxy;
+mod reload;
 pub mod routes;
 mod rt;
 mod server;
@@ -62,6 +63,7 @@ pub use handler::Handler;
 pub use listener::{InheritedSocket, ListenerSpec, Protocols, UnixSocket};
 pub use metrics::Metrics;
 pub use peregrine_limits::{Limits, MinDataRate, RateLimit};
+pub use reload::{ReloadHandle, Reloaded};
 pub use server::{Server, ServerConfig, ShutdownHandle, StartError};
 pub use sys::driver::{DriverKind, IoChoice};
 pub use tls::{

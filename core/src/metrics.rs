@@ -256,9 +256,12 @@ impl CoreMetrics {
 pub struct Metrics {
     pub(crate) cores: Arc<Vec<Arc<CoreMetrics>>>,
     pub(crate) driver: &'static str,
-    pub(crate) max_connections: u64,
-    /// The per-client tables (their counts are read on scrape).
-    pub(crate) clients: Arc<crate::clients::ClientPolicy>,
+    /// The connection cap (a reload may change it).
+    pub(crate) limiter: Arc<peregrine_limits::ConnectionLimiter>,
+    /// The per-client tables (their counts are read on scrape; a reload may replace them).
+    pub(crate) clients: Arc<arc_swap::ArcSwap<crate::clients::ClientPolicy>>,
+    /// Config reloads and how the last one went.
+    pub(crate) reloads: Arc<crate::reload::ReloadStats>,
 }
 
 impl Metrics {
@@ -295,7 +298,7 @@ impl Metrics {
             "peregrine_connections_max",
             "gauge",
             "The max_connections cap.",
-            &[("", self.max_connections)],
+            &[("", self.limiter.max())],
         );
         let rejections: Vec<(String, u64)> = Rejection::ALL
             .iter()
@@ -368,7 +371,7 @@ impl Metrics {
             "HTTP/2 streams whose handler is running or whose response is being sent.",
             &[("", opened.saturating_sub(closed))],
         );
-        if let Some((connections, addresses)) = self.clients.connection_counts() {
+        if let Some((connections, addresses)) = self.clients.load().connection_counts() {
             metric(
                 &mut out,
                 "peregrine_client_connections",
@@ -415,6 +418,7 @@ impl Metrics {
         let _ = writeln!(out, "# HELP {name} Time from a request head's arrival to its response being written.\n# TYPE {name} histogram");
         let parts: Vec<&Histogram> = self.cores.iter().map(|c| &c.latency).collect();
         Histogram::render(&mut out, name, "", &parts);
+        self.reloads.render(&mut out);
         crate::proxy::metrics::render(&mut out);
         crate::apps::metrics::render(&mut out);
         crate::cache::render(&mut out);
@@ -479,7 +483,13 @@ mod tests {
         cores[1].tls_failed(TlsFailure::Timeout);
         cores[0].protocol(crate::conn::Protocol::Http2);
         let clients = crate::clients::ClientPolicy::new(&peregrine_limits::Limits::default());
-        let m = Metrics { cores: Arc::new(cores), driver: "epoll", max_connections: 10, clients };
+        let m = Metrics {
+            cores: Arc::new(cores),
+            driver: "epoll",
+            limiter: peregrine_limits::ConnectionLimiter::new(10),
+            clients: Arc::new(arc_swap::ArcSwap::new(clients)),
+            reloads: Arc::default(),
+        };
         let text = m.render();
         assert!(text.contains("peregrine_connections_active 1\n"), "{text}");
         assert!(text.contains("peregrine_rejections_total{reason=\"max_request_line_size\"} 1\n"));

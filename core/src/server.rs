@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::sys::driver::{self, Driver, DriverConfig, DriverKind, DriverWaker, IoChoice};
-use peregrine_limits::{AccessList, ConnectionLimiter, Limit, Limits};
+use peregrine_limits::{ConnectionLimiter, Limit, Limits};
 use socket2::SockRef;
 use tracing::{debug, warn};
 
@@ -25,8 +25,9 @@ use crate::admin::Admin;
 use crate::clients::ClientPolicy;
 use crate::conn::{self, Endpoint};
 use crate::h1;
-use crate::listener::{InheritedSocket, ListenerSpec, Protocols};
+use crate::listener::{InheritedSocket, ListenerSpec};
 use crate::metrics::{CoreMetrics, Metrics, Rejection};
+use crate::reload::{CoreListener, CoreMessage, CoreUpdate, Live, LiveInit, Mailbox, ReloadHandle};
 use crate::rt::{self, executor};
 use crate::sys;
 use crate::tls::{TlsError, TlsListener, TlsReloadHandle};
@@ -137,24 +138,28 @@ pub(crate) struct Control {
     /// refused) unless a successor holds them.
     #[cfg(unix)]
     handover: Mutex<Vec<Vec<sys::OwnedSocket>>>,
+    /// What the admin listener's `POST /reload` calls (the binary's config reload).
+    reload_hook: Mutex<Option<ReloadHook>>,
 }
+
+/// A reload as the embedder does it: what to answer the admin client, or why it failed.
+pub(crate) type ReloadHook = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
 
 /// A running server.
 pub struct Server {
-    addrs: Vec<SocketAddr>,
     threads: Vec<JoinHandle<()>>,
     control: Arc<Control>,
     driver: DriverKind,
     driver_why: String,
     metrics: Metrics,
     admin: Option<Admin>,
-    access_log: Option<access_log::Writer>,
-    tls: TlsReloadHandle,
+    /// What a reload changes: listeners, limits, TLS, the access log.
+    live: Arc<Live>,
 }
 
 /// A cloneable, thread-safe handle that starts a graceful shutdown.
 #[derive(Clone)]
-pub struct ShutdownHandle(Arc<Control>);
+pub struct ShutdownHandle(pub(crate) Arc<Control>);
 
 impl ShutdownHandle {
     /// Starts a graceful shutdown: stop accepting, finish in-flight requests, close idle
@@ -171,7 +176,32 @@ impl ShutdownHandle {
 
     /// Whether a shutdown has started.
     pub fn is_shutting_down(&self) -> bool {
-        self.0.shutting_down.load(Ordering::SeqCst)
+        self.0.is_shutting_down()
+    }
+}
+
+impl Control {
+    pub(crate) fn reload_hook(&self) -> Option<ReloadHook> {
+        self.reload_hook.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Makes `handover` what an upgrade hands over, unless a shutdown has started (its
+    /// sockets are closing: they are dropped). Checked under the lock the shutdown clears
+    /// the list under, so no socket outlives a shutdown here.
+    #[cfg(unix)]
+    pub(crate) fn replace_handover(
+        &self,
+        make: impl FnOnce(&mut Vec<Vec<sys::OwnedSocket>>) -> Vec<Vec<sys::OwnedSocket>>,
+    ) {
+        let mut handover = self.handover.lock().expect("handover poisoned");
+        if !self.is_shutting_down() {
+            let new = make(&mut handover);
+            *handover = new;
+        }
     }
 }
 
@@ -189,82 +219,40 @@ impl Server {
         F: Fn() -> H + Send + Sync + 'static,
         H: Handler,
     {
-        config.limits.validate().map_err(StartError::Config)?;
-        if config.listen.is_empty() {
-            return Err(StartError::Config("no listen address".into()));
-        }
+        check(&config)?;
         let cpus = driver::allowed_cpus();
         let threads = config.threads.unwrap_or(cpus.len()).max(1);
         let open_files = driver::raise_open_files_limit();
         let limiter = ConnectionLimiter::new(config.limits.effective_max_connections(open_files));
 
-        // Each thread's listener per address (port 0 is resolved by the first bind).
-        let mut addrs = Vec::new();
-        let mut per_thread: Vec<Vec<(sys::Listener, ListenerInfo)>> =
-            (0..threads).map(|_| Vec::new()).collect();
-        let mut tls_listeners = Vec::new();
+        // Each listener's sockets for every core (port 0 is resolved by the first bind).
         let clients = ClientPolicy::new(&config.limits);
+        let mut addrs = Vec::new();
+        let mut tls_listeners = Vec::new();
+        let mut listener_clients = Vec::new();
+        let mut per_core: Vec<Vec<CoreListener>> = (0..threads).map(|_| Vec::new()).collect();
         #[cfg(unix)]
         let mut handover: Vec<Vec<sys::OwnedSocket>> = Vec::new();
-        for spec in &config.listen {
+        for (group, spec) in config.listen.iter().enumerate() {
             // A listener with limits of its own gets tables of its own, shared by the cores.
-            let listener_clients = match spec.client_limits {
-                Some(own) => ClientPolicy::with(own, config.limits.ipv6_prefix_length),
-                None => Arc::clone(&clients),
-            };
-            if !spec.protocols.http1 && !spec.protocols.h2 {
-                return Err(StartError::Config(format!("listener {}: no protocol", spec.address)));
-            }
-            let tls = match &spec.tls {
-                Some(settings) => {
-                    let l = TlsListener::new(settings.clone(), spec.protocols)
-                        .map_err(|e| StartError::Tls(spec.address, e))?;
-                    let l = Arc::new(l);
-                    tls_listeners.push(Arc::clone(&l));
-                    Some(l)
-                }
-                None => None,
-            };
-            // A Unix socket is bound once and shared by the reactors, as an inherited one is.
+            let own = spec
+                .client_limits
+                .map(|own| ClientPolicy::with(own, config.limits.ipv6_prefix_length));
+            let tls = tls_listener(spec)?;
+            tls_listeners.extend(tls.clone());
+            let bound = bind(spec, threads)?;
             #[cfg(unix)]
-            let bound_unix = match (&spec.unix, &spec.inherited) {
-                (Some(unix), None) => Some(InheritedSocket(vec![Arc::new(
-                    sys::bind_unix(unix).map_err(|e| StartError::BindUnix(unix.path.clone(), e))?,
-                )])),
-                _ => None,
-            };
-            #[cfg(not(unix))]
-            let bound_unix: Option<InheritedSocket> = None;
-            let shared = spec.inherited.as_ref().or(bound_unix.as_ref());
-            let (addr, listeners) = match shared {
-                Some(socket) => sys::share_listeners(&socket.0, threads).map(|l| (spec.address, l)),
-                None => sys::bind_listeners(spec.address, threads)
-                    .map(|(addr, l)| (addr, l.into_iter().map(|l| vec![l]).collect())),
+            handover.push(bound.handover);
+            for (core, sockets) in per_core.iter_mut().zip(bound.per_core) {
+                let clients = own.clone().unwrap_or_else(|| Arc::clone(&clients));
+                core.push(CoreListener {
+                    group,
+                    sockets: Some(sockets),
+                    info: Endpoint::new(spec, tls.clone(), clients),
+                });
             }
-            .map_err(|e| StartError::Bind(spec.address, e))?;
-            // One descriptor of each distinct socket, kept for handing over in an upgrade.
-            #[cfg(unix)]
-            {
-                let distinct: std::io::Result<Vec<_>> = match shared {
-                    Some(socket) => socket.0.iter().map(|s| s.try_clone()).collect(),
-                    None => listeners.iter().flatten().map(|l| l.try_clone()).collect(),
-                };
-                handover.push(distinct.map_err(|e| StartError::Bind(spec.address, e))?);
-            }
-            for (sockets, reactor_listeners) in per_thread.iter_mut().zip(listeners) {
-                for listener in reactor_listeners {
-                    let info = ListenerInfo {
-                        protocols: spec.protocols,
-                        tls: tls.clone(),
-                        proxy_protocol: (!spec.proxy_protocol_from.is_empty())
-                            .then(|| Trusted::new(spec.proxy_protocol_from.clone())),
-                        access: AccessList::new(spec.allow.clone(), spec.deny.clone()),
-                        clients: Arc::clone(&listener_clients),
-                    };
-                    sockets.push((listener, info));
-                }
-            }
-            addrs.push(addr);
+            addrs.push(bound.addr);
+            listener_clients.push(own);
         }
 
         let control = Arc::new(Control {
@@ -272,39 +260,47 @@ impl Server {
             wakers: Mutex::default(),
             #[cfg(unix)]
             handover: Mutex::new(handover),
+            reload_hook: Mutex::new(None),
         });
         let core_metrics: Vec<Arc<CoreMetrics>> = (0..threads).map(|_| Arc::default()).collect();
         let access_log = match &config.access_log {
             Some(target) => Some(access_log::Writer::start(target).map_err(StartError::AccessLog)?),
             None => None,
         };
-        let factory = Arc::new(factory);
+        let factory: Arc<dyn Fn() -> H + Send + Sync> = Arc::new(factory);
+        let trusted = (!config.trusted_proxies.is_empty())
+            .then(|| Trusted::new(config.trusted_proxies.clone()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut started =
             Started { control: Arc::clone(&control), handles: Vec::new(), access_log };
-        for (index, listeners) in per_thread.into_iter().enumerate() {
+        let mut mailboxes = Vec::new();
+        for (index, listeners) in per_core.into_iter().enumerate() {
+            let mailbox = Arc::new(Mailbox::default());
+            mailboxes.push(Arc::clone(&mailbox));
+            let update = CoreUpdate {
+                factory: Arc::clone(&factory),
+                limits: config.limits.clone(),
+                trusted: trusted.clone(),
+                access_log: started.access_log.as_ref().map(access_log::Writer::core),
+                listeners,
+            };
             let reactor = Reactor {
                 index,
                 cpu: config
                     .pin_threads
                     .then(|| cpus.get(index % cpus.len().max(1)).copied())
                     .flatten(),
-                listeners,
-                limits: config.limits.clone(),
-                trusted: (!config.trusted_proxies.is_empty())
-                    .then(|| Trusted::new(config.trusted_proxies.clone())),
                 driver: DriverConfig { io: config.io, ..DriverConfig::default() },
                 limiter: Arc::clone(&limiter),
                 control: Arc::clone(&control),
                 metrics: Arc::clone(&core_metrics[index]),
-                access_log: started.access_log.as_ref().map(access_log::Writer::core),
                 release_memory: config.release_memory,
+                mailbox,
             };
-            let factory = Arc::clone(&factory);
             let ready = ready_tx.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("peregrine-{index}"))
-                .spawn(move || reactor.run(move || factory(), ready));
+                .spawn(move || reactor.run(update, ready));
             match spawned {
                 Ok(handle) => started.handles.push(handle),
                 Err(e) => return Err(started.abort(&ready_rx, StartError::Driver(e))),
@@ -314,10 +310,12 @@ impl Server {
         // Every reactor reports once (running, or why not) and then lets go of its sender.
         let mut driver = None;
         let mut failure = None;
+        let mut wakers = vec![None; threads];
         for _ in 0..threads {
             match ready_rx.recv() {
-                Ok(Ok((kind, why, waker))) => {
-                    control.wakers.lock().expect("waker list poisoned").push(waker);
+                Ok(Ok((core, kind, why, waker))) => {
+                    control.wakers.lock().expect("waker list poisoned").push(waker.clone());
+                    wakers[core] = Some(waker);
                     driver = Some((kind, why));
                 }
                 Ok(Err(e)) => {
@@ -338,34 +336,55 @@ impl Server {
         if control.shutting_down.load(Ordering::SeqCst) {
             ShutdownHandle(Arc::clone(&control)).shutdown();
         }
+        let Started { handles, access_log, .. } = started;
+        let admin_addr = config.admin;
+        let live = Arc::new(Live::new::<H>(
+            threads,
+            LiveInit {
+                config,
+                addrs,
+                listener_clients,
+                open_files,
+                limiter,
+                clients,
+                tls: tls_listeners,
+                access_log,
+            },
+        ));
+        for (mailbox, waker) in mailboxes.into_iter().zip(wakers) {
+            live.add_core(mailbox, waker.expect("every core reported"));
+        }
         let metrics = Metrics {
             cores: Arc::new(core_metrics),
             driver: driver.as_str(),
-            max_connections: limiter.max(),
-            clients: Arc::clone(&clients),
+            limiter: Arc::clone(&live.limiter),
+            clients: Arc::clone(&live.clients),
+            reloads: Arc::clone(&live.stats),
         };
-        let admin = match config.admin {
+        let admin = match admin_addr {
             Some(addr) => {
                 let handle = ShutdownHandle(Arc::clone(&control));
                 match Admin::start(addr, metrics.clone(), handle) {
                     Ok(a) => Some(a),
-                    Err(e) => return Err(started.abort(&ready_rx, StartError::Admin(addr, e))),
+                    Err(e) => {
+                        let server = Server {
+                            threads: handles,
+                            control,
+                            driver,
+                            driver_why,
+                            metrics,
+                            admin: None,
+                            live,
+                        };
+                        server.shutdown();
+                        server.wait();
+                        return Err(StartError::Admin(addr, e));
+                    }
                 }
             }
             None => None,
         };
-        let Started { handles, access_log, .. } = started;
-        Ok(Server {
-            addrs,
-            threads: handles,
-            control,
-            driver,
-            driver_why,
-            metrics,
-            admin,
-            access_log,
-            tls: TlsReloadHandle(Arc::new(tls_listeners)),
-        })
+        Ok(Server { threads: handles, control, driver, driver_why, metrics, admin, live })
     }
 
     /// Per listener (in [`ServerConfig::listen`]'s order), inheritable copies of its
@@ -398,17 +417,33 @@ impl Server {
     /// theirs, and a listener whose new files fail to load keeps its old certificates (the
     /// error says which file and why).
     pub fn reload_tls(&self) -> Result<(), TlsError> {
-        self.tls.reload()
+        self.tls_reload_handle().reload()
     }
 
     /// A thread-safe handle for [`reload_tls`](Self::reload_tls).
     pub fn tls_reload_handle(&self) -> TlsReloadHandle {
-        self.tls.clone()
+        TlsReloadHandle(Arc::clone(&self.live.tls))
     }
 
-    /// The addresses actually bound, one per configured listener, in order.
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.addrs
+    /// A thread-safe handle that reloads the whole config (see [`ReloadHandle::reload`]).
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle { live: Arc::clone(&self.live), control: Arc::clone(&self.control) }
+    }
+
+    /// Makes the admin listener's `POST /reload` call `hook`, which reloads the config the
+    /// way the embedder reads it (the binary: the config file, as SIGHUP does) and returns
+    /// the answer's text, or why nothing changed (a 400 with that text).
+    pub fn on_reload_request(
+        &self,
+        hook: impl Fn() -> Result<String, String> + Send + Sync + 'static,
+    ) {
+        *self.control.reload_hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+    }
+
+    /// The addresses bound now, one per configured listener, in order (a reload may change
+    /// them).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.live.addrs()
     }
 
     /// The IO driver the reactors run.
@@ -455,13 +490,13 @@ impl Server {
         if let Some(admin) = self.admin.as_mut() {
             admin.stop();
         }
-        if let Some(log) = self.access_log.as_mut() {
-            log.finish();
-        }
+        self.live.finish_logs();
     }
 }
 
-type Ready = mpsc::Sender<Result<(DriverKind, String, DriverWaker), StartError>>;
+/// A reactor's report once it runs: its index, driver, and waker; or why it could not start.
+type Report = Result<(usize, DriverKind, String, DriverWaker), StartError>;
+type Ready = mpsc::Sender<Report>;
 
 /// What a start has set running so far, so that every failure after the first reactor
 /// spawned is undone the same way.
@@ -475,16 +510,12 @@ impl Started {
     /// Stops whatever started: waits for every spawned reactor to report (so each running
     /// one has its waker registered), shuts them down, joins them (their listening sockets
     /// close with them) and closes the access log. Returns `error` for the caller.
-    fn abort(
-        mut self,
-        ready: &mpsc::Receiver<Result<(DriverKind, String, DriverWaker), StartError>>,
-        error: StartError,
-    ) -> StartError {
+    fn abort(mut self, ready: &mpsc::Receiver<Report>, error: StartError) -> StartError {
         // Reports not yet read: a reactor still starting registers its waker now, so the
         // shutdown below reaches it. Each reactor reports once; a reactor thread that died
         // without reporting has dropped its sender, which ends the loop.
         while let Ok(report) = ready.recv_timeout(Duration::from_secs(10)) {
-            if let Ok((_, _, waker)) = report {
+            if let Ok((_, _, _, waker)) = report {
                 self.control.wakers.lock().expect("waker list poisoned").push(waker);
             }
         }
@@ -499,34 +530,92 @@ impl Started {
     }
 }
 
-/// A listener's protocols and TLS state, given to every core.
-struct ListenerInfo {
-    protocols: Protocols,
-    tls: Option<Arc<TlsListener>>,
-    proxy_protocol: Option<Trusted>,
-    access: AccessList,
-    clients: Arc<ClientPolicy>,
+/// Checks what a start and a reload both need of a config.
+pub(crate) fn check(config: &ServerConfig) -> Result<(), StartError> {
+    config.limits.validate().map_err(StartError::Config)?;
+    if config.listen.is_empty() {
+        return Err(StartError::Config("no listen address".into()));
+    }
+    match config.listen.iter().find(|spec| !spec.protocols.http1 && !spec.protocols.h2) {
+        Some(spec) => Err(StartError::Config(format!("listener {}: no protocol", spec.address))),
+        None => Ok(()),
+    }
+}
+
+/// A listener's TLS state (its certificates loaded), when it runs TLS.
+pub(crate) fn tls_listener(spec: &ListenerSpec) -> Result<Option<Arc<TlsListener>>, StartError> {
+    match &spec.tls {
+        Some(settings) => TlsListener::new(settings.clone(), spec.protocols)
+            .map(|l| Some(Arc::new(l)))
+            .map_err(|e| StartError::Tls(spec.address, e)),
+        None => Ok(None),
+    }
+}
+
+/// One listener's sockets for every core.
+pub(crate) struct Bound {
+    /// The address bound (port 0 resolved).
+    pub(crate) addr: SocketAddr,
+    /// Each core's sockets.
+    pub(crate) per_core: Vec<Vec<sys::Listener>>,
+    /// One descriptor of each distinct socket, kept for handing over in an upgrade.
+    #[cfg(unix)]
+    pub(crate) handover: Vec<sys::OwnedSocket>,
+}
+
+/// Binds `spec` for `threads` cores: a socket of its own per core (`SO_REUSEPORT`), or its
+/// inherited or Unix socket shared by them.
+pub(crate) fn bind(spec: &ListenerSpec, threads: usize) -> Result<Bound, StartError> {
+    // A Unix socket is bound once and shared by the reactors, as an inherited one is.
+    #[cfg(unix)]
+    let bound_unix = match (&spec.unix, &spec.inherited) {
+        (Some(unix), None) => Some(InheritedSocket(vec![Arc::new(
+            sys::bind_unix(unix).map_err(|e| StartError::BindUnix(unix.path.clone(), e))?,
+        )])),
+        _ => None,
+    };
+    #[cfg(not(unix))]
+    let bound_unix: Option<InheritedSocket> = None;
+    let shared = spec.inherited.as_ref().or(bound_unix.as_ref());
+    let (addr, per_core) = match shared {
+        Some(socket) => sys::share_listeners(&socket.0, threads).map(|l| (spec.address, l)),
+        None => sys::bind_listeners(spec.address, threads)
+            .map(|(addr, l)| (addr, l.into_iter().map(|l| vec![l]).collect())),
+    }
+    .map_err(|e| StartError::Bind(spec.address, e))?;
+    #[cfg(unix)]
+    {
+        let distinct: std::io::Result<Vec<_>> = match shared {
+            Some(socket) => socket.0.iter().map(|s| s.try_clone()).collect(),
+            None => per_core.iter().flatten().map(|l| l.try_clone()).collect(),
+        };
+        let handover = distinct.map_err(|e| StartError::Bind(spec.address, e))?;
+        Ok(Bound { addr, per_core, handover })
+    }
+    #[cfg(not(unix))]
+    Ok(Bound { addr, per_core })
 }
 
 /// One core's share of the server.
 struct Reactor {
     index: usize,
     cpu: Option<usize>,
-    listeners: Vec<(sys::Listener, ListenerInfo)>,
-    limits: Limits,
-    /// `ServerConfig::trusted_proxies`, when any.
-    trusted: Option<Trusted>,
     driver: DriverConfig,
     limiter: Arc<ConnectionLimiter>,
     control: Arc<Control>,
     metrics: Arc<CoreMetrics>,
-    access_log: Option<access_log::CoreLog>,
     /// `ServerConfig::release_memory`.
     release_memory: Option<fn()>,
+    /// Reload messages.
+    mailbox: Arc<Mailbox>,
 }
 
-/// A listener's accept state on one core.
+/// A listening socket's accept state on one core.
 struct Listener {
+    /// What its accepts complete with (unique on this core).
+    token: usize,
+    /// The configured listener it belongs to (several sockets may, when inherited).
+    group: usize,
     fd: sys::Listener,
     endpoint: Rc<Endpoint>,
     op: Option<driver::OpId>,
@@ -534,11 +623,81 @@ struct Listener {
     retry_at: Option<Instant>,
 }
 
+/// Makes `current` the listeners of `new`, in its order: a group new to this core brings
+/// its sockets; a kept group keeps its sockets (and their pending accepts) and takes the
+/// new settings; a group no longer configured has its accepts cancelled and its sockets
+/// closed.
+fn switch_listeners(current: &mut Vec<Listener>, new: Vec<CoreListener>, tokens: &mut usize) {
+    let mut old = std::mem::take(current);
+    for l in new {
+        let endpoint = Rc::new(l.info);
+        match l.sockets {
+            Some(sockets) => {
+                for fd in sockets {
+                    *tokens += 1;
+                    current.push(Listener {
+                        token: *tokens,
+                        group: l.group,
+                        fd,
+                        endpoint: Rc::clone(&endpoint),
+                        op: None,
+                        retry_at: None,
+                    });
+                }
+            }
+            None => {
+                let (mut kept, rest): (Vec<_>, Vec<_>) =
+                    old.into_iter().partition(|k| k.group == l.group);
+                old = rest;
+                for k in &mut kept {
+                    k.endpoint = Rc::clone(&endpoint);
+                }
+                current.extend(kept);
+            }
+        }
+    }
+    for gone in old {
+        if let Some(op) = gone.op {
+            rt::cancel(op);
+        }
+    }
+}
+
+/// Starts an accept on each listener without one (not backing off after an error).
+fn arm_accepts(listeners: &mut [Listener]) {
+    for l in listeners.iter_mut() {
+        if l.op.is_none() && l.retry_at.is_none_or(|t| rt::now() >= t) {
+            l.retry_at = None;
+            l.op = Some(rt::accept(sys::raw(&l.fd), l.token));
+        }
+    }
+}
+
+/// What a reactor builds from a [`CoreUpdate`]: the handler, the settings new connections
+/// get, and the listeners.
+type Prepared<H> = (Rc<H>, Rc<h1::Settings>, Vec<CoreListener>);
+
+/// Calls the factory with panic isolation and builds the per-core settings.
+fn prepare<H: Handler>(core: usize, update: CoreUpdate<H>) -> Result<Prepared<H>, StartError> {
+    let factory = &update.factory;
+    let handler =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory())).map_err(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(not a string)".into());
+            StartError::Handler { core, message }
+        })?;
+    let settings = h1::Settings::new(update.limits, update.access_log, update.trusted);
+    Ok((Rc::new(handler), Rc::new(settings), update.listeners))
+}
+
 /// How long to pause accepting after an accept error (EMFILE, ENFILE, ENOBUFS...).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 impl Reactor {
-    fn run<H: Handler>(self, make_handler: impl FnOnce() -> H, ready: Ready) {
+    fn run<H: Handler>(self, update: CoreUpdate<H>, ready: Ready) {
         if let Some(cpu) = self.cpu {
             if let Err(e) = driver::pin_current_thread(cpu) {
                 warn!(cpu, error = %e, "could not pin reactor thread");
@@ -551,46 +710,26 @@ impl Reactor {
                 return;
             }
         };
-        let info = (driver.kind(), driver.why().to_string(), driver.waker());
+        let info = (self.index, driver.kind(), driver.why().to_string(), driver.waker());
         rt::install(driver);
         crate::metrics::install(Arc::clone(&self.metrics));
-        let handler = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(make_handler)) {
-            Ok(h) => Rc::new(h),
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "(not a string)".into());
-                let _ = ready.send(Err(StartError::Handler { core: self.index, message }));
+        let (mut handler, mut settings, first) = match prepare(self.index, update) {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                let _ = ready.send(Err(e));
                 return;
             }
         };
-        let settings =
-            Rc::new(h1::Settings::new(self.limits.clone(), self.access_log, self.trusted));
-        let mut listeners: Vec<Listener> = self
-            .listeners
-            .into_iter()
-            .map(|(fd, info)| Listener {
-                fd,
-                endpoint: Rc::new(Endpoint {
-                    protocols: info.protocols,
-                    tls: info.tls,
-                    proxy_protocol: info.proxy_protocol,
-                    access: info.access,
-                    clients: info.clients,
-                }),
-                op: None,
-                retry_at: None,
-            })
-            .collect();
-        for (i, l) in listeners.iter_mut().enumerate() {
-            l.op = Some(rt::accept(sys::raw(&l.fd), i));
-        }
+        let mut listeners = Vec::new();
+        let mut tokens = 0;
+        switch_listeners(&mut listeners, first, &mut tokens);
+        arm_accepts(&mut listeners);
         let _ = ready.send(Ok(info));
         // Reported: the start must not wait on this sender any longer.
         drop(ready);
         debug!(core = self.index, cpu = ?self.cpu, "reactor running");
+        // A reload prepared here, waiting for every core to agree.
+        let mut pending: Option<Prepared<H>> = None;
 
         let live = Rc::new(std::cell::Cell::new(0usize));
         let mut accepted = Vec::new();
@@ -598,6 +737,37 @@ impl Reactor {
         let mut quiet = rt::quiet::QuietRelease::new(self.release_memory);
         loop {
             let ran = rt::run_tasks();
+            for message in self.mailbox.take() {
+                let Ok(message) = message.downcast::<CoreMessage<H>>() else { continue };
+                match *message {
+                    CoreMessage::Prepare(_, reply) if hard_deadline.is_some() => {
+                        let why = "reload: the server is shutting down".into();
+                        let _ = reply.send(Err(StartError::Config(why)));
+                    }
+                    CoreMessage::Prepare(update, reply) => {
+                        let answer = match prepare(self.index, *update) {
+                            Ok(prepared) => {
+                                pending = Some(prepared);
+                                Ok(())
+                            }
+                            Err(e) => Err(e),
+                        };
+                        let _ = reply.send(answer);
+                    }
+                    CoreMessage::Commit(done) => {
+                        if let Some((h, s, l)) = pending.take().filter(|_| hard_deadline.is_none())
+                        {
+                            handler = h;
+                            settings = s;
+                            switch_listeners(&mut listeners, l, &mut tokens);
+                            arm_accepts(&mut listeners);
+                            debug!(core = self.index, "reloaded");
+                        }
+                        let _ = done.send(());
+                    }
+                    CoreMessage::Abort => pending = None,
+                }
+            }
             if hard_deadline.is_none() && self.control.shutting_down.load(Ordering::SeqCst) {
                 // Stop accepting and close the listening sockets now, so new connections are
                 // refused instead of waiting in a backlog nobody reads.
@@ -607,7 +777,7 @@ impl Reactor {
                     }
                 }
                 rt::begin_shutdown();
-                hard_deadline = Some(rt::now() + self.limits.shutdown_timeout);
+                hard_deadline = Some(rt::now() + settings.limits.shutdown_timeout);
                 rt::run_tasks(); // let idle connections see the shutdown and close
             }
             if let Some(deadline) = hard_deadline {
@@ -640,14 +810,15 @@ impl Reactor {
             if let Some(log) = &settings.access_log {
                 log.maybe_flush(rt::now());
             }
-            for (index, result, more) in accepted.drain(..) {
-                if let Some(l) = listeners.get_mut(index) {
+            for (token, result, more) in accepted.drain(..) {
+                let index = listeners.iter().position(|l| l.token == token);
+                if let Some(l) = index.map(|i| &mut listeners[i]) {
                     if !more {
                         l.op = None;
                     }
                 }
-                let Some(endpoint) = listeners.get(index).map(|l| Rc::clone(&l.endpoint)) else {
-                    continue; // a late accept of a listener closed by shutdown
+                let Some(endpoint) = index.map(|i| Rc::clone(&listeners[i].endpoint)) else {
+                    continue; // a late accept of a listener closed by shutdown or a reload
                 };
                 match result {
                     Ok(fd) if hard_deadline.is_none() => {
@@ -710,22 +881,18 @@ impl Reactor {
                     Err(e) if driver::is_canceled(&e) => {}
                     Err(e) => {
                         warn!(error = %e, "accept failed; pausing accepts briefly");
-                        if let Some(l) = listeners.get_mut(index) {
+                        if let Some(l) = index.map(|i| &mut listeners[i]) {
                             l.retry_at = Some(rt::now() + ACCEPT_BACKOFF);
                         }
                     }
                 }
             }
             if hard_deadline.is_none() {
-                for (i, l) in listeners.iter_mut().enumerate() {
-                    if l.op.is_none() && l.retry_at.is_none_or(|t| rt::now() >= t) {
-                        l.retry_at = None;
-                        l.op = Some(rt::accept(sys::raw(&l.fd), i));
-                    }
-                }
+                arm_accepts(&mut listeners);
             }
         }
         drop(listeners);
+        drop(pending);
         drop(handler);
         rt::teardown();
         if let Some(log) = &settings.access_log {

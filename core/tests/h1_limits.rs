@@ -47,6 +47,31 @@ fn request_line_too_long(io: IoChoice) {
     finish(server);
 }
 
+/// A head refused on a connection that has served a request still gets its error response
+/// (the flag "this response has started" belongs to each request), after the responses to
+/// the requests pipelined before it.
+fn refused_head_after_a_served_request(io: IoChoice) {
+    let server = start(io, limits());
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(4000));
+    // Keep-alive: one request answered and sent, then the refused one.
+    let mut c = Client::connect(addr(&server));
+    c.send(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response().status, 200);
+    c.send(long.as_bytes());
+    let received = c.read_to_eof();
+    assert_eq!(first_status(&received), Some(414), "{:?}", String::from_utf8_lossy(&received));
+    // Pipelined: both in one write; the first response is not lost to the second's error.
+    let mut both = b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    both.extend_from_slice(long.as_bytes());
+    let mut c = Client::connect(addr(&server));
+    c.send(&both);
+    let received = c.read_to_eof();
+    let text = String::from_utf8_lossy(&received);
+    assert_eq!(first_status(&received), Some(200), "{text:?}");
+    assert!(text.contains("Hello, World!HTTP/1.1 414 URI Too Long\r\n"), "{text:?}");
+    finish(server);
+}
+
 fn headers_too_large(io: IoChoice) {
     let server = start(io, limits());
     let under = format!("GET /plaintext HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "b".repeat(400));
@@ -326,6 +351,7 @@ fn limits_fire_when_the_head_trickles_in(io: IoChoice) {
 all_transports!(
     limits_fire_when_the_head_trickles_in,
     request_line_too_long,
+    refused_head_after_a_served_request,
     headers_too_large,
     too_many_headers,
     content_length_over_body_limit,

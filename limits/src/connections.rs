@@ -10,22 +10,24 @@ use std::sync::Arc;
 /// Counts open connections against `max_connections`.
 #[derive(Debug)]
 pub struct ConnectionLimiter {
-    max: u64,
+    /// Changed only by a reload ([`set_max`](Self::set_max)).
+    max: AtomicU64,
     open: AtomicU64,
 }
 
 impl ConnectionLimiter {
     /// A limiter allowing `max` simultaneous connections.
     pub fn new(max: u64) -> Arc<Self> {
-        Arc::new(ConnectionLimiter { max, open: AtomicU64::new(0) })
+        Arc::new(ConnectionLimiter { max: AtomicU64::new(max), open: AtomicU64::new(0) })
     }
 
     /// Takes a slot for a new connection, or `None` when the cap is reached. The slot is
     /// returned when the permit is dropped.
     pub fn try_acquire(self: &Arc<Self>) -> Option<ConnectionPermit> {
+        let max = self.max.load(Ordering::Relaxed);
         let mut open = self.open.load(Ordering::Relaxed);
         loop {
-            if open >= self.max {
+            if open >= max {
                 return None;
             }
             match self.open.compare_exchange_weak(
@@ -54,7 +56,13 @@ impl ConnectionLimiter {
 
     /// The cap.
     pub fn max(&self) -> u64 {
-        self.max
+        self.max.load(Ordering::Relaxed)
+    }
+
+    /// Changes the cap (a config reload). Connections already open above a lowered cap
+    /// stay; new ones wait until the count is under it.
+    pub fn set_max(&self, max: u64) {
+        self.max.store(max, Ordering::Relaxed);
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// One hosted application.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     /// The name routes, metrics and logs use.

@@ -60,7 +60,10 @@ impl Apps {
     ) -> Result<Apps, String> {
         let mut apps = Vec::new();
         for (config, path_base) in configs {
-            config.validate().map_err(|e| format!("app {}: {e}", config.name))?;
+            if let Err(e) = config.validate() {
+                Apps { apps: Arc::new(apps) }.stop();
+                return Err(format!("app {}: {e}", config.name));
+            }
             let (tx, rx) = std::sync::mpsc::channel();
             let app = Arc::new(App {
                 path_base,
@@ -78,6 +81,7 @@ impl Apps {
                 .name(format!("peregrine-app-{}", app.config.name))
                 .spawn(move || supervisor::run(for_thread, rx))
                 .map_err(|e| {
+                    Apps { apps: Arc::new(apps.clone()) }.stop();
                     format!("app {}: cannot start its supervisor: {e}", app.config.name)
                 })?;
             *app.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
@@ -85,6 +89,43 @@ impl Apps {
             apps.push(app);
         }
         Ok(Apps { apps: Arc::new(apps) })
+    }
+
+    /// The apps of a new config (a reload): an app whose settings and forwarding are
+    /// unchanged is kept as it runs (the same supervisor and processes); the others start
+    /// now. Returns the new set, the apps started for it (to stop if the reload fails) and
+    /// the running apps it leaves out (to stop once it is in place).
+    pub fn reconcile(
+        &self,
+        configs: Vec<(AppConfig, String)>,
+        forwarding: &ProxyConfig,
+    ) -> Result<Reconciled, String> {
+        let same = |app: &App, config: &AppConfig, path_base: &str| {
+            app.config == *config
+                && app.path_base == path_base
+                && app.forwarding.trusted_proxies == forwarding.trusted_proxies
+        };
+        let (mut kept, mut fresh) = (Vec::new(), Vec::new());
+        for (config, path_base) in configs {
+            match self.apps.iter().find(|a| same(a, &config, &path_base)) {
+                Some(app) => kept.push(Arc::clone(app)),
+                None => fresh.push((config, path_base)),
+            }
+        }
+        let started = Apps::start(fresh, forwarding)?;
+        let removed = self
+            .apps
+            .iter()
+            .filter(|a| !kept.iter().any(|k| Arc::ptr_eq(a, k)))
+            .cloned()
+            .collect::<Vec<_>>();
+        let all = kept.iter().chain(started.apps.iter()).cloned().collect::<Vec<_>>();
+        Ok(Reconciled {
+            apps: Apps { apps: Arc::new(all) },
+            kept: Apps { apps: Arc::new(kept) },
+            started,
+            removed: Apps { apps: Arc::new(removed) },
+        })
     }
 
     /// Whether there are none.
@@ -117,7 +158,20 @@ impl Apps {
                 let _ = thread.join();
             }
         }
+        hosted().retain(|h| !self.apps.iter().any(|a| Arc::ptr_eq(a, h)));
     }
+}
+
+/// [`Apps::reconcile`]'s answer.
+pub struct Reconciled {
+    /// The apps of the new config.
+    pub apps: Apps,
+    /// Those of them that were running already (a reload restarts them).
+    pub kept: Apps,
+    /// Those started for it.
+    pub started: Apps,
+    /// The running apps it no longer has.
+    pub removed: Apps,
 }
 
 /// One hosted app: its settings, its published state, and the way to its supervisor.

@@ -166,10 +166,14 @@ pub(crate) fn serve<H: Handler>(
             // The whole head usually came with the first bytes: parsed here, with no future
             // of its own. The exchange, and the rest of a head still on its way, run in one
             // boxed future per request, so the idle task never holds their state.
+            // Nothing of this request's response has been sent (`finish` answers a refused
+            // head with an error response only then).
+            io.response_started.set(false);
+            let mut parser = HeadParser::new();
+            let parsed = parser.parse(&mut io.read.borrow_mut().inbuf, &settings.parse);
             let exchange: Pin<Box<dyn Future<Output = Result<bool, Ending>> + '_>> = {
                 let clients = admitted.clients();
-                let mut parser = HeadParser::new();
-                match parser.parse(&mut io.read.borrow_mut().inbuf, &settings.parse) {
+                match parsed {
                     Ok(Some(head)) => {
                         first_deadline = None;
                         Box::pin(serve_request(&io, &*handler, &settings, head, &details, clients))
@@ -183,7 +187,14 @@ pub(crate) fn serve<H: Handler>(
                         &details,
                         clients,
                     )),
-                    Err(e) => break reject(&e),
+                    Err(e) => {
+                        // Responses to earlier pipelined requests go out before its error.
+                        if io.has_output() && io.flush().await.is_err() {
+                            break Ending::Close;
+                        }
+                        io.response_started.set(false);
+                        break reject(&e);
+                    }
                 }
             };
             match exchange.await {
@@ -237,8 +248,11 @@ async fn read_head(
     let deadline = first_deadline.unwrap_or_else(|| rt::now() + limits.request_headers_timeout);
     loop {
         // Responses to pipelined requests go out before we wait for more input.
-        if io.has_output() && io.flush().await.is_err() {
-            return Err(Ending::Close);
+        if io.has_output() {
+            if io.flush().await.is_err() {
+                return Err(Ending::Close);
+            }
+            io.response_started.set(false); // those were earlier requests' responses
         }
         match io.read_more(Some(deadline)).await {
             Ok(0) => return Err(Ending::Close),

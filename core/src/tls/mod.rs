@@ -24,7 +24,7 @@ pub(crate) use config::TlsListener;
 /// [`Server::reload_tls`](crate::Server::reload_tls)). Cloneable and thread-safe, for a
 /// signal-handling thread.
 #[derive(Clone)]
-pub struct TlsReloadHandle(pub(crate) Arc<Vec<Arc<TlsListener>>>);
+pub struct TlsReloadHandle(pub(crate) Arc<std::sync::Mutex<Vec<Arc<TlsListener>>>>);
 
 impl TlsReloadHandle {
     /// Reads every TLS listener's certificate and key files again. A listener whose files
@@ -33,7 +33,7 @@ impl TlsReloadHandle {
     /// error (all listeners are tried).
     pub fn reload(&self) -> Result<(), TlsError> {
         let mut first_error = None;
-        for listener in self.0.iter() {
+        for listener in self.listeners_now() {
             if let Err(e) = listener.reload() {
                 first_error.get_or_insert(e);
             }
@@ -43,12 +43,16 @@ impl TlsReloadHandle {
 
     /// How many listeners run TLS.
     pub fn listeners(&self) -> usize {
-        self.0.len()
+        self.listeners_now().len()
+    }
+
+    fn listeners_now(&self) -> Vec<Arc<TlsListener>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
 impl std::fmt::Debug for TlsReloadHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsReloadHandle").field("listeners", &self.0.len()).finish()
+        f.debug_struct("TlsReloadHandle").field("listeners", &self.listeners()).finish()
     }
 }
