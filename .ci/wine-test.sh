@@ -8,7 +8,8 @@
 #   3. core's unit and integration tests (raw-socket HTTP/1.1, limits, lifecycle, admin);
 #   4. a smoke test: `peregrine.exe` under Wine answers `/plaintext` to curl running on Linux,
 #      and Ctrl+C (SIGINT, which Wine turns into CTRL_C_EVENT) stops it gracefully;
-#   5. the same with `--app`: the hosted app answers, and stops with peregrine.exe.
+#   5. the same with `--app`: the hosted app answers, and stops with peregrine.exe;
+#   6. a binary upgrade by `POST /upgrade` under a curl loop: no failed request.
 #
 # Called by test.sh; runs on its own too: .ci/wine-test.sh
 set -euo pipefail
@@ -101,3 +102,69 @@ fi
 trap - EXIT
 rm -rf "$out"
 echo "wine-test: peregrine.exe hosted an app under Wine and stopped it with itself"
+
+# 6. Binary upgrade: `POST /upgrade` on the admin listener (Windows has no SIGUSR2). The new
+#    process gets the listening sockets (WSADuplicateSocketW) and the admin listener's,
+#    reports ready, and the old one drains and exits, while curl requests in a loop see no
+#    failure.
+echo "wine-test: binary upgrade under Wine"
+out=$(mktemp -d)
+"$WINE" "$exe" --listen 127.0.0.1:0 --threads 2 --admin 127.0.0.1:0 >"$out/stdout" 2>"$out/stderr" </dev/null &
+pid=$!
+successor=""
+stop_all() {
+    kill -KILL "$pid" 2>/dev/null || true
+    [ -n "$successor" ] && kill -KILL "$successor" 2>/dev/null || true
+}
+trap stop_all EXIT
+addr=""
+admin=""
+for _ in $(seq 1 120); do
+    addr=$(grep -o 'listening on http://127\.0\.0\.1:[0-9]*' "$out/stdout" | head -1 | sed 's/listening on //' || true)
+    admin=$(grep -o 'admin listening on http://127\.0\.0\.1:[0-9]*' "$out/stdout" | head -1 | sed 's/admin listening on //' || true)
+    [ -n "$addr" ] && [ -n "$admin" ] && break
+    sleep 0.5
+done
+[ "$(curl -sS --max-time 10 "$addr/plaintext")" = "Hello, World!" ]
+before=$(pgrep -f 'peregrine\.exe' | sort)
+(
+    while [ ! -e "$out/done" ]; do
+        [ "$(curl -sS --max-time 10 "$addr/plaintext" 2>/dev/null)" = "Hello, World!" ] || echo failed >>"$out/failures"
+    done
+) &
+loop=$!
+answer=$(curl -sS --max-time 90 -X POST "$admin/upgrade" || true)
+if ! printf '%s\n' "$answer" | grep -q '^upgraded: pid'; then
+    echo "wine-test: POST /upgrade answered '$answer'" >&2
+    cat "$out/stdout" "$out/stderr" >&2
+    exit 1
+fi
+for _ in $(seq 1 60); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+done
+if kill -0 "$pid" 2>/dev/null; then
+    echo "wine-test: the old peregrine.exe did not exit after the upgrade" >&2
+    cat "$out/stderr" >&2
+    exit 1
+fi
+sleep 1
+touch "$out/done"
+wait "$loop"
+if [ -s "$out/failures" ]; then
+    echo "wine-test: $(wc -l <"$out/failures") requests failed during the upgrade" >&2
+    cat "$out/stderr" >&2
+    exit 1
+fi
+[ "$(curl -sS --max-time 10 "$addr/plaintext")" = "Hello, World!" ]
+[ "$(curl -sS --max-time 10 "$admin/healthz")" = "ok" ]
+successor=$(comm -13 <(printf '%s\n' "$before") <(pgrep -f 'peregrine\.exe' | sort) | head -1)
+if [ -z "$successor" ]; then
+    echo "wine-test: no new peregrine.exe process" >&2
+    exit 1
+fi
+interrupt_and_wait "$successor"
+trap - EXIT
+stop_all
+rm -rf "$out"
+echo "wine-test: peregrine.exe upgraded itself under Wine with no failed request"

@@ -1,6 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (live) and `/readyz` (ready;
 //! turns 503 as soon as a graceful shutdown starts, so a load balancer stops sending before
-//! connections drain), `POST /cache/purge` (the response cache: one key, or everything),
+//! connections drain), `POST /reload` and `POST /upgrade` (what the embedder set with
+//! `Server::on_reload_request` / `on_upgrade_request`), `POST /cache/purge` (the response cache: one key, or everything),
 //! and `POST /apps/NAME/restart` (a hosted app's zero-downtime restart,
 //! on every OS; SIGHUP does it for every app on Linux).
 //!
@@ -29,20 +30,25 @@ pub(crate) struct Admin {
     pub(crate) addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// Closed when the thread ends.
+    ended: std::sync::mpsc::Receiver<()>,
 }
 
 impl Admin {
+    /// Serves on `listener` (bound to the configured address, or handed over by the
+    /// process this one upgraded).
     pub(crate) fn start(
-        addr: SocketAddr,
+        listener: TcpListener,
         metrics: Metrics,
         shutdown: ShutdownHandle,
     ) -> io::Result<Admin> {
-        let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
+        let (end, ended) = std::sync::mpsc::channel::<()>();
         let thread =
             std::thread::Builder::new().name("peregrine-admin".into()).spawn(move || {
+                let _end = end;
                 for stream in listener.incoming() {
                     if stopping.load(Ordering::SeqCst) {
                         break;
@@ -52,16 +58,21 @@ impl Admin {
                     }
                 }
             })?;
-        Ok(Admin { addr, stop, thread: Some(thread) })
+        Ok(Admin { addr, stop, thread: Some(thread), ended })
     }
 
     /// Stops the listener thread and waits for it.
     pub(crate) fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept with a connection of our own.
+        // Wake the blocking accept with a connection of our own. After an upgrade the
+        // successor accepts on the same socket and may take it instead: the thread is then
+        // left blocked (the process is about to exit) rather than waited for.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        let ended = self.ended.recv_timeout(Duration::from_secs(1));
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            if ended.is_err_and(|e| e == std::sync::mpsc::RecvTimeoutError::Disconnected) {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -120,12 +131,19 @@ fn serve(mut stream: TcpStream, metrics: &Metrics, shutdown: &ShutdownHandle) ->
                 false => ("404 Not Found", "text/plain", "no such app\n".to_string()),
             }
         }
-        (b"POST", b"/reload") => match shutdown.0.reload_hook() {
+        (b"POST", b"/reload") => match shutdown.0.hook(|h| &h.reload) {
             Some(hook) => match hook() {
                 Ok(done) => ("200 OK", "text/plain", done),
                 Err(why) => ("400 Bad Request", "text/plain", format!("{why}\n")),
             },
             None => ("404 Not Found", "text/plain", "no reload here\n".to_string()),
+        },
+        (b"POST", b"/upgrade") => match shutdown.0.hook(|h| &h.upgrade) {
+            Some(hook) => match hook() {
+                Ok(done) => ("200 OK", "text/plain", done),
+                Err(why) => ("500 Internal Server Error", "text/plain", format!("{why}\n")),
+            },
+            None => ("404 Not Found", "text/plain", "no upgrade here\n".to_string()),
         },
         (b"POST", path) if path == b"/cache/purge" || path.starts_with(b"/cache/purge?") => {
             match cache_purge(&path[b"/cache/purge".len()..]) {

@@ -53,7 +53,7 @@ mod tls;
 mod transport;
 mod trust;
 mod tunnel;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", windows))]
 pub mod upgrade;
 
 pub use access_log::AccessLogTarget;

@@ -21,19 +21,6 @@ impl InheritedSocket {
         crate::sys::driver::adopt_inherited_listener(fd).map(|s| InheritedSocket(vec![Arc::new(s)]))
     }
 
-    /// Adopts a group of listening sockets bound to one address.
-    #[cfg(target_os = "linux")]
-    pub(crate) fn adopt_group(fds: &[i32]) -> io::Result<InheritedSocket> {
-        let sockets = fds
-            .iter()
-            .map(|&fd| crate::sys::driver::adopt_inherited_listener(fd).map(Arc::new))
-            .collect::<io::Result<Vec<_>>>()?;
-        if sockets.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no inherited socket"));
-        }
-        Ok(InheritedSocket(sockets))
-    }
-
     /// The path of the Unix domain socket it is, if it is one (bound to a path).
     pub fn unix_path(&self) -> Option<std::path::PathBuf> {
         #[cfg(unix)]

@@ -443,7 +443,6 @@ impl ReloadHandle {
         live.clients.store(clients);
         *live.tls.lock().unwrap_or_else(|e| e.into_inner()) =
             planned.iter().filter_map(|p| p.tls.clone()).collect();
-        #[cfg(unix)]
         self.control.replace_handover(|old| {
             planned
                 .iter_mut()

@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Admin listener (`/metrics`, `/healthz`, `/readyz`); off when `None`.
     pub admin: Option<SocketAddr>,
+    /// A listening socket to serve the admin listener on instead of binding `admin` (what
+    /// an upgrade hands over).
+    pub admin_socket: Option<InheritedSocket>,
     /// Access log (one JSON line per request); off when `None`.
     pub access_log: Option<AccessLogTarget>,
     /// Peers (proxies in front of Peregrine) whose `X-Forwarded-For` is believed: a
@@ -73,6 +76,7 @@ impl Default for ServerConfig {
             io: IoChoice::Auto,
             limits: Limits::default(),
             admin: None,
+            admin_socket: None,
             access_log: None,
             trusted_proxies: Vec::new(),
             release_memory: None,
@@ -136,14 +140,23 @@ pub(crate) struct Control {
     /// Per listener, a descriptor of each of its sockets: what an upgrade hands over. Closed
     /// when a shutdown starts, so the sockets close with the reactors' (new connections are
     /// refused) unless a successor holds them.
-    #[cfg(unix)]
-    handover: Mutex<Vec<Vec<sys::OwnedSocket>>>,
-    /// What the admin listener's `POST /reload` calls (the binary's config reload).
-    reload_hook: Mutex<Option<ReloadHook>>,
+    handover: Mutex<Vec<Vec<sys::Handover>>>,
+    /// The admin listener's socket, for an upgrade to hand over too.
+    admin_handover: Mutex<Option<sys::Handover>>,
+    /// What the admin listener's `POST /reload` and `POST /upgrade` call (the binary's
+    /// config reload and binary upgrade).
+    hooks: Mutex<AdminHooks>,
 }
 
-/// A reload as the embedder does it: what to answer the admin client, or why it failed.
-pub(crate) type ReloadHook = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+/// An action the embedder runs for the admin listener: what to answer, or why it failed.
+pub(crate) type AdminHook = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
+/// The admin listener's actions, as the embedder set them.
+#[derive(Default)]
+pub(crate) struct AdminHooks {
+    pub(crate) reload: Option<AdminHook>,
+    pub(crate) upgrade: Option<AdminHook>,
+}
 
 /// A running server.
 pub struct Server {
@@ -166,8 +179,8 @@ impl ShutdownHandle {
     /// connections, abort what remains after `shutdown_timeout`.
     pub fn shutdown(&self) {
         if !self.0.shutting_down.swap(true, Ordering::SeqCst) {
-            #[cfg(unix)]
             self.0.handover.lock().expect("handover poisoned").clear();
+            self.0.admin_handover.lock().expect("handover poisoned").take();
             for w in self.0.wakers.lock().expect("waker list poisoned").iter() {
                 w.wake();
             }
@@ -181,8 +194,9 @@ impl ShutdownHandle {
 }
 
 impl Control {
-    pub(crate) fn reload_hook(&self) -> Option<ReloadHook> {
-        self.reload_hook.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The admin action `pick` chooses, if the embedder set it.
+    pub(crate) fn hook(&self, pick: fn(&AdminHooks) -> &Option<AdminHook>) -> Option<AdminHook> {
+        pick(&self.hooks.lock().unwrap_or_else(|e| e.into_inner())).clone()
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -192,10 +206,9 @@ impl Control {
     /// Makes `handover` what an upgrade hands over, unless a shutdown has started (its
     /// sockets are closing: they are dropped). Checked under the lock the shutdown clears
     /// the list under, so no socket outlives a shutdown here.
-    #[cfg(unix)]
     pub(crate) fn replace_handover(
         &self,
-        make: impl FnOnce(&mut Vec<Vec<sys::OwnedSocket>>) -> Vec<Vec<sys::OwnedSocket>>,
+        make: impl FnOnce(&mut Vec<Vec<sys::Handover>>) -> Vec<Vec<sys::Handover>>,
     ) {
         let mut handover = self.handover.lock().expect("handover poisoned");
         if !self.is_shutting_down() {
@@ -231,8 +244,7 @@ impl Server {
         let mut tls_listeners = Vec::new();
         let mut listener_clients = Vec::new();
         let mut per_core: Vec<Vec<CoreListener>> = (0..threads).map(|_| Vec::new()).collect();
-        #[cfg(unix)]
-        let mut handover: Vec<Vec<sys::OwnedSocket>> = Vec::new();
+        let mut handover: Vec<Vec<sys::Handover>> = Vec::new();
         for (group, spec) in config.listen.iter().enumerate() {
             // A listener with limits of its own gets tables of its own, shared by the cores.
             let own = spec
@@ -241,7 +253,6 @@ impl Server {
             let tls = tls_listener(spec)?;
             tls_listeners.extend(tls.clone());
             let bound = bind(spec, threads)?;
-            #[cfg(unix)]
             handover.push(bound.handover);
             for (core, sockets) in per_core.iter_mut().zip(bound.per_core) {
                 let clients = own.clone().unwrap_or_else(|| Arc::clone(&clients));
@@ -258,9 +269,9 @@ impl Server {
         let control = Arc::new(Control {
             shutting_down: AtomicBool::new(false),
             wakers: Mutex::default(),
-            #[cfg(unix)]
             handover: Mutex::new(handover),
-            reload_hook: Mutex::new(None),
+            admin_handover: Mutex::new(None),
+            hooks: Mutex::default(),
         });
         let core_metrics: Vec<Arc<CoreMetrics>> = (0..threads).map(|_| Arc::default()).collect();
         let access_log = match &config.access_log {
@@ -338,6 +349,7 @@ impl Server {
         }
         let Started { handles, access_log, .. } = started;
         let admin_addr = config.admin;
+        let admin_socket = config.admin_socket.clone();
         let live = Arc::new(Live::new::<H>(
             threads,
             LiveInit {
@@ -364,7 +376,12 @@ impl Server {
         let admin = match admin_addr {
             Some(addr) => {
                 let handle = ShutdownHandle(Arc::clone(&control));
-                match Admin::start(addr, metrics.clone(), handle) {
+                let started = admin_listener(addr, admin_socket.as_ref()).and_then(|listener| {
+                    let copy = sys::handover_of_std(&listener)?;
+                    *control.admin_handover.lock().expect("handover poisoned") = Some(copy);
+                    Admin::start(listener, metrics.clone(), handle)
+                });
+                match started {
                     Ok(a) => Some(a),
                     Err(e) => {
                         let server = Server {
@@ -387,27 +404,30 @@ impl Server {
         Ok(Server { threads: handles, control, driver, driver_why, metrics, admin, live })
     }
 
-    /// Per listener (in [`ServerConfig::listen`]'s order), inheritable copies of its
-    /// listening sockets, for a binary upgrade; `None` once a shutdown has started (the
+    /// Per listener (in [`ServerConfig::listen`]'s order) its listening sockets, and the
+    /// admin listener's, for a binary upgrade; `None` once a shutdown has started (the
     /// sockets are closing).
-    #[cfg(target_os = "linux")]
     pub(crate) fn handover_copies(
         control: &Arc<Control>,
-    ) -> Option<std::io::Result<Vec<Vec<sys::OwnedSocket>>>> {
+    ) -> Option<std::io::Result<crate::upgrade::Handed>> {
         let handover = control.handover.lock().expect("handover poisoned");
         if control.shutting_down.load(Ordering::SeqCst) {
             return None;
         }
-        Some(
-            handover
-                .iter()
-                .map(|group| group.iter().map(driver::inheritable_copy).collect())
-                .collect(),
-        )
+        let admin = control.admin_handover.lock().expect("handover poisoned");
+        let copied = || -> std::io::Result<crate::upgrade::Handed> {
+            Ok(crate::upgrade::Handed {
+                listeners: handover
+                    .iter()
+                    .map(|group| group.iter().map(sys::copy_handover).collect())
+                    .collect::<std::io::Result<_>>()?,
+                admin: admin.as_ref().map(sys::copy_handover).transpose()?,
+            })
+        };
+        Some(copied())
     }
 
     /// The server's control block (for the upgrade handle).
-    #[cfg(target_os = "linux")]
     pub(crate) fn control(&self) -> Arc<Control> {
         Arc::clone(&self.control)
     }
@@ -437,7 +457,17 @@ impl Server {
         &self,
         hook: impl Fn() -> Result<String, String> + Send + Sync + 'static,
     ) {
-        *self.control.reload_hook.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(hook));
+        self.control.hooks.lock().unwrap_or_else(|e| e.into_inner()).reload = Some(Arc::new(hook));
+    }
+
+    /// Makes the admin listener's `POST /upgrade` call `hook`, which upgrades the binary
+    /// (the `peregrine` binary: as SIGUSR2 does; on Windows this is the way) and returns the
+    /// answer's text, or why the old process goes on serving (a 500 with that text).
+    pub fn on_upgrade_request(
+        &self,
+        hook: impl Fn() -> Result<String, String> + Send + Sync + 'static,
+    ) {
+        self.control.hooks.lock().unwrap_or_else(|e| e.into_inner()).upgrade = Some(Arc::new(hook));
     }
 
     /// The addresses bound now, one per configured listener, in order (a reload may change
@@ -530,6 +560,17 @@ impl Started {
     }
 }
 
+/// The admin listener's socket: the one handed over, or bound now.
+fn admin_listener(
+    addr: SocketAddr,
+    inherited: Option<&InheritedSocket>,
+) -> io::Result<std::net::TcpListener> {
+    match inherited.and_then(|s| s.0.first()) {
+        Some(socket) => Ok(std::net::TcpListener::from(socket.try_clone()?)),
+        None => std::net::TcpListener::bind(addr),
+    }
+}
+
 /// Checks what a start and a reload both need of a config.
 pub(crate) fn check(config: &ServerConfig) -> Result<(), StartError> {
     config.limits.validate().map_err(StartError::Config)?;
@@ -558,9 +599,8 @@ pub(crate) struct Bound {
     pub(crate) addr: SocketAddr,
     /// Each core's sockets.
     pub(crate) per_core: Vec<Vec<sys::Listener>>,
-    /// One descriptor of each distinct socket, kept for handing over in an upgrade.
-    #[cfg(unix)]
-    pub(crate) handover: Vec<sys::OwnedSocket>,
+    /// Each distinct socket, kept for handing over in an upgrade.
+    pub(crate) handover: Vec<sys::Handover>,
 }
 
 /// Binds `spec` for `threads` cores: a socket of its own per core (`SO_REUSEPORT`), or its
@@ -583,17 +623,12 @@ pub(crate) fn bind(spec: &ListenerSpec, threads: usize) -> Result<Bound, StartEr
             .map(|(addr, l)| (addr, l.into_iter().map(|l| vec![l]).collect())),
     }
     .map_err(|e| StartError::Bind(spec.address, e))?;
-    #[cfg(unix)]
-    {
-        let distinct: std::io::Result<Vec<_>> = match shared {
-            Some(socket) => socket.0.iter().map(|s| s.try_clone()).collect(),
-            None => per_core.iter().flatten().map(|l| l.try_clone()).collect(),
-        };
-        let handover = distinct.map_err(|e| StartError::Bind(spec.address, e))?;
-        Ok(Bound { addr, per_core, handover })
+    let handover = match shared {
+        Some(socket) => sys::handover_of_shared(&socket.0),
+        None => sys::handover_of_bound(&per_core),
     }
-    #[cfg(not(unix))]
-    Ok(Bound { addr, per_core })
+    .map_err(|e| StartError::Bind(spec.address, e))?;
+    Ok(Bound { addr, per_core, handover })
 }
 
 /// One core's share of the server.

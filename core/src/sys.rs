@@ -34,6 +34,51 @@ pub(crate) type Listener = OwnedSocket;
 #[cfg(windows)]
 pub(crate) type Listener = std::sync::Arc<OwnedSocket>;
 
+/// A listening socket as kept for an upgrade to hand over: a descriptor of its own on
+/// Linux; on Windows the socket itself (duplicated for the new process when handed over).
+#[cfg(unix)]
+pub(crate) type Handover = OwnedSocket;
+/// A listening socket as kept for an upgrade to hand over: a descriptor of its own on
+/// Linux; on Windows the socket itself (duplicated for the new process when handed over).
+#[cfg(windows)]
+pub(crate) type Handover = std::sync::Arc<OwnedSocket>;
+
+/// What to keep for handing over shared (inherited, Unix) sockets.
+pub(crate) fn handover_of_shared(
+    sockets: &[std::sync::Arc<OwnedSocket>],
+) -> io::Result<Vec<Handover>> {
+    #[cfg(unix)]
+    return sockets.iter().map(|s| s.try_clone()).collect();
+    #[cfg(windows)]
+    return Ok(sockets.to_vec());
+}
+
+/// What to keep for handing over the sockets [`bind_listeners`] bound for the cores.
+pub(crate) fn handover_of_bound(per_core: &[Vec<Listener>]) -> io::Result<Vec<Handover>> {
+    #[cfg(unix)]
+    return per_core.iter().flatten().map(|l| l.try_clone()).collect();
+    // One socket, shared by every core.
+    #[cfg(windows)]
+    return Ok(per_core.first().and_then(|l| l.first()).cloned().into_iter().collect());
+}
+
+/// Another handle on a kept socket, for one upgrade to hand over.
+pub(crate) fn copy_handover(handover: &Handover) -> io::Result<Handover> {
+    #[cfg(unix)]
+    return handover.try_clone();
+    #[cfg(windows)]
+    return Ok(std::sync::Arc::clone(handover));
+}
+
+/// What to keep for handing over the admin listener's socket.
+pub(crate) fn handover_of_std(listener: &std::net::TcpListener) -> io::Result<Handover> {
+    let copy = listener.try_clone()?;
+    #[cfg(unix)]
+    return Ok(OwnedSocket::from(copy));
+    #[cfg(windows)]
+    return Ok(std::sync::Arc::new(OwnedSocket::from(copy)));
+}
+
 /// The raw handle of a socket, for driver operations.
 pub(crate) fn raw(socket: &OwnedSocket) -> RawSocket {
     raw_of(socket)

@@ -1067,6 +1067,8 @@ fn systemd_unit_outlasts_the_graceful_shutdown() {
         ("AmbientCapabilities", "CAP_NET_BIND_SERVICE"),
         ("CapabilityBoundingSet", "CAP_NET_BIND_SERVICE"),
         ("KillSignal", "SIGTERM"),
+        // `systemctl reload`: SIGHUP reloads the config (reload_binary.rs tests what it does).
+        ("ExecReload", "/bin/kill -HUP $MAINPID"),
         ("Restart", "on-failure"),
         ("LimitNOFILE", "1048576"),
         ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),

@@ -313,8 +313,9 @@ fn sighup_reloads_the_binary_certificates() {
     };
     assert_eq!(peer(), first.der);
     dir.write_leaf("server", &second);
-    // The signal thread starts a moment after the address is printed: wait until SIGHUP is
-    // caught (bit 1 of SigCgt) so the signal cannot kill the process.
+    // SIGHUP reloads the config, the certificate files with it. The signal thread starts a
+    // moment after the address is printed: wait until SIGHUP is caught (bit 1 of SigCgt) so
+    // the signal cannot kill the process.
     let pid = p.child.id();
     let deadline = std::time::Instant::now() + process::WAIT;
     while !catches(pid, 1) {
@@ -323,7 +324,7 @@ fn sighup_reloads_the_binary_certificates() {
     }
     let kill = Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
     assert!(kill.success());
-    p.wait_stderr("TLS certificates reloaded");
+    p.wait_stderr("config reloaded");
     assert_eq!(peer(), second.der);
     p.sigterm(pid);
 }

@@ -1,7 +1,9 @@
 //! Zero-downtime binary upgrade (SIGUSR2) under load: 32 keep-alive clients in a request
 //! loop see no failed request and no refused connection while the running binary hands its
-//! listening sockets to a new process, which serves on; the old one drains and exits. A new
-//! binary that fails to start leaves the old one serving.
+//! listening sockets to a new process, which serves on; the old one drains and exits. The
+//! same under `wrk -c64` and `h2load -c16 -m10` (h2c): every request that reached the server
+//! is answered. `POST /upgrade` on the admin listener does the same and hands the admin
+//! listener over too. A new binary that fails to start leaves the old one serving.
 #![cfg(target_os = "linux")]
 
 #[path = "support/load.rs"]
@@ -96,4 +98,155 @@ fn a_new_binary_that_fails_leaves_the_old_one_serving() {
     let tally = load.stop();
     assert_eq!(tally.failed.load(Ordering::Relaxed), 0);
     assert!(old.sigterm(pid).success());
+}
+
+/// What a load tool printed, and the numbers that say whether anything failed.
+fn run_tool(child: std::process::Child, tool: &str) -> String {
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{tool}: {e}"));
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{tool}: {text}");
+    text
+}
+
+/// The counts after `label` in h2load's line starting with it (e.g. `requests:`), by name.
+fn h2load_counts(text: &str, label: &str) -> Vec<(String, u64)> {
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no `{label}` line: {text}"));
+    line.trim_start()[label.len()..]
+        .split(',')
+        .filter_map(|part| {
+            let mut words = part.split_whitespace();
+            let n = words.next()?.parse().ok()?;
+            Some((words.collect::<Vec<_>>().join(" "), n))
+        })
+        .collect()
+}
+
+#[test]
+fn sigusr2_under_wrk_and_h2load_answers_every_request_sent() {
+    let mut old = start(&[]);
+    let addr = old.listening();
+    let old_pid = old.child.id();
+    let deadline = Instant::now() + process::WAIT;
+    while !process::catches_sigterm(old_pid) {
+        assert!(Instant::now() < deadline, "no signal handlers");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let url = format!("http://{addr}/plaintext");
+    let spawn = |tool: &str, args: &[&str]| {
+        Command::new(tool)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{tool} is required (test.sh installs it): {e}"))
+    };
+    // Bounded: 6 s each, loopback only. h2load logs every request (start, status, time).
+    let log = std::env::temp_dir().join(format!("peregrine-upgrade-h2load-{}", std::process::id()));
+    let log_arg = format!("--log-file={}", log.display());
+    let wrk = spawn("wrk", &["-t1", "-c64", "-d6s", &url]);
+    let h2load = spawn("h2load", &["-c16", "-m10", "-D", "6", &log_arg, &url]);
+    std::thread::sleep(Duration::from_secs(2));
+    signal("-USR2", old_pid);
+    let line = old
+        .line_starting("upgraded: pid ", process::WAIT)
+        .unwrap_or_else(|| panic!("the new process never reported; stderr: {}", old.stderr()));
+    let new_pid: u32 = line["upgraded: pid ".len()..]
+        .split(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("new pid");
+    let status = old.exit_within(process::WAIT).expect("the old process did not exit");
+    assert!(status.success(), "old process: {status:?}; stderr: {}", old.stderr());
+
+    let wrk = run_tool(wrk, "wrk");
+    assert!(!wrk.contains("Socket errors"), "wrk saw socket errors: {wrk}");
+    assert!(!wrk.contains("Non-2xx"), "wrk saw failed statuses: {wrk}");
+    assert!(wrk.contains("requests in"), "{wrk}");
+    let h2 = run_tool(h2load, "h2load");
+    let requests = h2load_counts(&h2, "requests:");
+    let count = |name: &str| requests.iter().find(|(n, _)| n == name).map(|(_, n)| *n);
+    assert_eq!(count("timeout"), Some(0), "{h2}");
+    assert!(count("succeeded").is_some_and(|n| n > 0), "{h2}");
+    let codes = h2load_counts(&h2, "status codes:");
+    assert!(codes.iter().all(|(name, n)| name == "2xx" || *n == 0), "{h2}");
+    // Every request that reached the server was answered. What h2load counts as failed are
+    // requests it had queued but not yet sent when the first GOAWAY came: a client may not
+    // open streams after one (RFC 9113 §6.8), and h2load, unlike browsers, does not send
+    // them again on a new connection. Its log marks them: no start time, status -1.
+    let log_text = std::fs::read_to_string(&log).expect("h2load's log");
+    let _ = std::fs::remove_file(&log);
+    let mut never_sent = 0;
+    for line in log_text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields[..] {
+            [_, "200", _] => {}
+            ["0", "-1", _] => never_sent += 1,
+            _ => panic!("a request that reached the server failed: {line}"),
+        }
+    }
+    assert_eq!(Some(never_sent), count("failed"), "{h2}");
+    if never_sent > 0 {
+        println!("h2load: {never_sent} requests queued but never sent after the GOAWAY");
+    }
+
+    assert!(alive(new_pid), "the new process is gone");
+    signal("-TERM", new_pid);
+    let deadline = Instant::now() + process::WAIT;
+    while alive(new_pid) {
+        assert!(Instant::now() < deadline, "the new process did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One request on a connection of its own: the whole response.
+fn once(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn post_upgrade_on_the_admin_listener_hands_it_over_too() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_peregrine"));
+    cmd.args(["--threads", "2", "--no-pin", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    let mut old = Proc::spawn(cmd.env("NO_COLOR", "1"));
+    let addr = old.listening();
+    let admin = old.addr("admin listening on ", process::WAIT);
+    let old_pid = old.child.id();
+    let load = Load::start(addr, true);
+    load.wait_for(500);
+    let answer = once(admin, "POST", "/upgrade");
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    let new_pid: u32 = answer
+        .split("upgraded: pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no new pid in {answer}"));
+    assert_ne!(new_pid, old_pid);
+    let status = old.exit_within(process::WAIT).expect("the old process did not exit");
+    assert!(status.success(), "old process: {status:?}; stderr: {}", old.stderr());
+    let served_before = load.ok();
+    load.wait_for(served_before + 500);
+    let tally = load.stop();
+    assert_eq!(tally.failed.load(Ordering::Relaxed), 0, "{}", tally.describe());
+    // The admin listener's socket went over with the others: the same address answers, from
+    // the new process.
+    assert!(once(admin, "GET", "/healthz").starts_with("HTTP/1.1 200 "));
+    assert!(once(admin, "GET", "/metrics").contains("peregrine_reactors 2"));
+    signal("-TERM", new_pid);
+    let deadline = Instant::now() + process::WAIT;
+    while alive(new_pid) {
+        assert!(Instant::now() < deadline, "the new process did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

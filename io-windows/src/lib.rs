@@ -48,8 +48,9 @@ mod sys;
 
 pub use op::{is_canceled, Completion, DriverConfig, OpId, Outcome, SendBuf, MAX_SEND_CHUNKS};
 pub use sys::{
-    allowed_cpus, contain_child, interrupt_child, on_console_ctrl, pin_current_thread,
-    raise_open_files_limit, set_exclusive_address_use, shutdown_write, supervise_child, ChildJob,
+    allowed_cpus, contain_child, duplicate_socket, interrupt_child, on_console_ctrl,
+    pin_current_thread, raise_open_files_limit, set_exclusive_address_use, shutdown_write,
+    socket_from_duplicate, supervise_child, ChildJob,
 };
 
 use std::fmt;

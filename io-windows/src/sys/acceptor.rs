@@ -25,6 +25,11 @@
 //! core. Accepting is the only cross-thread step, once per connection, as SO_REUSEPORT's
 //! hash is on Linux.
 //!
+//! A listening socket handed over by the process this one upgraded from (`WSADuplicateSocketW`)
+//! is still associated with that process's accept port, and a socket belongs to one port
+//! for its life: such a listener is accepted from by a thread of its own with blocking
+//! `accept` ([`accept_blocking`]), and its connections go to the cores the same way.
+//!
 //! An accept operation of a driver is a *subscription* here. Its end (cancellation, or an
 //! error such as running out of sockets) is reported like a multishot accept ending:
 //! `more: false`, after which the caller subscribes again.
@@ -42,11 +47,13 @@ use std::os::windows::io::{AsRawSocket, FromRawSocket, OwnedSocket, RawSocket};
 use std::ptr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use windows_sys::Win32::Foundation::{FALSE, HANDLE, INVALID_HANDLE_VALUE};
+use windows_sys::Win32::Foundation::{
+    ERROR_INVALID_PARAMETER, FALSE, HANDLE, INVALID_HANDLE_VALUE,
+};
 use windows_sys::Win32::Networking::WinSock::{
-    getsockname, AcceptEx, WSASocketW, INVALID_SOCKET, IPPROTO_TCP, SOCKADDR, SOCKADDR_STORAGE,
-    SOCKET, SOCK_STREAM, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT, WSA_FLAG_NO_HANDLE_INHERIT,
-    WSA_FLAG_OVERLAPPED, WSA_IO_PENDING,
+    accept, getsockname, AcceptEx, WSASocketW, INVALID_SOCKET, IPPROTO_TCP, SOCKADDR,
+    SOCKADDR_STORAGE, SOCKET, SOCK_STREAM, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT, WSAECONNRESET,
+    WSA_FLAG_NO_HANDLE_INHERIT, WSA_FLAG_OVERLAPPED, WSA_IO_PENDING,
 };
 use windows_sys::Win32::System::Threading::INFINITE;
 use windows_sys::Win32::System::IO::{
@@ -91,6 +98,9 @@ struct Listener {
     subscribers: Vec<Subscriber>,
     next: usize,
     posted: usize,
+    /// Accepted by a thread of its own with blocking `accept` (see [`accept_blocking`]),
+    /// not by `AcceptEx` here.
+    blocking: bool,
 }
 
 #[derive(Default)]
@@ -143,16 +153,45 @@ pub(crate) fn subscribe(listener: RawSocket, shared: Arc<Shared>, op: OpId) -> i
         let family = local_family(listener)?;
         state.next_record += 1;
         let record = state.next_record;
-        let l = Listener { record, family, subscribers: Vec::new(), next: 0, posted: 0 };
+        let l = Listener {
+            record,
+            family,
+            subscribers: Vec::new(),
+            next: 0,
+            posted: 0,
+            blocking: false,
+        };
         // A stale record of a closed socket is replaced; its AcceptOps are told apart by
         // their record number when they complete.
         state.listeners.insert(listener, l);
     } else if !state.listeners.contains_key(&listener) {
-        // Associated with some other port: not a listener the server gave us.
-        return Err(io::Error::last_os_error());
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(ERROR_INVALID_PARAMETER as i32) {
+            return Err(e);
+        }
+        // Associated with another process's port: a socket handed over by the process this
+        // one upgraded from, whose accept thread still posts on it (a socket belongs to one
+        // port for its life). It is accepted from with blocking `accept` instead.
+        state.next_record += 1;
+        let record = state.next_record;
+        let l = Listener {
+            record,
+            family: 0,
+            subscribers: Vec::new(),
+            next: 0,
+            posted: 0,
+            blocking: true,
+        };
+        std::thread::Builder::new()
+            .name("peregrine-accept-inherited".into())
+            .spawn(move || accept_blocking(a, listener, record))?;
+        state.listeners.insert(listener, l);
     }
     let l = state.listeners.get_mut(&listener).expect("just ensured");
     l.subscribers.push(Subscriber { shared, op });
+    if l.blocking {
+        return Ok(());
+    }
     if let Some(e) = top_up(listener, l) {
         if l.posted == 0 {
             l.subscribers.pop();
@@ -170,7 +209,7 @@ pub(crate) fn unsubscribe(listener: RawSocket, shared: &Arc<Shared>, op: OpId) {
     let mut state = a.lock();
     let Some(l) = state.listeners.get_mut(&listener) else { return };
     l.subscribers.retain(|s| !(s.op == op && Arc::ptr_eq(&s.shared, shared)));
-    if l.subscribers.is_empty() && l.posted > 0 {
+    if l.subscribers.is_empty() && l.posted > 0 && !l.blocking {
         // SAFETY: cancels this process's outstanding IO on the listener (only our
         // AcceptEx calls); their AcceptOps come back through the port as usual.
         unsafe { CancelIoEx(listener as HANDLE, ptr::null()) };
@@ -278,6 +317,46 @@ fn run(a: &'static Acceptor) {
             // and it is ours again.
             let op = unsafe { Box::from_raw(entry.lpOverlapped.cast::<AcceptOp>()) };
             finish(&mut state, op);
+        }
+    }
+}
+
+/// Accepts on a listener another process's port owns (see `subscribe`), blocking, until
+/// the listener is closed: each connection goes to the next subscriber, as an `AcceptEx`
+/// completion's does. The accepted socket is a new one of this process, so it joins a
+/// core's port as usual.
+fn accept_blocking(a: &'static Acceptor, listener: RawSocket, record: u64) {
+    loop {
+        // SAFETY: a blocking accept on a socket handle; no address is asked for.
+        let raw = unsafe { accept(listener as SOCKET, ptr::null_mut(), ptr::null_mut()) };
+        let error = (raw == INVALID_SOCKET).then(last_wsa_error);
+        // SAFETY: on success, a new socket nothing else owns.
+        let socket = (raw != INVALID_SOCKET)
+            .then(|| unsafe { OwnedSocket::from_raw_socket(raw as RawSocket) });
+        let mut state = a.lock();
+        let Some(l) = state.listeners.get_mut(&listener).filter(|l| l.record == record) else {
+            return; // closed, and its handle value perhaps reused: `socket` is dropped
+        };
+        match (socket, error) {
+            (Some(socket), _) if !l.subscribers.is_empty() => {
+                let i = l.next % l.subscribers.len();
+                l.next = i + 1;
+                let s = &l.subscribers[i];
+                s.shared.hand_off(Handoff { op: s.op, result: Ok(socket), more: true });
+            }
+            (Some(_), _) => {} // nobody accepts now: the connection is closed
+            (None, Some(e)) if e.raw_os_error() == Some(WSAECONNRESET) => {}
+            (None, e) => {
+                // The listener was closed (or is unusable): every subscription ends, as on
+                // the `AcceptEx` path, and so does this thread.
+                let code = e.and_then(|e| e.raw_os_error()).unwrap_or(0);
+                for s in l.subscribers.drain(..) {
+                    let error = io::Error::from_raw_os_error(code);
+                    s.shared.hand_off(Handoff { op: s.op, result: Err(error), more: false });
+                }
+                state.listeners.remove(&listener);
+                return;
+            }
         }
     }
 }

@@ -19,9 +19,11 @@ use std::sync::{Once, OnceLock};
 use windows_sys::core::BOOL;
 use windows_sys::Win32::Foundation::{CloseHandle, FALSE, HANDLE, TRUE};
 use windows_sys::Win32::Networking::WinSock::{
-    bind, ioctlsocket, recv, setsockopt, shutdown, WSAGetLastError, WSAIoctl, WSAStartup, FIONBIO,
-    LPFN_CONNECTEX, SD_SEND, SIO_GET_EXTENSION_FUNCTION_POINTER, SOCKADDR, SOCKET, SOCKET_ERROR,
-    SOL_SOCKET, SO_EXCLUSIVEADDRUSE, WSADATA, WSAID_CONNECTEX,
+    bind, ioctlsocket, recv, setsockopt, shutdown, WSADuplicateSocketW, WSAGetLastError, WSAIoctl,
+    WSASocketW, WSAStartup, FIONBIO, FROM_PROTOCOL_INFO, INVALID_SOCKET, LPFN_CONNECTEX, SD_SEND,
+    SIO_GET_EXTENSION_FUNCTION_POINTER, SOCKADDR, SOCKET, SOCKET_ERROR, SOL_SOCKET,
+    SO_EXCLUSIVEADDRUSE, WSADATA, WSAID_CONNECTEX, WSAPROTOCOL_INFOW, WSA_FLAG_NO_HANDLE_INHERIT,
+    WSA_FLAG_OVERLAPPED,
 };
 use windows_sys::Win32::System::Console::{
     SetConsoleCtrlHandler, CTRL_BREAK_EVENT, CTRL_CLOSE_EVENT, CTRL_C_EVENT,
@@ -72,6 +74,49 @@ impl Drop for Handle {
         // SAFETY: the handle is owned by this value and closed exactly once.
         unsafe { CloseHandle(self.0) };
     }
+}
+
+/// Duplicates `socket` for the process `pid` (`WSADuplicateSocketW`): the bytes of the
+/// `WSAPROTOCOL_INFOW` that process passes to [`socket_from_duplicate`] to get it (what a
+/// binary upgrade hands the new process).
+pub fn duplicate_socket(socket: &impl AsRawSocket, pid: u32) -> io::Result<Vec<u8>> {
+    wsa_init();
+    // SAFETY: WSAPROTOCOL_INFOW is plain data the call fills in; all-zero is a valid start.
+    let mut info: WSAPROTOCOL_INFOW = unsafe { std::mem::zeroed() };
+    // SAFETY: a socket we hold (borrowed for the call) and a pointer to a live struct.
+    cvt(unsafe { WSADuplicateSocketW(socket.as_raw_socket() as SOCKET, pid, &mut info) })?;
+    // SAFETY: the struct is plain data of exactly this many bytes, alive for the borrow.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&info as *const WSAPROTOCOL_INFOW).cast::<u8>(),
+            std::mem::size_of::<WSAPROTOCOL_INFOW>(),
+        )
+    };
+    Ok(bytes.to_vec())
+}
+
+/// The socket another process duplicated for this one with [`duplicate_socket`]; usable
+/// with the completion ports (overlapped), and not inherited by processes started later.
+pub fn socket_from_duplicate(info: &[u8]) -> io::Result<OwnedSocket> {
+    if info.len() != std::mem::size_of::<WSAPROTOCOL_INFOW>() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a WSAPROTOCOL_INFOW"));
+    }
+    wsa_init();
+    // SAFETY: WSAPROTOCOL_INFOW is plain data; every byte pattern is a valid value, and the
+    // length was checked, so the copy fills it exactly.
+    let info: WSAPROTOCOL_INFOW = unsafe { std::ptr::read_unaligned(info.as_ptr().cast()) };
+    let flags = WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT;
+    // SAFETY: FROM_PROTOCOL_INFO takes family, type and protocol from `info`, a live struct.
+    let socket = unsafe {
+        WSASocketW(FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, FROM_PROTOCOL_INFO, &info, 0, flags)
+    };
+    if socket == INVALID_SOCKET {
+        return Err(last_wsa_error());
+    }
+    // SAFETY: a new socket handle that nothing else owns.
+    Ok(unsafe {
+        <OwnedSocket as std::os::windows::io::FromRawSocket>::from_raw_socket(socket as RawSocket)
+    })
 }
 
 /// Puts a socket in non-blocking mode. Overlapped operations are unaffected (they still

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use clap::{Parser, ValueEnum};
 use peregrine::apps::Apps;
 use peregrine::routes::WelcomePage;
+use peregrine::upgrade::{Successor, UpgradeHandle};
 use peregrine::{IoChoice, Server, StartError};
 
 use plan::{Boot, Plan};
@@ -196,8 +197,9 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(&e),
     };
     // Started by a running Peregrine's upgrade: serve the sockets it hands over.
-    #[cfg(target_os = "linux")]
-    let mut successor = match peregrine::upgrade::Successor::take(&mut plan.server.listen) {
+    let server_config = &mut plan.server;
+    let successor = Successor::take(&mut server_config.listen, &mut server_config.admin_socket);
+    let mut successor = match successor {
         Ok(s) => s,
         Err(e) => return usage_error(&e),
     };
@@ -271,7 +273,6 @@ fn main() -> ExitCode {
     for unix in plan.server.listen.iter().filter_map(|s| s.unix.as_ref().filter(|_| !s.is_tls())) {
         println!("try: curl --unix-socket {} http://localhost/plaintext", unix.path.display());
     }
-    #[cfg(target_os = "linux")]
     if let Some(successor) = successor.as_mut() {
         match successor.report_ready() {
             Ok(()) => {
@@ -283,9 +284,12 @@ fn main() -> ExitCode {
     let reloader = Arc::new(Reloader::new(cli, boot, apps, &server));
     let hook = Arc::clone(&reloader);
     server.on_reload_request(move || hook.reload());
+    let upgrade = Arc::new((UpgradeHandle::of(&server), server.shutdown_handle()));
+    let hook = Arc::clone(&upgrade);
+    server.on_upgrade_request(move || upgrade_binary(&hook.0, &hook.1));
     #[cfg(unix)]
     if let Some(signals) = signals {
-        watch_signals(signals, &server, Arc::clone(&reloader));
+        watch_signals(signals, &server, Arc::clone(&reloader), upgrade);
     }
     #[cfg(windows)]
     watch_console(server.shutdown_handle());
@@ -318,10 +322,9 @@ fn watch_signals(
     mut signals: signal_hook::iterator::Signals,
     server: &Server,
     reloader: Arc<Reloader>,
+    upgrade: Arc<(UpgradeHandle, peregrine::ShutdownHandle)>,
 ) {
     let handle = server.shutdown_handle();
-    #[cfg(target_os = "linux")]
-    let upgrade = peregrine::upgrade::UpgradeHandle::of(server);
     std::thread::Builder::new()
         .name("peregrine-signals".into())
         .spawn(move || {
@@ -331,9 +334,8 @@ fn watch_signals(
                     continue;
                 }
                 if signal == signal_hook::consts::SIGUSR2 {
-                    #[cfg(target_os = "linux")]
                     if !handle.is_shutting_down() {
-                        upgrade_binary(&upgrade, &handle);
+                        let _ = upgrade_binary(&upgrade.0, &upgrade.1);
                     }
                     continue;
                 }
@@ -348,16 +350,20 @@ fn watch_signals(
         .expect("spawn signal thread");
 }
 
-/// SIGUSR2: starts the binary now on disk (`PEREGRINE_UPGRADE_BINARY` overrides it) with
-/// the same arguments, hands it the listening sockets, and once it serves, drains and
-/// exits. If it fails, this process goes on serving.
-#[cfg(target_os = "linux")]
-fn upgrade_binary(upgrade: &peregrine::upgrade::UpgradeHandle, handle: &peregrine::ShutdownHandle) {
+/// SIGUSR2 or `POST /upgrade`: starts the binary now on disk (`PEREGRINE_UPGRADE_BINARY`
+/// overrides it) with the same arguments, hands it the listening sockets, and once it
+/// serves, drains and exits. If it fails, this process goes on serving.
+fn upgrade_binary(
+    upgrade: &UpgradeHandle,
+    handle: &peregrine::ShutdownHandle,
+) -> Result<String, String> {
     let binary = std::env::var_os("PEREGRINE_UPGRADE_BINARY")
         .map(PathBuf::from)
         .or_else(|| std::env::current_exe().ok());
     let Some(binary) = binary else {
-        return tracing::error!("upgrade: cannot tell which binary to start; still serving");
+        let why = "upgrade: cannot tell which binary to start; still serving";
+        tracing::error!("{why}");
+        return Err(why.into());
     };
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     tracing::info!(binary = %binary.display(), "upgrade: starting the new binary");
@@ -365,8 +371,12 @@ fn upgrade_binary(upgrade: &peregrine::upgrade::UpgradeHandle, handle: &peregrin
         Ok(pid) => {
             tracing::info!(pid, "upgrade: the new process serves; draining this one");
             handle.shutdown();
+            Ok(format!("upgraded: pid {pid} serves; pid {} drains\n", std::process::id()))
         }
-        Err(e) => tracing::error!(error = %e, "upgrade failed; still serving"),
+        Err(e) => {
+            tracing::error!(error = %e, "upgrade failed; still serving");
+            Err(format!("upgrade failed: {e}"))
+        }
     }
 }
 

@@ -106,6 +106,7 @@ impl Plan {
             io,
             limits,
             admin,
+            admin_socket: None,
             access_log,
             trusted_proxies,
             release_memory: Some(crate::release_freed_memory),

@@ -276,13 +276,19 @@ impl Connection {
     /// PING now; once the PING comes back (or after [`GOAWAY_PING_TIMEOUT`]), the final
     /// GOAWAY names the last stream that will be served. Open streams finish; then
     /// [`is_closed`](Self::is_closed).
+    ///
+    /// Before the client's preface and SETTINGS are here, its first requests may be on
+    /// their way right behind them (a client sends them without waiting): the two GOAWAYs
+    /// start once they arrive, and a client that sends nothing gets the final one after
+    /// [`GOAWAY_PING_TIMEOUT`].
     pub fn go_away(&mut self, now: Instant) {
-        if !matches!(self.phase, Phase::Open | Phase::FirstSettings | Phase::Preface) {
-            return;
-        }
-        if self.phase != Phase::Open {
-            self.final_go_away();
-            return;
+        match self.phase {
+            Phase::Open => {}
+            Phase::Preface | Phase::FirstSettings => {
+                self.drain_due.get_or_insert(now + GOAWAY_PING_TIMEOUT);
+                return;
+            }
+            _ => return,
         }
         self.phase = Phase::Draining;
         GoAway::new(StreamId::MAX, Reason::NO_ERROR, Bytes::new()).encode(&mut self.out);

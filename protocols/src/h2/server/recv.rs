@@ -76,6 +76,10 @@ impl Connection {
             }
             self.phase = Phase::Open;
             self.preface_due = None;
+            if self.drain_due.is_some() {
+                // A shutdown began while the preface was on its way (see `go_away`).
+                self.go_away(now);
+            }
         }
         match frame {
             Frame::Data(d) => self.on_data(d, now),

@@ -763,6 +763,56 @@ fn graceful_shutdown_without_a_ping_answer_still_finishes() {
 }
 
 #[test]
+fn a_shutdown_before_the_client_preface_serves_the_requests_right_behind_it() {
+    let now = Instant::now();
+    let mut c = Client {
+        conn: Connection::new(Config::default(), now),
+        now,
+        wire: BytesMut::new(),
+        decoder: FrameDecoder::new(),
+        hpack: loona_hpack::Decoder::new(),
+    };
+    let _ = c.frames(); // the server's preface
+    c.conn.go_away(c.now);
+    assert!(c.frames().is_empty(), "nothing until the client has spoken");
+    // The client's preface, SETTINGS and first request arrive together.
+    let mut hello = PREFACE.to_vec();
+    hello.extend(settings(Settings::default()));
+    hello.extend(headers(1, &get("/"), true));
+    c.send(&hello);
+    assert!(matches!(c.events()[..], [Event::Request { .. }]));
+    let frames = c.frames();
+    let goaway = frames.iter().find_map(|f| match f {
+        Frame::GoAway(g) => Some(g.last_stream_id),
+        _ => None,
+    });
+    assert_eq!(goaway, Some(StreamId::MAX), "the first of the two GOAWAYs: {frames:?}");
+    let ping = frames.iter().find_map(|f| match f {
+        Frame::Ping(p) => Some(*p),
+        _ => None,
+    });
+    c.send(&encode(|b| ping.expect("a PING").pong().encode(b)));
+    assert_eq!(c.frames(), vec![Frame::GoAway(GoAway::new(id(1), Reason::NO_ERROR, Bytes::new()))]);
+    c.conn.send_response(id(1), StatusCode::OK, &HeaderMap::new(), true).unwrap();
+    let _ = c.frames();
+    assert!(c.conn.is_closed());
+
+    // A client that never sends its preface is let go after GOAWAY_PING_TIMEOUT.
+    let mut c = Client {
+        conn: Connection::new(Config::default(), now),
+        now,
+        wire: BytesMut::new(),
+        decoder: FrameDecoder::new(),
+        hpack: loona_hpack::Decoder::new(),
+    };
+    let _ = c.frames();
+    c.conn.go_away(c.now);
+    c.advance(Duration::from_secs(2));
+    assert_eq!(c.frames(), vec![Frame::GoAway(GoAway::new(id(0), Reason::NO_ERROR, Bytes::new()))]);
+    assert!(c.conn.is_closed());
+}
+
+#[test]
 fn idle_connections_get_goaway_no_error() {
     let mut c = Client::with(|l| l.keep_alive_timeout = Duration::from_secs(5));
     c.open(1);
