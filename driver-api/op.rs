@@ -131,7 +131,7 @@ pub enum Outcome<'a> {
     Connected(io::Result<()>),
     /// A file-to-socket send finished: how many bytes of the file reached the socket
     /// (possibly fewer than asked; zero when the file ended early). Only drivers that send
-    /// files without a user-space copy produce it (io_uring's splice).
+    /// files without a user-space copy produce it (io_uring's splice, IOCP's TransmitFile).
     FileSent(io::Result<usize>),
 }
 

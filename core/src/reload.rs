@@ -322,76 +322,24 @@ impl ReloadHandle {
         if self.control.is_shutting_down() {
             return Err(StartError::Config("reload: the server is shutting down".into()));
         }
-        let old = &state.config;
-        let mut needs_restart = Vec::new();
-        if config.threads != old.threads {
-            needs_restart.push("threads");
-        }
-        if config.io != old.io {
-            needs_restart.push("io");
-        }
-        if config.pin_threads != old.pin_threads {
-            needs_restart.push("pin_threads");
-        }
-        if config.admin != old.admin {
-            needs_restart.push("admin");
-        }
+        let needs_restart = needs_restart(&config, &state.config);
         // The per-client tables carry over when their limits do (their counts stay right).
-        let same_clients = |a: &Limits, b: &Limits| {
-            a.max_connections_per_ip == b.max_connections_per_ip
-                && a.rate_limit == b.rate_limit
-                && a.ipv6_prefix_length == b.ipv6_prefix_length
-        };
-        let clients = if same_clients(&config.limits, &old.limits) {
+        let clients = if same_client_limits(&config.limits, &state.config.limits) {
             live.clients.load_full()
         } else {
             ClientPolicy::new(&config.limits)
         };
-
-        // Listeners: kept by place, or bound now. Nothing is swapped until every core agrees.
-        let mut taken = vec![false; state.listeners.len()];
-        let mut next_group = state.next_group;
-        let mut planned = Vec::new();
-        for spec in &config.listen {
-            let kept =
-                state.listeners.iter().enumerate().find_map(|(i, l)| {
-                    (!taken[i] && same_place(&l.spec, l.addr, spec)).then_some(i)
-                });
-            let (group, addr, sockets) = match kept {
-                Some(i) => {
-                    taken[i] = true;
-                    let l = &state.listeners[i];
-                    (l.group, l.addr, None)
-                }
-                None => {
-                    let bound = server::bind(spec, live.threads)?;
-                    next_group += 1;
-                    (next_group - 1, bound.addr, Some(bound))
-                }
-            };
-            let own_clients = spec.client_limits.map(|own| {
-                let carried = kept.and_then(|i| {
-                    let l = &state.listeners[i];
-                    (l.spec.client_limits == Some(own)
-                        && config.limits.ipv6_prefix_length == old.limits.ipv6_prefix_length)
-                        .then(|| l.clients.clone())
-                        .flatten()
-                });
-                carried.unwrap_or_else(|| ClientPolicy::with(own, config.limits.ipv6_prefix_length))
-            });
-            let tls = server::tls_listener(spec)?;
-            planned.push(Planned { group, addr, kept, sockets, tls, clients: own_clients });
-        }
+        let (mut planned, next_group) = plan_listeners(&state, &config, live.threads)?;
         let access_log = match &config.access_log {
             Some(target) => Some(open_log(target)?),
             None => None,
         };
 
-        // Phase one: every core builds its handler and settings.
+        // Phase one: every core builds its handler and settings; any failure aborts all.
         let cores = live.cores.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let (reply_tx, reply_rx) = mpsc::channel();
         let trusted = (!config.trusted_proxies.is_empty())
             .then(|| Trusted::new(config.trusted_proxies.clone()));
+        let (reply_tx, reply_rx) = mpsc::channel();
         for (core, (mailbox, waker)) in cores.iter().enumerate() {
             let listeners = planned
                 .iter_mut()
@@ -417,27 +365,13 @@ impl ReloadHandle {
             mailbox.post(Box::new(message), waker);
         }
         drop(reply_tx);
-        let mut failure = None;
-        for _ in 0..cores.len() {
-            match reply_rx.recv_timeout(PREPARE_WITHIN) {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    failure.get_or_insert(e);
-                }
-                Err(_) => {
-                    failure.get_or_insert(StartError::Config(
-                        "reload: a core did not answer; nothing changed".into(),
-                    ));
-                    break;
-                }
-            }
-        }
-        if let Some(e) = failure {
+        if let Err(e) = await_answers(&reply_rx, cores.len()) {
             for (mailbox, waker) in &cores {
                 mailbox.post(Box::new(CoreMessage::<H>::Abort), waker);
             }
             return Err(e);
         }
+
         // Phase two: switch. Shared state first, so a scrape after this reads the new caps.
         live.limiter.set_max(config.limits.effective_max_connections(live.open_files));
         live.clients.store(clients);
@@ -453,8 +387,7 @@ impl ReloadHandle {
                 })
                 .collect()
         });
-        // Returns once every core serves the new config (a core that is gone has dropped
-        // its sender).
+        // Returns once every core serves the new config.
         let (done_tx, done_rx) = mpsc::channel();
         for (mailbox, waker) in &cores {
             mailbox.post(Box::new(CoreMessage::<H>::Commit(done_tx.clone())), waker);
@@ -467,7 +400,7 @@ impl ReloadHandle {
                 break;
             }
         }
-        let listeners = config
+        state.listeners = config
             .listen
             .iter()
             .zip(&planned)
@@ -478,7 +411,6 @@ impl ReloadHandle {
                 clients: p.clients.clone(),
             })
             .collect();
-        state.listeners = listeners;
         state.next_group = next_group;
         if let Some(mut old_log) = std::mem::replace(&mut state.access_log, access_log) {
             old_log.retire();
@@ -488,6 +420,91 @@ impl ReloadHandle {
         state.config = config;
         Ok(Reloaded { needs_restart })
     }
+}
+
+/// What differs in `new` but only a restart can change.
+fn needs_restart(new: &ServerConfig, old: &ServerConfig) -> Vec<&'static str> {
+    [
+        ("threads", new.threads != old.threads),
+        ("io", new.io != old.io),
+        ("pin_threads", new.pin_threads != old.pin_threads),
+        ("admin", new.admin != old.admin),
+    ]
+    .into_iter()
+    .filter_map(|(key, differs)| differs.then_some(key))
+    .collect()
+}
+
+/// Whether the per-client tables of `a` and `b` are the same.
+fn same_client_limits(a: &Limits, b: &Limits) -> bool {
+    a.max_connections_per_ip == b.max_connections_per_ip
+        && a.rate_limit == b.rate_limit
+        && a.ipv6_prefix_length == b.ipv6_prefix_length
+}
+
+/// The new config's listeners: each one at a running listener's place keeps it (its group,
+/// address and per-client tables, when its limits are unchanged); the others are bound now.
+/// TLS state is built for every TLS listener (its files read again). Returns them with the
+/// next unused group number.
+fn plan_listeners(
+    state: &LiveState,
+    config: &ServerConfig,
+    threads: usize,
+) -> Result<(Vec<Planned>, usize), StartError> {
+    let ipv6 = config.limits.ipv6_prefix_length;
+    let same_ipv6 = ipv6 == state.config.limits.ipv6_prefix_length;
+    let mut taken = vec![false; state.listeners.len()];
+    let mut next_group = state.next_group;
+    let mut planned = Vec::new();
+    for spec in &config.listen {
+        let kept = (0..state.listeners.len()).find(|&i| {
+            let l = &state.listeners[i];
+            !taken[i] && same_place(&l.spec, l.addr, spec)
+        });
+        let running = kept.map(|i| &state.listeners[i]);
+        let (group, addr, sockets) = match running {
+            Some(l) => (l.group, l.addr, None),
+            None => {
+                let bound = server::bind(spec, threads)?;
+                next_group += 1;
+                (next_group - 1, bound.addr, Some(bound))
+            }
+        };
+        if let Some(i) = kept {
+            taken[i] = true;
+        }
+        let clients = spec.client_limits.map(|own| {
+            running
+                .filter(|l| l.spec.client_limits == Some(own) && same_ipv6)
+                .and_then(|l| l.clients.clone())
+                .unwrap_or_else(|| ClientPolicy::with(own, ipv6))
+        });
+        let tls = server::tls_listener(spec)?;
+        planned.push(Planned { group, addr, kept, sockets, tls, clients });
+    }
+    Ok((planned, next_group))
+}
+
+/// Waits for `cores` answers to a prepare: the first error, or one for a core that does
+/// not answer in time.
+fn await_answers(
+    answers: &mpsc::Receiver<Result<(), StartError>>,
+    cores: usize,
+) -> Result<(), StartError> {
+    let mut failure = None;
+    for _ in 0..cores {
+        match answers.recv_timeout(PREPARE_WITHIN) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            Err(_) => {
+                let why = "reload: a core did not answer; nothing changed".into();
+                return Err(failure.unwrap_or(StartError::Config(why)));
+            }
+        }
+    }
+    failure.map_or(Ok(()), Err)
 }
 
 /// A listener of the new config: the group it is (kept or new), its bound address, and

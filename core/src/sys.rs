@@ -79,6 +79,18 @@ pub(crate) fn handover_of_std(listener: &std::net::TcpListener) -> io::Result<Ha
     return Ok(std::sync::Arc::new(OwnedSocket::from(copy)));
 }
 
+/// The raw handle of an open file, for the driver's file sends.
+#[cfg(unix)]
+pub(crate) fn raw_file(file: &std::fs::File) -> std::os::fd::RawFd {
+    std::os::fd::AsRawFd::as_raw_fd(file)
+}
+
+/// The raw handle of an open file, for the driver's file sends.
+#[cfg(windows)]
+pub(crate) fn raw_file(file: &std::fs::File) -> std::os::windows::io::RawHandle {
+    std::os::windows::io::AsRawHandle::as_raw_handle(file)
+}
+
 /// The raw handle of a socket, for driver operations.
 pub(crate) fn raw(socket: &OwnedSocket) -> RawSocket {
     raw_of(socket)

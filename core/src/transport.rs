@@ -59,14 +59,13 @@ impl Transport {
         Transport { fd, tls: Some(Box::new(TlsStream::new(session.into(), raw))) }
     }
 
-    /// Whether this transport runs TLS.
     /// The socket, when nothing stands between it and the protocol (cleartext): a body may
     /// then be spliced to it.
-    #[cfg(target_os = "linux")]
     pub(crate) fn plain_socket(&self) -> Option<RawSocket> {
         self.tls.is_none().then_some(self.fd)
     }
 
+    /// Whether this transport runs TLS.
     pub(crate) fn is_tls(&self) -> bool {
         self.tls.is_some()
     }

@@ -171,8 +171,9 @@ both_drivers!(range_requests);
 fn range_requests(io: IoChoice) {
     let site = Site::new(&format!("ranges-{io:?}"));
     let small: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
-    // Larger than the in-memory cache's files: served from the descriptor.
-    let large: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    // Larger than the in-memory cache's files: served from the descriptor (spliced on
+    // io_uring, sent by TransmitFile on IOCP, in more than one call: over 1 MiB).
+    let large: Vec<u8> = (0..1_500_000u32).map(|i| (i % 241) as u8).collect();
     site.put("small.bin", &small);
     site.put("large.bin", &large);
     let server = serve(io, &site, "", "max_ranges = 4");

@@ -167,6 +167,22 @@ impl Driver {
         self.iocp.connect(socket, addr, token)
     }
 
+    /// Sends up to `len` bytes of `file` from `offset` to `socket` with `TransmitFile` (the
+    /// kernel reads the file and sends it; nothing is copied through user space): completes
+    /// with [`Outcome::FileSent`], which may report fewer bytes than asked (at most 1 MiB a
+    /// call). `file` must stay open until then; the send counts as the socket's one
+    /// outstanding send. Always `Some` (the Linux driver's epoll backend answers `None`).
+    pub fn send_file(
+        &mut self,
+        socket: RawSocket,
+        file: std::os::windows::io::RawHandle,
+        offset: u64,
+        len: usize,
+        token: u64,
+    ) -> Option<io::Result<OpId>> {
+        Some(Ok(self.iocp.send_file(socket, file, offset, len, token)))
+    }
+
     /// Closes `socket`: completes with [`Outcome::Closed`]. Operations still outstanding on
     /// it complete as cancelled.
     pub fn close(&mut self, socket: OwnedSocket, token: u64) -> OpId {

@@ -121,3 +121,64 @@ fn exclusive_address_use_keeps_the_port_from_other_sockets() {
     thief.set_reuse_address(true).unwrap();
     assert!(thief.bind(&bound).is_err(), "a second socket bound an exclusively used port");
 }
+
+/// Waits for the one `FileSent` completion and returns its result.
+fn file_sent(d: &mut Driver) -> std::io::Result<usize> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = None;
+    while got.is_none() && Instant::now() < deadline {
+        d.wait(Some(Duration::from_millis(50)), &mut |c| {
+            if let Outcome::FileSent(r) = c.outcome {
+                got = Some(r);
+            }
+        })
+        .unwrap();
+    }
+    got.expect("no completion within 10 s")
+}
+
+/// `TransmitFile`: the bytes a client reads are the file's region, a send reports at most
+/// 1 MiB, a region running past the end sends what there is, and one at the end sends none.
+#[test]
+fn transmit_file_sends_a_file_region_to_a_socket() {
+    use std::os::windows::io::AsRawHandle;
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let path = std::env::temp_dir().join(format!("peregrine-transmit-{}", std::process::id()));
+    std::fs::File::create(&path).unwrap().write_all(&content).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let mut d = Driver::new(&DriverConfig::default()).unwrap();
+
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    let (server, _) = l.accept().unwrap();
+    let socket = server.as_raw_socket();
+    let (start, len) = (1_000, 2_500_000usize);
+    let mut sent = 0;
+    while sent < len {
+        let offset = (start + sent) as u64;
+        d.send_file(socket, file.as_raw_handle(), offset, len - sent, 7).unwrap().unwrap();
+        let n = file_sent(&mut d).unwrap();
+        assert!(n > 0 && n <= (len - sent).min(1 << 20), "sent {n}");
+        sent += n;
+    }
+    let tail = 500;
+    let offset = (content.len() - tail) as u64;
+    d.send_file(socket, file.as_raw_handle(), offset, 10_000, 9).unwrap().unwrap();
+    assert_eq!(file_sent(&mut d).unwrap(), tail);
+    let end = content.len() as u64;
+    d.send_file(socket, file.as_raw_handle(), end, 10, 8).unwrap().unwrap();
+    assert_eq!(file_sent(&mut d).unwrap(), 0);
+    drop(server);
+    let got = reader.join().unwrap();
+    assert_eq!(got.len(), len + tail);
+    assert!(got[..len] == content[start..start + len], "the client read other bytes");
+    assert!(got[len..] == content[content.len() - tail..], "the file's tail differs");
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+}

@@ -1,9 +1,9 @@
 //! A response body made of an open file's regions (and, for `multipart/byteranges`, the
 //! part headers between them).
 //!
-//! Two ways out: HTTP/1.1 over cleartext on io_uring sends the regions straight from the
-//! page cache to the socket (`h1/write.rs`, the driver's splice); everything else (HTTP/2,
-//! TLS, the epoll and IOCP drivers) reads them in [`READ_CHUNK`] pieces on the disk pool
+//! Two ways out: HTTP/1.1 over cleartext on io_uring or IOCP sends the regions straight from
+//! the page cache to the socket (`h1/write.rs`, the driver's splice or `TransmitFile`);
+//! everything else (HTTP/2, TLS, the epoll driver) reads them in [`READ_CHUNK`] pieces on the disk pool
 //! (`rt::blocking`), one piece at a time, so a slow client holds one piece of memory and a
 //! cold file never blocks the reactor.
 //!
@@ -67,13 +67,11 @@ impl FileBody {
     }
 
     /// The open file.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn file(&self) -> &Arc<File> {
         &self.file
     }
 
     /// Takes the next part to send (for a sender that splices regions itself).
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn next_part(&mut self) -> Option<Part> {
         debug_assert!(self.reading.is_none(), "parts taken after reading began");
         let part = self.parts.pop_front()?;
@@ -85,7 +83,6 @@ impl FileBody {
     }
 
     /// Puts `part` back in front (a sender that took it and could not send it).
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     pub(crate) fn push_front(&mut self, part: Part) {
         self.len += match &part {
             Part::Bytes(b) => b.len() as u64,

@@ -244,10 +244,9 @@ impl ConnIo {
     }
 
     /// Sends up to `len` bytes of `file` from `offset` straight from the page cache (the
-    /// connection is cleartext and the driver splices: see `rt::io::send_file`), holding the
-    /// send to the response data rate as [`flush`](Self::flush) does. Returns the bytes sent;
-    /// zero when the file ended early.
-    #[cfg(target_os = "linux")]
+    /// connection is cleartext and the driver splices or transmits files: see
+    /// `rt::io::send_file`), holding the send to the response data rate as
+    /// [`flush`](Self::flush) does. Returns the bytes sent; zero when the file ended early.
     pub(crate) async fn send_file(
         &self,
         file: &std::sync::Arc<std::fs::File>,
@@ -275,7 +274,6 @@ impl ConnIo {
     }
 
     /// The response data rate's meter for one response's sends.
-    #[cfg(target_os = "linux")]
     pub(crate) fn response_rate(&self) -> Option<DataRate> {
         self.rates.response.map(DataRate::new)
     }

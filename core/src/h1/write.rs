@@ -107,9 +107,7 @@ pub(crate) async fn finish(io: &ConnIo, close: bool, body_bytes: u64) -> Written
 
 /// Streams a body whose head is already in the output buffer.
 pub(crate) async fn stream_body(io: &ConnIo, streaming: StreamingBody) -> Written {
-    #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
     let StreamingBody { mut body, framing, close } = streaming;
-    #[cfg(target_os = "linux")]
     if matches!(framing, ResponseFraming::Length(_))
         && io.transport.plain_socket().is_some()
         && crate::rt::io::sends_files()
@@ -145,9 +143,9 @@ async fn pumped_body(
     }
 }
 
-/// Sends a file body with its regions spliced from the page cache to the socket (no copy
-/// through user space), the bytes between them (multipart headers) as usual.
-#[cfg(target_os = "linux")]
+/// Sends a file body with its regions spliced (io_uring) or transmitted (IOCP) from the page
+/// cache to the socket, with no copy through user space; the bytes between them (multipart
+/// headers) as usual.
 async fn splice_body(io: &ConnIo, mut file: crate::files::body::FileBody, close: bool) -> Written {
     use crate::files::body::Part;
     let mut sent = 0u64;

@@ -82,7 +82,6 @@ pub(crate) enum SlotState {
     },
     /// A file-to-socket send; the slot keeps the file open until the kernel is done with it,
     /// even when the future was dropped.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     SendFile {
         _file: std::sync::Arc<std::fs::File>,
         result: Option<io::Result<usize>>,
@@ -304,18 +303,17 @@ impl Drop for Connect {
 /// Sends up to `len` bytes of `file` from `offset` to the socket `fd` without copying them
 /// through user space (see the driver's `send_file`). `None` when this core's driver cannot;
 /// the caller then reads the file and sends bytes.
-#[cfg(target_os = "linux")]
 pub(crate) fn send_file(
     fd: RawSocket,
     file: &std::sync::Arc<std::fs::File>,
     offset: u64,
     len: usize,
 ) -> Option<SendFile> {
-    use std::os::fd::AsRawFd;
     with_driver(|driver, ops| {
         let entry = ops.slots.vacant_entry();
         let index = entry.key();
-        let op = match driver.send_file(fd, file.as_raw_fd(), offset, len, index as u64)? {
+        let raw = crate::sys::raw_file(file);
+        let op = match driver.send_file(fd, raw, offset, len, index as u64)? {
             Ok(op) => op,
             Err(e) => return Some(SendFile { index: None, failed: Some(e) }),
         };
@@ -325,21 +323,21 @@ pub(crate) fn send_file(
     })
 }
 
-/// Whether this core's driver sends files without a copy (io_uring).
-#[cfg(target_os = "linux")]
+/// Whether this core's driver sends files without a copy (io_uring, IOCP).
 pub(crate) fn sends_files() -> bool {
-    with_driver(|driver, _| driver.kind() == driver::DriverKind::Uring)
+    #[cfg(target_os = "linux")]
+    return with_driver(|driver, _| driver.kind() == driver::DriverKind::Uring);
+    #[cfg(windows)]
+    return true;
 }
 
 /// A file-to-socket send ([`send_file`]). Resolves to the bytes that reached the socket.
-#[cfg(target_os = "linux")]
 pub(crate) struct SendFile {
     index: Option<usize>,
     /// Set up failed (no pipe could be made).
     failed: Option<io::Error>,
 }
 
-#[cfg(target_os = "linux")]
 impl Future for SendFile {
     type Output = io::Result<usize>;
 
@@ -359,7 +357,6 @@ impl Future for SendFile {
     }
 }
 
-#[cfg(target_os = "linux")]
 impl Drop for SendFile {
     fn drop(&mut self) {
         if let Some(index) = self.index {

@@ -21,7 +21,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::windows::io::{AsRawSocket, IntoRawSocket, OwnedSocket, RawSocket};
+use std::os::windows::io::{AsRawSocket, IntoRawSocket, OwnedSocket, RawHandle, RawSocket};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -58,6 +58,9 @@ const BATCH: usize = 256;
 /// until the peer has taken them, so an unbounded send would pin a whole large response per
 /// slow client; partial completions are part of the API, so the caller sends the rest next.
 pub(crate) const MAX_SEND_BYTES: usize = 256 * 1024;
+/// Most bytes one `TransmitFile` is asked for: large enough that its fixed cost vanishes,
+/// small enough that the response data rate is checked as the file goes.
+const MAX_TRANSMIT_BYTES: usize = 1024 * 1024;
 /// `OpOverlapped`s kept for reuse, so a warm driver allocates nothing per operation.
 const POOL: usize = 1024;
 /// How long dropping a driver waits for Windows to give back cancelled operations.
@@ -82,6 +85,8 @@ enum Kind {
     Send { socket: RawSocket, ov: NonNull<OpOverlapped>, buf: SendBuf },
     /// A `ConnectEx` in flight; the address stays put until it completes.
     Connect { socket: RawSocket, ov: NonNull<OpOverlapped>, addr: Box<socket2::SockAddr> },
+    /// A `TransmitFile` in flight (the caller keeps the file open until it completes).
+    SendFile { socket: RawSocket, ov: NonNull<OpOverlapped> },
 }
 
 struct Slot {
@@ -105,6 +110,7 @@ enum Ready {
     Sent { token: u64, op: OpId, error: io::Error, buf: SendBuf },
     Closed { token: u64, op: OpId, result: io::Result<()> },
     Connected { token: u64, op: OpId, error: io::Error },
+    FileSent { token: u64, op: OpId, error: io::Error },
     Accepted { token: u64, op: OpId, result: io::Result<OwnedSocket>, more: bool },
 }
 
@@ -451,6 +457,70 @@ impl Iocp {
         self.submitted(if ok == FALSE { SOCKET_ERROR } else { 0 }, ov)
     }
 
+    /// Posts a `TransmitFile` of up to [`MAX_TRANSMIT_BYTES`] of `file` from `offset`: the
+    /// kernel reads the file and sends it, nothing passes through user space.
+    pub(crate) fn send_file(
+        &mut self,
+        socket: RawSocket,
+        file: RawHandle,
+        offset: u64,
+        len: usize,
+        token: u64,
+    ) -> OpId {
+        let op = self.insert(token, Kind::Recv { socket, ov: NonNull::dangling() });
+        let posted =
+            self.adopt(socket).and_then(|()| self.post_transmit(socket, file, offset, len, op));
+        match posted {
+            Ok(ov) => {
+                self.ops[op.index as usize].kind = Kind::SendFile { socket, ov };
+                if let Some(s) = self.sockets.get_mut(&socket) {
+                    s.writer = Some(op.index as usize);
+                }
+            }
+            Err(error) => {
+                self.ops.remove(op.index as usize);
+                self.ready.push_back(Ready::FileSent { token, op, error });
+            }
+        }
+        op
+    }
+
+    fn post_transmit(
+        &mut self,
+        socket: RawSocket,
+        file: RawHandle,
+        offset: u64,
+        len: usize,
+        op: OpId,
+    ) -> io::Result<NonNull<OpOverlapped>> {
+        let transmit = super::transmit_file(socket)?;
+        let ov = self.new_overlapped(op);
+        // SAFETY: `ov` is ours until it is submitted; the file position of an overlapped
+        // TransmitFile is the OVERLAPPED's offset.
+        unsafe {
+            let position = &mut (*ov.as_ptr()).raw.Anonymous.Anonymous;
+            position.Offset = offset as u32;
+            position.OffsetHigh = (offset >> 32) as u32;
+        }
+        let n = len.min(MAX_TRANSMIT_BYTES) as u32;
+        // SAFETY: `transmit` is the provider's TransmitFile for this socket; the file handle
+        // stays open until the completion (the caller's contract); no head or tail buffers;
+        // `ov` is owned by the op until its completion is dequeued.
+        let ok = unsafe {
+            transmit(socket as SOCKET, file as HANDLE, n, 0, ov.as_ptr().cast(), ptr::null(), 0)
+        };
+        self.submitted(if ok == FALSE { SOCKET_ERROR } else { 0 }, ov)
+    }
+
+    /// Forgets `index` as `socket`'s outstanding send.
+    fn release_writer(&mut self, socket: RawSocket, index: usize) {
+        if let Some(s) = self.sockets.get_mut(&socket) {
+            if s.writer == Some(index) {
+                s.writer = None;
+            }
+        }
+    }
+
     pub(crate) fn close(&mut self, socket: OwnedSocket, token: u64) -> OpId {
         // closesocket aborts the socket's outstanding operations; they complete (as
         // cancelled) on a later turn, and their memory is released then.
@@ -488,7 +558,8 @@ impl Iocp {
             }
             Kind::Recv { socket, ov }
             | Kind::Send { socket, ov, .. }
-            | Kind::Connect { socket, ov, .. } => {
+            | Kind::Connect { socket, ov, .. }
+            | Kind::SendFile { socket, ov } => {
                 if slot.cancel_requested {
                     return;
                 }
@@ -552,6 +623,9 @@ impl Iocp {
                 }
                 Ready::Connected { token, op, error } => {
                     Completion { token, op, outcome: Outcome::Connected(Err(error)) }
+                }
+                Ready::FileSent { token, op, error } => {
+                    Completion { token, op, outcome: Outcome::FileSent(Err(error)) }
                 }
                 Ready::Accepted { token, op, result, more } => {
                     Completion { token, op, outcome: Outcome::Accepted { result, more } }
@@ -622,12 +696,22 @@ impl Iocp {
                 // SAFETY: as above.
                 unsafe { self.free_overlapped(ov) };
                 let Kind::Send { buf, .. } = self.ops.remove(index).kind else { unreachable!() };
-                if let Some(s) = self.sockets.get_mut(&socket) {
-                    if s.writer == Some(index) {
-                        s.writer = None;
-                    }
-                }
+                self.release_writer(socket, index);
                 on(Completion { token, op, outcome: Outcome::Sent { result, buf } });
+            }
+            Kind::SendFile { socket, .. } => {
+                let result = if status == 0 {
+                    Ok(entry.dwNumberOfBytesTransferred as usize)
+                } else if cancel {
+                    Err(canceled())
+                } else {
+                    Err(self.error_of(socket, ov, status))
+                };
+                // SAFETY: as above.
+                unsafe { self.free_overlapped(ov) };
+                self.ops.remove(index);
+                self.release_writer(socket, index);
+                on(Completion { token, op, outcome: Outcome::FileSent(result) });
             }
             Kind::Connect { socket, .. } => {
                 let result = if status == 0 && !cancel {
@@ -641,11 +725,7 @@ impl Iocp {
                 // SAFETY: as above.
                 unsafe { self.free_overlapped(ov) };
                 self.ops.remove(index);
-                if let Some(s) = self.sockets.get_mut(&socket) {
-                    if s.writer == Some(index) {
-                        s.writer = None;
-                    }
-                }
+                self.release_writer(socket, index);
                 on(Completion { token, op, outcome: Outcome::Connected(result) });
             }
         }

@@ -20,10 +20,10 @@ use windows_sys::core::BOOL;
 use windows_sys::Win32::Foundation::{CloseHandle, FALSE, HANDLE, TRUE};
 use windows_sys::Win32::Networking::WinSock::{
     bind, ioctlsocket, recv, setsockopt, shutdown, WSADuplicateSocketW, WSAGetLastError, WSAIoctl,
-    WSASocketW, WSAStartup, FIONBIO, FROM_PROTOCOL_INFO, INVALID_SOCKET, LPFN_CONNECTEX, SD_SEND,
-    SIO_GET_EXTENSION_FUNCTION_POINTER, SOCKADDR, SOCKET, SOCKET_ERROR, SOL_SOCKET,
-    SO_EXCLUSIVEADDRUSE, WSADATA, WSAID_CONNECTEX, WSAPROTOCOL_INFOW, WSA_FLAG_NO_HANDLE_INHERIT,
-    WSA_FLAG_OVERLAPPED,
+    WSASocketW, WSAStartup, FIONBIO, FROM_PROTOCOL_INFO, INVALID_SOCKET, LPFN_CONNECTEX,
+    LPFN_TRANSMITFILE, SD_SEND, SIO_GET_EXTENSION_FUNCTION_POINTER, SOCKADDR, SOCKET, SOCKET_ERROR,
+    SOL_SOCKET, SO_EXCLUSIVEADDRUSE, WSADATA, WSAID_CONNECTEX, WSAID_TRANSMITFILE,
+    WSAPROTOCOL_INFOW, WSA_FLAG_NO_HANDLE_INHERIT, WSA_FLAG_OVERLAPPED,
 };
 use windows_sys::Win32::System::Console::{
     SetConsoleCtrlHandler, CTRL_BREAK_EVENT, CTRL_CLOSE_EVENT, CTRL_C_EVENT,
@@ -175,15 +175,18 @@ pub(crate) fn bind_unspecified(socket: RawSocket, peer: &socket2::SockAddr) -> i
     Ok(())
 }
 
-/// The `ConnectEx` extension function, loaded once through `WSAIoctl` (Winsock exports it
-/// only that way). Every TCP socket of the base provider shares it.
-pub(crate) fn connect_ex(socket: RawSocket) -> io::Result<ConnectEx> {
-    static CONNECT_EX: OnceLock<ConnectEx> = OnceLock::new();
-    if let Some(&f) = CONNECT_EX.get() {
+/// An extension function of the base provider, loaded once through `WSAIoctl` (Winsock
+/// exports these only that way) into `cache`. `T` is its `LPFN_*` type (an `Option` of the
+/// function pointer). Every TCP socket of the base provider shares them.
+fn extension<T: Copy>(
+    socket: RawSocket,
+    guid: windows_sys::core::GUID,
+    cache: &'static OnceLock<T>,
+) -> io::Result<T> {
+    if let Some(&f) = cache.get() {
         return Ok(f);
     }
-    let guid = WSAID_CONNECTEX;
-    let mut f: LPFN_CONNECTEX = None;
+    let mut f = std::mem::MaybeUninit::<T>::zeroed();
     let mut returned = 0u32;
     // SAFETY: the in and out pointers and sizes describe live locals; no overlapped call.
     cvt(unsafe {
@@ -192,16 +195,43 @@ pub(crate) fn connect_ex(socket: RawSocket) -> io::Result<ConnectEx> {
             SIO_GET_EXTENSION_FUNCTION_POINTER,
             (&guid as *const windows_sys::core::GUID).cast(),
             std::mem::size_of_val(&guid) as u32,
-            (&mut f as *mut LPFN_CONNECTEX).cast(),
-            std::mem::size_of::<LPFN_CONNECTEX>() as u32,
+            f.as_mut_ptr().cast(),
+            std::mem::size_of::<T>() as u32,
             &mut returned,
             std::ptr::null_mut(),
             None,
         )
     })?;
-    let f = f.ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no ConnectEx"))?;
-    Ok(*CONNECT_EX.get_or_init(|| f))
+    // SAFETY: `T` is an `Option` of a function pointer, for which all-zero (`None`) and
+    // whatever WSAIoctl wrote are both valid values.
+    let f = unsafe { f.assume_init() };
+    Ok(*cache.get_or_init(|| f))
 }
+
+/// The `ConnectEx` extension function.
+pub(crate) fn connect_ex(socket: RawSocket) -> io::Result<ConnectEx> {
+    static CONNECT_EX: OnceLock<LPFN_CONNECTEX> = OnceLock::new();
+    extension(socket, WSAID_CONNECTEX, &CONNECT_EX)?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no ConnectEx"))
+}
+
+/// The `TransmitFile` extension function.
+pub(crate) fn transmit_file(socket: RawSocket) -> io::Result<TransmitFile> {
+    static TRANSMIT_FILE: OnceLock<LPFN_TRANSMITFILE> = OnceLock::new();
+    extension(socket, WSAID_TRANSMITFILE, &TRANSMIT_FILE)?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no TransmitFile"))
+}
+
+/// The type of `TransmitFile`.
+pub(crate) type TransmitFile = unsafe extern "system" fn(
+    SOCKET,
+    HANDLE,
+    u32,
+    u32,
+    *mut windows_sys::Win32::System::IO::OVERLAPPED,
+    *const windows_sys::Win32::Networking::WinSock::TRANSMIT_FILE_BUFFERS,
+    u32,
+) -> BOOL;
 
 /// The type of `ConnectEx`.
 pub(crate) type ConnectEx = unsafe extern "system" fn(
