@@ -565,3 +565,60 @@ fn no_app_process_outlives_a_killed_peregrine() {
     let _ = server.proc.child.wait();
     wait_port_closed(port);
 }
+
+/// A config reload (`POST /reload`): an app whose settings are unchanged is restarted onto a
+/// new process; one whose settings changed is replaced (the old process stopped); one the
+/// config no longer has is stopped, and its route is gone.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_config_reload_restarts_replaces_and_removes_apps() {
+    let dir = Scratch::new("reload");
+    let server = Server::with_config(&dir.0, "shutdown_time_limit = \"2s\"\n");
+    let path = dir.0.join("peregrine.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    let reload = || {
+        let (status, body) = request(server.admin, "POST", "/reload");
+        assert_eq!(status, 200, "{body}; stderr: {}", server.proc.stderr());
+    };
+    let new_process = |old: u32| {
+        let deadline = Instant::now() + process::WAIT;
+        loop {
+            let (pid, port) = app_answer(server.addr, "/");
+            if pid != old {
+                return (pid, port);
+            }
+            assert!(Instant::now() < deadline, "still process {old} after the reload");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    // Unchanged: the same app, restarted without losing a request.
+    let (first, first_port) = app_answer(server.addr, "/");
+    reload();
+    let (second, second_port) = new_process(first);
+    wait_port_closed(first_port);
+
+    // Changed (another setting): a new app in its place; the old one's process stops.
+    std::fs::write(&path, format!("{config}max_queued_requests = 50\n")).unwrap();
+    reload();
+    let (_, third_port) = new_process(second);
+    wait_port_closed(second_port);
+    // The replaced app has left the metrics (one series per app name).
+    let deadline = Instant::now() + process::WAIT;
+    loop {
+        let (_, text) = get(server.admin, "/metrics", &[]);
+        let series = text.lines().filter(|l| l.starts_with("peregrine_app_state{")).count();
+        if series == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{series} app_state series:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Gone: no route to it, and its process stops.
+    let without: String = config.split("[[route]]").next().unwrap().to_string();
+    std::fs::write(&path, without).unwrap();
+    reload();
+    assert_eq!(get(server.addr, "/for-the-app", &[]).0, 404);
+    wait_port_closed(third_port);
+}

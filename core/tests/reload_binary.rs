@@ -174,3 +174,54 @@ fn sighup_and_post_reload_apply_the_edited_config_file() {
     assert!(server.sigterm(pid).success(), "{}", server.stderr());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn reloads_under_wrk_and_h2load_fail_no_request() {
+    let dir = std::env::temp_dir().join(format!("peregrine-reload-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("peregrine.toml");
+    let (listener, admin) = (free_port(), free_port());
+    write_config(&path, &[listener], admin, "one", "");
+    let mut server = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_peregrine"))
+            .args(["--threads", "2", "--no-pin", "--config", path.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1"),
+    );
+    assert_eq!(server.listening(), listener);
+    let pid = server.child.id();
+    let url = format!("http://{listener}/hello");
+    let spawn = |tool: &str, args: &[&str]| {
+        Command::new(tool)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{tool} is required (test.sh installs it): {e}"))
+    };
+    // Bounded: 4 s each, loopback only.
+    let wrk = spawn("wrk", &["-t1", "-c32", "-d4s", &url]);
+    let h2load = spawn("h2load", &["-c8", "-m10", "-D", "4", &url]);
+    // Five reloads while they run, each changing the route's body and a limit.
+    for (i, body) in ["two", "three", "four", "five", "six"].iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(500));
+        let limit = format!("[limits]\nmax_request_header_count = {}\n", 90 + i);
+        write_config(&path, &[listener], admin, body, &limit);
+        let hup = Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
+        assert!(hup.success());
+        wait_logged(&server, "config reloaded", i + 1);
+    }
+    let wrk = wrk.wait_with_output().unwrap();
+    let wrk = String::from_utf8_lossy(&wrk.stdout).into_owned();
+    assert!(wrk.contains("requests in"), "{wrk}");
+    assert!(!wrk.contains("Socket errors") && !wrk.contains("Non-2xx"), "{wrk}");
+    let h2 = h2load.wait_with_output().unwrap();
+    let h2 = String::from_utf8_lossy(&h2.stdout).into_owned();
+    let line = h2.lines().find(|l| l.starts_with("requests:")).unwrap_or_else(|| panic!("{h2}"));
+    assert!(line.contains(" 0 failed, 0 errored, 0 timeout"), "{line}");
+    assert!(h2.contains("status codes:") && h2.contains(" 0 4xx, 0 5xx"), "{h2}");
+    assert_eq!(Conn::open(listener).get("/hello"), (200, "six".into()));
+    assert!(metric(admin, "peregrine_config_reloads_total{result=\"ok\"}").ends_with(" 5"));
+    assert!(server.sigterm(pid).success(), "{}", server.stderr());
+    let _ = std::fs::remove_dir_all(&dir);
+}
