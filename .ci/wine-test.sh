@@ -9,7 +9,8 @@
 #   4. a smoke test: `peregrine.exe` under Wine answers `/plaintext` to curl running on Linux,
 #      and Ctrl+C (SIGINT, which Wine turns into CTRL_C_EVENT) stops it gracefully;
 #   5. the same with `--app`: the hosted app answers, and stops with peregrine.exe;
-#   6. a binary upgrade by `POST /upgrade` under a curl loop: no failed request.
+#   6. a config reload by `POST /reload`, then a binary upgrade by `POST /upgrade` under a
+#      curl loop: no failed request.
 #
 # Called by test.sh; runs on its own too: .ci/wine-test.sh
 set -euo pipefail
@@ -103,7 +104,8 @@ trap - EXIT
 rm -rf "$out"
 echo "wine-test: peregrine.exe hosted an app under Wine and stopped it with itself"
 
-# 6. Binary upgrade: `POST /upgrade` on the admin listener (Windows has no SIGUSR2). The new
+# 6. Reload and binary upgrade: `POST /reload` and `POST /upgrade` on the admin listener
+#    (Windows has no SIGHUP or SIGUSR2). After the reload, the upgrade: the new
 #    process gets the listening sockets (WSADuplicateSocketW) and the admin listener's,
 #    reports ready, and the old one drains and exits, while curl requests in a loop see no
 #    failure.
@@ -125,6 +127,14 @@ for _ in $(seq 1 120); do
     [ -n "$addr" ] && [ -n "$admin" ] && break
     sleep 0.5
 done
+[ "$(curl -sS --max-time 10 "$addr/plaintext")" = "Hello, World!" ]
+# A config reload first (POST /reload, Windows' SIGHUP): the listener is kept and serves on.
+reloaded=$(curl -sS --max-time 30 -X POST "$admin/reload" || true)
+if ! printf '%s\n' "$reloaded" | grep -q '^reloaded: 1 listeners'; then
+    echo "wine-test: POST /reload answered '$reloaded'" >&2
+    cat "$out/stderr" >&2
+    exit 1
+fi
 [ "$(curl -sS --max-time 10 "$addr/plaintext")" = "Hello, World!" ]
 before=$(pgrep -f 'peregrine\.exe' | sort)
 (
