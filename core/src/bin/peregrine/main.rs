@@ -92,8 +92,9 @@ struct Cli {
     #[arg(long, value_name = "FILE", env = "PEREGRINE_CONFIG")]
     config: Option<PathBuf>,
 
-    /// Admin listener (host:port) serving /metrics (Prometheus), /healthz and /readyz. Off
-    /// unless given here or in the config file.
+    /// Admin listener (host:port) serving /metrics (Prometheus), /healthz and /readyz, and
+    /// taking POST /reload (the config, as SIGHUP) and POST /upgrade (the binary, as SIGUSR2).
+    /// Off unless given here or in the config file.
     #[arg(long, value_name = "ADDR", env = "PEREGRINE_ADMIN")]
     admin: Option<String>,
 
