@@ -109,14 +109,35 @@ impl ReloadStats {
 #[derive(Default)]
 pub(crate) struct Mailbox {
     waiting: AtomicBool,
-    messages: Mutex<Vec<Box<dyn Any + Send>>>,
+    messages: Mutex<Letters>,
+}
+
+#[derive(Default)]
+struct Letters {
+    queue: Vec<Box<dyn Any + Send>>,
+    /// The core has left its loop: messages are dropped at once (their reply channels with
+    /// them, so a reload waiting on this core learns it at once).
+    closed: bool,
 }
 
 impl Mailbox {
     fn post(&self, message: Box<dyn Any + Send>, waker: &DriverWaker) {
-        self.messages.lock().unwrap_or_else(|e| e.into_inner()).push(message);
+        let mut letters = self.messages.lock().unwrap_or_else(|e| e.into_inner());
+        if letters.closed {
+            return;
+        }
+        letters.queue.push(message);
+        drop(letters);
         self.waiting.store(true, Ordering::Release);
         waker.wake();
+    }
+
+    /// The core is leaving its loop: what is queued (a reload's sockets and log handles
+    /// among it) is dropped, and so is everything posted later.
+    pub(crate) fn close(&self) {
+        let mut letters = self.messages.lock().unwrap_or_else(|e| e.into_inner());
+        letters.closed = true;
+        letters.queue.clear();
     }
 
     /// The messages posted since the last call, oldest first.
@@ -124,7 +145,7 @@ impl Mailbox {
         if !self.waiting.swap(false, Ordering::Acquire) {
             return Vec::new();
         }
-        std::mem::take(&mut *self.messages.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut self.messages.lock().unwrap_or_else(|e| e.into_inner()).queue)
     }
 }
 
@@ -178,7 +199,8 @@ pub(crate) struct Live {
     pub(crate) tls: Arc<Mutex<Vec<Arc<TlsListener>>>>,
 }
 
-struct LiveState {
+/// The running config and what a reload replaces (behind [`Live`]'s lock).
+pub(crate) struct LiveState {
     config: ServerConfig,
     listeners: Vec<LiveListener>,
     next_group: usize,
@@ -199,8 +221,20 @@ pub(crate) struct LiveInit {
     pub(crate) access_log: Option<access_log::Writer>,
 }
 
+/// `config` as kept for comparing and matching later: without the sockets its specs were
+/// given (the cores and the handover list own those; a copy here would keep a socket open
+/// after its listener closed).
+fn without_sockets(mut config: ServerConfig) -> ServerConfig {
+    for spec in &mut config.listen {
+        spec.inherited = None;
+    }
+    config.admin_socket = None;
+    config
+}
+
 impl Live {
     pub(crate) fn new<H: 'static>(threads: usize, started: LiveInit) -> Live {
+        let started = LiveInit { config: without_sockets(started.config), ..started };
         let listeners = started
             .config
             .listen
@@ -245,6 +279,13 @@ impl Live {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LiveState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds reloads off (an upgrade holds this while it hands the listeners over, so the
+    /// successor, which matches sockets to its listeners by position, gets the set the
+    /// config file it reads describes).
+    pub(crate) fn hold(&self) -> std::sync::MutexGuard<'_, LiveState> {
+        self.lock()
     }
 
     /// Waits for every access log line handed over so far to be written (after the cores
@@ -397,9 +438,12 @@ impl ReloadHandle {
         for _ in 0..cores.len() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if done_rx.recv_timeout(left).is_err() {
+                // A core that left its loop meanwhile (a shutdown began) dropped its part.
+                tracing::warn!("reload: a core did not confirm the switch");
                 break;
             }
         }
+        let config = without_sockets(config);
         state.listeners = config
             .listen
             .iter()
@@ -453,14 +497,28 @@ fn plan_listeners(
 ) -> Result<(Vec<Planned>, usize), StartError> {
     let ipv6 = config.limits.ipv6_prefix_length;
     let same_ipv6 = ipv6 == state.config.limits.ipv6_prefix_length;
+    // Exact places first (an address, a path), then a port 0 takes what is left: so a
+    // port 0 cannot claim the listener another new spec names by its bound port.
     let mut taken = vec![false; state.listeners.len()];
+    let mut kept_by: Vec<Option<usize>> = vec![None; config.listen.len()];
+    for wildcard in [false, true] {
+        for (k, spec) in config.listen.iter().enumerate() {
+            let is_wildcard = spec.unix.is_none() && spec.address.port() == 0;
+            if kept_by[k].is_some() || is_wildcard != wildcard {
+                continue;
+            }
+            kept_by[k] = (0..state.listeners.len()).find(|&i| {
+                let l = &state.listeners[i];
+                !taken[i] && same_place(&l.spec, l.addr, spec)
+            });
+            if let Some(i) = kept_by[k] {
+                taken[i] = true;
+            }
+        }
+    }
     let mut next_group = state.next_group;
     let mut planned = Vec::new();
-    for spec in &config.listen {
-        let kept = (0..state.listeners.len()).find(|&i| {
-            let l = &state.listeners[i];
-            !taken[i] && same_place(&l.spec, l.addr, spec)
-        });
+    for (spec, kept) in config.listen.iter().zip(kept_by) {
         let running = kept.map(|i| &state.listeners[i]);
         let (group, addr, sockets) = match running {
             Some(l) => (l.group, l.addr, None),
@@ -470,9 +528,6 @@ fn plan_listeners(
                 (next_group - 1, bound.addr, Some(bound))
             }
         };
-        if let Some(i) = kept {
-            taken[i] = true;
-        }
         let clients = spec.client_limits.map(|own| {
             running
                 .filter(|l| l.spec.client_limits == Some(own) && same_ipv6)

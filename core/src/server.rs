@@ -432,6 +432,11 @@ impl Server {
         Arc::clone(&self.control)
     }
 
+    /// What a reload changes (for the upgrade handle, which holds reloads off).
+    pub(crate) fn live(&self) -> Arc<Live> {
+        Arc::clone(&self.live)
+    }
+
     /// Reads every TLS listener's certificate and key files again (what SIGHUP does in the
     /// binary): new handshakes use the new certificates, established connections keep
     /// theirs, and a listener whose new files fail to load keeps its old certificates (the
@@ -521,6 +526,8 @@ impl Server {
             admin.stop();
         }
         self.live.finish_logs();
+        // The hooks hold handles on this server's state: let go of them with it.
+        *self.control.hooks.lock().unwrap_or_else(|e| e.into_inner()) = AdminHooks::default();
     }
 }
 
@@ -565,7 +572,13 @@ fn admin_listener(
     addr: SocketAddr,
     inherited: Option<&InheritedSocket>,
 ) -> io::Result<std::net::TcpListener> {
-    match inherited.and_then(|s| s.0.first()) {
+    // The one handed over, if it is at the configured address (an upgrade may bring a
+    // config that moved the admin listener).
+    let handed = inherited.and_then(|s| s.0.first()).filter(|s| {
+        let bound = socket2::SockRef::from(&***s).local_addr().ok().and_then(|a| a.as_socket());
+        bound.is_some_and(|b| b == addr || (addr.port() == 0 && b.ip() == addr.ip()))
+    });
+    match handed {
         Some(socket) => Ok(std::net::TcpListener::from(socket.try_clone()?)),
         None => std::net::TcpListener::bind(addr),
     }
@@ -926,6 +939,7 @@ impl Reactor {
                 arm_accepts(&mut listeners);
             }
         }
+        self.mailbox.close();
         drop(listeners);
         drop(pending);
         drop(handler);

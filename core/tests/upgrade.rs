@@ -250,3 +250,49 @@ fn post_upgrade_on_the_admin_listener_hands_it_over_too() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// In a process started by an upgrade, the handed-over sockets belong to its listeners
+/// alone: a reload that drops a listener closes its port (no copy of the socket is kept
+/// anywhere that would leave connections queued with nobody to accept them).
+#[test]
+fn a_listener_handed_over_and_then_reloaded_away_closes() {
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (kept, dropped) = (free(), free());
+    let dir = std::env::temp_dir().join(format!("peregrine-upgrade-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("peregrine.toml");
+    let listeners = |addrs: &[std::net::SocketAddr]| {
+        addrs.iter().map(|a| format!("[[listener]]\naddress = \"{a}\"\n")).collect::<String>()
+    };
+    std::fs::write(&path, listeners(&[kept, dropped])).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_peregrine"));
+    cmd.args(["--threads", "2", "--no-pin", "--config", path.to_str().unwrap()]);
+    let mut old = Proc::spawn(cmd.env("NO_COLOR", "1").env("RUST_LOG", "info"));
+    assert_eq!(old.listening(), kept);
+    let old_pid = old.child.id();
+    while !process::catches_sigterm(old_pid) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal("-USR2", old_pid);
+    let line = old.line_starting("upgraded: pid ", process::WAIT).expect("no upgrade");
+    let new_pid: u32 = line["upgraded: pid ".len()..].split(' ').next().unwrap().parse().unwrap();
+    assert!(old.exit_within(process::WAIT).is_some_and(|s| s.success()));
+    while !process::catches_sigterm(new_pid) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::write(&path, listeners(&[kept])).unwrap();
+    signal("-HUP", new_pid);
+    let deadline = Instant::now() + process::WAIT;
+    while std::net::TcpStream::connect_timeout(&dropped, Duration::from_secs(1)).is_ok() {
+        assert!(Instant::now() < deadline, "{dropped} still accepts after the reload");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(once(kept, "GET", "/plaintext").starts_with("HTTP/1.1 200 "));
+    signal("-TERM", new_pid);
+    let deadline = Instant::now() + process::WAIT;
+    while alive(new_pid) {
+        assert!(Instant::now() < deadline, "the new process did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

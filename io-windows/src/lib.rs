@@ -50,7 +50,7 @@ pub use op::{is_canceled, Completion, DriverConfig, OpId, Outcome, SendBuf, MAX_
 pub use sys::{
     allowed_cpus, contain_child, duplicate_socket, interrupt_child, on_console_ctrl,
     pin_current_thread, raise_open_files_limit, set_exclusive_address_use, shutdown_write,
-    socket_from_duplicate, supervise_child, ChildJob,
+    socket_from_duplicate, supervise_child, transmit_file_unthrottled, ChildJob,
 };
 
 use std::fmt;
@@ -171,7 +171,8 @@ impl Driver {
     /// kernel reads the file and sends it; nothing is copied through user space): completes
     /// with [`Outcome::FileSent`], which may report fewer bytes than asked (at most 1 MiB a
     /// call). `file` must stay open until then; the send counts as the socket's one
-    /// outstanding send. Always `Some` (the Linux driver's epoll backend answers `None`).
+    /// outstanding send. Always `Some` (the Linux driver's epoll backend answers `None`);
+    /// see [`transmit_file_unthrottled`] for whether it is wise on this edition of Windows.
     pub fn send_file(
         &mut self,
         socket: RawSocket,

@@ -70,7 +70,9 @@ enum Role {
 struct Supervisor {
     app: Arc<App>,
     procs: Vec<Supervised>,
-    next_id: u64,
+    /// The ids of the processes started so far (unique in this server process: a reload
+    /// may run a new app of the same name beside this one, and the ids name socket files).
+    ids: Vec<u64>,
     /// The generation new processes join.
     generation: u64,
     /// The generation whose ready processes take requests (behind `generation` during a
@@ -97,7 +99,7 @@ pub(super) fn run(app: Arc<App>, commands: Receiver<Command>) {
     let mut s = Supervisor {
         app,
         procs: Vec::new(),
-        next_id: 1,
+        ids: Vec::new(),
         generation: 0,
         serving: 0,
         failures: VecDeque::new(),
@@ -288,8 +290,9 @@ impl Supervisor {
     }
 
     fn spawn(&mut self, now: Instant) {
-        let id = self.next_id;
-        self.next_id += 1;
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.ids.push(id);
         self.dirty = true;
         match process::launch(&self.app, id) {
             Ok(l) => {
@@ -507,8 +510,8 @@ impl Supervisor {
         }
         self.procs.clear();
         if let AppListen::Unix = self.app.config.listen {
-            for id in 1..self.next_id {
-                let _ = std::fs::remove_file(process::socket_path(&self.app.config.name, id));
+            for id in &self.ids {
+                let _ = std::fs::remove_file(process::socket_path(&self.app.config.name, *id));
             }
         }
         self.dirty = true;

@@ -323,12 +323,13 @@ pub(crate) fn send_file(
     })
 }
 
-/// Whether this core's driver sends files without a copy (io_uring, IOCP).
+/// Whether this core's driver sends files without a copy: io_uring; IOCP on server editions
+/// of Windows (client editions cap `TransmitFile` at two at a time system-wide).
 pub(crate) fn sends_files() -> bool {
     #[cfg(target_os = "linux")]
     return with_driver(|driver, _| driver.kind() == driver::DriverKind::Uring);
     #[cfg(windows)]
-    return true;
+    return driver::transmit_file_unthrottled();
 }
 
 /// A file-to-socket send ([`send_file`]). Resolves to the bytes that reached the socket.

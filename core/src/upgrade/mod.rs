@@ -69,12 +69,13 @@ pub(crate) struct Handed {
 /// that stops refuses new connections.
 pub struct UpgradeHandle {
     control: Arc<crate::server::Control>,
+    live: Arc<crate::reload::Live>,
 }
 
 impl UpgradeHandle {
     /// The handle for `server`.
     pub fn of(server: &Server) -> UpgradeHandle {
-        UpgradeHandle { control: server.control() }
+        UpgradeHandle { control: server.control(), live: server.live() }
     }
 
     /// Starts `binary` with `args` as the server's successor and waits until it reports
@@ -85,6 +86,8 @@ impl UpgradeHandle {
         binary: &Path,
         args: &[std::ffi::OsString],
     ) -> Result<u32, UpgradeError> {
+        // No reload while the sockets go over (see `Live::hold`).
+        let _no_reload = self.live.hold();
         let handed = Server::handover_copies(&self.control)
             .ok_or_else(|| UpgradeError::NotReady("the server is shutting down".into()))?
             .map_err(UpgradeError::Start)?;

@@ -31,7 +31,7 @@ pub(super) fn start_successor(
     binary: &Path,
     args: &[std::ffi::OsString],
 ) -> Result<u32, UpgradeError> {
-    let calls = TcpListener::bind(("127.0.0.1", 0)).map_err(UpgradeError::Start)?;
+    let calls = call_listener().map_err(UpgradeError::Start)?;
     calls.set_nonblocking(true).map_err(UpgradeError::Start)?;
     let token = token().map_err(UpgradeError::Start)?;
     let child = Command::new(binary)
@@ -49,6 +49,16 @@ pub(super) fn start_successor(
     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
     stream.set_read_timeout(Some(left)).map_err(UpgradeError::Start)?;
     await_ready(stream, child)
+}
+
+/// A loopback listener for the successor's call, bound with `SO_EXCLUSIVEADDRUSE` so no
+/// other program can take its port over and hear the token.
+fn call_listener() -> io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    driver::set_exclusive_address_use(&socket)?;
+    socket.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    socket.listen(8)?;
+    Ok(socket.into())
 }
 
 /// Waits for the successor's call (while it runs, until `deadline`) and sends it its

@@ -176,9 +176,13 @@ pub(crate) fn bind_unspecified(socket: RawSocket, peer: &socket2::SockAddr) -> i
 }
 
 /// An extension function of the base provider, loaded once through `WSAIoctl` (Winsock
-/// exports these only that way) into `cache`. `T` is its `LPFN_*` type (an `Option` of the
-/// function pointer). Every TCP socket of the base provider shares them.
-fn extension<T: Copy>(
+/// exports these only that way) into `cache`. Every TCP socket of the base provider shares
+/// them.
+///
+/// # Safety
+/// `T` must be the `LPFN_*` type of `guid`'s function: an `Option` of its function pointer
+/// (all-zero is `None`, and the pointer WSAIoctl writes is a valid `Some`).
+unsafe fn extension<T: Copy>(
     socket: RawSocket,
     guid: windows_sys::core::GUID,
     cache: &'static OnceLock<T>,
@@ -202,8 +206,8 @@ fn extension<T: Copy>(
             None,
         )
     })?;
-    // SAFETY: `T` is an `Option` of a function pointer, for which all-zero (`None`) and
-    // whatever WSAIoctl wrote are both valid values.
+    // SAFETY: per the contract, `T` is an `Option` of a function pointer, for which
+    // all-zero (`None`) and what WSAIoctl wrote are both valid values.
     let f = unsafe { f.assume_init() };
     Ok(*cache.get_or_init(|| f))
 }
@@ -211,15 +215,35 @@ fn extension<T: Copy>(
 /// The `ConnectEx` extension function.
 pub(crate) fn connect_ex(socket: RawSocket) -> io::Result<ConnectEx> {
     static CONNECT_EX: OnceLock<LPFN_CONNECTEX> = OnceLock::new();
-    extension(socket, WSAID_CONNECTEX, &CONNECT_EX)?
+    // SAFETY: LPFN_CONNECTEX is the Option of ConnectEx's pointer.
+    unsafe { extension(socket, WSAID_CONNECTEX, &CONNECT_EX) }?
         .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no ConnectEx"))
 }
 
 /// The `TransmitFile` extension function.
 pub(crate) fn transmit_file(socket: RawSocket) -> io::Result<TransmitFile> {
     static TRANSMIT_FILE: OnceLock<LPFN_TRANSMITFILE> = OnceLock::new();
-    extension(socket, WSAID_TRANSMITFILE, &TRANSMIT_FILE)?
+    // SAFETY: LPFN_TRANSMITFILE is the Option of TransmitFile's pointer.
+    unsafe { extension(socket, WSAID_TRANSMITFILE, &TRANSMIT_FILE) }?
         .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no TransmitFile"))
+}
+
+/// Whether `TransmitFile` runs here without a system-wide cap: on server editions it does;
+/// client editions (Windows 10 and 11) run at most two at once across the whole system and
+/// queue the rest, which would hold every file response behind two slow clients. Asked once.
+pub fn transmit_file_unthrottled() -> bool {
+    static SERVER: OnceLock<bool> = OnceLock::new();
+    *SERVER.get_or_init(|| {
+        use windows_sys::Win32::System::SystemInformation::{GetVersionExW, OSVERSIONINFOEXW};
+        use windows_sys::Win32::System::SystemServices::VER_NT_WORKSTATION;
+        // SAFETY: OSVERSIONINFOEXW is plain data; all-zero is valid.
+        let mut info: OSVERSIONINFOEXW = unsafe { std::mem::zeroed() };
+        info.dwOSVersionInfoSize = std::mem::size_of::<OSVERSIONINFOEXW>() as u32;
+        // SAFETY: a live OSVERSIONINFOEXW whose size field says so (the extended form
+        // GetVersionExW accepts in place of OSVERSIONINFOW).
+        let ok = unsafe { GetVersionExW((&mut info as *mut OSVERSIONINFOEXW).cast()) };
+        ok != FALSE && u32::from(info.wProductType) != VER_NT_WORKSTATION
+    })
 }
 
 /// The type of `TransmitFile`.

@@ -266,6 +266,12 @@ fn main() -> ExitCode {
     if let Some(dir) = &cli.root {
         println!("serving files from {}", dir.display());
     }
+    // The server owns the sockets it was handed now; copies kept here would hold a listener
+    // open after the server closed it.
+    for spec in &mut plan.server.listen {
+        spec.inherited = None;
+    }
+    plan.server.admin_socket = None;
     let overview = plan.overview(&server.local_addrs(), server.admin_addr());
     let _ = welcome.set(overview.welcome_page().into());
     for hint in overview.hints() {
