@@ -142,7 +142,8 @@ impl Mailbox {
 
     /// The messages posted since the last call, oldest first.
     pub(crate) fn take(&self) -> Vec<Box<dyn Any + Send>> {
-        if !self.waiting.swap(false, Ordering::Acquire) {
+        // A plain load on every reactor turn; the read-modify-write only when there is mail.
+        if !self.waiting.load(Ordering::Relaxed) || !self.waiting.swap(false, Ordering::Acquire) {
             return Vec::new();
         }
         std::mem::take(&mut self.messages.lock().unwrap_or_else(|e| e.into_inner()).queue)

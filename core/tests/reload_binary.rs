@@ -4,6 +4,8 @@
 //! changes nothing and says why; `/metrics` counts both.
 #![cfg(unix)]
 
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/process.rs"]
 mod process;
 
@@ -63,21 +65,8 @@ impl Conn {
     }
 }
 
-/// A request on a connection of its own (`Connection: close`): the whole response.
-fn once(addr: SocketAddr, method: &str, path: &str) -> String {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 fn metric(admin: SocketAddr, line_start: &str) -> String {
-    let text = once(admin, "GET", "/metrics");
+    let text = http::once(admin, "GET", "/metrics");
     text.lines()
         .find(|l| l.starts_with(line_start))
         .unwrap_or_else(|| panic!("no {line_start} in {text}"))
@@ -104,6 +93,23 @@ fn refused_soon(addr: SocketAddr) -> bool {
     false
 }
 
+/// The binary on the config file at `path`, once it serves and handles signals.
+fn start(path: &Path) -> (Proc, u32) {
+    let server = Proc::spawn(
+        Command::new(env!("CARGO_BIN_EXE_peregrine"))
+            .args(["--threads", "2", "--no-pin", "--config", path.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1"),
+    );
+    let pid = server.child.id();
+    let deadline = Instant::now() + process::WAIT;
+    while !process::catches_sigterm(pid) {
+        assert!(Instant::now() < deadline, "no signal handlers");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (server, pid)
+}
+
 #[test]
 fn sighup_and_post_reload_apply_the_edited_config_file() {
     let dir = std::env::temp_dir().join(format!("peregrine-reload-{}", std::process::id()));
@@ -111,19 +117,8 @@ fn sighup_and_post_reload_apply_the_edited_config_file() {
     let path = dir.join("peregrine.toml");
     let (kept, removed, added, admin) = (free_port(), free_port(), free_port(), free_port());
     write_config(&path, &[kept, removed], admin, "one", "");
-    let mut server = Proc::spawn(
-        Command::new(env!("CARGO_BIN_EXE_peregrine"))
-            .args(["--threads", "2", "--no-pin", "--config", path.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1"),
-    );
+    let (mut server, pid) = start(&path);
     assert_eq!(server.listening(), kept);
-    let pid = server.child.id();
-    let deadline = Instant::now() + process::WAIT;
-    while !process::catches_sigterm(pid) {
-        assert!(Instant::now() < deadline, "no signal handlers");
-        std::thread::sleep(Duration::from_millis(10));
-    }
     let mut open = Conn::open(kept);
     assert_eq!(open.get("/hello"), (200, "one".into()));
     let long = format!("/hello?{}", "x".repeat(3000));
@@ -159,13 +154,13 @@ fn sighup_and_post_reload_apply_the_edited_config_file() {
 
     // The admin listener's POST /reload does the same (how it is done on Windows).
     write_config(&path, &[kept], admin, "three", "");
-    let answer = once(admin, "POST", "/reload");
+    let answer = http::once(admin, "POST", "/reload");
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     assert_eq!(Conn::open(kept).get("/hello"), (200, "three".into()));
     assert!(refused_soon(added), "{added} still accepts");
     assert!(metric(admin, "peregrine_config_last_reload_successful").ends_with(" 1"));
     std::fs::write(&path, "threads = \"many\"\n").unwrap();
-    let answer = once(admin, "POST", "/reload");
+    let answer = http::once(admin, "POST", "/reload");
     assert!(answer.starts_with("HTTP/1.1 400 ") && answer.contains("threads"), "{answer}");
     assert_eq!(Conn::open(kept).get("/hello"), (200, "three".into()));
 
@@ -182,26 +177,12 @@ fn reloads_under_wrk_and_h2load_fail_no_request() {
     let path = dir.join("peregrine.toml");
     let (listener, admin) = (free_port(), free_port());
     write_config(&path, &[listener], admin, "one", "");
-    let mut server = Proc::spawn(
-        Command::new(env!("CARGO_BIN_EXE_peregrine"))
-            .args(["--threads", "2", "--no-pin", "--config", path.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1"),
-    );
+    let (mut server, pid) = start(&path);
     assert_eq!(server.listening(), listener);
-    let pid = server.child.id();
     let url = format!("http://{listener}/hello");
-    let spawn = |tool: &str, args: &[&str]| {
-        Command::new(tool)
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{tool} is required (test.sh installs it): {e}"))
-    };
     // Bounded: 4 s each, loopback only.
-    let wrk = spawn("wrk", &["-t1", "-c32", "-d4s", &url]);
-    let h2load = spawn("h2load", &["-c8", "-m10", "-D", "4", &url]);
+    let wrk = process::tool("wrk", &["-t1", "-c32", "-d4s", &url]);
+    let h2load = process::tool("h2load", &["-c8", "-m10", "-D", "4", &url]);
     // Five reloads while they run, each changing the route's body and a limit.
     for (i, body) in ["two", "three", "four", "five", "six"].iter().enumerate() {
         std::thread::sleep(Duration::from_millis(500));

@@ -6,6 +6,8 @@
 //! listener over too. A new binary that fails to start leaves the old one serving.
 #![cfg(target_os = "linux")]
 
+#[path = "support/http.rs"]
+mod http;
 #[path = "support/load.rs"]
 mod load;
 #[path = "support/process.rs"]
@@ -37,29 +39,45 @@ fn alive(pid: u32) -> bool {
         .is_ok_and(|s| s.split(' ').nth(2).is_none_or(|state| state != "Z"))
 }
 
+/// Waits until `pid` has its signal handlers (SIGUSR2 and SIGHUP are installed with
+/// SIGTERM's), so a signal cannot kill it.
+fn wait_for_handlers(pid: u32) {
+    let deadline = Instant::now() + process::WAIT;
+    while !process::catches_sigterm(pid) {
+        assert!(Instant::now() < deadline, "no signal handlers in {pid}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The pid of the process `old` upgraded to (it prints the line on their shared stdout).
+fn upgraded_pid(old: &mut Proc) -> u32 {
+    let line = old
+        .line_starting("upgraded: pid ", process::WAIT)
+        .unwrap_or_else(|| panic!("the new process never reported; stderr: {}", old.stderr()));
+    line["upgraded: pid ".len()..].split(' ').next().and_then(|p| p.parse().ok()).expect("new pid")
+}
+
+/// SIGTERM to `pid`, which is no child of this test (an upgrade started it), and a wait
+/// until it is gone.
+fn stop(pid: u32) {
+    signal("-TERM", pid);
+    let deadline = Instant::now() + process::WAIT;
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "{pid} did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn sigusr2_hands_the_sockets_to_a_new_process_without_failing_a_request() {
     let mut old = start(&[]);
     let addr = old.listening();
     let old_pid = old.child.id();
-    // SIGUSR2 is caught once the SIGTERM handler is (they are installed together).
-    let deadline = Instant::now() + process::WAIT;
-    while !process::catches_sigterm(old_pid) {
-        assert!(Instant::now() < deadline, "no signal handlers");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_handlers(old_pid);
     let load = Load::start(addr, true);
     load.wait_for(2_000);
     signal("-USR2", old_pid);
-    // The new process shares the old one's stdout.
-    let line = old
-        .line_starting("upgraded: pid ", process::WAIT)
-        .unwrap_or_else(|| panic!("the new process never reported; stderr: {}", old.stderr()));
-    let new_pid: u32 = line["upgraded: pid ".len()..]
-        .split(' ')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("new pid");
+    let new_pid = upgraded_pid(&mut old);
     assert_ne!(new_pid, old_pid);
     let status = old.exit_within(process::WAIT).expect("the old process did not exit");
     assert!(status.success(), "old process: {status:?}; stderr: {}", old.stderr());
@@ -68,12 +86,7 @@ fn sigusr2_hands_the_sockets_to_a_new_process_without_failing_a_request() {
     load.wait_for(served_before + 2_000);
     let tally = load.stop();
     assert!(alive(new_pid), "the new process is gone");
-    signal("-TERM", new_pid);
-    let deadline = Instant::now() + process::WAIT;
-    while alive(new_pid) {
-        assert!(Instant::now() < deadline, "the new process did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    stop(new_pid);
     let (ok, failed) = (tally.ok.load(Ordering::Relaxed), tally.failed.load(Ordering::Relaxed));
     assert_eq!(failed, 0, "{}", tally.describe());
     let _ = ok;
@@ -85,11 +98,7 @@ fn a_new_binary_that_fails_leaves_the_old_one_serving() {
     let mut old = start(&[("PEREGRINE_UPGRADE_BINARY", "/bin/false")]);
     let addr = old.listening();
     let pid = old.child.id();
-    let deadline = Instant::now() + process::WAIT;
-    while !process::catches_sigterm(pid) {
-        assert!(Instant::now() < deadline, "no signal handlers");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_handlers(pid);
     signal("-USR2", pid);
     let why = old.wait_stderr("upgrade failed");
     assert!(why.contains("did not take over"), "{why}");
@@ -130,35 +139,16 @@ fn sigusr2_under_wrk_and_h2load_answers_every_request_sent() {
     let mut old = start(&[]);
     let addr = old.listening();
     let old_pid = old.child.id();
-    let deadline = Instant::now() + process::WAIT;
-    while !process::catches_sigterm(old_pid) {
-        assert!(Instant::now() < deadline, "no signal handlers");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_handlers(old_pid);
     let url = format!("http://{addr}/plaintext");
-    let spawn = |tool: &str, args: &[&str]| {
-        Command::new(tool)
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{tool} is required (test.sh installs it): {e}"))
-    };
     // Bounded: 6 s each, loopback only. h2load logs every request (start, status, time).
     let log = std::env::temp_dir().join(format!("peregrine-upgrade-h2load-{}", std::process::id()));
     let log_arg = format!("--log-file={}", log.display());
-    let wrk = spawn("wrk", &["-t1", "-c64", "-d6s", &url]);
-    let h2load = spawn("h2load", &["-c16", "-m10", "-D", "6", &log_arg, &url]);
+    let wrk = process::tool("wrk", &["-t1", "-c64", "-d6s", &url]);
+    let h2load = process::tool("h2load", &["-c16", "-m10", "-D", "6", &log_arg, &url]);
     std::thread::sleep(Duration::from_secs(2));
     signal("-USR2", old_pid);
-    let line = old
-        .line_starting("upgraded: pid ", process::WAIT)
-        .unwrap_or_else(|| panic!("the new process never reported; stderr: {}", old.stderr()));
-    let new_pid: u32 = line["upgraded: pid ".len()..]
-        .split(' ')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("new pid");
+    let new_pid = upgraded_pid(&mut old);
     let status = old.exit_within(process::WAIT).expect("the old process did not exit");
     assert!(status.success(), "old process: {status:?}; stderr: {}", old.stderr());
 
@@ -194,24 +184,7 @@ fn sigusr2_under_wrk_and_h2load_answers_every_request_sent() {
     }
 
     assert!(alive(new_pid), "the new process is gone");
-    signal("-TERM", new_pid);
-    let deadline = Instant::now() + process::WAIT;
-    while alive(new_pid) {
-        assert!(Instant::now() < deadline, "the new process did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// One request on a connection of its own: the whole response.
-fn once(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    stop(new_pid);
 }
 
 #[test]
@@ -224,7 +197,7 @@ fn post_upgrade_on_the_admin_listener_hands_it_over_too() {
     let old_pid = old.child.id();
     let load = Load::start(addr, true);
     load.wait_for(500);
-    let answer = once(admin, "POST", "/upgrade");
+    let answer = http::once(admin, "POST", "/upgrade");
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     let new_pid: u32 = answer
         .split("upgraded: pid ")
@@ -241,14 +214,9 @@ fn post_upgrade_on_the_admin_listener_hands_it_over_too() {
     assert_eq!(tally.failed.load(Ordering::Relaxed), 0, "{}", tally.describe());
     // The admin listener's socket went over with the others: the same address answers, from
     // the new process.
-    assert!(once(admin, "GET", "/healthz").starts_with("HTTP/1.1 200 "));
-    assert!(once(admin, "GET", "/metrics").contains("peregrine_reactors 2"));
-    signal("-TERM", new_pid);
-    let deadline = Instant::now() + process::WAIT;
-    while alive(new_pid) {
-        assert!(Instant::now() < deadline, "the new process did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(http::once(admin, "GET", "/healthz").starts_with("HTTP/1.1 200 "));
+    assert!(http::once(admin, "GET", "/metrics").contains("peregrine_reactors 2"));
+    stop(new_pid);
 }
 
 /// In a process started by an upgrade, the handed-over sockets belong to its listeners
@@ -270,16 +238,11 @@ fn a_listener_handed_over_and_then_reloaded_away_closes() {
     let mut old = Proc::spawn(cmd.env("NO_COLOR", "1").env("RUST_LOG", "info"));
     assert_eq!(old.listening(), kept);
     let old_pid = old.child.id();
-    while !process::catches_sigterm(old_pid) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_handlers(old_pid);
     signal("-USR2", old_pid);
-    let line = old.line_starting("upgraded: pid ", process::WAIT).expect("no upgrade");
-    let new_pid: u32 = line["upgraded: pid ".len()..].split(' ').next().unwrap().parse().unwrap();
+    let new_pid = upgraded_pid(&mut old);
     assert!(old.exit_within(process::WAIT).is_some_and(|s| s.success()));
-    while !process::catches_sigterm(new_pid) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_handlers(new_pid);
     std::fs::write(&path, listeners(&[kept])).unwrap();
     signal("-HUP", new_pid);
     let deadline = Instant::now() + process::WAIT;
@@ -287,12 +250,24 @@ fn a_listener_handed_over_and_then_reloaded_away_closes() {
         assert!(Instant::now() < deadline, "{dropped} still accepts after the reload");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(once(kept, "GET", "/plaintext").starts_with("HTTP/1.1 200 "));
-    signal("-TERM", new_pid);
-    let deadline = Instant::now() + process::WAIT;
-    while alive(new_pid) {
-        assert!(Instant::now() < deadline, "the new process did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(http::once(kept, "GET", "/plaintext").starts_with("HTTP/1.1 200 "));
+    stop(new_pid);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn post_upgrade_with_a_failing_binary_answers_500_and_goes_on_serving() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_peregrine"));
+    cmd.args(["--threads", "1", "--no-pin", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    let mut old =
+        Proc::spawn(cmd.env("NO_COLOR", "1").env("PEREGRINE_UPGRADE_BINARY", "/bin/false"));
+    let addr = old.listening();
+    let admin = old.addr("admin listening on ", process::WAIT);
+    let answer = http::once(admin, "POST", "/upgrade");
+    assert!(answer.starts_with("HTTP/1.1 500 "), "{answer}");
+    assert!(answer.contains("did not take over"), "{answer}");
+    assert!(http::once(addr, "GET", "/plaintext").starts_with("HTTP/1.1 200 "));
+    assert!(http::once(admin, "GET", "/readyz").starts_with("HTTP/1.1 200 "), "still ready");
+    let pid = old.child.id();
+    assert!(old.sigterm(pid).success());
 }

@@ -28,7 +28,7 @@ pub(super) struct Launched {
 pub(super) fn launch(app: &App, id: u64) -> Result<Launched, String> {
     let config = &app.config;
     let argv = config.argv()?;
-    let token = new_token();
+    let token = crate::tls::random_token();
     let mut command = Command::new(&argv[0]);
     command.args(&argv[1..]);
     if let Some(dir) = &config.working_dir {
@@ -105,18 +105,6 @@ pub(super) fn is_ready(process: &Process, ready_path: Option<&str>) -> bool {
 /// same way; a race with another program binding it in between shows as a failed start.)
 fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
-}
-
-/// A fresh random pairing token: 16 bytes from the system's secure generator, as hex.
-fn new_token() -> String {
-    let mut bytes = [0u8; 16];
-    // The ring provider's generator reads the OS's; it fails only if the OS cannot give
-    // randomness, where no TLS would work either.
-    rustls::crypto::ring::default_provider()
-        .secure_random
-        .fill(&mut bytes)
-        .expect("the operating system's random number generator");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The Unix socket path of process `id` of app `name`: in the temporary directory, unique

@@ -20,6 +20,18 @@ pub use settings::{CertSource, ClientAuth, ClientAuthMode, SniCertificate, TlsEr
 
 pub(crate) use config::TlsListener;
 
+/// A fresh random token (an app's pairing token, an upgrade's call-back token): 16 bytes
+/// from the system's secure generator (through the ring provider), as hex. Panics only if
+/// the OS cannot give randomness, where no TLS would work either.
+pub(crate) fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .expect("the operating system's random number generator");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Reloads every TLS listener's certificates from their files (see
 /// [`Server::reload_tls`](crate::Server::reload_tls)). Cloneable and thread-safe, for a
 /// signal-handling thread.

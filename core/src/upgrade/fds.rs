@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::Command;
 
 use super::{
-    await_ready, groups, receive, Group, Handed, Received, Taken, UpgradeError, READY_TIMEOUT,
+    await_ready, groups, receive, take_vars, Group, Handed, Received, Taken, UpgradeError,
+    READY_TIMEOUT,
 };
 use crate::sys::driver;
 
@@ -58,11 +59,7 @@ pub(super) fn start_successor(
 /// The sockets handed to this process, and the stream to report on; `None` when it was
 /// not started by an upgrade.
 pub(super) fn take() -> Result<Option<Taken>, String> {
-    let fds = std::env::var(FDS_VAR).ok();
-    let ready = std::env::var(READY_VAR).ok();
-    std::env::remove_var(FDS_VAR);
-    std::env::remove_var(READY_VAR);
-    let (Some(fds), Some(ready)) = (fds, ready) else { return Ok(None) };
+    let Some((fds, ready)) = take_vars(FDS_VAR, READY_VAR) else { return Ok(None) };
     let mut received = Received::new();
     for entry in fds.split(';').filter(|g| !g.is_empty()) {
         let bad = || format!("{FDS_VAR}: bad group `{entry}`");

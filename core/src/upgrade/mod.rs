@@ -189,6 +189,18 @@ fn groups(handed: &Handed) -> impl Iterator<Item = (Group, &Handover)> {
     listeners.chain(handed.admin.iter().map(|s| (Group::Admin, s)))
 }
 
+/// The two variables an upgrade starts its successor with, taken out of the environment
+/// (so processes started later do not take them for their own); `None` unless both are set.
+fn take_vars(first: &str, second: &str) -> Option<(String, String)> {
+    let values = (std::env::var(first).ok(), std::env::var(second).ok());
+    std::env::remove_var(first);
+    std::env::remove_var(second);
+    match values {
+        (Some(a), Some(b)) => Some((a, b)),
+        _ => None,
+    }
+}
+
 /// Handed-over sockets, gathered by group (in the order they came).
 type Received = Vec<(Group, Vec<OwnedSocket>)>;
 

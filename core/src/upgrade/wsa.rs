@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 
 use super::READY_TIMEOUT;
-use super::{await_ready, groups, receive, stop, Group, Handed, Received, Taken, UpgradeError};
+use super::{
+    await_ready, groups, receive, stop, take_vars, Group, Handed, Received, Taken, UpgradeError,
+};
 use crate::sys::driver;
 
 /// Where the old process waits for the successor's call.
@@ -33,7 +35,7 @@ pub(super) fn start_successor(
 ) -> Result<u32, UpgradeError> {
     let calls = call_listener().map_err(UpgradeError::Start)?;
     calls.set_nonblocking(true).map_err(UpgradeError::Start)?;
-    let token = token().map_err(UpgradeError::Start)?;
+    let token = crate::tls::random_token();
     let child = Command::new(binary)
         .args(args)
         .env(ADDR_VAR, calls.local_addr().map_err(UpgradeError::Start)?.to_string())
@@ -116,24 +118,10 @@ fn heard_token(stream: &TcpStream, token: &str) -> io::Result<bool> {
     Ok(line.trim_end() == token)
 }
 
-/// 128 random bits, as hex.
-fn token() -> io::Result<String> {
-    let mut bytes = [0u8; 16];
-    rustls::crypto::ring::default_provider()
-        .secure_random
-        .fill(&mut bytes)
-        .map_err(|_| io::Error::other("no randomness for the upgrade token"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 /// The sockets handed to this process, and the stream to report on; `None` when it was
 /// not started by an upgrade.
 pub(super) fn take() -> Result<Option<Taken>, String> {
-    let addr = std::env::var(ADDR_VAR).ok();
-    let token = std::env::var(TOKEN_VAR).ok();
-    std::env::remove_var(ADDR_VAR);
-    std::env::remove_var(TOKEN_VAR);
-    let (Some(addr), Some(token)) = (addr, token) else { return Ok(None) };
+    let Some((addr, token)) = take_vars(ADDR_VAR, TOKEN_VAR) else { return Ok(None) };
     let failed = |e: io::Error| format!("upgrade handover from {addr}: {e}");
     let mut stream = TcpStream::connect(&addr).map_err(failed)?;
     stream.set_read_timeout(Some(LINE_TIMEOUT)).map_err(failed)?;

@@ -160,6 +160,17 @@ impl Drop for Proc {
     }
 }
 
+/// Starts a load tool (`wrk`, `h2load`) with its output piped, failing the test if it is
+/// missing: the suite requires them (test.sh installs them).
+pub fn tool(name: &str, args: &[&str]) -> Child {
+    Command::new(name)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{name} is required (test.sh installs it): {e}"))
+}
+
 /// Whether process `pid` has a handler for SIGTERM (bit 15 of `SigCgt` in its status).
 pub fn catches_sigterm(pid: u32) -> bool {
     const SIGTERM: u32 = 15;

@@ -143,6 +143,18 @@ impl Client {
         c
     }
 
+    /// A connection with default limits before anything from the client (the server's
+    /// preface is queued).
+    fn unopened(now: Instant) -> Client {
+        Client {
+            conn: Connection::new(Config::default(), now),
+            now,
+            wire: BytesMut::new(),
+            decoder: FrameDecoder::new(),
+            hpack: loona_hpack::Decoder::new(),
+        }
+    }
+
     /// Feeds bytes to the server in one piece.
     fn send(&mut self, bytes: &[u8]) {
         let mut buf = BytesMut::from(bytes);
@@ -265,13 +277,7 @@ fn input_split_at_every_byte_gives_the_same_request() {
     input.extend(settings(Settings::default()));
     input.extend(headers(1, &get("/a"), false));
     input.extend(data(1, b"body", true));
-    let mut c = Client {
-        conn: Connection::new(Config::default(), now),
-        now,
-        wire: BytesMut::new(),
-        decoder: FrameDecoder::new(),
-        hpack: loona_hpack::Decoder::new(),
-    };
+    let mut c = Client::unopened(now);
     let _ = conn.poll_event();
     c.send_bytewise(&input);
     let events = c.events();
@@ -765,13 +771,7 @@ fn graceful_shutdown_without_a_ping_answer_still_finishes() {
 #[test]
 fn a_shutdown_before_the_client_preface_serves_the_requests_right_behind_it() {
     let now = Instant::now();
-    let mut c = Client {
-        conn: Connection::new(Config::default(), now),
-        now,
-        wire: BytesMut::new(),
-        decoder: FrameDecoder::new(),
-        hpack: loona_hpack::Decoder::new(),
-    };
+    let mut c = Client::unopened(now);
     let _ = c.frames(); // the server's preface
     c.conn.go_away(c.now);
     assert!(c.frames().is_empty(), "nothing until the client has spoken");
@@ -798,13 +798,7 @@ fn a_shutdown_before_the_client_preface_serves_the_requests_right_behind_it() {
     assert!(c.conn.is_closed());
 
     // A client that never sends its preface is let go after GOAWAY_PING_TIMEOUT.
-    let mut c = Client {
-        conn: Connection::new(Config::default(), now),
-        now,
-        wire: BytesMut::new(),
-        decoder: FrameDecoder::new(),
-        hpack: loona_hpack::Decoder::new(),
-    };
+    let mut c = Client::unopened(now);
     let _ = c.frames();
     c.conn.go_away(c.now);
     c.advance(Duration::from_secs(2));
@@ -829,13 +823,7 @@ fn idle_connections_get_goaway_no_error() {
 #[test]
 fn unacknowledged_settings_time_out() {
     let now = Instant::now();
-    let mut c = Client {
-        conn: Connection::new(Config::default(), now),
-        now,
-        wire: BytesMut::new(),
-        decoder: FrameDecoder::new(),
-        hpack: loona_hpack::Decoder::new(),
-    };
+    let mut c = Client::unopened(now);
     let _ = c.frames();
     let mut hello = PREFACE.to_vec();
     hello.extend(settings(Settings::default()));
