@@ -169,11 +169,12 @@ pub(crate) fn serve<H: Handler>(
             // Nothing of this request's response has been sent (`finish` answers a refused
             // head with an error response only then).
             io.response_started.set(false);
-            let mut parser = HeadParser::new();
-            let parsed = parser.parse(&mut io.read.borrow_mut().inbuf, &settings.parse);
-            let exchange: Pin<Box<dyn Future<Output = Result<bool, Ending>> + '_>> = {
+            // The parse result is matched inside this statement and nothing of it outlives
+            // it: the connection's idle state holds no request head.
+            let exchange: Exchange<'_> = {
                 let clients = admitted.clients();
-                match parsed {
+                let mut parser = HeadParser::new();
+                match parser.parse(&mut io.read.borrow_mut().inbuf, &settings.parse) {
                     Ok(Some(head)) => {
                         first_deadline = None;
                         Box::pin(serve_request(&io, &*handler, &settings, head, &details, clients))
@@ -187,14 +188,7 @@ pub(crate) fn serve<H: Handler>(
                         &details,
                         clients,
                     )),
-                    Err(e) => {
-                        // Responses to earlier pipelined requests go out before its error.
-                        if io.has_output() && io.flush().await.is_err() {
-                            break Ending::Close;
-                        }
-                        io.response_started.set(false);
-                        break reject(&e);
-                    }
+                    Err(e) => Box::pin(refuse_head(&io, reject(&e))),
                 }
             };
             match exchange.await {
@@ -215,6 +209,9 @@ pub(crate) fn serve<H: Handler>(
     }
 }
 
+/// One request's exchange, boxed: `Ok(true)` keeps the connection for another request.
+type Exchange<'a> = Pin<Box<dyn Future<Output = Result<bool, Ending>> + 'a>>;
+
 /// Serves a request whose head is only partly buffered: reads the rest, then serves it.
 async fn read_and_serve<H: Handler>(
     io: &Rc<ConnIo>,
@@ -227,6 +224,16 @@ async fn read_and_serve<H: Handler>(
 ) -> Result<bool, Ending> {
     let head = read_head(io, settings, parser, first_deadline).await?;
     serve_request(io, handler, settings, head, details, clients).await
+}
+
+/// Ends the connection for a head the codec refused: the responses to requests pipelined
+/// before it go out first, then (in `finish`) the error response.
+async fn refuse_head(io: &ConnIo, refused: Ending) -> Result<bool, Ending> {
+    if io.has_output() && io.flush().await.is_err() {
+        return Err(Ending::Close);
+    }
+    io.response_started.set(false);
+    Err(refused)
 }
 
 /// The ending for a request head the codec refused.
