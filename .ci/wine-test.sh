@@ -139,7 +139,8 @@ fi
 before=$(pgrep -f 'peregrine\.exe' | sort)
 (
     while [ ! -e "$out/done" ]; do
-        [ "$(curl -sS --max-time 10 "$addr/plaintext" 2>/dev/null)" = "Hello, World!" ] || echo failed >>"$out/failures"
+        got=$(curl -sS --max-time 10 "$addr/plaintext" 2>&1) || true
+        [ "$got" = "Hello, World!" ] || echo "$(date +%T.%N) $got" >>"$out/failures"
     done
 ) &
 loop=$!
@@ -162,7 +163,8 @@ sleep 1
 touch "$out/done"
 wait "$loop"
 if [ -s "$out/failures" ]; then
-    echo "wine-test: $(wc -l <"$out/failures") requests failed during the upgrade" >&2
+    echo "wine-test: $(wc -l <"$out/failures") requests failed during the upgrade:" >&2
+    cat "$out/failures" >&2
     cat "$out/stderr" >&2
     exit 1
 fi

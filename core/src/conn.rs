@@ -26,7 +26,7 @@ use crate::metrics::{Rejection, TlsFailure};
 use crate::percore;
 use crate::rt;
 use crate::rt::executor;
-use crate::rt::timer::{RunUntil, Timer};
+use crate::rt::timer::Timer;
 use crate::sys::{self, OwnedSocket};
 use crate::tls::{accept, TlsListener};
 use crate::transport::Transport;
@@ -190,11 +190,6 @@ pub(crate) async fn serve<H: Handler>(
     mut peer: Option<SocketAddr>,
 ) {
     let limits = &settings.limits;
-    if rt::shutting_down() {
-        // Accepted just as a graceful shutdown began: no request of it is in flight.
-        rt::io::close(fd).await;
-        return;
-    }
     // From a trusted balancer, the PROXY protocol header comes first and says who the
     // client is; from anyone else it is never parsed (it would let a client pick its
     // address), so such bytes fail as the HTTP or TLS they are not.
@@ -207,7 +202,7 @@ pub(crate) async fn serve<H: Handler>(
     let trusted = endpoint.proxy_protocol.as_ref();
     if trusted.is_some_and(|t| peer.is_some_and(|p| t.contains(p.ip()))) {
         let deadline = rt::now() + limits.request_headers_timeout;
-        match idle_until(deadline, read_proxy_header(sys::raw(&fd))).await {
+        match before_request(deadline, read_proxy_header(sys::raw(&fd))).await {
             Some(Ok((header, rest))) => {
                 if let ProxyHeader::Proxied { source, destination } = header {
                     peer = Some(source);
@@ -259,7 +254,7 @@ pub(crate) async fn serve<H: Handler>(
             // Boxed: the handshake's state (rustls' acceptor, a few KiB) lives only as long as
             // the handshake, not in the connection's task for its whole life.
             let handshake = Box::pin(accept::handshake(sys::raw(&fd), tls, initial));
-            let result = idle_until(deadline, handshake).await;
+            let result = before_request(deadline, handshake).await;
             drop(slot);
             match result {
                 Some(Ok((transport, protocol))) => {
@@ -290,7 +285,7 @@ pub(crate) async fn serve<H: Handler>(
             match endpoint.protocols {
                 Protocols { http1: true, h2: true } => {
                     let deadline = rt::now() + limits.request_headers_timeout;
-                    match idle_until(deadline, sniff(&transport, initial)).await {
+                    match before_request(deadline, sniff(&transport, initial)).await {
                         Some(Ok((protocol, initial))) => (transport, protocol, initial),
                         // Silent, closed or failed before a byte: nothing to answer.
                         _ => {
@@ -319,13 +314,31 @@ pub(crate) async fn serve<H: Handler>(
     }
 }
 
-/// Runs `op` until `deadline` as an idle wait: a graceful shutdown ends it (`None`), as it
-/// ends an idle keep-alive wait. A connection still in its handshake or still to send its
-/// first bytes has no request in flight to finish.
-fn idle_until<F: std::future::Future>(deadline: Instant, op: F) -> RunUntil<Timer, F> {
-    let wait = rt::timer::timeout(deadline, op);
-    wait.timer().set_idle(true);
-    wait
+/// Runs `op`, a step before a connection's first request (the PROXY header, the TLS
+/// handshake, the first bytes), until `deadline`; `None` if it passes. It waits as an idle
+/// connection does: a graceful shutdown does not cut it off (the client has just connected
+/// and its request may be on the way, as with one accepted during the shutdown) but
+/// shortens it to [`rt::DRAIN_GRACE`]; the request that comes is answered with
+/// `Connection: close`.
+async fn before_request<F: std::future::Future>(deadline: Instant, op: F) -> Option<F::Output> {
+    let mut op = std::pin::pin!(op);
+    let timer = Timer::new();
+    let mut deadline = deadline;
+    loop {
+        let draining = rt::shutting_down();
+        if draining {
+            deadline = deadline.min(rt::now() + rt::DRAIN_GRACE);
+        }
+        // Idle until the shutdown: its start wakes this wait to shorten the deadline.
+        timer.set_idle(!draining);
+        let result = timer.run_until(op.as_mut(), Some(deadline)).await;
+        timer.set_idle(false);
+        match result {
+            Some(done) => return Some(done),
+            None if !draining && rt::shutting_down() => continue,
+            None => return None,
+        }
+    }
 }
 
 /// Reads until the first bytes tell HTTP/2 prior knowledge (the full 24-byte preface) from

@@ -817,19 +817,23 @@ impl Reactor {
                 }
             }
             if hard_deadline.is_none() && self.control.shutting_down.load(Ordering::SeqCst) {
-                // Stop accepting and close the listening sockets now, so new connections are
-                // refused instead of waiting in a backlog nobody reads.
-                for l in listeners.drain(..) {
+                // Stop accepting and close the listening sockets, so new connections are
+                // refused instead of waiting in a backlog nobody reads. A socket whose accept
+                // is being cancelled closes when the cancellation completes: a connection
+                // accepted meanwhile (an io_uring accept already done, an `AcceptEx` that
+                // already took a client) is served, not reset.
+                for l in &listeners {
                     if let Some(op) = l.op {
                         rt::cancel(op);
                     }
                 }
+                listeners.retain(|l| l.op.is_some());
                 rt::begin_shutdown();
                 hard_deadline = Some(rt::now() + settings.limits.shutdown_timeout);
                 rt::run_tasks(); // let idle connections see the shutdown and close
             }
             if let Some(deadline) = hard_deadline {
-                if live.get() == 0 {
+                if live.get() == 0 && listeners.is_empty() {
                     break;
                 }
                 if rt::now() >= deadline {
@@ -869,7 +873,7 @@ impl Reactor {
                     continue; // a late accept of a listener closed by shutdown or a reload
                 };
                 match result {
-                    Ok(fd) if hard_deadline.is_none() => {
+                    Ok(fd) => {
                         let socket = SockRef::from(&fd);
                         let _ = socket.set_tcp_nodelay(true);
                         // At the cap, the connection idle the longest on this core is
@@ -925,7 +929,6 @@ impl Reactor {
                             }
                         }
                     }
-                    Ok(_) => {} // accepted during shutdown: dropped (closed)
                     Err(e) if driver::is_canceled(&e) => {}
                     Err(e) => {
                         warn!(error = %e, "accept failed; pausing accepts briefly");
@@ -935,8 +938,10 @@ impl Reactor {
                     }
                 }
             }
-            if hard_deadline.is_none() {
-                arm_accepts(&mut listeners);
+            match hard_deadline {
+                None => arm_accepts(&mut listeners),
+                // Shutting down: a listener closes once its cancelled accept has ended.
+                Some(_) => listeners.retain(|l| l.op.is_some()),
             }
         }
         self.mailbox.close();

@@ -104,6 +104,28 @@ fn shutdown_closes_idle_connections(io: IoChoice) {
     wait_within(server, Duration::from_secs(10));
 }
 
+/// A client that has connected but not yet sent its first request when the shutdown
+/// begins (just accepted, its request on the way) is not cut off: the request that comes
+/// within the grace period is answered, with `connection: close`. An HTTP/1.1 client
+/// retries only a request on a reused connection, so closing this one would fail it.
+fn a_connection_about_to_send_its_first_request_is_served(io: IoChoice) {
+    let server = start(io, Limits::default());
+    // Connected first: once the later exchange is served, it has been accepted too.
+    let mut fresh = Client::connect(addr(&server));
+    let mut other = Client::connect(addr(&server));
+    other.send(b"GET /plaintext HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(other.read_response().status, 200);
+    server.shutdown();
+    std::thread::sleep(Duration::from_millis(100));
+    fresh.send(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = fresh.read_response();
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello, World!"), "{r:?}");
+    assert!(r.connection_close(), "a response during the shutdown must say close: {r:?}");
+    assert!(fresh.is_closed(Duration::from_secs(2)), "connection kept open after a shutdown");
+    drop((fresh, other));
+    wait_within(server, Duration::from_secs(5));
+}
+
 fn new_connections_refused_after_shutdown(io: IoChoice) {
     let server = start(io, Limits::default());
     let addr = addr(&server);
@@ -238,6 +260,7 @@ both_drivers!(
     graceful_shutdown_completes_streaming_request,
     graceful_shutdown_completes_in_flight_request,
     shutdown_closes_idle_connections,
+    a_connection_about_to_send_its_first_request_is_served,
     new_connections_refused_after_shutdown,
     new_connections_refused_during_shutdown,
     shutdown_timeout_aborts_stalled_request,

@@ -47,11 +47,6 @@ use crate::{date, rt, Body, ConnectionInfo, Handler};
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 256 * 1024;
 
-/// How long an idle connection still waits for a request once a graceful shutdown has
-/// begun (see `serve`). A client in a request loop sends its next one within this; one that
-/// is truly idle is closed after it, so a shutdown waits at most this long for idle clients.
-const DRAIN_GRACE: Duration = Duration::from_millis(500);
-
 /// Per-core connection settings, derived once from `Limits`.
 pub(crate) struct Settings {
     pub(crate) limits: Limits,
@@ -139,7 +134,7 @@ pub(crate) fn serve<H: Handler>(
                 // `Connection: close`.
                 let draining = rt::shutting_down();
                 let deadline = match (draining, first_deadline) {
-                    (true, _) => rt::now() + DRAIN_GRACE,
+                    (true, _) => rt::now() + rt::DRAIN_GRACE,
                     (false, Some(first)) => first,
                     (false, None) => rt::now() + settings.limits.keep_alive_timeout,
                 };

@@ -83,6 +83,13 @@ pub(crate) fn shutting_down() -> bool {
     percore::with(|p| p.shutting_down.get())
 }
 
+/// How long a connection with no request in flight still waits for one once a graceful
+/// shutdown has begun: a client in a request loop sends its next one within this, and a
+/// client that has just connected is sending its first (closing under it would fail that
+/// request). One that is truly idle is closed after it, so a shutdown waits at most this
+/// long for idle clients.
+pub(crate) const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
 /// Starts accepting on `listener`; completions come back through [`turn`]'s `on_accept`.
 pub(crate) fn accept(listener: RawSocket, index: usize) -> OpId {
     with_driver(|d, _| d.accept(listener, ACCEPT_TOKEN_BASE + index as u64))

@@ -230,13 +230,6 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F> RunUntil<Timer, F> {
-    /// The timer this wait owns.
-    pub(crate) fn timer(&self) -> &Timer {
-        &self.timer
-    }
-}
-
 impl<T: std::borrow::Borrow<Timer>, F: Future> Future for RunUntil<T, F> {
     type Output = Option<F::Output>;
 

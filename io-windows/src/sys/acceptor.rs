@@ -32,7 +32,12 @@
 //!
 //! An accept operation of a driver is a *subscription* here. Its end (cancellation, or an
 //! error such as running out of sockets) is reported like a multishot accept ending:
-//! `more: false`, after which the caller subscribes again.
+//! `more: false`, after which the caller subscribes again. Cancelling the last subscription
+//! ends it as io_uring ends a cancelled multishot accept: an `AcceptEx` that had already
+//! taken a client when the cancellation came still delivers that connection, and the end
+//! follows once every outstanding `AcceptEx` is back. A server that stops accepting (a
+//! graceful shutdown, the old process of an upgrade) serves those clients instead of
+//! resetting them.
 //!
 //! Ownership: each `AcceptEx` owns an [`AcceptOp`] (the `OVERLAPPED`, the socket accepted
 //! into and the address buffer Windows writes), leaked to Windows when posted and taken back
@@ -62,7 +67,7 @@ use windows_sys::Win32::System::IO::{
 
 use super::iocp::{Handoff, Shared};
 use super::{last_wsa_error, set_option, Handle};
-use crate::op::OpId;
+use crate::op::{canceled, OpId};
 
 /// `AcceptEx` calls kept outstanding per listener: connections arriving in a burst are taken
 /// without waiting for this thread to re-post (the listen backlog holds the rest).
@@ -91,6 +96,17 @@ struct Subscriber {
     op: OpId,
 }
 
+impl Subscriber {
+    fn deliver(&self, socket: OwnedSocket) {
+        self.shared.hand_off(Handoff { op: self.op, result: Ok(socket), more: true });
+    }
+
+    /// Reports the subscription's end (`more: false`) with `error`.
+    fn end(self, error: io::Error) {
+        self.shared.hand_off(Handoff { op: self.op, result: Err(error), more: false });
+    }
+}
+
 /// A listener this thread accepts on.
 struct Listener {
     record: u64,
@@ -98,9 +114,51 @@ struct Listener {
     subscribers: Vec<Subscriber>,
     next: usize,
     posted: usize,
+    /// The last subscriber, cancelled while `AcceptEx` calls were outstanding: it gets the
+    /// connections they still bring, and its end when the last of them is back.
+    leaving: Option<Subscriber>,
     /// Accepted by a thread of its own with blocking `accept` (see [`accept_blocking`]),
     /// not by `AcceptEx` here.
     blocking: bool,
+}
+
+impl Listener {
+    fn new(record: u64, family: i32, blocking: bool) -> Listener {
+        Listener {
+            record,
+            family,
+            subscribers: Vec::new(),
+            next: 0,
+            posted: 0,
+            leaving: None,
+            blocking,
+        }
+    }
+
+    /// Gives a connection to the next subscriber in turn, else to the one leaving. With
+    /// neither, `socket` is dropped: the client sees a reset, as from a closed listener.
+    fn deliver(&mut self, socket: OwnedSocket) {
+        if self.subscribers.is_empty() {
+            if let Some(s) = &self.leaving {
+                s.deliver(socket);
+            }
+            return;
+        }
+        let i = self.next % self.subscribers.len();
+        self.next = i + 1;
+        self.subscribers[i].deliver(socket);
+    }
+
+    /// Ends every subscription (and the leaving one) with `code`'s error.
+    fn end_all(&mut self, code: Option<i32>, kind: io::ErrorKind) {
+        let error = || match code {
+            Some(c) => io::Error::from_raw_os_error(c),
+            None => io::Error::from(kind),
+        };
+        for s in self.subscribers.drain(..).chain(self.leaving.take()) {
+            s.end(error());
+        }
+    }
 }
 
 #[derive(Default)]
@@ -152,18 +210,12 @@ pub(crate) fn subscribe(listener: RawSocket, shared: Arc<Shared>, op: OpId) -> i
     if fresh {
         let family = local_family(listener)?;
         state.next_record += 1;
-        let record = state.next_record;
-        let l = Listener {
-            record,
-            family,
-            subscribers: Vec::new(),
-            next: 0,
-            posted: 0,
-            blocking: false,
-        };
+        let l = Listener::new(state.next_record, family, false);
         // A stale record of a closed socket is replaced; its AcceptOps are told apart by
-        // their record number when they complete.
-        state.listeners.insert(listener, l);
+        // their record number when they complete, and its subscriptions end now.
+        if let Some(mut stale) = state.listeners.insert(listener, l) {
+            stale.end_all(None, io::ErrorKind::NotConnected);
+        }
     } else if !state.listeners.contains_key(&listener) {
         let e = io::Error::last_os_error();
         if e.raw_os_error() != Some(ERROR_INVALID_PARAMETER as i32) {
@@ -174,20 +226,18 @@ pub(crate) fn subscribe(listener: RawSocket, shared: Arc<Shared>, op: OpId) -> i
         // port for its life). It is accepted from with blocking `accept` instead.
         state.next_record += 1;
         let record = state.next_record;
-        let l = Listener {
-            record,
-            family: 0,
-            subscribers: Vec::new(),
-            next: 0,
-            posted: 0,
-            blocking: true,
-        };
+        let l = Listener::new(record, 0, true);
         std::thread::Builder::new()
             .name("peregrine-accept-inherited".into())
             .spawn(move || accept_blocking(a, listener, record))?;
         state.listeners.insert(listener, l);
     }
     let l = state.listeners.get_mut(&listener).expect("just ensured");
+    if let Some(leaving) = l.leaving.take() {
+        // Accepting again: what the cancelled `AcceptEx` calls still bring goes to the new
+        // subscriber.
+        leaving.end(canceled());
+    }
     l.subscribers.push(Subscriber { shared, op });
     if l.blocking {
         return Ok(());
@@ -201,18 +251,27 @@ pub(crate) fn subscribe(listener: RawSocket, shared: Arc<Shared>, op: OpId) -> i
     Ok(())
 }
 
-/// Ends a driver's accept operation. When no subscriber is left, the outstanding `AcceptEx`
-/// calls are cancelled, so connections wait in the backlog (or are refused once the
-/// listener is closed) instead of being accepted for nobody.
+/// Cancels a driver's accept operation; its end (`more: false`, cancelled) is handed over
+/// as every accept result is. When no subscriber is left, the outstanding `AcceptEx` calls
+/// are cancelled, so connections wait in the backlog (or are refused once the listener is
+/// closed) instead of being accepted for nobody; the ones that already took a client still
+/// deliver it, and the end comes after them.
+///
+/// Does nothing for a subscription that has already ended (its end is on its way).
 pub(crate) fn unsubscribe(listener: RawSocket, shared: &Arc<Shared>, op: OpId) {
     let Some(a) = *ACCEPTOR.lock().unwrap_or_else(|e| e.into_inner()) else { return };
     let mut state = a.lock();
     let Some(l) = state.listeners.get_mut(&listener) else { return };
-    l.subscribers.retain(|s| !(s.op == op && Arc::ptr_eq(&s.shared, shared)));
+    let mine = |s: &Subscriber| s.op == op && Arc::ptr_eq(&s.shared, shared);
+    let Some(i) = l.subscribers.iter().position(mine) else { return };
+    let s = l.subscribers.remove(i);
     if l.subscribers.is_empty() && l.posted > 0 && !l.blocking {
+        l.leaving = Some(s);
         // SAFETY: cancels this process's outstanding IO on the listener (only our
         // AcceptEx calls); their AcceptOps come back through the port as usual.
         unsafe { CancelIoEx(listener as HANDLE, ptr::null()) };
+    } else {
+        s.end(canceled());
     }
 }
 
@@ -338,22 +397,16 @@ fn accept_blocking(a: &'static Acceptor, listener: RawSocket, record: u64) {
             return; // closed, and its handle value perhaps reused: `socket` is dropped
         };
         match (socket, error) {
-            (Some(socket), _) if !l.subscribers.is_empty() => {
-                let i = l.next % l.subscribers.len();
-                l.next = i + 1;
-                let s = &l.subscribers[i];
-                s.shared.hand_off(Handoff { op: s.op, result: Ok(socket), more: true });
-            }
-            (Some(_), _) => {} // nobody accepts now: the connection is closed
+            // Without a subscriber (nobody accepts now) the connection is closed.
+            (Some(socket), _) => l.deliver(socket),
             (None, Some(e)) if e.raw_os_error() == Some(WSAECONNRESET) => {}
             (None, e) => {
                 // The listener was closed (or is unusable): every subscription ends, as on
                 // the `AcceptEx` path, and so does this thread.
-                let code = e.and_then(|e| e.raw_os_error()).unwrap_or(0);
-                for s in l.subscribers.drain(..) {
-                    let error = io::Error::from_raw_os_error(code);
-                    s.shared.hand_off(Handoff { op: s.op, result: Err(error), more: false });
-                }
+                l.end_all(
+                    Some(e.and_then(|e| e.raw_os_error()).unwrap_or(0)),
+                    io::ErrorKind::Other,
+                );
                 state.listeners.remove(&listener);
                 return;
             }
@@ -379,17 +432,15 @@ fn finish(state: &mut State, mut op: Box<AcceptOp>) {
             SO_UPDATE_ACCEPT_CONTEXT,
             listener as SOCKET,
         );
-        if !l.subscribers.is_empty() {
-            let i = l.next % l.subscribers.len();
-            l.next = i + 1;
-            let s = &l.subscribers[i];
-            s.shared.hand_off(Handoff { op: s.op, result: Ok(socket), more: true });
-        }
-        // Without subscribers (the last one left while this accept was finishing) the
-        // connection is closed here, as a listener that stops accepting would reset it.
+        l.deliver(socket);
     }
     // Other failures concern one connection (e.g. the client reset before the accept
     // finished) or are cancellations; accepting goes on while anyone subscribes.
+    if l.posted == 0 {
+        if let Some(leaving) = l.leaving.take() {
+            leaving.end(canceled());
+        }
+    }
     if l.subscribers.is_empty() {
         return;
     }
@@ -398,14 +449,7 @@ fn finish(state: &mut State, mut op: Box<AcceptOp>) {
             // Nothing outstanding and nothing postable (the listener was closed, or no
             // sockets can be created): end every subscription, as a multishot accept ends on
             // error. The caller backs off and accepts again.
-            let code = e.raw_os_error();
-            for s in l.subscribers.drain(..) {
-                let error = match code {
-                    Some(c) => io::Error::from_raw_os_error(c),
-                    None => io::Error::new(e.kind(), e.to_string()),
-                };
-                s.shared.hand_off(Handoff { op: s.op, result: Err(error), more: false });
-            }
+            l.end_all(e.raw_os_error(), e.kind());
         }
     }
 }

@@ -547,14 +547,13 @@ impl Iocp {
         let Some(slot) = self.slot(op) else { return };
         match slot.kind {
             Kind::Accept { listener } => {
+                if slot.cancel_requested {
+                    return;
+                }
+                self.ops[op.index as usize].cancel_requested = true;
+                // The accept thread hands over the end (after any connection an `AcceptEx`
+                // had already taken); the slot goes when it arrives (`drain_inbox`).
                 super::acceptor::unsubscribe(listener, &self.shared, op);
-                let slot = self.ops.remove(op.index as usize);
-                self.ready.push_back(Ready::Accepted {
-                    token: slot.token,
-                    op,
-                    result: Err(canceled()),
-                    more: false,
-                });
             }
             Kind::Recv { socket, ov }
             | Kind::Send { socket, ov, .. }
@@ -773,9 +772,9 @@ impl Iocp {
         io::Error::from_raw_os_error(unsafe { RtlNtStatusToDosError(status) } as i32)
     }
 
-    /// Takes the connections the accept thread handed over. A connection for an accept that
-    /// was cancelled meanwhile is closed: its client sees a reset, as with any server that
-    /// stops accepting.
+    /// Takes the connections the accept thread handed over. An accept being cancelled still
+    /// gets the connections handed over before its end (as a cancelled io_uring multishot
+    /// accept does); one for an accept already ended is closed.
     fn drain_inbox(&mut self) {
         self.shared.inbox_posted.store(false, Ordering::Release);
         let mut batch = std::mem::take(&mut self.inbox_batch);

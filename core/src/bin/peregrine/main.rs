@@ -253,9 +253,6 @@ fn main() -> ExitCode {
             None => println!("listening on {scheme}://{addr}"),
         }
     }
-    if let Some(addr) = server.admin_addr() {
-        println!("admin listening on http://{addr}");
-    }
     if let Some(proxy) = &plan.proxy {
         let names: Vec<&str> = proxy.servers.iter().map(|s| s.name()).collect();
         println!("proxying to {}", names.join(", "));
@@ -280,6 +277,17 @@ fn main() -> ExitCode {
     for unix in plan.server.listen.iter().filter_map(|s| s.unix.as_ref().filter(|_| !s.is_tls())) {
         println!("try: curl --unix-socket {} http://localhost/plaintext", unix.path.display());
     }
+    let reloader = Arc::new(Reloader::new(cli, boot, apps, &server));
+    let hook = Arc::clone(&reloader);
+    server.on_reload_request(move || hook.reload());
+    let upgrade = Arc::new((UpgradeHandle::of(&server), server.shutdown_handle()));
+    let hook = Arc::clone(&upgrade);
+    server.on_upgrade_request(move || upgrade_binary(&hook.0, &hook.1));
+    // Announced (and reported ready to the process this one upgrades) only now: `POST
+    // /reload` and `POST /upgrade` work from the moment anyone can know the address.
+    if let Some(addr) = server.admin_addr() {
+        println!("admin listening on http://{addr}");
+    }
     if let Some(successor) = successor.as_mut() {
         match successor.report_ready() {
             Ok(()) => {
@@ -288,12 +296,6 @@ fn main() -> ExitCode {
             Err(e) => tracing::warn!(error = %e, "cannot report to the previous process"),
         }
     }
-    let reloader = Arc::new(Reloader::new(cli, boot, apps, &server));
-    let hook = Arc::clone(&reloader);
-    server.on_reload_request(move || hook.reload());
-    let upgrade = Arc::new((UpgradeHandle::of(&server), server.shutdown_handle()));
-    let hook = Arc::clone(&upgrade);
-    server.on_upgrade_request(move || upgrade_binary(&hook.0, &hook.1));
     #[cfg(unix)]
     if let Some(signals) = signals {
         watch_signals(signals, &server, Arc::clone(&reloader), upgrade);
