@@ -42,7 +42,7 @@ use serde::Deserialize;
 
 use crate::{rt, Body, BodyChunk};
 use policy::{Lookup, Rules};
-use store::{Found, Store, Stored};
+use store::{Found, Freshness, Store, Stored};
 
 /// `[cache]`: the response cache's settings (per core: each core has its own store).
 #[derive(Debug, Clone, Deserialize)]
@@ -139,6 +139,8 @@ pub struct ResponseCache {
     status_header: Option<HeaderName>,
     store: RefCell<Store>,
     flights: RefCell<HashMap<String, Rc<Flight>>>,
+    /// Where each request's key is built.
+    key: RefCell<String>,
     metrics: Arc<metrics::CacheMetrics>,
     purges_seen: Cell<u64>,
 }
@@ -155,6 +157,7 @@ impl ResponseCache {
             },
             store: RefCell::new(store),
             flights: RefCell::default(),
+            key: RefCell::default(),
             metrics: metrics::register(name),
             purges_seen: Cell::new(purge::generation()),
             section,
@@ -181,13 +184,15 @@ impl ResponseCache {
             Lookup::Bypass => return Err(Miss { key: None, outcome: Outcome::Bypass }),
             Lookup::Cache { refresh, conditional } => (refresh, conditional),
         };
-        let key = key_of(request);
+        // The key is built in a buffer this cache keeps: a hit allocates none.
+        let mut key = self.key.borrow_mut();
+        key_of(request, &mut key);
         if refresh {
-            return Err(Miss { key: Some(key), outcome: Outcome::Miss });
+            return Err(Miss { key: Some(key.clone()), outcome: Outcome::Miss });
         }
         match self.lookup(&key, request, conditional) {
             Ok(hit) => Ok(hit),
-            Err(outcome) => Err(Miss { key: Some(key), outcome }),
+            Err(outcome) => Err(Miss { key: Some(key.clone()), outcome }),
         }
     }
 
@@ -267,19 +272,15 @@ impl ResponseCache {
         if let Some(name) = &self.status_header {
             hit_headers.insert(name.clone(), HeaderValue::from_static(Outcome::Hit.token()));
         }
-        let age = initial_age.as_secs();
-        hit_headers.insert(header::AGE, age_value(age));
-        let hit_headers = RefCell::new((hit_headers, age));
-        let stored = Stored {
-            status: parts.status,
+        let stored = Stored::new(
+            parts.status,
             headers,
             hit_headers,
             body,
-            stored_at: rt::now(),
-            initial_age,
-            lifetime,
+            rt::now(),
+            Freshness { initial_age, lifetime },
             vary,
-        };
+        );
         let response = self.respond(&stored, Some(&request_headers), outcome, rt::now());
         self.metrics.stored();
         let mut store = self.store.borrow_mut();
@@ -328,13 +329,7 @@ impl ResponseCache {
             return self.mark(r, outcome);
         }
         // The hit's fields were prepared when it was stored (with the status header).
-        let age = s.age(now).as_secs();
-        let mut hit = s.hit_headers.borrow_mut();
-        if hit.1 != age {
-            hit.0.insert(header::AGE, age_value(age));
-            hit.1 = age;
-        }
-        *r.headers_mut() = hit.0.clone();
+        *r.headers_mut() = s.hit_headers(now);
         r
     }
 
@@ -363,9 +358,9 @@ impl ResponseCache {
     }
 }
 
-/// The cache key: the host (lowercase, without port) and the path with its query. Built in
-/// one allocation: on a hit this is most of the cache's own cost.
-fn key_of(request: &Request<Body>) -> String {
+/// The cache key into `key`: the host (lowercase, without port) and the path with its
+/// query.
+fn key_of(request: &Request<Body>, key: &mut String) {
     let host = match request.uri().authority() {
         Some(a) => a.host(),
         None => request
@@ -378,12 +373,11 @@ fn key_of(request: &Request<Body>) -> String {
             .unwrap_or(""),
     };
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let mut key = String::with_capacity(host.len() + 1 + path.len());
+    key.clear();
     key.push_str(host);
     key.make_ascii_lowercase();
     key.push('\n');
     key.push_str(path);
-    key
 }
 
 /// The request fields a response's `Vary` names, with the request's values.
@@ -401,20 +395,6 @@ fn vary_of(response: &HeaderMap, request: &HeaderMap) -> Vec<(HeaderName, Option
         }
     }
     out
-}
-
-/// An `Age` value: the first minute from a table (no formatting on a hit).
-fn age_value(seconds: u64) -> HeaderValue {
-    const AGES: [&str; 60] = [
-        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
-        "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31",
-        "32", "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46",
-        "47", "48", "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59",
-    ];
-    match AGES.get(seconds as usize) {
-        Some(s) => HeaderValue::from_static(s),
-        None => HeaderValue::from(seconds),
-    }
 }
 
 /// Whether the request's `If-None-Match` (else `If-Modified-Since`) matches the stored

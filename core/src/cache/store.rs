@@ -1,6 +1,7 @@
 //! One core's cached responses: an LRU of keys (`host` + path and query), each with the
 //! variants its responses' `Vary` named, bounded in entries and in bytes.
 
+use std::cell::RefCell;
 use std::num::NonZeroUsize;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -14,26 +15,76 @@ pub(crate) struct Stored {
     pub(crate) status: StatusCode,
     /// The response's fields, without hop-by-hop ones and without `Age`.
     pub(crate) headers: HeaderMap,
-    /// The same with the cache's status header saying HIT and an `Age`, ready for hits (the
-    /// age is brought up to date once a second, not formatted per hit).
-    pub(crate) hit_headers: std::cell::RefCell<(HeaderMap, u64)>,
+    /// The same with the cache's status header saying HIT and an `Age`, ready for hits, and
+    /// until when that `Age` is right: it is brought up to date once a second, so a hit
+    /// neither formats it nor does clock arithmetic.
+    hit_headers: RefCell<(HeaderMap, Instant)>,
     pub(crate) body: Bytes,
-    pub(crate) stored_at: Instant,
+    stored_at: Instant,
     /// Its age when it arrived.
-    pub(crate) initial_age: Duration,
-    pub(crate) lifetime: Duration,
+    initial_age: Duration,
+    /// When its freshness lifetime is over (§4.2: its age then reaches the lifetime).
+    fresh_until: Instant,
     /// The request fields its `Vary` names, with the values they had.
     pub(crate) vary: Vec<(HeaderName, Option<HeaderValue>)>,
 }
 
+/// How old a response was when it arrived, and until what age it is fresh.
+pub(crate) struct Freshness {
+    pub(crate) initial_age: Duration,
+    pub(crate) lifetime: Duration,
+}
+
 impl Stored {
+    /// A response stored at `now`. `hit_headers` are its fields as a hit gives them, but for
+    /// `Age`.
+    pub(crate) fn new(
+        status: StatusCode,
+        headers: HeaderMap,
+        hit_headers: HeaderMap,
+        body: Bytes,
+        now: Instant,
+        Freshness { initial_age, lifetime }: Freshness,
+        vary: Vec<(HeaderName, Option<HeaderValue>)>,
+    ) -> Stored {
+        let stored = Stored {
+            status,
+            headers,
+            hit_headers: RefCell::new((hit_headers, now)),
+            body,
+            stored_at: now,
+            initial_age,
+            fresh_until: now + lifetime.saturating_sub(initial_age),
+            vary,
+        };
+        stored.refresh_age(&mut stored.hit_headers.borrow_mut(), now);
+        stored
+    }
+
     /// Its current age (§4.2.3, with the cache's own clock).
     pub(crate) fn age(&self, now: Instant) -> Duration {
         self.initial_age + now.saturating_duration_since(self.stored_at)
     }
 
     pub(crate) fn is_fresh(&self, now: Instant) -> bool {
-        self.age(now) < self.lifetime
+        now < self.fresh_until
+    }
+
+    /// The fields of a hit at `now`.
+    pub(crate) fn hit_headers(&self, now: Instant) -> HeaderMap {
+        let mut hit = self.hit_headers.borrow_mut();
+        if now >= hit.1 {
+            self.refresh_age(&mut hit, now);
+        }
+        hit.0.clone()
+    }
+
+    /// Sets `Age` to the age at `now` (whole seconds), and when it next changes.
+    fn refresh_age(&self, hit: &mut (HeaderMap, Instant), now: Instant) {
+        let age = self.age(now);
+        let seconds = age.as_secs();
+        hit.0.insert(http::header::AGE, HeaderValue::from(seconds));
+        hit.1 = now + (Duration::from_secs(seconds + 1) - age);
     }
 
     /// Whether a request with `headers` selects this variant.
@@ -135,5 +186,43 @@ impl Store {
     /// Entries and bytes held.
     pub(crate) fn usage(&self) -> (usize, usize) {
         (self.entries.len(), self.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(now: Instant, initial_age: Duration, lifetime: Duration) -> Stored {
+        let (headers, hit) = (HeaderMap::new(), HeaderMap::new());
+        let freshness = Freshness { initial_age, lifetime };
+        Stored::new(StatusCode::OK, headers, hit, Bytes::new(), now, freshness, vec![])
+    }
+
+    fn age(s: &Stored, now: Instant) -> String {
+        s.hit_headers(now)[http::header::AGE].to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn age_counts_whole_seconds_from_the_age_it_arrived_with() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let s = stored(t0, ms(2_500), Duration::from_secs(10));
+        assert_eq!(age(&s, t0), "2");
+        assert_eq!(age(&s, t0 + ms(499)), "2");
+        assert_eq!(age(&s, t0 + ms(500)), "3");
+        assert_eq!(age(&s, t0 + ms(1_499)), "3");
+        assert_eq!(age(&s, t0 + ms(61_600)), "64");
+    }
+
+    #[test]
+    fn fresh_until_its_age_reaches_the_lifetime() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let s = stored(t0, ms(2_500), Duration::from_secs(10));
+        assert!(s.is_fresh(t0 + ms(7_499)));
+        assert!(!s.is_fresh(t0 + ms(7_500)));
+        // Older on arrival than its lifetime: never fresh.
+        assert!(!stored(t0, Duration::from_secs(11), Duration::from_secs(10)).is_fresh(t0));
     }
 }
