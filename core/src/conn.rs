@@ -318,8 +318,8 @@ pub(crate) async fn serve<H: Handler>(
 /// handshake, the first bytes), until `deadline`; `None` if it passes. It waits as an idle
 /// connection does: a graceful shutdown does not cut it off (the client has just connected
 /// and its request may be on the way, as with one accepted during the shutdown) but
-/// shortens it to [`rt::DRAIN_GRACE`]; the request that comes is answered with
-/// `Connection: close`.
+/// shortens it to [`rt::DRAIN_GRACE`]; the request that comes is answered as any during a
+/// shutdown (HTTP/1.1 with `Connection: close`, HTTP/2 with the two-step GOAWAY).
 async fn before_request<F: std::future::Future>(deadline: Instant, op: F) -> Option<F::Output> {
     let mut op = std::pin::pin!(op);
     let timer = Timer::new();

@@ -830,7 +830,7 @@ impl Reactor {
                 listeners.retain(|l| l.op.is_some());
                 rt::begin_shutdown();
                 hard_deadline = Some(rt::now() + settings.limits.shutdown_timeout);
-                rt::run_tasks(); // let idle connections see the shutdown and close
+                rt::run_tasks(); // idle connections see the shutdown (and close after DRAIN_GRACE)
             }
             if let Some(deadline) = hard_deadline {
                 if live.get() == 0 && listeners.is_empty() {
@@ -870,7 +870,7 @@ impl Reactor {
                     }
                 }
                 let Some(endpoint) = index.map(|i| Rc::clone(&listeners[i].endpoint)) else {
-                    continue; // a late accept of a listener closed by shutdown or a reload
+                    continue; // a late accept of a listener a reload closed
                 };
                 match result {
                     Ok(fd) => {

@@ -192,6 +192,8 @@ impl Driver {
 
     /// Asks for `op` to finish early; it then completes with `ERROR_OPERATION_ABORTED` (or
     /// with its result, if it won the race). Cancelling a finished operation does nothing.
+    /// A cancelled accept may still deliver connections (`more: true`) that were accepted
+    /// before the cancellation took effect; its end (`more: false`) comes after them.
     pub fn cancel(&mut self, op: OpId) {
         self.iocp.cancel(op)
     }

@@ -91,7 +91,7 @@ pub(crate) fn freshness(
     }
     let seconds = |name: &str| -> Option<Duration> {
         let (_, v) = cc.iter().find(|(k, _)| k == name)?;
-        v.as_deref()?.parse::<u64>().ok().map(Duration::from_secs)
+        delta_seconds(v.as_deref()?)
     };
     let lifetime = seconds("s-maxage").or_else(|| seconds("max-age")).or_else(|| {
         let expires = date(headers, header::EXPIRES)?;
@@ -104,7 +104,7 @@ pub(crate) fn freshness(
         None if headers.contains_key(header::EXPIRES) => Duration::ZERO,
         None => rules.default_ttl?,
     };
-    (!lifetime.is_zero()).then_some(lifetime)
+    (!lifetime.is_zero()).then_some(lifetime.min(MAX_DELTA))
 }
 
 /// The age the response already had when it arrived (its `Age` field).
@@ -112,8 +112,23 @@ pub(crate) fn initial_age(headers: &HeaderMap) -> Duration {
     headers
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_secs)
+        .and_then(|v| delta_seconds(v.trim()))
+        .unwrap_or(Duration::ZERO)
+}
+
+/// The largest delta-seconds a cache need represent (RFC 9111 §1.2.2): larger values, and
+/// lifetimes from far-off `Expires` dates, count as this, so clock arithmetic on them
+/// cannot overflow.
+pub(crate) const MAX_DELTA: Duration = Duration::from_secs(1 << 31);
+
+/// A delta-seconds value (`1*DIGIT`), at most [`MAX_DELTA`].
+fn delta_seconds(v: &str) -> Option<Duration> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // All digits: parsing fails only on a value too large for u64, which counts as the cap.
+    let n = v.parse::<u64>().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(n).min(MAX_DELTA))
 }
 
 fn date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
@@ -206,6 +221,18 @@ mod tests {
         let with_default = Rules { default_ttl: Some(Duration::from_secs(9)), ..RULES };
         let d = freshness(StatusCode::OK, &h(&[]), &with_default, now).unwrap();
         assert_eq!(d.as_secs(), 9);
+    }
+
+    #[test]
+    fn huge_delta_seconds_count_as_two_to_the_31st() {
+        let cap = Some(1u64 << 31);
+        assert_eq!(fresh(200, &[("cache-control", "max-age=18446744073709551615")]), cap);
+        assert_eq!(fresh(200, &[("cache-control", "s-maxage=99999999999999999999999")]), cap);
+        assert_eq!(fresh(200, &[("cache-control", "max-age=-5")]), None);
+        assert_eq!(fresh(200, &[("cache-control", "max-age=")]), None);
+        assert_eq!(fresh(200, &[("expires", "Fri, 31 Dec 9999 23:59:59 GMT")]), cap);
+        assert_eq!(initial_age(&h(&[("age", "99999999999999999999999")])).as_secs(), 1 << 31);
+        assert_eq!(initial_age(&h(&[("age", "+3")])), Duration::ZERO);
     }
 
     #[test]

@@ -54,7 +54,8 @@ impl Stored {
             body,
             stored_at: now,
             initial_age,
-            fresh_until: now + lifetime.saturating_sub(initial_age),
+            // Both are at most `policy::MAX_DELTA` (68 years): this cannot overflow.
+            fresh_until: now + lifetime.saturating_sub(initial_age).min(super::policy::MAX_DELTA),
             vary,
         };
         stored.refresh_age(&mut stored.hit_headers.borrow_mut(), now);
@@ -84,7 +85,7 @@ impl Stored {
         let age = self.age(now);
         let seconds = age.as_secs();
         hit.0.insert(http::header::AGE, HeaderValue::from(seconds));
-        hit.1 = now + (Duration::from_secs(seconds + 1) - age);
+        hit.1 = now + (Duration::from_secs(seconds.saturating_add(1)) - age);
     }
 
     /// Whether a request with `headers` selects this variant.
@@ -224,5 +225,16 @@ mod tests {
         assert!(!s.is_fresh(t0 + ms(7_500)));
         // Older on arrival than its lifetime: never fresh.
         assert!(!stored(t0, Duration::from_secs(11), Duration::from_secs(10)).is_fresh(t0));
+    }
+
+    #[test]
+    fn the_largest_ages_and_lifetimes_do_not_overflow() {
+        let t0 = Instant::now();
+        let max = super::super::policy::MAX_DELTA;
+        let s = stored(t0, Duration::ZERO, max);
+        assert!(s.is_fresh(t0 + Duration::from_secs(3600)));
+        let s = stored(t0, max, max);
+        assert_eq!(age(&s, t0), (1u64 << 31).to_string());
+        assert!(!s.is_fresh(t0));
     }
 }

@@ -37,7 +37,9 @@
 //! taken a client when the cancellation came still delivers that connection, and the end
 //! follows once every outstanding `AcceptEx` is back. A server that stops accepting (a
 //! graceful shutdown, the old process of an upgrade) serves those clients instead of
-//! resetting them.
+//! resetting them. The exception is a listener accepted with blocking `accept` (below): its
+//! thread cannot be stopped short of closing the socket, so a connection it accepts after
+//! the last subscription ended is closed.
 //!
 //! Ownership: each `AcceptEx` owns an [`AcceptOp`] (the `OVERLAPPED`, the socket accepted
 //! into and the address buffer Windows writes), leaked to Windows when posted and taken back

@@ -269,6 +269,12 @@ fn main() -> ExitCode {
         spec.inherited = None;
     }
     plan.server.admin_socket = None;
+    let reloader = Arc::new(Reloader::new(cli, boot, apps, &server));
+    let hook = Arc::clone(&reloader);
+    server.on_reload_request(move || hook.reload());
+    let upgrade = Arc::new((UpgradeHandle::of(&server), server.shutdown_handle()));
+    let hook = Arc::clone(&upgrade);
+    server.on_upgrade_request(move || upgrade_binary(&hook.0, &hook.1));
     let overview = plan.overview(&server.local_addrs(), server.admin_addr());
     let _ = welcome.set(overview.welcome_page().into());
     for hint in overview.hints() {
@@ -277,14 +283,8 @@ fn main() -> ExitCode {
     for unix in plan.server.listen.iter().filter_map(|s| s.unix.as_ref().filter(|_| !s.is_tls())) {
         println!("try: curl --unix-socket {} http://localhost/plaintext", unix.path.display());
     }
-    let reloader = Arc::new(Reloader::new(cli, boot, apps, &server));
-    let hook = Arc::clone(&reloader);
-    server.on_reload_request(move || hook.reload());
-    let upgrade = Arc::new((UpgradeHandle::of(&server), server.shutdown_handle()));
-    let hook = Arc::clone(&upgrade);
-    server.on_upgrade_request(move || upgrade_binary(&hook.0, &hook.1));
-    // Announced (and reported ready to the process this one upgrades) only now: `POST
-    // /reload` and `POST /upgrade` work from the moment anyone can know the address.
+    // Announced (and reported ready to the process this one upgrades) once `POST /reload`
+    // and `POST /upgrade` are hooked (above, before any hint names the address).
     if let Some(addr) = server.admin_addr() {
         println!("admin listening on http://{addr}");
     }
