@@ -72,6 +72,8 @@ fn scripted() -> Upstream {
                 Box::new(ok(&body, "cache-control: max-age=60\r\n")),
             ),
             "/big" => ok(&"x".repeat(4000), "cache-control: max-age=60\r\n"),
+            "/huge" => ok(&body, "cache-control: max-age=18446744073709551616\r\n"),
+            "/huge-age" => ok(&body, "cache-control: max-age=60\r\nage: 99999999999999999999\r\n"),
             _ => ok(&body, ""),
         }
     })
@@ -111,6 +113,26 @@ fn fresh_responses_are_served_from_memory_with_age_and_validators() {
     get(a, "/error", "");
     assert_eq!(get(a, "/error", "").header("x-cache"), Some("MISS"));
     assert_eq!(upstream_saw(&up, "/error"), 2);
+    stop(server);
+}
+
+/// Delta-seconds past any clock's range count as 2^31 (RFC 9111 §1.2.2): a `max-age` too
+/// large for a u64 is stored and served, and an `Age` past every lifetime is never fresh;
+/// neither fails the request.
+#[test]
+fn delta_seconds_beyond_any_clock_are_capped_not_failed() {
+    let up = scripted();
+    let server = cached(&up, "");
+    let a = addr(&server);
+    assert_eq!(get(a, "/huge", "").status, 200);
+    let hit = get(a, "/huge", "");
+    assert_eq!((hit.status, hit.header("x-cache")), (200, Some("HIT")));
+    assert_eq!(upstream_saw(&up, "/huge"), 1);
+    for _ in 0..2 {
+        let r = get(a, "/huge-age", "");
+        assert_eq!((r.status, r.header("x-cache")), (200, Some("MISS")), "{r:?}");
+    }
+    assert_eq!(upstream_saw(&up, "/huge-age"), 2);
     stop(server);
 }
 

@@ -89,17 +89,7 @@ fn accepting_again_after_cancel_gets_the_waiting_connection() {
     let mut d = Driver::new(&DriverConfig::default()).unwrap();
     let op = d.accept(l.as_raw_socket(), 1);
     d.cancel(op);
-    // The end comes once the accept thread has its cancelled `AcceptEx` calls back.
-    let mut ended = false;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !ended && Instant::now() < deadline {
-        d.wait(Some(Duration::from_millis(50)), &mut |c| match c.outcome {
-            Outcome::Accepted { result: Err(e), more: false } => ended = is_canceled(&e),
-            other => panic!("unexpected {other:?}"),
-        })
-        .unwrap();
-    }
-    assert!(ended, "a cancelled accept did not end");
+    assert!(until_accept_ends(&mut d).is_empty(), "nothing was waiting to be accepted");
     // Connected while nobody accepts: it waits in the backlog, not accepted-and-dropped.
     let mut client = TcpStream::connect(addr).unwrap();
     std::thread::sleep(Duration::from_millis(50));
@@ -124,6 +114,19 @@ fn a_connection_accepted_before_a_cancel_is_delivered_ahead_of_the_end() {
     // The accept thread takes it and hands it to the driver, which has not looked yet.
     std::thread::sleep(Duration::from_millis(100));
     d.cancel(op);
+    let mut accepted = until_accept_ends(&mut d);
+    assert_eq!(accepted.len(), 1, "the connection accepted before the cancel was not delivered");
+    let mut served = TcpStream::from(accepted.pop().unwrap());
+    served.write_all(b"ok").unwrap();
+    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reply = [0u8; 2];
+    client.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"ok");
+}
+
+/// Waits (up to 5 s) for a cancelled accept's end, which comes once the accept thread has
+/// its cancelled `AcceptEx` calls back; returns the connections delivered before it.
+fn until_accept_ends(d: &mut Driver) -> Vec<OwnedSocket> {
     let (mut accepted, mut ended) = (Vec::new(), false);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !ended && Instant::now() < deadline {
@@ -135,13 +138,7 @@ fn a_connection_accepted_before_a_cancel_is_delivered_ahead_of_the_end() {
         .unwrap();
     }
     assert!(ended, "a cancelled accept did not end");
-    assert_eq!(accepted.len(), 1, "the connection accepted before the cancel was not delivered");
-    let mut served = TcpStream::from(accepted.pop().unwrap());
-    served.write_all(b"ok").unwrap();
-    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut reply = [0u8; 2];
-    client.read_exact(&mut reply).unwrap();
-    assert_eq!(&reply, b"ok");
+    accepted
 }
 
 #[test]

@@ -241,7 +241,9 @@ impl ResponseCache {
             std::time::SystemTime::now(),
         );
         let fits = response.body().exact_len().is_none_or(|n| n <= self.section.max_entry_size);
-        let (Some(lifetime), true) = (lifetime, fits) else {
+        // One that arrives as old as its lifetime (its `Age`) would never be served: not kept.
+        let initial_age = policy::initial_age(response.headers());
+        let (Some(lifetime), true) = (lifetime.filter(|l| *l > initial_age), fits) else {
             return self.mark(response, outcome);
         };
         let (parts, body) = response.into_parts();
@@ -263,7 +265,6 @@ impl ResponseCache {
         };
         let vary = vary_of(&parts.headers, &request_headers);
         let mut headers = parts.headers;
-        let initial_age = policy::initial_age(&headers);
         headers.remove(header::AGE);
         if let Some(name) = &self.status_header {
             headers.remove(name);
