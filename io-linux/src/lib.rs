@@ -203,11 +203,12 @@ impl Driver {
 
     /// Sends up to `len` bytes of the regular file `file`, from `offset`, to the socket
     /// `socket` without copying them through user space: completes with
-    /// [`Outcome::FileSent`], which may report fewer bytes than asked (a pipe's worth at
-    /// most). The caller keeps `file` open until the completion. `None` when this backend
-    /// cannot (epoll: `sendfile(2)` would block the reactor on a page-cache miss, so the
-    /// caller reads the file elsewhere and sends bytes); `Some(Err)` when no pipe could be
-    /// made.
+    /// [`Outcome::FileSent`], which may report fewer bytes than asked (a pipe's worth, or
+    /// 1 MiB, at most). io_uring sends a region whose pages are all in the page cache with
+    /// `sendfile(2)` once the socket has room, and any other through a pipe with splices in
+    /// its workers, so a cold page never stalls the reactor. The caller keeps `file` open
+    /// until the completion. `None` when this backend cannot (epoll: the caller reads the
+    /// file elsewhere and sends bytes); `Some(Err)` when no pipe could be made.
     pub fn send_file(
         &mut self,
         socket: RawFd,

@@ -2,9 +2,9 @@
 //! part headers between them).
 //!
 //! Two ways out: HTTP/1.1 over cleartext on io_uring, or on IOCP on Windows Server, sends the
-//! regions straight from the page cache to the socket (`h1/write.rs`, the driver's splice
-//! or `TransmitFile`); everything else (HTTP/2, TLS, the epoll driver, client editions of
-//! Windows) reads them in [`READ_CHUNK`] pieces on the disk pool
+//! regions straight from the page cache to the socket (`h1/write.rs`, the driver's
+//! sendfile, splice or `TransmitFile`); everything else (HTTP/2, TLS, the epoll driver,
+//! client editions of Windows) reads them in [`READ_CHUNK`] pieces on the disk pool
 //! (`rt::blocking`), one piece at a time, so a slow client holds one piece of memory and a
 //! cold file never blocks the reactor.
 //!

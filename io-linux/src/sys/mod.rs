@@ -66,6 +66,88 @@ impl Pipe {
     }
 }
 
+/// `cachestat(2)`'s number: the same on every architecture (the unified syscall table);
+/// the `libc` crate does not name it for every target yet.
+const SYS_CACHESTAT: libc::c_long = 451;
+
+/// `struct cachestat_range`.
+#[repr(C)]
+struct CachestatRange {
+    off: u64,
+    len: u64,
+}
+
+/// `struct cachestat`.
+#[repr(C)]
+#[derive(Default)]
+struct Cachestat {
+    nr_cache: u64,
+    nr_dirty: u64,
+    nr_writeback: u64,
+    nr_evicted: u64,
+    nr_recently_evicted: u64,
+}
+
+/// Whether every page of `file`'s bytes `offset..offset + len` is in the page cache, so
+/// sending them cannot wait on the disk. `None` where the kernel cannot tell (no
+/// `cachestat(2)` before Linux 6.5, or a file system without a page cache).
+pub(crate) fn page_cached(file: RawFd, offset: u64, len: usize) -> Option<bool> {
+    const PAGE: u64 = 4096;
+    if len == 0 {
+        return Some(true);
+    }
+    let first = offset / PAGE;
+    let end = (offset + len as u64).div_ceil(PAGE);
+    let range = CachestatRange { off: first * PAGE, len: (end - first) * PAGE };
+    let mut stat = Cachestat::default();
+    // SAFETY: cachestat reads the range and writes one `struct cachestat` into `stat`; both
+    // are live locals laid out as the kernel's structs, and flags must be 0.
+    let ret = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file,
+            &range as *const CachestatRange,
+            &mut stat as *mut Cachestat,
+            0u32,
+        )
+    };
+    if ret != 0 {
+        return None;
+    }
+    // A page the kernel sizes larger than 4 KiB only makes the count smaller: never a
+    // false "cached".
+    Some(stat.nr_cache >= end - first)
+}
+
+/// Sends up to `len` bytes of `file` from `offset` to `socket` with `sendfile(2)`, without
+/// blocking: what fits in the socket's buffer now (`WouldBlock` when nothing does). The
+/// socket is made non-blocking for the call and restored after, because io_uring wants its
+/// sockets blocking (see `uring::accept`) and `sendfile` has no per-call flag for it.
+pub(crate) fn sendfile_nonblocking(
+    socket: RawFd,
+    file: RawFd,
+    offset: u64,
+    len: usize,
+) -> io::Result<usize> {
+    // SAFETY: F_GETFL/F_SETFL only read and write the descriptor's status flags.
+    let flags = cvt(unsafe { libc::fcntl(socket, libc::F_GETFL) })?;
+    let blocking = flags & libc::O_NONBLOCK == 0;
+    if blocking {
+        // SAFETY: as above.
+        cvt(unsafe { libc::fcntl(socket, libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    }
+    let mut off = offset as libc::off_t;
+    // SAFETY: sendfile reads `off` and writes the new offset back into it, a live local; the
+    // descriptors are the caller's, open for the call.
+    let sent = unsafe { libc::sendfile(socket, file, &mut off, len) };
+    let result = cvt(sent as i64).map(|n| n as usize);
+    if blocking {
+        // SAFETY: as above: the flags read before the call.
+        let _ = unsafe { libc::fcntl(socket, libc::F_SETFL, flags) };
+    }
+    result
+}
+
 /// Accepts one connection, non-blocking and close-on-exec.
 pub(crate) fn accept(listener: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: accept4 with null address pointers only reads the listener descriptor.

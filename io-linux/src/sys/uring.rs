@@ -135,6 +135,9 @@ enum Kind {
     Connect(Box<socket2::SockAddr>),
     /// A file-to-socket send: two splices through a pipe, one after the other.
     SendFile(Box<Splice>),
+    /// A file-to-socket send of pages already in the page cache: a poll for room in the
+    /// socket, then `sendfile` on the reactor.
+    SendCached(Cached),
     Close,
     /// An internal cancellation request; its own completion is not reported.
     Cancel,
@@ -189,6 +192,26 @@ struct Splice {
     failed: Option<i32>,
 }
 
+/// A file-to-socket send whose pages were all in the page cache when it began.
+///
+/// io_uring runs every splice in a worker thread (splice may wait on the disk), so the pipe
+/// path costs two thread hand-offs per pipe's worth; on a 100 MiB file those hand-offs were
+/// a third of the server's CPU. When `cachestat` says no page of the region needs the disk,
+/// `sendfile` on the reactor, once a poll says the socket has room, does the same kernel
+/// work (page references into the socket, no copy) with no hand-off: nginx's `sendfile on`.
+/// A page evicted between the check and the send would be read synchronously: a window of
+/// microseconds, and what nginx risks on every send.
+struct Cached {
+    socket: RawFd,
+    file: RawFd,
+    offset: u64,
+    len: usize,
+}
+
+/// The most one cached send asks `sendfile` for (nginx's `sendfile_max_chunk`): bounds the
+/// time one connection holds the reactor.
+const CACHED_SEND_MAX: usize = 1024 * 1024;
+
 pub(crate) struct Uring {
     ring: IoUring,
     ops: Slab<Slot>,
@@ -210,6 +233,8 @@ pub(crate) struct Uring {
     immediate: Vec<(OpId, Held)>,
     /// Empty pipes of finished file sends, for the next ones.
     pipes: Vec<super::Pipe>,
+    /// Whether `cachestat` answers here (Linux 6.5); without it every file send splices.
+    cachestat: bool,
 }
 
 impl Uring {
@@ -249,6 +274,7 @@ impl Uring {
             rearm: Vec::new(),
             immediate: Vec::new(),
             pipes: Vec::new(),
+            cachestat: true,
         };
         this.arm_waker();
         Ok(this)
@@ -371,8 +397,9 @@ impl Uring {
         id
     }
 
-    /// Sends up to `len` bytes of `file` from `offset` to `socket` (at most one pipe's worth:
-    /// the completion says how many went). The caller keeps `file` open until then.
+    /// Sends up to `len` bytes of `file` from `offset` to `socket` (at most one pipe's worth,
+    /// or [`CACHED_SEND_MAX`] when its pages are cached: the completion says how many went).
+    /// The caller keeps `file` open until then.
     pub(crate) fn send_file(
         &mut self,
         socket: RawFd,
@@ -381,6 +408,19 @@ impl Uring {
         len: usize,
         token: u64,
     ) -> io::Result<OpId> {
+        if self.cachestat {
+            let len = len.min(CACHED_SEND_MAX);
+            match super::page_cached(file, offset, len) {
+                Some(true) => {
+                    let id =
+                        self.insert(token, Kind::SendCached(Cached { socket, file, offset, len }));
+                    self.poll_writable(id, socket);
+                    return Ok(id);
+                }
+                Some(false) => {}
+                None => self.cachestat = false,
+            }
+        }
         let pipe = match self.pipes.pop() {
             Some(p) => p,
             None => super::Pipe::new()?,
@@ -415,6 +455,37 @@ impl Uring {
         self.push(fill);
         self.push(drain);
         Ok(id)
+    }
+
+    /// Arms a one-shot poll for room in `socket`, completing as `id`.
+    fn poll_writable(&mut self, id: OpId, socket: RawFd) {
+        let entry = opcode::PollAdd::new(Fd(socket), libc::POLLOUT as u32)
+            .build()
+            .user_data(id.to_user_data());
+        self.push(entry);
+    }
+
+    /// The next step of cached file send `id` after its poll finished with `res`:
+    /// `Some(result)` when the send is over (`None`: the poll was re-armed).
+    fn cached_step(&mut self, id: OpId, res: i32) -> Option<io::Result<usize>> {
+        let slot = &self.ops[id.index as usize];
+        let Kind::SendCached(Cached { socket, file, offset, len }) = slot.kind else {
+            unreachable!("checked by caller")
+        };
+        if res < 0 {
+            return Some(Err(io::Error::from_raw_os_error(-res)));
+        }
+        if slot.cancel_requested {
+            return Some(Err(crate::op::canceled()));
+        }
+        match super::sendfile_nonblocking(socket, file, offset, len) {
+            // The room the poll saw was taken meanwhile: wait for more.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.poll_writable(id, socket);
+                None
+            }
+            result => Some(result),
+        }
     }
 
     /// The next step of file send `id` after one of its splices finished with `res`:
@@ -723,6 +794,12 @@ impl Uring {
                 if splice.in_pipe == 0 && self.pipes.len() < MAX_IDLE_PIPES {
                     self.pipes.push(splice.pipe);
                 }
+                on(Completion { token, op: id, outcome: Outcome::FileSent(result) });
+                false
+            }
+            Kind::SendCached(_) => {
+                let Some(result) = self.cached_step(id, res) else { return false };
+                self.ops.remove(index);
                 on(Completion { token, op: id, outcome: Outcome::FileSent(result) });
                 false
             }
