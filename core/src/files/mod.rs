@@ -225,11 +225,10 @@ impl Files {
                 return Ok(fixed(StatusCode::BAD_REQUEST, "text/plain", "Bad Request\n"));
             }
         };
-        let key = match (relative.trailing_slash, relative.path.is_empty()) {
-            (true, false) => format!("{}/", relative.path),
-            (_, true) => "/".to_string(),
-            (false, false) => relative.path,
-        };
+        let mut key = relative.path;
+        if relative.trailing_slash || key.is_empty() {
+            key.push('/');
+        }
         match self.cache.lookup(&self.route, &key).await {
             Found::File(entry) => Ok(respond::file(&self.route, &request, &entry)),
             Found::Directory => Ok(respond::to_directory(&request)),

@@ -41,76 +41,119 @@ const DEVICE_NAMES: &[&str] = &[
 ];
 
 /// Cleans `raw` (a request target's path, still percent-encoded).
+///
+/// Every request for a file comes through here, so it makes one pass over the encoded
+/// path and one over the decoded one, and allocates only the cleaned path (and the decoded
+/// one when there are escapes).
 pub(crate) fn resolve(raw: &str, show_hidden: bool) -> Result<Relative, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::Invalid("path does not start with /"));
     }
-    // An encoded slash or backslash would change the path's structure after decoding.
-    let lower = raw.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") {
-        return Err(PathError::Invalid("encoded slash"));
-    }
-    if !valid_escapes(raw) {
-        return Err(PathError::Invalid("bad percent-encoding"));
-    }
-    let decoded = percent_decode_str(raw)
-        .decode_utf8()
-        .map_err(|_| PathError::Invalid("path is not UTF-8"))?;
-    if decoded.bytes().any(|b| b < 0x20 || b == 0x7f) {
-        return Err(PathError::Invalid("control byte in path"));
-    }
-    if decoded.contains('\\') {
-        return Err(PathError::Invalid("backslash in path"));
-    }
-    if decoded.contains(':') {
-        return Err(PathError::Invalid("colon in path"));
-    }
-    let mut segments: Vec<&str> = Vec::new();
+    let decoded = if check_escapes(raw.as_bytes())? {
+        percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| PathError::Invalid("path is not UTF-8"))?
+    } else {
+        // No escapes: the path is its own decoding (and already UTF-8).
+        std::borrow::Cow::Borrowed(raw)
+    };
+    check_decoded(decoded.as_bytes())?;
+    let mut path = String::with_capacity(decoded.len());
     for segment in decoded.split('/') {
         match segment {
             "" | "." => {}
-            ".." => {
-                if segments.pop().is_none() {
-                    return Err(PathError::Invalid("path climbs above the root"));
-                }
-            }
+            ".." => match path.rfind('/') {
+                Some(at) => path.truncate(at),
+                None if !path.is_empty() => path.clear(),
+                None => return Err(PathError::Invalid("path climbs above the root")),
+            },
             s => {
                 if s.ends_with('.') || s.ends_with(' ') {
                     return Err(PathError::Invalid("segment ends in a dot or space"));
                 }
-                let stem = s.split('.').next().unwrap_or(s).trim_end();
-                if DEVICE_NAMES.iter().any(|d| stem.eq_ignore_ascii_case(d)) {
+                if is_device_name(s) {
                     return Err(PathError::Invalid("device name in path"));
                 }
-                segments.push(s);
+                if !path.is_empty() {
+                    path.push('/');
+                }
+                path.push_str(s);
             }
         }
     }
-    if !show_hidden && segments.iter().any(|s| s.starts_with('.')) {
+    // Checked on the cleaned path: a dot segment a later `..` removed names nothing.
+    let bytes = path.as_bytes();
+    let hidden = (0..bytes.len()).any(|i| bytes[i] == b'.' && (i == 0 || bytes[i - 1] == b'/'));
+    if hidden && !show_hidden {
         return Err(PathError::Hidden);
     }
-    Ok(Relative { path: segments.join("/"), trailing_slash: decoded.ends_with('/') })
+    Ok(Relative { path, trailing_slash: decoded.ends_with('/') })
 }
 
-/// Whether every `%` starts a two-digit hex escape (`percent_decode` leaves bad ones as they
-/// are; a strict server refuses them).
-fn valid_escapes(raw: &str) -> bool {
-    let b = raw.as_bytes();
+/// Whether `segment` is one of Windows' device names, with or without an extension.
+fn is_device_name(segment: &str) -> bool {
+    let stem = match segment.as_bytes().iter().position(|&b| b == b'.') {
+        Some(dot) => &segment[..dot],
+        None => segment,
+    }
+    .trim_end();
+    // The names are 3 to 7 bytes: most segments are ruled out by their length alone.
+    (3..=7).contains(&stem.len()) && DEVICE_NAMES.iter().any(|d| stem.eq_ignore_ascii_case(d))
+}
+
+/// Every `%` must start a two-digit hex escape (`percent_decode` leaves bad ones as they
+/// are; a strict server refuses them), and none may encode a slash or a backslash, which
+/// would change the path's structure after decoding. `Ok(true)`: there are escapes.
+fn check_escapes(raw: &[u8]) -> Result<bool, PathError> {
+    let mut bad = false;
+    let mut slash = false;
+    let mut any = false;
     let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            if i + 2 >= b.len() {
-                return false;
-            }
-            if !(b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit()) {
-                return false;
-            }
-            i += 3;
-        } else {
+    while i < raw.len() {
+        if raw[i] != b'%' {
             i += 1;
+            continue;
+        }
+        match raw.get(i + 1..i + 3) {
+            Some([hi, lo]) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+                let lo = lo.to_ascii_lowercase();
+                slash |= (*hi == b'2' && lo == b'f') || (*hi == b'5' && lo == b'c');
+                any = true;
+                i += 3;
+            }
+            _ => {
+                bad = true;
+                i += 1;
+            }
         }
     }
-    true
+    if slash {
+        Err(PathError::Invalid("encoded slash"))
+    } else if bad {
+        Err(PathError::Invalid("bad percent-encoding"))
+    } else {
+        Ok(any)
+    }
+}
+
+/// Refuses control bytes, backslashes and colons (a Windows drive letter or alternate data
+/// stream) in the decoded path, reporting the first kind in that order.
+fn check_decoded(decoded: &[u8]) -> Result<(), PathError> {
+    let (mut control, mut backslash, mut colon) = (false, false, false);
+    for &b in decoded {
+        control |= b < 0x20 || b == 0x7f;
+        backslash |= b == b'\\';
+        colon |= b == b':';
+    }
+    if control {
+        Err(PathError::Invalid("control byte in path"))
+    } else if backslash {
+        Err(PathError::Invalid("backslash in path"))
+    } else if colon {
+        Err(PathError::Invalid("colon in path"))
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -127,6 +170,9 @@ mod tests {
         assert_eq!(ok("/a/./b//c"), "a/b/c");
         assert_eq!(ok("/a/b/../c"), "a/c");
         assert_eq!(ok("/a%20b.txt"), "a b.txt");
+        assert_eq!(ok("/a/b/../../c/"), "c");
+        // A dot segment that a later `..` removed hides nothing.
+        assert_eq!(ok("/.git/../a"), "a");
         assert!(resolve("/a/", false).unwrap().trailing_slash);
     }
 

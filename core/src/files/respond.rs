@@ -7,7 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 
 use super::body::{FileBody, Part};
-use super::conditional::{evaluate, ranges, Precondition, Ranges, Validators};
+use super::conditional::{evaluate, ranges, Fields, Precondition, Ranges, Validators};
 use super::open::FileEntry;
 use super::FileRoute;
 use crate::content_coding;
@@ -28,7 +28,10 @@ pub(crate) fn file(
     };
     let etag = rep.etag.to_str().unwrap_or("");
     let validators = Validators { etag, modified: rep.modified };
+    let fields = Fields::of(headers);
     let mut response = Response::new(Body::empty());
+    // Room for every field a file response has: the map never grows.
+    *response.headers_mut() = http::HeaderMap::with_capacity(8);
     let h = response.headers_mut();
     h.insert(header::ETAG, rep.etag.clone());
     h.insert(header::LAST_MODIFIED, rep.last_modified.clone());
@@ -38,7 +41,7 @@ pub(crate) fn file(
     if !codings.is_empty() {
         h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
-    match evaluate(request.method(), headers, &validators) {
+    match evaluate(request.method(), &fields, &validators) {
         Precondition::Proceed => {}
         Precondition::NotModified => {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
@@ -56,9 +59,12 @@ pub(crate) fn file(
     }
     let len = rep.len;
     let (status, content_type, range, body) =
-        match ranges(request.method(), headers, &validators, len, route.section.max_ranges) {
+        match ranges(request.method(), &fields, &validators, len, route.section.max_ranges) {
             Ranges::Full => {
-                let all = body(rep, vec![Part::Region { offset: 0, len }]);
+                let all = match &rep.inline {
+                    Some(inline) => Body::from(inline.clone()),
+                    None => body(rep, vec![Part::Region { offset: 0, len }]),
+                };
                 (StatusCode::OK, Some(rep.content_type.clone()), None, all)
             }
             Ranges::Unsatisfiable => (
