@@ -27,6 +27,31 @@ use crate::access_log::{CoreLog, Entry, UpstreamFields};
 use crate::metrics::Rejection;
 use crate::{rt, Body, BodyError, Handler};
 
+/// The protocol an HTTP/2 extended CONNECT asks for (RFC 8441's `:protocol`, such as
+/// `websocket`), given to the handler as a request extension. A `2xx` answer turns the
+/// stream into a tunnel for it: the request body is what the client sends, the response
+/// body what it receives. The reverse proxy bridges `websocket` to an HTTP/1.1 upgrade
+/// upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectProtocol(Bytes);
+
+impl ConnectProtocol {
+    /// A protocol name as a client sent it.
+    pub fn new(name: Bytes) -> ConnectProtocol {
+        ConnectProtocol(name)
+    }
+
+    /// The name's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Whether it is `name`, ignoring ASCII case.
+    pub fn is(&self, name: &str) -> bool {
+        self.0.eq_ignore_ascii_case(name.as_bytes())
+    }
+}
+
 /// What the server knows of the connection a request came on, given to every handler as a
 /// request extension (`request.extensions().get::<ConnectionInfo>()`), as Kestrel's
 /// `HttpContext.Connection` is.

@@ -58,7 +58,7 @@ pub mod upgrade;
 
 pub use access_log::AccessLogTarget;
 pub use body::{Body, BodyChunk, BodyError};
-pub use exchange::{ClientCertificates, ConnectionInfo};
+pub use exchange::{ClientCertificates, ConnectProtocol, ConnectionInfo};
 pub use handler::Handler;
 pub use listener::{InheritedSocket, ListenerSpec, Protocols, UnixSocket};
 pub use metrics::Metrics;

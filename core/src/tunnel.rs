@@ -4,20 +4,26 @@
 //!
 //! The client finishing its side (EOF) is passed on as a half-close of the upstream socket;
 //! the upstream finishing ends the tunnel once what it sent has reached the client.
+//!
+//! On HTTP/2 the client's end is a stream (an extended CONNECT, RFC 8441) rather than the
+//! connection: [`stream_body`] makes the upstream's bytes the stream's response body and
+//! copies the request body to the upstream, with the same half-close, end and idle rules.
 
 use std::cell::Cell;
 use std::future::{poll_fn, Future};
-use std::pin::pin;
-use std::rc::Rc;
-use std::task::Poll;
+use std::pin::{pin, Pin};
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use futures_core::Stream;
 
 use crate::rt::{self, timer::Timer};
 use crate::sys::driver::SendBuf;
 use crate::sys::{self, OwnedSocket};
 use crate::transport::Transport;
+use crate::{Body, BodyChunk, BodyError};
 
 /// The upstream end of a tunnel, handed from the proxy to the client's protocol loop as a
 /// response body (`Body::tunnel`).
@@ -136,4 +142,144 @@ pub(crate) async fn run(
     }
     rt::io::close(fd).await;
     (moved.0.get(), moved.1.get())
+}
+
+/// An upstream socket closed when its last holder lets go (the stream end and, while it
+/// runs, nobody else: the copy towards the upstream holds it weakly).
+struct UpstreamSocket(Option<OwnedSocket>);
+
+impl Drop for UpstreamSocket {
+    fn drop(&mut self) {
+        if let Some(fd) = self.0.take() {
+            rt::io::close_detached(fd);
+        }
+    }
+}
+
+/// The tunnel `tunnel` as an HTTP/2 stream's response body, with the stream's request body
+/// `from_client` copied to the upstream by a task of its own: each direction keeps its own
+/// pace (the stream's flow control one way, the socket's the other), and a client that
+/// stops reading cannot stall what it sends. The body ends when the upstream finishes, fails
+/// (the stream is then reset), or nothing moves either way for the idle timeout; dropping it
+/// (the client reset the stream) closes the upstream socket, which ends the copy.
+pub(crate) fn stream_body(mut tunnel: Tunnel, from_client: Body) -> Body {
+    let socket = Rc::new(UpstreamSocket(tunnel.fd.take()));
+    let upstream = Rc::clone(&tunnel.upstream);
+    let activity = Rc::new(Cell::new(rt::now()));
+    rt::executor::spawn(to_upstream(
+        from_client,
+        Rc::clone(&upstream),
+        Rc::downgrade(&socket),
+        Rc::clone(&activity),
+    ));
+    let timer = Timer::new();
+    timer.set(Some(activity.get() + tunnel.idle));
+    let end = StreamEnd {
+        _socket: socket,
+        upstream,
+        pending: std::mem::take(&mut tunnel.buffered),
+        reading: None,
+        activity,
+        idle: tunnel.idle,
+        timer,
+        done: false,
+    };
+    Body::from_stream(end, None)
+}
+
+/// Copies the client's request body to the upstream; its end half-closes the upstream
+/// socket (the upstream may still answer).
+async fn to_upstream(
+    mut from_client: Body,
+    upstream: Rc<Transport>,
+    socket: Weak<UpstreamSocket>,
+    activity: Rc<Cell<Instant>>,
+) {
+    loop {
+        match from_client.chunk().await {
+            Some(Ok(chunk)) => {
+                activity.set(rt::now());
+                let mut out = SendBuf::new();
+                out.push(chunk);
+                if upstream.send_all(out).await.is_err() {
+                    return;
+                }
+                activity.set(rt::now());
+            }
+            Some(Err(_)) => return,
+            None => break,
+        }
+    }
+    if upstream.is_tls() {
+        upstream.close_notify().await;
+    } else if let Some(socket) = socket.upgrade() {
+        if let Some(fd) = &socket.0 {
+            let _ = sys::driver::shutdown_write(fd);
+        }
+    }
+}
+
+/// A receive on the upstream: the buffer back, and how many bytes came (0 at its end).
+type Receiving = Pin<Box<dyn Future<Output = (BytesMut, std::io::Result<usize>)>>>;
+
+/// What the upstream sends, as a stream of body chunks (see [`stream_body`]).
+struct StreamEnd {
+    /// Keeps the upstream socket open while the body lives.
+    _socket: Rc<UpstreamSocket>,
+    upstream: Rc<Transport>,
+    /// Bytes the upstream sent right after its `101` head.
+    pending: BytesMut,
+    reading: Option<Receiving>,
+    activity: Rc<Cell<Instant>>,
+    idle: Duration,
+    timer: Timer,
+    done: bool,
+}
+
+impl Stream for StreamEnd {
+    type Item = BodyChunk;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<BodyChunk>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if !this.pending.is_empty() {
+            this.activity.set(rt::now());
+            return Poll::Ready(Some(Ok(this.pending.split().freeze())));
+        }
+        let upstream = Rc::clone(&this.upstream);
+        let reading = this
+            .reading
+            .get_or_insert_with(|| Box::pin(async move { upstream.recv(BytesMut::new()).await }));
+        if let Poll::Ready((buf, result)) = reading.as_mut().poll(cx) {
+            this.reading = None;
+            return Poll::Ready(match result {
+                Ok(0) => {
+                    this.done = true;
+                    None
+                }
+                Ok(_) => {
+                    this.activity.set(rt::now());
+                    Some(Ok(buf.freeze()))
+                }
+                Err(e) => {
+                    this.done = true;
+                    Some(Err(BodyError::Io(e)))
+                }
+            });
+        }
+        loop {
+            if this.timer.poll_fired(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let due = this.activity.get() + this.idle;
+            if rt::now() >= due {
+                // Idle for the whole timeout: the stream ends, as the HTTP/1 tunnel does.
+                this.done = true;
+                return Poll::Ready(None);
+            }
+            this.timer.set(Some(due));
+        }
+    }
 }

@@ -577,6 +577,168 @@ fn websocket_upgrades_become_tunnels(io: IoChoice) {
     stop(server);
 }
 
+both_drivers!(websocket_over_http2_is_bridged_to_an_upgrade);
+
+/// A WebSocket upstream for the HTTP/2 bridge: it answers the key it is sent (or, when
+/// `wrong_accept`, answers another), greets with `hi`, then echoes uppercased until EOF.
+/// Reports the request head and whether the EOF came.
+fn websocket_upstream_checking_keys(
+    wrong_accept: bool,
+) -> (SocketAddr, std::sync::mpsc::Receiver<(String, bool)>) {
+    use base64::Engine as _;
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut w = stream.try_clone().unwrap();
+        let mut r = BufReader::new(stream);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let key = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with("sec-websocket-key:")
+                    .then(|| l[18..].trim().to_string())
+            })
+            .unwrap_or_default();
+        let mut sha = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+        sha.update(key.as_bytes());
+        sha.update(if wrong_accept {
+            b"not the GUID".as_slice()
+        } else {
+            b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+        });
+        let accept = base64::engine::general_purpose::STANDARD.encode(sha.finish());
+        let answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: chat\r\n\r\nhi"
+        );
+        w.write_all(answer.as_bytes()).unwrap();
+        let mut buf = [0u8; 1024];
+        let eof = loop {
+            match r.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(n) => {
+                    if w.write_all(&buf[..n].to_ascii_uppercase()).is_err() {
+                        break false;
+                    }
+                }
+                Err(_) => break false,
+            }
+        };
+        tx.send((head, eof)).unwrap();
+    });
+    (addr, rx)
+}
+
+/// Opens a WebSocket over HTTP/2 (RFC 8441) to `proxy`: the response, and the stream to send
+/// on. Waits for the server's SETTINGS to enable extended CONNECT first.
+async fn extended_connect(
+    proxy: SocketAddr,
+) -> (http::Response<h2::RecvStream>, h2::SendStream<bytes::Bytes>) {
+    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut send = send.ready().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !send.is_extended_connect_protocol_enabled() {
+        assert!(Instant::now() < deadline, "the server never enabled extended CONNECT");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut request = http::Request::builder()
+        .method("CONNECT")
+        .uri("http://app.test/chat?room=1")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-protocol", "chat")
+        .body(())
+        .unwrap();
+    request.extensions_mut().insert(h2::ext::Protocol::from_static("websocket"));
+    let (response, stream) = send.send_request(request, false).unwrap();
+    (response.await.unwrap(), stream)
+}
+
+/// The next DATA of `body` (capacity released), or `None` at its end.
+async fn next_data(body: &mut h2::RecvStream) -> Option<bytes::Bytes> {
+    let data = tokio::time::timeout(Duration::from_secs(5), body.data())
+        .await
+        .expect("data within 5 s")?
+        .unwrap();
+    let _ = body.flow_control().release_capacity(data.len());
+    Some(data)
+}
+
+fn websocket_over_http2_is_bridged_to_an_upgrade(io: IoChoice) {
+    let (up, report) = websocket_upstream_checking_keys(false);
+    let server = proxy_to(io, &[format!("http://{up}")], |_| {});
+    let proxy = addr(&server);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (response, mut stream) = extended_connect(proxy).await;
+        assert_eq!(response.status(), 200, "{response:?}");
+        let headers = response.headers();
+        assert_eq!(headers.get("sec-websocket-protocol").unwrap(), "chat");
+        for hop in ["sec-websocket-accept", "upgrade", "connection", "content-length"] {
+            assert!(headers.get(hop).is_none(), "{hop} reached the HTTP/2 client");
+        }
+        let mut body = response.into_body();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            got.extend_from_slice(&next_data(&mut body).await.expect("the greeting"));
+        }
+        assert_eq!(got, b"hi");
+        for message in [&b"ping"[..], b"and more"] {
+            stream.send_data(bytes::Bytes::copy_from_slice(message), false).unwrap();
+            let mut echoed = Vec::new();
+            while echoed.len() < message.len() {
+                echoed.extend_from_slice(&next_data(&mut body).await.expect("the echo"));
+            }
+            assert_eq!(echoed, message.to_ascii_uppercase());
+        }
+        // The client ends its side: the upstream sees EOF, closes, and the stream ends.
+        stream.send_data(bytes::Bytes::new(), true).unwrap();
+        while let Some(rest) = next_data(&mut body).await {
+            assert!(rest.is_empty(), "after the upstream's EOF: {rest:?}");
+        }
+    });
+    drop(rt);
+    let (seen, eof) = report.recv_timeout(Duration::from_secs(5)).expect("upstream reports");
+    assert!(eof, "the client's END_STREAM reached the upstream as EOF");
+    let seen = seen.to_ascii_lowercase();
+    assert!(seen.starts_with("get /chat?room=1 http/1.1\r\n"), "{seen}");
+    for field in
+        ["host: app.test", "upgrade: websocket", "connection: upgrade", "sec-websocket-version: 13"]
+    {
+        assert!(seen.contains(&format!("{field}\r\n")), "{field} missing: {seen}");
+    }
+    assert!(seen.contains("sec-websocket-key: "), "{seen}");
+    stop(server);
+}
+
+#[test]
+fn an_http2_websocket_whose_upstream_answers_another_key_gets_502() {
+    let (up, _report) = websocket_upstream_checking_keys(true);
+    let server = proxy_to(IoChoice::Auto, &[format!("http://{up}")], |_| {});
+    let proxy = addr(&server);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let status = rt.block_on(async { extended_connect(proxy).await.0.status() });
+    assert_eq!(status, 502);
+    drop(rt);
+    stop(server);
+}
+
 #[test]
 fn an_upgrade_the_upstream_declines_is_an_ordinary_response() {
     let up = upstream::start(|_| ok("no upgrade here", ""));

@@ -33,12 +33,24 @@ pub(crate) struct RequestBody {
     rate: Option<DataRate>,
     waiting: bool,
     timer: Timer,
+    /// `max_request_body_size`, unless the stream is a tunnel.
+    max: Option<u64>,
 }
 
 impl RequestBody {
     pub(crate) fn new(shared: Rc<Shared>, id: StreamId, len: Option<u64>) -> RequestBody {
         let rate = shared.settings.limits.min_request_body_data_rate.map(DataRate::new);
-        RequestBody { shared, id, len, read: 0, rate, waiting: false, timer: Timer::new() }
+        let max = shared.settings.limits.max_request_body_size;
+        RequestBody { shared, id, len, read: 0, rate, waiting: false, timer: Timer::new(), max }
+    }
+
+    /// The client's side of a tunnel (an extended CONNECT): not a body in HTTP's sense, so
+    /// neither `max_request_body_size` nor `min_request_body_data_rate` applies (a WebSocket
+    /// is long and mostly quiet), as Kestrel exempts upgraded requests. Flow control still
+    /// bounds what is buffered, and the tunnel has its idle timeout.
+    pub(crate) fn tunnel(shared: Rc<Shared>, id: StreamId) -> RequestBody {
+        let timer = Timer::new();
+        RequestBody { shared, id, len: None, read: 0, rate: None, waiting: false, timer, max: None }
     }
 
     pub(crate) fn exact_len(&self) -> Option<u64> {
@@ -91,7 +103,7 @@ impl RequestBody {
         {
             let mut conn = self.shared.conn.borrow_mut();
             conn.release_capacity(id, chunk.len());
-            if let Some(max) = self.shared.settings.limits.max_request_body_size {
+            if let Some(max) = self.max {
                 if self.read > max {
                     drop(conn);
                     let limit = max;

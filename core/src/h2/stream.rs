@@ -102,7 +102,7 @@ async fn run<H: Handler>(
 ) {
     let limits = &shared.settings.limits;
     let log = shared.settings.access_log.as_ref();
-    let RequestHead { method, uri, headers, content_length } = *head;
+    let RequestHead { method, uri, headers, content_length, protocol } = *head;
     let mut record = Record::start(&method, &uri, Version::HTTP_2, shared.info.info().peer, log);
     if let (Some(n), Some(max)) = (content_length, limits.max_request_body_size) {
         if n > max {
@@ -112,6 +112,8 @@ async fn run<H: Handler>(
     }
     let body = if end_stream {
         Body::empty()
+    } else if protocol.is_some() {
+        Body::h2(RequestBody::tunnel(Rc::clone(shared), id))
     } else {
         Body::h2(RequestBody::new(Rc::clone(shared), id, content_length))
     };
@@ -119,8 +121,11 @@ async fn run<H: Handler>(
     record.note_client(info.client);
     let connection = handler.wants_connection_info().then_some(info);
     let certificates = shared.info.client_certificates();
-    let request =
+    let mut request =
         exchange::request(method, uri, Version::HTTP_2, headers, body, connection, certificates);
+    if let Some(protocol) = protocol {
+        request.extensions_mut().insert(exchange::ConnectProtocol::new(protocol));
+    }
     let over_rate = shared.clients.admit(info.client).await;
     let response = match over_rate {
         // Per stream: the connection and its other streams go on.
@@ -183,9 +188,15 @@ fn queue_response(
     let (parts, mut body) = response.into_parts();
     // The shared content rule (and the body's own length, whatever content-length the
     // handler set: the codec owns that field).
-    let (no_body, len) = match response_content(parts.status, method, body.exact_len()) {
-        Content::None { content_length } => (true, content_length),
-        Content::Body { length } => (length == Some(0), length),
+    let (no_body, len) = if *method == Method::CONNECT && parts.status.is_success() {
+        // RFC 9113 §8.5: after a 2xx the stream's DATA frames are the tunnel's bytes, with
+        // no length (HTTP/1's tunnel leaves HTTP instead, hence the shared rule's "none").
+        (false, None)
+    } else {
+        match response_content(parts.status, method, body.exact_len()) {
+            Content::None { content_length } => (true, content_length),
+            Content::Body { length } => (length == Some(0), length),
+        }
     };
     let full = if no_body { None } else { body.take_full() };
     let mut conn = shared.conn.borrow_mut();

@@ -29,6 +29,9 @@ pub(crate) enum ProxyError {
     BadResponse(ResponseError),
     /// The client's request body failed (too large, malformed, too slow, or gone).
     ClientBody(BodyError),
+    /// The upstream's `101` to a WebSocket the proxy opened for an HTTP/2 client does not
+    /// answer the proxy's `Sec-WebSocket-Key`.
+    WebSocketAccept,
 }
 
 impl std::fmt::Display for ProxyError {
@@ -42,6 +45,9 @@ impl std::fmt::Display for ProxyError {
             ProxyError::Closed => f.write_str("upstream closed the connection"),
             ProxyError::BadResponse(e) => write!(f, "{e}"),
             ProxyError::ClientBody(e) => write!(f, "client request body: {e}"),
+            ProxyError::WebSocketAccept => {
+                f.write_str("upstream's Sec-WebSocket-Accept does not answer the key")
+            }
         }
     }
 }
@@ -72,7 +78,7 @@ impl ProxyError {
             ProxyError::Send(_) => Failure::Send,
             ProxyError::Recv(_) => Failure::Recv,
             ProxyError::Closed => Failure::Closed,
-            ProxyError::BadResponse(_) => Failure::BadResponse,
+            ProxyError::BadResponse(_) | ProxyError::WebSocketAccept => Failure::BadResponse,
             ProxyError::NoServer | ProxyError::ClientBody(_) => return None,
         })
     }

@@ -29,6 +29,7 @@ mod pool;
 mod request;
 mod upstream;
 pub(crate) mod watch;
+mod websocket;
 
 pub use balance::Balance;
 pub use config::RouteOptions;
@@ -272,8 +273,9 @@ async fn forward(
         true => request::buffered(request, options).await?,
         false => request,
     };
-    let Outgoing { method, head, framing, in_memory, body, upgrade, key, request_id, info } =
+    let Outgoing { method, head, framing, in_memory, body, upgrade, key, request_id, info, bridge } =
         request::prepare(shared, request, options)?;
+    let mut bridge = bridge;
     // A PROXY protocol header names one client: such a connection serves only this request.
     let proxy_header = config.send_proxy_protocol.map(|v| v.header(info.peer, info.local));
     let mut tried: Vec<usize> = Vec::new();
@@ -352,13 +354,33 @@ async fn forward(
                 if upgrade.is_some() && head.status == StatusCode::SWITCHING_PROTOCOLS {
                     let protocol = head.headers.get(header::UPGRADE).cloned();
                     forward::remove_hop_by_hop(&mut head.headers);
-                    if let Some(protocol) = protocol {
-                        head.headers.insert(header::UPGRADE, protocol);
-                    }
-                    let (fd, transport, buffered) = conn.into_parts();
-                    let tunnel = crate::tunnel::Tunnel::new(fd, transport, buffered, idle_timeout);
-                    let mut response = Response::new(Body::tunnel(tunnel));
-                    *response.status_mut() = head.status;
+                    let (status, body) = match bridge.take() {
+                        // HTTP/2's answer to an extended CONNECT is a 200 on the stream
+                        // (RFC 8441 §5), once the upstream has answered the proxy's key.
+                        Some(b) => {
+                            let accept = head.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+                            let expected = websocket::accept_for(&b.key);
+                            if accept.is_none_or(|a| a.as_bytes() != expected.as_bytes()) {
+                                counters.failed(metrics::Failure::BadResponse);
+                                return Err(ProxyError::WebSocketAccept);
+                            }
+                            let (fd, transport, buffered) = conn.into_parts();
+                            let tunnel =
+                                crate::tunnel::Tunnel::new(fd, transport, buffered, idle_timeout);
+                            (StatusCode::OK, crate::tunnel::stream_body(tunnel, b.from_client))
+                        }
+                        None => {
+                            if let Some(protocol) = protocol {
+                                head.headers.insert(header::UPGRADE, protocol);
+                            }
+                            let (fd, transport, buffered) = conn.into_parts();
+                            let tunnel =
+                                crate::tunnel::Tunnel::new(fd, transport, buffered, idle_timeout);
+                            (head.status, Body::tunnel(tunnel))
+                        }
+                    };
+                    let mut response = Response::new(body);
+                    *response.status_mut() = status;
                     *response.headers_mut() = head.headers;
                     options.response_headers.apply(response.headers_mut());
                     response.extensions_mut().insert(log);

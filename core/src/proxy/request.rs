@@ -10,8 +10,8 @@ use http::{Method, Request};
 use peregrine_protocols::h1::{encode_request_head, BodyFraming};
 
 use super::config::RouteOptions;
-use super::{forward, h1, Balance, ProxyError, Shared};
-use crate::exchange::ConnectionInfo;
+use super::{forward, h1, websocket, Balance, ProxyError, Shared};
+use crate::exchange::{ConnectProtocol, ConnectionInfo};
 use crate::{Body, BodyError};
 
 /// A request ready to send upstream.
@@ -32,6 +32,16 @@ pub(crate) struct Outgoing {
     pub(crate) request_id: HeaderValue,
     /// The client's connection (for a PROXY protocol header to the upstream).
     pub(crate) info: ConnectionInfo,
+    /// An HTTP/2 WebSocket (extended CONNECT) sent upstream as an HTTP/1.1 upgrade.
+    pub(crate) bridge: Option<Bridge>,
+}
+
+/// What a WebSocket over HTTP/2 keeps for after the upstream's `101`.
+pub(crate) struct Bridge {
+    /// The `Sec-WebSocket-Key` sent upstream, which its `Sec-WebSocket-Accept` must answer.
+    pub(crate) key: HeaderValue,
+    /// The stream's request body: the client's side of the tunnel.
+    pub(crate) from_client: Body,
 }
 
 /// How much a buffered request body may hold when the route sets no limit of its own.
@@ -64,17 +74,23 @@ pub(crate) fn prepare(
 ) -> Result<Outgoing, ProxyError> {
     let config = &shared.config;
     let (parts, mut body) = request.into_parts();
-    if let (Some(max), Some(len)) = (options.max_request_body_size, body.exact_len()) {
+    // A WebSocket over HTTP/2 (RFC 8441) goes upstream as the HTTP/1.1 upgrade it stands
+    // for (§5): a GET with a fresh key, no body; the stream's DATA is the tunnel's, which no
+    // body limit applies to.
+    let websocket = parts.method == Method::CONNECT
+        && parts.extensions.get::<ConnectProtocol>().is_some_and(|p| p.is("websocket"));
+    let limit = if websocket { None } else { options.max_request_body_size };
+    if let (Some(max), Some(len)) = (limit, body.exact_len()) {
         if len > max {
             return Err(ProxyError::ClientBody(BodyError::TooLarge { limit: max }));
         }
     }
-    if let Some(max) = options.max_request_body_size {
+    if let Some(max) = limit {
         if body.exact_len().is_none() {
             body = h1::capped(body, max);
         }
     }
-    let method = parts.method;
+    let method = if websocket { Method::GET } else { parts.method };
     let info = parts.extensions.get::<ConnectionInfo>().copied().unwrap_or_default();
     let mut headers = parts.headers;
     // The hash key, for the hashing methods (an allocation only for them).
@@ -92,9 +108,11 @@ pub(crate) fn prepare(
     };
     // An HTTP/1.1 upgrade (a WebSocket) keeps its Upgrade field: the one hop-by-hop field
     // that must cross, for a tunnel to follow a 101.
-    let upgrade = (parts.version == http::Version::HTTP_11)
-        .then(|| forward::upgrade_requested(&headers))
-        .flatten();
+    let upgrade = match parts.version {
+        _ if websocket => Some(HeaderValue::from_static("websocket")),
+        http::Version::HTTP_11 => forward::upgrade_requested(&headers),
+        _ => None,
+    };
     let client = forward::Client { peer: info.peer, tls: info.tls, host: host.clone() };
     let request_id =
         forward::request_fields(&mut headers, &client, &shared.trusted, config.forwarded_header);
@@ -105,6 +123,11 @@ pub(crate) fn prepare(
     if let Some(host) = host {
         headers.insert(header::HOST, host);
     }
+    let bridge = websocket.then(|| {
+        let key = websocket::new_key();
+        headers.insert(header::SEC_WEBSOCKET_KEY, key.clone());
+        Bridge { key, from_client: std::mem::take(&mut body) }
+    });
     if let Some(name) = &config.client_cert_header {
         forward::client_certificate(&mut headers, name, parts.extensions.get());
     }
@@ -139,5 +162,6 @@ pub(crate) fn prepare(
         key,
         request_id,
         info,
+        bridge,
     })
 }

@@ -10,11 +10,13 @@
 //! Request rules, numbered as [`Request::finish`] and [`Request::field`] apply them:
 //!
 //! 1. Pseudo-headers come before regular fields, each at most once, and only the four
-//!    request ones (§8.3): `:status`, `:protocol` (RFC 8441, which we do not advertise) and
-//!    unknown ones are malformed.
+//!    request ones (§8.3), plus `:protocol` where extended CONNECT is enabled (RFC 8441):
+//!    `:status` and unknown ones are malformed.
 //! 2. Regular fields pass [`fields::check`] (names, values, connection-specific fields, `te`).
 //! 3. `content-length` values are decimal and agree with each other (RFC 9110 §8.6).
-//! 4. `:method` is present. CONNECT (§8.5) has `:authority` and neither `:scheme` nor `:path`.
+//! 4. `:method` is present. CONNECT (§8.5) has `:authority` and neither `:scheme` nor `:path`;
+//!    an extended CONNECT (RFC 8441 §4: CONNECT with `:protocol`) has all three, as other
+//!    methods do, and `:protocol` with any other method is malformed.
 //! 5. Other methods have `:scheme` and a non-empty `:path`, which is `*` only for OPTIONS
 //!    and otherwise starts with `/` (§8.3.1).
 //! 6. `:authority` has no userinfo (§8.3.1); a `host` field equals it, ignoring case
@@ -50,6 +52,9 @@ pub struct RequestHead {
     pub headers: http::HeaderMap,
     /// The `content-length` value, if the request has one.
     pub content_length: Option<u64>,
+    /// An extended CONNECT's `:protocol` (RFC 8441), such as `websocket`: the stream becomes
+    /// a tunnel for that protocol once the response is a 2xx.
+    pub protocol: Option<Bytes>,
 }
 
 /// Why a header block was refused.
@@ -126,6 +131,8 @@ pub struct HeaderDecoder {
     failed: Option<HeaderError>,
     /// The limit the last block crossed, for logs and metrics.
     last_limit: Option<LimitExceeded>,
+    /// We sent SETTINGS_ENABLE_CONNECT_PROTOCOL: `:protocol` is allowed.
+    extended_connect: bool,
 }
 
 impl HeaderDecoder {
@@ -145,12 +152,19 @@ impl HeaderDecoder {
             limits: ListLimits { max_size: max_list_size, max_fields },
             failed: None,
             last_limit: None,
+            extended_connect: false,
         }
+    }
+
+    /// Accepts extended CONNECT requests (`:protocol`, RFC 8441): for a connection that
+    /// sends SETTINGS_ENABLE_CONNECT_PROTOCOL.
+    pub fn allow_extended_connect(&mut self) {
+        self.extended_connect = true;
     }
 
     /// Decodes one complete header block that opens a request.
     pub fn decode_request(&mut self, block: &[u8]) -> Result<RequestHead, HeaderError> {
-        let mut req = Request::default();
+        let mut req = Request { extended_connect: self.extended_connect, ..Request::default() };
         let too_large = self.decode(block, |f| req.field(f))?;
         req.finish(too_large)
     }
@@ -241,6 +255,8 @@ struct Request {
     scheme: Option<Bytes>,
     authority: Option<Bytes>,
     path: Option<Bytes>,
+    protocol: Option<Bytes>,
+    extended_connect: bool,
     regular_seen: bool,
     headers: HeaderMap,
     content_length: Option<u64>,
@@ -269,6 +285,8 @@ impl Request {
                     Pseudo::Scheme => &mut self.scheme,
                     Pseudo::Authority => &mut self.authority,
                     Pseudo::Path => &mut self.path,
+                    Pseudo::Protocol if self.extended_connect => &mut self.protocol,
+                    Pseudo::Protocol => return Err(":protocol without extended CONNECT"),
                     Pseudo::Status => return Err("response pseudo-header in a request"),
                 };
                 if slot.is_some() {
@@ -315,8 +333,11 @@ impl Request {
             }
         }
 
+        if self.protocol.is_some() && method != Method::CONNECT {
+            return Err(":protocol outside CONNECT");
+        }
         let mut parts = Parts::default();
-        if method == Method::CONNECT {
+        if method == Method::CONNECT && self.protocol.is_none() {
             if self.scheme.is_some() || self.path.is_some() {
                 return Err("CONNECT with :scheme or :path");
             }
@@ -347,7 +368,13 @@ impl Request {
                 Some(PathAndQuery::from_maybe_shared(path).map_err(|_| "invalid :path")?);
         }
         let uri = Uri::from_parts(parts).map_err(|_| "invalid request target")?;
-        Ok(RequestHead { method, uri, headers: self.headers, content_length: self.content_length })
+        Ok(RequestHead {
+            method,
+            uri,
+            headers: self.headers,
+            content_length: self.content_length,
+            protocol: self.protocol,
+        })
     }
 }
 

@@ -26,6 +26,8 @@ const INITIAL_WINDOW_SIZE: u16 = 0x4;
 const MAX_FRAME_SIZE: u16 = 0x5;
 /// SETTINGS_MAX_HEADER_LIST_SIZE (§6.5.2).
 const MAX_HEADER_LIST_SIZE: u16 = 0x6;
+/// SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3).
+const ENABLE_CONNECT_PROTOCOL: u16 = 0x8;
 
 /// One setting on the wire: 2-byte identifier, 4-byte value.
 const ENTRY_LEN: usize = 6;
@@ -56,6 +58,8 @@ pub struct Settings {
     pub max_frame_size: Option<u32>,
     /// SETTINGS_MAX_HEADER_LIST_SIZE.
     pub max_header_list_size: Option<u32>,
+    /// SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441): the sender accepts extended CONNECT.
+    pub enable_connect_protocol: Option<bool>,
 }
 
 impl Settings {
@@ -70,7 +74,8 @@ impl Settings {
     /// 3. a length not a multiple of 6: FRAME_SIZE_ERROR;
     /// 4. ENABLE_PUSH other than 0 or 1: PROTOCOL_ERROR;
     /// 5. INITIAL_WINDOW_SIZE above 2^31 − 1: FLOW_CONTROL_ERROR;
-    /// 6. MAX_FRAME_SIZE outside 16384..=16777215: PROTOCOL_ERROR.
+    /// 6. MAX_FRAME_SIZE outside 16384..=16777215: PROTOCOL_ERROR;
+    /// 7. ENABLE_CONNECT_PROTOCOL other than 0 or 1: PROTOCOL_ERROR (RFC 8441 §3).
     pub fn load(head: Head, mut payload: Bytes) -> Result<Settings, Error> {
         require_connection(&head, "SETTINGS on a stream")?;
         if head.has(flags::ACK) {
@@ -109,6 +114,13 @@ impl Settings {
                     s.max_frame_size = Some(value);
                 }
                 MAX_HEADER_LIST_SIZE => s.max_header_list_size = Some(value),
+                ENABLE_CONNECT_PROTOCOL => {
+                    if value > 1 {
+                        let e = "ENABLE_CONNECT_PROTOCOL not 0 or 1";
+                        return Err(go_away(Reason::PROTOCOL_ERROR, e));
+                    }
+                    s.enable_connect_protocol = Some(value == 1);
+                }
                 _ => {} // §6.5.2: unsupported identifiers MUST be ignored.
             }
         }
@@ -124,6 +136,7 @@ impl Settings {
             (INITIAL_WINDOW_SIZE, self.initial_window_size),
             (MAX_FRAME_SIZE, self.max_frame_size),
             (MAX_HEADER_LIST_SIZE, self.max_header_list_size),
+            (ENABLE_CONNECT_PROTOCOL, self.enable_connect_protocol.map(u32::from)),
         ]
         .into_iter()
         .filter_map(|(id, v)| v.map(|v| (id, v)))

@@ -26,6 +26,9 @@ pub(crate) enum Pseudo {
     Scheme,
     /// `:status`: a response pseudo-header, malformed in a request.
     Status,
+    /// `:protocol` (RFC 8441): valid only in an extended CONNECT, where
+    /// SETTINGS_ENABLE_CONNECT_PROTOCOL was sent.
+    Protocol,
 }
 
 /// A field name as HTTP/2 sees it, classified once when it enters the decoder.
@@ -50,8 +53,7 @@ impl Name {
             b":path" => Name::Pseudo(Pseudo::Path),
             b":scheme" => Name::Pseudo(Pseudo::Scheme),
             b":status" => Name::Pseudo(Pseudo::Status),
-            // `:protocol` lands here too: it is valid only where SETTINGS_ENABLE_CONNECT_PROTOCOL
-            // was sent (RFC 8441), and Peregrine does not send it.
+            b":protocol" => Name::Pseudo(Pseudo::Protocol),
             [b':', ..] => Name::Invalid("unknown pseudo-header"),
             [] => Name::Invalid("empty field name"),
             _ if raw.iter().any(u8::is_ascii_uppercase) => Name::Invalid("uppercase field name"),

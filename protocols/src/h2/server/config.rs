@@ -39,6 +39,9 @@ pub struct Config {
     /// The preface and first SETTINGS, and every header block once started, must arrive
     /// within this long (`request_headers_timeout`).
     pub request_headers_timeout: Duration,
+    /// Advertise SETTINGS_ENABLE_CONNECT_PROTOCOL and accept extended CONNECT (RFC 8441:
+    /// WebSockets over HTTP/2, as Kestrel does). On by default.
+    pub enable_connect_protocol: bool,
 }
 
 impl Config {
@@ -51,6 +54,7 @@ impl Config {
             max_header_fields: limits.max_request_header_count,
             idle_timeout: limits.keep_alive_timeout,
             request_headers_timeout: limits.request_headers_timeout,
+            enable_connect_protocol: true,
         }
     }
 }

@@ -195,6 +195,9 @@ impl Connection {
             now,
             config,
         };
+        if conn.config.enable_connect_protocol {
+            conn.decoder.allow_extended_connect();
+        }
         let h2 = &conn.config.h2;
         Settings {
             header_table_size: Some(h2.header_table_size),
@@ -203,6 +206,7 @@ impl Connection {
             initial_window_size: Some(h2.initial_stream_window),
             max_frame_size: Some(h2.max_frame_size),
             max_header_list_size: Some(conn.config.max_header_list_size),
+            enable_connect_protocol: conn.config.enable_connect_protocol.then_some(true),
             ..Settings::default()
         }
         .encode(&mut conn.out);

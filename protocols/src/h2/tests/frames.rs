@@ -166,7 +166,8 @@ fn settings(entries: &[(u16, u32)]) -> Vec<u8> {
 
 #[test]
 fn settings_all_known_values() {
-    let input = settings(&[(1, 4096), (2, 0), (3, 100), (4, 65_535), (5, 16_384), (6, 8192)]);
+    let input =
+        settings(&[(1, 4096), (2, 0), (3, 100), (4, 65_535), (5, 16_384), (6, 8192), (8, 1)]);
     let want = Settings {
         ack: false,
         header_table_size: Some(4096),
@@ -175,6 +176,7 @@ fn settings_all_known_values() {
         initial_window_size: Some(65_535),
         max_frame_size: Some(16_384),
         max_header_list_size: Some(8192),
+        enable_connect_protocol: Some(true),
     };
     assert_eq!(frame(&input), want.into());
 }
@@ -183,11 +185,12 @@ fn settings_all_known_values() {
 fn settings_empty_ack_unknown_and_duplicates() {
     assert_eq!(frame(&raw(4, 0, 0, b"")), Settings::default().into());
     assert_eq!(frame(&raw(4, 1, 0, b"")), Settings::ack().into());
-    // Unknown identifiers (including RFC 8441's 8 and 0) are ignored; the last value wins.
+    // Unknown identifiers (including 0) are ignored; the last value wins.
     let input = settings(&[(0x8, 1), (0, 7), (0xffff, 9), (3, 10), (3, 20), (2, 1)]);
     let want = Settings {
         max_concurrent_streams: Some(20),
         enable_push: Some(true),
+        enable_connect_protocol: Some(true),
         ..Default::default()
     };
     assert_eq!(frame(&input), want.into());
@@ -203,6 +206,7 @@ fn settings_value_bounds() {
     };
     assert_eq!(f, want.into());
     assert_conn(&settings(&[(2, 2)]), PROTOCOL);
+    assert_conn(&settings(&[(8, 2)]), PROTOCOL);
     assert_conn(&settings(&[(4, 0x8000_0000)]), Reason::FLOW_CONTROL_ERROR);
     assert_conn(&settings(&[(5, 16_383)]), PROTOCOL);
     assert_conn(&settings(&[(5, 16_777_216)]), PROTOCOL);

@@ -112,22 +112,60 @@ fn duplicate_unknown_and_misplaced_pseudo_headers() {
     assert_malformed(&get_with(&[(":path", "/again")]), "duplicate pseudo-header");
     assert_malformed(&[GET[0], GET[0], GET[1], GET[2], GET[3]], "duplicate pseudo-header");
     assert_malformed(&get_with(&[(":foo", "x")]), "unknown pseudo-header");
-    // Extended CONNECT (RFC 8441) is not advertised, so `:protocol` is unknown.
-    assert_malformed(
-        &[
-            (":method", "CONNECT"),
-            (":protocol", "websocket"),
-            (":scheme", "https"),
-            (":authority", "a"),
-            (":path", "/"),
-        ],
-        "unknown pseudo-header",
-    );
+    // Where extended CONNECT (RFC 8441) is not enabled, `:protocol` is refused.
+    assert_malformed(&EXTENDED_CONNECT, ":protocol without extended CONNECT");
     assert_malformed(&get_with(&[(":status", "200")]), "response pseudo-header in a request");
     assert_malformed(
         &[GET[0], GET[1], ("accept", "*/*"), GET[2], GET[3]],
         "pseudo-header after a regular field",
     );
+}
+
+/// A WebSocket over HTTP/2 (RFC 8441 §5).
+const EXTENDED_CONNECT: [(&str, &str); 5] = [
+    (":method", "CONNECT"),
+    (":protocol", "websocket"),
+    (":scheme", "https"),
+    (":authority", "a.example"),
+    (":path", "/chat?room=1"),
+];
+
+fn extended(fields: &[(&str, &str)]) -> Result<RequestHead, HeaderError> {
+    let mut d = decoder();
+    d.allow_extended_connect();
+    d.decode_request(&block(fields))
+}
+
+#[test]
+fn extended_connect_where_enabled() {
+    let head = extended(&get_with_version(&EXTENDED_CONNECT)).unwrap();
+    assert_eq!(head.method, http::Method::CONNECT);
+    assert_eq!(head.protocol.as_deref(), Some(&b"websocket"[..]));
+    assert_eq!(head.uri, "https://a.example/chat?room=1");
+    assert_eq!(head.headers.get("sec-websocket-version").unwrap(), "13");
+    // Plain CONNECT is unchanged.
+    let head = extended(&[(":method", "CONNECT"), (":authority", "p.example:443")]).unwrap();
+    assert_eq!(head.protocol, None);
+    // §4: an extended CONNECT has :scheme, :path and :authority; :protocol is for CONNECT.
+    for missing in [":scheme", ":path"] {
+        let fields: Vec<_> = EXTENDED_CONNECT.into_iter().filter(|(n, _)| *n != missing).collect();
+        let got = extended(&fields).unwrap_err();
+        assert!(matches!(got, HeaderError::Malformed(_)), "without {missing}: {got:?}");
+    }
+    let fields: Vec<_> = EXTENDED_CONNECT.into_iter().filter(|(n, _)| *n != ":authority").collect();
+    assert!(extended(&fields).is_err(), "without :authority or host");
+    let mut get = EXTENDED_CONNECT;
+    get[0] = (":method", "GET");
+    assert_eq!(extended(&get).unwrap_err(), HeaderError::Malformed(":protocol outside CONNECT"));
+    let mut twice = EXTENDED_CONNECT.to_vec();
+    twice.insert(1, (":protocol", "websocket"));
+    assert_eq!(extended(&twice).unwrap_err(), HeaderError::Malformed("duplicate pseudo-header"));
+}
+
+fn get_with_version<'a>(fields: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut v = fields.to_vec();
+    v.push(("sec-websocket-version", "13"));
+    v
 }
 
 #[test]
