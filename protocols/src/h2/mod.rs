@@ -25,8 +25,10 @@
 //!  response head  ──► HeaderEncoder::encode_response ──► caller's BytesMut (a block fragment)
 //! ```
 
+pub mod client;
 pub mod error;
 mod fields;
+pub(crate) mod flow;
 pub mod frame;
 pub(crate) mod hpack;
 pub mod preface;
@@ -38,5 +40,5 @@ mod tests;
 pub use error::{Error, Reason};
 pub use frame::{Frame, FrameDecoder, Head, Kind, StreamId, StreamIdHasher, StreamMap};
 pub mod server;
-pub use request::{HeaderDecoder, HeaderError, RequestHead};
-pub use response::HeaderEncoder;
+pub use request::{HeaderDecoder, HeaderError, RequestHead, ResponseHead};
+pub use response::{HeaderEncoder, RequestPseudo};

@@ -57,6 +57,17 @@ pub struct RequestHead {
     pub protocol: Option<Bytes>,
 }
 
+/// The response head decoded from one HEADERS block (the client side).
+#[derive(Debug, Clone)]
+pub struct ResponseHead {
+    /// The status.
+    pub status: http::StatusCode,
+    /// The regular fields, in order.
+    pub headers: http::HeaderMap,
+    /// The `content-length` value, if the response has one.
+    pub content_length: Option<u64>,
+}
+
 /// Why a header block was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeaderError {
@@ -167,6 +178,64 @@ impl HeaderDecoder {
         let mut req = Request { extended_connect: self.extended_connect, ..Request::default() };
         let too_large = self.decode(block, |f| req.field(f))?;
         req.finish(too_large)
+    }
+
+    /// Decodes one complete header block that opens a response (the client side, RFC 9113
+    /// §8.3.2): `:status` and nothing but regular fields, which pass the same checks as a
+    /// request's.
+    pub fn decode_response(&mut self, block: &[u8]) -> Result<ResponseHead, HeaderError> {
+        let mut status: Option<Bytes> = None;
+        let mut headers = HeaderMap::new();
+        let mut content_length: Option<u64> = None;
+        let mut regular_seen = false;
+        let mut malformed: Option<&'static str> = None;
+        let too_large = self.decode(block, |Entry { name, value, .. }| {
+            if malformed.is_some() {
+                return;
+            }
+            let checked = match name {
+                Name::Pseudo(Pseudo::Status) if regular_seen => {
+                    Err("pseudo-header after a regular field")
+                }
+                Name::Pseudo(Pseudo::Status) if status.is_some() => Err("duplicate :status"),
+                Name::Pseudo(Pseudo::Status) => {
+                    status = Some(value);
+                    Ok(())
+                }
+                Name::Pseudo(_) => Err("request pseudo-header in a response"),
+                Name::Invalid(why) => Err(why),
+                Name::Header(name) => {
+                    regular_seen = true;
+                    fields::check(name, value).and_then(|(name, value)| {
+                        if name == CONTENT_LENGTH {
+                            let n = fields::parse_content_length(&value)
+                                .ok_or("invalid content-length")?;
+                            if content_length.is_some_and(|seen| seen != n) {
+                                return Err("conflicting content-length values");
+                            }
+                            content_length = Some(n);
+                        }
+                        headers.append(name, value);
+                        Ok(())
+                    })
+                }
+            };
+            if let Err(why) = checked {
+                malformed = Some(why);
+            }
+        })?;
+        if let Some(why) = malformed {
+            return Err(HeaderError::Malformed(why));
+        }
+        if too_large {
+            return Err(HeaderError::TooLarge);
+        }
+        let status = status.ok_or(HeaderError::Malformed("missing :status"))?;
+        let status = (status.len() == 3)
+            .then(|| http::StatusCode::from_bytes(&status).ok())
+            .flatten()
+            .ok_or(HeaderError::Malformed("invalid :status"))?;
+        Ok(ResponseHead { status, headers, content_length })
     }
 
     /// Decodes a complete trailer block (no pseudo-headers allowed).

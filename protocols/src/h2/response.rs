@@ -26,6 +26,25 @@ use super::hpack::table::{static_name_index, static_status_index};
 
 /// The `:status` entry of the static table, used as a name index for other codes.
 const STATUS_NAME_INDEX: usize = 8;
+/// Static table entries for request pseudo-headers (RFC 7541 Appendix A): `:authority`,
+/// `:method: GET` (`POST` follows), `:path: /`, `:scheme: http` (`https` follows).
+const AUTHORITY_INDEX: usize = 1;
+const METHOD_GET_INDEX: usize = 2;
+const PATH_ROOT_INDEX: usize = 4;
+const SCHEME_HTTP_INDEX: usize = 6;
+
+/// A request's pseudo-header values, for [`HeaderEncoder::encode_request`].
+#[derive(Debug, Clone, Copy)]
+pub struct RequestPseudo<'a> {
+    /// `:method`.
+    pub method: &'a http::Method,
+    /// `:scheme` (`None` for CONNECT).
+    pub scheme: Option<&'a str>,
+    /// `:authority`.
+    pub authority: &'a str,
+    /// `:path` (`None` for CONNECT).
+    pub path: Option<&'a str>,
+}
 /// The table size both sides assume before any SETTINGS (RFC 9113 §6.5.2).
 const INITIAL_TABLE_SIZE: usize = 4096;
 
@@ -77,6 +96,38 @@ impl HeaderEncoder {
         // length (`ServerFields`), so a wrong one from the application never reaches the
         // wire (RFC 9113 §8.1.1 makes a mismatch a malformed response).
         encode_fields(headers, Some(&http::header::CONTENT_LENGTH), dst);
+    }
+
+    /// Appends the HPACK block for a request head to `dst` (the client side): the four
+    /// pseudo-headers (RFC 9113 §8.3.1; CONNECT without `:scheme` and `:path`, §8.5), then
+    /// the fields but connection-specific ones and `host` (`:authority` replaces it).
+    pub fn encode_request(
+        &mut self,
+        head: &RequestPseudo<'_>,
+        headers: &HeaderMap,
+        dst: &mut BytesMut,
+    ) {
+        self.flush_update(dst);
+        match head.method.as_str() {
+            "GET" => encoder::indexed(METHOD_GET_INDEX, dst),
+            "POST" => encoder::indexed(METHOD_GET_INDEX + 1, dst),
+            m => encoder::literal(METHOD_GET_INDEX, &[], m.as_bytes(), false, dst),
+        }
+        if let Some(scheme) = head.scheme {
+            match scheme {
+                "http" => encoder::indexed(SCHEME_HTTP_INDEX, dst),
+                "https" => encoder::indexed(SCHEME_HTTP_INDEX + 1, dst),
+                s => encoder::literal(SCHEME_HTTP_INDEX, &[], s.as_bytes(), false, dst),
+            }
+        }
+        encoder::literal(AUTHORITY_INDEX, &[], head.authority.as_bytes(), false, dst);
+        if let Some(path) = head.path {
+            match path {
+                "/" => encoder::indexed(PATH_ROOT_INDEX, dst),
+                p => encoder::literal(PATH_ROOT_INDEX, &[], p.as_bytes(), false, dst),
+            }
+        }
+        encode_fields(headers, Some(&http::header::HOST), dst);
     }
 
     /// Appends one more field to the block `encode_response` just wrote (fields the server

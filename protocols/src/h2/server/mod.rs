@@ -22,11 +22,12 @@
 //!
 //! Files: `recv.rs` (every received frame, stream state checks, the flood budgets),
 //! `send.rs` (output: control frames, response heads, DATA scheduling under flow control),
-//! `stream.rs` (one stream), `flow.rs` (windows), `config.rs`, `event.rs`.
+//! `stream.rs` (one stream), `config.rs`, `event.rs`; the windows are `h2/flow.rs`, shared
+//! with the client side.
 
 mod config;
 mod event;
-mod flow;
+use super::flow;
 mod recv;
 mod send;
 mod stream;

@@ -4,6 +4,7 @@
 //! byte at a time, and all must give the same frames, the same errors and the same leftover
 //! bytes. [`run`] does that; every decoder test goes through it.
 
+mod client;
 mod decoder;
 mod encode;
 mod frames;
