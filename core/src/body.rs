@@ -35,6 +35,8 @@ enum Inner {
     File(Box<crate::files::body::FileBody>),
     /// No body: the upstream end of a tunnel that follows a `101` (a proxied WebSocket).
     Tunnel(Box<crate::tunnel::Tunnel>),
+    /// An HTTP/2 upstream's response body, whose end may carry trailers (gRPC's status).
+    Upstream(Box<crate::proxy::h2::ResponseBody>),
 }
 
 /// Why a body could not be read in full.
@@ -119,6 +121,20 @@ impl Body {
         Body { inner: Inner::Tunnel(Box::new(tunnel)) }
     }
 
+    /// An HTTP/2 upstream's response body.
+    pub(crate) fn upstream(body: crate::proxy::h2::ResponseBody) -> Body {
+        Body { inner: Inner::Upstream(Box::new(body)) }
+    }
+
+    /// The trailer fields that ended the body, once it has ended (`None` when it had none,
+    /// or has not ended yet). Only an HTTP/2 upstream's responses carry them so far.
+    pub(crate) fn take_trailers(&mut self) -> Option<http::HeaderMap> {
+        match &mut self.inner {
+            Inner::Upstream(b) => b.take_trailers(),
+            _ => None,
+        }
+    }
+
     /// A body of file regions.
     pub(crate) fn file(body: crate::files::body::FileBody) -> Body {
         Body { inner: Inner::File(Box::new(body)) }
@@ -161,6 +177,7 @@ impl Body {
             Inner::H2(b) => b.exact_len(),
             Inner::Stream { len, .. } => *len,
             Inner::File(f) => Some(f.len()),
+            Inner::Upstream(b) => b.exact_len(),
         }
     }
 
@@ -187,6 +204,7 @@ impl Body {
             Inner::H2(b) => b.poll_chunk(cx),
             Inner::Stream { stream, .. } => stream.as_mut().poll_next(cx),
             Inner::File(f) => f.poll_chunk(cx),
+            Inner::Upstream(b) => b.poll_chunk(cx),
         }
     }
 
@@ -239,6 +257,7 @@ impl fmt::Debug for Body {
             Inner::Stream { .. } => "stream",
             Inner::Tunnel(_) => "tunnel",
             Inner::File(_) => "file",
+            Inner::Upstream(_) => "upstream",
         };
         f.debug_struct("Body").field("kind", &kind).field("len", &self.exact_len()).finish()
     }

@@ -579,6 +579,13 @@ mod tests {
         );
         assert_eq!(group.balance, crate::proxy::Balance::Header("x-user".parse().unwrap()));
         assert!(c.route[0].is_proxy());
+        // A group speaks one protocol.
+        let mixed = Config::parse(
+            "[[upstream]]\nname = \"g\"\n[[upstream.server]]\naddress = \"h2c://127.0.0.1:1\"\n\
+             [[upstream.server]]\naddress = \"http://127.0.0.1:2\"\n",
+        );
+        let e = mixed.unwrap_err().to_string();
+        assert!(e.contains("upstream[0] (g): servers: a group speaks one protocol"), "{e}");
     }
 
     #[cfg(unix)]

@@ -224,14 +224,21 @@ pub(crate) enum PumpError<E> {
     Sink(E),
 }
 
+/// What a pump sent: the body's bytes, and the trailers that ended it, if it had any (the
+/// caller sends them its protocol's way, or drops them where it has none).
+pub(crate) struct Pumped {
+    pub(crate) bytes: u64,
+    pub(crate) trailers: Option<HeaderMap>,
+}
+
 /// Streams `body` into `sink`, polling it with the handler's panic isolation and holding it
-/// to `declared` (the length its head advertised, if any). Returns the bytes sent; the
+/// to `declared` (the length its head advertised, if any). Returns what was sent; the
 /// caller ends the body its protocol's way.
 pub(crate) async fn pump<S: BodySink>(
     mut body: Body,
     declared: Option<u64>,
     sink: &mut S,
-) -> Result<u64, PumpError<S::Error>> {
+) -> Result<Pumped, PumpError<S::Error>> {
     let mut sent: u64 = 0;
     loop {
         // The peer is watched only while the body has nothing ready: a chunk that is
@@ -255,7 +262,7 @@ pub(crate) async fn pump<S: BodySink>(
     if declared.is_some_and(|n| sent != n) {
         return Err(PumpError::Body(BodyFailed::TooShort));
     }
-    Ok(sent)
+    Ok(Pumped { bytes: sent, trailers: body.take_trailers() })
 }
 
 /// The next chunk of a response body, polled with the same isolation as the handler: a

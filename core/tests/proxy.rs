@@ -739,6 +739,128 @@ fn an_http2_websocket_whose_upstream_answers_another_key_gets_502() {
     stop(server);
 }
 
+both_drivers!(grpc_over_an_h2c_upstream_streams_both_ways_with_trailers);
+
+/// An HTTP/2 upstream in the manner of a gRPC service (the `h2` crate's server): each
+/// request gets `content-type: application/grpc`, every DATA chunk echoed back uppercased as
+/// it arrives, and `grpc-status: 0` trailers once the request ends. Reports each request's
+/// head.
+fn grpc_upstream() -> (SocketAddr, std::sync::mpsc::Receiver<http::request::Parts>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(socket).await else { return };
+                    while let Some(Ok((request, mut respond))) = conn.accept().await {
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            let (parts, mut body) = request.into_parts();
+                            let _ = tx.send(parts);
+                            let head = http::Response::builder()
+                                .status(200)
+                                .header("content-type", "application/grpc")
+                                .body(())
+                                .unwrap();
+                            let mut send = respond.send_response(head, false).unwrap();
+                            while let Some(chunk) = body.data().await {
+                                let chunk = chunk.unwrap();
+                                let _ = body.flow_control().release_capacity(chunk.len());
+                                let upper = bytes::Bytes::from(chunk.to_ascii_uppercase());
+                                if send.send_data(upper, false).is_err() {
+                                    return;
+                                }
+                            }
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                            trailers.insert("grpc-message", http::HeaderValue::from_static("done"));
+                            let _ = send.send_trailers(trailers);
+                        });
+                    }
+                });
+            }
+        });
+    });
+    (addr, rx)
+}
+
+fn grpc_over_an_h2c_upstream_streams_both_ways_with_trailers(io: IoChoice) {
+    let (up, seen) = grpc_upstream();
+    let server = proxy_to(io, &[format!("h2c://{up}")], |_| {});
+    let proxy = addr(&server);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        // Two calls at once on one client connection, each a bidirectional stream.
+        tokio::join!(grpc_chat(send.clone(), 0), grpc_chat(send, 1));
+    });
+    drop(rt);
+    for _ in 0..2 {
+        let parts = seen.recv_timeout(Duration::from_secs(5)).expect("the upstream saw a call");
+        assert_eq!(parts.method, http::Method::POST);
+        assert_eq!(parts.uri.path(), "/echo.Echo/Chat");
+        assert_eq!(parts.uri.authority().map(|a| a.as_str()), Some("grpc.test"));
+        assert_eq!(parts.headers.get("te").unwrap(), "trailers", "gRPC needs te: trailers");
+        assert!(parts.headers.get("x-forwarded-for").is_some());
+    }
+    // An HTTP/1.1 client gets the same call chunked, with the trailers after the last chunk.
+    let mut c = Client::connect(proxy);
+    c.send(
+        b"POST /echo.Echo/Say HTTP/1.1\r\nHost: grpc.test\r\nTE: trailers\r\n\
+          Connection: close\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    let all = String::from_utf8_lossy(&c.read_to_eof()).to_ascii_lowercase();
+    assert!(all.starts_with("http/1.1 200 ok\r\n"), "{all}");
+    assert!(all.contains("\r\ntransfer-encoding: chunked\r\n"), "{all}");
+    assert!(all.contains("\r\n5\r\nhello\r\n"), "{all}");
+    assert!(all.ends_with("\r\n0\r\ngrpc-status: 0\r\ngrpc-message: done\r\n\r\n"), "{all}");
+    stop(server);
+}
+
+/// One bidirectional call: two messages, each echoed uppercased before the next, then the
+/// end of the request and the trailers.
+async fn grpc_chat(send: h2::client::SendRequest<bytes::Bytes>, n: usize) {
+    let mut send = send.ready().await.unwrap();
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("http://grpc.test/echo.Echo/Chat")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut stream) = send.send_request(request, false).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers().get("content-type").unwrap(), "application/grpc");
+    let mut body = response.into_body();
+    for message in [format!("ping {n}"), format!("and more {n}")] {
+        stream.send_data(bytes::Bytes::from(message.clone()), false).unwrap();
+        let mut echoed = Vec::new();
+        while echoed.len() < message.len() {
+            echoed.extend_from_slice(&next_data(&mut body).await.expect("the echo"));
+        }
+        assert_eq!(echoed, message.to_ascii_uppercase().into_bytes());
+    }
+    stream.send_data(bytes::Bytes::new(), true).unwrap();
+    while let Some(rest) = next_data(&mut body).await {
+        assert!(rest.is_empty(), "{rest:?}");
+    }
+    let trailers = body.trailers().await.unwrap().expect("trailers");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    assert_eq!(trailers.get("grpc-message").unwrap(), "done");
+}
+
 #[test]
 fn an_upgrade_the_upstream_declines_is_an_ordinary_response() {
     let up = upstream::start(|_| ok("no upgrade here", ""));

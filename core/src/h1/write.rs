@@ -3,8 +3,8 @@
 
 use http::{Method, Response, Version};
 use peregrine_protocols::h1::{
-    encode_chunk_header, encode_response_head, response_framing, ResponseFraming, CHUNK_END,
-    LAST_CHUNK,
+    encode_chunk_header, encode_last_chunk, encode_response_head, response_framing,
+    ResponseFraming, CHUNK_END, LAST_CHUNK,
 };
 
 use super::io::{ConnIo, Why, WriteFail};
@@ -122,10 +122,15 @@ pub(crate) async fn stream_body(io: &ConnIo, streaming: StreamingBody) -> Writte
     };
     let chunked = framing == ResponseFraming::Chunked;
     let pumped = pump(body, declared, &mut Sink { io, chunked, watch: None, alive: false }).await;
-    if chunked && pumped.is_ok() {
-        io.write_small(LAST_CHUNK);
+    if let (true, Ok(p)) = (chunked, &pumped) {
+        match &p.trailers {
+            // A trailer section after the last chunk (RFC 9112 §7.1.2); a response framed
+            // by Content-Length has nowhere to put them.
+            Some(trailers) => encode_last_chunk(trailers, &mut io.out()),
+            None => io.write_small(LAST_CHUNK),
+        }
     }
-    pumped_body(io, pumped, close, 0).await
+    pumped_body(io, pumped.map(|p| p.bytes), close, 0).await
 }
 
 /// How a pumped body ended, as [`Written`] (`before`: body bytes sent before the pump).
@@ -179,7 +184,9 @@ async fn splice_body(io: &ConnIo, mut file: crate::files::body::FileBody, close:
                             file.push_front(Part::Region { offset, len });
                             let rest = file.len();
                             let mut sink = Sink { io, chunked: false, watch: None, alive: false };
-                            let pumped = pump(Body::file(file), Some(rest), &mut sink).await;
+                            let pumped = pump(Body::file(file), Some(rest), &mut sink)
+                                .await
+                                .map(|p| p.bytes);
                             return pumped_body(io, pumped, close, sent).await;
                         }
                         Err(e) => return write_failed(e),

@@ -262,10 +262,15 @@ async fn stream_body(shared: &Shared, id: StreamId, body: Body, len: Option<u64>
         max_buffered: shared.settings.limits.h2.max_stream_send_buffer,
     };
     match exchange::pump(body, len, &mut sink).await {
-        Ok(sent) => {
-            shared.conn.borrow_mut().send_data(id, Bytes::new(), true).ok()?;
+        Ok(pumped) => {
+            let mut conn = shared.conn.borrow_mut();
+            match pumped.trailers {
+                Some(trailers) => conn.send_trailers(id, trailers).ok()?,
+                None => conn.send_data(id, Bytes::new(), true).ok()?,
+            }
+            drop(conn);
             shared.wake_conn();
-            Some(sent)
+            Some(pumped.bytes)
         }
         Err(PumpError::Body(failed)) => {
             if let BodyFailed::Error(e) = &failed {

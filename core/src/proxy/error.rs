@@ -29,6 +29,9 @@ pub(crate) enum ProxyError {
     BadResponse(ResponseError),
     /// The client's request body failed (too large, malformed, too slow, or gone).
     ClientBody(BodyError),
+    /// An HTTP/2 upstream reset the stream (or lost the connection) before its response
+    /// head.
+    StreamReset(peregrine_protocols::h2::Reason),
     /// The upstream's `101` to a WebSocket the proxy opened for an HTTP/2 client does not
     /// answer the proxy's `Sec-WebSocket-Key`.
     WebSocketAccept,
@@ -45,6 +48,7 @@ impl std::fmt::Display for ProxyError {
             ProxyError::Closed => f.write_str("upstream closed the connection"),
             ProxyError::BadResponse(e) => write!(f, "{e}"),
             ProxyError::ClientBody(e) => write!(f, "client request body: {e}"),
+            ProxyError::StreamReset(reason) => write!(f, "upstream reset the stream: {reason:?}"),
             ProxyError::WebSocketAccept => {
                 f.write_str("upstream's Sec-WebSocket-Accept does not answer the key")
             }
@@ -76,7 +80,7 @@ impl ProxyError {
             ProxyError::Connect(_) => Failure::Connect,
             ProxyError::Timeout => Failure::Timeout,
             ProxyError::Send(_) => Failure::Send,
-            ProxyError::Recv(_) => Failure::Recv,
+            ProxyError::Recv(_) | ProxyError::StreamReset(_) => Failure::Recv,
             ProxyError::Closed => Failure::Closed,
             ProxyError::BadResponse(_) | ProxyError::WebSocketAccept => Failure::BadResponse,
             ProxyError::NoServer | ProxyError::ClientBody(_) => return None,

@@ -24,6 +24,7 @@ pub mod config;
 mod error;
 mod forward;
 mod h1;
+pub(crate) mod h2;
 pub(crate) mod metrics;
 mod pool;
 mod request;
@@ -60,7 +61,8 @@ use request::Outgoing;
 /// How the proxy forwards: its upstream servers, whom it trusts, and its timeouts.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
-    /// The upstream servers, used in turn (round robin).
+    /// The upstream servers, used in turn (round robin). They speak one protocol: the
+    /// first one's (HTTP/1.1, or HTTP/2 for `h2c://`).
     pub servers: Vec<UpstreamServer>,
     /// Peers whose `X-Forwarded-*`, `Forwarded` and `X-Request-Id` fields are believed (other
     /// peers' are dropped and replaced).
@@ -173,6 +175,8 @@ pub(crate) struct Shared {
     metrics: Vec<Arc<metrics::ServerMetrics>>,
     trusted: forward::Trusted,
     pool: Pool,
+    /// This core's HTTP/2 connections (`h2c://` servers).
+    h2: h2::Connections,
     balance: Balancer,
 }
 
@@ -219,6 +223,7 @@ impl Proxy {
         let shared = Shared {
             trusted: forward::Trusted::new(config.trusted_proxies.clone()),
             pool: Pool::new(metrics.clone(), config.max_idle_per_server, config.keepalive_timeout),
+            h2: h2::Connections::default(),
             metrics,
             balance: Balancer::new(Arc::clone(&config)),
             config,
@@ -266,6 +271,10 @@ async fn forward(
     options: &RouteOptions,
 ) -> Result<Response<Body>, ProxyError> {
     let config = &shared.config;
+    // A group speaks one protocol: its first server's (see `ProxyConfig::servers`).
+    if config.servers.first().is_some_and(|s| s.http2) {
+        return Box::pin(h2::forward(shared, request, options)).await;
+    }
     let connect_timeout = options.connect_timeout.unwrap_or(config.connect_timeout);
     let head_timeout = options.response_header_timeout.unwrap_or(config.response_header_timeout);
     let idle_timeout = options.idle_timeout.unwrap_or(config.idle_timeout);

@@ -65,13 +65,78 @@ pub(crate) async fn buffered(
     Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
-/// Rewrites `request` for the upstream (forwarding rules, the route's options) and encodes
-/// its head.
+/// A request rewritten for the upstream (forwarding rules, the route's options), before
+/// either protocol encodes it.
+pub(crate) struct Rewritten {
+    pub(crate) method: Method,
+    pub(crate) uri: http::Uri,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) body: Body,
+    pub(crate) upgrade: Option<HeaderValue>,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) request_id: HeaderValue,
+    pub(crate) info: ConnectionInfo,
+    pub(crate) bridge: Option<Bridge>,
+    /// The client accepts trailers (`TE: trailers`, which HTTP/2 upstreams such as gRPC
+    /// servers ask for; the field itself is hop-by-hop and was removed).
+    pub(crate) te_trailers: bool,
+}
+
+impl Rewritten {
+    /// The request-target: the path and query, with the route's prefix stripped.
+    pub(crate) fn target<'a>(&'a self, options: &RouteOptions) -> std::borrow::Cow<'a, str> {
+        let target = self.uri.path_and_query().map_or("/", |p| p.as_str());
+        match &options.strip_prefix {
+            Some(prefix) => {
+                let rest = target.strip_prefix(prefix.trim_end_matches('/')).unwrap_or(target);
+                if rest.starts_with('/') {
+                    std::borrow::Cow::Borrowed(rest)
+                } else {
+                    std::borrow::Cow::Owned(format!("/{rest}"))
+                }
+            }
+            None => std::borrow::Cow::Borrowed(target),
+        }
+    }
+}
+
+/// Rewrites `request` for the upstream and encodes its HTTP/1.1 head.
 pub(crate) fn prepare(
     shared: &Rc<Shared>,
     request: Request<Body>,
     options: &RouteOptions,
 ) -> Result<Outgoing, ProxyError> {
+    let mut r = rewrite(shared, request, options)?;
+    let framing = match r.body.exact_len() {
+        Some(0) => BodyFraming::Empty,
+        Some(n) => BodyFraming::Length(n),
+        None => BodyFraming::Chunked,
+    };
+    let mut head = BytesMut::new();
+    encode_request_head(&r.method, &r.target(options), &r.headers, framing, &mut head);
+    let head = head.freeze();
+    // A body already in memory goes with the head, and can be sent again on a retry.
+    let in_memory = if r.body.is_in_memory() { r.body.take_full() } else { None };
+    Ok(Outgoing {
+        method: r.method,
+        head,
+        framing,
+        in_memory,
+        body: Some(r.body),
+        upgrade: r.upgrade,
+        key: r.key,
+        request_id: r.request_id,
+        info: r.info,
+        bridge: r.bridge,
+    })
+}
+
+/// Rewrites `request` for the upstream: the forwarding rules and the route's options.
+pub(crate) fn rewrite(
+    shared: &Rc<Shared>,
+    request: Request<Body>,
+    options: &RouteOptions,
+) -> Result<Rewritten, ProxyError> {
     let config = &shared.config;
     let (parts, mut body) = request.into_parts();
     // A WebSocket over HTTP/2 (RFC 8441) goes upstream as the HTTP/1.1 upgrade it stands
@@ -113,6 +178,9 @@ pub(crate) fn prepare(
         http::Version::HTTP_11 => forward::upgrade_requested(&headers),
         _ => None,
     };
+    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
+    });
     let client = forward::Client { peer: info.peer, tls: info.tls, host: host.clone() };
     let request_id =
         forward::request_fields(&mut headers, &client, &shared.trusted, config.forwarded_header);
@@ -132,36 +200,16 @@ pub(crate) fn prepare(
         forward::client_certificate(&mut headers, name, parts.extensions.get());
     }
     options.request_headers.apply(&mut headers);
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let stripped;
-    let target = match &options.strip_prefix {
-        Some(prefix) => {
-            let rest = target.strip_prefix(prefix.trim_end_matches('/')).unwrap_or(target);
-            stripped = if rest.starts_with('/') { rest.to_string() } else { format!("/{rest}") };
-            stripped.as_str()
-        }
-        None => target,
-    };
-    let framing = match body.exact_len() {
-        Some(0) => BodyFraming::Empty,
-        Some(n) => BodyFraming::Length(n),
-        None => BodyFraming::Chunked,
-    };
-    let mut head = BytesMut::new();
-    encode_request_head(&method, target, &headers, framing, &mut head);
-    let head = head.freeze();
-    // A body already in memory goes with the head, and can be sent again on a retry.
-    let in_memory = if body.is_in_memory() { body.take_full() } else { None };
-    Ok(Outgoing {
+    Ok(Rewritten {
         method,
-        head,
-        framing,
-        in_memory,
-        body: Some(body),
+        uri: parts.uri,
+        headers,
+        body,
         upgrade,
         key,
         request_id,
         info,
         bridge,
+        te_trailers,
     })
 }

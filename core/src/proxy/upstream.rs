@@ -33,6 +33,9 @@ pub struct UpstreamServer {
     pub(crate) backup: bool,
     /// TLS to this server (`https://`), verified.
     pub(crate) tls: Option<UpstreamTls>,
+    /// Spoken to in HTTP/2 with prior knowledge (`h2c://`): many requests multiplexed on
+    /// one connection, trailers passed through (gRPC).
+    pub(crate) http2: bool,
 }
 
 /// How to speak TLS to an upstream server: the verifying client config and the name its
@@ -51,6 +54,7 @@ impl fmt::Debug for UpstreamServer {
 
 impl UpstreamServer {
     /// Parses and resolves an upstream address: `http://host:port` (port 80 when left out),
+    /// `h2c://host:port` (HTTP/2 with prior knowledge, for gRPC services; 80),
     /// `https://host:port` (443; the certificate verified against the system's roots for
     /// the host's name, see [`with_ca_pem`](Self::with_ca_pem)), `host:port`, or
     /// `unix:/path/to.sock`. A host name resolves to its first address.
@@ -74,20 +78,25 @@ impl UpstreamServer {
                 weight: 1,
                 backup: false,
                 tls: None,
+                http2: false,
             });
         }
-        let (rest, https) = match spec.split_once("://") {
-            Some(("http", rest)) => (rest, false),
-            Some(("https", rest)) => (rest, true),
+        let (rest, https, http2) = match spec.split_once("://") {
+            Some(("http", rest)) => (rest, false, false),
+            Some(("https", rest)) => (rest, true, false),
+            Some(("h2c", rest)) => (rest, false, true),
             Some((scheme, _)) => return Err(UpstreamError::UnsupportedScheme(scheme.to_string())),
-            None => (spec, false),
+            None => (spec, false, false),
         };
         let authority = rest.trim_end_matches('/');
         if authority.is_empty() || authority.contains('/') || authority.contains('@') {
             return Err(UpstreamError::Invalid(name));
         }
-        let with_port =
-            if has_port(authority) { authority.to_string() } else { format!("{authority}:80") };
+        let with_port = match (has_port(authority), https) {
+            (true, _) => authority.to_string(),
+            (false, true) => format!("{authority}:443"),
+            (false, false) => format!("{authority}:80"),
+        };
         let addr = with_port
             .to_socket_addrs()
             .map_err(|e| UpstreamError::Resolve(name.clone(), e))?
@@ -116,6 +125,7 @@ impl UpstreamServer {
             weight: 1,
             backup: false,
             tls,
+            http2,
         })
     }
 
@@ -264,6 +274,11 @@ mod tests {
         assert_eq!(b.addr().as_socket(), Some("127.0.0.1:81".parse().unwrap()));
         let c = UpstreamServer::parse("http://[::1]").unwrap();
         assert_eq!(c.addr().as_socket(), Some("[::1]:80".parse().unwrap()));
+        let tls = UpstreamServer::parse("https://127.0.0.1").unwrap();
+        assert_eq!(tls.addr().as_socket(), Some("127.0.0.1:443".parse().unwrap()));
+        let h2 = UpstreamServer::parse("h2c://127.0.0.1:50051").unwrap();
+        assert!(h2.http2 && !a.http2);
+        assert_eq!(h2.addr().as_socket(), Some("127.0.0.1:50051".parse().unwrap()));
         assert!(
             a.resolvable.is_none() && c.resolvable.is_none(),
             "literals are not resolved again"

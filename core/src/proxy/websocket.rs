@@ -43,7 +43,7 @@ mod tests {
     fn the_rfc_example_accept() {
         // RFC 6455 §1.3's worked example.
         let key = HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ==");
-        assert_eq!(accept_for(&key), "s3pPLMBiTxaQ9kZs+zOo4p+ZmWo=");
+        assert_eq!(accept_for(&key), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]

@@ -17,6 +17,32 @@ pub const CHUNK_END: &[u8] = b"\r\n";
 /// The last chunk of a chunked body, without trailers.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
+/// Appends the last chunk with a trailer section (RFC 9112 §7.1.2): `0`, the fields, and the
+/// empty line. Fields a trailer must not carry (framing, routing and connection fields,
+/// RFC 9110 §6.5.1) are left out.
+pub fn encode_last_chunk(trailers: &HeaderMap, dst: &mut BytesMut) {
+    dst.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers {
+        let forbidden = matches!(
+            *name,
+            http::header::CONTENT_LENGTH
+                | http::header::TRANSFER_ENCODING
+                | http::header::HOST
+                | http::header::TE
+                | http::header::TRAILER
+                | http::header::CONNECTION
+                | http::header::CONTENT_TYPE
+                | http::header::CONTENT_ENCODING
+                | http::header::AUTHORIZATION
+                | http::header::SET_COOKIE
+        );
+        if !forbidden {
+            put_field(name.as_str().as_bytes(), value.as_bytes(), dst);
+        }
+    }
+    dst.extend_from_slice(b"\r\n");
+}
+
 /// How a response body is framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseFraming {
