@@ -157,16 +157,16 @@ impl Drop for UpstreamSocket {
 }
 
 /// The tunnel `tunnel` as an HTTP/2 stream's response body, with the stream's request body
-/// `from_client` copied to the upstream by a task of its own: each direction keeps its own
-/// pace (the stream's flow control one way, the socket's the other), and a client that
-/// stops reading cannot stall what it sends. The body ends when the upstream finishes, fails
-/// (the stream is then reset), or nothing moves either way for the idle timeout; dropping it
-/// (the client reset the stream) closes the upstream socket, which ends the copy.
+/// `from_client` copied to the upstream while the body is polled (the copy is part of the
+/// body, so it can never outlive it or send on a closed socket). The body ends when the
+/// upstream finishes, fails (the stream is then reset), or nothing moves either way for the
+/// idle timeout; dropping it (the client reset the stream) stops the copy, then closes the
+/// upstream socket.
 pub(crate) fn stream_body(mut tunnel: Tunnel, from_client: Body) -> Body {
     let socket = Rc::new(UpstreamSocket(tunnel.fd.take()));
     let upstream = Rc::clone(&tunnel.upstream);
     let activity = Rc::new(Cell::new(rt::now()));
-    rt::executor::spawn(to_upstream(
+    let upward = Box::pin(to_upstream(
         from_client,
         Rc::clone(&upstream),
         Rc::downgrade(&socket),
@@ -175,6 +175,7 @@ pub(crate) fn stream_body(mut tunnel: Tunnel, from_client: Body) -> Body {
     let timer = Timer::new();
     timer.set(Some(activity.get() + tunnel.idle));
     let end = StreamEnd {
+        upward: Some(upward),
         _socket: socket,
         upstream,
         pending: std::mem::take(&mut tunnel.buffered),
@@ -224,6 +225,9 @@ type Receiving = Pin<Box<dyn Future<Output = (BytesMut, std::io::Result<usize>)>
 
 /// What the upstream sends, as a stream of body chunks (see [`stream_body`]).
 struct StreamEnd {
+    /// The copy of the client's side to the upstream, until it ends. Declared before the
+    /// socket, so it is dropped first.
+    upward: Option<Pin<Box<dyn Future<Output = ()>>>>,
     /// Keeps the upstream socket open while the body lives.
     _socket: Rc<UpstreamSocket>,
     upstream: Rc<Transport>,
@@ -243,6 +247,9 @@ impl Stream for StreamEnd {
         let this = self.get_mut();
         if this.done {
             return Poll::Ready(None);
+        }
+        if let Some(Poll::Ready(())) = this.upward.as_mut().map(|u| u.as_mut().poll(cx)) {
+            this.upward = None;
         }
         if !this.pending.is_empty() {
             this.activity.set(rt::now());

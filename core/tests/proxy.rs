@@ -745,25 +745,36 @@ both_drivers!(grpc_over_an_h2c_upstream_streams_both_ways_with_trailers);
 /// request gets `content-type: application/grpc`, every DATA chunk echoed back uppercased as
 /// it arrives, and `grpc-status: 0` trailers once the request ends. Reports each request's
 /// head.
-fn grpc_upstream() -> (SocketAddr, std::sync::mpsc::Receiver<http::request::Parts>) {
+fn grpc_upstream(
+) -> (SocketAddr, std::sync::mpsc::Receiver<http::request::Parts>, std::sync::mpsc::Receiver<String>)
+{
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let (reset_tx, reset_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             loop {
                 let (socket, _) = listener.accept().await.unwrap();
-                let tx = tx.clone();
+                let (tx, reset_tx) = (tx.clone(), reset_tx.clone());
                 tokio::spawn(async move {
                     let Ok(mut conn) = h2::server::handshake(socket).await else { return };
                     while let Some(Ok((request, mut respond))) = conn.accept().await {
-                        let tx = tx.clone();
+                        let (tx, reset_tx) = (tx.clone(), reset_tx.clone());
                         tokio::spawn(async move {
                             let (parts, mut body) = request.into_parts();
+                            let slow = parts.uri.path() == "/slow";
                             let _ = tx.send(parts);
+                            if slow {
+                                // Never answers: reports how the proxy ends the stream.
+                                let reason = std::future::poll_fn(|cx| respond.poll_reset(cx));
+                                let reason = reason.await.map(|r| format!("{r:?}"));
+                                let _ = reset_tx.send(reason.unwrap_or_default());
+                                return;
+                            }
                             let head = http::Response::builder()
                                 .status(200)
                                 .header("content-type", "application/grpc")
@@ -788,11 +799,11 @@ fn grpc_upstream() -> (SocketAddr, std::sync::mpsc::Receiver<http::request::Part
             }
         });
     });
-    (addr, rx)
+    (addr, rx, reset_rx)
 }
 
 fn grpc_over_an_h2c_upstream_streams_both_ways_with_trailers(io: IoChoice) {
-    let (up, seen) = grpc_upstream();
+    let (up, seen, resets) = grpc_upstream();
     let server = proxy_to(io, &[format!("h2c://{up}")], |_| {});
     let proxy = addr(&server);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -825,7 +836,40 @@ fn grpc_over_an_h2c_upstream_streams_both_ways_with_trailers(io: IoChoice) {
     assert!(all.contains("\r\ntransfer-encoding: chunked\r\n"), "{all}");
     assert!(all.contains("\r\n5\r\nhello\r\n"), "{all}");
     assert!(all.ends_with("\r\n0\r\ngrpc-status: 0\r\ngrpc-message: done\r\n\r\n"), "{all}");
+    let _ = seen.recv_timeout(Duration::from_secs(5)).expect("the upstream saw that call");
+    // A client that leaves while the upstream has not answered: its upstream stream is reset
+    // (CANCEL), and the shared connection goes on serving others.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut send = send.ready().await.unwrap();
+        let request = http::Request::post("http://grpc.test/slow").body(()).unwrap();
+        let (response, mut stream) = send.send_request(request, false).unwrap();
+        let _ = received(&seen).await;
+        stream.send_reset(h2::Reason::CANCEL);
+        drop(response);
+        assert_eq!(received(&resets).await, "CANCEL", "the upstream stream was reset");
+        grpc_chat(send, 2).await;
+    });
+    drop(rt);
     stop(server);
+}
+
+/// The next message on `rx`, waited for without blocking the runtime (its connection tasks
+/// must go on); fails after 5 s.
+async fn received<T>(rx: &std::sync::mpsc::Receiver<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(v) = rx.try_recv() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "nothing arrived within 5 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// One bidirectional call: two messages, each echoed uppercased before the next, then the
@@ -966,6 +1010,35 @@ fn https_upstreams_are_verified_and_pooled(io: IoChoice) {
         assert_eq!(get(addr(&proxy), "/plaintext").text(), "Hello, World!");
     }
     // A body both ways, streamed through TLS.
+    let body = "x".repeat(300_000);
+    let mut c = Client::connect(addr(&proxy));
+    c.send(
+        format!("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+            .as_bytes(),
+    );
+    let r = c.read_response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), body.len());
+    stop(proxy);
+    stop(up);
+}
+
+both_drivers!(h2_upstreams_over_tls_agree_on_http2_by_alpn);
+
+fn h2_upstreams_over_tls_agree_on_http2_by_alpn(io: IoChoice) {
+    let up = tls_upstream();
+    let url = format!("h2://localhost:{}", addr(&up).port());
+    let server =
+        UpstreamServer::parse(&url).unwrap().with_ca_pem(common::tls::ca_pem().as_bytes()).unwrap();
+    let config = Arc::new(ProxyConfig::new(vec![server]));
+    let proxy = Server::start(common::config(io, Limits::default()), move || {
+        Proxy::new(Arc::clone(&config))
+    })
+    .unwrap();
+    // Several requests, sharing one HTTP/2 connection to the upstream.
+    for _ in 0..3 {
+        assert_eq!(get(addr(&proxy), "/plaintext").text(), "Hello, World!");
+    }
     let body = "x".repeat(300_000);
     let mut c = Client::connect(addr(&proxy));
     c.send(

@@ -83,6 +83,10 @@ impl Shared {
     /// Forgets a stream's slot, handing unread body bytes back to flow control.
     pub(crate) fn remove_slot(&self, id: StreamId) {
         let Some(slot) = self.slots.borrow_mut().remove(&id) else { return };
+        // A body reader outside the stream's task (a tunnel's copy) learns the stream is gone.
+        if let Some(w) = &slot.body_waker {
+            w.wake_by_ref();
+        }
         let unread: usize = slot.body.iter().map(Bytes::len).sum();
         if unread > 0 {
             self.conn.borrow_mut().release_capacity(id, unread);

@@ -25,7 +25,7 @@
 //! tls_ca = "/etc/peregrine/app-ca.pem"  # https:// servers: verify with this CA, not the
 //!                                    # system's roots
 //! [[upstream.server]]
-//! address = "http://127.0.0.1:5000"  # or https://host:port, unix:/run/app.sock, h2c://host:port
+//! address = "http://127.0.0.1:5000"  # or https://, h2c://, h2:// (HTTP/2 over TLS), unix:/path
 //! weight = 2                         # default 1
 //! [[upstream.server]]
 //! address = "http://127.0.0.1:5001"
@@ -263,7 +263,7 @@ impl UpstreamConfig {
             return Err("every server is a backup: at least one must not be".into());
         }
         if servers.iter().any(|s| s.http2 != servers[0].http2) {
-            return Err("servers: a group speaks one protocol (all h2c:// or none)".into());
+            return Err("servers: a group speaks one protocol (all HTTP/2 or none)".into());
         }
         let mut config = ProxyConfig::new(servers);
         config.trusted_proxies = section

@@ -32,6 +32,9 @@ pub(crate) enum ProxyError {
     /// An HTTP/2 upstream reset the stream (or lost the connection) before its response
     /// head.
     StreamReset(peregrine_protocols::h2::Reason),
+    /// A WebSocket over HTTP/2 (extended CONNECT) to an HTTP/2 upstream group, which would
+    /// need RFC 8441 toward the upstream too (`501`).
+    UpgradeUnsupported,
     /// The upstream's `101` to a WebSocket the proxy opened for an HTTP/2 client does not
     /// answer the proxy's `Sec-WebSocket-Key`.
     WebSocketAccept,
@@ -52,6 +55,9 @@ impl std::fmt::Display for ProxyError {
             ProxyError::WebSocketAccept => {
                 f.write_str("upstream's Sec-WebSocket-Accept does not answer the key")
             }
+            ProxyError::UpgradeUnsupported => {
+                f.write_str("a WebSocket over HTTP/2 to an HTTP/2 upstream is not supported")
+            }
         }
     }
 }
@@ -68,6 +74,7 @@ impl ProxyError {
         match self {
             ProxyError::NoServer => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpgradeUnsupported => StatusCode::NOT_IMPLEMENTED,
             ProxyError::ClientBody(e) => e.status().unwrap_or(StatusCode::BAD_REQUEST),
             _ => StatusCode::BAD_GATEWAY,
         }
@@ -83,13 +90,18 @@ impl ProxyError {
             ProxyError::Recv(_) | ProxyError::StreamReset(_) => Failure::Recv,
             ProxyError::Closed => Failure::Closed,
             ProxyError::BadResponse(_) | ProxyError::WebSocketAccept => Failure::BadResponse,
-            ProxyError::NoServer | ProxyError::ClientBody(_) => return None,
+            ProxyError::NoServer | ProxyError::ClientBody(_) | ProxyError::UpgradeUnsupported => {
+                return None
+            }
         })
     }
 
     /// Whether the upstream server is to blame (counts toward skipping it).
     pub(crate) fn blames_server(&self) -> bool {
-        !matches!(self, ProxyError::ClientBody(_) | ProxyError::NoServer)
+        !matches!(
+            self,
+            ProxyError::ClientBody(_) | ProxyError::NoServer | ProxyError::UpgradeUnsupported
+        )
     }
 }
 

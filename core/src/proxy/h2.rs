@@ -1,4 +1,5 @@
-//! HTTP/2 upstreams (`h2c://`): many requests multiplexed on one connection per server per
+//! HTTP/2 upstreams (`h2c://`, `h2://` over TLS): many requests multiplexed on one
+//! connection per server per
 //! core, with trailers passed through, so gRPC services work behind the proxy (unary and
 //! streaming both ways).
 //!
@@ -67,6 +68,13 @@ impl Connections {
         }
         let conn = connect(shared, server, within, None).await?;
         let (fd, transport, _) = conn.into_parts();
+        // Over TLS the server must have agreed to HTTP/2 (ALPN); one that did not would read
+        // the preface as a bad HTTP/1.1 request.
+        if transport.is_tls() && transport.alpn_protocol().as_deref() != Some(b"h2") {
+            rt::io::close_detached(fd);
+            let e = std::io::Error::other("the upstream did not agree to HTTP/2 (ALPN h2)");
+            return Err(ProxyError::Connect(e));
+        }
         let upstream = Rc::new(UpstreamConn {
             codec: RefCell::new(Codec::new(client::Config::default())),
             slots: RefCell::new(StreamMap::default()),
@@ -130,6 +138,9 @@ impl UpstreamConn {
     /// Forgets `id`: reset unless it ended, and unread bytes given back to flow control.
     fn finish(&self, id: StreamId, ended: bool) {
         let Some(slot) = self.slots.borrow_mut().remove(&id) else { return };
+        for w in [slot.reader.as_ref(), slot.sender.as_ref()].into_iter().flatten() {
+            w.wake_by_ref();
+        }
         let mut codec = self.codec.borrow_mut();
         if !ended && slot.failed.is_none() {
             codec.reset_stream(id, Reason::CANCEL);
@@ -322,11 +333,17 @@ pub(super) async fn forward(
     let config = &shared.config;
     let connect_timeout = options.connect_timeout.unwrap_or(config.connect_timeout);
     let head_timeout = options.response_header_timeout.unwrap_or(config.response_header_timeout);
+    let idle_timeout = options.idle_timeout.unwrap_or(config.idle_timeout);
     let request = match options.request_buffering {
         true => request::buffered(request, options).await?,
         false => request,
     };
     let mut r = request::rewrite(shared, request, options)?;
+    if r.bridge.is_some() {
+        // A WebSocket over HTTP/2 would need RFC 8441 toward the upstream too; answering it
+        // as a plain request would tell the client its tunnel is open when it is not.
+        return Err(ProxyError::UpgradeUnsupported);
+    }
     if r.te_trailers {
         r.headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -338,6 +355,7 @@ pub(super) async fn forward(
     let end_stream = len == Some(0);
     let mut body = Some(std::mem::take(&mut r.body));
     let mut tried: Vec<usize> = Vec::new();
+    let mut retries = 0;
     loop {
         let now = rt::now();
         let Some(server) = shared.balance.pick(now, &tried, r.key.as_deref()) else {
@@ -366,7 +384,8 @@ pub(super) async fn forward(
                 return Err(e);
             }
         };
-        let pseudo = client::pseudo(&r.method, "http", &authority, &target);
+        let scheme = if config.servers[server].tls.is_some() { "https" } else { "http" };
+        let pseudo = client::pseudo(&r.method, scheme, &authority, &target);
         let opened = conn.codec.borrow_mut().send_request(&pseudo, &r.headers, end_stream);
         let id = match opened {
             Ok(id) => id,
@@ -381,11 +400,18 @@ pub(super) async fn forward(
         };
         conn.slots.borrow_mut().insert(id, Slot::default());
         conn.wake_driver();
-        if let Some(b) = body.take().filter(|_| !end_stream) {
-            rt::executor::spawn(send_body(Rc::clone(&conn), id, b));
-        }
+        // From here the stream is this request's: dropped (the client left) before the
+        // response body takes it over, it is reset and forgotten.
+        let mut guard = StreamGuard { conn: Rc::clone(&conn), id, armed: true };
+        let mut sender = body.take().filter(|_| !end_stream).map(|b| send_body(&conn, id, b));
         let sent_at = rt::now();
         let waiting = poll_fn(|cx| {
+            // The request body goes out while the head is awaited (an upstream may answer
+            // only once it has all of it).
+            if let Some(Poll::Ready(done)) = sender.as_mut().map(|s| s.as_mut().poll(cx)) {
+                sender = None;
+                done?;
+            }
             conn.with_slot(id, |slot| {
                 if let Some(head) = slot.head.take() {
                     return Poll::Ready(Ok(head));
@@ -401,19 +427,30 @@ pub(super) async fn forward(
         let head = match rt::timer::timeout(rt::now() + head_timeout, waiting).await {
             Some(Ok(head)) => head,
             Some(Err(e)) => {
-                conn.finish(id, false);
-                shared.balance.failed(server, rt::now());
+                drop(guard);
+                // GOAWAY refused it before the upstream saw it: safe to send again, on a new
+                // connection, if it has no body that was taken.
+                let refused = matches!(e, ProxyError::StreamReset(Reason::REFUSED_STREAM));
+                if refused && end_stream && retries < config.max_retries {
+                    retries += 1;
+                    counters.retried();
+                    continue;
+                }
+                if e.blames_server() {
+                    shared.balance.failed(server, rt::now());
+                }
                 if let Some(f) = e.failure() {
                     counters.failed(f);
                 }
                 return Err(e);
             }
             None => {
-                conn.finish(id, false);
+                drop(guard);
                 counters.failed(metrics::Failure::Timeout);
                 return Err(ProxyError::Timeout);
             }
         };
+        guard.armed = false;
         shared.balance.succeeded(server);
         let head_us = rt::now().saturating_duration_since(sent_at).as_micros() as u64;
         counters.response(head.status, head_us);
@@ -425,6 +462,7 @@ pub(super) async fn forward(
         };
         let Head { status, mut headers, content_length, end_stream: ended } = head;
         super::forward::remove_hop_by_hop(&mut headers);
+        let timer = Timer::new();
         let body = ResponseBody {
             conn,
             id,
@@ -432,6 +470,10 @@ pub(super) async fn forward(
             ended_at_head: ended,
             done: false,
             trailers: None,
+            sender,
+            idle: idle_timeout,
+            last_read: rt::now(),
+            timer,
             _in_flight: in_flight,
         };
         let mut response = Response::new(Body::upstream(body));
@@ -443,50 +485,73 @@ pub(super) async fn forward(
     }
 }
 
-/// Sends the client's request body on `id`, never more than [`MAX_QUEUED`] ahead of what
-/// the upstream's flow control takes. A body that fails resets the stream.
-async fn send_body(conn: Rc<UpstreamConn>, id: StreamId, mut body: Body) {
-    loop {
-        let room = poll_fn(|cx| {
-            let Some(buffered) = conn.codec.borrow().stream_buffered(id) else {
-                return Poll::Ready(false);
-            };
-            if buffered < MAX_QUEUED {
-                return Poll::Ready(true);
-            }
-            match conn.with_slot(id, |slot| rt::store_waker(&mut slot.sender, cx)) {
-                Some(()) => Poll::Pending,
-                None => Poll::Ready(false),
-            }
-        })
-        .await;
-        if !room {
-            return;
-        }
-        let chunk = body.chunk().await;
-        let sent = match chunk {
-            Some(Ok(data)) => conn.codec.borrow_mut().send_data(id, data, false).is_ok(),
-            None => {
-                let _ = conn.codec.borrow_mut().send_data(id, Bytes::new(), true);
-                false
-            }
-            Some(Err(e)) => {
-                debug!(error = %e, "client request body failed; resetting the upstream stream");
-                conn.codec.borrow_mut().reset_stream(id, Reason::CANCEL);
-                conn.with_slot(id, |s| {
-                    s.failed.get_or_insert(Reason::CANCEL);
-                    if let Some(w) = s.reader.take() {
-                        w.wake();
-                    }
-                });
-                false
-            }
-        };
-        conn.wake_driver();
-        if !sent {
-            return;
+/// Resets and forgets a stream whose request was dropped before its response body took it
+/// over.
+struct StreamGuard {
+    conn: Rc<UpstreamConn>,
+    id: StreamId,
+    armed: bool,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.conn.finish(self.id, false);
         }
     }
+}
+
+/// The request body on its way to the upstream: polled by the request while it awaits the
+/// head, then by the response body, so it never outlives the exchange (an HTTP/1.1 client's
+/// body reads the client's socket, which the next request needs).
+type Sender = Pin<Box<dyn Future<Output = Result<(), ProxyError>>>>;
+
+/// Sends the client's request body on `id`, never more than [`MAX_QUEUED`] ahead of what
+/// the upstream's flow control takes. A client body that fails resets the stream and is the
+/// error; a stream that ends first (the upstream answered) stops it quietly.
+fn send_body(conn: &Rc<UpstreamConn>, id: StreamId, mut body: Body) -> Sender {
+    let conn = Rc::clone(conn);
+    Box::pin(async move {
+        loop {
+            let room = poll_fn(|cx| {
+                if conn.closed.get() {
+                    return Poll::Ready(false);
+                }
+                let Some(buffered) = conn.codec.borrow().stream_buffered(id) else {
+                    return Poll::Ready(false);
+                };
+                if buffered < MAX_QUEUED {
+                    return Poll::Ready(true);
+                }
+                match conn.with_slot(id, |slot| rt::store_waker(&mut slot.sender, cx)) {
+                    Some(()) => Poll::Pending,
+                    None => Poll::Ready(false),
+                }
+            })
+            .await;
+            if !room {
+                return Ok(());
+            }
+            let chunk = body.chunk().await;
+            let sent = match chunk {
+                Some(Ok(data)) => conn.codec.borrow_mut().send_data(id, data, false).is_ok(),
+                None => {
+                    let _ = conn.codec.borrow_mut().send_data(id, Bytes::new(), true);
+                    false
+                }
+                Some(Err(e)) => {
+                    debug!(error = %e, "client request body failed; resetting the upstream stream");
+                    conn.codec.borrow_mut().reset_stream(id, Reason::CANCEL);
+                    conn.wake_driver();
+                    return Err(ProxyError::ClientBody(e));
+                }
+            };
+            conn.wake_driver();
+            if !sent {
+                return Ok(());
+            }
+        }
+    })
 }
 
 /// An HTTP/2 upstream's response body: the stream's DATA as the client takes it, then its
@@ -499,6 +564,12 @@ pub(crate) struct ResponseBody {
     ended_at_head: bool,
     done: bool,
     trailers: Option<HeaderMap>,
+    /// The request body, while it is still being sent.
+    sender: Option<Sender>,
+    /// The longest wait for the upstream's next bytes (`idle_timeout`).
+    idle: Duration,
+    last_read: Instant,
+    timer: Timer,
     /// Counts the request on its server until the response ends.
     _in_flight: InFlight,
 }
@@ -519,6 +590,14 @@ impl ResponseBody {
 
     pub(crate) fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<BodyChunk>> {
         let id = self.id;
+        if let Some(Poll::Ready(sent)) = self.sender.as_mut().map(|s| s.as_mut().poll(cx)) {
+            self.sender = None;
+            if let Err(ProxyError::ClientBody(e)) = sent {
+                self.done = true;
+                self.conn.finish(id, false);
+                return Poll::Ready(Some(Err(e)));
+            }
+        }
         let polled = self.conn.with_slot(id, |slot| {
             if let Some(data) = slot.data.pop_front() {
                 return Poll::Ready(Some(Ok(data)));
@@ -535,6 +614,7 @@ impl ResponseBody {
         });
         match polled {
             Some(Poll::Ready(Some(Ok(data)))) => {
+                self.last_read = rt::now();
                 self.conn.codec.borrow_mut().release_capacity(id, data.len());
                 self.conn.wake_driver();
                 Poll::Ready(Some(Ok(data)))
@@ -542,12 +622,36 @@ impl ResponseBody {
             Some(Poll::Ready(None)) => {
                 self.trailers = self.conn.with_slot(id, |s| s.trailers.take()).flatten();
                 self.done = true;
+                self.sender = None;
                 self.conn.finish(id, true);
                 Poll::Ready(None)
             }
-            Some(other) => other,
+            Some(Poll::Pending) => self.poll_idle(cx),
+            Some(failed) => {
+                self.done = true;
+                self.conn.finish(id, false);
+                failed
+            }
             None if self.done => Poll::Ready(None),
             None => Poll::Ready(Some(Err(BodyError::Closed))),
+        }
+    }
+
+    /// Nothing to read: fails the body once the upstream has been silent for `idle`.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<Option<BodyChunk>> {
+        loop {
+            let due = self.last_read + self.idle;
+            if rt::now() >= due {
+                debug!(stream = self.id.value(), "h2 upstream silent past idle_timeout");
+                self.done = true;
+                self.conn.finish(self.id, false);
+                let e = std::io::Error::from(std::io::ErrorKind::TimedOut);
+                return Poll::Ready(Some(Err(BodyError::Io(e))));
+            }
+            self.timer.set(Some(due));
+            if self.timer.poll_fired(cx).is_pending() {
+                return Poll::Pending;
+            }
         }
     }
 }
@@ -555,7 +659,8 @@ impl ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         // A client that left before the end: the stream is reset, the connection goes on.
-        let ended = self.conn.with_slot(self.id, |s| s.ended).unwrap_or(true);
-        self.conn.finish(self.id, ended && self.done);
+        if !self.done {
+            self.conn.finish(self.id, false);
+        }
     }
 }

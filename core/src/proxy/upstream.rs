@@ -33,8 +33,8 @@ pub struct UpstreamServer {
     pub(crate) backup: bool,
     /// TLS to this server (`https://`), verified.
     pub(crate) tls: Option<UpstreamTls>,
-    /// Spoken to in HTTP/2 with prior knowledge (`h2c://`): many requests multiplexed on
-    /// one connection, trailers passed through (gRPC).
+    /// Spoken to in HTTP/2 (`h2c://` with prior knowledge, `h2://` over TLS): many requests
+    /// multiplexed on one connection, trailers passed through (gRPC).
     pub(crate) http2: bool,
 }
 
@@ -55,6 +55,7 @@ impl fmt::Debug for UpstreamServer {
 impl UpstreamServer {
     /// Parses and resolves an upstream address: `http://host:port` (port 80 when left out),
     /// `h2c://host:port` (HTTP/2 with prior knowledge, for gRPC services; 80),
+    /// `h2://host:port` (HTTP/2 over TLS, agreed by ALPN, verified as `https://` is; 443),
     /// `https://host:port` (443; the certificate verified against the system's roots for
     /// the host's name, see [`with_ca_pem`](Self::with_ca_pem)), `host:port`, or
     /// `unix:/path/to.sock`. A host name resolves to its first address.
@@ -85,6 +86,7 @@ impl UpstreamServer {
             Some(("http", rest)) => (rest, false, false),
             Some(("https", rest)) => (rest, true, false),
             Some(("h2c", rest)) => (rest, false, true),
+            Some(("h2", rest)) => (rest, true, true),
             Some((scheme, _)) => return Err(UpstreamError::UnsupportedScheme(scheme.to_string())),
             None => (spec, false, false),
         };
@@ -105,9 +107,10 @@ impl UpstreamServer {
                 UpstreamError::Resolve(name.clone(), std::io::ErrorKind::NotFound.into())
             })?;
         let tls = match https {
-            true => {
-                Some(UpstreamTls { config: system_roots()?, name: server_name(authority, &name)? })
-            }
+            true => Some(UpstreamTls {
+                config: with_alpn(system_roots()?, http2),
+                name: server_name(authority, &name)?,
+            }),
             false => None,
         };
         let host_is_literal =
@@ -141,7 +144,7 @@ impl UpstreamServer {
             if roots.is_empty() {
                 return Err(UpstreamError::Ca("no certificate in the CA file".into()));
             }
-            tls.config = client_config(roots)?;
+            tls.config = with_alpn(client_config(roots)?, self.http2);
         }
         Ok(self)
     }
@@ -205,6 +208,17 @@ fn system_roots() -> Result<Arc<rustls::ClientConfig>, UpstreamError> {
         })
         .clone()
         .map_err(UpstreamError::Ca)
+}
+
+/// `config` offering the protocol the server is spoken to in by ALPN: `h2` for an HTTP/2
+/// server (`h2://`), else `http/1.1` as `config` already does.
+fn with_alpn(config: Arc<rustls::ClientConfig>, http2: bool) -> Arc<rustls::ClientConfig> {
+    if !http2 {
+        return config;
+    }
+    let mut h2 = (*config).clone();
+    h2.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(h2)
 }
 
 /// A verifying TLS client config (ring, TLS 1.2 and 1.3, ALPN `http/1.1`).
@@ -277,7 +291,13 @@ mod tests {
         let tls = UpstreamServer::parse("https://127.0.0.1").unwrap();
         assert_eq!(tls.addr().as_socket(), Some("127.0.0.1:443".parse().unwrap()));
         let h2 = UpstreamServer::parse("h2c://127.0.0.1:50051").unwrap();
-        assert!(h2.http2 && !a.http2);
+        assert!(h2.http2 && !a.http2 && h2.tls.is_none());
+        let h2_tls = UpstreamServer::parse("h2://127.0.0.1").unwrap();
+        assert!(h2_tls.http2);
+        assert_eq!(h2_tls.addr().as_socket(), Some("127.0.0.1:443".parse().unwrap()));
+        assert_eq!(h2_tls.tls.unwrap().config.alpn_protocols, vec![b"h2".to_vec()]);
+        let tls_alpn = &tls.tls.as_ref().unwrap().config.alpn_protocols;
+        assert_eq!(tls_alpn, &vec![b"http/1.1".to_vec()]);
         assert_eq!(h2.addr().as_socket(), Some("127.0.0.1:50051".parse().unwrap()));
         assert!(
             a.resolvable.is_none() && c.resolvable.is_none(),

@@ -341,13 +341,18 @@ impl Connection {
         if n == 0 || self.failed {
             return;
         }
-        if let Some(increment) = self.recv_window.release(n) {
-            WindowUpdate::new(StreamId::ZERO, increment).encode(&mut self.out);
-        }
+        self.release_connection(n);
         if let Some(stream) = self.streams.get_mut(&id).filter(|s| s.recv_open) {
             if let Some(increment) = stream.recv_window.release(n) {
                 WindowUpdate::new(id, increment).encode(&mut self.out);
             }
+        }
+    }
+
+    /// Gives `n` bytes back to the connection window only.
+    fn release_connection(&mut self, n: usize) {
+        if let Some(increment) = self.recv_window.release(n) {
+            WindowUpdate::new(StreamId::ZERO, increment).encode(&mut self.out);
         }
     }
 
@@ -540,21 +545,28 @@ impl Connection {
         let Block { id, fragments, end_stream } = block;
         let responded = match self.streams.get(&id) {
             Some(s) if s.recv_open => s.responded,
-            Some(_) => return Err(reset(id, Reason::STREAM_CLOSED, "HEADERS after END_STREAM")),
-            None => {
-                // A stream we reset or finished: decode and drop.
-                return match self.decoder.decode_trailers(&fragments) {
-                    Err(e) if e.is_connection_error() => Err(e.to_error(id)),
-                    _ => Ok(()),
+            // A stream that is closed, reset or finished: the block is decoded all the same
+            // (the upstream's HPACK table changed with it), then refused or dropped.
+            closed => {
+                let closed = closed.is_some();
+                if let Err(e) = only_connection_error(self.decoder.decode_trailers(&fragments)) {
+                    return Err(e.to_error(id));
+                }
+                return match closed {
+                    true => Err(reset(id, Reason::STREAM_CLOSED, "HEADERS after END_STREAM")),
+                    false => Ok(()),
                 };
             }
         };
         if responded {
+            let trailers = self.decoder.decode_trailers(&fragments);
             if !end_stream {
+                if let Err(e) = only_connection_error(trailers) {
+                    return Err(e.to_error(id));
+                }
                 return Err(reset(id, Reason::PROTOCOL_ERROR, "trailers without END_STREAM"));
             }
-            let trailers =
-                self.decoder.decode_trailers(&fragments).map_err(|e| header_error(id, e))?;
+            let trailers = trailers.map_err(|e| header_error(id, e))?;
             self.events.push_back(Event::Trailers { id, trailers });
             self.end_recv(id);
             return Ok(());
@@ -598,18 +610,19 @@ impl Connection {
             self.release_capacity(id, len);
             return Ok(());
         };
-        if !stream.recv_open {
-            return Err(reset(id, Reason::STREAM_CLOSED, "DATA after END_STREAM"));
-        }
-        if !stream.responded {
-            return Err(reset(id, Reason::PROTOCOL_ERROR, "DATA before the response head"));
-        }
-        if !stream.recv_window.receive(len) {
-            return Err(reset(
-                id,
-                Reason::FLOW_CONTROL_ERROR,
-                "upstream overran the stream window",
-            ));
+        let refused = if !stream.recv_open {
+            Some(reset(id, Reason::STREAM_CLOSED, "DATA after END_STREAM"))
+        } else if !stream.responded {
+            Some(reset(id, Reason::PROTOCOL_ERROR, "DATA before the response head"))
+        } else if !stream.recv_window.receive(len) {
+            Some(reset(id, Reason::FLOW_CONTROL_ERROR, "upstream overran the stream window"))
+        } else {
+            None
+        };
+        if let Some(e) = refused {
+            // Charged to the connection window above: give it back, or it shrinks for good.
+            self.release_connection(len);
+            return Err(e);
         }
         // Padding is flow-controlled but never delivered: give it back now.
         let padding = len - d.data.len();
@@ -763,9 +776,22 @@ impl Connection {
 }
 
 /// A header block error on stream `id`: the connection's for a compression failure, the
-/// stream's otherwise (a malformed or oversized response head).
+/// stream's otherwise (a malformed or oversized response head: PROTOCOL_ERROR, RFC 9113
+/// §10.5.1; the server side's REFUSED_STREAM would tell the upstream it was not processed).
 fn header_error(id: StreamId, e: HeaderError) -> Error {
-    e.to_error(id)
+    match e {
+        HeaderError::TooLarge => reset(id, Reason::PROTOCOL_ERROR, "response head too large"),
+        other => other.to_error(id),
+    }
+}
+
+/// A decode result's connection-level failure, if it had one (any other failure is the
+/// stream's, and the block was decoded to its end, so the table is in step).
+fn only_connection_error<T>(decoded: Result<T, HeaderError>) -> Result<(), HeaderError> {
+    match decoded {
+        Err(e) if e.is_connection_error() => Err(e),
+        _ => Ok(()),
+    }
 }
 
 fn describe(e: &Error) -> &'static str {

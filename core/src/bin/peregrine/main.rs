@@ -104,8 +104,8 @@ struct Cli {
 
     /// Reverse proxy: forward every request (but the config file's fixed routes) to this
     /// upstream, `http://host:port`, `https://host:port`, `h2c://host:port` (HTTP/2, for
-    /// gRPC) or `unix:/path/to.sock`. Repeat (or separate with commas) for several servers,
-    /// used in turn (all h2c:// or none).
+    /// gRPC), `h2://host:port` (HTTP/2 over TLS) or `unix:/path/to.sock`. Repeat (or
+    /// separate with commas) for several servers, used in turn (all HTTP/2 or none).
     #[arg(long, value_name = "URL", env = "PEREGRINE_PROXY", value_delimiter = ',')]
     proxy: Vec<String>,
 
