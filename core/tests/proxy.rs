@@ -515,6 +515,18 @@ both_drivers!(websocket_upgrades_become_tunnels);
 /// An upgrade-answering upstream: `101`, a greeting, then every byte echoed uppercased until
 /// the proxy half-closes; reports the request head and whether EOF arrived.
 fn websocket_upstream() -> (SocketAddr, std::sync::mpsc::Receiver<(String, bool)>) {
+    websocket_upstream_answering(|_| {
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Keep-Alive: x\r\n\r\nhi"
+            .to_string()
+    })
+}
+
+/// An upstream that answers the first request's head with `answer(head)`, then echoes every
+/// byte uppercased until EOF; reports the head and whether the EOF came.
+fn websocket_upstream_answering(
+    answer: fn(&str) -> String,
+) -> (SocketAddr, std::sync::mpsc::Receiver<(String, bool)>) {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -533,12 +545,16 @@ fn websocket_upstream() -> (SocketAddr, std::sync::mpsc::Receiver<(String, bool)
                 break;
             }
         }
-        w.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nKeep-Alive: x\r\n\r\nhi").unwrap();
+        w.write_all(answer(&head).as_bytes()).unwrap();
         let mut buf = [0u8; 1024];
         let eof = loop {
             match r.read(&mut buf) {
                 Ok(0) => break true,
-                Ok(n) => w.write_all(&buf[..n].to_ascii_uppercase()).unwrap(),
+                Ok(n) => {
+                    if w.write_all(&buf[..n].to_ascii_uppercase()).is_err() {
+                        break false;
+                    }
+                }
                 Err(_) => break false,
             }
         };
@@ -585,25 +601,8 @@ both_drivers!(websocket_over_http2_is_bridged_to_an_upgrade);
 fn websocket_upstream_checking_keys(
     wrong_accept: bool,
 ) -> (SocketAddr, std::sync::mpsc::Receiver<(String, bool)>) {
-    use base64::Engine as _;
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut w = stream.try_clone().unwrap();
-        let mut r = BufReader::new(stream);
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            head.push_str(&line);
-            if line == "\r\n" {
-                break;
-            }
-        }
+    fn answer(head: &str, guid: &[u8]) -> String {
+        use base64::Engine as _;
         let key = head
             .lines()
             .find_map(|l| {
@@ -614,32 +613,30 @@ fn websocket_upstream_checking_keys(
             .unwrap_or_default();
         let mut sha = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
         sha.update(key.as_bytes());
-        sha.update(if wrong_accept {
-            b"not the GUID".as_slice()
-        } else {
-            b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-        });
+        sha.update(guid);
         let accept = base64::engine::general_purpose::STANDARD.encode(sha.finish());
-        let answer = format!(
+        format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: chat\r\n\r\nhi"
-        );
-        w.write_all(answer.as_bytes()).unwrap();
-        let mut buf = [0u8; 1024];
-        let eof = loop {
-            match r.read(&mut buf) {
-                Ok(0) => break true,
-                Ok(n) => {
-                    if w.write_all(&buf[..n].to_ascii_uppercase()).is_err() {
-                        break false;
-                    }
-                }
-                Err(_) => break false,
-            }
-        };
-        tx.send((head, eof)).unwrap();
+        )
+    }
+    match wrong_accept {
+        false => {
+            websocket_upstream_answering(|h| answer(h, b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+        }
+        true => websocket_upstream_answering(|h| answer(h, b"not the GUID")),
+    }
+}
+
+/// An HTTP/2 client connection (h2c, prior knowledge) to `addr`, its connection task
+/// running on the current runtime.
+async fn h2c(addr: SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
     });
-    (addr, rx)
+    send
 }
 
 /// Opens a WebSocket over HTTP/2 (RFC 8441) to `proxy`: the response, and the stream to send
@@ -647,11 +644,7 @@ fn websocket_upstream_checking_keys(
 async fn extended_connect(
     proxy: SocketAddr,
 ) -> (http::Response<h2::RecvStream>, h2::SendStream<bytes::Bytes>) {
-    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let send = h2c(proxy).await;
     let mut send = send.ready().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !send.is_extended_connect_protocol_enabled() {
@@ -808,11 +801,7 @@ fn grpc_over_an_h2c_upstream_streams_both_ways_with_trailers(io: IoChoice) {
     let proxy = addr(&server);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
-        let (send, conn) = h2::client::handshake(tcp).await.unwrap();
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let send = h2c(proxy).await;
         // Two calls at once on one client connection, each a bidirectional stream.
         tokio::join!(grpc_chat(send.clone(), 0), grpc_chat(send, 1));
     });
@@ -841,11 +830,7 @@ fn grpc_over_an_h2c_upstream_streams_both_ways_with_trailers(io: IoChoice) {
     // (CANCEL), and the shared connection goes on serving others.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
-        let (send, conn) = h2::client::handshake(tcp).await.unwrap();
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let send = h2c(proxy).await;
         let mut send = send.ready().await.unwrap();
         let request = http::Request::post("http://grpc.test/slow").body(()).unwrap();
         let (response, mut stream) = send.send_request(request, false).unwrap();
@@ -997,8 +982,21 @@ fn tls_upstream() -> Server {
 both_drivers!(https_upstreams_are_verified_and_pooled);
 
 fn https_upstreams_are_verified_and_pooled(io: IoChoice) {
+    through_a_tls_upstream(io, "https");
+}
+
+both_drivers!(h2_upstreams_over_tls_agree_on_http2_by_alpn);
+
+fn h2_upstreams_over_tls_agree_on_http2_by_alpn(io: IoChoice) {
+    through_a_tls_upstream(io, "h2");
+}
+
+/// Requests through a proxy to a TLS upstream (verified with the test CA) named with
+/// `scheme`: several on the pooled (HTTP/1.1) or shared (HTTP/2) connection, and a body
+/// both ways.
+fn through_a_tls_upstream(io: IoChoice, scheme: &str) {
     let up = tls_upstream();
-    let url = format!("https://localhost:{}", addr(&up).port());
+    let url = format!("{scheme}://localhost:{}", addr(&up).port());
     let server =
         UpstreamServer::parse(&url).unwrap().with_ca_pem(common::tls::ca_pem().as_bytes()).unwrap();
     let config = Arc::new(ProxyConfig::new(vec![server]));
@@ -1010,35 +1008,6 @@ fn https_upstreams_are_verified_and_pooled(io: IoChoice) {
         assert_eq!(get(addr(&proxy), "/plaintext").text(), "Hello, World!");
     }
     // A body both ways, streamed through TLS.
-    let body = "x".repeat(300_000);
-    let mut c = Client::connect(addr(&proxy));
-    c.send(
-        format!("POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}", body.len())
-            .as_bytes(),
-    );
-    let r = c.read_response();
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body.len(), body.len());
-    stop(proxy);
-    stop(up);
-}
-
-both_drivers!(h2_upstreams_over_tls_agree_on_http2_by_alpn);
-
-fn h2_upstreams_over_tls_agree_on_http2_by_alpn(io: IoChoice) {
-    let up = tls_upstream();
-    let url = format!("h2://localhost:{}", addr(&up).port());
-    let server =
-        UpstreamServer::parse(&url).unwrap().with_ca_pem(common::tls::ca_pem().as_bytes()).unwrap();
-    let config = Arc::new(ProxyConfig::new(vec![server]));
-    let proxy = Server::start(common::config(io, Limits::default()), move || {
-        Proxy::new(Arc::clone(&config))
-    })
-    .unwrap();
-    // Several requests, sharing one HTTP/2 connection to the upstream.
-    for _ in 0..3 {
-        assert_eq!(get(addr(&proxy), "/plaintext").text(), "Hello, World!");
-    }
     let body = "x".repeat(300_000);
     let mut c = Client::connect(addr(&proxy));
     c.send(

@@ -29,7 +29,7 @@ use peregrine_protocols::h2::{Reason, StreamId, StreamMap};
 use tracing::debug;
 
 use super::config::RouteOptions;
-use super::{connect, metrics, request, InFlight, ProxyError, Shared};
+use super::{connect, connect_failed, metrics, request, InFlight, ProxyError, Shared};
 use crate::access_log::UpstreamFields;
 use crate::rt::{self, timer::Timer};
 use crate::sys::driver::SendBuf;
@@ -370,19 +370,8 @@ pub(super) async fn forward(
         };
         let conn = match shared.h2.get(shared, server, connect_timeout).await {
             Ok(conn) => conn,
-            Err(e) => {
-                debug!(server = config.servers[server].name(), error = %e, "proxy: h2 connect failed");
-                shared.balance.failed(server, rt::now());
-                if let Some(f) = e.failure() {
-                    counters.failed(f);
-                }
-                tried.push(server);
-                if tried.len() < config.servers.len() {
-                    counters.retried();
-                    continue;
-                }
-                return Err(e);
-            }
+            Err(e) if connect_failed(shared, server, &e, &mut tried) => continue,
+            Err(e) => return Err(e),
         };
         let scheme = if config.servers[server].tls.is_some() { "https" } else { "http" };
         let pseudo = client::pseudo(&r.method, scheme, &authority, &target);

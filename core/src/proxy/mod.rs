@@ -303,19 +303,8 @@ async fn forward(
             Some(conn) => (conn, false),
             None => match connect(shared, server, connect_timeout, proxy_header.as_deref()).await {
                 Ok(conn) => (conn, true),
-                Err(e) => {
-                    debug!(server = shared.config.servers[server].name(), error = %e, "proxy: connect failed");
-                    shared.balance.failed(server, rt::now());
-                    if let Some(f) = e.failure() {
-                        counters.failed(f);
-                    }
-                    tried.push(server);
-                    if tried.len() < config.servers.len() {
-                        counters.retried();
-                        continue;
-                    }
-                    return Err(e);
-                }
+                Err(e) if connect_failed(shared, server, &e, &mut tried) => continue,
+                Err(e) => return Err(e),
             },
         };
         let mut out = SendBuf::new();
@@ -447,6 +436,23 @@ async fn forward(
             }
         }
     }
+}
+
+/// Accounts for a failed connect to `server` (the server is marked failing, the failure
+/// counted) and says whether another server is left to try.
+fn connect_failed(shared: &Shared, server: usize, e: &ProxyError, tried: &mut Vec<usize>) -> bool {
+    debug!(server = shared.config.servers[server].name(), error = %e, "proxy: connect failed");
+    shared.balance.failed(server, rt::now());
+    let counters = &shared.metrics[server];
+    if let Some(f) = e.failure() {
+        counters.failed(f);
+    }
+    tried.push(server);
+    let another = tried.len() < shared.config.servers.len();
+    if another {
+        counters.retried();
+    }
+    another
 }
 
 /// Methods that may be sent twice (RFC 9110 §9.2.2).

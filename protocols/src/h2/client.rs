@@ -27,18 +27,13 @@ use super::frame::{
     self, Continuation, Data, Frame, FrameDecoder, GoAway, Headers, RstStream, Settings, StreamId,
     StreamMap, WindowUpdate,
 };
+use super::outbound::{self, Outbound, Sending};
 use super::server::StreamGone;
 use super::{HeaderDecoder, HeaderEncoder, HeaderError, RequestPseudo};
 
 /// The connection preface a client sends first (§3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Bodies up to this size are copied next to their frame header instead of sent as their
-/// own chunk (as on the server side).
-const COPY_BELOW: usize = 256;
-/// Most chunks and bytes one [`Connection::poll_transmit`] hands out.
-const MAX_CHUNKS: usize = 60;
-const MAX_TRANSMIT: usize = 256 * 1024;
 /// Control output (SETTINGS and PING acknowledgements, resets) the upstream may make us
 /// queue between two transmits before it is treated as a flood.
 const MAX_QUEUED_CONTROL: usize = 64 * 1024;
@@ -134,13 +129,6 @@ pub enum OpenError {
     Busy,
 }
 
-/// A stream's output, waiting for flow control or its turn.
-#[derive(Debug)]
-enum Outgoing {
-    Data(Bytes, bool),
-    Trailers(HeaderMap),
-}
-
 #[derive(Debug)]
 struct Stream {
     /// The upstream may still send on it.
@@ -150,24 +138,23 @@ struct Stream {
     /// END_STREAM is queued or sent.
     send_done: bool,
     recv_window: RecvWindow,
-    send_window: SendWindow,
-    queue: VecDeque<Outgoing>,
-    queued_bytes: usize,
-    scheduled: bool,
+    /// The request's window and queued output.
+    out: Outbound,
 }
 
 impl Stream {
-    fn can_send(&self, conn_window: usize) -> bool {
-        match self.queue.front() {
-            Some(Outgoing::Data(d, _)) if d.is_empty() => true,
-            Some(Outgoing::Data(..)) => self.send_window.available() > 0 && conn_window > 0,
-            Some(Outgoing::Trailers(_)) => true,
-            None => false,
-        }
+    fn is_finished(&self) -> bool {
+        !self.recv_open && self.send_done && self.out.queue.is_empty()
+    }
+}
+
+impl Sending for Stream {
+    fn outbound(&self) -> &Outbound {
+        &self.out
     }
 
-    fn is_finished(&self) -> bool {
-        !self.recv_open && self.send_done && self.queue.is_empty()
+    fn outbound_mut(&mut self) -> &mut Outbound {
+        &mut self.out
     }
 }
 
@@ -281,10 +268,7 @@ impl Connection {
             responded: false,
             send_done: end_stream,
             recv_window: RecvWindow::new(self.config.stream_window, self.config.stream_window),
-            send_window: SendWindow::new(self.peer_initial_window),
-            queue: VecDeque::new(),
-            queued_bytes: 0,
-            scheduled: false,
+            out: Outbound::new(self.peer_initial_window),
         };
         self.streams.insert(id, stream);
         let mut block = BytesMut::new();
@@ -306,8 +290,7 @@ impl Connection {
             return Ok(());
         }
         stream.send_done = end_stream;
-        stream.queued_bytes += data.len();
-        stream.queue.push_back(Outgoing::Data(data, end_stream));
+        stream.out.push_data(data, end_stream);
         self.schedule(id);
         Ok(())
     }
@@ -316,14 +299,14 @@ impl Connection {
     pub fn send_trailers(&mut self, id: StreamId, trailers: HeaderMap) -> Result<(), StreamGone> {
         let stream = self.streams.get_mut(&id).filter(|s| !s.send_done).ok_or(StreamGone)?;
         stream.send_done = true;
-        stream.queue.push_back(Outgoing::Trailers(trailers));
+        stream.out.push_trailers(trailers);
         self.schedule(id);
         Ok(())
     }
 
     /// Request body bytes queued on `id` and not yet sent (`None`: the stream is gone).
     pub fn stream_buffered(&self, id: StreamId) -> Option<usize> {
-        self.streams.get(&id).map(|s| s.queued_bytes)
+        self.streams.get(&id).map(|s| s.out.queued_bytes)
     }
 
     /// Resets `id` (the client went away, or its request failed): RST_STREAM with `reason`,
@@ -460,7 +443,7 @@ impl Connection {
             let delta = i64::from(window) - i64::from(self.peer_initial_window);
             self.peer_initial_window = window;
             for stream in self.streams.values_mut() {
-                stream.send_window.adjust(delta)?;
+                stream.out.window.adjust(delta)?;
             }
             self.schedule_all();
         }
@@ -489,7 +472,7 @@ impl Connection {
             self.send_window.grow(id, increment)?;
             self.schedule_all();
         } else if let Some(stream) = self.streams.get_mut(&id) {
-            stream.send_window.grow(id, increment)?;
+            stream.out.window.grow(id, increment)?;
             self.schedule(id);
         }
         Ok(())
@@ -674,33 +657,19 @@ impl Connection {
         self.queued_control += self.out.len() - before;
     }
 
-    fn write_block(&mut self, id: StreamId, mut block: Bytes, end_stream: bool) {
+    fn write_block(&mut self, id: StreamId, block: Bytes, end_stream: bool) {
         let max = self.peer_max_frame_size as usize;
-        let first = block.split_to(block.len().min(max));
-        Headers::new(id, first, end_stream, block.is_empty()).encode(&mut self.out);
-        while !block.is_empty() {
-            let next = block.split_to(block.len().min(max));
-            Continuation::new(id, next, block.is_empty()).encode(&mut self.out);
-        }
+        outbound::write_block(&mut self.out, id, block, end_stream, max);
     }
 
     fn schedule(&mut self, id: StreamId) {
         let conn_window = self.send_window.available();
-        if let Some(stream) = self.streams.get_mut(&id) {
-            if !stream.scheduled && stream.can_send(conn_window) {
-                stream.scheduled = true;
-                self.ready.push_back(id);
-            }
-        }
+        outbound::schedule(&mut self.streams, &mut self.ready, id, conn_window);
     }
 
     fn schedule_all(&mut self) {
-        let mut ids: Vec<StreamId> =
-            self.streams.iter().filter(|(_, s)| !s.queue.is_empty()).map(|(id, _)| *id).collect();
-        ids.sort();
-        for id in ids {
-            self.schedule(id);
-        }
+        let conn_window = self.send_window.available();
+        outbound::schedule_all(&mut self.streams, &mut self.ready, conn_window);
     }
 
     /// Appends the next bytes to send to `dst` as chunks, in order; whether it added any.
@@ -708,11 +677,10 @@ impl Connection {
     #[must_use]
     pub fn poll_transmit(&mut self, dst: &mut Vec<Bytes>) -> bool {
         let start = dst.len();
-        let mut budget = MAX_TRANSMIT;
-        while dst.len() - start < MAX_CHUNKS && budget > 0 {
-            let Some(id) = self.ready.pop_front() else { break };
-            budget = budget.saturating_sub(self.send_one(id, dst));
-        }
+        outbound::fill(dst, |dst| {
+            let id = self.ready.pop_front()?;
+            Some(self.send_one(id, dst))
+        });
         if !self.out.is_empty() {
             dst.push(self.out.split().freeze());
         }
@@ -725,43 +693,9 @@ impl Connection {
         let conn_window = self.send_window.available();
         let max_frame = self.peer_max_frame_size as usize;
         let Some(stream) = self.streams.get_mut(&id) else { return 0 };
-        stream.scheduled = false;
-        if !stream.can_send(conn_window) {
-            return 0;
-        }
-        let mut sent = 0;
-        let mut trailers = None;
-        match stream.queue.front_mut() {
-            Some(Outgoing::Data(data, end)) => {
-                let n =
-                    data.len().min(stream.send_window.available()).min(conn_window).min(max_frame);
-                let chunk = data.split_to(n);
-                let last = data.is_empty();
-                let end_stream = last && *end;
-                if last {
-                    stream.queue.pop_front();
-                }
-                stream.queued_bytes -= n;
-                stream.send_window.consume(n);
-                sent = n;
-                let frame = Data::new(id, chunk, end_stream);
-                frame.encode_head(&mut self.out);
-                if n < COPY_BELOW {
-                    self.out.extend_from_slice(&frame.data);
-                } else {
-                    dst.push(self.out.split().freeze());
-                    dst.push(frame.data);
-                }
-            }
-            Some(Outgoing::Trailers(_)) => {
-                if let Some(Outgoing::Trailers(t)) = stream.queue.pop_front() {
-                    trailers = Some(t);
-                }
-            }
-            None => {}
-        }
-        self.send_window.consume(sent);
-        if let Some(t) = trailers {
+        let sent = stream.out.next_frame(id, conn_window, max_frame, &mut self.out, dst);
+        self.send_window.consume(sent.bytes);
+        if let Some(t) = sent.trailers {
             let mut block = BytesMut::new();
             self.encoder.encode_trailers(&t, &mut block);
             self.write_block(id, block.freeze(), true);
@@ -771,7 +705,7 @@ impl Connection {
         } else {
             self.schedule(id);
         }
-        sent
+        sent.bytes
     }
 }
 

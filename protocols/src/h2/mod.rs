@@ -31,6 +31,7 @@ mod fields;
 pub(crate) mod flow;
 pub mod frame;
 pub(crate) mod hpack;
+pub(crate) mod outbound;
 pub mod preface;
 mod request;
 mod response;

@@ -292,7 +292,7 @@ impl Connection {
         let h2 = &self.config.h2;
         Stream::new(
             RecvWindow::new(h2.initial_stream_window, h2.initial_stream_window),
-            super::flow::SendWindow::new(self.peer_initial_window),
+            self.peer_initial_window,
         )
     }
 
@@ -398,7 +398,7 @@ impl Connection {
             let delta = i64::from(window) - i64::from(self.peer_initial_window);
             self.peer_initial_window = window;
             for stream in self.streams.values_mut() {
-                stream.send_window.adjust(delta)?;
+                stream.out.window.adjust(delta)?;
             }
             if delta > 0 {
                 self.schedule_all();
@@ -434,7 +434,7 @@ impl Connection {
             return Err(go_away(Reason::PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream"));
         }
         if let Some(stream) = self.streams.get_mut(&id) {
-            stream.send_window.grow(id, w.increment)?;
+            stream.out.window.grow(id, w.increment)?;
             self.schedule(id);
         }
         Ok(())

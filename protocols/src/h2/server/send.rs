@@ -10,21 +10,11 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, DATE, SERVER};
 use http::{HeaderMap, StatusCode};
 
-use super::stream::{Outgoing, SendState};
+use super::stream::SendState;
 use super::{Connection, Phase};
-use crate::h2::frame::{self, Continuation, Data, Headers, RstStream, StreamId, WindowUpdate};
+use crate::h2::frame::{self, RstStream, StreamId, WindowUpdate};
+use crate::h2::outbound;
 use crate::h2::Reason;
-
-/// Bodies up to this size are copied next to their frame header instead of sent as their own
-/// chunk.
-const COPY_BELOW: usize = 256;
-
-/// Most chunks one [`Connection::poll_transmit`] hands out (the driver's send takes 64).
-const MAX_CHUNKS: usize = 60;
-
-/// Most bytes one `poll_transmit` schedules, so one send stays a reasonable size and the
-/// other streams get their turn soon.
-const MAX_TRANSMIT: usize = 256 * 1024;
 
 /// Fields the server adds to a response head (see
 /// [`Connection::send_response_with`]).
@@ -105,8 +95,7 @@ impl Connection {
         if end_stream {
             stream.send = SendState::Done;
         }
-        stream.queued_bytes += data.len();
-        stream.queue.push_back(Outgoing::Data(data, end_stream));
+        stream.out.push_data(data, end_stream);
         self.schedule(id);
         Ok(())
     }
@@ -119,20 +108,20 @@ impl Connection {
             return Err(StreamGone);
         }
         stream.send = SendState::Done;
-        stream.queue.push_back(Outgoing::Trailers(trailers));
+        stream.out.push_trailers(trailers);
         self.schedule(id);
         Ok(())
     }
 
     /// Body bytes queued on `id` and not yet sent; `None` if the stream is gone.
     pub fn stream_buffered(&self, id: StreamId) -> Option<usize> {
-        self.streams.get(&id).map(|s| s.queued_bytes)
+        self.streams.get(&id).map(|s| s.out.queued_bytes)
     }
 
     /// Body bytes queued on all streams and not yet sent (waiting for flow control or for
     /// their turn).
     pub fn queued_bytes(&self) -> usize {
-        self.streams.values().map(|s| s.queued_bytes).sum()
+        self.streams.values().map(|s| s.out.queued_bytes).sum()
     }
 
     /// Whether `id` is still open for output.
@@ -235,14 +224,9 @@ impl Connection {
         }
     }
 
-    fn write_block(&mut self, id: StreamId, mut block: Bytes, end_stream: bool) {
+    fn write_block(&mut self, id: StreamId, block: Bytes, end_stream: bool) {
         let max = self.peer_max_frame_size as usize;
-        let first = block.split_to(block.len().min(max));
-        Headers::new(id, first, end_stream, block.is_empty()).encode(&mut self.out);
-        while !block.is_empty() {
-            let next = block.split_to(block.len().min(max));
-            Continuation::new(id, next, block.is_empty()).encode(&mut self.out);
-        }
+        outbound::write_block(&mut self.out, id, block, end_stream, max);
     }
 
     /// The send side of `id` is complete: forget the stream if the receive side is too.
@@ -253,22 +237,13 @@ impl Connection {
     /// Puts `id` in the round-robin list if it has output that can go.
     pub(super) fn schedule(&mut self, id: StreamId) {
         let conn_window = self.send_window.available();
-        if let Some(stream) = self.streams.get_mut(&id) {
-            if !stream.scheduled && stream.can_send(conn_window) {
-                stream.scheduled = true;
-                self.ready.push_back(id);
-            }
-        }
+        outbound::schedule(&mut self.streams, &mut self.ready, id, conn_window);
     }
 
     /// After a window grew: schedules every stream that can now send.
     pub(super) fn schedule_all(&mut self) {
-        let mut ids: Vec<StreamId> =
-            self.streams.iter().filter(|(_, s)| !s.queue.is_empty()).map(|(id, _)| *id).collect();
-        ids.sort();
-        for id in ids {
-            self.schedule(id);
-        }
+        let conn_window = self.send_window.available();
+        outbound::schedule_all(&mut self.streams, &mut self.ready, conn_window);
     }
 
     /// Appends the next bytes to send to `dst` as chunks, in order. Returns whether it added
@@ -276,12 +251,10 @@ impl Connection {
     #[must_use]
     pub fn poll_transmit(&mut self, dst: &mut Vec<Bytes>) -> bool {
         let start = dst.len();
-        let mut budget = MAX_TRANSMIT;
-        while dst.len() - start < MAX_CHUNKS && budget > 0 {
-            let Some(id) = self.ready.pop_front() else { break };
-            let sent = self.send_one(id, dst);
-            budget = budget.saturating_sub(sent);
-        }
+        outbound::fill(dst, |dst| {
+            let id = self.ready.pop_front()?;
+            Some(self.send_one(id, dst))
+        });
         self.flush_out(dst);
         self.queued_control = 0;
         if self.phase == Phase::Closing && self.streams.is_empty() {
@@ -302,43 +275,9 @@ impl Connection {
         let conn_window = self.send_window.available();
         let max_frame = self.peer_max_frame_size as usize;
         let Some(stream) = self.streams.get_mut(&id) else { return 0 };
-        stream.scheduled = false;
-        if !stream.can_send(conn_window) {
-            return 0;
-        }
-        let mut sent = 0;
-        let mut trailers = None;
-        match stream.queue.front_mut() {
-            Some(Outgoing::Data(data, end)) => {
-                let n =
-                    data.len().min(stream.send_window.available()).min(conn_window).min(max_frame);
-                let chunk = data.split_to(n);
-                let last = data.is_empty();
-                let end_stream = last && *end;
-                if last {
-                    stream.queue.pop_front();
-                }
-                stream.queued_bytes -= n;
-                stream.send_window.consume(n);
-                sent = n;
-                let frame = Data::new(id, chunk, end_stream);
-                frame.encode_head(&mut self.out);
-                if n < COPY_BELOW {
-                    self.out.extend_from_slice(&frame.data);
-                } else {
-                    self.flush_out(dst);
-                    dst.push(frame.data);
-                }
-            }
-            Some(Outgoing::Trailers(_)) => {
-                if let Some(Outgoing::Trailers(t)) = stream.queue.pop_front() {
-                    trailers = Some(t);
-                }
-            }
-            None => {}
-        }
-        self.send_window.consume(sent);
-        if let Some(t) = trailers {
+        let sent = stream.out.next_frame(id, conn_window, max_frame, &mut self.out, dst);
+        self.send_window.consume(sent.bytes);
+        if let Some(t) = sent.trailers {
             let mut block = BytesMut::new();
             self.encoder.encode_trailers(&t, &mut block);
             self.write_block(id, block.freeze(), true);
@@ -349,6 +288,6 @@ impl Connection {
         } else {
             self.schedule(id);
         }
-        sent
+        sent.bytes
     }
 }

@@ -1,0 +1,204 @@
+//! A stream's output under flow control, and header blocks cut into frames: what the server
+//! side (responses) and the client side (requests) send the same way.
+//!
+//! Each stream queues DATA and trailers ([`Outbound`]); the connection keeps the streams
+//! that can send in a round-robin list ([`schedule`]) and, when asked to transmit, takes one
+//! frame from each in turn ([`Outbound::next_frame`]), within the stream's window, the
+//! connection's window and the peer's frame size. A DATA frame is its 9-byte header in the
+//! connection's output buffer followed by the body `Bytes` as a separate chunk (a vectored
+//! send), except for tiny bodies, whose copy is cheaper than an extra chunk.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+
+use super::flow::SendWindow;
+use super::frame::{Continuation, Data, Headers, StreamId, StreamMap};
+
+/// Bodies up to this size are copied next to their frame header instead of sent as their own
+/// chunk.
+const COPY_BELOW: usize = 256;
+
+/// Most chunks one transmit hands out (the driver's send takes 64).
+const MAX_CHUNKS: usize = 60;
+
+/// Most body bytes one transmit schedules, so one send stays a reasonable size and the other
+/// streams get their turn soon.
+const MAX_TRANSMIT: usize = 256 * 1024;
+
+/// One transmit's worth of frames: `next` sends the next ready stream's frame into `dst` and
+/// says how many body bytes it took (`None`: no stream is ready), until the chunk or byte
+/// budget is spent.
+pub(crate) fn fill(dst: &mut Vec<Bytes>, mut next: impl FnMut(&mut Vec<Bytes>) -> Option<usize>) {
+    let start = dst.len();
+    let mut budget = MAX_TRANSMIT;
+    while dst.len() - start < MAX_CHUNKS && budget > 0 {
+        let Some(sent) = next(dst) else { break };
+        budget = budget.saturating_sub(sent);
+    }
+}
+
+/// Output queued on a stream, waiting for flow control or its turn.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// Body bytes; `true` ends the stream.
+    Data(Bytes, bool),
+    /// Trailers (they end the stream). Encoded when their turn comes, so the HPACK blocks go
+    /// out in the order they were encoded.
+    Trailers(HeaderMap),
+}
+
+/// One stream's send side: its window and what waits to go.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    pub(crate) window: SendWindow,
+    pub(crate) queue: VecDeque<Outgoing>,
+    /// Body bytes in `queue`.
+    pub(crate) queued_bytes: usize,
+    /// Whether the stream is in the connection's list of streams with output to schedule.
+    pub(crate) scheduled: bool,
+}
+
+/// What [`Outbound::next_frame`] sent.
+pub(crate) struct Sent {
+    /// Body bytes (counted against the connection window by the caller).
+    pub(crate) bytes: usize,
+    /// Trailers whose turn came: the caller encodes them (its HPACK encoder) and writes the
+    /// block with [`write_block`], ending the stream.
+    pub(crate) trailers: Option<HeaderMap>,
+}
+
+impl Outbound {
+    /// An empty queue with a window of `window` bytes.
+    pub(crate) fn new(window: u32) -> Outbound {
+        Outbound {
+            window: SendWindow::new(window),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            scheduled: false,
+        }
+    }
+
+    /// Queues body bytes; `end` ends the stream.
+    pub(crate) fn push_data(&mut self, data: Bytes, end: bool) {
+        self.queued_bytes += data.len();
+        self.queue.push_back(Outgoing::Data(data, end));
+    }
+
+    /// Queues trailers (they end the stream).
+    pub(crate) fn push_trailers(&mut self, trailers: HeaderMap) {
+        self.queue.push_back(Outgoing::Trailers(trailers));
+    }
+
+    /// Whether the front of the queue can go out now given `conn_window` bytes of
+    /// connection window.
+    pub(crate) fn can_send(&self, conn_window: usize) -> bool {
+        match self.queue.front() {
+            Some(Outgoing::Data(d, _)) if d.is_empty() => true,
+            Some(Outgoing::Data(..)) => self.window.available() > 0 && conn_window > 0,
+            Some(Outgoing::Trailers(_)) => true,
+            None => false,
+        }
+    }
+
+    /// Sends the front of the queue on `id`: DATA up to one frame (into `out`, or `dst` for
+    /// the body of a large one, after what `out` held), or hands back the trailers.
+    pub(crate) fn next_frame(
+        &mut self,
+        id: StreamId,
+        conn_window: usize,
+        max_frame: usize,
+        out: &mut BytesMut,
+        dst: &mut Vec<Bytes>,
+    ) -> Sent {
+        self.scheduled = false;
+        let mut sent = Sent { bytes: 0, trailers: None };
+        if !self.can_send(conn_window) {
+            return sent;
+        }
+        match self.queue.front_mut() {
+            Some(Outgoing::Data(data, end)) => {
+                let n = data.len().min(self.window.available()).min(conn_window).min(max_frame);
+                let chunk = data.split_to(n);
+                let last = data.is_empty();
+                let end_stream = last && *end;
+                if last {
+                    self.queue.pop_front();
+                }
+                self.queued_bytes -= n;
+                self.window.consume(n);
+                sent.bytes = n;
+                let frame = Data::new(id, chunk, end_stream);
+                frame.encode_head(out);
+                if n < COPY_BELOW {
+                    out.extend_from_slice(&frame.data);
+                } else {
+                    dst.push(out.split().freeze());
+                    dst.push(frame.data);
+                }
+            }
+            Some(Outgoing::Trailers(_)) => {
+                if let Some(Outgoing::Trailers(t)) = self.queue.pop_front() {
+                    sent.trailers = Some(t);
+                }
+            }
+            None => {}
+        }
+        sent
+    }
+}
+
+/// A stream type of either side, for the scheduling both share.
+pub(crate) trait Sending {
+    /// The stream's send side.
+    fn outbound(&self) -> &Outbound;
+    /// The same, to change.
+    fn outbound_mut(&mut self) -> &mut Outbound;
+}
+
+/// Puts `id` in the round-robin list `ready` if it has output that can go.
+pub(crate) fn schedule<S: Sending>(
+    streams: &mut StreamMap<S>,
+    ready: &mut VecDeque<StreamId>,
+    id: StreamId,
+    conn_window: usize,
+) {
+    if let Some(stream) = streams.get_mut(&id) {
+        let out = stream.outbound_mut();
+        if !out.scheduled && out.can_send(conn_window) {
+            out.scheduled = true;
+            ready.push_back(id);
+        }
+    }
+}
+
+/// After a window grew: schedules every stream that can now send, in identifier order.
+pub(crate) fn schedule_all<S: Sending>(
+    streams: &mut StreamMap<S>,
+    ready: &mut VecDeque<StreamId>,
+    conn_window: usize,
+) {
+    let mut ids: Vec<StreamId> =
+        streams.iter().filter(|(_, s)| !s.outbound().queue.is_empty()).map(|(id, _)| *id).collect();
+    ids.sort();
+    for id in ids {
+        schedule(streams, ready, id, conn_window);
+    }
+}
+
+/// Appends a header block as HEADERS plus CONTINUATIONs no larger than `max_frame`.
+pub(crate) fn write_block(
+    out: &mut BytesMut,
+    id: StreamId,
+    mut block: Bytes,
+    end_stream: bool,
+    max_frame: usize,
+) {
+    let first = block.split_to(block.len().min(max_frame));
+    Headers::new(id, first, end_stream, block.is_empty()).encode(out);
+    while !block.is_empty() {
+        let next = block.split_to(block.len().min(max_frame));
+        Continuation::new(id, next, block.is_empty()).encode(out);
+    }
+}
