@@ -292,6 +292,8 @@ async fn drive(conn: Rc<UpstreamConn>, fd: OwnedSocket, transport: Rc<Transport>
                 // 3. Idle: no stream for `idle`, or a shutdown with none open.
                 let open = codec.open_streams();
                 drop(codec);
+                // Marked idle while no stream is open, so a graceful shutdown wakes it at once.
+                timer.set_idle(open == 0);
                 if open > 0 {
                     idle_since = None;
                     timer.set(None);
