@@ -857,6 +857,35 @@ async fn received<T>(rx: &std::sync::mpsc::Receiver<T>) -> T {
     }
 }
 
+#[test]
+fn an_http2_clients_oversized_body_to_an_h2c_upstream_is_413_not_the_upstreams_fault() {
+    let (up, seen, resets) = grpc_upstream();
+    let servers = vec![UpstreamServer::parse(&format!("h2c://{up}")).unwrap()];
+    let config = Arc::new(ProxyConfig::new(servers));
+    let limits = Limits { max_request_body_size: Some(1000), ..Limits::default() };
+    let server = Server::start(common::config(IoChoice::Auto, limits), move || {
+        Proxy::new(Arc::clone(&config))
+    })
+    .expect("proxy starts");
+    let proxy = addr(&server);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut send = h2c(proxy).await.ready().await.unwrap();
+        // No content-length: the limit is found while the body streams to the upstream,
+        // which has not answered (`/slow`).
+        let request = http::Request::post("http://grpc.test/slow").body(()).unwrap();
+        let (response, mut stream) = send.send_request(request, false).unwrap();
+        let _ = received(&seen).await;
+        stream.send_data(bytes::Bytes::from(vec![b'x'; 2000]), false).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(5), response).await;
+        let status = response.expect("an answer within 5 s").expect("a response").status();
+        assert_eq!(status, 413, "the client's mistake, not a 502");
+        assert_eq!(received(&resets).await, "CANCEL", "the upstream stream was cancelled");
+    });
+    drop(rt);
+    stop(server);
+}
+
 /// One bidirectional call: two messages, each echoed uppercased before the next, then the
 /// end of the request and the trailers.
 async fn grpc_chat(send: h2::client::SendRequest<bytes::Bytes>, n: usize) {
