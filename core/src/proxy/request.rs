@@ -178,9 +178,14 @@ pub(crate) fn rewrite(
         http::Version::HTTP_11 => forward::upgrade_requested(&headers),
         _ => None,
     };
-    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
-        v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
-    });
+    // Only an HTTP/2 group sends `te: trailers` on (HTTP/1.1 drops TE as hop-by-hop), so
+    // only it looks.
+    let http2 = config.servers.first().is_some_and(|s| s.http2);
+    let te_trailers = http2
+        && headers.get_all(header::TE).iter().any(|v| {
+            let asks = |t: &str| t.trim().eq_ignore_ascii_case("trailers");
+            v.to_str().is_ok_and(|v| v.split(',').any(asks))
+        });
     let client = forward::Client { peer: info.peer, tls: info.tls, host: host.clone() };
     let request_id =
         forward::request_fields(&mut headers, &client, &shared.trusted, config.forwarded_header);

@@ -440,11 +440,7 @@ impl Connection {
             self.peer_max_frame_size = size;
         }
         if let Some(window) = s.initial_window_size {
-            let delta = i64::from(window) - i64::from(self.peer_initial_window);
-            self.peer_initial_window = window;
-            for stream in self.streams.values_mut() {
-                stream.out.window.adjust(delta)?;
-            }
+            outbound::adjust_windows(&mut self.streams, &mut self.peer_initial_window, window)?;
             self.schedule_all();
         }
         self.queue_control(|out| Settings::ack().encode(out));
@@ -693,9 +689,11 @@ impl Connection {
         let conn_window = self.send_window.available();
         let max_frame = self.peer_max_frame_size as usize;
         let Some(stream) = self.streams.get_mut(&id) else { return 0 };
-        let sent = stream.out.next_frame(id, conn_window, max_frame, &mut self.out, dst);
-        self.send_window.consume(sent.bytes);
-        if let Some(t) = sent.trailers {
+        let mut trailers = None;
+        let sent =
+            stream.out.next_frame(id, conn_window, max_frame, &mut self.out, dst, &mut trailers);
+        self.send_window.consume(sent);
+        if let Some(t) = trailers {
             let mut block = BytesMut::new();
             self.encoder.encode_trailers(&t, &mut block);
             self.write_block(id, block.freeze(), true);
@@ -705,7 +703,7 @@ impl Connection {
         } else {
             self.schedule(id);
         }
-        sent.bytes
+        sent
     }
 }
 

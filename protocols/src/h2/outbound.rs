@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 
+use super::error::Error;
 use super::flow::SendWindow;
 use super::frame::{Continuation, Data, Headers, StreamId, StreamMap};
 
@@ -30,6 +31,7 @@ const MAX_TRANSMIT: usize = 256 * 1024;
 /// One transmit's worth of frames: `next` sends the next ready stream's frame into `dst` and
 /// says how many body bytes it took (`None`: no stream is ready), until the chunk or byte
 /// budget is spent.
+#[inline]
 pub(crate) fn fill(dst: &mut Vec<Bytes>, mut next: impl FnMut(&mut Vec<Bytes>) -> Option<usize>) {
     let start = dst.len();
     let mut budget = MAX_TRANSMIT;
@@ -60,15 +62,6 @@ pub(crate) struct Outbound {
     pub(crate) scheduled: bool,
 }
 
-/// What [`Outbound::next_frame`] sent.
-pub(crate) struct Sent {
-    /// Body bytes (counted against the connection window by the caller).
-    pub(crate) bytes: usize,
-    /// Trailers whose turn came: the caller encodes them (its HPACK encoder) and writes the
-    /// block with [`write_block`], ending the stream.
-    pub(crate) trailers: Option<HeaderMap>,
-}
-
 impl Outbound {
     /// An empty queue with a window of `window` bytes.
     pub(crate) fn new(window: u32) -> Outbound {
@@ -93,6 +86,7 @@ impl Outbound {
 
     /// Whether the front of the queue can go out now given `conn_window` bytes of
     /// connection window.
+    #[inline]
     pub(crate) fn can_send(&self, conn_window: usize) -> bool {
         match self.queue.front() {
             Some(Outgoing::Data(d, _)) if d.is_empty() => true,
@@ -103,7 +97,12 @@ impl Outbound {
     }
 
     /// Sends the front of the queue on `id`: DATA up to one frame (into `out`, or `dst` for
-    /// the body of a large one, after what `out` held), or hands back the trailers.
+    /// the body of a large one, after what `out` held), returning the body bytes sent (the
+    /// caller counts them against the connection window); or hands back the trailers in
+    /// `trailers`, for the caller to encode with its HPACK encoder and write with
+    /// [`write_block`], ending the stream. (An out-parameter: returning the 96-byte map
+    /// by value cost every DATA frame a copy.)
+    #[inline]
     pub(crate) fn next_frame(
         &mut self,
         id: StreamId,
@@ -111,12 +110,13 @@ impl Outbound {
         max_frame: usize,
         out: &mut BytesMut,
         dst: &mut Vec<Bytes>,
-    ) -> Sent {
+        trailers: &mut Option<HeaderMap>,
+    ) -> usize {
         self.scheduled = false;
-        let mut sent = Sent { bytes: 0, trailers: None };
         if !self.can_send(conn_window) {
-            return sent;
+            return 0;
         }
+        let mut sent = 0;
         match self.queue.front_mut() {
             Some(Outgoing::Data(data, end)) => {
                 let n = data.len().min(self.window.available()).min(conn_window).min(max_frame);
@@ -128,7 +128,7 @@ impl Outbound {
                 }
                 self.queued_bytes -= n;
                 self.window.consume(n);
-                sent.bytes = n;
+                sent = n;
                 let frame = Data::new(id, chunk, end_stream);
                 frame.encode_head(out);
                 if n < COPY_BELOW {
@@ -140,7 +140,7 @@ impl Outbound {
             }
             Some(Outgoing::Trailers(_)) => {
                 if let Some(Outgoing::Trailers(t)) = self.queue.pop_front() {
-                    sent.trailers = Some(t);
+                    *trailers = Some(t);
                 }
             }
             None => {}
@@ -158,6 +158,7 @@ pub(crate) trait Sending {
 }
 
 /// Puts `id` in the round-robin list `ready` if it has output that can go.
+#[inline]
 pub(crate) fn schedule<S: Sending>(
     streams: &mut StreamMap<S>,
     ready: &mut VecDeque<StreamId>,
@@ -185,6 +186,22 @@ pub(crate) fn schedule_all<S: Sending>(
     for id in ids {
         schedule(streams, ready, id, conn_window);
     }
+}
+
+/// The peer's SETTINGS_INITIAL_WINDOW_SIZE changed from `*current` to `new`: every stream's
+/// window moves by the difference (RFC 9113 §6.9.2, even below zero). Returns the
+/// difference; overflow is a connection error FLOW_CONTROL_ERROR.
+pub(crate) fn adjust_windows<S: Sending>(
+    streams: &mut StreamMap<S>,
+    current: &mut u32,
+    new: u32,
+) -> Result<i64, Error> {
+    let delta = i64::from(new) - i64::from(*current);
+    *current = new;
+    for stream in streams.values_mut() {
+        stream.outbound_mut().window.adjust(delta)?;
+    }
+    Ok(delta)
 }
 
 /// Appends a header block as HEADERS plus CONTINUATIONs no larger than `max_frame`.

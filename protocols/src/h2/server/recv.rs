@@ -395,11 +395,8 @@ impl Connection {
             self.peer_max_frame_size = size;
         }
         if let Some(window) = s.initial_window_size {
-            let delta = i64::from(window) - i64::from(self.peer_initial_window);
-            self.peer_initial_window = window;
-            for stream in self.streams.values_mut() {
-                stream.out.window.adjust(delta)?;
-            }
+            let current = &mut self.peer_initial_window;
+            let delta = crate::h2::outbound::adjust_windows(&mut self.streams, current, window)?;
             if delta > 0 {
                 self.schedule_all();
             }

@@ -275,9 +275,11 @@ impl Connection {
         let conn_window = self.send_window.available();
         let max_frame = self.peer_max_frame_size as usize;
         let Some(stream) = self.streams.get_mut(&id) else { return 0 };
-        let sent = stream.out.next_frame(id, conn_window, max_frame, &mut self.out, dst);
-        self.send_window.consume(sent.bytes);
-        if let Some(t) = sent.trailers {
+        let mut trailers = None;
+        let sent =
+            stream.out.next_frame(id, conn_window, max_frame, &mut self.out, dst, &mut trailers);
+        self.send_window.consume(sent);
+        if let Some(t) = trailers {
             let mut block = BytesMut::new();
             self.encoder.encode_trailers(&t, &mut block);
             self.write_block(id, block.freeze(), true);
@@ -288,6 +290,6 @@ impl Connection {
         } else {
             self.schedule(id);
         }
-        sent.bytes
+        sent
     }
 }
