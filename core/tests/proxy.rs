@@ -795,6 +795,57 @@ fn grpc_upstream(
     (addr, rx, reset_rx)
 }
 
+/// An h2c upstream whose first connection goes silent after its SETTINGS (a black hole:
+/// no answer, no FIN, no RST) and whose later connections answer each first request with
+/// a bare `200`; counts the connections it accepted.
+fn black_hole_then_alive_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { return };
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // An empty SETTINGS frame.
+            socket.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+            if n == 0 {
+                held.push(socket);
+                continue;
+            }
+            std::thread::spawn(move || {
+                // Once the request is in, HEADERS on stream 1: `:status: 200` (HPACK static
+                // index 8), END_HEADERS | END_STREAM.
+                let mut buf = [0u8; 4096];
+                if socket.read(&mut buf).unwrap_or(0) > 0 {
+                    let _ = socket.write_all(&[0, 0, 1, 1, 5, 0, 0, 0, 1, 0x88]);
+                }
+                let _ = socket.read(&mut buf);
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[test]
+fn a_black_holed_h2_upstream_connection_is_dropped_after_an_unanswered_ping() {
+    let (up, accepted) = black_hole_then_alive_upstream();
+    let server = proxy_to(IoChoice::Auto, &[format!("h2c://{up}")], |c| {
+        c.response_header_timeout = Duration::from_millis(300);
+        c.connect_timeout = Duration::from_millis(300);
+    });
+    assert_eq!(get(addr(&server), "/").status, 504, "the black hole never answers");
+    // The timeout asked the connection for a PING's ACK; none comes within connect_timeout,
+    // so the connection is given up and the next request opens another.
+    std::thread::sleep(Duration::from_millis(1000));
+    let r = get(addr(&server), "/");
+    assert_eq!(r.status, 200, "served on a new connection, not the silent one");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    stop(server);
+}
+
 fn grpc_over_an_h2c_upstream_streams_both_ways_with_trailers(io: IoChoice) {
     let (up, seen, resets) = grpc_upstream();
     let server = proxy_to(io, &[format!("h2c://{up}")], |_| {});

@@ -81,12 +81,11 @@ impl Connections {
             driver: RefCell::new(None),
             closed: Cell::new(false),
         });
-        rt::executor::spawn(drive(
-            Rc::clone(&upstream),
-            fd,
-            transport,
-            shared.config.keepalive_timeout,
-        ));
+        let limits = DriveLimits {
+            idle: shared.config.keepalive_timeout,
+            pong_within: shared.config.connect_timeout,
+        };
+        rt::executor::spawn(drive(Rc::clone(&upstream), fd, transport, limits));
         self.by_server.borrow_mut()[server].push(Rc::clone(&upstream));
         Ok(upstream)
     }
@@ -217,6 +216,14 @@ impl UpstreamConn {
         }
     }
 
+    /// A stream on this connection timed out: asks the upstream for a PING's ACK, and the
+    /// driver ends the connection if none comes (a black-holed upstream would otherwise
+    /// take every new request, each to time out in its turn).
+    fn check_alive(&self) {
+        self.codec.borrow_mut().ping();
+        self.wake_driver();
+    }
+
     fn wake_senders(&self) {
         for slot in self.slots.borrow_mut().values_mut() {
             if let Some(w) = slot.sender.take() {
@@ -226,8 +233,24 @@ impl UpstreamConn {
     }
 }
 
+/// How long a connection's driver waits.
+#[derive(Clone, Copy)]
+struct DriveLimits {
+    /// With no stream open, before the connection is closed (`keepalive_timeout`).
+    idle: Duration,
+    /// For the ACK to our PING, before the upstream counts as gone (`connect_timeout`: as
+    /// long as it may take to reach it at all).
+    pong_within: Duration,
+}
+
 /// The connection's task: reads into the codec, delivers events, writes what it queues.
-async fn drive(conn: Rc<UpstreamConn>, fd: OwnedSocket, transport: Rc<Transport>, idle: Duration) {
+async fn drive(
+    conn: Rc<UpstreamConn>,
+    fd: OwnedSocket,
+    transport: Rc<Transport>,
+    limits: DriveLimits,
+) {
+    let DriveLimits { idle, pong_within } = limits;
     {
         let t: &Transport = &transport;
         let mut recv: Option<crate::transport::Recv<'_>> = None;
@@ -236,6 +259,7 @@ async fn drive(conn: Rc<UpstreamConn>, fd: OwnedSocket, transport: Rc<Transport>
         let mut chunks = Vec::new();
         let timer = Timer::new();
         let mut idle_since: Option<Instant> = None;
+        let mut pong_deadline: Option<Instant> = None;
         poll_fn(|cx: &mut Context<'_>| {
             rt::store_waker(&mut conn.driver.borrow_mut(), cx);
             loop {
@@ -289,16 +313,31 @@ async fn drive(conn: Rc<UpstreamConn>, fd: OwnedSocket, transport: Rc<Transport>
                 if codec.is_closed() && send.is_none() {
                     return Poll::Ready(());
                 }
-                // 3. Idle: no stream for `idle`, or a shutdown with none open.
+                // 3. A PING unanswered for `pong_within`: the upstream is gone.
+                let awaiting_pong = codec.awaiting_pong();
+                // 4. Idle: no stream for `idle`, or a shutdown with none open.
                 let open = codec.open_streams();
                 drop(codec);
+                let now = rt::now();
+                if !awaiting_pong {
+                    pong_deadline = None;
+                } else if pong_deadline.is_none() {
+                    pong_deadline = Some(now + pong_within);
+                }
+                let pong_due = pong_deadline;
+                if pong_due.is_some_and(|due| now >= due) {
+                    debug!("h2 upstream did not answer a PING; closing the connection");
+                    return Poll::Ready(());
+                }
                 // Marked idle while no stream is open, so a graceful shutdown wakes it at once.
                 timer.set_idle(open == 0);
                 if open > 0 {
                     idle_since = None;
-                    timer.set(None);
+                    timer.set(pong_due);
+                    if pong_due.is_some() && timer.poll_fired(cx).is_ready() {
+                        continue;
+                    }
                 } else {
-                    let now = rt::now();
                     let since = *idle_since.get_or_insert(now);
                     if rt::shutting_down() || now >= since + idle {
                         // GOAWAY goes out with the next send; the connection then counts as
@@ -308,7 +347,8 @@ async fn drive(conn: Rc<UpstreamConn>, fd: OwnedSocket, transport: Rc<Transport>
                             continue;
                         }
                     } else {
-                        timer.set(Some(since + idle));
+                        let due = since + idle;
+                        timer.set(Some(pong_due.map_or(due, |p| p.min(due))));
                         if timer.poll_fired(cx).is_ready() {
                             continue;
                         }
@@ -437,6 +477,7 @@ pub(super) async fn forward(
             }
             None => {
                 drop(guard);
+                conn.check_alive();
                 counters.failed(metrics::Failure::Timeout);
                 return Err(ProxyError::Timeout);
             }
@@ -636,6 +677,7 @@ impl ResponseBody {
                 debug!(stream = self.id.value(), "h2 upstream silent past idle_timeout");
                 self.done = true;
                 self.conn.finish(self.id, false);
+                self.conn.check_alive();
                 let e = std::io::Error::from(std::io::ErrorKind::TimedOut);
                 return Poll::Ready(Some(Err(BodyError::Io(e))));
             }

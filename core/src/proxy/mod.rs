@@ -69,7 +69,9 @@ pub struct ProxyConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Also send RFC 7239 `Forwarded` (the `X-Forwarded-*` fields are always sent).
     pub forwarded_header: bool,
-    /// Longest wait for a connection to an upstream (`504` past it).
+    /// Longest wait for a connection to an upstream (`504` past it). For an HTTP/2
+    /// upstream, also how long a PING may go unanswered (one is sent when a request on the
+    /// connection times out) before the connection is given up.
     pub connect_timeout: Duration,
     /// Longest wait for the response head once the request is sent (`504` past it).
     pub response_header_timeout: Duration,

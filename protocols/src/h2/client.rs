@@ -24,8 +24,8 @@ use http::{HeaderMap, Method, StatusCode};
 use super::error::{go_away, reset, Error, Reason};
 use super::flow::{RecvWindow, SendWindow, DEFAULT_WINDOW};
 use super::frame::{
-    self, Continuation, Data, Frame, FrameDecoder, GoAway, Headers, RstStream, Settings, StreamId,
-    StreamMap, WindowUpdate,
+    self, Continuation, Data, Frame, FrameDecoder, GoAway, Headers, Ping, RstStream, Settings,
+    StreamId, StreamMap, WindowUpdate,
 };
 use super::outbound::{self, Outbound, Sending};
 use super::server::StreamGone;
@@ -190,6 +190,9 @@ pub struct Connection {
     /// The upstream's GOAWAY: no new streams; those above this were refused.
     going_away: Option<StreamId>,
     failed: bool,
+    /// The payload of our PING that awaits its ACK.
+    ping: Option<[u8; 8]>,
+    pings_sent: u64,
 }
 
 impl Connection {
@@ -216,6 +219,8 @@ impl Connection {
             events: VecDeque::new(),
             going_away: None,
             failed: false,
+            ping: None,
+            pings_sent: 0,
             config,
         };
         conn.out.extend_from_slice(PREFACE);
@@ -348,6 +353,24 @@ impl Connection {
         }
     }
 
+    /// Asks whether the upstream still answers: queues a PING (§6.7) unless one already
+    /// awaits its ACK ([`Connection::awaiting_pong`]). An upstream that never ACKs is gone
+    /// (a black hole: no RST, no FIN), which only the application's clock can tell.
+    pub fn ping(&mut self) {
+        if self.failed || self.ping.is_some() {
+            return;
+        }
+        self.pings_sent += 1;
+        let payload = self.pings_sent.to_be_bytes();
+        Ping::new(payload).encode(&mut self.out);
+        self.ping = Some(payload);
+    }
+
+    /// Whether a PING of ours awaits the upstream's ACK.
+    pub fn awaiting_pong(&self) -> bool {
+        self.ping.is_some()
+    }
+
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -398,6 +421,8 @@ impl Connection {
             Frame::Ping(p) => {
                 if !p.ack {
                     self.queue_control(|out| p.pong().encode(out));
+                } else if self.ping == Some(p.payload) {
+                    self.ping = None;
                 }
                 Ok(())
             }

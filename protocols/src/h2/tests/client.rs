@@ -288,3 +288,28 @@ fn informational_heads_are_skipped() {
         "{events:?}"
     );
 }
+
+#[test]
+fn a_ping_awaits_its_own_ack_only() {
+    let (mut c, mut s) = pair();
+    c.ping();
+    assert!(c.awaiting_pong());
+    // A second call while the first awaits its ACK sends nothing more.
+    c.ping();
+    let mut out = Vec::new();
+    assert!(c.poll_transmit(&mut out));
+    let sent: usize = out.iter().map(Bytes::len).sum();
+    assert_eq!(sent, 9 + 8, "one PING frame");
+    // An ACK for another payload is not the answer.
+    from_upstream(&mut c, &raw(0x6, 0x1, 0, &[9; 8]));
+    assert!(c.awaiting_pong());
+    // The server's real ACK is.
+    let mut buf = BytesMut::new();
+    out.iter().for_each(|b| buf.extend_from_slice(b));
+    s.recv(&mut buf, Instant::now());
+    pump(&mut c, &mut s);
+    assert!(!c.awaiting_pong());
+    // And the next question is a new PING.
+    c.ping();
+    assert!(c.awaiting_pong());
+}
