@@ -15,6 +15,7 @@ use crate::config::RouteConfig;
 use crate::files::{Files, FilesSection};
 use crate::handler::respond;
 use crate::proxy::{Proxy, ProxyConfig, RouteOptions};
+use crate::rt;
 use crate::{clients, ConnectionInfo};
 use crate::{Body, Handler};
 use peregrine_limits::{AccessList, ClientKey, ClientRates};
@@ -331,14 +332,14 @@ impl BuiltinRoutes {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + 'a>> {
         match to {
             Forward::Route(_, Action::Proxy(group, options)) => {
-                Box::pin(self.proxies[*group].forward_with(request, options))
+                rt::boxed(|| self.proxies[*group].forward_with(request, options))
             }
             Forward::Route(_, Action::App(app, options)) => {
-                Box::pin(self.apps[*app].call_with(request, options))
+                rt::boxed(|| self.apps[*app].call_with(request, options))
             }
-            Forward::Fallback(Fallback::Proxy(proxy)) => Box::pin(proxy.call(request)),
+            Forward::Fallback(Fallback::Proxy(proxy)) => rt::boxed(|| proxy.call(request)),
             Forward::Fallback(Fallback::App(app)) => {
-                Box::pin(app.call_with(request, &crate::proxy::NO_OPTIONS))
+                rt::boxed(|| app.call_with(request, &crate::proxy::NO_OPTIONS))
             }
             Forward::Route(_, Action::Fixed(_) | Action::Files(..)) => {
                 unreachable!("only forwarding actions")
@@ -379,7 +380,7 @@ impl Handler for BuiltinRoutes {
                     break 'answer r;
                 }
                 Some((route, Action::Files(index, then))) => {
-                    match Box::pin(self.files[*index].serve(request)).await {
+                    match rt::boxed(|| self.files[*index].serve(request)).await {
                         Ok(response) => break 'answer response,
                         Err((request, miss)) => match then.as_deref() {
                             Some(then) => (request, Forward::Route(route, then)),
@@ -390,7 +391,7 @@ impl Handler for BuiltinRoutes {
                 Some((route, action)) => (request, Forward::Route(route, action)),
                 None => {
                     let request = match &self.fallback_files {
-                        Some(files) => match Box::pin(files.serve(request)).await {
+                        Some(files) => match rt::boxed(|| files.serve(request)).await {
                             Ok(response) => break 'answer response,
                             Err((request, miss)) if self.fallback.is_none() => {
                                 drop(request);
@@ -415,7 +416,9 @@ impl Handler for BuiltinRoutes {
             if let Some(cache) = cache {
                 break 'answer match cache.hit(&request) {
                     Ok(hit) => hit,
-                    Err(miss) => Box::pin(cache.fetch(request, miss, |r| self.send(to, r))).await,
+                    Err(miss) => {
+                        rt::boxed(|| cache.fetch(request, miss, |r| self.send(to, r))).await
+                    }
                 };
             }
             self.send(to, request).await

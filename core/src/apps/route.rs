@@ -56,7 +56,7 @@ impl AppRoute {
         // Boxed, as the proxy's forwarding is: inline, this future (its start wait and its
         // forwarding) would make the router's future, made for every request of every
         // route, that much larger to lay out and move.
-        Box::pin(self.serve(request, options))
+        crate::rt::boxed(|| self.serve(request, options))
     }
 
     async fn serve(&self, request: Request<Body>, options: &RouteOptions) -> Response<Body> {

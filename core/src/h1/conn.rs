@@ -172,17 +172,21 @@ pub(crate) fn serve<H: Handler>(
                 match parser.parse(&mut io.read.borrow_mut().inbuf, &settings.parse) {
                     Ok(Some(head)) => {
                         first_deadline = None;
-                        Box::pin(serve_request(&io, &*handler, &settings, head, &details, clients))
+                        rt::boxed(|| {
+                            serve_request(&io, &*handler, &settings, head, &details, clients)
+                        })
                     }
-                    Ok(None) => Box::pin(read_and_serve(
-                        &io,
-                        &*handler,
-                        &settings,
-                        parser,
-                        first_deadline.take(),
-                        &details,
-                        clients,
-                    )),
+                    Ok(None) => rt::boxed(|| {
+                        read_and_serve(
+                            &io,
+                            &*handler,
+                            &settings,
+                            parser,
+                            first_deadline.take(),
+                            &details,
+                            clients,
+                        )
+                    }),
                     Err(e) => Box::pin(refuse_head(&io, reject(&e))),
                 }
             };
@@ -400,7 +404,7 @@ async fn serve_request<H: Handler>(
         }
         Prepared::Complete { close } => finish_response(io, close, in_memory_len).await,
         // Rare next to in-memory bodies; boxed so its state does not enlarge every exchange.
-        Prepared::Streaming(body) => Box::pin(stream_body(io, body)).await,
+        Prepared::Streaming(body) => rt::boxed(|| stream_body(io, body)).await,
     };
     if let Written::Done { body_bytes, .. } = written {
         record.finish(status, body_bytes, settings.access_log.as_ref());
@@ -412,7 +416,7 @@ async fn serve_request<H: Handler>(
                 return Ok(false);
             }
             let body_unread = io.read.borrow().decoder.as_ref().is_some_and(|d| !d.is_done());
-            if body_unread && !Box::pin(drain(io, settings)).await {
+            if body_unread && !rt::boxed(|| drain(io, settings)).await {
                 return Ok(false);
             }
             Ok(true)

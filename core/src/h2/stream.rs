@@ -35,8 +35,8 @@ pub(crate) fn start<H: Handler>(
 ) {
     crate::metrics::count(|m| m.h2_stream_opened());
     let work_shared = Rc::clone(&shared);
-    let mut work = Box::pin(async move {
-        let mut task = Box::pin(run(&shared, &*handler, id, head, end_stream));
+    let mut work = rt::boxed(|| async move {
+        let mut task = rt::boxed(|| run(&shared, &*handler, id, head, end_stream));
         Abortable { shared: &shared, id, inner: task.as_mut() }.await;
         shared.remove_slot(id);
         crate::metrics::count(|m| m.h2_stream_closed());
@@ -233,8 +233,8 @@ async fn write_response(
     match queue_response(shared, id, response, method)? {
         Queued::Done(n) => Some(n),
         // Rare next to small bodies; boxed so their state does not enlarge every stream task.
-        Queued::Large(n) => Box::pin(wait_sent(shared, id)).await.then_some(n),
-        Queued::Streaming(body, len) => Box::pin(stream_body(shared, id, body, len)).await,
+        Queued::Large(n) => rt::boxed(|| wait_sent(shared, id)).await.then_some(n),
+        Queued::Streaming(body, len) => rt::boxed(|| stream_body(shared, id, body, len)).await,
     }
 }
 

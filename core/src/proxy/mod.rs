@@ -245,7 +245,7 @@ impl Proxy {
         // Boxed: the forwarding future is a few KiB (connect, send, read, their timers), and
         // inline it would make every enclosing future (the handler's, the connection's
         // exchange) that much larger, and be copied with each of them.
-        match Box::pin(forward(&self.shared, request, options)).await {
+        match rt::boxed(|| forward(&self.shared, request, options)).await {
             Ok(response) => response,
             Err(e) => {
                 debug!(error = %e, "proxy: answering {}", e.status());
@@ -275,7 +275,7 @@ async fn forward(
     let config = &shared.config;
     // A group speaks one protocol: its first server's (see `ProxyConfig::servers`).
     if config.servers.first().is_some_and(|s| s.http2) {
-        return Box::pin(h2::forward(shared, request, options)).await;
+        return rt::boxed(|| h2::forward(shared, request, options)).await;
     }
     let connect_timeout = options.connect_timeout.unwrap_or(config.connect_timeout);
     let head_timeout = options.response_header_timeout.unwrap_or(config.response_header_timeout);

@@ -108,44 +108,70 @@ pub fn encode_response_head(
     dst: &mut BytesMut,
 ) {
     let close = close || framing == ResponseFraming::CloseDelimited;
-    let handler_bytes: usize = headers
-        .iter()
-        .filter(|(name, _)| !is_codec_owned(name))
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
-        .sum();
-    // Status line, the codec's own fields and the final CRLF fit in this with room to spare.
-    dst.reserve(handler_bytes + date.len() + 160);
+    // Room for the status line, the codec's own fields and a typical field each (more is
+    // grown as needed): sized without a pass over the fields.
+    dst.reserve(headers.len() * 48 + date.len() + 160);
 
     put_status_line(status, dst);
+    // One pass: the handler's fields are written and `date`/`server` noted (no lookups).
+    let (mut has_date, mut has_server) = (false, false);
     for (name, value) in headers {
-        if !is_codec_owned(name) {
-            put_field(name.as_str().as_bytes(), value.as_bytes(), dst);
+        if name == header::DATE {
+            has_date = true;
+        } else if name == header::SERVER {
+            has_server = true;
+        } else if is_codec_owned(name) {
+            continue;
         }
+        put_field(name.as_str().as_bytes(), value.as_bytes(), dst);
     }
     match framing {
         ResponseFraming::Length(n) | ResponseFraming::NoBody { content_length: Some(n) } => {
-            put_field(b"content-length", decimal(n, &mut [0; 20]), dst);
+            dst.extend_from_slice(b"content-length: ");
+            dst.extend_from_slice(decimal(n, &mut [0; 20]));
+            dst.extend_from_slice(b"\r\n");
         }
-        ResponseFraming::Chunked => put_field(b"transfer-encoding", b"chunked", dst),
+        ResponseFraming::Chunked => dst.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         ResponseFraming::NoBody { content_length: None }
         | ResponseFraming::CloseDelimited
         | ResponseFraming::SwitchingProtocols => {}
     }
     if framing == ResponseFraming::SwitchingProtocols {
-        put_field(b"connection", b"upgrade", dst);
+        dst.extend_from_slice(b"connection: upgrade\r\n");
     } else if close {
-        put_field(b"connection", b"close", dst);
+        dst.extend_from_slice(b"connection: close\r\n");
     } else if request_version == Version::HTTP_10 {
         // HTTP/1.0 closes by default (RFC 9112 §9.3); say that this connection persists.
-        put_field(b"connection", b"keep-alive", dst);
+        dst.extend_from_slice(b"connection: keep-alive\r\n");
     }
-    if !headers.contains_key(header::DATE) {
-        put_field(b"date", date, dst);
+    put_tail((!has_date).then_some(date), !has_server, dst);
+}
+
+/// The head's last lines in one copy: our `date` and `server` fields (each where the
+/// handler set none) and the empty line.
+fn put_tail(date: Option<&[u8]>, server: bool, dst: &mut BytesMut) {
+    const SERVER: &[u8] = b"server: peregrine\r\n";
+    let mut tail = [0u8; 128];
+    let mut len = 0;
+    let mut put = |bytes: &[u8]| {
+        tail[len..len + bytes.len()].copy_from_slice(bytes);
+        len += bytes.len();
+    };
+    match date {
+        // An IMF-fixdate is 29 bytes; anything far longer goes its own way.
+        Some(date) if date.len() <= 64 => {
+            put(b"date: ");
+            put(date);
+            put(b"\r\n");
+        }
+        Some(date) => put_field(b"date", date, dst),
+        None => {}
     }
-    if !headers.contains_key(header::SERVER) {
-        put_field(b"server", b"peregrine", dst);
+    if server {
+        put(SERVER);
     }
-    dst.extend_from_slice(b"\r\n");
+    put(b"\r\n");
+    dst.extend_from_slice(&tail[..len]);
 }
 
 /// Fields whose values follow from the framing and connection decisions: a handler's copy
@@ -161,6 +187,10 @@ fn is_codec_owned(name: &HeaderName) -> bool {
 /// `HTTP/1.1 200 OK\r\n`; with no canonical reason, `HTTP/1.1 599 \r\n` (the reason-phrase
 /// may be empty, but the space before it is not optional, RFC 9112 §4).
 fn put_status_line(status: StatusCode, dst: &mut BytesMut) {
+    if status == StatusCode::OK {
+        dst.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        return;
+    }
     dst.extend_from_slice(b"HTTP/1.1 ");
     dst.extend_from_slice(status.as_str().as_bytes());
     dst.extend_from_slice(b" ");

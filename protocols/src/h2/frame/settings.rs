@@ -84,7 +84,7 @@ impl Settings {
             }
             return Ok(Settings::ack());
         }
-        if payload.len() % ENTRY_LEN != 0 {
+        if !payload.len().is_multiple_of(ENTRY_LEN) {
             return Err(go_away(Reason::FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6"));
         }
         let mut s = Settings::default();

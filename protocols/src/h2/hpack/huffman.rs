@@ -6,9 +6,11 @@
 //! are derived from it at compile time (the tests check the derivation against the RFC's
 //! examples and against an independent HPACK implementation).
 //!
-//! Decoding walks the bits once, keeping the code read so far. A code of length `L` is
-//! complete when it lies in `[first[L], first[L] + count[L])`, which is a subtraction and a
-//! comparison per bit, with no allocation besides the output.
+//! Decoding looks the next 8 bits up in a table built at compile time, which decodes a
+//! code of up to 8 bits (most printable characters) in one step. A longer code is walked
+//! bit by bit, keeping the code read so far: a code of length `L` is complete when it lies
+//! in `[first[L], first[L] + count[L])`, a subtraction and a comparison per bit. No
+//! allocation besides the output.
 //!
 //! Rejected, as §5.2 requires: padding longer than 7 bits, padding that is not the
 //! most-significant bits of EOS (all ones), and an EOS symbol inside the string.
@@ -108,15 +110,77 @@ impl HuffmanError {
     }
 }
 
+/// Bits looked up at once by the fast path.
+const SHORT_BITS: usize = 8;
+
+/// For each `SHORT_BITS`-bit pattern: the symbol whose code (of at most `SHORT_BITS` bits)
+/// begins it and that code's length, or length 0 where the code there is longer. Most
+/// characters of paths and authorities have codes of 5 to 8 bits, so one lookup decodes one
+/// of them instead of a step per bit.
+static SHORT: [(u8, u8); 1 << SHORT_BITS] = short_table();
+
+const fn short_table() -> [(u8, u8); 1 << SHORT_BITS] {
+    let mut table = [(0u8, 0u8); 1 << SHORT_BITS];
+    let mut len = 1;
+    while len <= SHORT_BITS {
+        let mut rank = 0;
+        while rank < CODE.count[len] {
+            let code = (CODE.first[len] + rank) as usize;
+            let sym = CODE.symbols[CODE.base[len] as usize + rank as usize];
+            let spread = SHORT_BITS - len;
+            let mut fill = 0;
+            while fill < (1 << spread) {
+                table[(code << spread) | fill] = (sym as u8, len as u8);
+                fill += 1;
+            }
+            rank += 1;
+        }
+        len += 1;
+    }
+    table
+}
+
 /// Decodes the Huffman-coded `src` into `dst` (appending).
 pub(crate) fn decode(src: &[u8], dst: &mut Vec<u8>) -> Result<(), HuffmanError> {
     // Every code is at least 5 bits, so this bounds the output and avoids regrowth.
     dst.reserve(src.len() * 8 / 5);
-    let mut code = 0u32;
-    let mut len = 0usize;
-    for &byte in src {
-        for shift in (0..8).rev() {
-            code = (code << 1) | u32::from((byte >> shift) & 1);
+    // The bits not consumed yet are the low `bits` of `acc` (above them: stale bits).
+    let mut acc = 0u64;
+    let mut bits = 0u32;
+    let mut bytes = src.iter();
+    loop {
+        // Refilled to more than 56 bits while input lasts: a whole code (30 bits at most)
+        // is always there, except at the very end.
+        while bits <= 56 {
+            let Some(&byte) = bytes.next() else { break };
+            acc = (acc << 8) | u64::from(byte);
+            bits += 8;
+        }
+        // Fast path: a short code, whole within the next `SHORT_BITS` bits.
+        if bits >= SHORT_BITS as u32 {
+            let (sym, len) = SHORT[((acc >> (bits - SHORT_BITS as u32)) & 0xff) as usize];
+            if len != 0 {
+                dst.push(sym);
+                bits -= u32::from(len);
+                continue;
+            }
+        }
+        // One code bit by bit: a long one, or one near the end. A code of length `L` is
+        // complete when it lies in `[first[L], first[L] + count[L])`.
+        let mut code = 0u32;
+        let mut len = 0usize;
+        loop {
+            if bits == 0 {
+                // The input is used up. What is left must be a prefix of EOS, i.e. all
+                // ones, and shorter than a byte (no other code is all ones, so padding
+                // never completes a symbol).
+                if len > 7 || code != (1 << len) - 1 {
+                    return Err(HuffmanError::Padding);
+                }
+                return Ok(());
+            }
+            bits -= 1;
+            code = (code << 1) | ((acc >> bits) & 1) as u32;
             len += 1;
             // `len` never passes 30: every 30-bit pattern is either a complete code or
             // has a shorter complete prefix (the code is complete), so it resets first.
@@ -127,16 +191,10 @@ pub(crate) fn decode(src: &[u8], dst: &mut Vec<u8>) -> Result<(), HuffmanError> 
                     return Err(HuffmanError::Eos);
                 }
                 dst.push(sym as u8);
-                code = 0;
-                len = 0;
+                break;
             }
         }
     }
-    // What is left must be a prefix of EOS, i.e. all ones, and shorter than a byte.
-    if len > 7 || code != (1 << len) - 1 {
-        return Err(HuffmanError::Padding);
-    }
-    Ok(())
 }
 
 /// The code of `sym` and its length in bits (for test encoders and table checks).
