@@ -534,7 +534,7 @@ pub(crate) struct Upstream<'a> {
 }
 
 /// The client's response: the upstream's head, cleaned, and its body streaming.
-fn respond(up: Upstream<'_>, mut head: ResponseHead, method: &http::Method) -> Response<Body> {
+fn respond(mut up: Upstream<'_>, mut head: ResponseHead, method: &http::Method) -> Response<Body> {
     // A response to HEAD advertises the length a GET would have had.
     let head_len = (*method == http::Method::HEAD)
         .then(|| head.headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse::<u64>().ok())
@@ -548,6 +548,16 @@ fn respond(up: Upstream<'_>, mut head: ResponseHead, method: &http::Method) -> R
                 up.shared.pool.put(up.server, up.conn, rt::now());
             }
             Body::from_stream(NoChunks, head_len.or(Some(0)))
+        }
+        // The whole body came with the head (most small responses do), and the request is
+        // sent: the client gets it from memory (no stream to poll, one write with the head)
+        // and the connection is free again at once.
+        Some(n) if up.sender.is_none() && up.conn.buf.len() as u64 >= n => {
+            let body = up.conn.buf.split_to(n as usize).freeze();
+            if head.keep_alive && !up.unfit {
+                up.shared.pool.put(up.server, up.conn, rt::now());
+            }
+            Body::from(body)
         }
         len => Body::from_stream(h1::ResponseStream::new(up, &head), len),
     };

@@ -161,7 +161,8 @@ pub(crate) fn rewrite(
     // The hash key, for the hashing methods (an allocation only for them).
     let key: Option<Vec<u8>> = match &config.balance {
         Balance::ClientIp => {
-            info.peer.map(|p| crate::trust::canonical(p.ip()).to_string().into_bytes())
+            let ip = info.peer.map(|p| crate::trust::canonical(p.ip()));
+            ip.map(|ip| forward::ip_text(ip, &mut [0; 48]).to_vec())
         }
         Balance::Header(name) => headers.get(name).map(|v| v.as_bytes().to_vec()),
         Balance::RoundRobin | Balance::LeastRequests => None,

@@ -207,7 +207,7 @@ fn put_field(name: &[u8], value: &[u8], dst: &mut BytesMut) {
 
 /// Formats `n` in decimal into the end of `scratch` and returns the digits (HTTP/2's
 /// `content-length` uses it too).
-pub(crate) fn decimal(mut n: u64, scratch: &mut [u8; 20]) -> &[u8] {
+pub fn decimal(mut n: u64, scratch: &mut [u8; 20]) -> &[u8] {
     let mut i = scratch.len();
     loop {
         i -= 1;
