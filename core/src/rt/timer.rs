@@ -40,6 +40,12 @@ pub(crate) struct Timers {
     /// Earliest first: (time, entry, the entry's generation).
     heap: BinaryHeap<Reverse<(Tick, u32, u32)>>,
     entries: Slab<Entry>,
+    /// Entries no [`Timer`] owns, kept with their heap records: the next timer made takes
+    /// one over. A request's own deadline (`timeout`, made and dropped per request) then
+    /// moves a record that is already there instead of pushing one, and the heap stays as
+    /// large as the timers alive at once rather than growing with the request rate times
+    /// the timeout (a dropped timer's record could otherwise only leave at its time).
+    spare: Vec<usize>,
     next_generation: u32,
     /// What ticks count from: set at first use, an hour early, so no deadline computed from a
     /// slightly stale "now" falls before it.
@@ -49,7 +55,13 @@ pub(crate) struct Timers {
 impl Timers {
     /// No timers (a core's field in `percore`).
     pub(crate) const fn new() -> Timers {
-        Timers { heap: BinaryHeap::new(), entries: Slab::new(), next_generation: 0, base: None }
+        Timers {
+            heap: BinaryHeap::new(),
+            entries: Slab::new(),
+            spare: Vec::new(),
+            next_generation: 0,
+            base: None,
+        }
     }
 
     fn base(&mut self) -> Instant {
@@ -168,6 +180,10 @@ pub(crate) struct Timer {
 impl Timer {
     pub(crate) fn new() -> Timer {
         with(|t| {
+            if let Some(id) = t.spare.pop() {
+                // Reset when it was given up (see `Drop`); its heap record, if any, is kept.
+                return Timer { id };
+            }
             t.next_generation = t.next_generation.wrapping_add(1);
             let generation = t.next_generation;
             Timer { id: t.entries.insert(Entry { generation, ..Entry::default() }) }
@@ -262,8 +278,13 @@ impl Drop for Timer {
         // During teardown the timer table may already be borrowed or gone.
         percore::try_with(|p| {
             if let Ok(mut t) = p.timers.try_borrow_mut() {
-                if t.entries.contains(self.id) {
-                    t.entries.remove(self.id);
+                if let Some(e) = t.entries.get_mut(self.id) {
+                    // Kept for the next timer, with its heap record (see `Timers::spare`).
+                    e.deadline = None;
+                    e.waker = None;
+                    e.fired = false;
+                    e.idle = false;
+                    t.spare.push(self.id);
                 }
             }
         });
@@ -293,6 +314,24 @@ mod tests {
             timer.set(Some(t0 + Duration::from_secs(130) + Duration::from_millis(i)));
         }
         assert_eq!(with(|t| t.heap.len()), 1);
+    }
+
+    #[test]
+    fn timers_made_and_dropped_per_request_do_not_grow_the_heap() {
+        let t0 = Instant::now();
+        let before = with(|t| t.heap.len());
+        for i in 1..1000u64 {
+            let timer = Timer::new();
+            timer.set(Some(t0 + Duration::from_secs(60) + Duration::from_millis(i)));
+        }
+        assert!(with(|t| t.heap.len()) <= before + 1);
+        // A taken-over entry starts clean: no deadline, not fired.
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let timer = Timer::new();
+        with(|t| t.fire_due(t0 + Duration::from_secs(120)));
+        assert!(timer.poll_fired(&mut Context::from_waker(&waker)).is_pending());
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
     }
 
     #[test]
