@@ -93,6 +93,20 @@ pub(crate) struct CoreLog {
     last: Cell<Instant>,
 }
 
+/// Notes whether this core's settings write an access log (set with each settings
+/// build, at start and on reload).
+pub(crate) fn set_enabled(on: bool) {
+    crate::percore::with(|p| p.access_log.set(on));
+}
+
+/// Attaches `fields` to a proxied `response` for its log line, when this core writes an
+/// access log: an extension allocates a map per request, not worth it for nobody.
+pub(crate) fn attach_upstream(response: &mut http::Response<crate::Body>, fields: UpstreamFields) {
+    if crate::percore::with(|p| p.access_log.get()) {
+        response.extensions_mut().insert(fields);
+    }
+}
+
 /// What a proxied request's line adds: which upstream server answered, its status, how long
 /// its response head took, and the request id sent with it. The proxy puts it on the
 /// response as an extension; the exchange's record takes it from there.

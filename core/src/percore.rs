@@ -47,6 +47,8 @@ pub(crate) struct PerCore {
     pub(crate) tls_handshakes: Cell<usize>,
     /// `metrics`: this core's counters.
     pub(crate) metrics: OnceCell<Arc<CoreMetrics>>,
+    /// `access_log`: this core writes an access log (its settings have one).
+    pub(crate) access_log: Cell<bool>,
 }
 
 impl PerCore {
@@ -63,6 +65,7 @@ impl PerCore {
             date: RefCell::new(DateCache::new()),
             tls_handshakes: Cell::new(0),
             metrics: OnceCell::new(),
+            access_log: Cell::new(false),
         }
     }
 }

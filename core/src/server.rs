@@ -738,6 +738,7 @@ fn prepare<H: Handler>(core: usize, update: CoreUpdate<H>) -> Result<Prepared<H>
             StartError::Handler { core, message }
         })?;
     let settings = h1::Settings::new(update.limits, update.access_log, update.trusted);
+    crate::access_log::set_enabled(settings.access_log.is_some());
     Ok((Rc::new(handler), Rc::new(settings), update.listeners))
 }
 

@@ -512,7 +512,7 @@ pub(super) async fn forward(
         *response.status_mut() = status;
         *response.headers_mut() = headers;
         options.response_headers.apply(response.headers_mut());
-        response.extensions_mut().insert(log);
+        crate::access_log::attach_upstream(&mut response, log);
         return Ok(response);
     }
 }

@@ -383,14 +383,14 @@ async fn forward(
                     *response.status_mut() = status;
                     *response.headers_mut() = head.headers;
                     options.response_headers.apply(response.headers_mut());
-                    response.extensions_mut().insert(log);
+                    crate::access_log::attach_upstream(&mut response, log);
                     return Ok(response);
                 }
                 let exchange =
                     Upstream { shared, server, conn, sender, unfit, idle_timeout, in_flight };
                 let mut response = respond(exchange, head, &method);
                 options.response_headers.apply(response.headers_mut());
-                response.extensions_mut().insert(log);
+                crate::access_log::attach_upstream(&mut response, log);
                 return Ok(response);
             }
             // A pooled connection the upstream closed while idle: try once more on a new one,
