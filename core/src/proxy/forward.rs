@@ -168,7 +168,9 @@ pub(crate) fn request_fields(
         // Appended to what a trusted proxy said: `client, proxy1, proxy2` (each hop adds
         // the address it saw). The usual case, no field yet, is the address alone, written
         // on the stack.
-        let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        // From an untrusted peer the forwarding fields were removed above: no lookups.
+        let before = peer_trusted.then(|| headers.get(&X_FORWARDED_FOR)).flatten();
+        let xff = match before.and_then(|v| v.to_str().ok()) {
             Some(before) if !before.trim().is_empty() => {
                 HeaderValue::from_str(&format!("{before}, {ip}")).ok()
             }
@@ -195,15 +197,15 @@ pub(crate) fn request_fields(
             }
         }
     }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
+    if !peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO.clone(), proto);
     }
     if let Some(host) = &client.host {
-        if !headers.contains_key(&X_FORWARDED_HOST) {
+        if !peer_trusted || !headers.contains_key(&X_FORWARDED_HOST) {
             headers.insert(X_FORWARDED_HOST.clone(), host.clone());
         }
     }
-    match headers.get(&X_REQUEST_ID) {
+    match peer_trusted.then(|| headers.get(&X_REQUEST_ID)).flatten() {
         Some(id) => id.clone(),
         None => {
             let id = new_request_id();

@@ -99,6 +99,11 @@ pub fn parse_request(
     build_head(&head, &raw, &spans[..raw.header_count]).map(Some)
 }
 
+/// Fields a request's map has room for beyond what arrived: a reverse proxy adds its
+/// forwarding fields (`X-Forwarded-For`, `-Proto`, `-Host`, `X-Request-Id`, `Host`), and a
+/// map that grows for them allocates and re-hashes every field once more.
+const ROOM_FOR_ADDED_FIELDS: usize = 5;
+
 /// Header slots of the first parse attempt (see [`parse_request`]).
 const FIRST_TRY_SLOTS: usize = 24;
 
@@ -130,7 +135,8 @@ fn build_head(
             observed: n,
         })
     };
-    let mut headers = HeaderMap::try_with_capacity(spans.len()).map_err(too_many)?;
+    let mut headers =
+        HeaderMap::try_with_capacity(spans.len() + ROOM_FOR_ADDED_FIELDS).map_err(too_many)?;
     let mut fields = Fields::default();
     for span in spans {
         // `from_bytes` lowercases; the common names resolve to constants without allocating.
