@@ -30,25 +30,45 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct Scenario {
     /// Shown in the report.
     pub name: &'static str,
-    /// `nginx` or `h2o`.
+    /// The Peregrine run measured: `peregrine`, or [`PEREGRINE_PROXY`].
+    pub ours: &'static str,
+    /// `nginx` or `h2o`, or [`NGINX_PROXY`].
     pub peer: &'static str,
     /// h2load's options besides `-n` and the URL.
     pub h2load: &'static [&'static str],
 }
 
-/// The three scenarios of the request-path targets.
-pub const SCENARIOS: [Scenario; 3] = [
+/// Peregrine as a reverse proxy in front of a Peregrine `/plaintext` (itself not counted).
+pub const PEREGRINE_PROXY: &str = "peregrine proxy";
+/// nginx as a reverse proxy (`proxy_pass`, upstream keep-alive) in front of the same.
+pub const NGINX_PROXY: &str = "nginx proxy";
+
+/// The three scenarios of the request-path targets, and the reverse proxy's.
+pub const SCENARIOS: [Scenario; 4] = [
     Scenario {
         name: "HTTP/1.1 keep-alive, -c16 -m1",
+        ours: "peregrine",
         peer: "nginx",
         h2load: &["--h1", "-c16", "-m1"],
     },
     Scenario {
         name: "HTTP/1.1 pipelined x16, -c16 -m16",
+        ours: "peregrine",
         peer: "nginx",
         h2load: &["--h1", "-c16", "-m16"],
     },
-    Scenario { name: "h2c, -c16 -m100", peer: "h2o", h2load: &["-c16", "-m100"] },
+    Scenario {
+        name: "h2c, -c16 -m100",
+        ours: "peregrine",
+        peer: "h2o",
+        h2load: &["-c16", "-m100"],
+    },
+    Scenario {
+        name: "reverse proxy, HTTP/1.1 keep-alive, -c16 -m1",
+        ours: PEREGRINE_PROXY,
+        peer: NGINX_PROXY,
+        h2load: &["--h1", "-c16", "-m1"],
+    },
 ];
 
 /// A server's count for one scenario.
@@ -132,8 +152,8 @@ pub const WITH_LIMITS: &str = "peregrine, per-client limits on";
 /// Starts one server process with the launcher it is given.
 pub type Start = Box<dyn Fn(&Launcher) -> Result<Server, String>>;
 
-/// Counts each server of `servers` (name, start function) on each scenario it runs: Peregrine
-/// on all three, a peer on the scenarios compared with it.
+/// Counts each server of `servers` (name, start function) on each scenario it runs: the
+/// scenario's own Peregrine run and its peer.
 pub fn measure(
     servers: &[(String, Start)],
     launcher: &Launcher,
@@ -145,7 +165,8 @@ pub fn measure(
     for scenario in &SCENARIOS {
         for (name, start) in servers {
             let first = scenario.name == SCENARIOS[0].name;
-            if name != "peregrine" && name != scenario.peer && !(name == WITH_LIMITS && first) {
+            let limits_run = name == WITH_LIMITS && first;
+            if !(name == scenario.ours || name == scenario.peer || limits_run) {
                 continue;
             }
             eprintln!("instructions: {name}, {} ({SHORT} and {LONG} requests)", scenario.name);
@@ -175,7 +196,7 @@ pub fn table(counts: &[Count]) -> String {
     };
     for s in &SCENARIOS {
         let limited = counts.iter().find(|c| c.scenario == s.name && c.server == WITH_LIMITS);
-        let ours = counts.iter().find(|c| c.scenario == s.name && c.server == "peregrine");
+        let ours = counts.iter().find(|c| c.scenario == s.name && c.server == s.ours);
         let peer = counts.iter().find(|c| c.scenario == s.name && c.server == s.peer);
         let ratio = match (ours.map(|c| &c.per_request), peer.map(|c| &c.per_request)) {
             (Some(Ok(a)), Some(Ok(b))) if *b > 0.0 => format!("{:.2}", a / b),

@@ -266,7 +266,42 @@ fn run_instructions(cli: &cli::Cli) -> Result<(), String> {
         });
         servers.push((instructions::WITH_LIMITS.to_string(), start));
     }
+    // The reverse proxies, in front of a Peregrine `/plaintext` run plainly (not counted).
+    let upstream = match (!cli.peers_only).then(|| peregrine_binary(cli)).transpose() {
+        Ok(binary) => binary
+            .map(|b| servers::start_peregrine(&launcher, &cpus, &b, None).map(|s| (b, s)))
+            .transpose()
+            .unwrap_or_else(|e| {
+                notes.push(format!("reverse proxy skipped: its upstream did not start: {e}"));
+                None
+            }),
+        Err(_) => None,
+    };
+    if let Some((binary, up)) = &upstream {
+        let (proxy_cpus, binary) = (cpus.clone(), binary.clone());
+        let config = format!(
+            "{}\n[[route]]\nupstream = \"app\"\n\n[[upstream]]\nname = \"app\"\n\
+             [[upstream.server]]\naddress = \"http://{}\"\n",
+            peers::peregrine_config(None),
+            up.addr()
+        );
+        let start: instructions::Start = Box::new(move |launcher: &Launcher| {
+            servers::start_peregrine_with(launcher, &proxy_cpus, &binary, &config, false)
+        });
+        servers.push((instructions::PEREGRINE_PROXY.to_string(), start));
+        if let Some(Ok(nginx)) = (!cli.no_nginx).then(|| nginx_binary(cli)) {
+            let cpus = cpus.clone();
+            let conf =
+                proxy_phase::NGINX_PROXY.replace("{{UPSTREAM}}", &up.addr().port().to_string());
+            let start: instructions::Start = Box::new(move |launcher: &Launcher| {
+                let templates = NginxTemplates { main: &conf, tls: "" };
+                servers::start_nginx(launcher, &cpus, &nginx, templates, None)
+            });
+            servers.push((instructions::NGINX_PROXY.to_string(), start));
+        }
+    }
     let counts = instructions::measure(&servers, &launcher, &valgrind, &h2load, scratch.path());
+    drop(upstream);
     let mut report = String::from(
         "## User-space instructions per request (callgrind)\n\nEach figure: (instructions of \
          a 60,000-request h2load run - those of a 20,000-request run) / 40,000, each run in a \

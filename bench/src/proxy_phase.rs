@@ -22,7 +22,8 @@ use crate::{cli, describe, h2o_binary, measure, nginx_binary, peregrine_binary, 
 
 /// Peregrine forwarding to the upstream program it hosts as an `[[app]]`.
 const PEREGRINE_APP: &str = "peregrine (app)";
-const NGINX_PROXY: &str = include_str!("../peers/nginx-proxy.conf");
+/// nginx as a reverse proxy to `{{UPSTREAM}}` (a port on 127.0.0.1).
+pub(crate) const NGINX_PROXY: &str = include_str!("../peers/nginx-proxy.conf");
 const H2O_PROXY: &str = include_str!("../peers/h2o-proxy.conf");
 
 /// The proxy scenarios: wrk keep-alive at two concurrency levels, and h2load h2c with 100
