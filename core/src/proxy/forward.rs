@@ -47,16 +47,25 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
-/// Removes the hop-by-hop fields from `headers`, and the ones `Connection` names.
+/// Removes the hop-by-hop fields from `headers`, and the ones `Connection` names. One pass
+/// over the fields finds them (a message usually has none, or only its framing field),
+/// with no hashed lookup of `Connection`.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    remove_matching(headers, |name| is_hop_by_hop(name) || named.contains(name));
+    let mut named: Vec<HeaderName> = Vec::new();
+    let mut found = false;
+    for (name, value) in headers.iter() {
+        if !is_hop_by_hop(name) {
+            continue;
+        }
+        found = true;
+        if name == header::CONNECTION {
+            let tokens = value.to_str().into_iter().flat_map(|v| v.split(','));
+            named.extend(tokens.filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()));
+        }
+    }
+    if found {
+        remove_matching(headers, |name| is_hop_by_hop(name) || named.contains(name));
+    }
 }
 
 /// `ip` as text, in `buf`. An IPv4 address (the usual client) is written digit by digit:
