@@ -84,7 +84,15 @@ impl HeaderEncoder {
     /// `dst`. Connection-specific fields (connection, keep-alive, proxy-connection,
     /// transfer-encoding, upgrade) are dropped, because HTTP/2 forbids them; names are
     /// already lowercase in `http`.
-    pub fn encode_response(&mut self, status: StatusCode, headers: &HeaderMap, dst: &mut BytesMut) {
+    ///
+    /// Returns which of the fields a server adds itself (`date`, `server`) the map had, seen
+    /// on the way (no lookups for them afterwards).
+    pub fn encode_response(
+        &mut self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        dst: &mut BytesMut,
+    ) -> Present {
         self.flush_update(dst);
         match static_status_index(status.as_u16()) {
             Some(index) => encoder::indexed(index, dst),
@@ -95,7 +103,7 @@ impl HeaderEncoder {
         // `content-length` is the codec's, as in HTTP/1: the caller passes the body's real
         // length (`ServerFields`), so a wrong one from the application never reaches the
         // wire (RFC 9113 §8.1.1 makes a mismatch a malformed response).
-        encode_fields(headers, Some(&http::header::CONTENT_LENGTH), dst);
+        encode_fields(headers, Some(&http::header::CONTENT_LENGTH), dst)
     }
 
     /// Appends the HPACK block for a request head to `dst` (the client side): the four
@@ -151,15 +159,31 @@ impl HeaderEncoder {
     }
 }
 
-/// Encodes `headers` but connection-specific fields and `skip`.
-fn encode_fields(headers: &HeaderMap, skip: Option<&http::HeaderName>, dst: &mut BytesMut) {
+/// Which of the fields a server adds itself a map already has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Present {
+    /// `date`.
+    pub date: bool,
+    /// `server`.
+    pub server: bool,
+}
+
+/// Encodes `headers` but connection-specific fields and `skip`; notes `date` and `server`.
+fn encode_fields(
+    headers: &HeaderMap,
+    skip: Option<&http::HeaderName>,
+    dst: &mut BytesMut,
+) -> Present {
     // Each field costs its bytes plus at most a few of framing; reserving once avoids
     // regrowth for all the usual responses.
     dst.reserve(headers.len() * 8);
+    let mut present = Present::default();
     for (name, value) in headers {
         if is_connection_specific(name) || skip == Some(name) {
             continue;
         }
+        present.date |= name == http::header::DATE;
+        present.server |= name == http::header::SERVER;
         let index = static_name_index(name).unwrap_or(0);
         encoder::literal(
             index,
@@ -169,4 +193,5 @@ fn encode_fields(headers: &HeaderMap, skip: Option<&http::HeaderName>, dst: &mut
             dst,
         );
     }
+    present
 }

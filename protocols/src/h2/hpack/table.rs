@@ -153,12 +153,42 @@ const STATIC: [(&str, &str); 61] = [
 /// Number of static entries; dynamic indices start after it.
 pub(crate) const STATIC_LEN: usize = STATIC.len();
 
+/// The longest regular name in the static table (`access-control-allow-origin`).
+const LONGEST_STATIC_NAME: usize = 27;
+/// At most this many regular names of the static table share a length.
+const SAME_LENGTH_MAX: usize = 8;
+
+/// The static table's regular names by length: the table positions (0-based) of the names
+/// of each length, then zeros (no regular name sits at position 0). Built at compile time.
+static BY_LENGTH: [[u8; SAME_LENGTH_MAX]; LONGEST_STATIC_NAME + 1] = by_length();
+
+const fn by_length() -> [[u8; SAME_LENGTH_MAX]; LONGEST_STATIC_NAME + 1] {
+    let mut table = [[0u8; SAME_LENGTH_MAX]; LONGEST_STATIC_NAME + 1];
+    let mut count = [0usize; LONGEST_STATIC_NAME + 1];
+    // Names repeat in the table only among pseudo-headers (positions 0..14), so each
+    // regular name is here once.
+    let mut i = 14;
+    while i < STATIC.len() {
+        let len = STATIC[i].0.len();
+        table[len][count[len]] = i as u8;
+        count[len] += 1;
+        i += 1;
+    }
+    table
+}
+
 /// The static index of a regular field name, for the encoder (`None`: send the name as a
-/// literal). Pseudo-headers are not looked up here.
+/// literal). Pseudo-headers are not looked up here. Only the names of the same length are
+/// compared (at most [`SAME_LENGTH_MAX`], usually one or two), where a scan of the table
+/// compared up to 47 for every field of every response.
 pub(crate) fn static_name_index(name: &HeaderName) -> Option<usize> {
     let name = name.as_str();
-    // Names repeat in the table only among pseudo-headers, so the first hit is the only one.
-    STATIC[14..].iter().position(|&(n, _)| n == name).map(|i| i + 15)
+    let candidates = BY_LENGTH.get(name.len())?;
+    candidates
+        .iter()
+        .take_while(|&&i| i != 0)
+        .find(|&&i| STATIC[usize::from(i)].0 == name)
+        .map(|&i| usize::from(i) + 1)
 }
 
 /// The static index holding `:status` with this code, if any (8..=14).

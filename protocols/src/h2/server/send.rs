@@ -194,12 +194,12 @@ impl Connection {
     ) {
         let start = self.out.len();
         self.out.extend_from_slice(&[0; frame::HEAD_LEN]);
-        self.encoder.encode_response(status, headers, &mut self.out);
+        let present = self.encoder.encode_response(status, headers, &mut self.out);
         if let Some(f) = fields {
-            if !headers.contains_key(DATE) {
+            if !present.date {
                 self.encoder.encode_field(&DATE, f.date, &mut self.out);
             }
-            if !headers.contains_key(SERVER) {
+            if !present.server {
                 self.encoder.encode_field(&SERVER, b"peregrine", &mut self.out);
             }
             if let Some(n) = f.content_length {

@@ -369,3 +369,66 @@ fn huffman_fast_and_slow_paths_agree_with_loona_on_random_strings() {
         assert_eq!(ours.ok(), theirs.ok(), "garbage {garbage:02x?}");
     }
 }
+
+#[test]
+fn static_name_index_finds_every_regular_name_of_the_table_and_nothing_else() {
+    use crate::h2::hpack::table::static_name_index;
+    // RFC 7541 Appendix A, indices 15..=61 (the regular names).
+    let rfc = [
+        "accept-charset",
+        "accept-encoding",
+        "accept-language",
+        "accept-ranges",
+        "accept",
+        "access-control-allow-origin",
+        "age",
+        "allow",
+        "authorization",
+        "cache-control",
+        "content-disposition",
+        "content-encoding",
+        "content-language",
+        "content-length",
+        "content-location",
+        "content-range",
+        "content-type",
+        "cookie",
+        "date",
+        "etag",
+        "expect",
+        "expires",
+        "from",
+        "host",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-range",
+        "if-unmodified-since",
+        "last-modified",
+        "link",
+        "location",
+        "max-forwards",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "range",
+        "referer",
+        "refresh",
+        "retry-after",
+        "server",
+        "set-cookie",
+        "strict-transport-security",
+        "transfer-encoding",
+        "user-agent",
+        "vary",
+        "via",
+        "www-authenticate",
+    ];
+    for (i, name) in rfc.iter().enumerate() {
+        let name = http::HeaderName::from_static(name);
+        assert_eq!(static_name_index(&name), Some(15 + i), "{name}");
+    }
+    for other in ["x-request-id", "a", "keep-alive", "x-a-name-far-longer-than-any-in-the-table"] {
+        let name = http::HeaderName::from_bytes(other.as_bytes()).unwrap();
+        assert_eq!(static_name_index(&name), None, "{other}");
+    }
+}
