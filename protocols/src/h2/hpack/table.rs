@@ -182,13 +182,15 @@ const fn by_length() -> [[u8; SAME_LENGTH_MAX]; LONGEST_STATIC_NAME + 1] {
 /// compared (at most [`SAME_LENGTH_MAX`], usually one or two), where a scan of the table
 /// compared up to 47 for every field of every response.
 pub(crate) fn static_name_index(name: &HeaderName) -> Option<usize> {
-    let name = name.as_str();
-    let candidates = BY_LENGTH.get(name.len())?;
+    let name = name.as_str().as_bytes();
+    let (&first, candidates) = (name.first()?, BY_LENGTH.get(name.len())?);
+    // The first byte tells most same-length names apart before a full comparison.
     candidates
         .iter()
         .take_while(|&&i| i != 0)
-        .find(|&&i| STATIC[usize::from(i)].0 == name)
-        .map(|&i| usize::from(i) + 1)
+        .map(|&i| usize::from(i))
+        .find(|&i| STATIC[i].0.as_bytes()[0] == first && STATIC[i].0.as_bytes() == name)
+        .map(|i| i + 1)
 }
 
 /// The static index holding `:status` with this code, if any (8..=14).
