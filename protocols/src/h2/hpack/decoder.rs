@@ -56,7 +56,15 @@ pub(crate) struct Decoder {
     table: Table,
     /// Our SETTINGS_HEADER_TABLE_SIZE: the largest size update the peer may send.
     max_table_size: usize,
+    /// The last Huffman-coded value of a literal sent without indexing, as it came and as
+    /// decoded. Such values are sent again on every request (nghttp2, for one, never
+    /// indexes `:path`, so a client polling one URL or calling one gRPC method repeats it
+    /// word for word): the same bytes again are the same value, with no decoding.
+    repeated: Option<(Box<[u8]>, Bytes)>,
 }
+
+/// Values longer than this (as sent) are not kept in [`Decoder::repeated`].
+const REPEATED_MAX: usize = 256;
 
 impl Decoder {
     /// A decoder that lets the peer use at most `max_table_size` bytes of dynamic table.
@@ -64,7 +72,7 @@ impl Decoder {
     /// The table starts at the protocol's initial 4096 (RFC 9113 §6.5.2), or at
     /// `max_table_size` when that is smaller.
     pub(crate) fn new(max_table_size: usize) -> Decoder {
-        Decoder { table: Table::new(max_table_size.min(4096)), max_table_size }
+        Decoder { table: Table::new(max_table_size.min(4096)), max_table_size, repeated: None }
     }
 
     /// The dynamic table, for tests.
@@ -122,7 +130,10 @@ impl Decoder {
                 // must keep "never indexed" when forwarding; a server that terminates
                 // HTTP/2 treats both alike.
                 let name = self.literal_name(&mut src, 4)?;
-                let value = src.string()?;
+                let value = match src.string_coded()? {
+                    (raw, true) => self.repeated_value(raw)?,
+                    (raw, false) => Str::Raw(raw),
+                };
                 let size = name.len() + value.len() + ENTRY_OVERHEAD;
                 // Nothing is classified or copied for a field that will be dropped.
                 if budget.admit(size, name.is_pseudo())? {
@@ -132,6 +143,21 @@ impl Decoder {
             fields_seen = true;
         }
         Ok(Decoded { too_large: budget.over, list_size: budget.size, fields: budget.fields })
+    }
+
+    /// A Huffman-coded value of a literal without indexing: the last one's decoding when
+    /// `raw` is the same bytes, else decoded (and kept for the next).
+    fn repeated_value<'a>(&mut self, raw: &'a [u8]) -> Result<Str<'a>, DecodeError> {
+        if let Some((last, value)) = &self.repeated {
+            if **last == *raw {
+                return Ok(Str::Shared(value.clone()));
+            }
+        }
+        let value = Bytes::from(huffman_decode(raw)?);
+        if raw.len() <= REPEATED_MAX {
+            self.repeated = Some((raw.into(), value.clone()));
+        }
+        Ok(Str::Shared(value))
     }
 
     /// Reads a literal's name: an index into the tables, or 0 and a string (§6.2).
@@ -188,10 +214,12 @@ impl LiteralName<'_> {
     }
 }
 
-/// A decoded string literal (§5.2): borrowed from the block, or Huffman-decoded.
+/// A decoded string literal (§5.2): borrowed from the block, Huffman-decoded, or a value
+/// decoded before.
 enum Str<'a> {
     Raw(&'a [u8]),
     Huffman(Vec<u8>),
+    Shared(Bytes),
 }
 
 impl Str<'_> {
@@ -199,6 +227,7 @@ impl Str<'_> {
         match self {
             Str::Raw(s) => s,
             Str::Huffman(v) => v,
+            Str::Shared(b) => b,
         }
     }
 
@@ -211,6 +240,7 @@ impl Str<'_> {
         match self {
             Str::Raw(s) => Bytes::copy_from_slice(s),
             Str::Huffman(v) => Bytes::from(v),
+            Str::Shared(b) => b,
         }
     }
 }
@@ -288,6 +318,14 @@ impl<'a> Cursor<'a> {
 
     /// A string literal (§5.2): H bit, 7-bit-prefix length, then the octets.
     fn string(&mut self) -> Result<Str<'a>, DecodeError> {
+        match self.string_coded()? {
+            (raw, false) => Ok(Str::Raw(raw)),
+            (raw, true) => Ok(Str::Huffman(huffman_decode(raw)?)),
+        }
+    }
+
+    /// A string literal's octets as sent, and whether they are Huffman-coded.
+    fn string_coded(&mut self) -> Result<(&'a [u8], bool), DecodeError> {
         let huffman = self.peek().ok_or(Compression("block ends before a string"))? & 0x80 != 0;
         let len = self.integer(7)?;
         let rest = &self.buf[self.pos..];
@@ -296,11 +334,13 @@ impl<'a> Cursor<'a> {
         }
         let raw = &rest[..len];
         self.pos += len;
-        if !huffman {
-            return Ok(Str::Raw(raw));
-        }
-        let mut out = Vec::new();
-        huffman::decode(raw, &mut out).map_err(|e| Compression(e.description()))?;
-        Ok(Str::Huffman(out))
+        Ok((raw, huffman))
     }
+}
+
+/// Decodes a Huffman-coded string literal.
+fn huffman_decode(raw: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::new();
+    huffman::decode(raw, &mut out).map_err(|e| Compression(e.description()))?;
+    Ok(out)
 }

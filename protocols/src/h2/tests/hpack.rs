@@ -432,3 +432,28 @@ fn static_name_index_finds_every_regular_name_of_the_table_and_nothing_else() {
         assert_eq!(static_name_index(&name), None, "{other}");
     }
 }
+
+#[test]
+fn a_repeated_huffman_literal_decodes_to_the_same_value_and_a_new_one_replaces_it() {
+    // `:path` (static name 4) without indexing, its value Huffman-coded.
+    let block = |value: &[u8]| {
+        let coded = huffman::encode(value);
+        let mut b = vec![0x04, 0x80 | coded.len() as u8];
+        b.extend_from_slice(&coded);
+        b
+    };
+    let mut dec = Decoder::new(4096);
+    for path in [&b"/plaintext"[..], b"/plaintext", b"/other?q=1", b"/plaintext", b"/other?q=1"] {
+        assert_eq!(
+            decode(&mut dec, &block(path)).unwrap(),
+            vec![(b":path".to_vec(), path.to_vec())]
+        );
+    }
+    // The same octets sent raw are the raw value, whatever was decoded before.
+    let coded = huffman::encode(b"/plaintext");
+    let mut raw = vec![0x04, coded.len() as u8];
+    raw.extend_from_slice(&coded);
+    assert_eq!(decode(&mut dec, &raw).unwrap(), vec![(b":path".to_vec(), coded)]);
+    // Bad padding is still refused when the octets differ from the last good ones.
+    assert_eq!(compression(&[0x04, 0x81, 0x00]), "invalid Huffman padding");
+}
