@@ -144,6 +144,41 @@ pub struct HeaderDecoder {
     last_limit: Option<LimitExceeded>,
     /// We sent SETTINGS_ENABLE_CONNECT_PROTOCOL: `:protocol` is allowed.
     extended_connect: bool,
+    /// The last request's `:authority` and `:path`, parsed.
+    recent: Recent,
+}
+
+/// The last `:authority` and `:path` of a connection with their parsed forms. A
+/// connection's requests repeat them (one host, often one path): the same bytes again are
+/// the same valid value, with no second parse.
+#[derive(Debug, Default)]
+struct Recent {
+    authority: Option<(Bytes, Authority)>,
+    path: Option<(Bytes, PathAndQuery)>,
+}
+
+impl Recent {
+    fn authority(&mut self, value: Bytes) -> Result<Authority, &'static str> {
+        if let Some((bytes, parsed)) = &self.authority {
+            if *bytes == value {
+                return Ok(parsed.clone());
+            }
+        }
+        let parsed = parse_authority(value.clone())?;
+        self.authority = Some((value, parsed.clone()));
+        Ok(parsed)
+    }
+
+    fn path(&mut self, value: Bytes) -> Result<PathAndQuery, &'static str> {
+        if let Some((bytes, parsed)) = &self.path {
+            if *bytes == value {
+                return Ok(parsed.clone());
+            }
+        }
+        let parsed = PathAndQuery::from_maybe_shared(value.clone()).map_err(|_| "invalid :path")?;
+        self.path = Some((value, parsed.clone()));
+        Ok(parsed)
+    }
 }
 
 impl HeaderDecoder {
@@ -164,6 +199,7 @@ impl HeaderDecoder {
             failed: None,
             last_limit: None,
             extended_connect: false,
+            recent: Recent::default(),
         }
     }
 
@@ -177,7 +213,7 @@ impl HeaderDecoder {
     pub fn decode_request(&mut self, block: &[u8]) -> Result<RequestHead, HeaderError> {
         let mut req = Request { extended_connect: self.extended_connect, ..Request::default() };
         let too_large = self.decode(block, |f| req.field(f))?;
-        req.finish(too_large)
+        req.finish(too_large, &mut self.recent)
     }
 
     /// Decodes one complete header block that opens a response (the client side, RFC 9113
@@ -382,20 +418,20 @@ impl Request {
 
     /// Rules 4–6, once the whole block is decoded (unless it was too large: then fields are
     /// missing and only the rules broken so far count).
-    fn finish(self, too_large: bool) -> Result<RequestHead, HeaderError> {
+    fn finish(self, too_large: bool, recent: &mut Recent) -> Result<RequestHead, HeaderError> {
         if let Some(why) = self.malformed {
             return Err(HeaderError::Malformed(why));
         }
         if too_large {
             return Err(HeaderError::TooLarge);
         }
-        self.build().map_err(HeaderError::Malformed)
+        self.build(recent).map_err(HeaderError::Malformed)
     }
 
-    fn build(self) -> Result<RequestHead, &'static str> {
+    fn build(self, recent: &mut Recent) -> Result<RequestHead, &'static str> {
         let method = self.method.ok_or("missing :method")?;
         let method = Method::from_bytes(&method).map_err(|_| "invalid :method")?;
-        let authority = self.authority.map(parse_authority).transpose()?;
+        let authority = self.authority.map(|a| recent.authority(a)).transpose()?;
         if let (Some(host), Some(authority)) = (self.headers.get(HOST), &authority) {
             if !host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()) {
                 return Err("host differs from :authority");
@@ -433,8 +469,7 @@ impl Request {
             };
             parts.scheme = Some(Scheme::try_from(&scheme[..]).map_err(|_| "invalid :scheme")?);
             parts.authority = Some(authority);
-            parts.path_and_query =
-                Some(PathAndQuery::from_maybe_shared(path).map_err(|_| "invalid :path")?);
+            parts.path_and_query = Some(recent.path(path)?);
         }
         let uri = Uri::from_parts(parts).map_err(|_| "invalid request target")?;
         Ok(RequestHead {

@@ -337,3 +337,31 @@ fn errors_map_to_connection_or_stream() {
     let e = HeaderError::TooLarge.to_error(id);
     assert_eq!((e.stream_id(), e.reason()), (Some(id), Reason::REFUSED_STREAM));
 }
+
+#[test]
+fn repeated_authority_and_path_parse_to_the_same_target_and_a_bad_one_is_still_refused() {
+    let mut dec = HeaderDecoder::new(4096, 1 << 20, 100);
+    let block = |authority: &str, path: &str| {
+        let mut b = vec![0x82, 0x86]; // :method GET, :scheme http
+        for (index, value) in [(1u8, authority), (4, path)] {
+            b.push(index); // literal without indexing, static name
+            b.push(value.len() as u8);
+            b.extend_from_slice(value.as_bytes());
+        }
+        b
+    };
+    for (authority, path) in [
+        ("a.example", "/x?q=1"),
+        ("a.example", "/x?q=1"),
+        ("b.example:8080", "/y"),
+        ("a.example", "/x?q=1"),
+    ] {
+        let head = dec.decode_request(&block(authority, path)).unwrap();
+        assert_eq!(head.uri.authority().unwrap().as_str(), authority);
+        assert_eq!(head.uri.path_and_query().unwrap().as_str(), path);
+    }
+    assert!(dec.decode_request(&block("user@a.example", "/x?q=1")).is_err());
+    assert!(dec.decode_request(&block("a.example", "/x y")).is_err());
+    let head = dec.decode_request(&block("a.example", "/x?q=1")).unwrap();
+    assert_eq!(head.uri.to_string(), "http://a.example/x?q=1");
+}
