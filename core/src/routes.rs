@@ -303,12 +303,7 @@ impl BuiltinRoutes {
         if self.routes.is_empty() {
             return None;
         }
-        let host = match request.uri().authority() {
-            Some(a) => Some(a.host()),
-            None => request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(|h| {
-                h.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(h, |(h, _)| h)
-            }),
-        };
+        let host = crate::exchange::request_host(request);
         self.routes.iter().find(|r| r.matches(host, request.uri().path()))
     }
 }
@@ -358,15 +353,16 @@ impl Handler for BuiltinRoutes {
         // One `async fn` (a labelled block, not a second `async fn` awaited here): a nested
         // one would hold its future inside this one's, and every request would pay for
         // moving both.
+        // Found once: it decides compression and the answer.
+        let route = self.route(&request);
         let coding = if self.compresses() {
-            let on = self.route(&request).map_or(self.compress_fallback, |r| r.compress);
+            let on = route.map_or(self.compress_fallback, |r| r.compress);
             on.then(|| compress::negotiate(request.method(), request.headers(), &self.compression))
                 .flatten()
         } else {
             None
         };
         let response = 'answer: {
-            let route = self.route(&request);
             if let Some(route) = route {
                 if let Some(refused) = route.refuses(&request).await {
                     break 'answer refused;

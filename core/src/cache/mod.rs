@@ -362,17 +362,7 @@ impl ResponseCache {
 /// The cache key into `key`: the host (lowercase, without port) and the path with its
 /// query.
 fn key_of(request: &Request<Body>, key: &mut String) {
-    let host = match request.uri().authority() {
-        Some(a) => a.host(),
-        None => request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(|h| {
-                h.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map_or(h, |(h, _)| h)
-            })
-            .unwrap_or(""),
-    };
+    let host = crate::exchange::request_host(request).unwrap_or("");
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
     key.clear();
     key.push_str(host);
