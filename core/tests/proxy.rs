@@ -846,6 +846,31 @@ fn a_black_holed_h2_upstream_connection_is_dropped_after_an_unanswered_ping() {
     stop(server);
 }
 
+#[test]
+fn an_h2c_upstream_connection_counts_as_open_while_it_lives() {
+    let (up, _seen, _resets) = grpc_upstream();
+    let name = format!("h2c://{up}");
+    let config = Arc::new(ProxyConfig::new(vec![UpstreamServer::parse(&name).unwrap()]));
+    let mut server_config = common::config(IoChoice::Auto, Limits::default());
+    server_config.admin = Some("127.0.0.1:0".parse().unwrap());
+    let server =
+        Server::start(server_config, move || Proxy::new(Arc::clone(&config))).expect("starts");
+    for _ in 0..2 {
+        assert_eq!(get(addr(&server), "/echo.Echo/Unary").status, 200);
+    }
+    let admin = server.admin_addr().expect("admin listener");
+    let metrics = common::request(admin, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text();
+    let label = format!("upstream=\"{name}\"");
+    // One connection carried both requests and stays open (it was counted closed at once).
+    for line in [
+        format!("peregrine_upstream_connections_opened_total{{{label}}} 1"),
+        format!("peregrine_upstream_connections_open{{{label}}} 1"),
+    ] {
+        assert!(metrics.contains(&line), "missing `{line}` in:\n{metrics}");
+    }
+    stop(server);
+}
+
 fn grpc_over_an_h2c_upstream_streams_both_ways_with_trailers(io: IoChoice) {
     let (up, seen, resets) = grpc_upstream();
     let server = proxy_to(io, &[format!("h2c://{up}")], |_| {});

@@ -67,11 +67,13 @@ impl Connections {
             }
         }
         let conn = connect(shared, server, within, None).await?;
-        let (fd, transport, _) = conn.into_parts();
+        // Counted open (the pool gauge) until the driver ends.
+        let (fd, transport, _, metrics) = conn.into_counted_parts();
         // Over TLS the server must have agreed to HTTP/2 (ALPN); one that did not would read
         // the preface as a bad HTTP/1.1 request.
         if transport.is_tls() && transport.alpn_protocol().as_deref() != Some(b"h2") {
             rt::io::close_detached(fd);
+            metrics.conn_closed();
             let e = std::io::Error::other("the upstream did not agree to HTTP/2 (ALPN h2)");
             return Err(ProxyError::Connect(e));
         }
@@ -85,7 +87,7 @@ impl Connections {
             idle: shared.config.keepalive_timeout,
             pong_within: shared.config.connect_timeout,
         };
-        rt::executor::spawn(drive(Rc::clone(&upstream), fd, transport, limits));
+        rt::executor::spawn(drive(Rc::clone(&upstream), fd, transport, limits, metrics));
         self.by_server.borrow_mut()[server].push(Rc::clone(&upstream));
         Ok(upstream)
     }
@@ -244,11 +246,13 @@ struct DriveLimits {
 }
 
 /// The connection's task: reads into the codec, delivers events, writes what it queues.
+/// `metrics`: its server's counters, where it counts as open until this ends.
 async fn drive(
     conn: Rc<UpstreamConn>,
     fd: OwnedSocket,
     transport: Rc<Transport>,
     limits: DriveLimits,
+    metrics: std::sync::Arc<metrics::ServerMetrics>,
 ) {
     let DriveLimits { idle, pong_within } = limits;
     {
@@ -364,6 +368,7 @@ async fn drive(
     conn.fail_all();
     drop(transport);
     rt::io::close(fd).await;
+    metrics.conn_closed();
 }
 
 /// Forwards one request to the group's HTTP/2 servers.

@@ -52,12 +52,21 @@ impl Conn {
     }
 
     /// The socket, its transport and the bytes received past the last response (a tunnel
-    /// takes them all).
-    pub(crate) fn into_parts(mut self) -> (OwnedSocket, Rc<Transport>, BytesMut) {
+    /// takes them all). It leaves the pool's accounting: counted closed now.
+    pub(crate) fn into_parts(self) -> (OwnedSocket, Rc<Transport>, BytesMut) {
+        let (fd, transport, buf, metrics) = self.into_counted_parts();
+        metrics.conn_closed();
+        (fd, transport, buf)
+    }
+
+    /// The socket, its transport, the bytes received past the last response, and its
+    /// server's counters: the new owner (an HTTP/2 connection's driver) counts it open until
+    /// it calls `conn_closed` there.
+    pub(crate) fn into_counted_parts(
+        mut self,
+    ) -> (OwnedSocket, Rc<Transport>, BytesMut, Arc<ServerMetrics>) {
         let fd = self.fd.take().expect("a live connection has its socket");
-        // It leaves the pool's accounting for a tunnel.
-        self.metrics.conn_closed();
-        (fd, Rc::clone(&self.transport), std::mem::take(&mut self.buf))
+        (fd, Rc::clone(&self.transport), std::mem::take(&mut self.buf), Arc::clone(&self.metrics))
     }
 
     /// The socket's raw handle, for driver operations.
