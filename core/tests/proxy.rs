@@ -850,24 +850,12 @@ fn a_black_holed_h2_upstream_connection_is_dropped_after_an_unanswered_ping() {
 fn an_h2c_upstream_connection_counts_as_open_while_it_lives() {
     let (up, _seen, _resets) = grpc_upstream();
     let name = format!("h2c://{up}");
-    let config = Arc::new(ProxyConfig::new(vec![UpstreamServer::parse(&name).unwrap()]));
-    let mut server_config = common::config(IoChoice::Auto, Limits::default());
-    server_config.admin = Some("127.0.0.1:0".parse().unwrap());
-    let server =
-        Server::start(server_config, move || Proxy::new(Arc::clone(&config))).expect("starts");
+    let server = proxy_with_admin(&name);
     for _ in 0..2 {
         assert_eq!(get(addr(&server), "/echo.Echo/Unary").status, 200);
     }
-    let admin = server.admin_addr().expect("admin listener");
-    let metrics = common::request(admin, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text();
-    let label = format!("upstream=\"{name}\"");
     // One connection carried both requests and stays open (it was counted closed at once).
-    for line in [
-        format!("peregrine_upstream_connections_opened_total{{{label}}} 1"),
-        format!("peregrine_upstream_connections_open{{{label}}} 1"),
-    ] {
-        assert!(metrics.contains(&line), "missing `{line}` in:\n{metrics}");
-    }
+    assert_metrics(&server, &name, &["connections_opened_total 1", "connections_open 1"]);
     stop(server);
 }
 
@@ -1008,6 +996,31 @@ fn an_upgrade_the_upstream_declines_is_an_ordinary_response() {
     stop(server);
 }
 
+/// A proxy to the one upstream server `name`, with an admin listener (for `/metrics`).
+fn proxy_with_admin(name: &str) -> Server {
+    let config = Arc::new(ProxyConfig::new(vec![UpstreamServer::parse(name).unwrap()]));
+    let mut server_config = common::config(IoChoice::Auto, Limits::default());
+    server_config.admin = Some("127.0.0.1:0".parse().unwrap());
+    Server::start(server_config, move || Proxy::new(Arc::clone(&config))).expect("starts")
+}
+
+/// Asserts that `/metrics` has each `peregrine_upstream_` line of `lines` for upstream
+/// `name`: a line is a metric's name, with any labels after the upstream's in braces, then
+/// its value.
+fn assert_metrics(server: &Server, name: &str, lines: &[&str]) {
+    let admin = server.admin_addr().expect("admin listener");
+    let metrics = common::request(admin, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text();
+    for line in lines {
+        let (metric, value) = line.rsplit_once(' ').unwrap();
+        let (metric, labels) = match metric.split_once('{') {
+            Some((m, rest)) => (m, format!(",{}", rest.trim_end_matches('}'))),
+            None => (metric, String::new()),
+        };
+        let want = format!("peregrine_upstream_{metric}{{upstream=\"{name}\"{labels}}} {value}");
+        assert!(metrics.contains(&want), "missing `{want}` in:\n{metrics}");
+    }
+}
+
 #[test]
 fn upstream_metrics_count_requests_failures_and_the_pool() {
     let up = upstream::start(|seen| match seen.target() {
@@ -1017,32 +1030,27 @@ fn upstream_metrics_count_requests_failures_and_the_pool() {
         _ => ok("fine", ""),
     });
     let name = format!("http://{}", up.addr);
-    let config = Arc::new(ProxyConfig::new(vec![UpstreamServer::parse(&name).unwrap()]));
-    let mut server_config = common::config(IoChoice::Auto, Limits::default());
-    server_config.admin = Some("127.0.0.1:0".parse().unwrap());
-    let server =
-        Server::start(server_config, move || Proxy::new(Arc::clone(&config))).expect("starts");
+    let server = proxy_with_admin(&name);
     for _ in 0..3 {
         assert_eq!(get(addr(&server), "/").status, 200);
     }
     assert_eq!(get(addr(&server), "/bad").status, 502);
     // The broken connection was closed; the next request opens another.
     assert_eq!(get(addr(&server), "/").status, 200);
-    let admin = server.admin_addr().expect("admin listener");
-    let metrics = common::request(admin, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").text();
-    let label = format!("upstream=\"{name}\"");
-    for line in [
-        format!("peregrine_upstream_requests_total{{{label}}} 5"),
-        format!("peregrine_upstream_responses_total{{{label},code=\"2xx\"}} 4"),
-        format!("peregrine_upstream_failures_total{{{label},kind=\"bad_response\"}} 1"),
-        format!("peregrine_upstream_connections_opened_total{{{label}}} 2"),
-        format!("peregrine_upstream_connections_open{{{label}}} 1"),
-        format!("peregrine_upstream_connections_idle{{{label}}} 1"),
-        format!("peregrine_upstream_connect_duration_seconds_count{{{label}}} 2"),
-        format!("peregrine_upstream_response_head_duration_seconds_count{{{label}}} 4"),
-    ] {
-        assert!(metrics.contains(&line), "missing `{line}` in:\n{metrics}");
-    }
+    assert_metrics(
+        &server,
+        &name,
+        &[
+            "requests_total 5",
+            "responses_total{code=\"2xx\"} 4",
+            "failures_total{kind=\"bad_response\"} 1",
+            "connections_opened_total 2",
+            "connections_open 1",
+            "connections_idle 1",
+            "connect_duration_seconds_count 2",
+            "response_head_duration_seconds_count 4",
+        ],
+    );
     stop(server);
 }
 
