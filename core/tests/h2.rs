@@ -265,6 +265,50 @@ fn body_panics_and_wrong_lengths(io: IoChoice, via: Via) {
     finish(server);
 }
 
+/// A response that is complete while its request body is still coming ends the stream with
+/// RST_STREAM(NO_ERROR) (RFC 9113 §8.1): with `max_concurrent_streams` 4, five times that
+/// many requests whose uploads the client never ends are all answered on one connection (the
+/// stream slots come back), and each upload learns it may stop.
+fn answered_streams_with_open_uploads_are_released(io: IoChoice, via: Via) {
+    let mut limits = Limits::default();
+    limits.h2.max_concurrent_streams = 4;
+    let server = server(io, via, limits);
+    let a = addr(&server);
+    runtime().block_on(async {
+        let mut c = connect(a, via).await;
+        let (parts, _) = fetch(&mut c, get(a, via, "/plaintext"), None).await;
+        assert_eq!(parts.status, StatusCode::OK);
+        // Kept alive: a dropped stream would be cancelled by the client itself.
+        let mut uploads = Vec::new();
+        for i in 0..20 {
+            c = tokio::time::timeout(Duration::from_secs(5), c.ready())
+                .await
+                .unwrap_or_else(|_| panic!("request {i}: no stream slot came back"))
+                .unwrap();
+            let request = Request::post(uri(a, via, "/plaintext")).body(()).unwrap();
+            let (response, mut upload) = c.send_request(request, false).unwrap();
+            upload.send_data(Bytes::from_static(b"more to come"), false).unwrap();
+            let response =
+                tokio::time::timeout(Duration::from_secs(5), response).await.unwrap().unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let mut body = response.into_body();
+            assert_eq!(&body.data().await.unwrap().unwrap()[..], b"Hello, World!");
+            let reason = tokio::time::timeout(
+                Duration::from_secs(5),
+                std::future::poll_fn(|cx| upload.poll_reset(cx)),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("request {i}: the upload was never stopped"))
+            .unwrap();
+            assert_eq!(reason, h2::Reason::NO_ERROR);
+            uploads.push((upload, body));
+        }
+        let (parts, _) = fetch(&mut c, get(a, via, "/plaintext"), None).await;
+        assert_eq!(parts.status, StatusCode::OK, "the connection goes on");
+    });
+    finish(server);
+}
+
 /// hyper's HTTP/2 client (prior knowledge) against the same server.
 fn hyper_client(io: IoChoice, via: Via) {
     let server = server(io, via, Limits::default());
@@ -347,6 +391,7 @@ h2_matrix!(
     many_concurrent_streams,
     trailers_and_panics,
     body_panics_and_wrong_lengths,
+    answered_streams_with_open_uploads_are_released,
     hyper_client
 );
 

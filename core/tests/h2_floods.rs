@@ -191,8 +191,11 @@ fn malformed_requests_are_reset(io: IoChoice) {
         assert_eq!(raw.goaway_or_reset(), End::Reset(id, Reason::PROTOCOL_ERROR), "{what}");
     }
     assert!(raw.served(101), "the connection still serves after malformed requests");
-    // content-length that does not match the DATA.
-    raw.send(&headers(103, request_block(&[("content-length", "2")]), false));
+    // content-length that does not match the DATA, sent to a handler that reads the body
+    // (one that answers first ends the stream with NO_ERROR before the DATA is seen).
+    let mut block = request("POST", "/collect");
+    literal("content-length", "2", &mut block);
+    raw.send(&headers(103, block, false));
     raw.send(&frame(|b| {
         let d = Data::new(StreamId::new(103), Bytes::from_static(b"abc"), true);
         d.encode_head(b);

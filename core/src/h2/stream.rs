@@ -149,8 +149,8 @@ async fn run<H: Handler>(
     record.finish(status, bytes, log);
 }
 
-/// Answers `status` with an empty body, and asks the client to stop sending a request body
-/// it may still be sending (RFC 9113 §8.1: RST_STREAM NO_ERROR after a complete response).
+/// Answers `status` with an empty body. A request body the client may still be sending is
+/// stopped by the codec (RST_STREAM NO_ERROR after a complete response, RFC 9113 §8.1).
 fn respond_error(shared: &Shared, id: StreamId, status: StatusCode) {
     let mut conn = shared.conn.borrow_mut();
     let sent = date::with(|date| {
@@ -159,10 +159,6 @@ fn respond_error(shared: &Shared, id: StreamId, status: StatusCode) {
     });
     if sent.is_ok() {
         crate::metrics::count(|m| m.response(status, None));
-    }
-    let body_done = shared.with_slot(id, |s| s.body_done).unwrap_or(true);
-    if !body_done {
-        conn.reset_stream(id, Reason::NO_ERROR);
     }
     shared.wake_conn();
 }

@@ -175,7 +175,7 @@ impl Connection {
         }
         self.events.push_back(super::Event::Data { id, data: d.data, end_stream: d.end_stream });
         if d.end_stream {
-            self.finish_if_done(id);
+            self.settle(id);
         }
         Ok(())
     }
@@ -282,6 +282,7 @@ impl Connection {
         let mut stream = self.new_stream();
         stream.content_length = head.content_length;
         stream.recv_open = !end;
+        stream.connect = head.method == http::Method::CONNECT;
         self.streams.insert(id, stream);
         self.idle_since = None;
         self.events.push_back(super::Event::Request { id, head: Box::new(head), end_stream: end });
@@ -362,7 +363,7 @@ impl Connection {
         stream.recv_open = false;
         let _ = now;
         self.events.push_back(super::Event::Trailers { id, trailers });
-        self.finish_if_done(id);
+        self.settle(id);
         Ok(())
     }
 
@@ -437,10 +438,16 @@ impl Connection {
         Ok(())
     }
 
-    /// Removes a stream whose both halves are done.
-    pub(super) fn finish_if_done(&mut self, id: StreamId) {
-        if self.streams.get(&id).is_some_and(Stream::is_finished) {
-            self.remove_stream(id);
+    /// After either half of `id` moved on: forgets the stream if both halves are done,
+    /// or resets it if its response has left while the request goes on (RFC 9113 §8.1).
+    /// Returns whether the stream is still there.
+    pub(super) fn settle(&mut self, id: StreamId) -> bool {
+        match self.streams.get(&id) {
+            Some(s) if s.is_finished() => self.remove_stream(id),
+            Some(s) if s.outlived_by_request() => self.send_reset(id, Reason::NO_ERROR),
+            Some(_) => return true,
+            None => {}
         }
+        false
     }
 }

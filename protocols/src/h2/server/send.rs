@@ -68,9 +68,10 @@ impl Connection {
             return Err(StreamGone);
         }
         stream.send = if end_stream { SendState::Done } else { SendState::Open };
+        stream.tunnel = stream.connect && status.is_success();
         self.encode_head(id, status, headers, fields, end_stream);
         if end_stream {
-            self.end_send(id);
+            self.settle(id);
         }
         Ok(())
     }
@@ -229,11 +230,6 @@ impl Connection {
         outbound::write_block(&mut self.out, id, block, end_stream, max);
     }
 
-    /// The send side of `id` is complete: forget the stream if the receive side is too.
-    fn end_send(&mut self, id: StreamId) {
-        self.finish_if_done(id);
-    }
-
     /// Puts `id` in the round-robin list if it has output that can go.
     pub(super) fn schedule(&mut self, id: StreamId) {
         let conn_window = self.send_window.available();
@@ -284,10 +280,7 @@ impl Connection {
             self.encoder.encode_trailers(&t, &mut block);
             self.write_block(id, block.freeze(), true);
         }
-        let finished = self.streams.get(&id).is_some_and(|s| s.is_finished());
-        if finished {
-            self.remove_stream(id);
-        } else {
+        if self.settle(id) {
             self.schedule(id);
         }
         sent

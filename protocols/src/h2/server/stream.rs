@@ -13,7 +13,11 @@
 //!
 //! The two halves are tracked separately ([`Stream::recv_open`], [`Stream::send`]); a stream
 //! leaves the connection's table once both are closed and its queued output has been sent,
-//! or at once when reset. A closed stream keeps no state: frames for it are recognised by
+//! or at once when reset. A response that has fully left while the client is still sending
+//! its request ends the stream too: RST_STREAM(NO_ERROR) asks the client to stop (RFC 9113
+//! §8.1), so a client that never finishes its bodies cannot hold streams (and the
+//! connection's idle timeout) after their answers. A tunnel is the exception: after a 2xx
+//! to CONNECT its halves close independently, as a TCP connection's do (§8.5). A closed stream keeps no state: frames for it are recognised by
 //! their identifier being at or below the highest one the client has used.
 
 use super::flow::RecvWindow;
@@ -42,6 +46,10 @@ pub(crate) struct Stream {
     pub(crate) received: u64,
     /// The response's window and queued output.
     pub(crate) out: Outbound,
+    /// The request is a CONNECT (plain, or RFC 8441's extended CONNECT).
+    pub(crate) connect: bool,
+    /// A 2xx answered the CONNECT: the stream is a tunnel.
+    pub(crate) tunnel: bool,
 }
 
 impl Stream {
@@ -53,12 +61,25 @@ impl Stream {
             content_length: None,
             received: 0,
             out: Outbound::new(send_window),
+            connect: false,
+            tunnel: false,
         }
     }
 
     /// Both halves are done and nothing is left to send.
     pub(crate) fn is_finished(&self) -> bool {
-        !self.recv_open && self.send == SendState::Done && self.out.queue.is_empty()
+        !self.recv_open && self.response_left()
+    }
+
+    /// The whole response has been handed to the output.
+    fn response_left(&self) -> bool {
+        self.send == SendState::Done && self.out.queue.is_empty()
+    }
+
+    /// The response has left but the client is still sending, outside a tunnel: the stream
+    /// ends with RST_STREAM(NO_ERROR) (see the module notes).
+    pub(crate) fn outlived_by_request(&self) -> bool {
+        self.recv_open && !self.tunnel && self.response_left()
     }
 }
 

@@ -890,3 +890,55 @@ fn server_fields_are_added_unless_the_handler_set_them() {
     assert_eq!(get("date"), vec![String::from_utf8(date.to_vec()).unwrap()]);
     assert_eq!(get("content-length"), vec!["1234".to_string()]);
 }
+
+/// A response that is complete while the request body is still open ends the stream with
+/// RST_STREAM NO_ERROR (RFC 9113 §8.1), but only once the whole response has left: DATA held
+/// back by the client's window goes first. A 2xx to CONNECT is a tunnel and is not reset.
+#[test]
+fn a_complete_response_stops_an_unfinished_request_after_its_last_byte() {
+    let mut c = Client::new();
+    let post = block(&[
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", "example.com"),
+        (":path", "/upload"),
+    ]);
+    c.send(&headers(1, &post, false));
+    c.send(&data(1, b"part", false));
+    let _ = c.events();
+    c.conn.send_response(id(1), StatusCode::OK, &HeaderMap::new(), false).unwrap();
+    c.conn.send_data(id(1), Bytes::from(vec![7u8; 100_000]), true).unwrap();
+    let body_bytes = |frames: &[Frame]| -> usize {
+        frames.iter().map(|f| if let Frame::Data(d) = f { d.data.len() } else { 0 }).sum()
+    };
+    let first = c.frames();
+    assert_eq!(body_bytes(&first), 65_535, "the default window holds the rest back");
+    assert!(!first.iter().any(|f| matches!(f, Frame::RstStream(_))), "{first:?}");
+    assert_eq!(c.conn.open_streams(), 1);
+
+    c.send(&window_update(0, 100_000));
+    c.send(&window_update(1, 100_000));
+    let rest = c.frames();
+    assert_eq!(body_bytes(&rest), 100_000 - 65_535);
+    let [.., Frame::Data(last), Frame::RstStream(r)] = rest.as_slice() else { panic!("{rest:?}") };
+    assert!(last.end_stream);
+    assert_eq!(*r, RstStream::new(id(1), Reason::NO_ERROR), "after the last byte");
+    assert_eq!(c.conn.open_streams(), 0, "the stream slot is free");
+    c.send(&data(1, b"late", true));
+    assert!(c.frames().is_empty(), "late DATA on the stopped stream is ignored");
+
+    let connect = block(&[(":method", "CONNECT"), (":authority", "example.com:443")]);
+    c.send(&headers(3, &connect, false));
+    let _ = c.events();
+    c.conn.send_response(id(3), StatusCode::OK, &HeaderMap::new(), false).unwrap();
+    c.conn.send_data(id(3), Bytes::from_static(b"bye"), true).unwrap();
+    let frames = c.frames();
+    assert!(!frames.iter().any(|f| matches!(f, Frame::RstStream(_))), "{frames:?}");
+    c.send(&data(3, b"still here", true));
+    let events = c.events();
+    assert!(
+        matches!(&events[..], [Event::Data { id: i, end_stream: true, .. }] if *i == id(3)),
+        "a tunnel's halves close apart: {events:?}"
+    );
+    assert_eq!(c.conn.open_streams(), 0);
+}
