@@ -210,9 +210,8 @@ impl ResponseStream {
     /// The body ended cleanly: keep the connection if both messages are complete.
     fn finish(&mut self) {
         let Some(conn) = self.conn.take() else { return };
-        if self.keep_alive && !self.unfit && self.sender.is_none() && !self.until_close {
-            self.shared.pool.put(self.server, conn, rt::now());
-        }
+        let whole = self.sender.is_none() && !self.unfit;
+        self.shared.release(self.server, conn, self.keep_alive && !self.until_close, whole);
         self.sender = None;
     }
 

@@ -182,6 +182,18 @@ pub(crate) struct Shared {
     balance: Balancer,
 }
 
+impl Shared {
+    /// Gives a connection back to the pool once its response has ended, if it can carry
+    /// another exchange: the upstream keeps it alive (`framed_keep_alive`: keep-alive, and
+    /// the response was not read until the close) and the request went out whole (no body
+    /// still being sent, none cut short). The one place that rule lives.
+    fn release(&self, server: usize, conn: Conn, framed_keep_alive: bool, request_whole: bool) {
+        if framed_keep_alive && request_whole {
+            self.pool.put(server, conn, rt::now());
+        }
+    }
+}
+
 /// A request counted in flight on its server (least requests) until dropped: held by the
 /// response body stream, so it counts until the response ends.
 pub(crate) struct InFlight {
@@ -533,6 +545,13 @@ pub(crate) struct Upstream<'a> {
     in_flight: InFlight,
 }
 
+impl Upstream<'_> {
+    /// The request went out whole: no body still being sent, none cut short.
+    fn request_whole(&self) -> bool {
+        self.sender.is_none() && !self.unfit
+    }
+}
+
 /// The client's response: the upstream's head, cleaned, and its body streaming.
 fn respond(mut up: Upstream<'_>, mut head: ResponseHead, method: &http::Method) -> Response<Body> {
     // A response to HEAD advertises the length a GET would have had.
@@ -544,9 +563,8 @@ fn respond(mut up: Upstream<'_>, mut head: ResponseHead, method: &http::Method) 
         Some(0) => {
             // Nothing to read: the connection is free again at once (the client's codec never
             // polls an empty body, so this cannot wait for the stream's end).
-            if head.keep_alive && !up.unfit && up.sender.is_none() {
-                up.shared.pool.put(up.server, up.conn, rt::now());
-            }
+            let whole = up.request_whole();
+            up.shared.release(up.server, up.conn, head.keep_alive, whole);
             Body::from_stream(NoChunks, head_len.or(Some(0)))
         }
         // The whole body came with the head (most small responses do), and the request is
@@ -554,9 +572,8 @@ fn respond(mut up: Upstream<'_>, mut head: ResponseHead, method: &http::Method) 
         // and the connection is free again at once.
         Some(n) if up.sender.is_none() && up.conn.buf.len() as u64 >= n => {
             let body = up.conn.buf.split_to(n as usize).freeze();
-            if head.keep_alive && !up.unfit {
-                up.shared.pool.put(up.server, up.conn, rt::now());
-            }
+            let whole = up.request_whole();
+            up.shared.release(up.server, up.conn, head.keep_alive, whole);
             Body::from(body)
         }
         len => Body::from_stream(h1::ResponseStream::new(up, &head), len),
