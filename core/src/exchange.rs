@@ -137,9 +137,17 @@ pub(crate) fn request_host(request: &Request<Body>) -> Option<&str> {
     // on every request). `[::1]` alone ends in `]`, so its colons are never a port's.
     let port_at = host.bytes().rposition(|b| b == b':');
     Some(match port_at {
-        Some(i) if host[i + 1..].parse::<u16>().is_ok() => &host[..i],
+        Some(i) if is_port(&host[i + 1..]) => &host[..i],
         _ => host,
     })
+}
+
+/// Whether `s` is a port number (0 to 65535, digits only): the check `str::parse::<u16>`
+/// makes, without its cost on every request.
+fn is_port(s: &str) -> bool {
+    (1..=5).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && (s.len() < 5 || s <= "65535")
 }
 
 /// Calls the handler with panic isolation: a panic becomes [`Panicked`] (answer
@@ -397,6 +405,11 @@ mod tests {
         assert_eq!(host_of("/x", Some("[::1]")).as_deref(), Some("[::1]"));
         // Not a port: kept whole.
         assert_eq!(host_of("/x", Some("b.example:99999")).as_deref(), Some("b.example:99999"));
+        assert_eq!(host_of("/x", Some("b.example:65536")).as_deref(), Some("b.example:65536"));
+        assert_eq!(host_of("/x", Some("b.example:65535")).as_deref(), Some("b.example"));
+        assert_eq!(host_of("/x", Some("b.example:0")).as_deref(), Some("b.example"));
+        assert_eq!(host_of("/x", Some("b.example:")).as_deref(), Some("b.example:"));
+        assert_eq!(host_of("/x", Some("b.example:8a")).as_deref(), Some("b.example:8a"));
         assert_eq!(host_of("/x", None), None);
     }
 }

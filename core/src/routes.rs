@@ -112,25 +112,26 @@ impl Route {
         clients::admit(rates, ClientKey::new(ip, 64), ip).await
     }
 
-    fn matches(&self, host: Option<&str>, path: &str) -> bool {
+    /// Whether the route takes a request for `path`, whose host `host` gives (asked only
+    /// when the route names one: most do not, and finding the host costs a field lookup).
+    fn matches<'r>(&self, path: &str, host: impl FnOnce() -> Option<&'r str>) -> bool {
         let path_ok = match &self.path {
             PathMatch::Any => true,
             PathMatch::Exact(p) => path == p,
             PathMatch::Prefix(p) => path.starts_with(p.as_str()),
         };
-        path_ok
-            && match (&self.host, host) {
-                (None, _) => true,
-                (Some(_), None) => false,
-                (Some(want), Some(have)) => match want.strip_prefix('.') {
-                    Some(domain) => {
-                        have.len() > domain.len() + 1
-                            && have[have.len() - domain.len() - 1..]
-                                .eq_ignore_ascii_case(&format!(".{domain}"))
-                    }
-                    None => have.eq_ignore_ascii_case(want),
-                },
+        let Some(want) = self.host.as_deref().filter(|_| path_ok) else { return path_ok };
+        let Some(have) = host() else { return false };
+        match want.strip_prefix('.') {
+            // `.example.com`: any subdomain, not the domain itself.
+            Some(domain) => {
+                let Some(dot) = have.len().checked_sub(domain.len() + 1) else { return false };
+                dot > 0
+                    && have.as_bytes()[dot] == b'.'
+                    && have[dot + 1..].eq_ignore_ascii_case(domain)
             }
+            None => have.eq_ignore_ascii_case(want),
+        }
     }
 }
 
@@ -303,8 +304,11 @@ impl BuiltinRoutes {
         if self.routes.is_empty() {
             return None;
         }
-        let host = crate::exchange::request_host(request);
-        self.routes.iter().find(|r| r.matches(host, request.uri().path()))
+        let path = request.uri().path();
+        let mut host = None;
+        self.routes.iter().find(|r| {
+            r.matches(path, || *host.get_or_insert_with(|| crate::exchange::request_host(request)))
+        })
     }
 }
 
