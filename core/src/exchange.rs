@@ -104,7 +104,6 @@ pub(crate) fn request(
     version: Version,
     headers: HeaderMap,
     body: Body,
-    connection: Option<ConnectionInfo>,
     client_certificates: Option<&ClientCertificates>,
 ) -> Request<Body> {
     let mut request = Request::new(body);
@@ -112,9 +111,6 @@ pub(crate) fn request(
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     *request.headers_mut() = headers;
-    if let Some(connection) = connection {
-        request.extensions_mut().insert(connection);
-    }
     if let Some(certificates) = client_certificates {
         request.extensions_mut().insert(certificates.clone());
     }
@@ -156,11 +152,13 @@ fn is_port(s: &str) -> bool {
 /// A named future ([`Call`]) rather than an `async fn`: an async wrapper keeps the handler's
 /// future twice (the value it was built as, and the pinned copy it polls;
 /// rust-lang/rust#62958), and every exchange's future, boxed per request, carried both.
-pub(crate) fn call<H: Handler>(
-    handler: &H,
+pub(crate) fn call<'a, H: Handler>(
+    handler: &'a H,
     request: Request<Body>,
-) -> Call<impl Future<Output = Response<Body>> + '_> {
-    Call { future: catch_unwind(AssertUnwindSafe(|| handler.call(request))).ok() }
+    connection: Option<&'a ConnectionInfo>,
+) -> Call<impl Future<Output = Response<Body>> + 'a> {
+    let build = || handler.call_with(request, connection);
+    Call { future: catch_unwind(AssertUnwindSafe(build)).ok() }
 }
 
 pin_project_lite::pin_project! {

@@ -5,7 +5,7 @@ use std::future::Future;
 
 use http::{header, HeaderValue, Request, Response, StatusCode};
 
-use crate::Body;
+use crate::{Body, ConnectionInfo};
 
 /// A response the server writes itself: `status`, a fixed content type, `body`.
 pub(crate) fn respond(
@@ -28,11 +28,27 @@ pub trait Handler: 'static {
     /// Answers one request. The request body streams from the socket as it is read.
     fn call(&self, request: Request<Body>) -> impl Future<Output = Response<Body>>;
 
-    /// Whether requests carry a [`ConnectionInfo`](crate::ConnectionInfo) extension (the
-    /// default). A handler that never reads it may say `false`: it saves an allocation per
-    /// request (the extension map), a few percent of a small request's cost.
+    /// Whether requests carry a [`ConnectionInfo`] extension (the default). A handler that
+    /// never reads it may say `false`: it saves an allocation per request (the extension
+    /// map), a few percent of a small request's cost.
     fn wants_connection_info(&self) -> bool {
         true
+    }
+
+    /// What the server calls: [`call`](Self::call) with the request's [`ConnectionInfo`]
+    /// (present when [`wants_connection_info`](Self::wants_connection_info) says so). The
+    /// default puts it into the request's extensions. A handler that needs it on some paths
+    /// only may take it here and insert it there: the extension map costs three allocations
+    /// on every request that carries one.
+    fn call_with(
+        &self,
+        mut request: Request<Body>,
+        connection: Option<&ConnectionInfo>,
+    ) -> impl Future<Output = Response<Body>> {
+        if let Some(connection) = connection {
+            request.extensions_mut().insert(*connection);
+        }
+        self.call(request)
     }
 }
 

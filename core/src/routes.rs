@@ -2,6 +2,7 @@
 //! echo route, fixed responses from the config file, the reverse proxy (`--proxy`) and
 //! hosted apps (`--app`).
 
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 
@@ -98,12 +99,13 @@ struct Route {
 impl Route {
     /// The `403` or `429` for `request`'s client, when this route refuses it (a delayed
     /// request waits its turn here).
-    async fn refuses(&self, request: &Request<Body>) -> Option<Response<Body>> {
-        if self.access.is_open() && self.rates.is_none() {
-            return None;
-        }
-        let info = request.extensions().get::<ConnectionInfo>()?;
-        let ip = info.client?;
+    /// Whether the route has an allow/deny list or per-client rates to apply.
+    fn checks_clients(&self) -> bool {
+        !self.access.is_open() || self.rates.is_some()
+    }
+
+    async fn refuses(&self, info: Option<&ConnectionInfo>) -> Option<Response<Body>> {
+        let ip = info?.client?;
         if !self.access.permits(ip) {
             return Some(clients::forbidden());
         }
@@ -353,7 +355,19 @@ impl Handler for BuiltinRoutes {
         self.fallback.is_some() || !self.routes.is_empty()
     }
 
-    async fn call(&self, request: Request<Body>) -> Response<Body> {
+    #[inline]
+    fn call(&self, request: Request<Body>) -> impl Future<Output = Response<Body>> {
+        self.call_with(request, None)
+    }
+
+    /// `connection` goes into the request's extensions only when the request is forwarded
+    /// (the proxy and apps read it): a cache hit, a file or a fixed answer never pays for
+    /// the extension map (three allocations).
+    async fn call_with(
+        &self,
+        request: Request<Body>,
+        connection: Option<&ConnectionInfo>,
+    ) -> Response<Body> {
         // One `async fn` (a labelled block, not a second `async fn` awaited here): a nested
         // one would hold its future inside this one's, and every request would pay for
         // moving both.
@@ -367,12 +381,14 @@ impl Handler for BuiltinRoutes {
             None
         };
         let response = 'answer: {
-            if let Some(route) = route {
-                if let Some(refused) = route.refuses(&request).await {
+            if let Some(route) = route.filter(|r| r.checks_clients()) {
+                let info = connection.or_else(|| request.extensions().get());
+                // Boxed: most routes have no such checks, and their future need not hold it.
+                if let Some(refused) = rt::boxed(|| route.refuses(info)).await {
                     break 'answer refused;
                 }
             }
-            let (request, to) = match route.map(|r| (r, &r.action)) {
+            let (mut request, to) = match route.map(|r| (r, &r.action)) {
                 Some((_, Action::Fixed(f))) => {
                     let mut r = Response::new(Body::from(f.body.clone()));
                     *r.status_mut() = f.status;
@@ -413,15 +429,20 @@ impl Handler for BuiltinRoutes {
                 Forward::Route(route, _) => route.cache.as_ref(),
                 Forward::Fallback(_) => self.fallback_cache.as_deref(),
             };
-            if let Some(cache) = cache {
-                break 'answer match cache.hit(&request) {
-                    Ok(hit) => hit,
-                    Err(miss) => {
-                        rt::boxed(|| cache.fetch(request, miss, |r| self.send(to, r))).await
-                    }
-                };
+            let miss = match cache.map(|cache| (cache, cache.hit(&request))) {
+                Some((_, Ok(hit))) => break 'answer hit,
+                Some((cache, Err(miss))) => Some((cache, miss)),
+                None => None,
+            };
+            if let Some(connection) = connection {
+                request.extensions_mut().insert(*connection);
             }
-            self.send(to, request).await
+            match miss {
+                Some((cache, miss)) => {
+                    rt::boxed(|| cache.fetch(request, miss, |r| self.send(to, r))).await
+                }
+                None => self.send(to, request).await,
+            }
         };
         match coding {
             Some(coding) => compress::apply(response, coding, &self.compression),

@@ -336,17 +336,20 @@ async fn serve_request<H: Handler>(
         BodyFraming::Length(n) => Body::incoming(Incoming::new(Rc::clone(io), Some(n))),
         BodyFraming::Chunked => Body::incoming(Incoming::new(Rc::clone(io), None)),
     };
-    let connection = handler.wants_connection_info().then_some(info);
     let certificates = details.client_certificates();
-    let request = exchange::request(method, uri, version, headers, body, connection, certificates);
+    let request = exchange::request(method, uri, version, headers, body, certificates);
     // A panicked handler's 500 closes the connection: its state is not to be trusted.
     let over_rate = clients.admit(info.client).await;
     let (response, panicked) = match over_rate {
         Some(too_many) => (too_many, false),
-        None => match exchange::call(handler, request).await {
-            Ok(response) => (response, false),
-            Err(Panicked) => (exchange::internal_error(), true),
-        },
+        None => {
+            match exchange::call(handler, request, handler.wants_connection_info().then_some(&info))
+                .await
+            {
+                Ok(response) => (response, false),
+                Err(Panicked) => (exchange::internal_error(), true),
+            }
+        }
     };
     let status = response.status();
     record.note_upstream(&response);

@@ -119,10 +119,8 @@ async fn run<H: Handler>(
     };
     let info = shared.settings.real_client(shared.info.info(), &headers);
     record.note_client(info.client);
-    let connection = handler.wants_connection_info().then_some(info);
     let certificates = shared.info.client_certificates();
-    let mut request =
-        exchange::request(method, uri, Version::HTTP_2, headers, body, connection, certificates);
+    let mut request = exchange::request(method, uri, Version::HTTP_2, headers, body, certificates);
     if let Some(protocol) = protocol {
         request.extensions_mut().insert(exchange::ConnectProtocol::new(protocol));
     }
@@ -130,11 +128,17 @@ async fn run<H: Handler>(
     let response = match over_rate {
         // Per stream: the connection and its other streams go on.
         Some(too_many) => too_many,
-        None => match exchange::call(handler, request).await {
-            Ok(r) => r,
-            // The 500 goes on this stream only: the connection's other streams go on.
-            Err(Panicked) => return respond_error(shared, id, StatusCode::INTERNAL_SERVER_ERROR),
-        },
+        None => {
+            match exchange::call(handler, request, handler.wants_connection_info().then_some(&info))
+                .await
+            {
+                Ok(r) => r,
+                // The 500 goes on this stream only: the connection's other streams go on.
+                Err(Panicked) => {
+                    return respond_error(shared, id, StatusCode::INTERNAL_SERVER_ERROR)
+                }
+            }
+        }
     };
     if let Some(Some((status, _why))) = shared.with_slot(id, |s| s.body_failure.take()) {
         // The request body failed (too large, too slow): the client's mistake decides the
