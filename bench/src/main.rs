@@ -285,10 +285,21 @@ fn run_instructions(cli: &cli::Cli) -> Result<(), String> {
             peers::peregrine_config(None),
             up.addr()
         );
-        let start: instructions::Start = Box::new(move |launcher: &Launcher| {
-            servers::start_peregrine_with(launcher, &proxy_cpus, &binary, &config, false)
-        });
-        servers.push((instructions::PEREGRINE_PROXY.to_string(), start));
+        // The same with the route's cache on; the upstream sends no freshness, so the
+        // cache's default_ttl keeps its answer.
+        let cache_config = config.replace(
+            "upstream = \"app\"\n",
+            "upstream = \"app\"\ncache = true\n\n[cache]\ndefault_ttl = \"1h\"\n",
+        );
+        for (name, config) in
+            [(instructions::PEREGRINE_PROXY, config), (instructions::PEREGRINE_CACHE, cache_config)]
+        {
+            let (cpus, binary) = (proxy_cpus.clone(), binary.clone());
+            let start: instructions::Start = Box::new(move |launcher: &Launcher| {
+                servers::start_peregrine_with(launcher, &cpus, &binary, &config, false)
+            });
+            servers.push((name.to_string(), start));
+        }
         if let Some(Ok(nginx)) = (!cli.no_nginx).then(|| nginx_binary(cli)) {
             let cpus = cpus.clone();
             let conf =
