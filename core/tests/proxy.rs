@@ -593,6 +593,65 @@ fn websocket_upgrades_become_tunnels(io: IoChoice) {
     stop(server);
 }
 
+/// A route's `max_request_body_size` bounds request bodies, not a WebSocket tunnel's bytes:
+/// 64 KiB cross a tunnel on a route whose limit is 10 bytes, over an HTTP/1.1 upgrade and
+/// over HTTP/2 (RFC 8441, where the tunnel's bytes are the request's DATA).
+#[test]
+fn a_tunnel_is_not_cut_off_by_the_route_s_body_limit() {
+    let route = |up: SocketAddr| {
+        format!(
+            "[[route]]\nupstream = \"ws\"\nmax_request_body_size = 10\n\n\
+             [[upstream]]\nname = \"ws\"\n[[upstream.server]]\naddress = \"http://{up}\"\n"
+        )
+    };
+    let sent: Vec<u8> = (0..64 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+
+    let (up, report) = websocket_upstream();
+    let server = routed(&route(up));
+    let mut c = Client::connect(addr(&server));
+    c.send(
+        b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\n\
+          Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    assert_eq!(c.read_head().status, 101);
+    assert_eq!(c.read_exact(2), b"hi");
+    for piece in sent.chunks(8 * 1024) {
+        c.send(piece);
+        assert_eq!(c.read_exact(piece.len()), piece.to_ascii_uppercase());
+    }
+    c.shutdown_write();
+    let (_, eof) = report.recv_timeout(Duration::from_secs(5)).expect("upstream reports");
+    assert!(eof, "every byte went through and the half-close followed");
+    stop(server);
+
+    let (up, report) = websocket_upstream_checking_keys(false);
+    let server = routed(&route(up));
+    let proxy = addr(&server);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (response, mut stream) = extended_connect(proxy).await;
+        assert_eq!(response.status(), 200, "{response:?}");
+        let mut body = response.into_body();
+        let mut echoed = Vec::new();
+        for (i, piece) in sent.chunks(8 * 1024).enumerate() {
+            stream.send_data(bytes::Bytes::copy_from_slice(piece), false).unwrap();
+            // The greeting, then every piece so far, echoed.
+            while echoed.len() < 2 + i * 8 * 1024 + piece.len() {
+                echoed.extend_from_slice(&next_data(&mut body).await.expect("the echo"));
+            }
+        }
+        assert_eq!(&echoed[..2], b"hi");
+        assert_eq!(echoed[2..], sent.to_ascii_uppercase());
+        stream.send_data(bytes::Bytes::new(), true).unwrap();
+        while next_data(&mut body).await.is_some() {}
+    });
+    drop(rt);
+    let (_, eof) = report.recv_timeout(Duration::from_secs(5)).expect("upstream reports");
+    assert!(eof, "every byte went through and the END_STREAM followed");
+    stop(server);
+}
+
 both_drivers!(websocket_over_http2_is_bridged_to_an_upgrade);
 
 /// A WebSocket upstream for the HTTP/2 bridge: it answers the key it is sent (or, when
