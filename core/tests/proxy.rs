@@ -913,8 +913,10 @@ fn an_h2c_upstream_connection_counts_as_open_while_it_lives() {
     for _ in 0..2 {
         assert_eq!(get(addr(&server), "/echo.Echo/Unary").status, 200);
     }
-    // One connection carried both requests and stays open (it was counted closed at once).
-    assert_metrics(&server, &name, &["connections_opened_total 1", "connections_open 1"]);
+    // One connection carried both requests and stays open (it was counted closed at once),
+    // idle with no stream open.
+    let counts = ["connections_opened_total 1", "connections_open 1", "connections_idle 1"];
+    assert_metrics(&server, &name, &counts);
     stop(server);
 }
 

@@ -255,6 +255,8 @@ async fn drive(
     metrics: std::sync::Arc<metrics::ServerMetrics>,
 ) {
     let DriveLimits { idle, pong_within } = limits;
+    // Whether this connection counts in the idle gauge now.
+    let mut counted_idle = false;
     {
         let t: &Transport = &transport;
         let mut recv: Option<crate::transport::Recv<'_>> = None;
@@ -335,6 +337,11 @@ async fn drive(
                 }
                 // Marked idle while no stream is open, so a graceful shutdown wakes it at once.
                 timer.set_idle(open == 0);
+                let idle_now = open == 0 && !conn.closed.get();
+                if idle_now != counted_idle {
+                    counted_idle = idle_now;
+                    metrics.h2_idle(idle_now);
+                }
                 if open > 0 {
                     idle_since = None;
                     timer.set(pong_due);
@@ -366,6 +373,9 @@ async fn drive(
         .await;
     }
     conn.fail_all();
+    if counted_idle {
+        metrics.h2_idle(false);
+    }
     drop(transport);
     rt::io::close(fd).await;
     metrics.conn_closed();

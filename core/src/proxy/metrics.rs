@@ -90,8 +90,16 @@ impl ServerMetrics {
         self.closed.add(1);
     }
 
+    /// The HTTP/1.1 pool's idle connections to this server on this core.
     pub(crate) fn set_idle(&self, n: usize) {
         self.idle.set(n as u64);
+    }
+
+    /// An HTTP/2 connection to this server became idle (no stream open), or stopped being
+    /// idle. (A server is spoken to in one version, so the pool never sets this gauge for
+    /// a server whose connections move it here.)
+    pub(crate) fn h2_idle(&self, idle: bool) {
+        self.idle.add(if idle { 1 } else { u64::MAX }); // wrapping: -1
     }
 }
 
@@ -183,7 +191,7 @@ pub(crate) fn render(out: &mut String) {
         out,
         "peregrine_upstream_connections_idle",
         "gauge",
-        "Idle pooled connections to each upstream server.",
+        "Idle connections to each upstream server (pooled HTTP/1.1, or HTTP/2 with no stream).",
         &series(&|m| m.idle.get()),
     );
     for (name, help, pick) in [
