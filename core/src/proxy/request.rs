@@ -167,11 +167,11 @@ pub(crate) fn rewrite(
         Balance::Header(name) => headers.get(name).map(|v| v.as_bytes().to_vec()),
         Balance::RoundRobin | Balance::LeastRequests => None,
     };
-    // HTTP/2's `:authority` (or an absolute-form target) is the host; it becomes `Host`.
-    let host = match parts.uri.authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => headers.get(header::HOST).cloned(),
-    };
+    // HTTP/2's `:authority` (or an absolute-form target) is the host; it becomes `Host`
+    // (an HTTP/1.1 request's own `Host` stays where it is).
+    let from_target = parts.uri.authority().map(|a| HeaderValue::from_str(a.as_str()).ok());
+    let host_from_target = from_target.is_some();
+    let host = from_target.unwrap_or_else(|| headers.get(header::HOST).cloned());
     // An HTTP/1.1 upgrade (a WebSocket) keeps its Upgrade field: the one hop-by-hop field
     // that must cross, for a tunnel to follow a 101.
     let upgrade = match parts.version {
@@ -194,7 +194,7 @@ pub(crate) fn rewrite(
         headers.insert(header::UPGRADE, protocol.clone());
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    if let Some(host) = host {
+    if let Some(host) = host.filter(|_| host_from_target) {
         headers.insert(header::HOST, host);
     }
     let bridge = websocket.then(|| {
