@@ -280,11 +280,7 @@ pub(crate) fn run(cli: &cli::Cli, bench: &Bench, out_dir: &Path) -> Result<(), S
 
     let markdown = table(&results, rounds, &notes, bench);
     print!("{markdown}");
-    fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
-    let path = out_dir.join(format!("{}-files.md", started.file_stamp()));
-    fs::write(&path, &markdown).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    eprintln!("wrote {}", path.display());
-    Ok(())
+    peregrine_bench::report::write_markdown(out_dir, started, "files", &markdown)
 }
 
 /// The Markdown report: per scenario and server, the medians over the rounds, Peregrine's

@@ -5,7 +5,6 @@
 //! instruction-count side of the same question is `--instructions`' "limits on" row.
 
 use std::fmt::Write as _;
-use std::fs;
 use std::path::Path;
 
 use peregrine_bench::peers;
@@ -93,9 +92,5 @@ pub(crate) fn run(cli: &cli::Cli, bench: &Bench, out_dir: &Path) -> Result<(), S
         let _ = writeln!(md, "| {} | {} | {} | {ratio} |", s.name, cell(off), cell(on));
     }
     print!("{md}");
-    fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
-    let path = out_dir.join(format!("{}-limits.md", started.file_stamp()));
-    fs::write(&path, &md).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    eprintln!("wrote {}", path.display());
-    Ok(())
+    peregrine_bench::report::write_markdown(out_dir, started, "limits", &md)
 }

@@ -325,12 +325,7 @@ fn run_instructions(cli: &cli::Cli) -> Result<(), String> {
     println!("{report}");
     let out_dir =
         cli.out.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
-    let path = out_dir.join(format!("{}-instructions.md", UtcTime::now().file_stamp()));
-    fs::create_dir_all(&out_dir)
-        .and_then(|()| fs::write(&path, &report))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    eprintln!("report: {}", path.display());
-    Ok(())
+    peregrine_bench::report::write_markdown(&out_dir, UtcTime::now(), "instructions", &report)
 }
 
 fn run(cli: &cli::Cli) -> Result<(), String> {

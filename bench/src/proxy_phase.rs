@@ -9,7 +9,6 @@
 //! Peregrine with h2o only.
 
 use std::fmt::Write as _;
-use std::fs;
 use std::path::Path;
 
 use peregrine_bench::peers;
@@ -151,11 +150,7 @@ start = \"at_start\"
 
     let markdown = table(&results, rounds, &notes, bench);
     print!("{markdown}");
-    fs::create_dir_all(out_dir).map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
-    let path = out_dir.join(format!("{}-proxy.md", started.file_stamp()));
-    fs::write(&path, &markdown).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    eprintln!("wrote {}", path.display());
-    Ok(())
+    peregrine_bench::report::write_markdown(out_dir, started, "proxy", &markdown)
 }
 
 /// The Markdown report: per scenario and proxy, the medians over the rounds, and

@@ -348,6 +348,22 @@ impl Report {
     }
 }
 
+/// Writes a phase's Markdown report as `out_dir/<stamp>-<phase>.md` (creating the folder)
+/// and says where on stderr.
+pub fn write_markdown(
+    out_dir: &std::path::Path,
+    started: UtcTime,
+    phase: &str,
+    markdown: &str,
+) -> Result<(), String> {
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+    let path = out_dir.join(format!("{}-{phase}.md", started.file_stamp()));
+    std::fs::write(&path, markdown).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
