@@ -331,9 +331,8 @@ fn head_and_no_content_responses_keep_the_connection_pooled() {
 #[test]
 fn proxies_to_a_unix_socket() {
     use std::io::{BufRead, BufReader, Write};
-    let dir = std::env::temp_dir().join(format!("peregrine-proxy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("app.sock");
+    let dir = common::tls::TempDir::new("proxy-unix-socket");
+    let path = dir.0.join("app.sock");
     let _ = std::fs::remove_file(&path);
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
     std::thread::spawn(move || {

@@ -35,7 +35,9 @@ fn a_gigabyte_streams_through_both_ways_in_bounded_memory() {
 
     const TOTAL: u64 = 1 << 30;
     // Both processes accept a body this large (the default limit is 30 MB, as Kestrel's).
-    let config = std::env::temp_dir().join(format!("peregrine-proxy-{}.toml", std::process::id()));
+    // In cargo's scratch folder for tests, not the system's temp dir: nothing is left there.
+    let config = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("peregrine-proxy-{}.toml", std::process::id()));
     std::fs::write(&config, "[limits]\nmax_request_body_size = 2147483648\n").unwrap();
     let config = config.to_str().unwrap();
     let common = ["--listen", "127.0.0.1:0", "--threads", "1", "--no-pin", "--config", config];
