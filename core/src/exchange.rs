@@ -147,7 +147,9 @@ fn is_port(s: &str) -> bool {
 }
 
 /// Calls the handler with panic isolation: a panic becomes [`Panicked`] (answer
-/// [`internal_error`]) and the core keeps serving.
+/// [`internal_error`]) and the core keeps serving. The handler gets `info` when it asks for
+/// it ([`Handler::wants_connection_info`]), borrowed: the caller's future holds it already,
+/// and a copy would grow every request's future.
 ///
 /// A named future ([`Call`]) rather than an `async fn`: an async wrapper keeps the handler's
 /// future twice (the value it was built as, and the pinned copy it polls;
@@ -155,9 +157,9 @@ fn is_port(s: &str) -> bool {
 pub(crate) fn call<'a, H: Handler>(
     handler: &'a H,
     request: Request<Body>,
-    connection: Option<&'a ConnectionInfo>,
+    info: &'a ConnectionInfo,
 ) -> Call<impl Future<Output = Response<Body>> + 'a> {
-    let build = || handler.call_with(request, connection);
+    let build = || handler.call_with(request, handler.wants_connection_info().then_some(info));
     Call { future: catch_unwind(AssertUnwindSafe(build)).ok() }
 }
 

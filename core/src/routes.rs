@@ -97,13 +97,13 @@ struct Route {
 }
 
 impl Route {
-    /// The `403` or `429` for `request`'s client, when this route refuses it (a delayed
-    /// request waits its turn here).
     /// Whether the route has an allow/deny list or per-client rates to apply.
     fn checks_clients(&self) -> bool {
         !self.access.is_open() || self.rates.is_some()
     }
 
+    /// The `403` or `429` for the client `info` names, when this route refuses it (a
+    /// delayed request waits its turn here).
     async fn refuses(&self, info: Option<&ConnectionInfo>) -> Option<Response<Body>> {
         let ip = info?.client?;
         if !self.access.permits(ip) {

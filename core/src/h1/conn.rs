@@ -342,14 +342,10 @@ async fn serve_request<H: Handler>(
     let over_rate = clients.admit(info.client).await;
     let (response, panicked) = match over_rate {
         Some(too_many) => (too_many, false),
-        None => {
-            match exchange::call(handler, request, handler.wants_connection_info().then_some(&info))
-                .await
-            {
-                Ok(response) => (response, false),
-                Err(Panicked) => (exchange::internal_error(), true),
-            }
-        }
+        None => match exchange::call(handler, request, &info).await {
+            Ok(response) => (response, false),
+            Err(Panicked) => (exchange::internal_error(), true),
+        },
     };
     let status = response.status();
     record.note_upstream(&response);

@@ -129,9 +129,7 @@ async fn run<H: Handler>(
         // Per stream: the connection and its other streams go on.
         Some(too_many) => too_many,
         None => {
-            match exchange::call(handler, request, handler.wants_connection_info().then_some(&info))
-                .await
-            {
+            match exchange::call(handler, request, &info).await {
                 Ok(r) => r,
                 // The 500 goes on this stream only: the connection's other streams go on.
                 Err(Panicked) => {
