@@ -61,6 +61,17 @@ fn listener() -> (TcpListener, std::net::SocketAddr) {
     (l, addr)
 }
 
+/// An address where connections are refused for as long as the returned socket lives:
+/// bound, never listening. (A port merely freed can be handed at once to another test's
+/// listener running in parallel, and a connect meant to fail then succeeds.)
+fn refusing() -> (socket2::Socket, socket2::SockAddr) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    s.bind(&any.into()).unwrap();
+    let addr = s.local_addr().unwrap();
+    (s, addr)
+}
+
 /// Accepts one connection through the driver.
 fn accept_one(driver: &mut Driver, l: &TcpListener) -> Owned {
     let op = driver.accept(raw(l), 1);
@@ -381,10 +392,8 @@ fn connects_then_carries_data_both_ways() {
 #[test]
 fn connecting_to_a_closed_port_is_refused() {
     for mut d in drivers() {
-        // A port that was just listening and is now closed: nothing accepts there.
-        let (l, addr) = listener();
-        drop(l);
-        let addr = socket2::SockAddr::from(addr);
+        // A port bound but never listening: nothing accepts there.
+        let (_reserved, addr) = refusing();
         let socket = stream_socket(&addr);
         d.connect(raw(&socket), &addr, 6);
         let got = collect(&mut d, 1);
@@ -424,11 +433,7 @@ fn connects_to_a_unix_socket() {
 fn a_socket_reusing_a_failed_connect_s_handle_still_connects() {
     for mut d in drivers() {
         let (l, good) = listener();
-        let refused = {
-            let (dead, addr) = listener();
-            drop(dead);
-            socket2::SockAddr::from(addr)
-        };
+        let (_reserved, refused) = refusing();
         let good = socket2::SockAddr::from(good);
         for round in 0..4u64 {
             // Fails, then is closed without the driver (the handle value is free again) ...
