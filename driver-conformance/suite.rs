@@ -172,34 +172,81 @@ fn close_completes_and_the_peer_sees_eof() {
     }
 }
 
+/// 8 MiB to send to a client that waits before reading (so the socket buffer fills): the
+/// accepted socket, the payload queued in 1 MiB chunks, the payload, and the client, which
+/// returns everything it read once the socket closes.
+fn large_send_to_a_slow_reader(
+    d: &mut Driver,
+) -> (Owned, SendBuf, Bytes, thread::JoinHandle<Vec<u8>>) {
+    let (l, addr) = listener();
+    let total = 8 * 1024 * 1024;
+    let reader = thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        thread::sleep(Duration::from_millis(100)); // let the socket buffer fill first
+        let mut data = Vec::new();
+        s.read_to_end(&mut data).unwrap();
+        data
+    });
+    let fd = accept_one(d, &l);
+    let payload: Bytes = (0..total).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+    let mut buf = SendBuf::new();
+    for piece in payload.chunks(1 << 20) {
+        buf.push(payload.slice_ref(piece));
+    }
+    (fd, buf, payload, reader)
+}
+
+/// Submits a send of `buf` and waits for it; returns `buf` less what was sent.
+fn send_once(d: &mut Driver, fd: Raw, buf: SendBuf) -> SendBuf {
+    d.send(fd, buf, 8);
+    let mut got = collect(d, 1);
+    let Done::Sent(Ok(n), mut back) = got.pop().unwrap().1 else { panic!() };
+    back.advance(n);
+    back
+}
+
 #[test]
 fn large_sends_complete_partially_and_lose_nothing() {
     for mut d in drivers() {
-        let (l, addr) = listener();
-        let total = 8 * 1024 * 1024;
-        let reader = thread::spawn(move || {
-            let mut s = TcpStream::connect(addr).unwrap();
-            thread::sleep(Duration::from_millis(100)); // let the socket buffer fill first
-            let mut data = Vec::new();
-            s.read_to_end(&mut data).unwrap();
-            data
-        });
-        let fd = accept_one(&mut d, &l);
-        let payload: Bytes = (0..total).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
-        let mut buf = SendBuf::new();
-        for piece in payload.chunks(1 << 20) {
-            buf.push(payload.slice_ref(piece));
-        }
+        let (fd, mut buf, payload, reader) = large_send_to_a_slow_reader(&mut d);
         let mut sends = 0;
         while !buf.is_empty() {
-            d.send(raw(&fd), buf, 8);
-            let mut got = collect(&mut d, 1);
-            let Done::Sent(Ok(n), back) = got.pop().unwrap().1 else { panic!() };
-            buf = back;
-            buf.advance(n);
+            buf = send_once(&mut d, raw(&fd), buf);
             sends += 1;
         }
         assert!(sends > 1, "{:?}: 8 MiB went out in one send", d.kind());
+        drop(fd);
+        assert!(reader.join().unwrap() == payload, "{:?}: bytes differ", d.kind());
+    }
+}
+
+#[test]
+fn an_immediate_send_reports_what_it_sent_or_declines() {
+    // `try_send` either sends now (epoll), reporting what a send's completion would, or
+    // declines (io_uring, IOCP, a full socket) without sending a byte: never `WouldBlock`,
+    // never a lost or reordered byte, and a send submitted after it completes normally.
+    for mut d in drivers() {
+        let (fd, mut buf, payload, reader) = large_send_to_a_slow_reader(&mut d);
+        let (mut immediate, mut declined) = (0, false);
+        while !buf.is_empty() {
+            match d.try_send(raw(&fd), &buf) {
+                Some(result) => {
+                    let n = result.unwrap_or_else(|e| panic!("{:?}: {e}", d.kind()));
+                    assert!(n > 0, "{:?}: an immediate send of nothing", d.kind());
+                    buf.advance(n);
+                    immediate += 1;
+                }
+                None => {
+                    declined = true;
+                    buf = send_once(&mut d, raw(&fd), buf);
+                }
+            }
+        }
+        assert!(
+            declined,
+            "{:?}: 8 MiB went out in {immediate} immediate sends past a reader that waits",
+            d.kind()
+        );
         drop(fd);
         assert!(reader.join().unwrap() == payload, "{:?}: bytes differ", d.kind());
     }

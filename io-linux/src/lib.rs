@@ -193,6 +193,19 @@ impl Driver {
         dispatch!(self, b => b.send(fd, buf, token))
     }
 
+    /// Sends `buf` at once, without an operation, when the backend can do so without
+    /// waiting: `Some(result)` as a [`send`](Self::send)'s completion would report it.
+    /// `None`: nothing was sent; submit a [`send`](Self::send). epoll sends when the socket
+    /// is known writable and no send is outstanding on it, which saves a small response a
+    /// turn of the event loop (and its task a second poll). io_uring always says `None`: its
+    /// sends are batched into the next submission, one system call for many sockets.
+    pub fn try_send(&mut self, fd: RawFd, buf: &SendBuf) -> Option<io::Result<usize>> {
+        match &mut self.backend {
+            Backend::Uring(_) => None,
+            Backend::Epoll(b) => b.try_send(fd, buf),
+        }
+    }
+
     /// Connects `fd`, a fresh stream socket of `addr`'s family (TCP or Unix), to `addr`:
     /// completes with [`Outcome::Connected`]. The driver sets the socket's blocking mode as
     /// its backend needs, and copies `addr`. The socket must have no other operation

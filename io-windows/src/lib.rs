@@ -159,6 +159,13 @@ impl Driver {
         self.iocp.send(socket, buf, token)
     }
 
+    /// Sends `buf` at once, without an operation, when the backend can do so without
+    /// waiting. IOCP cannot: always `None`, submit a [`send`](Self::send). (The Linux
+    /// driver's epoll backend can; the call keeps the drivers' API the same.)
+    pub fn try_send(&mut self, _socket: RawSocket, _buf: &SendBuf) -> Option<io::Result<usize>> {
+        None
+    }
+
     /// Connects `socket`, a fresh TCP socket of `addr`'s family, to `addr` with `ConnectEx`
     /// (binding it to the unspecified address first, as `ConnectEx` requires): completes with
     /// [`Outcome::Connected`]. Other address families complete with `Unsupported`. The

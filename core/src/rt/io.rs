@@ -224,17 +224,25 @@ impl Drop for Recv {
 /// One send of `buf` (possibly partial). Resolves to the count written and the buffer back.
 pub(crate) struct Send {
     index: Option<usize>,
+    /// The result of a send the driver made at once ([`driver::Driver::try_send`]).
+    done: Option<(io::Result<usize>, SendBuf)>,
 }
 
 pub(crate) fn send(fd: RawSocket, buf: SendBuf) -> Send {
+    if let Some(result) = with_driver(|d, _| d.try_send(fd, &buf)) {
+        return Send { index: None, done: Some((result, buf)) };
+    }
     let index = submit(SlotState::Send { result: None }, |d, token| d.send(fd, buf, token));
-    Send { index: Some(index) }
+    Send { index: Some(index), done: None }
 }
 
 impl Future for Send {
     type Output = (io::Result<usize>, SendBuf);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(done) = self.done.take() {
+            return Poll::Ready(done);
+        }
         let index = self.index.expect("Send polled after completion");
         match poll_slot(index, cx) {
             Some(SlotState::Send { result: Some(r) }) => {

@@ -10,6 +10,9 @@
 //!   syscall returns `EAGAIN`, and set again by the next edge;
 //! - a submitted operation is attempted at once when its direction is ready, else parked on
 //!   its descriptor until an edge arrives;
+//! - a send may also be made on the spot (`try_send`), with no operation at all: a response
+//!   that fits the socket buffer then costs its task no second poll and no turn of the loop,
+//!   as in any readiness-based server;
 //! - receives read into one driver-owned scratch buffer, lent to the callback: like the
 //!   provided-buffer ring, an idle connection holds no receive memory.
 
@@ -156,6 +159,24 @@ impl Epoll {
             self.ready.push_back(index);
         }
         id
+    }
+
+    /// Sends `buf` now, when `fd` is known writable and no send is parked on it. `None`: not
+    /// attempted, or the socket buffer is full (`EAGAIN`, now remembered until the next
+    /// edge); the caller then submits a [`send`](Self::send).
+    pub(crate) fn try_send(&mut self, fd: RawFd, buf: &SendBuf) -> Option<io::Result<usize>> {
+        self.ensure_registered(fd);
+        let state = self.state(fd);
+        if !state.writable || state.writer.is_some() {
+            return None;
+        }
+        match super::send_chunks(fd, buf.head_chunks()) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.fds[fd as usize].writable = false;
+                None
+            }
+            result => Some(result),
+        }
     }
 
     pub(crate) fn connect(&mut self, fd: RawFd, addr: &socket2::SockAddr, token: u64) -> OpId {
