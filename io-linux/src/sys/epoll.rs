@@ -59,6 +59,9 @@ struct FdState {
     registered: bool,
     readable: bool,
     writable: bool,
+    /// The peer's end (or an error) was reported: no edge will follow it, so reads go on
+    /// until one says so, however short the one before.
+    read_closed: bool,
     /// The parked accept or receive.
     reader: Option<usize>,
     /// The parked send.
@@ -142,6 +145,10 @@ impl Epoll {
 
     pub(crate) fn accept(&mut self, listener: RawFd, token: u64) -> OpId {
         let _ = super::set_nonblocking(listener, true);
+        // The number may have been a descriptor closed without `close` (a listener dropped
+        // by its owner): its state says registered, but the kernel forgot it with the file.
+        // Registering again is harmless when it was not closed (EEXIST, then reregister).
+        *self.state(listener) = FdState::default();
         self.park_reader(listener, token, Kind::Accept)
     }
 
@@ -264,29 +271,24 @@ impl Epoll {
                 return Err(e);
             }
         }
-        let mut woken = Vec::new();
-        for event in self.events.iter() {
+        let Epoll { events, fds, ready, .. } = self;
+        for event in events.iter() {
             if event.token() == WAKER {
                 continue;
             }
-            woken.push((
-                event.token().0,
-                event.is_readable() || event.is_read_closed() || event.is_error(),
-                event.is_writable() || event.is_write_closed() || event.is_error(),
-            ));
-        }
-        for (fd, readable, writable) in woken {
-            let Some(state) = self.fds.get_mut(fd) else { continue };
-            if readable {
+            let Some(state) = fds.get_mut(event.token().0) else { continue };
+            let closed = event.is_read_closed() || event.is_error();
+            if event.is_readable() || closed {
                 state.readable = true;
+                state.read_closed |= closed;
                 if let Some(index) = state.reader {
-                    self.ready.push_back(index);
+                    ready.push_back(index);
                 }
             }
-            if writable {
+            if event.is_writable() || event.is_write_closed() || event.is_error() {
                 state.writable = true;
                 if let Some(index) = state.writer {
-                    self.ready.push_back(index);
+                    ready.push_back(index);
                 }
             }
         }
@@ -327,7 +329,18 @@ impl Epoll {
                         self.fds[fd as usize].readable = false;
                     }
                     result => {
-                        self.fds[fd as usize].reader = None;
+                        let state = &mut self.fds[fd as usize];
+                        // A read that did not fill the buffer emptied the socket: the next
+                        // byte to arrive raises a new edge, so the next receive waits for it
+                        // rather than asking the kernel first and hearing `EAGAIN` (one
+                        // system call per keep-alive request; nginx does the same). Not
+                        // after the peer's end was reported: that edge has passed.
+                        if matches!(result, Ok(n) if n > 0 && n < self.scratch.len())
+                            && !state.read_closed
+                        {
+                            state.readable = false;
+                        }
+                        state.reader = None;
                         self.ops.remove(index);
                         let outcome = Outcome::Received(result.map(|n| &self.scratch[..n]));
                         on(Completion { token, op: id, outcome });
