@@ -252,13 +252,17 @@ impl<T: std::borrow::Borrow<Timer>, F: Future> Future for RunUntil<T, F> {
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let timer = this.timer.borrow();
+        // The operation first: one that is ready at once (a receive or send made on the
+        // spot) never arms the timer.
+        if let Poll::Ready(r) = this.op.poll(cx) {
+            if *this.armed {
+                timer.set(None);
+            }
+            return Poll::Ready(Some(r));
+        }
         if !*this.armed {
             *this.armed = true;
             timer.set(*this.deadline);
-        }
-        if let Poll::Ready(r) = this.op.poll(cx) {
-            timer.set(None);
-            return Poll::Ready(Some(r));
         }
         if this.deadline.is_some() && timer.poll_fired(cx).is_ready() {
             timer.set(None);
