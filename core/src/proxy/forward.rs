@@ -28,9 +28,15 @@ pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forw
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Whether `name` is one of the fields that describe one hop only, never forwarded
-/// (RFC 9110 §7.6.1, plus the `Proxy-Connection` of old clients and the framing fields each
-/// side writes itself): a `match` on the text (a jump on its length,
-/// then one comparison), where `HOP_BY_HOP.contains` compared every name with ten.
+/// (RFC 9110 §7.6.1, plus the `Proxy-Connection` of old clients and `Transfer-Encoding`):
+/// a `match` on the text (a jump on its length, then one comparison), where
+/// `HOP_BY_HOP.contains` compared every name with ten.
+///
+/// `Content-Length` is not among them. A response keeps the upstream's: both server codecs
+/// frame a response from its body and skip the map's copy (and compression drops it), so
+/// removing it cost a hashed removal on every proxied response for nothing. A request's is
+/// removed with the forwarding fields ([`request_fields`]): the upstream codec writes its
+/// own, and the caller may re-frame the body.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
@@ -43,7 +49,6 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
             | "trailer"
             | "transfer-encoding"
             | "upgrade"
-            | "content-length"
     )
 }
 
@@ -164,6 +169,7 @@ pub(crate) fn request_fields(
     let peer_trusted = client.peer.is_some_and(|p| trusted.contains(p.ip()));
     remove_matching(headers, |name| {
         name == header::EXPECT
+            || name == header::CONTENT_LENGTH
             || (!peer_trusted
                 && (name == header::FORWARDED
                     || [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_REQUEST_ID]
@@ -289,7 +295,6 @@ mod tests {
             "trailer",
             "transfer-encoding",
             "upgrade",
-            "content-length",
             "x-named",
             "accept",
             "x-keep",
@@ -354,6 +359,25 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(id, "abc");
         assert_eq!(h[header::FORWARDED], "for=10.0.0.7;proto=http;host=\"example.com\"");
+    }
+
+    #[test]
+    fn a_request_s_framing_fields_go_and_a_response_s_length_stays() {
+        // The upstream codec frames the request from its body; a response's length is left
+        // for the server codecs, which frame from the body and skip the map's copy.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        request_fields(&mut h, &client("10.0.0.7:5000"), &Trusted::default(), false);
+        assert!(
+            !h.contains_key(header::CONTENT_LENGTH) && !h.contains_key(header::TRANSFER_ENCODING)
+        );
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[header::CONTENT_LENGTH], "12");
     }
 
     #[test]
