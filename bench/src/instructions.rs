@@ -42,13 +42,18 @@ pub struct Scenario {
 pub const PEREGRINE_PROXY: &str = "peregrine proxy";
 /// nginx as a reverse proxy (`proxy_pass`, upstream keep-alive) in front of the same.
 pub const NGINX_PROXY: &str = "nginx proxy";
+/// The same nginx also sending what Peregrine's proxy sends by default: `X-Forwarded-For`,
+/// `-Proto`, `-Host` and `X-Request-Id` (`proxy_set_header`), so the two do the same work.
+pub const NGINX_PROXY_FORWARDING: &str = "nginx proxy, forwarding fields";
 /// The same Peregrine proxy with its route's response cache on: after the first request,
 /// every request is a cache hit.
 pub const PEREGRINE_CACHE: &str = "peregrine cache";
 
-/// The three scenarios of the request-path targets, the reverse proxy's, and the response
-/// cache's (a hit against a fixed `/plaintext`, whose count it shares with the first).
-pub const SCENARIOS: [Scenario; 5] = [
+/// The three scenarios of the request-path targets, the reverse proxy's (against nginx
+/// as the issue configures it, and against nginx doing the same forwarding work; Peregrine's
+/// count is shared), and the response cache's (a hit against a fixed `/plaintext`, whose
+/// count it shares with the first).
+pub const SCENARIOS: [Scenario; 6] = [
     Scenario {
         name: "HTTP/1.1 keep-alive, -c16 -m1",
         ours: "peregrine",
@@ -71,6 +76,13 @@ pub const SCENARIOS: [Scenario; 5] = [
         name: "reverse proxy, HTTP/1.1 keep-alive, -c16 -m1",
         ours: PEREGRINE_PROXY,
         peer: NGINX_PROXY,
+        h2load: &["--h1", "-c16", "-m1"],
+    },
+    Scenario {
+        name: "reverse proxy, both sending X-Forwarded-For/-Proto/-Host and X-Request-Id, \
+               HTTP/1.1 keep-alive, -c16 -m1",
+        ours: PEREGRINE_PROXY,
+        peer: NGINX_PROXY_FORWARDING,
         h2load: &["--h1", "-c16", "-m1"],
     },
     Scenario {

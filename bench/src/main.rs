@@ -301,14 +301,17 @@ fn run_instructions(cli: &cli::Cli) -> Result<(), String> {
             servers.push((name.to_string(), start));
         }
         if let Some(Ok(nginx)) = (!cli.no_nginx).then(|| nginx_binary(cli)) {
-            let cpus = cpus.clone();
-            let conf =
-                proxy_phase::NGINX_PROXY.replace("{{UPSTREAM}}", &up.addr().port().to_string());
-            let start: instructions::Start = Box::new(move |launcher: &Launcher| {
-                let templates = NginxTemplates { main: &conf, tls: "" };
-                servers::start_nginx(launcher, &cpus, &nginx, templates, None)
-            });
-            servers.push((instructions::NGINX_PROXY.to_string(), start));
+            for (name, forwarding) in
+                [(instructions::NGINX_PROXY, false), (instructions::NGINX_PROXY_FORWARDING, true)]
+            {
+                let (cpus, nginx) = (cpus.clone(), nginx.clone());
+                let conf = proxy_phase::nginx_proxy_conf(up.addr().port(), forwarding);
+                let start: instructions::Start = Box::new(move |launcher: &Launcher| {
+                    let templates = NginxTemplates { main: &conf, tls: "" };
+                    servers::start_nginx(launcher, &cpus, &nginx, templates, None)
+                });
+                servers.push((name.to_string(), start));
+            }
         }
     }
     let counts = instructions::measure(&servers, &launcher, &valgrind, &h2load, scratch.path());

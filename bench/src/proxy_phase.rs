@@ -21,8 +21,28 @@ use crate::{cli, describe, h2o_binary, measure, nginx_binary, peregrine_binary, 
 
 /// Peregrine forwarding to the upstream program it hosts as an `[[app]]`.
 const PEREGRINE_APP: &str = "peregrine (app)";
+/// nginx also sending the forwarding fields Peregrine sends by default: the same work.
+const NGINX_FORWARDING: &str = "nginx (forwarding)";
 /// nginx as a reverse proxy to `{{UPSTREAM}}` (a port on 127.0.0.1).
-pub(crate) const NGINX_PROXY: &str = include_str!("../peers/nginx-proxy.conf");
+const NGINX_PROXY: &str = include_str!("../peers/nginx-proxy.conf");
+/// The `proxy_set_header` lines that make nginx send the forwarding fields Peregrine sends
+/// by default (its `$request_id` is 32 random hex digits; Peregrine's id is a per-thread
+/// prefix and a counter).
+const NGINX_FORWARDING_HEADERS: &str = concat!(
+    "            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n",
+    "            proxy_set_header X-Forwarded-Proto $scheme;\n",
+    "            proxy_set_header X-Forwarded-Host $host;\n",
+    "            proxy_set_header X-Request-Id $request_id;",
+);
+
+/// nginx's proxy configuration for an upstream on `upstream_port`: as the issue describes it
+/// (`proxy_pass` alone), or also sending the forwarding fields, the same work Peregrine does.
+pub(crate) fn nginx_proxy_conf(upstream_port: u16, forwarding: bool) -> String {
+    let headers = if forwarding { NGINX_FORWARDING_HEADERS } else { "" };
+    NGINX_PROXY
+        .replace("{{UPSTREAM}}", &upstream_port.to_string())
+        .replace("{{PROXY_HEADERS}}", headers)
+}
 const H2O_PROXY: &str = include_str!("../peers/h2o-proxy.conf");
 
 /// The proxy scenarios: wrk keep-alive at two concurrency levels, and h2load h2c with 100
@@ -97,13 +117,15 @@ start = \"at_start\"
         Ok(s) => proxies.push(s.named(PEREGRINE_APP).own_cpu_only()),
         Err(e) => notes.push(format!("Peregrine hosting the upstream as an app skipped: {e}")),
     }
-    let nginx_conf = NGINX_PROXY.replace("{{UPSTREAM}}", &port);
-    match nginx_binary(cli).and_then(|bin| {
-        let templates = NginxTemplates { main: &nginx_conf, tls: "" };
-        servers::start_nginx(launcher, &cli.server_cpus, &bin, templates, None)
-    }) {
-        Ok(s) => proxies.push(s),
-        Err(e) => notes.push(format!("nginx skipped: {e}")),
+    for (name, forwarding) in [(NGINX, false), (NGINX_FORWARDING, true)] {
+        let nginx_conf = nginx_proxy_conf(upstream.addr().port(), forwarding);
+        match nginx_binary(cli).and_then(|bin| {
+            let templates = NginxTemplates { main: &nginx_conf, tls: "" };
+            servers::start_nginx(launcher, &cli.server_cpus, &bin, templates, None)
+        }) {
+            Ok(s) => proxies.push(s.named(name)),
+            Err(e) => notes.push(format!("{name} skipped: {e}")),
+        }
     }
     let h2o_conf = H2O_PROXY.replace("{{UPSTREAM}}", &port);
     match h2o_binary(cli)
@@ -119,7 +141,8 @@ start = \"at_start\"
 
     let takes_part = |s: &Scenario, server: &Server| {
         // nginx 1.22 has no h2c on an HTTP/1.1 port.
-        !(matches!(s.load, Load::H2load { .. }) && server.name() == NGINX)
+        !(matches!(s.load, Load::H2load { .. })
+            && [NGINX, NGINX_FORWARDING].contains(&server.name()))
     };
     let rounds = cli.rounds();
     let mut results: Vec<(&'static str, String, RunMeasurement)> = Vec::new();
@@ -186,7 +209,7 @@ fn table(
         };
         let per_cpu = |server: &str| median(of(server).iter().filter_map(|m| m.req_per_cpu_s()));
         let ours = per_cpu(PEREGRINE);
-        for server in [PEREGRINE, PEREGRINE_APP, NGINX, H2O] {
+        for server in [PEREGRINE, PEREGRINE_APP, NGINX, NGINX_FORWARDING, H2O] {
             let runs = of(server);
             if runs.is_empty() {
                 continue;
@@ -215,10 +238,33 @@ fn table(
     }
     md.push_str(
         "\nTargets: ≥ 1.5× nginx and ≥ 1.3× h2o per proxy-CPU-second; `peregrine (app)` \
-         (the upstream started by Peregrine as a hosted app) the same as `peregrine`.\n",
+         (the upstream started by Peregrine as a hosted app) the same as `peregrine`. \
+         `nginx (forwarding)` also sends `X-Forwarded-For`, `-Proto`, `-Host` and \
+         `X-Request-Id`, as Peregrine does by default; the targets are set against `nginx`.\n",
     );
     for note in notes {
         let _ = writeln!(md, "\n- {note}");
     }
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nginx_proxy_conf;
+
+    #[test]
+    fn the_forwarding_peer_differs_only_by_its_forwarding_fields() {
+        let bare = nginx_proxy_conf(5000, false);
+        let forwarding = nginx_proxy_conf(5000, true);
+        for conf in [&bare, &forwarding] {
+            assert!(conf.contains("server 127.0.0.1:5000;"), "{conf}");
+            assert!(!conf.contains("{{UPSTREAM}}") && !conf.contains("{{PROXY_HEADERS}}"));
+        }
+        assert!(!bare.contains("X-Forwarded"), "{bare}");
+        for field in ["X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Request-Id"] {
+            assert!(forwarding.contains(&format!("proxy_set_header {field} $")), "{field}");
+        }
+        let extra: Vec<&str> = forwarding.lines().filter(|l| !bare.contains(l)).collect();
+        assert_eq!(extra.len(), 4, "{extra:?}");
+    }
 }
