@@ -222,10 +222,34 @@ fn post_upgrade_on_the_admin_listener_hands_it_over_too() {
 /// In a process started by an upgrade, the handed-over sockets belong to its listeners
 /// alone: a reload that drops a listener closes its port (no copy of the socket is kept
 /// anywhere that would leave connections queued with nobody to accept them).
+/// Two free ports below the kernel's ephemeral range. No other test's `bind(0)` and no
+/// outgoing connection is handed one of them, so once Peregrine closes one, nothing else
+/// can be listening there. (CI once saw a port from `bind(0)` keep accepting for 10 s after
+/// the reload closed it; only another listener handed the same port explains that.)
+fn two_ports_outside_the_ephemeral_range() -> (std::net::SocketAddr, std::net::SocketAddr) {
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (first, span) = (10_000u16, low.saturating_sub(10_000).max(1));
+    let start = (std::process::id() % u32::from(span)) as u16;
+    let mut held = Vec::new();
+    for i in 0..span {
+        let port = first + (start + i) % span;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+            if held.len() == 2 {
+                let addr = |l: &std::net::TcpListener| l.local_addr().unwrap();
+                return (addr(&held[0]), addr(&held[1]));
+            }
+        }
+    }
+    panic!("no two free ports between {first} and {low}");
+}
+
 #[test]
 fn a_listener_handed_over_and_then_reloaded_away_closes() {
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let (kept, dropped) = (free(), free());
+    let (kept, dropped) = two_ports_outside_the_ephemeral_range();
     let dir = std::env::temp_dir().join(format!("peregrine-upgrade-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("peregrine.toml");
