@@ -298,6 +298,40 @@ fn an_immediate_send_reports_what_it_sent_or_declines() {
 }
 
 #[test]
+fn a_send_to_a_reset_peer_reports_the_error() {
+    // Whether made on the spot or submitted, a send to a peer that reset the connection
+    // ends in an error (EPIPE / ECONNRESET), never in a hang or a silent success forever.
+    for mut d in drivers() {
+        let (l, addr) = listener();
+        let s = socket2::Socket::from(TcpStream::connect(addr).unwrap());
+        let fd = accept_one(&mut d, &l);
+        s.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(s); // RST
+        thread::sleep(Duration::from_millis(20));
+        let mut failed = None;
+        for _ in 0..8 {
+            let mut buf = SendBuf::new();
+            buf.push(Bytes::from_static(b"are you there?"));
+            let result = match d.try_send(raw(&fd), &buf) {
+                Some(result) => result,
+                None => {
+                    d.send(raw(&fd), buf, 12);
+                    match collect(&mut d, 1).pop().unwrap().1 {
+                        Done::Sent(result, _) => result,
+                        other => panic!("{other:?}"),
+                    }
+                }
+            };
+            if let Err(e) = result {
+                failed = Some(e);
+                break;
+            }
+        }
+        assert!(failed.is_some(), "{:?}: sends to a reset peer kept succeeding", d.kind());
+    }
+}
+
+#[test]
 fn many_idle_receives_share_a_small_buffer_pool() {
     // 600 receives parked at once with 256 provided buffers: data arriving on all of them
     // must still be delivered (the io_uring backend retries on ENOBUFS).

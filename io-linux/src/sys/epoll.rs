@@ -177,13 +177,7 @@ impl Epoll {
         if !state.writable || state.writer.is_some() {
             return None;
         }
-        match super::send_chunks(fd, buf.head_chunks()) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.fds[fd as usize].writable = false;
-                None
-            }
-            result => Some(result),
-        }
+        write(state, fd, buf)
     }
 
     pub(crate) fn connect(&mut self, fd: RawFd, addr: &socket2::SockAddr, token: u64) -> OpId {
@@ -351,15 +345,10 @@ impl Epoll {
                 if self.fds[fd as usize].writer != Some(index) {
                     return;
                 }
-                match super::send_chunks(fd, buf.head_chunks()) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        self.fds[fd as usize].writable = false;
-                    }
-                    result => {
-                        self.fds[fd as usize].writer = None;
-                        let Kind::Send(buf) = self.ops.remove(index).kind else { unreachable!() };
-                        on(Completion { token, op: id, outcome: Outcome::Sent { result, buf } });
-                    }
+                if let Some(result) = write(&mut self.fds[fd as usize], fd, buf) {
+                    self.fds[fd as usize].writer = None;
+                    let Kind::Send(buf) = self.ops.remove(index).kind else { unreachable!() };
+                    on(Completion { token, op: id, outcome: Outcome::Sent { result, buf } });
                 }
             }
             Kind::Connect(done) => {
@@ -434,5 +423,18 @@ impl Epoll {
 
     pub(crate) fn in_flight(&self) -> usize {
         self.ops.len()
+    }
+}
+
+/// One `sendmsg` of `buf`'s first chunks on `fd`, whose state is `state`: `None` on `EAGAIN`
+/// (the socket is then marked not writable until its next edge). A submitted send and one
+/// made on the spot both go through here.
+fn write(state: &mut FdState, fd: RawFd, buf: &SendBuf) -> Option<io::Result<usize>> {
+    match super::send_chunks(fd, buf.head_chunks()) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            state.writable = false;
+            None
+        }
+        result => Some(result),
     }
 }
