@@ -17,4 +17,5 @@
 pub mod content;
 pub mod h1;
 pub mod h2;
+pub mod host;
 pub mod proxy_protocol;

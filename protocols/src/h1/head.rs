@@ -78,16 +78,20 @@ impl HeadParser {
         if len == 0 {
             return Ok(None);
         }
-        self.line.advance(buf);
         let seen = self.seen;
         let crossed = |limit: usize| seen <= limit && len > limit;
-        let worth_parsing = seen == 0
-            || head_may_be_complete(buf, seen)
-            || crossed(self.line.start + cfg.max_request_line_size)
-            || self
-                .line
-                .end
-                .is_some_and(|end| crossed(end + 1 + cfg.max_request_headers_total_size));
+        // The first bytes of a head are always parsed (usually the whole head came in one
+        // read); the request line is only looked for when the head came in pieces, so the
+        // common case walks its bytes once, in `parse_request`.
+        let worth_parsing = seen == 0 || {
+            self.line.advance(buf);
+            head_may_be_complete(buf, seen)
+                || crossed(self.line.start + cfg.max_request_line_size)
+                || self
+                    .line
+                    .end
+                    .is_some_and(|end| crossed(end + 1 + cfg.max_request_headers_total_size))
+        };
         self.seen = len;
         if !worth_parsing {
             return Ok(None);

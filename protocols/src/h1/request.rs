@@ -5,12 +5,12 @@
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
-use http::uri::Authority;
 use http::{HeaderMap, Method, Uri, Version};
 use peregrine_limits::Limit;
 
 use super::error::{LimitExceeded, ParseError, Violation};
 use super::scan::{self, HeaderSpan, RawHead};
+use crate::host::is_valid_host;
 
 /// The limits the head parser enforces while bytes arrive. Built by the caller from
 /// `peregrine_limits::Limits`; the field names match.
@@ -236,10 +236,8 @@ impl Fields {
         if name == header::HOST {
             self.host_count += 1;
             // RFC 9110 §7.2: Host = uri-host [ ":" port ]. Empty is allowed (a target URI
-            // without authority); userinfo is not, though `Authority` would accept it.
-            if !value.is_empty()
-                && (value.contains(&b'@') || Authority::from_maybe_shared(value.clone()).is_err())
-            {
+            // without authority).
+            if !value.is_empty() && !is_valid_host(value) {
                 self.host_invalid = true;
             }
         } else if name == header::CONTENT_LENGTH {

@@ -38,6 +38,7 @@ use super::frame::StreamId;
 use super::hpack::decoder::{DecodeError, Decoder, ListLimits};
 use super::hpack::table::{Entry, Name, Pseudo};
 use crate::h1::LimitExceeded;
+use crate::host::is_valid_host;
 
 /// The request head decoded from one HEADERS block.
 #[derive(Debug, Clone)]
@@ -464,6 +465,9 @@ impl Request {
                 Some(a) => a,
                 None => {
                     let host = self.headers.get(HOST).ok_or("no :authority and no host")?;
+                    if !is_valid_host(host.as_bytes()) {
+                        return Err("invalid host");
+                    }
                     Authority::try_from(host.as_bytes()).map_err(|_| "invalid host")?
                 }
             };
@@ -482,10 +486,14 @@ impl Request {
     }
 }
 
-/// Rule 6: `:authority` is host and optional port, without userinfo.
+/// Rule 6: `:authority` is host and optional port, without userinfo: the rule HTTP/1's
+/// `Host` follows ([`is_valid_host`]).
 fn parse_authority(value: Bytes) -> Result<Authority, &'static str> {
     if value.contains(&b'@') {
         return Err("userinfo in :authority");
+    }
+    if !is_valid_host(&value) {
+        return Err("invalid :authority");
     }
     Authority::from_maybe_shared(value).map_err(|_| "invalid :authority")
 }

@@ -245,11 +245,18 @@ impl Head {
     /// If `length` does not fit the 24-bit Length field. Callers never build frames over
     /// the peer's SETTINGS_MAX_FRAME_SIZE, which is at most 2^24 − 1.
     pub fn encode(&self, dst: &mut BytesMut) {
+        dst.put_slice(&self.to_bytes());
+    }
+
+    /// The nine bytes of the header, for writing it over room left before a payload.
+    pub fn to_bytes(&self) -> [u8; HEAD_LEN] {
         assert!(self.length <= MAX_LENGTH, "frame length {} over 24 bits", self.length);
-        dst.put_slice(&self.length.to_be_bytes()[1..]);
-        dst.put_u8(u8::from(self.kind));
-        dst.put_u8(self.flags);
-        dst.put_u32(self.stream_id.value());
+        let mut head = [0; HEAD_LEN];
+        head[..3].copy_from_slice(&self.length.to_be_bytes()[1..]);
+        head[3] = u8::from(self.kind);
+        head[4] = self.flags;
+        head[5..].copy_from_slice(&self.stream_id.value().to_be_bytes());
+        head
     }
 }
 

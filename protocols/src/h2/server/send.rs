@@ -16,6 +16,11 @@ use crate::h2::frame::{self, RstStream, StreamId, WindowUpdate};
 use crate::h2::outbound;
 use crate::h2::Reason;
 
+/// Room reserved in the output buffer when a batch of responses starts: a batch of small
+/// responses (headers and a short body each) fits, and it is one allocation, given back when
+/// the connection goes idle.
+const OUT_ROOM: usize = 16 * 1024;
+
 /// Fields the server adds to a response head (see
 /// [`Connection::send_response_with`]).
 #[derive(Debug, Clone, Copy)]
@@ -193,6 +198,12 @@ impl Connection {
         fields: Option<ServerFields<'_>>,
         end_stream: bool,
     ) {
+        if self.out.is_empty() && self.out.capacity() < OUT_ROOM / 16 {
+            // The first response of a batch: room for the batch up front, so a hundred
+            // responses are not encoded into a buffer that doubles (and copies) its way up.
+            // `shrink_idle` gives it back when the connection goes quiet.
+            self.out.reserve(OUT_ROOM);
+        }
         let start = self.out.len();
         self.out.extend_from_slice(&[0; frame::HEAD_LEN]);
         let present = self.encoder.encode_response(status, headers, &mut self.out);
@@ -215,9 +226,8 @@ impl Connection {
             if end_stream {
                 flags |= frame::flags::END_STREAM;
             }
-            let mut head = BytesMut::with_capacity(frame::HEAD_LEN);
-            frame::Head::new(frame::Kind::Headers, flags, id, len as u32).encode(&mut head);
-            self.out[start..start + frame::HEAD_LEN].copy_from_slice(&head);
+            let head = frame::Head::new(frame::Kind::Headers, flags, id, len as u32);
+            self.out[start..start + frame::HEAD_LEN].copy_from_slice(&head.to_bytes());
         } else {
             let block = self.out.split_off(start + frame::HEAD_LEN).freeze();
             self.out.truncate(start);
