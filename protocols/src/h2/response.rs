@@ -1,21 +1,25 @@
-//! Response header blocks: the table-free HPACK encoder.
+//! Response header blocks: the HPACK encoder.
 //!
-//! Every field goes out as a literal without indexing (RFC 7541 §6.2.2), naming a static
-//! table entry where one has the name, and `:status` is a single indexed byte for the seven
-//! codes the static table holds. No dynamic table is kept: encoding is a pass over the map
-//! with no lookups besides the static name index, the encoder's state is a few words per
-//! connection, and no later block depends on an earlier one (so a response that is dropped
-//! after encoding can never desynchronise the peer). The price is bytes on the wire for
-//! repeated fields, which a benchmark of small responses barely notices next to the frame
-//! and TLS overheads. Sensitive values (`HeaderValue::set_sensitive`) go out "never
+//! The application's fields go out as literals without indexing (RFC 7541 §6.2.2), naming a
+//! static table entry where one has the name, and `:status` is a single indexed byte for the
+//! seven codes the static table holds: a pass over the map with no lookups besides the
+//! static name index. Sensitive values (`HeaderValue::set_sensitive`) go out "never
 //! indexed" (§6.2.3) so intermediaries do not index them either.
 //!
+//! The two fields the server adds to every response, `date` and `server`, are the exception:
+//! they are the same on every response of a second, so the first goes out with incremental
+//! indexing (§6.2.1) and the rest as one indexed byte (§6.1), about 40 bytes and the work of
+//! writing them saved per response. The encoder remembers only those entries
+//! ([`OwnEntries`]); nothing else is ever inserted. Blocks are written to the connection's
+//! ordered output as they are encoded and never dropped after, so the peer's decoder sees
+//! every insertion in the order it was made.
+//!
 //! Dynamic table size (RFC 7541 §4.2, RFC 9113 §6.5.2): the peer's
-//! SETTINGS_HEADER_TABLE_SIZE bounds our table. We never insert, but the peer's decoder still
-//! believes our table may use its previous maximum, and decoders such as nghttp2 insist on a
+//! SETTINGS_HEADER_TABLE_SIZE bounds our table, and decoders such as nghttp2 insist on a
 //! size update at the start of the next block when the setting shrinks. So a decrease is
-//! recorded and signalled once, at the front of the next block; an increase needs no signal
-//! (our table stays at the smaller size, which the larger setting allows).
+//! recorded and signalled once, at the front of the next block (where our record of the
+//! table is cut down with it); an increase needs no signal (our table stays at the smaller
+//! size, which the larger setting allows).
 
 use bytes::BytesMut;
 use http::{HeaderMap, StatusCode};
@@ -32,6 +36,8 @@ const AUTHORITY_INDEX: usize = 1;
 const METHOD_GET_INDEX: usize = 2;
 const PATH_ROOT_INDEX: usize = 4;
 const SCHEME_HTTP_INDEX: usize = 6;
+/// `content-length` in the static table.
+const CONTENT_LENGTH_INDEX: usize = 28;
 
 /// A request's pseudo-header values, for [`HeaderEncoder::encode_request`].
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +61,78 @@ pub struct HeaderEncoder {
     table_size: usize,
     /// A smaller size to announce at the front of the next block.
     pending_update: Option<usize>,
+    /// What we inserted into the peer's dynamic table.
+    own: OwnEntries,
+}
+
+/// A field the server adds to responses, kept in the peer's dynamic table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnField {
+    /// `date`.
+    Date,
+    /// `server`.
+    Server,
+}
+
+impl OwnField {
+    /// Its name's static table index (RFC 7541 Appendix A) and its name's length.
+    fn name(self) -> (usize, usize) {
+        match self {
+            OwnField::Date => (33, "date".len()),
+            OwnField::Server => (54, "server".len()),
+        }
+    }
+}
+
+/// The most of the peer's dynamic table we use: a few `date` entries and a `server` entry
+/// (an entry costs its name and value plus 32 bytes, §4.1). Using less than the peer allows
+/// is always safe: an entry we still count on is one of the newest, which the peer's larger
+/// table holds too.
+const OWN_TABLE_MAX: usize = 512;
+
+/// The peer's dynamic table as far as this encoder filled it (RFC 7541 §2.3, §4): the sizes
+/// of the entries, newest first, and the insertion numbers of the current `date` and
+/// `server` values. An entry's index is 62 plus the number of entries inserted after it.
+#[derive(Debug, Clone, Default)]
+struct OwnEntries {
+    sizes: std::collections::VecDeque<usize>,
+    size: usize,
+    inserted: u64,
+    /// Per [`OwnField`]: the insertion number and value of its newest entry.
+    latest: [Option<(u64, Vec<u8>)>; 2],
+}
+
+impl OwnEntries {
+    /// The index of `field: value`, if its entry is still in the table.
+    fn index_of(&self, field: OwnField, value: &[u8]) -> Option<usize> {
+        let (n, v) = self.latest[field as usize].as_ref()?;
+        let newer = (self.inserted - n - 1) as usize;
+        (newer < self.sizes.len() && v.as_slice() == value).then_some(62 + newer)
+    }
+
+    /// Records an insertion of `field: value` into a table of at most `max` bytes. Returns
+    /// false (and records nothing) when the entry does not fit at all: the caller sends it
+    /// without indexing instead, which leaves the peer's table as it is.
+    fn insert(&mut self, field: OwnField, value: &[u8], max: usize) -> bool {
+        let size = field.name().1 + value.len() + 32;
+        if size > max {
+            return false;
+        }
+        self.evict_to(max - size);
+        self.sizes.push_front(size);
+        self.size += size;
+        self.latest[field as usize] = Some((self.inserted, value.to_vec()));
+        self.inserted += 1;
+        true
+    }
+
+    /// Forgets the oldest entries until the rest fit in `max` bytes (§4.4).
+    fn evict_to(&mut self, max: usize) {
+        while self.size > max {
+            let Some(oldest) = self.sizes.pop_back() else { break };
+            self.size -= oldest;
+        }
+    }
 }
 
 impl Default for HeaderEncoder {
@@ -66,7 +144,11 @@ impl Default for HeaderEncoder {
 impl HeaderEncoder {
     /// An encoder at the protocol's initial table size.
     pub fn new() -> HeaderEncoder {
-        HeaderEncoder { table_size: INITIAL_TABLE_SIZE, pending_update: None }
+        HeaderEncoder {
+            table_size: INITIAL_TABLE_SIZE,
+            pending_update: None,
+            own: OwnEntries::default(),
+        }
     }
 
     /// The peer's SETTINGS_HEADER_TABLE_SIZE changed (the encoder must never use more than
@@ -138,12 +220,26 @@ impl HeaderEncoder {
         encode_fields(headers, Some(&http::header::HOST), dst);
     }
 
-    /// Appends one more field to the block `encode_response` just wrote (fields the server
-    /// adds, such as `date`, without inserting them into the application's `HeaderMap`).
-    /// The caller does not pass connection-specific fields.
-    pub fn encode_field(&mut self, name: &http::HeaderName, value: &[u8], dst: &mut BytesMut) {
-        let index = static_name_index(name).unwrap_or(0);
-        encoder::literal(index, name.as_str().as_bytes(), value, false, dst);
+    /// Appends a field the server adds (`date`, `server`) to the block `encode_response`
+    /// just wrote: one indexed byte when the peer's table holds the same value, else a
+    /// literal that the peer adds to its table.
+    pub fn encode_own_field(&mut self, field: OwnField, value: &[u8], dst: &mut BytesMut) {
+        if let Some(index) = self.own.index_of(field, value) {
+            encoder::indexed(index, dst);
+            return;
+        }
+        let name_index = field.name().0;
+        if self.own.insert(field, value, self.table_size.min(OWN_TABLE_MAX)) {
+            encoder::literal_indexed(name_index, value, dst);
+        } else {
+            encoder::literal(name_index, &[], value, false, dst);
+        }
+    }
+
+    /// Appends the `content-length` the codec computed to the block `encode_response` just
+    /// wrote (the application's own was dropped there).
+    pub fn encode_content_length(&mut self, digits: &[u8], dst: &mut BytesMut) {
+        encoder::literal(CONTENT_LENGTH_INDEX, &[], digits, false, dst);
     }
 
     /// Appends the HPACK block for trailers to `dst`, dropping connection-specific fields.
@@ -155,6 +251,8 @@ impl HeaderEncoder {
     fn flush_update(&mut self, dst: &mut BytesMut) {
         if let Some(size) = self.pending_update.take() {
             encoder::size_update(size, dst);
+            // The peer's decoder evicts down to the new size on reading the update.
+            self.own.evict_to(size);
         }
     }
 }

@@ -1,7 +1,8 @@
 //! HPACK encoding primitives (RFC 7541 §5, §6) for the response encoder.
 //!
-//! Only what a table-free encoder needs: indexed static fields, literals that are not
-//! indexed (with a static name index where there is one), and size updates. Strings are sent
+//! Only what our encoder needs: indexed fields, literals that are not indexed (with a static
+//! name index where there is one), literals that are (the server's own fields), and size
+//! updates. Strings are sent
 //! raw, never Huffman-coded: responses cross a local link far more often than a slow one,
 //! and the CPU per byte matters more here than the bytes Huffman coding would save.
 
@@ -49,6 +50,13 @@ pub(crate) fn literal(
     if name_index == 0 {
         string(name, dst);
     }
+    string(value, dst);
+}
+
+/// A literal field with incremental indexing (§6.2.1), named by static index `name_index`:
+/// the peer's decoder adds it to its dynamic table.
+pub(crate) fn literal_indexed(name_index: usize, value: &[u8], dst: &mut BytesMut) {
+    integer(name_index, 6, 0x40, dst);
     string(value, dst);
 }
 

@@ -7,13 +7,13 @@
 //! for tiny bodies, whose copy is cheaper than an extra chunk.
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, DATE, SERVER};
 use http::{HeaderMap, StatusCode};
 
 use super::stream::SendState;
 use super::{Connection, Phase};
 use crate::h2::frame::{self, RstStream, StreamId, WindowUpdate};
 use crate::h2::outbound;
+use crate::h2::response::OwnField;
 use crate::h2::Reason;
 
 /// Room reserved in the output buffer when a batch of responses starts: a batch of small
@@ -209,15 +209,15 @@ impl Connection {
         let present = self.encoder.encode_response(status, headers, &mut self.out);
         if let Some(f) = fields {
             if !present.date {
-                self.encoder.encode_field(&DATE, f.date, &mut self.out);
+                self.encoder.encode_own_field(OwnField::Date, f.date, &mut self.out);
             }
             if !present.server {
-                self.encoder.encode_field(&SERVER, b"peregrine", &mut self.out);
+                self.encoder.encode_own_field(OwnField::Server, b"peregrine", &mut self.out);
             }
             if let Some(n) = f.content_length {
                 let mut scratch = [0; 20];
                 let digits = crate::h1::response::decimal(n, &mut scratch);
-                self.encoder.encode_field(&CONTENT_LENGTH, digits, &mut self.out);
+                self.encoder.encode_content_length(digits, &mut self.out);
             }
         }
         let len = self.out.len() - start - frame::HEAD_LEN;

@@ -7,7 +7,7 @@ use http::{HeaderMap, StatusCode};
 use loona_hpack::Decoder as OtherDecoder;
 
 use crate::h2::hpack::decoder::{Decoder, ListLimits};
-use crate::h2::HeaderEncoder;
+use crate::h2::{HeaderEncoder, OwnField};
 
 type List = Vec<(String, String)>;
 
@@ -145,4 +145,83 @@ fn a_smaller_peer_table_is_announced_once() {
     let mut dst = BytesMut::new();
     enc.encode_trailers(&h, &mut dst);
     assert_eq!(dst[..], [0x20]);
+}
+
+/// A block of `:status 200` and the server's own `date` and `server`, as `encode_head`
+/// writes them.
+fn own_fields_block(enc: &mut HeaderEncoder, date: &str) -> Vec<u8> {
+    let mut dst = BytesMut::new();
+    enc.encode_response(StatusCode::OK, &HeaderMap::new(), &mut dst);
+    enc.encode_own_field(OwnField::Date, date.as_bytes(), &mut dst);
+    enc.encode_own_field(OwnField::Server, b"peregrine", &mut dst);
+    enc.encode_content_length(b"13", &mut dst);
+    dst.to_vec()
+}
+
+/// `date` and `server` go into the peer's table once and are one byte each after that; a
+/// new date is inserted again; a table the peer shrinks or refuses is honoured. Each
+/// block is decoded in order by one independent decoder and by one of ours, both keeping
+/// their tables across blocks, as a peer does.
+#[test]
+fn the_servers_own_fields_are_indexed_once_and_stay_in_step_with_the_peer() {
+    let mut enc = HeaderEncoder::new();
+    let mut other = OtherDecoder::new();
+    let mut own = Decoder::new(4096);
+    let mut decode_both = |block: &[u8]| {
+        let mut ours = Vec::new();
+        let limits = ListLimits { max_size: 1 << 20, max_fields: 100 };
+        own.decode(block, limits, |e| {
+            let name = match e.name {
+                crate::h2::hpack::table::Name::Header(h) => h.to_string(),
+                crate::h2::hpack::table::Name::Pseudo(p) => format!(":{p:?}").to_lowercase(),
+                crate::h2::hpack::table::Name::Invalid(w) => panic!("{w}"),
+            };
+            ours.push((name, String::from_utf8(e.value.to_vec()).unwrap()));
+        })
+        .unwrap();
+        let theirs = other_decode(&mut other, block);
+        assert_eq!(ours, theirs);
+        theirs
+    };
+    let want = |date: &str| {
+        pairs(&[
+            (":status", "200"),
+            ("date", date),
+            ("server", "peregrine"),
+            ("content-length", "13"),
+        ])
+    };
+    let date = |s: u32| format!("Sun, 06 Dec 2026 04:{:02}:{:02} GMT", s / 60, s % 60);
+
+    let first = own_fields_block(&mut enc, &date(0));
+    assert_eq!(decode_both(&first), want(&date(0)));
+    let again = own_fields_block(&mut enc, &date(0));
+    // :status, date (index 63: one newer entry), server (62), content-length literal.
+    assert_eq!(again[..3], [0x88, 0x80 | 63, 0x80 | 62]);
+    assert!(again.len() < first.len() - 35, "{} vs {} bytes", again.len(), first.len());
+    assert_eq!(decode_both(&again), want(&date(0)));
+    // Dates move on for long enough that old entries are evicted, server's with them.
+    for s in 1..40 {
+        for _ in 0..3 {
+            assert_eq!(decode_both(&own_fields_block(&mut enc, &date(s))), want(&date(s)));
+        }
+    }
+    // The peer shrinks its table below one entry: nothing is indexed any more.
+    enc.set_max_table_size(40);
+    for s in 40..43 {
+        let block = own_fields_block(&mut enc, &date(s));
+        assert_eq!(decode_both(&block), want(&date(s)));
+    }
+    enc.set_max_table_size(0);
+    for s in 43..45 {
+        assert_eq!(decode_both(&own_fields_block(&mut enc, &date(s))), want(&date(s)));
+    }
+    // A peer that starts with no table at all.
+    let mut enc = HeaderEncoder::new();
+    enc.set_max_table_size(0);
+    let mut other = OtherDecoder::new();
+    for _ in 0..2 {
+        let block = own_fields_block(&mut enc, &date(0));
+        assert_eq!(other_decode(&mut other, &block), want(&date(0)));
+    }
 }
