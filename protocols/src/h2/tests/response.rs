@@ -19,18 +19,22 @@ fn other_decode(dec: &mut OtherDecoder, block: &[u8]) -> List {
 }
 
 fn own_decode(block: &[u8]) -> List {
+    own_decode_with(&mut Decoder::new(4096), block)
+}
+
+/// Decodes with `dec`, which keeps its dynamic table for the next block.
+fn own_decode_with(dec: &mut Decoder, block: &[u8]) -> List {
     let mut out = Vec::new();
     let limits = ListLimits { max_size: 1 << 20, max_fields: 1000 };
-    Decoder::new(4096)
-        .decode(block, limits, |e| {
-            let name = match e.name {
-                crate::h2::hpack::table::Name::Header(h) => h.to_string(),
-                crate::h2::hpack::table::Name::Pseudo(p) => format!(":{p:?}").to_lowercase(),
-                crate::h2::hpack::table::Name::Invalid(w) => panic!("{w}"),
-            };
-            out.push((name, String::from_utf8(e.value.to_vec()).unwrap()));
-        })
-        .unwrap();
+    dec.decode(block, limits, |e| {
+        let name = match e.name {
+            crate::h2::hpack::table::Name::Header(h) => h.to_string(),
+            crate::h2::hpack::table::Name::Pseudo(p) => format!(":{p:?}").to_lowercase(),
+            crate::h2::hpack::table::Name::Invalid(w) => panic!("{w}"),
+        };
+        out.push((name, String::from_utf8(e.value.to_vec()).unwrap()));
+    })
+    .unwrap();
     out
 }
 
@@ -168,17 +172,7 @@ fn the_servers_own_fields_are_indexed_once_and_stay_in_step_with_the_peer() {
     let mut other = OtherDecoder::new();
     let mut own = Decoder::new(4096);
     let mut decode_both = |block: &[u8]| {
-        let mut ours = Vec::new();
-        let limits = ListLimits { max_size: 1 << 20, max_fields: 100 };
-        own.decode(block, limits, |e| {
-            let name = match e.name {
-                crate::h2::hpack::table::Name::Header(h) => h.to_string(),
-                crate::h2::hpack::table::Name::Pseudo(p) => format!(":{p:?}").to_lowercase(),
-                crate::h2::hpack::table::Name::Invalid(w) => panic!("{w}"),
-            };
-            ours.push((name, String::from_utf8(e.value.to_vec()).unwrap()));
-        })
-        .unwrap();
+        let ours = own_decode_with(&mut own, block);
         let theirs = other_decode(&mut other, block);
         assert_eq!(ours, theirs);
         theirs
