@@ -18,4 +18,5 @@ pub mod content;
 pub mod h1;
 pub mod h2;
 pub mod host;
+pub mod names;
 pub mod proxy_protocol;

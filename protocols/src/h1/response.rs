@@ -8,6 +8,7 @@ use http::header::{self, HeaderName};
 use http::{HeaderMap, Method, StatusCode, Version};
 
 use crate::content::{response_content, Content};
+use crate::names::KEEP_ALIVE;
 
 /// `100 Continue`, sent when a handler first reads a body whose request said
 /// `Expect: 100-continue`.
@@ -181,7 +182,7 @@ fn is_codec_owned(name: &HeaderName) -> bool {
     name == header::CONTENT_LENGTH
         || name == header::TRANSFER_ENCODING
         || name == header::CONNECTION
-        || name.as_str() == "keep-alive"
+        || *name == KEEP_ALIVE
 }
 
 /// `HTTP/1.1 200 OK\r\n`; with no canonical reason, `HTTP/1.1 599 \r\n` (the reason-phrase

@@ -13,13 +13,15 @@ use bytes::Bytes;
 use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderName, HeaderValue};
 
+use crate::names::{KEEP_ALIVE, PROXY_CONNECTION};
+
 /// Names HTTP/2 forbids because they describe one hop's connection (RFC 9113 §8.2.2).
 pub(crate) fn is_connection_specific(name: &HeaderName) -> bool {
     *name == CONNECTION
         || *name == TRANSFER_ENCODING
         || *name == UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+        || *name == KEEP_ALIVE
+        || *name == PROXY_CONNECTION
 }
 
 /// Applies rules 2–4 to a regular field (rule 1 held when its name became a `HeaderName`);
