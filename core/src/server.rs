@@ -671,6 +671,32 @@ struct Listener {
     retry_at: Option<Instant>,
 }
 
+impl Listener {
+    /// Closes the socket through the driver, which forgets the descriptor with it: the epoll
+    /// driver keeps per-descriptor state that would otherwise outlive the number, for the
+    /// next socket the kernel gives it to. (On Windows each core holds a share of one
+    /// socket, which the last share closes.)
+    fn close(self) {
+        #[cfg(unix)]
+        rt::io::close_detached(self.fd);
+        #[cfg(windows)]
+        drop(self);
+    }
+}
+
+/// Closes the listeners whose accept has ended (shutting down: a cancelled accept may still
+/// hand over a connection, which is served).
+fn close_finished(listeners: &mut Vec<Listener>) {
+    let mut i = 0;
+    while i < listeners.len() {
+        if listeners[i].op.is_none() {
+            listeners.swap_remove(i).close();
+        } else {
+            i += 1;
+        }
+    }
+}
+
 /// Makes `current` the listeners of `new`, in its order: a group new to this core brings
 /// its sockets; a kept group keeps its sockets (and their pending accepts) and takes the
 /// new settings; a group no longer configured has its accepts cancelled and its sockets
@@ -708,6 +734,7 @@ fn switch_listeners(current: &mut Vec<Listener>, new: Vec<CoreListener>, tokens:
         if let Some(op) = gone.op {
             rt::cancel(op);
         }
+        gone.close();
     }
 }
 
@@ -828,7 +855,7 @@ impl Reactor {
                         rt::cancel(op);
                     }
                 }
-                listeners.retain(|l| l.op.is_some());
+                close_finished(&mut listeners);
                 rt::begin_shutdown();
                 hard_deadline = Some(rt::now() + settings.limits.shutdown_timeout);
                 rt::run_tasks(); // idle connections see the shutdown (and close after DRAIN_GRACE)
@@ -942,11 +969,13 @@ impl Reactor {
             match hard_deadline {
                 None => arm_accepts(&mut listeners),
                 // Shutting down: a listener closes once its cancelled accept has ended.
-                Some(_) => listeners.retain(|l| l.op.is_some()),
+                Some(_) => close_finished(&mut listeners),
             }
         }
         self.mailbox.close();
-        drop(listeners);
+        for l in listeners {
+            l.close();
+        }
         drop(pending);
         drop(handler);
         rt::teardown();
