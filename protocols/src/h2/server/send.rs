@@ -16,10 +16,13 @@ use crate::h2::outbound;
 use crate::h2::response::OwnField;
 use crate::h2::Reason;
 
-/// Room reserved in the output buffer when a batch of responses starts: a batch of small
-/// responses (headers and a short body each) fits, and it is one allocation, given back when
-/// the connection goes idle.
+/// The most room reserved in the output buffer when a batch of responses starts: a batch
+/// of small responses fits in one allocation, given back when the connection goes idle.
 const OUT_ROOM: usize = 16 * 1024;
+/// Room per open stream: a response's HEADERS and, below `outbound::COPY_BELOW`, its DATA.
+const ROOM_PER_STREAM: usize = 192;
+/// The least room reserved: one small response.
+const MIN_ROOM: usize = 512;
 
 /// Fields the server adds to a response head (see
 /// [`Connection::send_response_with`]).
@@ -198,11 +201,16 @@ impl Connection {
         fields: Option<ServerFields<'_>>,
         end_stream: bool,
     ) {
-        if self.out.is_empty() && self.out.capacity() < OUT_ROOM / 16 {
+        if self.out.is_empty() {
             // The first response of a batch: room for the batch up front, so a hundred
             // responses are not encoded into a buffer that doubles (and copies) its way up.
-            // `shrink_idle` gives it back when the connection goes quiet.
-            self.out.reserve(OUT_ROOM);
+            // Sized by the streams open (each likely to answer in this batch), so a
+            // connection with one stream, such as a slow client's, holds little while its
+            // send waits. `shrink_idle` gives it back when the connection goes quiet.
+            let room = (self.streams.len() * ROOM_PER_STREAM).clamp(MIN_ROOM, OUT_ROOM);
+            if self.out.capacity() < room {
+                self.out.reserve(room);
+            }
         }
         let start = self.out.len();
         self.out.extend_from_slice(&[0; frame::HEAD_LEN]);
