@@ -182,6 +182,11 @@ const fn by_length() -> [[u8; SAME_LENGTH_MAX]; LONGEST_STATIC_NAME + 1] {
 /// compared (at most [`SAME_LENGTH_MAX`], usually one or two), where a scan of the table
 /// compared up to 47 for every field of every response.
 pub(crate) fn static_name_index(name: &HeaderName) -> Option<usize> {
+    // The names most responses carry, compared as `http`'s constants first: for a standard
+    // name that is a tag comparison, where `as_str` turns it back into text through a table.
+    if let Some(&(_, index)) = COMMON_NAMES.iter().find(|(common, _)| common == name) {
+        return Some(index);
+    }
     let name = name.as_str().as_bytes();
     let (&first, candidates) = (name.first()?, BY_LENGTH.get(name.len())?);
     // The first byte tells most same-length names apart before a full comparison.
@@ -192,6 +197,16 @@ pub(crate) fn static_name_index(name: &HeaderName) -> Option<usize> {
         .find(|&i| STATIC[i].0.as_bytes()[0] == first && STATIC[i].0.as_bytes() == name)
         .map(|i| i + 1)
 }
+
+/// Field names most responses carry, with their static indices (RFC 7541 Appendix A).
+static COMMON_NAMES: [(HeaderName, usize); 6] = [
+    (http::header::CONTENT_TYPE, 31),
+    (http::header::CACHE_CONTROL, 24),
+    (http::header::ETAG, 34),
+    (http::header::LAST_MODIFIED, 44),
+    (http::header::VARY, 59),
+    (http::header::CONTENT_ENCODING, 26),
+];
 
 /// The static index holding `:status` with this code, if any (8..=14).
 pub(crate) fn static_status_index(status: u16) -> Option<usize> {
