@@ -10,7 +10,7 @@
 //!   address to the app (ASP.NET Core's ForwardedHeaders and nginx's realip do the same).
 //! - `X-Request-Id` is kept from a trusted proxy, otherwise generated.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -70,6 +70,28 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
     if found {
         remove_matching(headers, |name| is_hop_by_hop(name) || named.contains(name));
+    }
+}
+
+/// The last client address written as an `X-Forwarded-For` value, kept per core and
+/// upstream group: a connection's requests repeat their address, so most requests reuse the
+/// value (a reference-count bump) instead of writing and copying it again.
+#[derive(Debug, Default)]
+pub(crate) struct AddressText(RefCell<Option<(IpAddr, HeaderValue)>>);
+
+impl AddressText {
+    /// `ip` as a field value.
+    fn value(&self, ip: IpAddr) -> HeaderValue {
+        let mut last = self.0.borrow_mut();
+        if let Some((seen, value)) = last.as_ref() {
+            if *seen == ip {
+                return value.clone();
+            }
+        }
+        let value = HeaderValue::from_bytes(ip_text(ip, &mut [0; 48]))
+            .expect("an address's text is a valid field value");
+        *last = Some((ip, value.clone()));
+        value
     }
 }
 
@@ -164,6 +186,7 @@ pub(crate) fn request_fields(
     client: &Client,
     trusted: &Trusted,
     forwarded: bool,
+    peer_text: &AddressText,
 ) -> HeaderValue {
     remove_hop_by_hop(headers);
     let peer_trusted = client.peer.is_some_and(|p| trusted.contains(p.ip()));
@@ -189,7 +212,7 @@ pub(crate) fn request_fields(
             Some(before) if !before.trim().is_empty() => {
                 HeaderValue::from_str(&format!("{before}, {ip}")).ok()
             }
-            _ => HeaderValue::from_bytes(ip_text(ip, &mut [0; 48])).ok(),
+            _ => Some(peer_text.value(ip)),
         };
         if let Some(v) = xff {
             headers.insert(X_FORWARDED_FOR.clone(), v);
@@ -334,12 +357,29 @@ mod tests {
     }
 
     #[test]
+    fn the_remembered_address_text_follows_the_client() {
+        let texts = AddressText::default();
+        for peer in ["10.0.0.7:5000", "10.0.0.7:5001", "192.168.1.20:80", "10.0.0.7:5000"] {
+            let mut h = HeaderMap::new();
+            request_fields(&mut h, &client(peer), &Trusted::default(), false, &texts);
+            let ip = peer.rsplit_once(':').unwrap().0;
+            assert_eq!(h[&X_FORWARDED_FOR], ip);
+        }
+    }
+
+    #[test]
     fn an_untrusted_peer_cannot_spoof_forwarded_fields() {
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         h.insert(&X_REQUEST_ID, HeaderValue::from_static("spoofed"));
-        let id = request_fields(&mut h, &client("10.0.0.7:5000"), &Trusted::default(), false);
+        let id = request_fields(
+            &mut h,
+            &client("10.0.0.7:5000"),
+            &Trusted::default(),
+            false,
+            &AddressText::default(),
+        );
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.7");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_FORWARDED_HOST], "example.com");
@@ -354,7 +394,8 @@ mod tests {
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc"));
         let t = trusted(&["10.0.0.0/8"]);
-        let id = request_fields(&mut h, &client("10.0.0.7:5000"), &t, true);
+        let id =
+            request_fields(&mut h, &client("10.0.0.7:5000"), &t, true, &AddressText::default());
         assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 10.0.0.7");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(id, "abc");
@@ -368,7 +409,13 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        request_fields(&mut h, &client("10.0.0.7:5000"), &Trusted::default(), false);
+        request_fields(
+            &mut h,
+            &client("10.0.0.7:5000"),
+            &Trusted::default(),
+            false,
+            &AddressText::default(),
+        );
         assert!(
             !h.contains_key(header::CONTENT_LENGTH) && !h.contains_key(header::TRANSFER_ENCODING)
         );

@@ -176,6 +176,8 @@ pub(crate) struct Shared {
     /// This core's counters of each server.
     metrics: Vec<Arc<metrics::ServerMetrics>>,
     trusted: forward::Trusted,
+    /// The last client address written for `X-Forwarded-For`.
+    peer_text: forward::AddressText,
     pool: Pool,
     /// This core's HTTP/2 connections (`h2c://` servers).
     h2: h2::Connections,
@@ -236,6 +238,7 @@ impl Proxy {
         watch::start(&config);
         let shared = Shared {
             trusted: forward::Trusted::new(config.trusted_proxies.clone()),
+            peer_text: forward::AddressText::default(),
             pool: Pool::new(metrics.clone(), config.max_idle_per_server, config.keepalive_timeout),
             h2: h2::Connections::default(),
             metrics,

@@ -188,8 +188,13 @@ pub(crate) fn rewrite(
             v.to_str().is_ok_and(|v| v.split(',').any(asks))
         });
     let client = forward::Client { peer: info.peer, tls: info.tls, host: host.clone() };
-    let request_id =
-        forward::request_fields(&mut headers, &client, &shared.trusted, config.forwarded_header);
+    let request_id = forward::request_fields(
+        &mut headers,
+        &client,
+        &shared.trusted,
+        config.forwarded_header,
+        &shared.peer_text,
+    );
     if let Some(protocol) = &upgrade {
         headers.insert(header::UPGRADE, protocol.clone());
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
