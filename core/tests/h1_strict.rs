@@ -45,6 +45,9 @@ const HEAD_CASES: &[(&str, &str, u16)] = &[
     ("bare CR in a header value", "GET /plaintext HTTP/1.1\r\nHost: x\r\nX-A: a\rb\r\n\r\n", 400),
     ("missing host on HTTP/1.1", "GET /plaintext HTTP/1.1\r\nX-A: 1\r\n\r\n", 400),
     ("duplicate host", "GET /plaintext HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
+    ("userinfo in host", "GET /plaintext HTTP/1.1\r\nHost: user@x\r\n\r\n", 400),
+    ("host with a path", "GET /plaintext HTTP/1.1\r\nHost: x/y\r\n\r\n", 400),
+    ("host port past 65535", "GET /plaintext HTTP/1.1\r\nHost: x:65536\r\n\r\n", 400),
     ("invalid method token", "G(ET / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     ("space inside the target", "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     (

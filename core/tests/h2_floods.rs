@@ -38,6 +38,17 @@ fn request(method: &str, path: &str) -> Vec<u8> {
     b
 }
 
+/// `GET /plaintext` to `authority`.
+fn authority_block(authority: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (n, v) in
+        [(":method", "GET"), (":scheme", "http"), (":authority", authority), (":path", "/")]
+    {
+        literal(n, v, &mut b);
+    }
+    b
+}
+
 /// `GET /plaintext` with `extra` fields after the pseudo-headers.
 fn request_block(extra: &[(&str, &str)]) -> Vec<u8> {
     let mut b = request("GET", "/plaintext");
@@ -182,6 +193,16 @@ fn malformed_requests_are_reset(io: IoChoice) {
             b
         }),
         ("bad value", request_block(&[("x-a", "a\u{0}b")])),
+        ("userinfo in :authority", authority_block("user@x")),
+        (":authority port past 65535", authority_block("x:65536")),
+        ("invalid host without :authority", {
+            let mut b = Vec::new();
+            for (n, v) in [(":method", "GET"), (":scheme", "http"), (":path", "/"), ("host", "a b")]
+            {
+                literal(n, v, &mut b);
+            }
+            b
+        }),
         ("bad content-length", request_block(&[("content-length", "12x")])),
     ];
     let mut raw = Raw::connect(a);

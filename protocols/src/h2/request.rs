@@ -465,10 +465,7 @@ impl Request {
                 Some(a) => a,
                 None => {
                     let host = self.headers.get(HOST).ok_or("no :authority and no host")?;
-                    if !is_valid_host(host.as_bytes()) {
-                        return Err("invalid host");
-                    }
-                    Authority::try_from(host.as_bytes()).map_err(|_| "invalid host")?
+                    host_authority(host.clone()).ok_or("invalid host")?
                 }
             };
             parts.scheme = Some(Scheme::try_from(&scheme[..]).map_err(|_| "invalid :scheme")?);
@@ -492,8 +489,14 @@ fn parse_authority(value: Bytes) -> Result<Authority, &'static str> {
     if value.contains(&b'@') {
         return Err("userinfo in :authority");
     }
-    if !is_valid_host(&value) {
-        return Err("invalid :authority");
+    host_authority(value).ok_or("invalid :authority")
+}
+
+/// `value` as the `Authority` of the request's `Uri`, if it is a valid host
+/// ([`is_valid_host`]; `Bytes` are taken as they are, anything else is copied).
+fn host_authority<T: AsRef<[u8]> + 'static>(value: T) -> Option<Authority> {
+    if !is_valid_host(value.as_ref()) {
+        return None;
     }
-    Authority::from_maybe_shared(value).map_err(|_| "invalid :authority")
+    Authority::from_maybe_shared(value).ok()
 }

@@ -2,9 +2,9 @@
 //!
 //! Only what our encoder needs: indexed fields, literals that are not indexed (with a static
 //! name index where there is one), literals that are (the server's own fields), and size
-//! updates. Strings are sent
-//! raw, never Huffman-coded: responses cross a local link far more often than a slow one,
-//! and the CPU per byte matters more here than the bytes Huffman coding would save.
+//! updates. Strings are sent raw, never Huffman-coded: responses cross a local link far more
+//! often than a slow one, and the CPU per byte matters more here than the bytes Huffman
+//! coding would save.
 
 use bytes::{BufMut, BytesMut};
 
