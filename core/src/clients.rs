@@ -116,7 +116,7 @@ fn too_many_requests(wait: Duration) -> Response<Body> {
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let mut r = Response::new(Body::from("429 Too Many Requests\n"));
     *r.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r.headers_mut().insert(header::CONTENT_TYPE, crate::handler::content_type::TEXT);
     r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     r
 }
@@ -126,6 +126,6 @@ pub(crate) fn forbidden() -> Response<Body> {
     crate::metrics::count(|m| m.rejected(Rejection::Denied));
     let mut r = Response::new(Body::from("403 Forbidden\n"));
     *r.status_mut() = StatusCode::FORBIDDEN;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r.headers_mut().insert(header::CONTENT_TYPE, crate::handler::content_type::TEXT);
     r
 }

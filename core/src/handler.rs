@@ -7,15 +7,29 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 
 use crate::{Body, ConnectionInfo};
 
+/// The content types of the responses the server writes itself. Constants, so the value is
+/// checked when the binary is built: `HeaderValue::from_static` called with a runtime
+/// argument walks the bytes on every response.
+pub(crate) mod content_type {
+    use http::HeaderValue;
+
+    /// `text/plain`.
+    pub(crate) const TEXT: HeaderValue = HeaderValue::from_static("text/plain");
+    /// `text/html; charset=utf-8`.
+    pub(crate) const HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
+    /// `application/json`.
+    pub(crate) const JSON: HeaderValue = HeaderValue::from_static("application/json");
+}
+
 /// A response the server writes itself: `status`, a fixed content type, `body`.
 pub(crate) fn respond(
     status: StatusCode,
-    content_type: &'static str,
+    content_type: HeaderValue,
     body: impl Into<Body>,
 ) -> Response<Body> {
     let mut r = Response::new(body.into());
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(header::CONTENT_TYPE, content_type);
     r
 }
 

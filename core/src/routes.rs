@@ -14,7 +14,7 @@ use crate::cache::{CacheSection, ResponseCache};
 use crate::compress::{self, CompressionSection};
 use crate::config::RouteConfig;
 use crate::files::{Files, FilesSection};
-use crate::handler::respond;
+use crate::handler::{content_type, respond};
 use crate::proxy::{Proxy, ProxyConfig, RouteOptions};
 use crate::rt;
 use crate::{clients, ConnectionInfo};
@@ -323,24 +323,29 @@ enum Forward<'a> {
 }
 
 impl BuiltinRoutes {
-    /// Sends `request` upstream or to the app. Boxed: the router's future, which every
-    /// request builds and moves (a `/plaintext` as much as a proxied request), then holds a
-    /// pointer rather than the forwarding future and the request it carries.
+    /// Sends `request` upstream or to the app, with the client's `connection` (passed along,
+    /// not put into the request's extensions: the map costs three allocations a request).
+    /// Boxed: the router's future, which every request builds and moves (a `/plaintext` as
+    /// much as a proxied request), then holds a pointer rather than the forwarding future
+    /// and the request it carries.
     fn send<'a>(
         &'a self,
         to: Forward<'a>,
         request: Request<Body>,
+        connection: Option<&'a ConnectionInfo>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + 'a>> {
         match to {
             Forward::Route(_, Action::Proxy(group, options)) => {
-                rt::boxed(|| self.proxies[*group].forward_with(request, options))
+                rt::boxed(|| self.proxies[*group].forward_with(request, options, connection))
             }
             Forward::Route(_, Action::App(app, options)) => {
-                rt::boxed(|| self.apps[*app].call_with(request, options))
+                rt::boxed(|| self.apps[*app].call_with(request, options, connection))
             }
-            Forward::Fallback(Fallback::Proxy(proxy)) => rt::boxed(|| proxy.call(request)),
+            Forward::Fallback(Fallback::Proxy(proxy)) => {
+                rt::boxed(|| proxy.forward_with(request, &crate::proxy::NO_OPTIONS, connection))
+            }
             Forward::Fallback(Fallback::App(app)) => {
-                rt::boxed(|| app.call_with(request, &crate::proxy::NO_OPTIONS))
+                rt::boxed(|| app.call_with(request, &crate::proxy::NO_OPTIONS, connection))
             }
             Forward::Route(_, Action::Fixed(_) | Action::Files(..)) => {
                 unreachable!("only forwarding actions")
@@ -360,9 +365,9 @@ impl Handler for BuiltinRoutes {
         self.call_with(request, None)
     }
 
-    /// `connection` goes into the request's extensions only when the request is forwarded
-    /// (the proxy and apps read it): a cache hit, a file or a fixed answer never pays for
-    /// the extension map (three allocations).
+    /// `connection` never goes into the request's extensions: the proxy and apps take it as
+    /// an argument, and a cache hit, a file or a fixed answer do not read it, so no request
+    /// pays for the extension map (three allocations).
     async fn call_with(
         &self,
         request: Request<Body>,
@@ -388,7 +393,7 @@ impl Handler for BuiltinRoutes {
                     break 'answer refused;
                 }
             }
-            let (mut request, to) = match route.map(|r| (r, &r.action)) {
+            let (request, to) = match route.map(|r| (r, &r.action)) {
                 Some((_, Action::Fixed(f))) => {
                     let mut r = Response::new(Body::from(f.body.clone()));
                     *r.status_mut() = f.status;
@@ -434,14 +439,11 @@ impl Handler for BuiltinRoutes {
                 Some((cache, Err(miss))) => Some((cache, miss)),
                 None => None,
             };
-            if let Some(connection) = connection {
-                request.extensions_mut().insert(*connection);
-            }
             match miss {
                 Some((cache, miss)) => {
-                    rt::boxed(|| cache.fetch(request, miss, |r| self.send(to, r))).await
+                    rt::boxed(|| cache.fetch(request, miss, |r| self.send(to, r, connection))).await
                 }
-                None => self.send(to, request).await,
+                None => self.send(to, request, connection).await,
             }
         };
         match coding {
@@ -455,9 +457,9 @@ impl BuiltinRoutes {
     /// The built-in routes: the welcome page, the benchmark routes and `/echo`.
     fn builtin(&self, request: Request<Body>) -> Response<Body> {
         match request.uri().path() {
-            "/plaintext" => respond(StatusCode::OK, "text/plain", "Hello, World!"),
+            "/plaintext" => respond(StatusCode::OK, content_type::TEXT, "Hello, World!"),
             "/json" => {
-                respond(StatusCode::OK, "application/json", r#"{"message":"Hello, World!"}"#)
+                respond(StatusCode::OK, content_type::JSON, r#"{"message":"Hello, World!"}"#)
             }
             "/echo" => {
                 // Streams the request body straight back, with its length when known.
@@ -479,9 +481,9 @@ impl BuiltinRoutes {
                     };
                     Bytes::from(empty.welcome_page())
                 });
-                respond(StatusCode::OK, "text/html; charset=utf-8", page)
+                respond(StatusCode::OK, content_type::HTML, page)
             }
-            _ => respond(StatusCode::NOT_FOUND, "text/plain", "Not Found\n"),
+            _ => respond(StatusCode::NOT_FOUND, content_type::TEXT, "Not Found\n"),
         }
     }
 }

@@ -397,7 +397,7 @@ fn config_routes_match_host_and_prefix_strip_it_and_edit_headers() {
         path_prefix = "/v1/"
         upstream = "api"
         strip_prefix = true
-        request_headers = {{ set = {{ "x-env" = "prod" }}, remove = ["cookie"] }}
+        request_headers = {{ set = {{ "x-env" = "prod", "x-forwarded-proto" = "https" }}, remove = ["cookie", "x-request-id"] }}
         response_headers = {{ set = {{ "x-frame-options" = "DENY" }}, remove = ["x-internal"] }}
 
         [[route]]
@@ -425,7 +425,19 @@ fn config_routes_match_host_and_prefix_strip_it_and_edit_headers() {
     assert_eq!(r.text(), "api /users?id=7 env=prod");
     assert_eq!(r.header("x-frame-options"), Some("DENY"));
     assert_eq!(r.header("x-internal"), None);
-    assert_eq!(api.seen()[0].header("cookie"), None);
+    let seen = &api.seen()[0];
+    assert_eq!(seen.header("cookie"), None);
+    // A route's edits win over the forwarding fields the proxy adds, and leave no second
+    // copy of them; the fields it does not name are still sent.
+    let count = |name: &str| {
+        let lines = seen.head.lines().skip(1).filter_map(|l| l.split_once(':'));
+        lines.filter(|(n, _)| n.trim().eq_ignore_ascii_case(name)).count()
+    };
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(count("x-forwarded-proto"), 1, "{}", seen.head);
+    assert_eq!(count("x-request-id"), 0, "{}", seen.head);
+    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(count("x-forwarded-for"), 1, "{}", seen.head);
     // Not a subdomain of api.test, or not under /v1/: the catch-all route.
     assert_eq!(get_host(a, "api.test", "/v1/users").text(), "web /v1/users");
     assert_eq!(get_host(a, "eu.api.test", "/v2/x").text(), "web /v2/x");

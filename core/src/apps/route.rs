@@ -14,10 +14,10 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 
 use super::{App, AppState, Failure, Phase, Process, TOKEN_HEADER};
-use crate::handler::respond;
+use crate::handler::{content_type, respond};
 use crate::overview::escape;
 use crate::proxy::{metrics::ServerMetrics, Proxy, RouteOptions};
-use crate::{rt, Body, BodyChunk};
+use crate::{rt, Body, BodyChunk, ConnectionInfo};
 
 /// How often a request waiting for a start looks at the app's state again.
 const WAIT_STEP: Duration = Duration::from_millis(10);
@@ -48,21 +48,28 @@ impl AppRoute {
     }
 
     /// Answers `request` for the app, forwarding with a route's `options`.
+    /// `connection` describes the client (else the request's extension does).
     pub fn call_with<'a>(
         &'a self,
         request: Request<Body>,
         options: &'a RouteOptions,
+        connection: Option<&'a ConnectionInfo>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + 'a>> {
         // Boxed, as the proxy's forwarding is: inline, this future (its start wait and its
         // forwarding) would make the router's future, made for every request of every
         // route, that much larger to lay out and move.
-        crate::rt::boxed(|| self.serve(request, options))
+        crate::rt::boxed(|| self.serve(request, options, connection))
     }
 
-    async fn serve(&self, request: Request<Body>, options: &RouteOptions) -> Response<Body> {
+    async fn serve(
+        &self,
+        request: Request<Body>,
+        options: &RouteOptions,
+        connection: Option<&ConnectionInfo>,
+    ) -> Response<Body> {
         let state = self.app.state.load_full();
         if let Some(claim) = self.claim(&state) {
-            return self.forward(claim, request, options).await;
+            return self.forward(claim, request, options, connection).await;
         }
         if let Some(answer) = self.refusal(&state, rt::now()) {
             return answer;
@@ -85,7 +92,7 @@ impl AppRoute {
             let _ = rt::timer::timeout(step, std::future::pending::<()>()).await;
             let state = self.app.state.load_full();
             if let Some(claim) = self.claim(&state) {
-                return self.forward(claim, request, options).await;
+                return self.forward(claim, request, options, connection).await;
             }
             let now = rt::now();
             if let Some(answer) = self.refusal(&state, now) {
@@ -147,13 +154,14 @@ impl AppRoute {
         claim: InFlight,
         mut request: Request<Body>,
         options: &RouteOptions,
+        connection: Option<&ConnectionInfo>,
     ) -> Response<Body> {
         let process = &claim.0;
         let proxy = self.proxy_for(process);
         // Replaces any the client sent: only Peregrine may speak for the pairing.
         request.headers_mut().insert(TOKEN_HEADER, process.token.clone());
         let guard = claim;
-        let mut response = proxy.forward_with(request, options).await;
+        let mut response = proxy.forward_with(request, options, connection).await;
         let body = std::mem::take(response.body_mut());
         *response.body_mut() = match body.exact_len() {
             Some(0) => body,
@@ -210,17 +218,17 @@ impl AppRoute {
              <p>Its process {what}.</p>{log}{retry}\n\
              <p>Turn this page off in production with <code>error_page = false</code>.</p></body></html>\n"
         );
-        respond(StatusCode::BAD_GATEWAY, "text/html; charset=utf-8", page)
+        respond(StatusCode::BAD_GATEWAY, content_type::HTML, page)
     }
 }
 
 /// 503 with the offline file's contents.
 fn offline(page: Bytes) -> Response<Body> {
-    respond(StatusCode::SERVICE_UNAVAILABLE, "text/html; charset=utf-8", page)
+    respond(StatusCode::SERVICE_UNAVAILABLE, content_type::HTML, page)
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    respond(status, "text/plain", text)
+    respond(status, content_type::TEXT, text)
 }
 
 /// A request waiting for a start, counted against `max_queued_requests` while it lives.

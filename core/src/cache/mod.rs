@@ -258,7 +258,7 @@ impl ResponseCache {
                 tracing::debug!(error = %e, "upstream body failed while caching");
                 return crate::handler::respond(
                     StatusCode::BAD_GATEWAY,
-                    "text/plain",
+                    crate::handler::content_type::TEXT,
                     "Bad Gateway\n",
                 );
             }

@@ -179,10 +179,15 @@ impl Miss {
     /// The answer when nothing stands behind the file route.
     pub fn response(self) -> Response<Body> {
         match self {
-            Miss::NotFound => fixed(StatusCode::NOT_FOUND, "text/plain", "Not Found\n"),
+            Miss::NotFound => {
+                fixed(StatusCode::NOT_FOUND, crate::handler::content_type::TEXT, "Not Found\n")
+            }
             Miss::Method => {
-                let mut r =
-                    fixed(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "Method Not Allowed\n");
+                let mut r = fixed(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    crate::handler::content_type::TEXT,
+                    "Method Not Allowed\n",
+                );
                 r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
                 r
             }
@@ -222,7 +227,11 @@ impl Files {
             Err(path::PathError::Hidden) => return Err((request, Miss::NotFound)),
             Err(path::PathError::Invalid(why)) => {
                 tracing::debug!(path = request.uri().path(), why, "file path refused");
-                return Ok(fixed(StatusCode::BAD_REQUEST, "text/plain", "Bad Request\n"));
+                return Ok(fixed(
+                    StatusCode::BAD_REQUEST,
+                    crate::handler::content_type::TEXT,
+                    "Bad Request\n",
+                ));
             }
         };
         let mut key = relative.path;
@@ -232,7 +241,9 @@ impl Files {
         match self.cache.lookup(&self.route, &key).await {
             Found::File(entry) => Ok(respond::file(&self.route, &request, &entry)),
             Found::Directory => Ok(respond::to_directory(&request)),
-            Found::Forbidden => Ok(fixed(StatusCode::FORBIDDEN, "text/plain", "Forbidden\n")),
+            Found::Forbidden => {
+                Ok(fixed(StatusCode::FORBIDDEN, crate::handler::content_type::TEXT, "Forbidden\n"))
+            }
             Found::Missing => Err((request, Miss::NotFound)),
         }
     }

@@ -173,7 +173,11 @@ pub(crate) fn to_directory(request: &Request<Body>) -> Response<Body> {
         Some(q) => format!("{}/?{q}", uri.path()),
         None => format!("{}/", uri.path()),
     };
-    let mut r = crate::handler::respond(StatusCode::PERMANENT_REDIRECT, "text/plain", "");
+    let mut r = crate::handler::respond(
+        StatusCode::PERMANENT_REDIRECT,
+        crate::handler::content_type::TEXT,
+        "",
+    );
     if let Ok(v) = HeaderValue::from_str(&location) {
         r.headers_mut().insert(header::LOCATION, v);
     }

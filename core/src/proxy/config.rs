@@ -185,6 +185,11 @@ pub(crate) struct Edits {
 }
 
 impl Edits {
+    /// Whether there is nothing to edit.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+
     /// Applies the edits: removals first, then the fields set.
     pub(crate) fn apply(&self, headers: &mut http::HeaderMap) {
         for name in &self.remove {

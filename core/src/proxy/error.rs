@@ -3,7 +3,7 @@
 
 use std::io;
 
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Response, StatusCode};
 use peregrine_protocols::h1::ResponseError;
 
@@ -111,6 +111,6 @@ pub(crate) fn error_response(status: StatusCode) -> Response<Body> {
     let text = format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
     let mut r = Response::new(Body::from(text));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r.headers_mut().insert(header::CONTENT_TYPE, crate::handler::content_type::TEXT);
     r
 }

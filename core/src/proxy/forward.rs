@@ -162,14 +162,14 @@ pub(crate) struct Client {
 }
 
 /// Sets field `name` to a mutual-TLS client's certificate (base64 DER of the leaf, as
-/// ASP.NET Core's certificate forwarding reads it), after removing whatever the client sent
-/// under that name: only a certificate the handshake verified crosses.
+/// ASP.NET Core's certificate forwarding reads it). Whatever the client sent under that
+/// name is gone already ([`request_fields`]'s `cert_field`): only a certificate the
+/// handshake verified crosses.
 pub(crate) fn client_certificate(
     headers: &mut HeaderMap,
     name: &http::HeaderName,
     certificates: Option<&crate::ClientCertificates>,
 ) {
-    headers.remove(name);
     if let Some(certificates) = certificates {
         use base64::Engine as _;
         let encoded = base64::engine::general_purpose::STANDARD.encode(certificates.leaf());
@@ -179,43 +179,103 @@ pub(crate) fn client_certificate(
     }
 }
 
+/// `forwarded`, as a static the added fields can point at.
+static FORWARDED: HeaderName = header::FORWARDED;
+
+/// The forwarding fields one request gains, kept beside its map rather than inserted into
+/// it. The map is only read in order from here on (the HTTP/1.1 head is encoded from both),
+/// and inserting four custom names hashes each byte by byte: about a thousand instructions
+/// a proxied request. Whoever edits the map by name afterwards merges them in first
+/// ([`Added::into_map`]).
+#[derive(Debug, Default)]
+pub(crate) struct Added {
+    fields: [Option<(&'static HeaderName, HeaderValue)>; 5],
+}
+
+impl Added {
+    /// Adds `name: value`, which the map does not hold.
+    fn push(&mut self, name: &'static HeaderName, value: HeaderValue) {
+        if let Some(free) = self.fields.iter_mut().find(|f| f.is_none()) {
+            *free = Some((name, value));
+        }
+    }
+
+    /// Whether `name` is among the added fields.
+    pub(crate) fn holds(&self, name: &HeaderName) -> bool {
+        self.iter().any(|(added, _)| added == name)
+    }
+
+    /// The added fields, in the order they were added.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> + Clone {
+        self.fields.iter().flatten().map(|(n, v)| (*n, v))
+    }
+
+    /// Moves the fields into `headers` (for a map that is edited or encoded on its own).
+    pub(crate) fn into_map(self, headers: &mut HeaderMap) {
+        for (name, value) in self.fields.into_iter().flatten() {
+            headers.insert(name.clone(), value);
+        }
+    }
+}
+
+/// Sets `name` to `value`: in `headers` when it holds the field already (a trusted proxy's,
+/// replaced), else in `added`.
+fn set(
+    headers: &mut HeaderMap,
+    added: &mut Added,
+    in_map: bool,
+    name: &'static HeaderName,
+    value: HeaderValue,
+) {
+    if in_map {
+        headers.insert(name, value);
+    } else {
+        added.push(name, value);
+    }
+}
+
 /// Rewrites a request's fields for the upstream: hop-by-hop fields out, forwarded fields
-/// and a request id in. Returns the request id.
+/// and a request id in, and `cert_field` (the client certificate's, which only Peregrine may
+/// fill) out. Returns the fields to add (see [`Added`]) and the request id.
 pub(crate) fn request_fields(
     headers: &mut HeaderMap,
     client: &Client,
     trusted: &Trusted,
     forwarded: bool,
     peer_text: &AddressText,
-) -> HeaderValue {
+    cert_field: Option<&HeaderName>,
+) -> (Added, HeaderValue) {
     remove_hop_by_hop(headers);
     let peer_trusted = client.peer.is_some_and(|p| trusted.contains(p.ip()));
     remove_matching(headers, |name| {
         name == header::EXPECT
             || name == header::CONTENT_LENGTH
+            || cert_field == Some(name)
             || (!peer_trusted
                 && (name == header::FORWARDED
                     || [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_REQUEST_ID]
                         .contains(&name)))
     });
-    // Room for what is added below, so the map grows at most once.
-    headers.reserve(5);
+    // From an untrusted peer the forwarding fields were removed above: no lookups.
+    let kept = |headers: &HeaderMap, name: &HeaderName| {
+        peer_trusted.then(|| headers.get(name)).flatten().cloned()
+    };
+    let mut added = Added::default();
     let proto = HeaderValue::from_static(if client.tls { "https" } else { "http" });
     if let Some(peer) = client.peer {
         let ip = canonical(peer.ip());
         // Appended to what a trusted proxy said: `client, proxy1, proxy2` (each hop adds
         // the address it saw). The usual case, no field yet, is the address alone, written
         // on the stack.
-        // From an untrusted peer the forwarding fields were removed above: no lookups.
-        let before = peer_trusted.then(|| headers.get(&X_FORWARDED_FOR)).flatten();
-        let xff = match before.and_then(|v| v.to_str().ok()) {
+        let before = kept(headers, &X_FORWARDED_FOR);
+        let xff = match before.as_ref().and_then(|v| v.to_str().ok()) {
             Some(before) if !before.trim().is_empty() => {
                 HeaderValue::from_str(&format!("{before}, {ip}")).ok()
             }
             _ => Some(peer_text.value(ip)),
         };
         if let Some(v) = xff {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
+            set(headers, &mut added, before.is_some(), &X_FORWARDED_FOR, v);
         }
         if forwarded {
             let node = match peer.ip() {
@@ -226,31 +286,34 @@ pub(crate) fn request_fields(
             if let Some(host) = client.host.as_ref().and_then(|h| h.to_str().ok()) {
                 element.push_str(&format!(";host=\"{host}\""));
             }
-            let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+            let before = kept(headers, &FORWARDED);
+            let value = match before.as_ref().and_then(|v| v.to_str().ok()) {
                 Some(before) if !before.trim().is_empty() => format!("{before}, {element}"),
                 _ => element,
             };
             if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(header::FORWARDED, v);
+                set(headers, &mut added, before.is_some(), &FORWARDED, v);
             }
         }
     }
-    if !peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), proto);
+    // A trusted proxy's own protocol, host and request id stand.
+    if kept(headers, &X_FORWARDED_PROTO).is_none() {
+        added.push(&X_FORWARDED_PROTO, proto);
     }
     if let Some(host) = &client.host {
-        if !peer_trusted || !headers.contains_key(&X_FORWARDED_HOST) {
-            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        if kept(headers, &X_FORWARDED_HOST).is_none() {
+            added.push(&X_FORWARDED_HOST, host.clone());
         }
     }
-    match peer_trusted.then(|| headers.get(&X_REQUEST_ID)).flatten() {
-        Some(id) => id.clone(),
+    let request_id = match kept(headers, &X_REQUEST_ID) {
+        Some(id) => id,
         None => {
             let id = new_request_id();
-            headers.insert(X_REQUEST_ID.clone(), id.clone());
+            added.push(&X_REQUEST_ID, id.clone());
             id
         }
-    }
+    };
+    (added, request_id)
 }
 
 thread_local! {
@@ -361,7 +424,9 @@ mod tests {
         let texts = AddressText::default();
         for peer in ["10.0.0.7:5000", "10.0.0.7:5001", "192.168.1.20:80", "10.0.0.7:5000"] {
             let mut h = HeaderMap::new();
-            request_fields(&mut h, &client(peer), &Trusted::default(), false, &texts);
+            let (added, _) =
+                request_fields(&mut h, &client(peer), &Trusted::default(), false, &texts, None);
+            added.into_map(&mut h);
             let ip = peer.rsplit_once(':').unwrap().0;
             assert_eq!(h[&X_FORWARDED_FOR], ip);
         }
@@ -373,13 +438,17 @@ mod tests {
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         h.insert(&X_REQUEST_ID, HeaderValue::from_static("spoofed"));
-        let id = request_fields(
+        let (added, id) = request_fields(
             &mut h,
             &client("10.0.0.7:5000"),
             &Trusted::default(),
             false,
             &AddressText::default(),
+            None,
         );
+        // The client's fields are gone from the map; the proxy's own are beside it.
+        assert_eq!(h.len(), 0, "{h:?}");
+        added.into_map(&mut h);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.7");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_FORWARDED_HOST], "example.com");
@@ -394,8 +463,19 @@ mod tests {
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc"));
         let t = trusted(&["10.0.0.0/8"]);
-        let id =
-            request_fields(&mut h, &client("10.0.0.7:5000"), &t, true, &AddressText::default());
+        let (added, id) = request_fields(
+            &mut h,
+            &client("10.0.0.7:5000"),
+            &t,
+            true,
+            &AddressText::default(),
+            None,
+        );
+        // Replaced where it stood; nothing added twice.
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 10.0.0.7");
+        assert!(added.iter().all(|(name, _)| !h.contains_key(name)), "{added:?}");
+        added.into_map(&mut h);
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
         assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 10.0.0.7");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(id, "abc");
@@ -415,6 +495,7 @@ mod tests {
             &Trusted::default(),
             false,
             &AddressText::default(),
+            None,
         );
         assert!(
             !h.contains_key(header::CONTENT_LENGTH) && !h.contains_key(header::TRANSFER_ENCODING)

@@ -35,7 +35,7 @@ use crate::rt::{self, timer::Timer};
 use crate::sys::driver::SendBuf;
 use crate::sys::OwnedSocket;
 use crate::transport::Transport;
-use crate::{Body, BodyChunk, BodyError};
+use crate::{Body, BodyChunk, BodyError, ConnectionInfo};
 
 /// Request body bytes queued on a stream before the sender waits for the upstream to take
 /// them (its flow control), per stream.
@@ -386,6 +386,7 @@ pub(super) async fn forward(
     shared: &Rc<Shared>,
     request: Request<Body>,
     options: &RouteOptions,
+    connection: Option<&ConnectionInfo>,
 ) -> Result<Response<Body>, ProxyError> {
     let config = &shared.config;
     let connect_timeout = options.connect_timeout.unwrap_or(config.connect_timeout);
@@ -395,7 +396,9 @@ pub(super) async fn forward(
         true => request::buffered(request, options).await?,
         false => request,
     };
-    let mut r = request::rewrite(shared, request, options)?;
+    let mut r = request::rewrite(shared, request, options, connection)?;
+    // The HTTP/2 codec encodes one map.
+    std::mem::take(&mut r.added).into_map(&mut r.headers);
     if r.bridge.is_some() {
         // A WebSocket over HTTP/2 would need RFC 8441 toward the upstream too; answering it
         // as a plain request would tell the client its tunnel is open when it is not.

@@ -51,7 +51,7 @@ use tracing::debug;
 use crate::access_log::UpstreamFields;
 use crate::sys::driver::SendBuf;
 use crate::transport::Transport;
-use crate::{rt, Body, Handler};
+use crate::{rt, Body, ConnectionInfo, Handler};
 use balance::Balancer;
 use error::error_response;
 pub(crate) use error::ProxyError;
@@ -251,16 +251,18 @@ impl Proxy {
 
 impl Proxy {
     /// Forwards `request` with a route's `options` (prefix stripping, header edits, its own
-    /// timeouts and body limit).
+    /// timeouts and body limit). `connection` describes the client; without it the request's
+    /// [`ConnectionInfo`] extension does.
     pub async fn forward_with(
         &self,
         request: Request<Body>,
         options: &RouteOptions,
+        connection: Option<&ConnectionInfo>,
     ) -> Response<Body> {
         // Boxed: the forwarding future is a few KiB (connect, send, read, their timers), and
         // inline it would make every enclosing future (the handler's, the connection's
         // exchange) that much larger, and be copied with each of them.
-        match rt::boxed(|| forward(&self.shared, request, options)).await {
+        match rt::boxed(|| forward(&self.shared, request, options, connection)).await {
             Ok(response) => response,
             Err(e) => {
                 debug!(error = %e, "proxy: answering {}", e.status());
@@ -277,7 +279,17 @@ pub(crate) static NO_OPTIONS: std::sync::LazyLock<RouteOptions> =
 impl Handler for Proxy {
     fn call(&self, request: Request<Body>) -> impl std::future::Future<Output = Response<Body>> {
         // Not an `async fn`: it would hold `forward_with`'s future beside its own arguments.
-        self.forward_with(request, &NO_OPTIONS)
+        self.forward_with(request, &NO_OPTIONS, None)
+    }
+
+    /// The connection goes to the forwarding rules as it is: an extension map costs three
+    /// allocations per request.
+    fn call_with(
+        &self,
+        request: Request<Body>,
+        connection: Option<&ConnectionInfo>,
+    ) -> impl std::future::Future<Output = Response<Body>> {
+        self.forward_with(request, &NO_OPTIONS, connection)
     }
 }
 
@@ -286,11 +298,12 @@ async fn forward(
     shared: &Rc<Shared>,
     request: Request<Body>,
     options: &RouteOptions,
+    connection: Option<&ConnectionInfo>,
 ) -> Result<Response<Body>, ProxyError> {
     let config = &shared.config;
     // A group speaks one protocol: its first server's (see `ProxyConfig::servers`).
     if config.servers.first().is_some_and(|s| s.http2) {
-        return rt::boxed(|| h2::forward(shared, request, options)).await;
+        return rt::boxed(|| h2::forward(shared, request, options, connection)).await;
     }
     let connect_timeout = options.connect_timeout.unwrap_or(config.connect_timeout);
     let head_timeout = options.response_header_timeout.unwrap_or(config.response_header_timeout);
@@ -300,7 +313,7 @@ async fn forward(
         false => request,
     };
     let Outgoing { method, head, framing, in_memory, body, upgrade, key, request_id, info, bridge } =
-        request::prepare(shared, request, options)?;
+        request::prepare(shared, request, options, connection)?;
     let mut bridge = bridge;
     // A PROXY protocol header names one client: such a connection serves only this request.
     let proxy_header = config.send_proxy_protocol.map(|v| v.header(info.peer, info.local));

@@ -71,6 +71,8 @@ pub(crate) struct Rewritten {
     pub(crate) method: Method,
     pub(crate) uri: http::Uri,
     pub(crate) headers: http::HeaderMap,
+    /// The forwarding fields, sent after `headers`.
+    pub(crate) added: forward::Added,
     pub(crate) body: Body,
     pub(crate) upgrade: Option<HeaderValue>,
     pub(crate) key: Option<Vec<u8>>,
@@ -105,15 +107,23 @@ pub(crate) fn prepare(
     shared: &Rc<Shared>,
     request: Request<Body>,
     options: &RouteOptions,
+    connection: Option<&ConnectionInfo>,
 ) -> Result<Outgoing, ProxyError> {
-    let mut r = rewrite(shared, request, options)?;
+    let mut r = rewrite(shared, request, options, connection)?;
     let framing = match r.body.exact_len() {
         Some(0) => BodyFraming::Empty,
         Some(n) => BodyFraming::Length(n),
         None => BodyFraming::Chunked,
     };
     let mut head = BytesMut::new();
-    encode_request_head(&r.method, &r.target(options), &r.headers, framing, &mut head);
+    encode_request_head(
+        &r.method,
+        &r.target(options),
+        &r.headers,
+        r.added.iter(),
+        framing,
+        &mut head,
+    );
     let head = head.freeze();
     // A body already in memory goes with the head, and can be sent again on a retry.
     let in_memory = if r.body.is_in_memory() { r.body.take_full() } else { None };
@@ -132,10 +142,12 @@ pub(crate) fn prepare(
 }
 
 /// Rewrites `request` for the upstream: the forwarding rules and the route's options.
+/// `connection` describes the client (else the request's extension does).
 pub(crate) fn rewrite(
     shared: &Rc<Shared>,
     request: Request<Body>,
     options: &RouteOptions,
+    connection: Option<&ConnectionInfo>,
 ) -> Result<Rewritten, ProxyError> {
     let config = &shared.config;
     let (parts, mut body) = request.into_parts();
@@ -156,7 +168,10 @@ pub(crate) fn rewrite(
         }
     }
     let method = if websocket { Method::GET } else { parts.method };
-    let info = parts.extensions.get::<ConnectionInfo>().copied().unwrap_or_default();
+    let info = connection
+        .or_else(|| parts.extensions.get::<ConnectionInfo>())
+        .copied()
+        .unwrap_or_default();
     let mut headers = parts.headers;
     // The hash key, for the hashing methods (an allocation only for them).
     let key: Option<Vec<u8>> = match &config.balance {
@@ -188,12 +203,13 @@ pub(crate) fn rewrite(
             v.to_str().is_ok_and(|v| v.split(',').any(asks))
         });
     let client = forward::Client { peer: info.peer, tls: info.tls, host: host.clone() };
-    let request_id = forward::request_fields(
+    let (mut added, request_id) = forward::request_fields(
         &mut headers,
         &client,
         &shared.trusted,
         config.forwarded_header,
         &shared.peer_text,
+        config.client_cert_header.as_ref(),
     );
     if let Some(protocol) = &upgrade {
         headers.insert(header::UPGRADE, protocol.clone());
@@ -207,6 +223,12 @@ pub(crate) fn rewrite(
         headers.insert(header::SEC_WEBSOCKET_KEY, key.clone());
         Bridge { key, from_client: std::mem::take(&mut body) }
     });
+    // What follows edits the map by name, so the forwarding fields join it first (a route
+    // may set or remove them; the certificate field is the configuration's to name).
+    let cert_field = config.client_cert_header.as_ref();
+    if cert_field.is_some_and(|name| added.holds(name)) || !options.request_headers.is_empty() {
+        std::mem::take(&mut added).into_map(&mut headers);
+    }
     if let Some(name) = &config.client_cert_header {
         forward::client_certificate(&mut headers, name, parts.extensions.get());
     }
@@ -215,6 +237,7 @@ pub(crate) fn rewrite(
         method,
         uri: parts.uri,
         headers,
+        added,
         body,
         upgrade,
         key,

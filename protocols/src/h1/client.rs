@@ -223,23 +223,26 @@ fn response_body(
 }
 
 /// Writes an HTTP/1.1 request head into `dst`: the request line with `target` (origin-form:
-/// path and query), every field of `headers`, then the framing field for `body` (the caller
-/// has removed any framing fields of its own). A request with no body gets
-/// `content-length: 0` when its method usually has one, as browsers and Go's proxy send.
-pub fn encode_request_head(
+/// path and query), every field of `headers`, then those of `more` (the fields a proxy adds,
+/// kept out of the map), then the framing field for `body` (the caller has removed any
+/// framing fields of its own). A request with no body gets `content-length: 0` when its
+/// method usually has one, as browsers and Go's proxy send.
+pub fn encode_request_head<'a>(
     method: &Method,
     target: &str,
-    headers: &HeaderMap,
+    headers: &'a HeaderMap,
+    more: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> + Clone,
     body: BodyFraming,
     dst: &mut BytesMut,
 ) {
-    let fields: usize = headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
-    dst.reserve(method.as_str().len() + target.len() + fields + 64);
+    let fields = headers.iter().chain(more.clone());
+    let size: usize = fields.map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    dst.reserve(method.as_str().len() + target.len() + size + 64);
     dst.extend_from_slice(method.as_str().as_bytes());
     dst.extend_from_slice(b" ");
     dst.extend_from_slice(target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
+    for (name, value) in headers.iter().chain(more) {
         dst.extend_from_slice(name.as_str().as_bytes());
         dst.extend_from_slice(b": ");
         dst.extend_from_slice(value.as_bytes());
@@ -362,16 +365,37 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::HOST, HeaderValue::from_static("example.com"));
         let mut dst = BytesMut::new();
-        encode_request_head(&Method::POST, "/a?b", &headers, BodyFraming::Length(12), &mut dst);
+        encode_request_head(
+            &Method::POST,
+            "/a?b",
+            &headers,
+            None.into_iter(),
+            BodyFraming::Length(12),
+            &mut dst,
+        );
         assert_eq!(
             &dst[..],
             b"POST /a?b HTTP/1.1\r\nhost: example.com\r\ncontent-length: 12\r\n\r\n"
         );
         dst.clear();
-        encode_request_head(&Method::PUT, "/", &HeaderMap::new(), BodyFraming::Empty, &mut dst);
+        encode_request_head(
+            &Method::PUT,
+            "/",
+            &HeaderMap::new(),
+            None.into_iter(),
+            BodyFraming::Empty,
+            &mut dst,
+        );
         assert_eq!(&dst[..], b"PUT / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
         dst.clear();
-        encode_request_head(&Method::GET, "/", &HeaderMap::new(), BodyFraming::Chunked, &mut dst);
+        encode_request_head(
+            &Method::GET,
+            "/",
+            &HeaderMap::new(),
+            None.into_iter(),
+            BodyFraming::Chunked,
+            &mut dst,
+        );
         assert_eq!(&dst[..], b"GET / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n");
     }
 }
