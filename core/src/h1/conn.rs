@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use http::{Response, StatusCode};
+use http::StatusCode;
 use peregrine_limits::{Limit, Limits};
 use peregrine_protocols::h1::{
     encode_error_response, encode_response_head, BodyDecoder, BodyEvent, BodyFraming, HeadParser,
@@ -340,7 +340,7 @@ async fn serve_request<H: Handler>(
     let request = exchange::request(method, uri, version, headers, body, certificates);
     // A panicked handler's 500 closes the connection: its state is not to be trusted.
     let over_rate = clients.admit(info.client).await;
-    let (response, panicked) = match over_rate {
+    let (mut response, panicked) = match over_rate {
         Some(too_many) => (too_many, false),
         None => match exchange::call(handler, request, &info).await {
             Ok(response) => (response, false),
@@ -349,16 +349,15 @@ async fn serve_request<H: Handler>(
     };
     let status = response.status();
     record.note_upstream(&response);
-    let response = if upgrade && !panicked && status == StatusCode::SWITCHING_PROTOCOLS {
+    if upgrade && !panicked && status == StatusCode::SWITCHING_PROTOCOLS {
         // A `101` with a tunnel behind it (a proxied WebSocket): the connection stops being
         // HTTP once the head is out.
-        let (parts, mut body) = response.into_parts();
-        if let (Some(tunnel), BodyFraming::Empty) = (body.take_tunnel(), framing) {
+        if let (Some(tunnel), BodyFraming::Empty) = (response.body_mut().take_tunnel(), framing) {
             date::with(|d| {
                 let framing = ResponseFraming::SwitchingProtocols;
                 encode_response_head(
                     status,
-                    &parts.headers,
+                    response.headers(),
                     framing,
                     version,
                     false,
@@ -374,10 +373,7 @@ async fn serve_request<H: Handler>(
             Box::pin(crate::tunnel::run(&io.transport, from_client, tunnel)).await;
             return Ok(false);
         }
-        Response::from_parts(parts, body)
-    } else {
-        response
-    };
+    }
     if let Some(failure) = io.read.borrow_mut().failure.take() {
         // The handler hit a body error (and perhaps answered anyway): the client's mistake
         // decides the answer, as in Kestrel.
@@ -397,7 +393,9 @@ async fn serve_request<H: Handler>(
     let close = !keep_alive || panicked || rt::shutting_down();
     let owing = unread_owing_continue();
     let in_memory_len = response.body().exact_len().unwrap_or(0);
-    let written = match prepare_response(io, response, record.method(), version, close, owing) {
+    // Borrowed, not moved: a response is a few hundred bytes, copied at each hand-over.
+    let prepared = prepare_response(io, &mut response, record.method(), version, close, owing);
+    let written = match prepared {
         Prepared::Complete { close } if !must_flush(io, close) => {
             Written::Done { close, body_bytes: in_memory_len }
         }

@@ -59,23 +59,25 @@ pub(crate) struct StreamingBody {
 
 /// Writes the head of `response` (to a request made with `method`/`version`) into the output
 /// buffer, and its body too when it is already in memory: the common case costs no await.
+/// The body is taken out of `response` (a streamed one comes back in [`Prepared`]).
 /// `close_unless_streaming`: close if the body is in memory (it cannot go on to read the
 /// request body the connection still owes; a streamed one might, e.g. an echo).
 pub(crate) fn prepare_response(
     io: &ConnIo,
-    response: Response<Body>,
+    response: &mut Response<Body>,
     method: &Method,
     version: Version,
     mut close: bool,
     close_unless_streaming: bool,
 ) -> Prepared {
-    let (parts, mut body) = response.into_parts();
-    let framing = response_framing(parts.status, method, version, body.exact_len());
-    close |= framing == ResponseFraming::CloseDelimited || wants_close(&parts.headers);
+    let mut body = std::mem::take(response.body_mut());
+    let (status, headers) = (response.status(), response.headers());
+    let framing = response_framing(status, method, version, body.exact_len());
+    close |= framing == ResponseFraming::CloseDelimited || wants_close(headers);
     close |= close_unless_streaming && body.is_in_memory();
     date::with(|d| {
         let mut out = io.out();
-        encode_response_head(parts.status, &parts.headers, framing, version, close, d, &mut out)
+        encode_response_head(status, headers, framing, version, close, d, &mut out)
     });
     if let ResponseFraming::NoBody { .. } = framing {
         return Prepared::Complete { close };

@@ -34,17 +34,16 @@ pub(crate) fn start<H: Handler>(
     cx: &mut Context<'_>,
 ) {
     crate::metrics::count(|m| m.h2_stream_opened());
-    let work_shared = Rc::clone(&shared);
-    let mut work = rt::boxed(|| async move {
-        let mut task = rt::boxed(|| run(&shared, &*handler, id, head, end_stream));
-        Abortable { shared: &shared, id, inner: task.as_mut() }.await;
-        shared.remove_slot(id);
-        crate::metrics::count(|m| m.h2_stream_closed());
-        shared.running.set(shared.running.get() - 1);
-        shared.wake_conn();
+    // One allocation per stream: the handler's future is built inside the task, which owns
+    // what it needs (an `async` block borrowing them would need the work boxed apart).
+    let task_shared = Rc::clone(&shared);
+    let mut work = rt::boxed(|| StreamTask {
+        shared: Rc::clone(&shared),
+        id,
+        work: run(task_shared, handler, id, head, end_stream),
     });
     let pending = {
-        let _on_conn_task = OnConnTask::enter(&work_shared);
+        let _on_conn_task = OnConnTask::enter(&shared);
         work.as_mut().poll(cx).is_pending()
     };
     if pending {
@@ -69,37 +68,49 @@ impl Drop for OnConnTask<'_> {
     }
 }
 
-/// Runs `inner` until it finishes or the stream is reset (then `inner` is dropped, which
-/// stops the handler wherever it waits).
-struct Abortable<'a, 'f, F> {
-    shared: &'a Shared,
-    id: StreamId,
-    inner: Pin<&'f mut F>,
+pin_project_lite::pin_project! {
+    /// A stream's task: runs `work` until it finishes or the stream is reset, then lets the
+    /// stream go (its slot, the running count). A reset stops the handler wherever it
+    /// waits: the task is done and drops `work` with it.
+    struct StreamTask<F> {
+        shared: Rc<Shared>,
+        id: StreamId,
+        #[pin]
+        work: F,
+    }
 }
 
-impl<F: Future<Output = ()>> Future for Abortable<'_, '_, F> {
+impl<F: Future<Output = ()>> Future for StreamTask<F> {
     type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let id = self.id;
-        let reset = self.shared.with_slot(id, |slot| {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let (shared, id) = (&**this.shared, *this.id);
+        let reset = shared.with_slot(id, |slot| {
             rt::store_waker(&mut slot.task_waker, cx);
             slot.reset
         });
-        if reset != Some(false) {
-            return Poll::Ready(());
+        if reset == Some(false) && this.work.poll(cx).is_pending() {
+            return Poll::Pending;
         }
-        self.inner.as_mut().poll(cx)
+        // Finished or reset. Never polled again: the executor drops a finished task, and
+        // `start` drops one that finished on its first poll.
+        shared.remove_slot(id);
+        crate::metrics::count(|m| m.h2_stream_closed());
+        shared.running.set(shared.running.get() - 1);
+        shared.wake_conn();
+        Poll::Ready(())
     }
 }
 
 async fn run<H: Handler>(
-    shared: &Rc<Shared>,
-    handler: &H,
+    shared: Rc<Shared>,
+    handler: Rc<H>,
     id: StreamId,
     head: Box<RequestHead>,
     end_stream: bool,
 ) {
+    let (shared, handler) = (&shared, &*handler);
     let limits = &shared.settings.limits;
     let log = shared.settings.access_log.as_ref();
     let RequestHead { method, uri, headers, content_length, protocol } = *head;
@@ -125,7 +136,7 @@ async fn run<H: Handler>(
         request.extensions_mut().insert(exchange::ConnectProtocol::new(protocol));
     }
     let over_rate = shared.clients.admit(info.client).await;
-    let response = match over_rate {
+    let mut response = match over_rate {
         // Per stream: the connection and its other streams go on.
         Some(too_many) => too_many,
         None => {
@@ -145,7 +156,7 @@ async fn run<H: Handler>(
     }
     let status = response.status();
     record.note_upstream(&response);
-    let Some(bytes) = write_response(shared, id, response, record.method()).await else {
+    let Some(bytes) = write_response(shared, id, &mut response, record.method()).await else {
         return;
     };
     record.finish(status, bytes, log);
@@ -180,18 +191,20 @@ enum Queued {
 fn queue_response(
     shared: &Shared,
     id: StreamId,
-    response: Response<Body>,
+    response: &mut Response<Body>,
     method: &Method,
 ) -> Option<Queued> {
-    let (parts, mut body) = response.into_parts();
+    // Borrowed, not moved: a response is a few hundred bytes, copied at each hand-over.
+    let mut body = std::mem::take(response.body_mut());
+    let (status, headers) = (response.status(), response.headers());
     // The shared content rule (and the body's own length, whatever content-length the
     // handler set: the codec owns that field).
-    let (no_body, len) = if *method == Method::CONNECT && parts.status.is_success() {
+    let (no_body, len) = if *method == Method::CONNECT && status.is_success() {
         // RFC 9113 §8.5: after a 2xx the stream's DATA frames are the tunnel's bytes, with
         // no length (HTTP/1's tunnel leaves HTTP instead, hence the shared rule's "none").
         (false, None)
     } else {
-        match response_content(parts.status, method, body.exact_len()) {
+        match response_content(status, method, body.exact_len()) {
             Content::None { content_length } => (true, content_length),
             Content::Body { length } => (length == Some(0), length),
         }
@@ -202,7 +215,7 @@ fn queue_response(
     // block: no insertion into (and growth of) the handler's map, no allocation for values.
     let sent = date::with(|date| {
         let fields = ServerFields { date, content_length: len };
-        conn.send_response_with(id, parts.status, &parts.headers, Some(fields), no_body)
+        conn.send_response_with(id, status, headers, Some(fields), no_body)
     });
     sent.ok()?;
     shared.wake_conn();
@@ -225,7 +238,7 @@ fn queue_response(
 async fn write_response(
     shared: &Shared,
     id: StreamId,
-    response: Response<Body>,
+    response: &mut Response<Body>,
     method: &Method,
 ) -> Option<u64> {
     match queue_response(shared, id, response, method)? {
