@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderName, HeaderValue};
 
+use super::hpack::table::Value;
 use crate::names::{KEEP_ALIVE, PROXY_CONNECTION};
 
 /// Names HTTP/2 forbids because they describe one hop's connection (RFC 9113 §8.2.2).
@@ -45,6 +46,18 @@ pub(crate) fn check(
         return Err("te other than trailers");
     }
     Ok((name, value))
+}
+
+/// [`check`] for a decoded field: a value checked when its table entry was made passes as
+/// it is.
+pub(crate) fn check_entry(
+    name: HeaderName,
+    value: Value,
+) -> Result<(HeaderName, HeaderValue), &'static str> {
+    match value {
+        Value::Checked(value) => Ok((name, value)),
+        Value::Raw(raw) => check(name, raw),
+    }
 }
 
 /// Parses a `content-length` value: decimal digits only, no sign, no list (RFC 9110 §8.6).

@@ -236,14 +236,14 @@ impl HeaderDecoder {
                 }
                 Name::Pseudo(Pseudo::Status) if status.is_some() => Err("duplicate :status"),
                 Name::Pseudo(Pseudo::Status) => {
-                    status = Some(value);
+                    status = Some(value.into_raw());
                     Ok(())
                 }
                 Name::Pseudo(_) => Err("request pseudo-header in a response"),
                 Name::Invalid(why) => Err(why),
                 Name::Header(name) => {
                     regular_seen = true;
-                    fields::check(name, value).and_then(|(name, value)| {
+                    fields::check_entry(name, value).and_then(|(name, value)| {
                         if name == CONTENT_LENGTH {
                             let n = fields::parse_content_length(&value)
                                 .ok_or("invalid content-length")?;
@@ -284,7 +284,7 @@ impl HeaderDecoder {
                 return;
             }
             let checked = match name {
-                Name::Header(name) => fields::check(name, value),
+                Name::Header(name) => fields::check_entry(name, value),
                 Name::Pseudo(_) => Err("pseudo-header in trailers"),
                 Name::Invalid(why) => Err(why),
             };
@@ -398,12 +398,12 @@ impl Request {
                 if slot.is_some() {
                     return Err("duplicate pseudo-header");
                 }
-                *slot = Some(value);
+                *slot = Some(value.into_raw());
             }
             Name::Invalid(why) => return Err(why),
             Name::Header(name) => {
                 self.regular_seen = true;
-                let (name, value) = fields::check(name, value)?;
+                let (name, value) = fields::check_entry(name, value)?;
                 if name == CONTENT_LENGTH {
                     let n = fields::parse_content_length(&value).ok_or("invalid content-length")?;
                     if self.content_length.is_some_and(|seen| seen != n) {

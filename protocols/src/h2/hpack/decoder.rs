@@ -17,7 +17,7 @@
 use bytes::Bytes;
 
 use super::huffman;
-use super::table::{Entry, Name, Table, ENTRY_OVERHEAD};
+use super::table::{Entry, Name, Table, Value, ENTRY_OVERHEAD};
 
 /// Why decoding stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +110,9 @@ impl Decoder {
                 let name = self.literal_name(&mut src, 6)?;
                 let value = src.string()?;
                 let size = name.len() + value.len() + ENTRY_OVERHEAD;
-                let entry = Entry { name: name.into_name(), value: value.into_bytes(), size };
+                let value = Value::Raw(value.into_bytes());
+                // Checked once here, not at each use of the entry.
+                let entry = Entry { name: name.into_name(), value, size }.checked();
                 if budget.admit(size, matches!(entry.name, Name::Pseudo(_)))? {
                     field(entry.clone());
                 }
@@ -137,7 +139,8 @@ impl Decoder {
                 let size = name.len() + value.len() + ENTRY_OVERHEAD;
                 // Nothing is classified or copied for a field that will be dropped.
                 if budget.admit(size, name.is_pseudo())? {
-                    field(Entry { name: name.into_name(), value: value.into_bytes(), size });
+                    let value = Value::Raw(value.into_bytes());
+                    field(Entry { name: name.into_name(), value, size });
                 }
             }
             fields_seen = true;

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::LazyLock;
 
 use bytes::Bytes;
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 
 use crate::h1::scan::is_tchar;
 
@@ -80,9 +80,55 @@ pub(crate) const ENTRY_OVERHEAD: usize = 32;
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) name: Name,
-    pub(crate) value: Bytes,
+    pub(crate) value: Value,
     /// `name.len() + value.len() + 32`, with the name's length as it was on the wire.
     pub(crate) size: usize,
+}
+
+/// A field's value as a table entry holds it.
+#[derive(Debug, Clone)]
+pub(crate) enum Value {
+    /// As decoded.
+    Raw(Bytes),
+    /// A regular field's value that passed the field checks (`fields::check`) when the
+    /// entry was made. A peer re-sends its indexed fields on every request (`user-agent`,
+    /// `accept`, cookies): checked once, each use is a reference count.
+    Checked(HeaderValue),
+}
+
+impl Value {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Value::Raw(b) => b.len(),
+            Value::Checked(v) => v.len(),
+        }
+    }
+
+    /// The value's bytes. Only pseudo-headers are read this way, and only regular fields
+    /// are ever checked, so the copy of a checked value is not taken in practice.
+    pub(crate) fn into_raw(self) -> Bytes {
+        match self {
+            Value::Raw(b) => b,
+            Value::Checked(v) => Bytes::copy_from_slice(v.as_bytes()),
+        }
+    }
+}
+
+impl Entry {
+    /// The entry with its value checked, when it is a regular field that passes the field
+    /// checks. One that fails stays raw: every use of it fails the same checks again.
+    pub(crate) fn checked(self) -> Entry {
+        let value = match (&self.name, self.value) {
+            (Name::Header(name), Value::Raw(raw)) => {
+                match crate::h2::fields::check(name.clone(), raw.clone()) {
+                    Ok((_, value)) => Value::Checked(value),
+                    Err(_) => Value::Raw(raw),
+                }
+            }
+            (_, value) => value,
+        };
+        Entry { value, ..self }
+    }
 }
 
 /// The static table (RFC 7541 Appendix A): index `i` is `STATIC[i - 1]`.
@@ -226,10 +272,13 @@ pub(crate) fn static_status_index(status: u16) -> Option<usize> {
 static STATIC_ENTRIES: LazyLock<Vec<Entry>> = LazyLock::new(|| {
     STATIC
         .iter()
-        .map(|&(n, v)| Entry {
-            name: Name::classify(n.as_bytes()),
-            value: Bytes::from_static(v.as_bytes()),
-            size: n.len() + v.len() + ENTRY_OVERHEAD,
+        .map(|&(n, v)| {
+            let entry = Entry {
+                name: Name::classify(n.as_bytes()),
+                value: Value::Raw(Bytes::from_static(v.as_bytes())),
+                size: n.len() + v.len() + ENTRY_OVERHEAD,
+            };
+            entry.checked()
         })
         .collect()
 });

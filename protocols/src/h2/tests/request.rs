@@ -275,6 +275,53 @@ fn a_malformed_block_keeps_the_table_in_step() {
     assert_eq!(head.headers.get("x-token").unwrap(), "abc");
 }
 
+/// A GET block (pseudo-headers by static index, `:authority` a literal without indexing)
+/// ending with `field`: the first time a literal with incremental indexing (RFC 7541
+/// §6.2.1), then by its dynamic index (62, §6.1), as a browser sends a field it repeats.
+fn get_indexing(field: (&str, &str), first: bool) -> Vec<u8> {
+    let mut b = vec![0x82, 0x87, 0x84, 0x01, 11];
+    b.extend_from_slice(b"example.com");
+    if first {
+        b.push(0x40);
+        for s in [field.0, field.1] {
+            b.push(s.len() as u8);
+            b.extend_from_slice(s.as_bytes());
+        }
+    } else {
+        b.push(0x80 | 62);
+    }
+    b
+}
+
+#[test]
+fn an_indexed_field_is_judged_the_same_at_every_use() {
+    // The decoder checks a regular field once, when its table entry is made; each later
+    // use by index must come out as the first did, accepted or refused.
+    let cases = [
+        (("x-v", " a"), Some("field value starts or ends with whitespace")),
+        (("x-v", "\x7f"), Some("invalid character in field value")),
+        (("connection", "close"), Some("connection-specific field")),
+        (("te", "gzip"), Some("te other than trailers")),
+        (("te", "trailers"), None),
+        (("user-agent", "curl/8.0"), None),
+    ];
+    for (field, why) in cases {
+        let mut dec = decoder();
+        for round in 0..3 {
+            match (dec.decode_request(&get_indexing(field, round == 0)), why) {
+                (Err(HeaderError::Malformed(got)), Some(why)) => assert_eq!(got, why),
+                (Ok(head), None) => assert_eq!(head.headers[field.0], field.1, "{field:?}"),
+                (other, _) => panic!("{field:?}, round {round}: {other:?}"),
+            }
+        }
+    }
+    // The static table's own values are checked too: `accept-encoding: gzip, deflate` (16).
+    let mut b = get_indexing(("x", "y"), false);
+    *b.last_mut().unwrap() = 0x80 | 16;
+    let head = decoder().decode_request(&b).unwrap();
+    assert_eq!(head.headers["accept-encoding"], "gzip, deflate");
+}
+
 #[test]
 fn too_large_keeps_the_table_in_step() {
     let mut enc = OtherEncoder::new();

@@ -32,7 +32,7 @@ fn own_decode_with(dec: &mut Decoder, block: &[u8]) -> List {
             crate::h2::hpack::table::Name::Pseudo(p) => format!(":{p:?}").to_lowercase(),
             crate::h2::hpack::table::Name::Invalid(w) => panic!("{w}"),
         };
-        out.push((name, String::from_utf8(e.value.to_vec()).unwrap()));
+        out.push((name, String::from_utf8(e.value.into_raw().to_vec()).unwrap()));
     })
     .unwrap();
     out
