@@ -270,6 +270,9 @@ impl ResponseCache {
             headers.remove(name);
         }
         let mut hit_headers = headers.clone();
+        // Both protocols frame a response from its body and skip the map's length, so a
+        // hit does not copy it (the hit's fields are cloned on every hit).
+        hit_headers.remove(header::CONTENT_LENGTH);
         if let Some(name) = &self.status_header {
             hit_headers.insert(name.clone(), HeaderValue::from_static(Outcome::Hit.token()));
         }
