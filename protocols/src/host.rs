@@ -32,10 +32,19 @@ pub fn is_valid_host(value: &[u8]) -> bool {
                 _ => return false,
             }
         }
-        _ => match value.iter().position(|&b| b == b':') {
-            Some(colon) => (&value[..colon], &value[colon + 1..]),
-            None => (value, &[][..]),
-        },
+        _ => {
+            // The usual shape, name bytes then an optional port, in one pass (a table load
+            // per byte): a Host field is checked on every HTTP/1 request.
+            let name = value.iter().position(|&b| !REG_NAME[usize::from(b)]);
+            let name = name.unwrap_or(value.len());
+            if name > 0 && value.get(name).is_none_or(|&b| b == b':') {
+                return is_port(value.get(name + 1..).unwrap_or_default());
+            }
+            match value.iter().position(|&b| b == b':') {
+                Some(colon) => (&value[..colon], &value[colon + 1..]),
+                None => (value, &[][..]),
+            }
+        }
     };
     let reg_name_ok = host.first() == Some(&b'[') || is_reg_name(host);
     reg_name_ok && is_port(port)
