@@ -68,18 +68,34 @@ impl Balancer {
     /// is `key`, skipping `tried`; `None` when no server is left.
     pub(crate) fn pick(&self, now: Instant, tried: &[usize], key: Option<&[u8]>) -> Option<usize> {
         let all = &self.config.servers;
+        // The eligible servers' indices, on the stack for any group of a usual size: this
+        // runs for every proxied request, and a `Vec` cost an allocation each time.
+        let mut stack = [0usize; 32];
+        let mut heap = Vec::new();
         for backup in [false, true] {
-            let eligible: Vec<usize> =
-                (0..all.len()).filter(|&i| self.eligible(i, &all[i], backup, now, tried)).collect();
+            let candidates =
+                (0..all.len()).filter(|&i| self.eligible(i, &all[i], backup, now, tried));
+            let eligible: &[usize] = if all.len() <= stack.len() {
+                let mut n = 0;
+                for i in candidates {
+                    stack[n] = i;
+                    n += 1;
+                }
+                &stack[..n]
+            } else {
+                heap.clear();
+                heap.extend(candidates);
+                &heap
+            };
             if eligible.is_empty() {
                 continue;
             }
             return Some(match (&self.config.balance, key) {
-                (Balance::LeastRequests, _) => self.least_requests(&eligible),
+                (Balance::LeastRequests, _) => self.least_requests(eligible),
                 (Balance::ClientIp | Balance::Header(_), Some(key)) => {
-                    rendezvous(all, &eligible, key)
+                    rendezvous(all, eligible, key)
                 }
-                _ => self.round_robin(&eligible),
+                _ => self.round_robin(eligible),
             });
         }
         None
@@ -205,6 +221,21 @@ mod tests {
         let now = Instant::now();
         let picks: Vec<usize> = (0..6).map(|_| b.pick(now, &[], None).unwrap()).collect();
         assert_eq!(picks, [0, 1, 0, 0, 1, 0]);
+    }
+
+    #[test]
+    fn groups_past_the_stack_s_room_are_balanced_the_same() {
+        // 32 servers fit the stack's index array; 40 take the heap: each server gets its
+        // turn, and the ones tried are skipped.
+        for n in [32, 40] {
+            let b = group(&vec![1; n], Balance::RoundRobin);
+            let now = Instant::now();
+            let mut picks: Vec<usize> = (0..n).map(|_| b.pick(now, &[], None).unwrap()).collect();
+            picks.sort_unstable();
+            assert_eq!(picks, (0..n).collect::<Vec<_>>(), "{n} servers");
+            let tried: Vec<usize> = (0..n - 1).collect();
+            assert_eq!(b.pick(now, &tried, None), Some(n - 1), "{n} servers");
+        }
     }
 
     #[test]
