@@ -335,17 +335,18 @@ impl BuiltinRoutes {
         connection: Option<&'a ConnectionInfo>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + 'a>> {
         match to {
+            // One box each: the proxy's forwarding inline in it, the app's own box as it is.
             Forward::Route(_, Action::Proxy(group, options)) => {
-                rt::boxed(|| self.proxies[*group].forward_with(request, options, connection))
+                rt::boxed(|| self.proxies[*group].forward_inline(request, options, connection))
             }
             Forward::Route(_, Action::App(app, options)) => {
-                rt::boxed(|| self.apps[*app].call_with(request, options, connection))
+                self.apps[*app].call_with(request, options, connection)
             }
             Forward::Fallback(Fallback::Proxy(proxy)) => {
-                rt::boxed(|| proxy.forward_with(request, &crate::proxy::NO_OPTIONS, connection))
+                rt::boxed(|| proxy.forward_inline(request, &crate::proxy::NO_OPTIONS, connection))
             }
             Forward::Fallback(Fallback::App(app)) => {
-                rt::boxed(|| app.call_with(request, &crate::proxy::NO_OPTIONS, connection))
+                app.call_with(request, &crate::proxy::NO_OPTIONS, connection)
             }
             Forward::Route(_, Action::Fixed(_) | Action::Files(..)) => {
                 unreachable!("only forwarding actions")

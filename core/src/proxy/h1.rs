@@ -35,7 +35,7 @@ pub(super) async fn send_within(
     buf: SendBuf,
     idle: Duration,
 ) -> Result<(), ProxyError> {
-    send_idle(&conn.transport, buf, idle).await.map(drop)
+    send_idle(&conn.transport, buf, idle).await.map(rt::io::give_send_buf)
 }
 
 async fn send_idle(

@@ -262,12 +262,28 @@ impl Proxy {
         // Boxed: the forwarding future is a few KiB (connect, send, read, their timers), and
         // inline it would make every enclosing future (the handler's, the connection's
         // exchange) that much larger, and be copied with each of them.
-        match rt::boxed(|| forward(&self.shared, request, options, connection)).await {
-            Ok(response) => response,
-            Err(e) => {
-                debug!(error = %e, "proxy: answering {}", e.status());
-                error_response(e.status())
-            }
+        answer(rt::boxed(|| forward(&self.shared, request, options, connection)).await)
+    }
+
+    /// [`forward_with`](Self::forward_with) with the forwarding state inline, for a caller
+    /// that boxes this future itself (the router): one allocation per request, not two.
+    pub(crate) async fn forward_inline(
+        &self,
+        request: Request<Body>,
+        options: &RouteOptions,
+        connection: Option<&ConnectionInfo>,
+    ) -> Response<Body> {
+        answer(forward(&self.shared, request, options, connection).await)
+    }
+}
+
+/// The client's response for a forwarding's outcome: the upstream's, or the error's.
+fn answer(outcome: Result<Response<Body>, ProxyError>) -> Response<Body> {
+    match outcome {
+        Ok(response) => response,
+        Err(e) => {
+            debug!(error = %e, "proxy: answering {}", e.status());
+            error_response(e.status())
         }
     }
 }
@@ -337,7 +353,8 @@ async fn forward(
                 Err(e) => return Err(e),
             },
         };
-        let mut out = SendBuf::new();
+        // The core's pooled send list (given back by `send_within`): no allocation per request.
+        let mut out = rt::io::take_send_buf();
         out.push(head.clone());
         if let Some(b) = &in_memory {
             out.push(b.clone());
