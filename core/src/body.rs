@@ -26,7 +26,9 @@ enum Inner {
     Empty,
     Full(Option<Bytes>),
     Incoming(crate::h1::Incoming),
-    H2(crate::h2::RequestBody),
+    /// Boxed: inline, its timer and rate meter made every `Body` (and so every request and
+    /// response, moved several times each) twice the size of the other variants.
+    H2(Box<crate::h2::RequestBody>),
     Stream {
         stream: Pin<Box<dyn Stream<Item = BodyChunk>>>,
         len: Option<u64>,
@@ -113,7 +115,7 @@ impl Body {
     }
 
     pub(crate) fn h2(body: crate::h2::RequestBody) -> Body {
-        Body { inner: Inner::H2(body) }
+        Body { inner: Inner::H2(Box::new(body)) }
     }
 
     /// The body of a `101` response: the connection becomes a tunnel to `tunnel`.
