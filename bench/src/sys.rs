@@ -282,7 +282,21 @@ mod tests {
 
     #[test]
     fn signals_a_child() {
-        let mut child = Command::new("sleep").arg("10").spawn().unwrap();
+        use std::os::unix::process::CommandExt;
+        // A suite started as a shell's background job (`./test.sh &` without job control)
+        // runs with SIGINT ignored, and a child inherits that: `sleep` would shrug the
+        // signal off. The servers the harness stops this way install their own handlers;
+        // here the child gets the default action back.
+        let mut sleep = Command::new("sleep");
+        sleep.arg("10");
+        // SAFETY: runs in the child between fork and exec; `signal` is async-signal-safe.
+        unsafe {
+            sleep.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = sleep.spawn().unwrap();
         send_signal(child.id(), libc::SIGINT).unwrap();
         let status = wait_timeout(&mut child, Duration::from_secs(5)).unwrap();
         assert!(status.is_some_and(|s| !s.success()), "sleep survived SIGINT");
