@@ -226,6 +226,50 @@ fn malformed_requests_are_reset(io: IoChoice) {
     finish(server);
 }
 
+/// A field the client adds to the HPACK table (RFC 7541 §6.2.1) is judged again at each use
+/// by index: the decoder checks an entry once when it is made, and a bad one must still be
+/// refused every time, a good one served every time.
+fn an_indexed_field_is_judged_at_every_use(io: IoChoice) {
+    let server = start(io, limits());
+    let mut raw = Raw::connect(addr(&server));
+    let indexing = |name: &str, value: &str| {
+        let mut b = request("GET", "/plaintext");
+        b.push(0x40);
+        for s in [name, value] {
+            b.push(s.len() as u8);
+            b.extend_from_slice(s.as_bytes());
+        }
+        b
+    };
+    let by_index = |index: u8| {
+        let mut b = request("GET", "/plaintext");
+        b.push(0x80 | index);
+        b
+    };
+    let answer = |raw: &mut Raw, id: u32| {
+        raw.until(|f| match f {
+            Frame::Headers(h) if h.stream_id.value() == id => Some(End::Closed),
+            Frame::RstStream(r) if r.stream_id.value() == id => Some(End::Reset(id, r.reason)),
+            Frame::GoAway(g) => Some(End::GoAway(g.reason)),
+            _ => None,
+        })
+    };
+    let refused = |id| End::Reset(id, Reason::PROTOCOL_ERROR);
+    // `te: gzip` enters the table at index 62.
+    raw.send(&headers(1, indexing("te", "gzip"), true));
+    assert_eq!(answer(&mut raw, 1), refused(1));
+    raw.send(&headers(3, by_index(62), true));
+    assert_eq!(answer(&mut raw, 3), refused(3), "the indexed bad field");
+    // `user-agent: probe` enters at 62; `te: gzip` moves to 63.
+    raw.send(&headers(5, indexing("user-agent", "probe"), true));
+    assert_eq!(answer(&mut raw, 5), End::Closed, "a response");
+    raw.send(&headers(7, by_index(62), true));
+    assert_eq!(answer(&mut raw, 7), End::Closed, "the indexed good field");
+    raw.send(&headers(9, by_index(63), true));
+    assert_eq!(answer(&mut raw, 9), refused(9), "the bad field, older");
+    finish(server);
+}
+
 /// Runs a flood and checks the GOAWAY code, then that a new client is served.
 fn flood(
     io: IoChoice,
@@ -467,6 +511,7 @@ both_drivers!(
     refusals_before_settings_ack_are_not_abuse,
     refusals_before_settings_ack_are_capped,
     malformed_requests_are_reset,
+    an_indexed_field_is_judged_at_every_use,
     rapid_reset,
     made_you_reset,
     ping_flood,
