@@ -195,9 +195,9 @@ pub(crate) struct Added {
 impl Added {
     /// Adds `name: value`, which the map does not hold.
     fn push(&mut self, name: &'static HeaderName, value: HeaderValue) {
-        if let Some(free) = self.fields.iter_mut().find(|f| f.is_none()) {
-            *free = Some((name, value));
-        }
+        // One slot per forwarding field: each is added at most once.
+        let free = self.fields.iter_mut().find(|f| f.is_none());
+        *free.expect("a slot for each forwarding field") = Some((name, value));
     }
 
     /// Whether `name` is among the added fields.
@@ -260,6 +260,7 @@ pub(crate) fn request_fields(
     let kept = |headers: &HeaderMap, name: &HeaderName| {
         peer_trusted.then(|| headers.get(name)).flatten().cloned()
     };
+    let has = |headers: &HeaderMap, name: &HeaderName| peer_trusted && headers.contains_key(name);
     let mut added = Added::default();
     let proto = HeaderValue::from_static(if client.tls { "https" } else { "http" });
     if let Some(peer) = client.peer {
@@ -297,11 +298,11 @@ pub(crate) fn request_fields(
         }
     }
     // A trusted proxy's own protocol, host and request id stand.
-    if kept(headers, &X_FORWARDED_PROTO).is_none() {
+    if !has(headers, &X_FORWARDED_PROTO) {
         added.push(&X_FORWARDED_PROTO, proto);
     }
     if let Some(host) = &client.host {
-        if kept(headers, &X_FORWARDED_HOST).is_none() {
+        if !has(headers, &X_FORWARDED_HOST) {
             added.push(&X_FORWARDED_HOST, host.clone());
         }
     }
@@ -405,6 +406,12 @@ mod tests {
         }
     }
 
+    /// `request_fields` for a request from an untrusted peer, 10.0.0.7.
+    fn from_untrusted(h: &mut HeaderMap) -> (Added, HeaderValue) {
+        let peer = client("10.0.0.7:5000");
+        request_fields(h, &peer, &Trusted::default(), false, &AddressText::default(), None)
+    }
+
     #[test]
     fn hop_by_hop_fields_and_the_ones_connection_names_are_removed() {
         let mut h = HeaderMap::new();
@@ -438,14 +445,7 @@ mod tests {
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         h.insert(&X_REQUEST_ID, HeaderValue::from_static("spoofed"));
-        let (added, id) = request_fields(
-            &mut h,
-            &client("10.0.0.7:5000"),
-            &Trusted::default(),
-            false,
-            &AddressText::default(),
-            None,
-        );
+        let (added, id) = from_untrusted(&mut h);
         // The client's fields are gone from the map; the proxy's own are beside it.
         assert_eq!(h.len(), 0, "{h:?}");
         added.into_map(&mut h);
@@ -489,14 +489,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        request_fields(
-            &mut h,
-            &client("10.0.0.7:5000"),
-            &Trusted::default(),
-            false,
-            &AddressText::default(),
-            None,
-        );
+        from_untrusted(&mut h);
         assert!(
             !h.contains_key(header::CONTENT_LENGTH) && !h.contains_key(header::TRANSFER_ENCODING)
         );
