@@ -24,6 +24,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 
 use crate::access_log::{CoreLog, Entry, UpstreamFields};
+use crate::handler::{Answer, Head};
 use crate::metrics::Rejection;
 use crate::{rt, Body, BodyError, Handler};
 
@@ -125,10 +126,15 @@ pub(crate) struct Panicked;
 /// The host a request is for, without its port: the target's authority (HTTP/2, or an
 /// absolute-form target), else the `Host` field. What routes match and cache keys hold.
 pub(crate) fn request_host(request: &Request<Body>) -> Option<&str> {
-    if let Some(a) = request.uri().authority() {
+    host_of(request.uri(), request.headers())
+}
+
+/// [`request_host`] from a request's target and fields.
+pub(crate) fn host_of<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    if let Some(a) = uri.authority() {
         return Some(a.host());
     }
-    let host = request.headers().get(http::header::HOST)?.to_str().ok()?;
+    let host = headers.get(http::header::HOST)?.to_str().ok()?;
     // A byte scan for the last ':' (a `str` search for a `char` costs several times more
     // on every request). `[::1]` alone ends in `]`, so its colons are never a port's.
     let port_at = host.bytes().rposition(|b| b == b':');
@@ -184,12 +190,21 @@ impl<F: Future<Output = Response<Body>>> Future for Call<F> {
                 Err(_) => Err(Panicked),
             },
         };
-        if answer.is_err() {
-            tracing::error!("handler panicked; answering 500");
-            crate::metrics::count(|m| m.rejected(Rejection::HandlerPanic));
-        }
-        Poll::Ready(answer)
+        Poll::Ready(answer.map_err(|Panicked| panicked()))
     }
+}
+
+/// Logs and counts a handler's panic.
+fn panicked() -> Panicked {
+    tracing::error!("handler panicked; answering 500");
+    crate::metrics::count(|m| m.rejected(Rejection::HandlerPanic));
+    Panicked
+}
+
+/// Asks the handler for a fixed answer from the head alone ([`Handler::answer`]), with the
+/// same panic isolation as [`call`]. Only for requests without a body: the caller checks.
+pub(crate) fn answer<H: Handler>(handler: &H, head: &Head<'_>) -> Result<Option<Answer>, Panicked> {
+    catch_unwind(AssertUnwindSafe(|| handler.answer(head))).map_err(|_| panicked())
 }
 
 /// The `500` sent for a panicked handler.

@@ -3,7 +3,8 @@
 
 use std::future::Future;
 
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 
 use crate::{Body, ConnectionInfo};
 
@@ -49,6 +50,19 @@ pub trait Handler: 'static {
         true
     }
 
+    /// Answers from the request's head alone, before the request is built: a fixed response
+    /// (a benchmark route, a configured fixed answer) that needs neither the request's body
+    /// nor anything a [`Request`] carries beyond its head. `None` (the default) means the
+    /// request goes to [`call_with`](Self::call_with) as usual.
+    ///
+    /// Asked only for requests without a body. Building a `Request` and its response's
+    /// `HeaderMap` is most of what a small fixed response costs: a `HeaderMap` hashes and
+    /// stores every field, and the response's map allocates for its one `content-type`. A
+    /// panic here is isolated as in [`call`](Self::call).
+    fn answer(&self, _head: &Head<'_>) -> Option<Answer> {
+        None
+    }
+
     /// What the server calls: [`call`](Self::call) with the request's [`ConnectionInfo`]
     /// (present when [`wants_connection_info`](Self::wants_connection_info) says so). The
     /// default puts it into the request's extensions. A handler that needs it on some paths
@@ -73,5 +87,72 @@ where
 {
     fn call(&self, request: Request<Body>) -> impl Future<Output = Response<Body>> {
         self(request)
+    }
+}
+
+/// A request's head, as [`Handler::answer`] sees it: validated by the codec, before any
+/// [`Request`] is built from it.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    method: &'a Method,
+    uri: &'a Uri,
+    version: Version,
+    headers: &'a HeaderMap,
+}
+
+impl<'a> Head<'a> {
+    pub(crate) fn new(
+        method: &'a Method,
+        uri: &'a Uri,
+        version: Version,
+        headers: &'a HeaderMap,
+    ) -> Head<'a> {
+        Head { method, uri, version, headers }
+    }
+
+    /// The request method.
+    pub fn method(&self) -> &'a Method {
+        self.method
+    }
+
+    /// The request target.
+    pub fn uri(&self) -> &'a Uri {
+        self.uri
+    }
+
+    /// The protocol version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The request's fields.
+    pub fn headers(&self) -> &'a HeaderMap {
+        self.headers
+    }
+}
+
+/// A fixed response: a status, a content type and a body in memory. The server adds `date`,
+/// `server` and the framing, as for any response; a `HEAD` request gets the head alone.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The status.
+    pub status: StatusCode,
+    /// The `content-type` field.
+    pub content_type: HeaderValue,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The answer as a response, for where a `Response` is needed (the request went to
+    /// [`Handler::call_with`] after all).
+    pub(crate) fn into_response(self) -> Response<Body> {
+        respond(self.status, self.content_type, self.body)
+    }
+
+    /// The response's one field, as the codecs' encoders take a handler's fields.
+    pub(crate) fn fields(&self) -> [(&'static http::HeaderName, &HeaderValue); 1] {
+        static CONTENT_TYPE: http::HeaderName = header::CONTENT_TYPE;
+        [(&CONTENT_TYPE, &self.content_type)]
     }
 }

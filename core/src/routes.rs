@@ -14,7 +14,7 @@ use crate::cache::{CacheSection, ResponseCache};
 use crate::compress::{self, CompressionSection};
 use crate::config::RouteConfig;
 use crate::files::{Files, FilesSection};
-use crate::handler::{content_type, respond};
+use crate::handler::{content_type, Answer, Head};
 use crate::proxy::{Proxy, ProxyConfig, RouteOptions};
 use crate::rt;
 use crate::{clients, ConnectionInfo};
@@ -25,17 +25,9 @@ use peregrine_limits::{AccessList, ClientKey, ClientRates};
 /// its listeners (see [`crate::overview::Overview::welcome_page`]).
 pub type WelcomePage = Arc<OnceLock<Bytes>>;
 
-/// A fixed response.
-#[derive(Clone)]
-struct Fixed {
-    status: StatusCode,
-    content_type: HeaderValue,
-    body: Bytes,
-}
-
 /// Where a route sends its requests.
 enum Action {
-    Fixed(Fixed),
+    Fixed(Answer),
     /// An upstream group (index into the handler's proxies) and the route's options.
     Proxy(usize, RouteOptions),
     /// A hosted app (index into the handler's apps) and the route's options.
@@ -213,7 +205,7 @@ impl BuiltinRoutes {
                         Action::Files(files.len() - 1, then.map(Box::new))
                     }
                     (None, Some(forward)) => forward,
-                    (None, None) => Action::Fixed(Fixed {
+                    (None, None) => Action::Fixed(Answer {
                         status: StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
                         content_type: HeaderValue::from_str(&r.content_type)
                             .unwrap_or(HeaderValue::from_static("text/plain")),
@@ -303,13 +295,18 @@ impl BuiltinRoutes {
 
     /// The first route matching `request`.
     fn route(&self, request: &Request<Body>) -> Option<&Route> {
+        self.route_for(request.uri(), request.headers())
+    }
+
+    /// [`route`](Self::route) from a request's target and fields.
+    fn route_for(&self, uri: &http::Uri, headers: &http::HeaderMap) -> Option<&Route> {
         if self.routes.is_empty() {
             return None;
         }
-        let path = request.uri().path();
+        let path = uri.path();
         let mut host = None;
         self.routes.iter().find(|r| {
-            r.matches(path, || *host.get_or_insert_with(|| crate::exchange::request_host(request)))
+            r.matches(path, || *host.get_or_insert_with(|| crate::exchange::host_of(uri, headers)))
         })
     }
 }
@@ -366,6 +363,25 @@ impl Handler for BuiltinRoutes {
         self.call_with(request, None)
     }
 
+    /// A fixed route's answer, or a built-in one when no route matches and nothing is
+    /// behind the routes; only where `call_with` would answer the same and nothing else runs
+    /// first: no client checks on the route, no compression.
+    fn answer(&self, head: &Head<'_>) -> Option<Answer> {
+        match self.route_for(head.uri(), head.headers()) {
+            Some(route) => match &route.action {
+                Action::Fixed(f) if !route.checks_clients() && !route.compress => Some(f.clone()),
+                _ => None,
+            },
+            None if self.fallback.is_none()
+                && self.fallback_files.is_none()
+                && !self.compress_fallback =>
+            {
+                self.builtin_answer(head.uri().path())
+            }
+            None => None,
+        }
+    }
+
     /// `connection` never goes into the request's extensions: the proxy and apps take it as
     /// an argument, and a cache hit, a file or a fixed answer do not read it, so no request
     /// pays for the extension map (three allocations).
@@ -395,12 +411,7 @@ impl Handler for BuiltinRoutes {
                 }
             }
             let (request, to) = match route.map(|r| (r, &r.action)) {
-                Some((_, Action::Fixed(f))) => {
-                    let mut r = Response::new(Body::from(f.body.clone()));
-                    *r.status_mut() = f.status;
-                    r.headers_mut().insert(header::CONTENT_TYPE, f.content_type.clone());
-                    break 'answer r;
-                }
+                Some((_, Action::Fixed(f))) => break 'answer f.clone().into_response(),
                 Some((route, Action::Files(index, then))) => {
                     match rt::boxed(|| self.files[*index].serve(request)).await {
                         Ok(response) => break 'answer response,
@@ -457,22 +468,30 @@ impl Handler for BuiltinRoutes {
 impl BuiltinRoutes {
     /// The built-in routes: the welcome page, the benchmark routes and `/echo`.
     fn builtin(&self, request: Request<Body>) -> Response<Body> {
-        match request.uri().path() {
-            "/plaintext" => respond(StatusCode::OK, content_type::TEXT, "Hello, World!"),
-            "/json" => {
-                respond(StatusCode::OK, content_type::JSON, r#"{"message":"Hello, World!"}"#)
+        if let Some(answer) = self.builtin_answer(request.uri().path()) {
+            return answer.into_response();
+        }
+        // `/echo`: streams the request body straight back, with its length when known.
+        let body = request.into_body();
+        let len = body.exact_len();
+        let mut r = Response::new(Body::from_stream(body, len));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        r
+    }
+
+    /// The built-in routes' fixed answers: all of them but `/echo` (`None`).
+    fn builtin_answer(&self, path: &str) -> Option<Answer> {
+        let (status, content_type, body) = match path {
+            "/plaintext" => {
+                (StatusCode::OK, content_type::TEXT, Bytes::from_static(b"Hello, World!"))
             }
-            "/echo" => {
-                // Streams the request body straight back, with its length when known.
-                let body = request.into_body();
-                let len = body.exact_len();
-                let mut r = Response::new(Body::from_stream(body, len));
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/octet-stream"),
-                );
-                r
-            }
+            "/json" => (
+                StatusCode::OK,
+                content_type::JSON,
+                Bytes::from_static(br#"{"message":"Hello, World!"}"#),
+            ),
+            "/echo" => return None,
             "/" => {
                 let page = self.welcome.get().cloned().unwrap_or_else(|| {
                     let empty = crate::overview::Overview {
@@ -482,9 +501,10 @@ impl BuiltinRoutes {
                     };
                     Bytes::from(empty.welcome_page())
                 });
-                respond(StatusCode::OK, content_type::HTML, page)
+                (StatusCode::OK, content_type::HTML, page)
             }
-            _ => respond(StatusCode::NOT_FOUND, content_type::TEXT, "Not Found\n"),
-        }
+            _ => (StatusCode::NOT_FOUND, content_type::TEXT, Bytes::from_static(b"Not Found\n")),
+        };
+        Some(Answer { status, content_type, body })
     }
 }

@@ -406,7 +406,54 @@ fn curl_clients(io: IoChoice) {
     finish(server);
 }
 
+/// A handler's fixed answers ([`peregrine::Handler::answer`]) over HTTP/1.1: written with
+/// the server's fields and framing, `call` never asked; a request with a body, and any the
+/// handler does not answer, goes to `call`; a panic in `answer` is a 500 that closes the
+/// connection, and the core goes on.
+fn fixed_answers(io: IoChoice) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (server, calls) = common::start_answering(io);
+    let mut c = Client::connect(addr(&server));
+    c.send(b"GET /fixed HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.read_response();
+    assert_eq!((r.status, &r.body[..]), (200, &b"fixed"[..]), "{r:?}");
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    assert_eq!(r.header("content-length"), Some("5"));
+    assert!(r.header("date").is_some() && r.header("server").is_some(), "{r:?}");
+    assert_eq!(calls.load(SeqCst), 0, "call was asked for an answered request");
+    // Pipelined, mixed with requests that go to `call`, answered in order.
+    c.send(
+        b"GET /fixed HTTP/1.1\r\nHost: x\r\n\r\nGET /other HTTP/1.1\r\nHost: x\r\n\r\n\
+          HEAD /fixed HTTP/1.1\r\nHost: x\r\n\r\nGET /host HTTP/1.1\r\nHost: example.test\r\n\r\n",
+    );
+    assert_eq!(c.read_response().body, b"fixed");
+    assert_eq!(c.read_response().body, b"called");
+    let head = c.read_head();
+    assert_eq!((head.status, head.header("content-length")), (200, Some("5")), "{head:?}");
+    assert_eq!(c.read_response().body, b"example.test");
+    assert_eq!(calls.load(SeqCst), 1);
+    // A request with a body is not answered from its head.
+    c.send(b"POST /fixed HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
+    assert_eq!(c.read_response().body, b"called");
+    assert_eq!(calls.load(SeqCst), 2);
+    // A panic while answering: a 500, the connection closed, the core still serving.
+    c.send(b"GET /fixed-panic HTTP/1.1\r\nHost: x\r\n\r\nGET /fixed HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.read_response();
+    assert_eq!(r.status, 500, "{r:?}");
+    assert!(c.is_closed(Duration::from_secs(3)), "connection left open after a panic");
+    assert!(c.buffered().is_empty(), "answered past the panic: {:?}", c.buffered());
+    let r = common::request(addr(&server), b"GET /fixed HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!((r.status, &r.body[..]), (200, &b"fixed"[..]));
+    // HTTP/1.0 without keep-alive: answered, then closed.
+    let mut c = Client::connect(addr(&server));
+    c.send(b"GET /fixed HTTP/1.0\r\n\r\n");
+    assert_eq!(c.read_response().body, b"fixed");
+    assert!(c.is_closed(Duration::from_secs(3)), "HTTP/1.0 connection left open");
+    finish(server);
+}
+
 all_transports!(
+    fixed_answers,
     hyper_get_plaintext_and_json,
     hyper_head_plaintext,
     hyper_post_echo,

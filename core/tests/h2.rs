@@ -385,7 +385,43 @@ macro_rules! h2_matrix {
     };
 }
 
+/// A handler's fixed answers ([`peregrine::Handler::answer`]) over HTTP/2: written with the
+/// server's fields, `call` never asked; a request with a body goes to `call`; a panic in
+/// `answer` is a 500 on its stream only, and the connection goes on.
+fn fixed_answers(io: IoChoice, via: Via) {
+    use std::sync::atomic::Ordering::SeqCst;
+    common::set_tls_mode(matches!(via, Via::Tls));
+    let (server, calls) = common::start_answering(io);
+    common::set_tls_mode(false);
+    let a = addr(&server);
+    runtime().block_on(async {
+        let mut c = connect(a, via).await;
+        let (parts, body) = fetch(&mut c, get(a, via, "/fixed"), None).await;
+        assert_eq!((parts.status, &body[..]), (StatusCode::OK, &b"fixed"[..]));
+        assert_eq!(parts.headers["content-type"], "text/plain");
+        assert_eq!(parts.headers["content-length"], "5");
+        assert!(parts.headers.contains_key("date") && parts.headers.contains_key("server"));
+        assert_eq!(calls.load(SeqCst), 0, "call was asked for an answered request");
+        let (_, body) = fetch(&mut c, get(a, via, "/other"), None).await;
+        assert_eq!(&body[..], b"called");
+        let head = Request::head(uri(a, via, "/fixed")).body(()).unwrap();
+        let (parts, body) = fetch(&mut c, head, None).await;
+        assert_eq!((parts.status, body.len()), (StatusCode::OK, 0));
+        assert_eq!(parts.headers["content-length"], "5");
+        let post = Request::post(uri(a, via, "/fixed")).body(()).unwrap();
+        let (_, body) = fetch(&mut c, post, Some(Bytes::from_static(b"abc"))).await;
+        assert_eq!(&body[..], b"called");
+        assert_eq!(calls.load(SeqCst), 2);
+        let (parts, _) = fetch(&mut c, get(a, via, "/fixed-panic"), None).await;
+        assert_eq!(parts.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let (parts, body) = fetch(&mut c, get(a, via, "/fixed"), None).await;
+        assert_eq!((parts.status, &body[..]), (StatusCode::OK, &b"fixed"[..]));
+    });
+    finish(server);
+}
+
 h2_matrix!(
+    fixed_answers,
     basics,
     large_bodies_through_flow_control,
     many_concurrent_streams,

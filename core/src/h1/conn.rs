@@ -31,14 +31,15 @@ use tracing::debug;
 use super::incoming::Incoming;
 use super::io::{ConnIo, Continue, Why};
 use super::write::{
-    finish as finish_response, must_flush, prepare_response, stream_body, Prepared, Written,
+    finish as finish_response, must_flush, prepare_response, stream_body, write_answer, Prepared,
+    Written,
 };
 use crate::access_log::CoreLog;
 use crate::clients::ClientPolicy;
 use crate::exchange::{self, Panicked, Record};
 use crate::metrics::Rejection;
 use crate::transport::Transport;
-use crate::{date, rt, Body, ConnectionInfo, Handler};
+use crate::{date, rt, Body, ConnectionInfo, Handler, Head};
 
 /// How long a lingering close waits for the client to finish sending, and how much it reads.
 /// After an error response we stop reading, but closing with unread bytes in the socket makes
@@ -331,21 +332,45 @@ async fn serve_request<H: Handler>(
     let RequestHead { method, uri, version, headers, framing, keep_alive, upgrade, .. } = head;
     let info = settings.real_client(info, &headers);
     record.note_client(info.client);
-    let body = match framing {
-        BodyFraming::Empty => Body::empty(),
-        BodyFraming::Length(n) => Body::incoming(Incoming::new(Rc::clone(io), Some(n))),
-        BodyFraming::Chunked => Body::incoming(Incoming::new(Rc::clone(io), None)),
-    };
-    let certificates = details.client_certificates();
-    let request = exchange::request(method, uri, version, headers, body, certificates);
-    // A panicked handler's 500 closes the connection: its state is not to be trusted.
     let over_rate = clients.admit(info.client).await;
-    let (mut response, panicked) = match over_rate {
-        Some(too_many) => (too_many, false),
-        None => match exchange::call(handler, request, &info).await {
-            Ok(response) => (response, false),
-            Err(Panicked) => (exchange::internal_error(), true),
-        },
+    // A request without a body may be answered from its head: no `Request` is built.
+    let answered = match over_rate {
+        None if framing == BodyFraming::Empty => {
+            exchange::answer(handler, &Head::new(&method, &uri, version, &headers))
+        }
+        _ => Ok(None),
+    };
+    // A panicked handler's 500 closes the connection: its state is not to be trusted.
+    let (mut response, panicked) = match (over_rate, answered) {
+        (_, Ok(Some(answer))) => {
+            let close = !keep_alive || rt::shutting_down();
+            let written = write_answer(io, &answer, &method, version, close).await;
+            return match written {
+                Written::Done { close, body_bytes } => {
+                    record.finish(answer.status, body_bytes, settings.access_log.as_ref());
+                    Ok(!close)
+                }
+                Written::FailedBeforeStart(status) => {
+                    Err(Ending::Reject(status, Why::uncounted("response failed")))
+                }
+                Written::Abort(why) => Err(Ending::Abort(why)),
+            };
+        }
+        (_, Err(Panicked)) => (exchange::internal_error(), true),
+        (Some(too_many), Ok(None)) => (too_many, false),
+        (None, Ok(None)) => {
+            let body = match framing {
+                BodyFraming::Empty => Body::empty(),
+                BodyFraming::Length(n) => Body::incoming(Incoming::new(Rc::clone(io), Some(n))),
+                BodyFraming::Chunked => Body::incoming(Incoming::new(Rc::clone(io), None)),
+            };
+            let certificates = details.client_certificates();
+            let request = exchange::request(method, uri, version, headers, body, certificates);
+            match exchange::call(handler, request, &info).await {
+                Ok(response) => (response, false),
+                Err(Panicked) => (exchange::internal_error(), true),
+            }
+        }
     };
     let status = response.status();
     record.note_upstream(&response);

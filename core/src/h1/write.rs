@@ -10,6 +10,7 @@ use peregrine_protocols::h1::{
 use super::io::{ConnIo, Why, WriteFail};
 use crate::body::BodyError;
 use crate::exchange::{pump, BodyFailed, BodySink, PumpError};
+use crate::handler::Answer;
 use crate::transport::Recv;
 use crate::{date, Body};
 use bytes::{Bytes, BytesMut};
@@ -84,11 +85,48 @@ pub(crate) fn prepare_response(
     }
     match body.take_full() {
         // `exact_len` came from this same body, so a Length framing matches it.
-        Some(full) if full.len() <= COPY_BODY_MAX => io.write_small(&full),
-        Some(full) => io.write_shared(full),
+        Some(full) => write_in_memory(io, full),
         None => return Prepared::Streaming(StreamingBody { body, framing, close }),
     }
     Prepared::Complete { close }
+}
+
+/// Writes a fixed answer ([`Handler::answer`](crate::Handler::answer)): its head and body
+/// into the output buffer, sent as [`finish`] decides.
+pub(crate) async fn write_answer(
+    io: &ConnIo,
+    answer: &Answer,
+    method: &Method,
+    version: Version,
+    close: bool,
+) -> Written {
+    let len = answer.body.len() as u64;
+    let framing = response_framing(answer.status, method, version, Some(len));
+    date::with(|d| {
+        let mut out = io.out();
+        encode_response_head(answer.status, answer.fields(), framing, version, close, d, &mut out)
+    });
+    let body_bytes = match framing {
+        ResponseFraming::NoBody { .. } => 0,
+        _ => {
+            write_in_memory(io, answer.body.clone());
+            len
+        }
+    };
+    if must_flush(io, close) {
+        return finish(io, close, body_bytes).await;
+    }
+    Written::Done { close, body_bytes }
+}
+
+/// Puts a body that is in memory after its head: copied when small (one send, one small
+/// copy), else sent from its own buffer without copying.
+fn write_in_memory(io: &ConnIo, full: Bytes) {
+    if full.len() <= COPY_BODY_MAX {
+        io.write_small(&full);
+    } else {
+        io.write_shared(full);
+    }
 }
 
 /// Whether pending output must go out now: unless more pipelined requests are already

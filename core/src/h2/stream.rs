@@ -15,10 +15,11 @@ use peregrine_protocols::h2::{Reason, RequestHead, StreamId};
 use super::body::RequestBody;
 use super::conn::Shared;
 use crate::exchange::{self, BodyFailed, BodySink, Panicked, PumpError, Record};
+use crate::handler::Answer;
 use crate::metrics::Rejection;
 use crate::rt::executor;
 use crate::rt::timer::Timer;
-use crate::{date, rt, Body, Handler};
+use crate::{date, rt, Body, Handler, Head};
 
 /// Starts the work for a new request on stream `id`: polled once right here, on the
 /// connection task, and given a task of its own only if it has to wait. A handler that
@@ -121,6 +122,22 @@ async fn run<H: Handler>(
             return respond_error(shared, id, StatusCode::PAYLOAD_TOO_LARGE);
         }
     }
+    let info = shared.settings.real_client(shared.info.info(), &headers);
+    record.note_client(info.client);
+    let over_rate = shared.clients.admit(info.client).await;
+    // A request without a body may be answered from its head: no `Request` is built.
+    if over_rate.is_none() && end_stream {
+        match exchange::answer(handler, &Head::new(&method, &uri, Version::HTTP_2, &headers)) {
+            Ok(Some(answer)) => {
+                let Some(bytes) = write_answer(shared, id, &answer, &method).await else {
+                    return;
+                };
+                return record.finish(answer.status, bytes, log);
+            }
+            Ok(None) => {}
+            Err(Panicked) => return respond_error(shared, id, StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
     let body = if end_stream {
         Body::empty()
     } else if protocol.is_some() {
@@ -128,14 +145,11 @@ async fn run<H: Handler>(
     } else {
         Body::h2(RequestBody::new(Rc::clone(shared), id, content_length))
     };
-    let info = shared.settings.real_client(shared.info.info(), &headers);
-    record.note_client(info.client);
     let certificates = shared.info.client_certificates();
     let mut request = exchange::request(method, uri, Version::HTTP_2, headers, body, certificates);
     if let Some(protocol) = protocol {
         request.extensions_mut().insert(exchange::ConnectProtocol::new(protocol));
     }
-    let over_rate = shared.clients.admit(info.client).await;
     let mut response = match over_rate {
         // Per stream: the connection and its other streams go on.
         Some(too_many) => too_many,
@@ -204,12 +218,47 @@ fn queue_response(
         // no length (HTTP/1's tunnel leaves HTTP instead, hence the shared rule's "none").
         (false, None)
     } else {
-        match response_content(status, method, body.exact_len()) {
-            Content::None { content_length } => (true, content_length),
-            Content::Body { length } => (length == Some(0), length),
-        }
+        content_of(status, method, body.exact_len())
     };
     let full = if no_body { None } else { body.take_full() };
+    queue_head(shared, id, status, headers, len, no_body)?;
+    if no_body {
+        return Some(Queued::Done(0));
+    }
+    let Some(full) = full else { return Some(Queued::Streaming(body, len)) };
+    queue_body(shared, id, full)
+}
+
+/// Queues a fixed answer ([`Handler::answer`](crate::Handler::answer)) as
+/// [`queue_response`] queues a response with its body in memory.
+fn queue_answer(shared: &Shared, id: StreamId, answer: &Answer, method: &Method) -> Option<Queued> {
+    let (no_body, len) = content_of(answer.status, method, Some(answer.body.len() as u64));
+    queue_head(shared, id, answer.status, answer.fields(), len, no_body)?;
+    if no_body {
+        return Some(Queued::Done(0));
+    }
+    queue_body(shared, id, answer.body.clone())
+}
+
+/// Whether a response has no body, and the length it advertises: the shared content rule
+/// (with the body's own length, whatever content-length the handler set: the codec owns
+/// that field).
+fn content_of(status: StatusCode, method: &Method, body_len: Option<u64>) -> (bool, Option<u64>) {
+    match response_content(status, method, body_len) {
+        Content::None { content_length } => (true, content_length),
+        Content::Body { length } => (length == Some(0), length),
+    }
+}
+
+/// Queues a response head; `no_body` ends the stream with it.
+fn queue_head<'f>(
+    shared: &Shared,
+    id: StreamId,
+    status: StatusCode,
+    headers: impl IntoIterator<Item = (&'f http::HeaderName, &'f http::HeaderValue)>,
+    len: Option<u64>,
+    no_body: bool,
+) -> Option<()> {
     let mut conn = shared.conn.borrow_mut();
     // `date`, `server` and `content-length` are added by the codec straight into the HPACK
     // block: no insertion into (and growth of) the handler's map, no allocation for values.
@@ -219,10 +268,12 @@ fn queue_response(
     });
     sent.ok()?;
     shared.wake_conn();
-    if no_body {
-        return Some(Queued::Done(0));
-    }
-    let Some(full) = full else { return Some(Queued::Streaming(body, len)) };
+    Some(())
+}
+
+/// Queues a whole in-memory body after its head.
+fn queue_body(shared: &Shared, id: StreamId, full: Bytes) -> Option<Queued> {
+    let mut conn = shared.conn.borrow_mut();
     let n = full.len() as u64;
     conn.send_data(id, full, true).ok()?;
     // Small bodies sit within max_stream_send_buffer: bounded without watching them.
@@ -241,7 +292,25 @@ async fn write_response(
     response: &mut Response<Body>,
     method: &Method,
 ) -> Option<u64> {
-    match queue_response(shared, id, response, method)? {
+    let queued = queue_response(shared, id, response, method)?;
+    follow(shared, id, queued).await
+}
+
+/// [`write_response`] for a fixed answer.
+async fn write_answer(
+    shared: &Shared,
+    id: StreamId,
+    answer: &Answer,
+    method: &Method,
+) -> Option<u64> {
+    let queued = queue_answer(shared, id, answer, method)?;
+    follow(shared, id, queued).await
+}
+
+/// Follows a queued response while its queue drains: the body bytes queued, or `None` if the
+/// stream went away.
+async fn follow(shared: &Shared, id: StreamId, queued: Queued) -> Option<u64> {
+    match queued {
         Queued::Done(n) => Some(n),
         // Rare next to small bodies; boxed so their state does not enlarge every stream task.
         Queued::Large(n) => rt::boxed(|| wait_sent(shared, id)).await.then_some(n),

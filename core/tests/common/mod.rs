@@ -102,6 +102,52 @@ impl futures_core::Stream for PanicAfterOneChunk {
     }
 }
 
+/// A handler that answers `/fixed` (and `/host`, with the request's `Host`) from the head
+/// ([`Handler::answer`]), panics there for `/fixed-panic`, and answers everything else
+/// through `call`: `/plaintext` as the built-in routes do (for [`assert_healthy`]), the
+/// rest with `called`, counting those calls.
+pub struct AnsweringHandler {
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    routes: BuiltinRoutes,
+}
+
+impl Handler for AnsweringHandler {
+    async fn call(&self, request: Request<Body>) -> Response<Body> {
+        if request.uri().path() == "/plaintext" {
+            return self.routes.call(request).await;
+        }
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        text(StatusCode::OK, "called".into())
+    }
+
+    fn answer(&self, head: &peregrine::Head<'_>) -> Option<peregrine::Answer> {
+        let body = match head.uri().path() {
+            "/fixed" => Bytes::from_static(b"fixed"),
+            "/host" => Bytes::copy_from_slice(head.headers().get(header::HOST)?.as_bytes()),
+            "/fixed-panic" => panic!("AnsweringHandler: /fixed-panic panics on purpose"),
+            _ => return None,
+        };
+        let content_type = HeaderValue::from_static("text/plain");
+        Some(peregrine::Answer { status: StatusCode::OK, content_type, body })
+    }
+}
+
+/// Starts a one-core server (as [`start`] does) with an [`AnsweringHandler`]; the counter
+/// counts its `call`s.
+pub fn start_answering(io: IoChoice) -> (Server, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let config = config(io, Limits::default());
+    let tls = config.listen[0].is_tls();
+    let counter = calls.clone();
+    let server = Server::start(config, move || AnsweringHandler {
+        calls: counter.clone(),
+        routes: BuiltinRoutes::new(&[]),
+    })
+    .unwrap_or_else(|e| panic!("server start ({io:?}): {e}"));
+    note_transport(&server, tls);
+    (server, calls)
+}
+
 thread_local! {
     /// Set by the `tls` variant of the test matrix: servers this thread starts listen with TLS.
     static TLS_MODE: Cell<bool> = const { Cell::new(false) };
@@ -153,16 +199,21 @@ pub fn try_start(io: IoChoice, limits: Limits) -> Result<Server, StartError> {
     let config = config(io, limits);
     let tls = config.listen[0].is_tls();
     let server = Server::start(config, TestHandler::new)?;
-    // A port a finished TLS test server used can come back for a cleartext one (Windows
-    // hands out ephemeral ports again quickly), so each start records its own kind.
+    note_transport(&server, tls);
+    Ok(server)
+}
+
+/// Records whether `server` speaks TLS, for [`Client::connect`]. A port a finished TLS test
+/// server used can come back for a cleartext one (Windows hands out ephemeral ports again
+/// quickly), so each start records its own kind.
+fn note_transport(server: &Server, tls: bool) {
     let mut servers = TLS_SERVERS.lock().unwrap();
     let servers = servers.get_or_insert_with(HashSet::new);
     if tls {
-        servers.insert(addr(&server));
+        servers.insert(addr(server));
     } else {
-        servers.remove(&addr(&server));
+        servers.remove(&addr(server));
     }
-    Ok(server)
 }
 
 /// Starts a server with [`TestHandler`] on the driver `io` asks for.

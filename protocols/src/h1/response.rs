@@ -4,7 +4,7 @@
 //! (persistence) and RFC 9110 §6.4.1 (which responses have content) before editing.
 
 use bytes::BytesMut;
-use http::header::{self, HeaderName};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Version};
 
 use crate::content::{response_content, Content};
@@ -84,7 +84,8 @@ pub fn response_framing(
     }
 }
 
-/// Writes a status line and header block into `dst`.
+/// Writes a status line and header block into `dst`. `headers` are the handler's fields: a
+/// `&HeaderMap`, or any list of pairs (a fixed answer's one `content-type`).
 ///
 /// Handler headers are copied except the ones the codec owns: `content-length`,
 /// `transfer-encoding` and `connection` (derived from `framing` and `close`). `date` is the
@@ -99,9 +100,9 @@ pub fn response_framing(
 /// conformant version, whatever the request's), as nginx does. Names are written lowercase, as
 /// `http::HeaderName` stores them; values are written as their raw bytes. Nothing on this
 /// path allocates except `dst` growing, and it is reserved once.
-pub fn encode_response_head(
+pub fn encode_response_head<'f>(
     status: StatusCode,
-    headers: &HeaderMap,
+    headers: impl IntoIterator<Item = (&'f HeaderName, &'f HeaderValue)>,
     framing: ResponseFraming,
     request_version: Version,
     close: bool,
@@ -109,9 +110,10 @@ pub fn encode_response_head(
     dst: &mut BytesMut,
 ) {
     let close = close || framing == ResponseFraming::CloseDelimited;
+    let headers = headers.into_iter();
     // Room for the status line, the codec's own fields and a typical field each (more is
     // grown as needed): sized without a pass over the fields.
-    dst.reserve(headers.len() * 48 + date.len() + 160);
+    dst.reserve(headers.size_hint().0 * 48 + date.len() + 160);
 
     put_status_line(status, dst);
     // One pass: the handler's fields are written and `date`/`server` noted (no lookups).

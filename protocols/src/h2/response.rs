@@ -22,7 +22,7 @@
 //! size, which the larger setting allows).
 
 use bytes::BytesMut;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::fields::is_connection_specific;
 use super::hpack::encoder;
@@ -169,10 +169,10 @@ impl HeaderEncoder {
     ///
     /// Returns which of the fields a server adds itself (`date`, `server`) the map had, seen
     /// on the way (no lookups for them afterwards).
-    pub fn encode_response(
+    pub fn encode_response<'f>(
         &mut self,
         status: StatusCode,
-        headers: &HeaderMap,
+        headers: impl IntoIterator<Item = (&'f HeaderName, &'f HeaderValue)>,
         dst: &mut BytesMut,
     ) -> Present {
         self.flush_update(dst);
@@ -267,14 +267,15 @@ pub struct Present {
 }
 
 /// Encodes `headers` but connection-specific fields and `skip`; notes `date` and `server`.
-fn encode_fields(
-    headers: &HeaderMap,
+fn encode_fields<'f>(
+    headers: impl IntoIterator<Item = (&'f HeaderName, &'f HeaderValue)>,
     skip: Option<&http::HeaderName>,
     dst: &mut BytesMut,
 ) -> Present {
+    let headers = headers.into_iter();
     // Each field costs its bytes plus at most a few of framing; reserving once avoids
     // regrowth for all the usual responses.
-    dst.reserve(headers.len() * 8);
+    dst.reserve(headers.size_hint().0 * 8);
     let mut present = Present::default();
     for (name, value) in headers {
         if is_connection_specific(name) || skip == Some(name) {

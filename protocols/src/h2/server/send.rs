@@ -7,7 +7,7 @@
 //! for tiny bodies, whose copy is cheaper than an extra chunk.
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::stream::SendState;
 use super::{Connection, Phase};
@@ -62,12 +62,12 @@ impl Connection {
     /// [`send_response`](Self::send_response) plus the fields the server adds unless the
     /// handler set them (as HTTP/1's `encode_response_head` does): `date`, `server`, and
     /// `content-length` when known. They go straight into the HPACK block, so the handler's
-    /// map is neither grown nor copied.
-    pub fn send_response_with(
+    /// map is neither grown nor copied. `headers`: a `&HeaderMap`, or any list of pairs.
+    pub fn send_response_with<'f>(
         &mut self,
         id: StreamId,
         status: StatusCode,
-        headers: &HeaderMap,
+        headers: impl IntoIterator<Item = (&'f HeaderName, &'f HeaderValue)>,
         fields: Option<ServerFields<'_>>,
         end_stream: bool,
     ) -> Result<(), StreamGone> {
@@ -193,11 +193,11 @@ impl Connection {
     /// SETTINGS_MAX_FRAME_SIZE. The block is encoded straight into the output after room for
     /// the frame header, which is filled in once the length is known (no copy) unless the
     /// block needs CONTINUATIONs.
-    pub(super) fn encode_head(
+    pub(super) fn encode_head<'f>(
         &mut self,
         id: StreamId,
         status: StatusCode,
-        headers: &HeaderMap,
+        headers: impl IntoIterator<Item = (&'f HeaderName, &'f HeaderValue)>,
         fields: Option<ServerFields<'_>>,
         end_stream: bool,
     ) {
