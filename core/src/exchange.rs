@@ -126,15 +126,25 @@ pub(crate) struct Panicked;
 /// The host a request is for, without its port: the target's authority (HTTP/2, or an
 /// absolute-form target), else the `Host` field. What routes match and cache keys hold.
 pub(crate) fn request_host(request: &Request<Body>) -> Option<&str> {
-    host_of(request.uri(), request.headers())
+    let field = || request.headers().get(http::header::HOST).map(http::HeaderValue::as_bytes);
+    host_of(request.uri(), field)
 }
 
-/// [`request_host`] from a request's target and fields.
-pub(crate) fn host_of<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+/// [`request_host`] from a request's target and its `Host` field (looked up only when the
+/// target has no authority).
+pub(crate) fn host_of<'a>(
+    uri: &'a Uri,
+    host_field: impl FnOnce() -> Option<&'a [u8]>,
+) -> Option<&'a str> {
     if let Some(a) = uri.authority() {
         return Some(a.host());
     }
-    let host = headers.get(http::header::HOST)?.to_str().ok()?;
+    let host = host_field()?;
+    // Visible ASCII only, as `HeaderValue::to_str` has it.
+    if !host.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+        return None;
+    }
+    let host = std::str::from_utf8(host).ok()?;
     // A byte scan for the last ':' (a `str` search for a `char` costs several times more
     // on every request). `[::1]` alone ends in `]`, so its colons are never a port's.
     let port_at = host.bytes().rposition(|b| b == b':');

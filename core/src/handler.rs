@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 
 use crate::{Body, ConnectionInfo};
+use peregrine_protocols::h1::ParsedHead;
 
 /// The content types of the responses the server writes itself. Constants, so the value is
 /// checked when the binary is built: `HeaderValue::from_static` called with a runtime
@@ -91,23 +92,39 @@ where
 }
 
 /// A request's head, as [`Handler::answer`] sees it: validated by the codec, before any
-/// [`Request`] is built from it.
+/// [`Request`] is built from it (an HTTP/1 head's fields are not even in a `HeaderMap` yet).
 #[derive(Debug, Clone, Copy)]
 pub struct Head<'a> {
     method: &'a Method,
     uri: &'a Uri,
     version: Version,
-    headers: &'a HeaderMap,
+    fields: Fields<'a>,
+}
+
+/// Where a [`Head`]'s fields are.
+#[derive(Debug, Clone, Copy)]
+enum Fields<'a> {
+    /// As HTTP/2's decoder gathered them.
+    Map(&'a HeaderMap),
+    /// As HTTP/1's parser left them, in the head's bytes.
+    Parsed(&'a ParsedHead),
 }
 
 impl<'a> Head<'a> {
-    pub(crate) fn new(
+    /// An HTTP/1 head, its fields unbuilt.
+    pub(crate) fn parsed(head: &'a ParsedHead) -> Head<'a> {
+        let fields = Fields::Parsed(head);
+        Head { method: &head.method, uri: &head.uri, version: head.version, fields }
+    }
+
+    /// A head whose fields are in a map.
+    pub(crate) fn from_map(
         method: &'a Method,
         uri: &'a Uri,
         version: Version,
         headers: &'a HeaderMap,
     ) -> Head<'a> {
-        Head { method, uri, version, headers }
+        Head { method, uri, version, fields: Fields::Map(headers) }
     }
 
     /// The request method.
@@ -125,9 +142,17 @@ impl<'a> Head<'a> {
         self.version
     }
 
-    /// The request's fields.
-    pub fn headers(&self) -> &'a HeaderMap {
-        self.headers
+    /// The first value of the field `name` (any case), as sent.
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        match self.fields {
+            Fields::Map(map) => map.get(name).map(HeaderValue::as_bytes),
+            Fields::Parsed(head) => head.values(name).next(),
+        }
+    }
+
+    /// The host the request is for, as routes match it (see `exchange::host_of`).
+    pub(crate) fn host(&self) -> Option<&'a str> {
+        crate::exchange::host_of(self.uri, || self.header("host"))
     }
 }
 

@@ -295,18 +295,18 @@ impl BuiltinRoutes {
 
     /// The first route matching `request`.
     fn route(&self, request: &Request<Body>) -> Option<&Route> {
-        self.route_for(request.uri(), request.headers())
+        self.route_for(request.uri().path(), || crate::exchange::request_host(request))
     }
 
-    /// [`route`](Self::route) from a request's target and fields.
-    fn route_for(&self, uri: &http::Uri, headers: &http::HeaderMap) -> Option<&Route> {
+    /// [`route`](Self::route) from a request's path and host (found only if a route asks).
+    fn route_for<'a>(&self, path: &str, host: impl FnOnce() -> Option<&'a str>) -> Option<&Route> {
         if self.routes.is_empty() {
             return None;
         }
-        let path = uri.path();
-        let mut host = None;
+        let mut host = Some(host);
+        let mut found = None;
         self.routes.iter().find(|r| {
-            r.matches(path, || *host.get_or_insert_with(|| crate::exchange::host_of(uri, headers)))
+            r.matches(path, || *found.get_or_insert_with(|| host.take().and_then(|h| h())))
         })
     }
 }
@@ -367,7 +367,7 @@ impl Handler for BuiltinRoutes {
     /// behind the routes; only where `call_with` would answer the same and nothing else runs
     /// first: no client checks on the route, no compression.
     fn answer(&self, head: &Head<'_>) -> Option<Answer> {
-        match self.route_for(head.uri(), head.headers()) {
+        match self.route_for(head.uri().path(), || head.host()) {
             Some(route) => match &route.action {
                 Action::Fixed(f) if !route.checks_clients() && !route.compress => Some(f.clone()),
                 _ => None,

@@ -5,6 +5,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+pub(crate) use crate::proxy::X_FORWARDED_FOR;
+
 /// A list of trusted networks; empty trusts nobody.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Trusted {
@@ -37,16 +39,21 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
 /// saw; then the rightmost address there that is not itself trusted (a client can write
 /// anything on the left, only trusted hops appended on the right). As ASP.NET Core's
 /// ForwardedHeaders middleware and nginx's realip module do.
-pub(crate) fn real_client(peer: IpAddr, headers: &http::HeaderMap, trusted: &Trusted) -> IpAddr {
+/// `forwarded_for`: the request's `X-Forwarded-For` values, in the order sent.
+pub(crate) fn real_client<'a>(
+    peer: IpAddr,
+    forwarded_for: impl Iterator<Item = &'a [u8]>,
+    trusted: &Trusted,
+) -> IpAddr {
     let peer = canonical(peer);
     if !trusted.contains(peer) {
         return peer;
     }
     let mut client = peer;
     // From the right: the first hop we do not trust is the client.
-    let values: Vec<&http::HeaderValue> = headers.get_all("x-forwarded-for").iter().collect();
+    let values: Vec<&[u8]> = forwarded_for.collect();
     for value in values.iter().rev() {
-        let Ok(value) = value.to_str() else { return client };
+        let Ok(value) = std::str::from_utf8(value) else { return client };
         for hop in value.rsplit(',') {
             match hop.trim().parse::<IpAddr>() {
                 Ok(ip) if trusted.contains(ip) => client = canonical(ip),
@@ -56,6 +63,11 @@ pub(crate) fn real_client(peer: IpAddr, headers: &http::HeaderMap, trusted: &Tru
         }
     }
     client
+}
+
+/// A map's `X-Forwarded-For` values, as [`real_client`] takes them.
+pub(crate) fn forwarded_for(headers: &http::HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers.get_all(&X_FORWARDED_FOR).iter().map(|v| v.as_bytes())
 }
 
 #[cfg(test)]
@@ -69,11 +81,19 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.insert("x-forwarded-for", "6.6.6.6, 203.0.113.9, 192.168.1.1".parse().unwrap());
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(real_client(ip("10.1.1.1"), &h, &t), ip("203.0.113.9"));
-        assert_eq!(real_client(ip("8.8.8.8"), &h, &t), ip("8.8.8.8"), "an untrusted peer");
-        assert_eq!(real_client(ip("10.1.1.1"), &http::HeaderMap::new(), &t), ip("10.1.1.1"));
+        assert_eq!(real_client(ip("10.1.1.1"), forwarded_for(&h), &t), ip("203.0.113.9"));
+        assert_eq!(
+            real_client(ip("8.8.8.8"), forwarded_for(&h), &t),
+            ip("8.8.8.8"),
+            "an untrusted peer"
+        );
+        assert_eq!(real_client(ip("10.1.1.1"), std::iter::empty(), &t), ip("10.1.1.1"));
         h.insert("x-forwarded-for", "junk, 192.168.1.1".parse().unwrap());
-        assert_eq!(real_client(ip("10.1.1.1"), &h, &t), ip("192.168.1.1"), "stops at garbage");
+        assert_eq!(
+            real_client(ip("10.1.1.1"), forwarded_for(&h), &t),
+            ip("192.168.1.1"),
+            "stops at garbage"
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use http::StatusCode;
 use peregrine_limits::{Limit, Limits};
 use peregrine_protocols::h1::{
     encode_error_response, encode_response_head, BodyDecoder, BodyEvent, BodyFraming, HeadParser,
-    ParseConfig, RequestHead, ResponseFraming,
+    ParseConfig, ParsedHead, RequestHead, ResponseFraming,
 };
 use tracing::debug;
 
@@ -64,13 +64,13 @@ pub(crate) struct Settings {
 
 impl Settings {
     /// `info` with the request's real client, when its peer is a trusted proxy.
-    pub(crate) fn real_client(
+    pub(crate) fn real_client<'a>(
         &self,
         mut info: ConnectionInfo,
-        headers: &http::HeaderMap,
+        forwarded_for: impl Iterator<Item = &'a [u8]>,
     ) -> ConnectionInfo {
         if let (Some(trusted), Some(peer)) = (&self.trusted, info.peer) {
-            info.client = Some(crate::trust::real_client(peer.ip(), headers, trusted));
+            info.client = Some(crate::trust::real_client(peer.ip(), forwarded_for, trusted));
         }
         info
     }
@@ -250,7 +250,7 @@ async fn read_head(
     settings: &Settings,
     mut parser: HeadParser,
     first_deadline: Option<Instant>,
-) -> Result<RequestHead, Ending> {
+) -> Result<ParsedHead, Ending> {
     let limits = &settings.limits;
     let deadline = first_deadline.unwrap_or_else(|| rt::now() + limits.request_headers_timeout);
     loop {
@@ -289,7 +289,7 @@ async fn serve_request<H: Handler>(
     io: &Rc<ConnIo>,
     handler: &H,
     settings: &Settings,
-    head: RequestHead,
+    head: ParsedHead,
     details: &crate::conn::ConnectionDetails,
     clients: &ClientPolicy,
 ) -> Result<bool, Ending> {
@@ -329,22 +329,23 @@ async fn serve_request<H: Handler>(
     }
     io.response_started.set(false);
 
-    let RequestHead { method, uri, version, headers, framing, keep_alive, upgrade, .. } = head;
-    let info = settings.real_client(info, &headers);
+    let (framing, keep_alive, version, upgrade) =
+        (head.framing, head.keep_alive, head.version, head.upgrade);
+    let forwarded_for = head.values(crate::trust::X_FORWARDED_FOR.as_str());
+    let info = settings.real_client(info, forwarded_for);
     record.note_client(info.client);
     let over_rate = clients.admit(info.client).await;
-    // A request without a body may be answered from its head: no `Request` is built.
+    // A request without a body may be answered from its head: no `Request` is built, and
+    // its fields never go into a `HeaderMap`.
     let answered = match over_rate {
-        None if framing == BodyFraming::Empty => {
-            exchange::answer(handler, &Head::new(&method, &uri, version, &headers))
-        }
+        None if framing == BodyFraming::Empty => exchange::answer(handler, &Head::parsed(&head)),
         _ => Ok(None),
     };
     // A panicked handler's 500 closes the connection: its state is not to be trusted.
     let (mut response, panicked) = match (over_rate, answered) {
         (_, Ok(Some(answer))) => {
             let close = !keep_alive || rt::shutting_down();
-            let written = write_answer(io, &answer, &method, version, close).await;
+            let written = write_answer(io, &answer, &head.method, version, close).await;
             return match written {
                 Written::Done { close, body_bytes } => {
                     record.finish(answer.status, body_bytes, settings.access_log.as_ref());
@@ -359,6 +360,10 @@ async fn serve_request<H: Handler>(
         (_, Err(Panicked)) => (exchange::internal_error(), true),
         (Some(too_many), Ok(None)) => (too_many, false),
         (None, Ok(None)) => {
+            let RequestHead { method, uri, headers, .. } = match head.into_head() {
+                Ok(head) => head,
+                Err(e) => return Err(reject(&e)),
+            };
             let body = match framing {
                 BodyFraming::Empty => Body::empty(),
                 BodyFraming::Length(n) => Body::incoming(Incoming::new(Rc::clone(io), Some(n))),

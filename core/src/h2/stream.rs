@@ -122,12 +122,13 @@ async fn run<H: Handler>(
             return respond_error(shared, id, StatusCode::PAYLOAD_TOO_LARGE);
         }
     }
-    let info = shared.settings.real_client(shared.info.info(), &headers);
+    let forwarded_for = crate::trust::forwarded_for(&headers);
+    let info = shared.settings.real_client(shared.info.info(), forwarded_for);
     record.note_client(info.client);
     let over_rate = shared.clients.admit(info.client).await;
     // A request without a body may be answered from its head: no `Request` is built.
     if over_rate.is_none() && end_stream {
-        match exchange::answer(handler, &Head::new(&method, &uri, Version::HTTP_2, &headers)) {
+        match exchange::answer(handler, &Head::from_map(&method, &uri, Version::HTTP_2, &headers)) {
             Ok(Some(answer)) => {
                 let Some(bytes) = write_answer(shared, id, &answer, &method).await else {
                     return;

@@ -55,6 +55,7 @@ use crate::{rt, Body, ConnectionInfo, Handler};
 use balance::Balancer;
 use error::error_response;
 pub(crate) use error::ProxyError;
+pub(crate) use forward::X_FORWARDED_FOR;
 use pool::{Conn, Pool};
 use request::Outgoing;
 

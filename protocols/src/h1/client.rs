@@ -170,7 +170,7 @@ pub fn parse_response(
     let mut fields = Fields::default();
     for (name, range) in spans {
         let value = head.slice(range);
-        fields.observe(&name, &value);
+        fields.observe(name.as_str().as_bytes(), &value);
         let value = HeaderValue::from_maybe_shared(value).map_err(|_| malformed())?;
         headers.append(name, value);
     }

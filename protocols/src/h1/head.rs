@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 
-use super::request::{head_may_be_complete, parse_request, ParseConfig, RequestHead};
+use super::request::{head_may_be_complete, parse_head, ParseConfig, ParsedHead};
 use super::ParseError;
 
 /// Parses one request head at a time from a buffer that grows between calls.
@@ -66,14 +66,15 @@ impl HeadParser {
     /// Parses the head at the front of `buf`, which holds everything received since the
     /// previous head (the caller only appends between calls).
     ///
-    /// - `Ok(Some(head))`: the head was split off `buf`; the parser is ready for the next one.
+    /// - `Ok(Some(head))`: the head was split off `buf`, every rule checked, its fields not yet
+    ///   in a `HeaderMap` ([`ParsedHead::into_head`]); the parser is ready for the next one.
     /// - `Ok(None)`: more bytes are needed.
     /// - `Err(e)`: answer `e.status()` and close the connection.
     pub fn parse(
         &mut self,
         buf: &mut BytesMut,
         cfg: &ParseConfig,
-    ) -> Result<Option<RequestHead>, ParseError> {
+    ) -> Result<Option<ParsedHead>, ParseError> {
         let len = buf.len();
         if len == 0 {
             return Ok(None);
@@ -100,7 +101,7 @@ impl HeadParser {
         {
             self.parses += 1;
         }
-        let head = parse_request(buf, cfg)?;
+        let head = parse_head(buf, cfg)?;
         if head.is_some() {
             *self = HeadParser::default();
         }
@@ -122,7 +123,7 @@ mod tests {
     }
 
     /// Feeds `bytes` a piece at a time (`step` bytes), returning the result and the parses.
-    fn trickle(bytes: &[u8], step: usize) -> (Result<Option<RequestHead>, ParseError>, usize) {
+    fn trickle(bytes: &[u8], step: usize) -> (Result<Option<ParsedHead>, ParseError>, usize) {
         let mut p = HeadParser::new();
         let mut buf = BytesMut::new();
         let mut last = Ok(None);
@@ -144,9 +145,10 @@ mod tests {
         let head = b"\r\nGET /a?b=c HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n";
         let mut whole = BytesMut::from(&head[..]);
         let want = HeadParser::new().parse(&mut whole, &cfg()).unwrap().expect("a head");
+        let want = want.into_head().unwrap();
         for step in 1..head.len() {
             let (got, parses) = trickle(head, step);
-            let got = got.unwrap().expect("a head");
+            let got = got.unwrap().expect("a head").into_head().unwrap();
             assert_eq!(
                 (got.method.clone(), got.uri.clone()),
                 (want.method.clone(), want.uri.clone())
@@ -170,6 +172,23 @@ mod tests {
             "{e:?}"
         );
         assert!(parses <= 3, "{parses} parses");
+    }
+
+    #[test]
+    fn a_parsed_head_finds_its_fields_and_builds_the_same_map() {
+        let bytes = b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.2.3.4\r\nAccept: */*\r\n\
+                      x-forwarded-for: 5.6.7.8\r\n\r\n";
+        let head = HeadParser::new().parse(&mut BytesMut::from(&bytes[..]), &cfg()).unwrap();
+        let head = head.expect("a head");
+        let xff: Vec<&[u8]> = head.values("X-Forwarded-FOR").collect();
+        assert_eq!(xff, [&b"1.2.3.4"[..], b"5.6.7.8"], "every line, in order, any case");
+        assert_eq!(head.values("host").collect::<Vec<_>>(), [b"x"]);
+        assert_eq!(head.values("cookie").count(), 0);
+        let built = head.into_head().unwrap();
+        let mut whole = BytesMut::from(&bytes[..]);
+        let parsed = crate::h1::parse_request(&mut whole, &cfg()).unwrap().unwrap();
+        assert_eq!(built.headers, parsed.headers);
+        assert_eq!(built.headers.get_all("x-forwarded-for").iter().count(), 2);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! framing) and RFC 9110 §7.2 (Host) before editing.
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Uri, Version};
 use peregrine_limits::Limit;
 
@@ -58,6 +58,92 @@ pub struct RequestHead {
     pub upgrade: bool,
 }
 
+/// A request head that passed every check, its fields still where they arrived: what
+/// [`HeadParser`](super::HeadParser) yields. A server that can answer from the method, the
+/// target and a field or two (a fixed response) never builds the `HeaderMap`, which hashes
+/// and stores every field and is most of a small request's parsing cost; one that needs
+/// the `http` types calls [`into_head`](Self::into_head).
+#[derive(Debug)]
+pub struct ParsedHead {
+    /// The request method.
+    pub method: Method,
+    /// The request target.
+    pub uri: Uri,
+    /// `HTTP/1.0` or `HTTP/1.1`.
+    pub version: Version,
+    /// How the body is framed.
+    pub framing: BodyFraming,
+    /// As [`RequestHead::keep_alive`].
+    pub keep_alive: bool,
+    /// As [`RequestHead::expect_continue`].
+    pub expect_continue: bool,
+    /// As [`RequestHead::upgrade`].
+    pub upgrade: bool,
+    /// The head's bytes, which the fields point into.
+    bytes: Bytes,
+    /// Each field's name and value, in order.
+    fields: Vec<FieldSpan>,
+}
+
+/// Where one field's name and value lie in a [`ParsedHead`]'s bytes. A head is far
+/// smaller than 4 GiB (its size limits say so), hence `u32`.
+#[derive(Debug, Clone, Copy)]
+struct FieldSpan {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+impl ParsedHead {
+    /// The values of the fields called `name` (ignoring ASCII case), in the order sent.
+    pub fn values<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = &'s [u8]> + 'n
+    where
+        's: 'n,
+    {
+        self.fields.iter().filter_map(move |f| {
+            let field = &self.bytes[f.name.0 as usize..f.name.1 as usize];
+            field
+                .eq_ignore_ascii_case(name.as_bytes())
+                .then(|| &self.bytes[f.value.0 as usize..f.value.1 as usize])
+        })
+    }
+
+    /// The head with its fields in a `HeaderMap` (zero-copy: the values share the head's
+    /// bytes). Fails only for more fields than a `HeaderMap` holds (32 Ki), which only
+    /// limits far above the defaults let through.
+    pub fn into_head(self) -> Result<RequestHead, ParseError> {
+        let n = self.fields.len() as u64;
+        let too_many = |_| {
+            ParseError::Limit(LimitExceeded {
+                limit: Limit::MaxRequestHeaderCount,
+                max: n,
+                observed: n,
+            })
+        };
+        let capacity = self.fields.len() + ROOM_FOR_ADDED_FIELDS;
+        let mut headers = HeaderMap::try_with_capacity(capacity).map_err(too_many)?;
+        for f in &self.fields {
+            // The bytes passed the field syntax when the head was parsed (`httparse`'s token
+            // and value rules are the `http` types' own), so these cannot fail; they are the
+            // types' own guarantee, kept rather than bypassed with `unsafe`.
+            let name = &self.bytes[f.name.0 as usize..f.name.1 as usize];
+            let name = HeaderName::from_bytes(name).map_err(malformed)?;
+            let value = self.bytes.slice(f.value.0 as usize..f.value.1 as usize);
+            let value = HeaderValue::from_maybe_shared(value).map_err(malformed)?;
+            headers.try_append(name, value).map_err(too_many)?;
+        }
+        Ok(RequestHead {
+            method: self.method,
+            uri: self.uri,
+            version: self.version,
+            headers,
+            framing: self.framing,
+            keep_alive: self.keep_alive,
+            expect_continue: self.expect_continue,
+            upgrade: self.upgrade,
+        })
+    }
+}
+
 /// Parses one request head from the front of `buf`.
 ///
 /// - `Ok(Some(head))`: the head's bytes (and any empty lines before it) were split off `buf`;
@@ -69,6 +155,14 @@ pub fn parse_request(
     buf: &mut BytesMut,
     cfg: &ParseConfig,
 ) -> Result<Option<RequestHead>, ParseError> {
+    parse_head(buf, cfg)?.map(ParsedHead::into_head).transpose()
+}
+
+/// [`parse_request`] without building the `HeaderMap`: see [`ParsedHead`].
+pub(crate) fn parse_head(
+    buf: &mut BytesMut,
+    cfg: &ParseConfig,
+) -> Result<Option<ParsedHead>, ParseError> {
     let slots = scan::header_slots(cfg);
     // Most requests carry a handful of headers: parse first with a small span array (its
     // initialisation is paid on every request), and only when that runs out of slots parse
@@ -80,7 +174,7 @@ pub fn parse_request(
         result => {
             let Some(raw) = result? else { return Ok(None) };
             let head = buf.split_to(raw.len).freeze();
-            return build_head(&head, &raw, &small[..raw.header_count]).map(Some);
+            return check_head(head, &raw, &small[..raw.header_count]).map(Some);
         }
     }
     let mut stack_spans = [const { HeaderSpan::EMPTY }; scan::STACK_HEADER_SLOTS];
@@ -96,7 +190,7 @@ pub fn parse_request(
     // The head is complete: from here on the buffer is only split, never copied. On an error
     // below the head is already consumed, which is fine: the caller closes the connection.
     let head = buf.split_to(raw.len).freeze();
-    build_head(&head, &raw, &spans[..raw.header_count]).map(Some)
+    check_head(head, &raw, &spans[..raw.header_count]).map(Some)
 }
 
 /// Fields a request's map has room for beyond what arrived: a reverse proxy adds its
@@ -115,38 +209,25 @@ fn invalid(v: Violation) -> ParseError {
     ParseError::Invalid(v)
 }
 
-/// Builds the `http` types from a tokenised head (zero-copy slices of `bytes`) and applies
-/// the semantic rules. When several rules are broken the first in this order is reported:
-/// malformed field bytes, target, Host, Transfer-Encoding, Content-Length.
-fn build_head(
-    bytes: &Bytes,
-    raw: &RawHead,
-    spans: &[HeaderSpan],
-) -> Result<RequestHead, ParseError> {
+/// Applies the semantic rules to a tokenised head (`bytes` is the head, split off the
+/// buffer). When several rules are broken the first in this order is reported: malformed
+/// field bytes, target, Host, Transfer-Encoding, Content-Length.
+fn check_head(bytes: Bytes, raw: &RawHead, spans: &[HeaderSpan]) -> Result<ParsedHead, ParseError> {
     let method = Method::from_bytes(&bytes[raw.method.clone()]).map_err(malformed)?;
     let version = if raw.minor_version == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
 
-    // `HeaderMap` holds at most 32 Ki entries; only limits far above the defaults reach that.
-    let too_many = |_| {
-        let n = spans.len() as u64;
-        ParseError::Limit(LimitExceeded {
-            limit: Limit::MaxRequestHeaderCount,
-            max: n,
-            observed: n,
-        })
-    };
-    let mut headers =
-        HeaderMap::try_with_capacity(spans.len() + ROOM_FOR_ADDED_FIELDS).map_err(too_many)?;
     let mut fields = Fields::default();
+    let mut kept = Vec::with_capacity(spans.len());
     for span in spans {
-        // `from_bytes` lowercases; the common names resolve to constants without allocating.
-        let name = HeaderName::from_bytes(&bytes[span.name.clone()]).map_err(malformed)?;
-        let value = bytes.slice(span.value.clone());
-        fields.observe(&name, &value);
-        // Rejects control bytes other than HTAB (httparse already did; this is the type's
-        // own guarantee, so a mismatch cannot slip through).
-        let value = HeaderValue::from_maybe_shared(value).map_err(malformed)?;
-        headers.try_append(name, value).map_err(too_many)?;
+        let (name, value) = (&bytes[span.name.clone()], &bytes[span.value.clone()]);
+        // `HeaderName` holds up to 64 KiB: checked here, so that building the map later
+        // cannot fail on a head that was answered without one.
+        if name.len() > usize::from(u16::MAX) {
+            return Err(malformed(()));
+        }
+        fields.observe(name, value);
+        let at = |r: &std::ops::Range<usize>| (r.start as u32, r.end as u32);
+        kept.push(FieldSpan { name: at(&span.name), value: at(&span.value) });
     }
 
     let uri = parse_target(&method, bytes.slice(raw.target.clone()))?;
@@ -157,17 +238,18 @@ fn build_head(
     // RFC 9112 §9.3: HTTP/1.1 is persistent unless `close`; HTTP/1.0 only with `keep-alive`.
     // `close` wins when both are sent.
     let keep_alive = !fields.conn_close && (http11 || fields.conn_keep_alive);
-    Ok(RequestHead {
+    Ok(ParsedHead {
         method,
         uri,
         version,
-        headers,
         framing,
         keep_alive,
         // RFC 9110 §10.1.1: a server MUST ignore 100-continue in an HTTP/1.0 request.
         expect_continue: http11 && fields.expect_continue,
         // RFC 9110 §7.8: a server MUST ignore Upgrade in an HTTP/1.0 request.
         upgrade: http11 && fields.conn_upgrade && fields.upgrade,
+        bytes,
+        fields: kept,
     })
 }
 
@@ -232,38 +314,47 @@ pub(super) struct Fields {
 }
 
 impl Fields {
-    pub(super) fn observe(&mut self, name: &HeaderName, value: &Bytes) {
-        if name == header::HOST {
-            self.host_count += 1;
-            // RFC 9110 §7.2: Host = uri-host [ ":" port ]. Empty is allowed (a target URI
-            // without authority).
-            if !value.is_empty() && !is_valid_host(value) {
-                self.host_invalid = true;
-            }
-        } else if name == header::CONTENT_LENGTH {
-            self.content_length_seen = true;
-            self.observe_content_length(value);
-        } else if name == header::TRANSFER_ENCODING {
-            self.transfer_encoding_seen = true;
-            for coding in list_elements(value) {
-                if coding.eq_ignore_ascii_case(b"chunked") {
-                    self.chunked_count += 1;
-                    self.chunked_last = true;
-                } else {
-                    self.other_coding = true;
-                    self.chunked_last = false;
+    /// Notes what one field says, its name matched ignoring ASCII case: by length first, so
+    /// most fields cost one comparison of a length.
+    pub(super) fn observe(&mut self, name: &[u8], value: &[u8]) {
+        let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+        match name.len() {
+            4 if is("host") => {
+                self.host_count += 1;
+                // RFC 9110 §7.2: Host = uri-host [ ":" port ]. Empty is allowed (a target URI
+                // without authority).
+                if !value.is_empty() && !is_valid_host(value) {
+                    self.host_invalid = true;
                 }
             }
-        } else if name == header::CONNECTION {
-            for token in list_elements(value) {
-                self.conn_close |= token.eq_ignore_ascii_case(b"close");
-                self.conn_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-                self.conn_upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+            14 if is("content-length") => {
+                self.content_length_seen = true;
+                self.observe_content_length(value);
             }
-        } else if name == header::EXPECT {
-            self.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
-        } else if name == header::UPGRADE {
-            self.upgrade = true;
+            17 if is("transfer-encoding") => {
+                self.transfer_encoding_seen = true;
+                for coding in list_elements(value) {
+                    if coding.eq_ignore_ascii_case(b"chunked") {
+                        self.chunked_count += 1;
+                        self.chunked_last = true;
+                    } else {
+                        self.other_coding = true;
+                        self.chunked_last = false;
+                    }
+                }
+            }
+            10 if is("connection") => {
+                for token in list_elements(value) {
+                    self.conn_close |= token.eq_ignore_ascii_case(b"close");
+                    self.conn_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                    self.conn_upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+                }
+            }
+            6 if is("expect") => {
+                self.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
+            }
+            7 if is("upgrade") => self.upgrade = true,
+            _ => {}
         }
     }
 
