@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 
 use crate::{Body, ConnectionInfo};
-use peregrine_protocols::h1::ParsedHead;
+use peregrine_protocols::h1::RawFields;
 
 /// The content types of the responses the server writes itself. Constants, so the value is
 /// checked when the binary is built: `HeaderValue::from_static` called with a runtime
@@ -107,14 +107,18 @@ enum Fields<'a> {
     /// As HTTP/2's decoder gathered them.
     Map(&'a HeaderMap),
     /// As HTTP/1's parser left them, in the head's bytes.
-    Parsed(&'a ParsedHead),
+    Raw(&'a RawFields),
 }
 
 impl<'a> Head<'a> {
     /// An HTTP/1 head, its fields unbuilt.
-    pub(crate) fn parsed(head: &'a ParsedHead) -> Head<'a> {
-        let fields = Fields::Parsed(head);
-        Head { method: &head.method, uri: &head.uri, version: head.version, fields }
+    pub(crate) fn parsed(
+        method: &'a Method,
+        uri: &'a Uri,
+        version: Version,
+        fields: &'a RawFields,
+    ) -> Head<'a> {
+        Head { method, uri, version, fields: Fields::Raw(fields) }
     }
 
     /// A head whose fields are in a map.
@@ -146,7 +150,7 @@ impl<'a> Head<'a> {
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
         match self.fields {
             Fields::Map(map) => map.get(name).map(HeaderValue::as_bytes),
-            Fields::Parsed(head) => head.values(name).next(),
+            Fields::Raw(fields) => fields.values(name).next(),
         }
     }
 

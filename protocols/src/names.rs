@@ -13,9 +13,54 @@ pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// `Proxy-Connection`, which old clients send in place of `Connection`.
 pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Whether the field name `token` (a token, as the parser checked it) is `lower`, ignoring
+/// ASCII case, eight bytes at a time. `lower` is lowercase letters and `-` only: OR-ing
+/// 0x20 into a token byte gives such a byte only from that byte or its uppercase letter
+/// (the other byte that ORs to `-`, CR, is no token byte).
+pub(crate) fn token_is(token: &[u8], lower: &[u8]) -> bool {
+    debug_assert!(lower.iter().all(|&b| b.is_ascii_lowercase() || b == b'-'), "{lower:?}");
+    if token.len() != lower.len() {
+        return false;
+    }
+    const CASE: u64 = 0x2020_2020_2020_2020;
+    let (mut t, mut l) = (token, lower);
+    while t.len() >= 8 {
+        let word = |s: &[u8]| u64::from_ne_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]);
+        if word(t) | CASE != word(l) {
+            return false;
+        }
+        (t, l) = (&t[8..], &l[8..]);
+    }
+    t.iter().zip(l).all(|(&a, &b)| a | 0x20 == b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_is_a_lowercase_name_in_any_case_and_nothing_else() {
+        for yes in [&b"content-length"[..], b"Content-Length", b"CONTENT-LENGTH", b"host", b"HoSt"]
+        {
+            let lower = yes.to_ascii_lowercase();
+            assert!(token_is(yes, &lower), "{yes:?}");
+        }
+        assert!(!token_is(b"content-lengtx", b"content-length"));
+        assert!(!token_is(b"content_length", b"content-length"), "_ is not -");
+        assert!(!token_is(b"host", b"hosts"));
+        assert!(!token_is(b"hosu", b"host"));
+        assert!(!token_is(b"transfer-encodinG", b"transfer-encodinh"));
+        // Every byte but the letter's two cases fails, in the word part and in the tail.
+        for b in 0..=255u8 {
+            let mut t = *b"transfer-encoding";
+            t[3] = b;
+            t[16] = b'g';
+            assert_eq!(token_is(&t, b"transfer-encoding"), b == b'n' || b == b'N', "{b}");
+            let mut t = *b"transfer-encoding";
+            t[16] = b;
+            assert_eq!(token_is(&t, b"transfer-encoding"), b == b'g' || b == b'G', "{b}");
+        }
+    }
 
     #[test]
     fn they_equal_the_parsed_names_and_nothing_else() {

@@ -24,7 +24,7 @@ use http::StatusCode;
 use peregrine_limits::{Limit, Limits};
 use peregrine_protocols::h1::{
     encode_error_response, encode_response_head, BodyDecoder, BodyEvent, BodyFraming, HeadParser,
-    ParseConfig, ParsedHead, RequestHead, ResponseFraming,
+    ParseConfig, ParsedHead, ResponseFraming,
 };
 use tracing::debug;
 
@@ -329,23 +329,24 @@ async fn serve_request<H: Handler>(
     }
     io.response_started.set(false);
 
-    let (framing, keep_alive, version, upgrade) =
-        (head.framing, head.keep_alive, head.version, head.upgrade);
-    let forwarded_for = head.values(crate::trust::X_FORWARDED_FOR.as_str());
+    let ParsedHead { method, uri, version, framing, keep_alive, upgrade, fields, .. } = head;
+    let forwarded_for = fields.values(crate::trust::X_FORWARDED_FOR.as_str());
     let info = settings.real_client(info, forwarded_for);
     record.note_client(info.client);
     let over_rate = clients.admit(info.client).await;
     // A request without a body may be answered from its head: no `Request` is built, and
     // its fields never go into a `HeaderMap`.
     let answered = match over_rate {
-        None if framing == BodyFraming::Empty => exchange::answer(handler, &Head::parsed(&head)),
+        None if framing == BodyFraming::Empty => {
+            exchange::answer(handler, &Head::parsed(&method, &uri, version, &fields))
+        }
         _ => Ok(None),
     };
     // A panicked handler's 500 closes the connection: its state is not to be trusted.
     let (mut response, panicked) = match (over_rate, answered) {
         (_, Ok(Some(answer))) => {
             let close = !keep_alive || rt::shutting_down();
-            let written = write_answer(io, &answer, &head.method, version, close).await;
+            let written = write_answer(io, &answer, &method, version, close).await;
             return match written {
                 Written::Done { close, body_bytes } => {
                     record.finish(answer.status, body_bytes, settings.access_log.as_ref());
@@ -360,10 +361,11 @@ async fn serve_request<H: Handler>(
         (_, Err(Panicked)) => (exchange::internal_error(), true),
         (Some(too_many), Ok(None)) => (too_many, false),
         (None, Ok(None)) => {
-            let RequestHead { method, uri, headers, .. } = match head.into_head() {
-                Ok(head) => head,
+            let headers = match fields.to_map() {
+                Ok(headers) => headers,
                 Err(e) => return Err(reject(&e)),
             };
+            drop(fields);
             let body = match framing {
                 BodyFraming::Empty => Body::empty(),
                 BodyFraming::Length(n) => Body::incoming(Incoming::new(Rc::clone(io), Some(n))),

@@ -180,10 +180,10 @@ mod tests {
                       x-forwarded-for: 5.6.7.8\r\n\r\n";
         let head = HeadParser::new().parse(&mut BytesMut::from(&bytes[..]), &cfg()).unwrap();
         let head = head.expect("a head");
-        let xff: Vec<&[u8]> = head.values("X-Forwarded-FOR").collect();
+        let xff: Vec<&[u8]> = head.fields.values("X-Forwarded-FOR").collect();
         assert_eq!(xff, [&b"1.2.3.4"[..], b"5.6.7.8"], "every line, in order, any case");
-        assert_eq!(head.values("host").collect::<Vec<_>>(), [b"x"]);
-        assert_eq!(head.values("cookie").count(), 0);
+        assert_eq!(head.fields.values("host").collect::<Vec<_>>(), [b"x"]);
+        assert_eq!(head.fields.values("cookie").count(), 0);
         let built = head.into_head().unwrap();
         let mut whole = BytesMut::from(&bytes[..]);
         let parsed = crate::h1::parse_request(&mut whole, &cfg()).unwrap().unwrap();

@@ -35,7 +35,7 @@ pub use client::{
 };
 pub use error::{BodyError, Limit, LimitExceeded, ParseError, Violation};
 pub use head::HeadParser;
-pub use request::{parse_request, BodyFraming, ParseConfig, ParsedHead, RequestHead};
+pub use request::{parse_request, BodyFraming, ParseConfig, ParsedHead, RawFields, RequestHead};
 pub use response::{
     encode_chunk_header, encode_error_response, encode_last_chunk, encode_response_head,
     response_framing, ResponseFraming, CHUNK_END, CONTINUE_100, LAST_CHUNK,

@@ -79,10 +79,16 @@ pub struct ParsedHead {
     pub expect_continue: bool,
     /// As [`RequestHead::upgrade`].
     pub upgrade: bool,
-    /// The head's bytes, which the fields point into.
+    /// The fields.
+    pub fields: RawFields,
+}
+
+/// A head's fields where they arrived: the head's bytes and where each name and value lie.
+#[derive(Debug)]
+pub struct RawFields {
     bytes: Bytes,
     /// Each field's name and value, in order.
-    fields: Vec<FieldSpan>,
+    spans: Vec<FieldSpan>,
 }
 
 /// Where one field's name and value lie in a [`ParsedHead`]'s bytes. A head is far
@@ -93,13 +99,13 @@ struct FieldSpan {
     value: (u32, u32),
 }
 
-impl ParsedHead {
+impl RawFields {
     /// The values of the fields called `name` (ignoring ASCII case), in the order sent.
     pub fn values<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = &'s [u8]> + 'n
     where
         's: 'n,
     {
-        self.fields.iter().filter_map(move |f| {
+        self.spans.iter().filter_map(move |f| {
             let field = &self.bytes[f.name.0 as usize..f.name.1 as usize];
             field
                 .eq_ignore_ascii_case(name.as_bytes())
@@ -107,11 +113,11 @@ impl ParsedHead {
         })
     }
 
-    /// The head with its fields in a `HeaderMap` (zero-copy: the values share the head's
-    /// bytes). Fails only for more fields than a `HeaderMap` holds (32 Ki), which only
-    /// limits far above the defaults let through.
-    pub fn into_head(self) -> Result<RequestHead, ParseError> {
-        let n = self.fields.len() as u64;
+    /// The fields in a `HeaderMap` (zero-copy: the values share the head's bytes).
+    /// Fails only for more fields than a `HeaderMap` holds (32 Ki), which only limits far
+    /// above the defaults let through.
+    pub fn to_map(&self) -> Result<HeaderMap, ParseError> {
+        let n = self.spans.len() as u64;
         let too_many = |_| {
             ParseError::Limit(LimitExceeded {
                 limit: Limit::MaxRequestHeaderCount,
@@ -119,9 +125,9 @@ impl ParsedHead {
                 observed: n,
             })
         };
-        let capacity = self.fields.len() + ROOM_FOR_ADDED_FIELDS;
+        let capacity = self.spans.len() + ROOM_FOR_ADDED_FIELDS;
         let mut headers = HeaderMap::try_with_capacity(capacity).map_err(too_many)?;
-        for f in &self.fields {
+        for f in &self.spans {
             // The bytes passed the field syntax when the head was parsed (`httparse`'s token
             // and value rules are the `http` types' own), so these cannot fail; they are the
             // types' own guarantee, kept rather than bypassed with `unsafe`.
@@ -131,11 +137,18 @@ impl ParsedHead {
             let value = HeaderValue::from_maybe_shared(value).map_err(malformed)?;
             headers.try_append(name, value).map_err(too_many)?;
         }
+        Ok(headers)
+    }
+}
+
+impl ParsedHead {
+    /// The head as a [`RequestHead`], its fields in a map ([`RawFields::to_map`]).
+    pub fn into_head(self) -> Result<RequestHead, ParseError> {
         Ok(RequestHead {
+            headers: self.fields.to_map()?,
             method: self.method,
             uri: self.uri,
             version: self.version,
-            headers,
             framing: self.framing,
             keep_alive: self.keep_alive,
             expect_continue: self.expect_continue,
@@ -248,8 +261,7 @@ fn check_head(bytes: Bytes, raw: &RawHead, spans: &[HeaderSpan]) -> Result<Parse
         expect_continue: http11 && fields.expect_continue,
         // RFC 9110 §7.8: a server MUST ignore Upgrade in an HTTP/1.0 request.
         upgrade: http11 && fields.conn_upgrade && fields.upgrade,
-        bytes,
-        fields: kept,
+        fields: RawFields { bytes, spans: kept },
     })
 }
 
@@ -317,7 +329,7 @@ impl Fields {
     /// Notes what one field says, its name matched ignoring ASCII case: by length first, so
     /// most fields cost one comparison of a length.
     pub(super) fn observe(&mut self, name: &[u8], value: &[u8]) {
-        let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+        let is = |known: &str| crate::names::token_is(name, known.as_bytes());
         match name.len() {
             4 if is("host") => {
                 self.host_count += 1;
