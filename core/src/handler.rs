@@ -103,7 +103,7 @@ pub struct Head<'a> {
 
 /// Where a [`Head`]'s fields are.
 #[derive(Debug, Clone, Copy)]
-enum Fields<'a> {
+pub(crate) enum Fields<'a> {
     /// As HTTP/2's decoder gathered them.
     Map(&'a HeaderMap),
     /// As HTTP/1's parser left them, in the head's bytes.
@@ -111,24 +111,13 @@ enum Fields<'a> {
 }
 
 impl<'a> Head<'a> {
-    /// An HTTP/1 head, its fields unbuilt.
-    pub(crate) fn parsed(
+    pub(crate) fn new(
         method: &'a Method,
         uri: &'a Uri,
         version: Version,
-        fields: &'a RawFields,
+        fields: Fields<'a>,
     ) -> Head<'a> {
-        Head { method, uri, version, fields: Fields::Raw(fields) }
-    }
-
-    /// A head whose fields are in a map.
-    pub(crate) fn from_map(
-        method: &'a Method,
-        uri: &'a Uri,
-        version: Version,
-        headers: &'a HeaderMap,
-    ) -> Head<'a> {
-        Head { method, uri, version, fields: Fields::Map(headers) }
+        Head { method, uri, version, fields }
     }
 
     /// The request method.

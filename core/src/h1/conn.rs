@@ -37,6 +37,7 @@ use super::write::{
 use crate::access_log::CoreLog;
 use crate::clients::ClientPolicy;
 use crate::exchange::{self, Panicked, Record};
+use crate::handler::Fields;
 use crate::metrics::Rejection;
 use crate::transport::Transport;
 use crate::{date, rt, Body, ConnectionInfo, Handler, Head};
@@ -338,7 +339,8 @@ async fn serve_request<H: Handler>(
     // its fields never go into a `HeaderMap`.
     let answered = match over_rate {
         None if framing == BodyFraming::Empty => {
-            exchange::answer(handler, &Head::parsed(&method, &uri, version, &fields))
+            let head = Head::new(&method, &uri, version, Fields::Raw(&fields));
+            exchange::answer(handler, &head)
         }
         _ => Ok(None),
     };

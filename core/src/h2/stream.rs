@@ -15,7 +15,7 @@ use peregrine_protocols::h2::{Reason, RequestHead, StreamId};
 use super::body::RequestBody;
 use super::conn::Shared;
 use crate::exchange::{self, BodyFailed, BodySink, Panicked, PumpError, Record};
-use crate::handler::Answer;
+use crate::handler::{Answer, Fields};
 use crate::metrics::Rejection;
 use crate::rt::executor;
 use crate::rt::timer::Timer;
@@ -128,7 +128,10 @@ async fn run<H: Handler>(
     let over_rate = shared.clients.admit(info.client).await;
     // A request without a body may be answered from its head: no `Request` is built.
     if over_rate.is_none() && end_stream {
-        match exchange::answer(handler, &Head::from_map(&method, &uri, Version::HTTP_2, &headers)) {
+        match exchange::answer(
+            handler,
+            &Head::new(&method, &uri, Version::HTTP_2, Fields::Map(&headers)),
+        ) {
             Ok(Some(answer)) => {
                 let Some(bytes) = write_answer(shared, id, &answer, &method).await else {
                     return;
