@@ -4,10 +4,11 @@
 use std::future::Future;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 
 use crate::{Body, ConnectionInfo};
 use peregrine_protocols::h1::RawFields;
+use peregrine_protocols::h2::FieldList;
 
 /// The content types of the responses the server writes itself. Constants, so the value is
 /// checked when the binary is built: `HeaderValue::from_static` called with a runtime
@@ -105,7 +106,7 @@ pub struct Head<'a> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Fields<'a> {
     /// As HTTP/2's decoder gathered them.
-    Map(&'a HeaderMap),
+    List(&'a FieldList),
     /// As HTTP/1's parser left them, in the head's bytes.
     Raw(&'a RawFields),
 }
@@ -138,7 +139,10 @@ impl<'a> Head<'a> {
     /// The first value of the field `name` (any case), as sent.
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
         match self.fields {
-            Fields::Map(map) => map.get(name).map(HeaderValue::as_bytes),
+            Fields::List(list) => list
+                .iter()
+                .find(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_bytes()),
             Fields::Raw(fields) => fields.values(name).next(),
         }
     }

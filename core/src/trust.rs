@@ -65,14 +65,14 @@ pub(crate) fn real_client<'a>(
     client
 }
 
-/// A map's `X-Forwarded-For` values, as [`real_client`] takes them.
-pub(crate) fn forwarded_for(headers: &http::HeaderMap) -> impl Iterator<Item = &[u8]> {
-    headers.get_all(&X_FORWARDED_FOR).iter().map(|v| v.as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A map's `X-Forwarded-For` values, as [`real_client`] takes them.
+    fn forwarded_for(headers: &http::HeaderMap) -> impl Iterator<Item = &[u8]> {
+        headers.get_all(&X_FORWARDED_FOR).iter().map(|v| v.as_bytes())
+    }
 
     #[test]
     fn the_real_client_is_the_rightmost_untrusted_hop() {

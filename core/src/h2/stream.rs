@@ -122,7 +122,7 @@ async fn run<H: Handler>(
             return respond_error(shared, id, StatusCode::PAYLOAD_TOO_LARGE);
         }
     }
-    let forwarded_for = crate::trust::forwarded_for(&headers);
+    let forwarded_for = headers.get_all(&crate::trust::X_FORWARDED_FOR).map(|v| v.as_bytes());
     let info = shared.settings.real_client(shared.info.info(), forwarded_for);
     record.note_client(info.client);
     let over_rate = shared.clients.admit(info.client).await;
@@ -130,7 +130,7 @@ async fn run<H: Handler>(
     if over_rate.is_none() && end_stream {
         match exchange::answer(
             handler,
-            &Head::new(&method, &uri, Version::HTTP_2, Fields::Map(&headers)),
+            &Head::new(&method, &uri, Version::HTTP_2, Fields::List(&headers)),
         ) {
             Ok(Some(answer)) => {
                 let Some(bytes) = write_answer(shared, id, &answer, &method).await else {
@@ -150,6 +150,7 @@ async fn run<H: Handler>(
         Body::h2(RequestBody::new(Rc::clone(shared), id, content_length))
     };
     let certificates = shared.info.client_certificates();
+    let headers = headers.into_map();
     let mut request = exchange::request(method, uri, Version::HTTP_2, headers, body, certificates);
     if let Some(protocol) = protocol {
         request.extensions_mut().insert(exchange::ConnectProtocol::new(protocol));

@@ -30,7 +30,7 @@ use std::fmt;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST};
 use http::uri::{Authority, Parts, PathAndQuery, Scheme};
-use http::{HeaderMap, Method, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 use super::error::{go_away, reset, Error, Reason};
 use super::fields;
@@ -50,12 +50,54 @@ pub struct RequestHead {
     pub uri: http::Uri,
     /// The regular fields, in order; repeated names (such as several `cookie` fields) are
     /// kept as separate entries.
-    pub headers: http::HeaderMap,
+    pub headers: FieldList,
     /// The `content-length` value, if the request has one.
     pub content_length: Option<u64>,
     /// An extended CONNECT's `:protocol` (RFC 8441), such as `websocket`: the stream becomes
     /// a tunnel for that protocol once the response is a 2xx.
     pub protocol: Option<Bytes>,
+}
+
+/// A request's regular fields as decoded, in order, each checked (rule 2): a `HeaderMap`
+/// only when asked for ([`into_map`](Self::into_map)). A server that answers from the
+/// method, the target and a field or two never hashes them into one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FieldList(Vec<(HeaderName, HeaderValue)>);
+
+impl FieldList {
+    /// The first value of `name`.
+    pub fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// Every value of `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a HeaderValue> {
+        self.0.iter().filter(move |(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// Every field, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.0.iter().map(|(n, v)| (n, v))
+    }
+
+    /// How many fields there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The fields in a `HeaderMap`, in order.
+    pub fn into_map(self) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.0.len());
+        for (name, value) in self.0 {
+            map.append(name, value);
+        }
+        map
+    }
 }
 
 /// The response head decoded from one HEADERS block (the client side).
@@ -364,7 +406,7 @@ struct Request {
     protocol: Option<Bytes>,
     extended_connect: bool,
     regular_seen: bool,
-    headers: HeaderMap,
+    headers: FieldList,
     content_length: Option<u64>,
     /// The first rule broken; later fields are only counted by the decoder, not checked.
     malformed: Option<&'static str>,
@@ -411,7 +453,7 @@ impl Request {
                     }
                     self.content_length = Some(n);
                 }
-                self.headers.append(name, value);
+                self.headers.0.push((name, value));
             }
         }
         Ok(())
@@ -433,7 +475,7 @@ impl Request {
         let method = self.method.ok_or("missing :method")?;
         let method = Method::from_bytes(&method).map_err(|_| "invalid :method")?;
         let authority = self.authority.map(|a| recent.authority(a)).transpose()?;
-        if let (Some(host), Some(authority)) = (self.headers.get(HOST), &authority) {
+        if let (Some(host), Some(authority)) = (self.headers.get(&HOST), &authority) {
             if !host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()) {
                 return Err("host differs from :authority");
             }
@@ -464,7 +506,7 @@ impl Request {
             let authority = match authority {
                 Some(a) => a,
                 None => {
-                    let host = self.headers.get(HOST).ok_or("no :authority and no host")?;
+                    let host = self.headers.get(&HOST).ok_or("no :authority and no host")?;
                     host_authority(host.clone()).ok_or("invalid host")?
                 }
             };

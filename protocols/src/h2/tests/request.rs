@@ -55,14 +55,18 @@ fn a_valid_request() {
     assert_eq!(head.method, http::Method::GET);
     assert_eq!(head.uri, "https://example.com/a?b=c");
     assert_eq!(head.content_length, Some(12));
-    assert_eq!(head.headers.get("user-agent").unwrap(), "test");
+    // The list keeps the fields in order, and the map built from it holds them all.
+    let list: Vec<String> = head.headers.iter().map(|(n, _)| n.as_str().to_owned()).collect();
+    let map = head.headers.into_map();
+    assert_eq!(map.get("user-agent").unwrap(), "test");
     // Cookies stay separate entries (RFC 9113 §8.2.3 allows splitting them).
-    let cookies: Vec<_> = head.headers.get_all("cookie").iter().collect();
+    let cookies: Vec<_> = map.get_all("cookie").iter().collect();
     assert_eq!(cookies, ["a=1", "b=2"]);
-    assert_eq!(head.headers.get("x-obs").unwrap().as_bytes(), "caf\u{e9}".as_bytes());
+    assert_eq!(map.get("x-obs").unwrap().as_bytes(), "caf\u{e9}".as_bytes());
     // Only regular fields are in the map.
-    assert_eq!(head.headers.len(), 7);
-    assert!(head.headers.keys().all(|k| !k.as_str().starts_with(':')));
+    assert_eq!((map.len(), list.len()), (7, 7));
+    assert!(map.keys().all(|k| !k.as_str().starts_with(':')));
+    assert_eq!(list.iter().filter(|n| **n == "cookie").count(), 2);
 }
 
 #[test]
@@ -142,7 +146,7 @@ fn extended_connect_where_enabled() {
     assert_eq!(head.method, http::Method::CONNECT);
     assert_eq!(head.protocol.as_deref(), Some(&b"websocket"[..]));
     assert_eq!(head.uri, "https://a.example/chat?room=1");
-    assert_eq!(head.headers.get("sec-websocket-version").unwrap(), "13");
+    assert_eq!(head.headers.clone().into_map().get("sec-websocket-version").unwrap(), "13");
     // Plain CONNECT is unchanged.
     let head = extended(&[(":method", "CONNECT"), (":authority", "p.example:443")]).unwrap();
     assert_eq!(head.protocol, None);
@@ -272,7 +276,7 @@ fn a_malformed_block_keeps_the_table_in_step() {
     let good = block_from(&mut enc, &get_with(&[("x-token", "abc")]));
     assert_eq!(good.last(), Some(&0xbf), "{good:02x?}");
     let head = dec.decode_request(&good).unwrap();
-    assert_eq!(head.headers.get("x-token").unwrap(), "abc");
+    assert_eq!(head.headers.clone().into_map().get("x-token").unwrap(), "abc");
 }
 
 /// A GET block (pseudo-headers by static index, `:authority` a literal without indexing)
@@ -310,7 +314,9 @@ fn an_indexed_field_is_judged_the_same_at_every_use() {
         for round in 0..3 {
             match (dec.decode_request(&get_indexing(field, round == 0)), why) {
                 (Err(HeaderError::Malformed(got)), Some(why)) => assert_eq!(got, why),
-                (Ok(head), None) => assert_eq!(head.headers[field.0], field.1, "{field:?}"),
+                (Ok(head), None) => {
+                    assert_eq!(head.headers.clone().into_map()[field.0], field.1, "{field:?}")
+                }
                 (other, _) => panic!("{field:?}, round {round}: {other:?}"),
             }
         }
@@ -319,7 +325,7 @@ fn an_indexed_field_is_judged_the_same_at_every_use() {
     let mut b = get_indexing(("x", "y"), false);
     *b.last_mut().unwrap() = 0x80 | 16;
     let head = decoder().decode_request(&b).unwrap();
-    assert_eq!(head.headers["accept-encoding"], "gzip, deflate");
+    assert_eq!(head.headers.clone().into_map()["accept-encoding"], "gzip, deflate");
 }
 
 #[test]
@@ -339,7 +345,7 @@ fn too_large_keeps_the_table_in_step() {
     );
     // Within the limit again, using the entries the oversized block inserted.
     let head = dec.decode_request(&block_from(&mut enc, &get_with(&[("x-more", &big)]))).unwrap();
-    assert_eq!(head.headers.get("x-more").unwrap().len(), 150);
+    assert_eq!(head.headers.clone().into_map().get("x-more").unwrap().len(), 150);
     assert_eq!(dec.last_limit(), None);
 
     // The field count: regular fields only.
