@@ -52,15 +52,16 @@ pub trait Handler: 'static {
         true
     }
 
-    /// Answers from the request's head alone, before the request is built: a fixed response
-    /// (a benchmark route, a configured fixed answer) that needs neither the request's body
-    /// nor anything a [`Request`] carries beyond its head. `None` (the default) means the
-    /// request goes to [`call_with`](Self::call_with) as usual.
+    /// Answers from the request's head alone, before the request is built, when the answer
+    /// needs neither the request's body nor anything a [`Request`] carries beyond its head:
+    /// a fixed response (a benchmark route, a configured fixed answer), or a whole response
+    /// such as a cache hit. `None` (the default) means the request goes to
+    /// [`call_with`](Self::call_with) as usual.
     ///
-    /// Asked only for requests without a body. Building a `Request` and its response's
-    /// `HeaderMap` is most of what a small fixed response costs: a `HeaderMap` hashes and
-    /// stores every field, and the response's map allocates for its one `content-type`. A
-    /// panic here is isolated as in [`call`](Self::call).
+    /// Asked only for requests without a body. Building a `Request` (and, for a fixed
+    /// response, its response's `HeaderMap`) is most of what a small answer costs: a
+    /// `HeaderMap` hashes and stores every field, and a response's map allocates even for
+    /// one `content-type`. A panic here is isolated as in [`call`](Self::call).
     fn answer(&self, _head: &Head<'_>) -> Option<Answer> {
         None
     }
@@ -105,6 +106,8 @@ pub struct Head<'a> {
 /// Where a [`Head`]'s fields are.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Fields<'a> {
+    /// A built request's.
+    Map(&'a http::HeaderMap),
     /// As HTTP/2's decoder gathered them.
     List(&'a FieldList),
     /// As HTTP/1's parser left them, in the head's bytes.
@@ -138,12 +141,31 @@ impl<'a> Head<'a> {
 
     /// The first value of the field `name` (any case), as sent.
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        let mut first = None;
+        self.each_value(name, |v| {
+            first = first.or(Some(v));
+        });
+        first
+    }
+
+    /// Calls `f` with each value of the field `name` (any case), in order.
+    pub(crate) fn each_value(&self, name: &str, mut f: impl FnMut(&'a [u8])) {
         match self.fields {
+            Fields::Map(map) => map.get_all(name).iter().for_each(|v| f(v.as_bytes())),
             Fields::List(list) => list
                 .iter()
-                .find(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_bytes()),
-            Fields::Raw(fields) => fields.values(name).next(),
+                .filter(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+                .for_each(|(_, v)| f(v.as_bytes())),
+            Fields::Raw(fields) => fields.values(name).for_each(f),
+        }
+    }
+
+    /// Calls `f` with each field's name, in order (as sent: any case).
+    pub(crate) fn each_name(&self, mut f: impl FnMut(&[u8])) {
+        match self.fields {
+            Fields::Map(map) => map.keys().for_each(|n| f(n.as_str().as_bytes())),
+            Fields::List(list) => list.iter().for_each(|(n, _)| f(n.as_str().as_bytes())),
+            Fields::Raw(fields) => fields.names().for_each(f),
         }
     }
 
@@ -151,12 +173,18 @@ impl<'a> Head<'a> {
     pub(crate) fn host(&self) -> Option<&'a str> {
         crate::exchange::host_of(self.uri, || self.header("host"))
     }
+
+    /// A built request's head.
+    pub(crate) fn of(request: &'a Request<Body>) -> Head<'a> {
+        let fields = Fields::Map(request.headers());
+        Head::new(request.method(), request.uri(), request.version(), fields)
+    }
 }
 
 /// A fixed response: a status, a content type and a body in memory. The server adds `date`,
 /// `server` and the framing, as for any response; a `HEAD` request gets the head alone.
 #[derive(Debug, Clone)]
-pub struct Answer {
+pub struct Fixed {
     /// The status.
     pub status: StatusCode,
     /// The `content-type` field.
@@ -165,16 +193,25 @@ pub struct Answer {
     pub body: Bytes,
 }
 
-impl Answer {
-    /// The answer as a response, for where a `Response` is needed (the request went to
-    /// [`Handler::call_with`] after all).
-    pub(crate) fn into_response(self) -> Response<Body> {
-        respond(self.status, self.content_type, self.body)
-    }
-
+impl Fixed {
     /// The response's one field, as the codecs' encoders take a handler's fields.
     pub(crate) fn fields(&self) -> [(&'static http::HeaderName, &HeaderValue); 1] {
         static CONTENT_TYPE: http::HeaderName = header::CONTENT_TYPE;
         [(&CONTENT_TYPE, &self.content_type)]
     }
+
+    /// The answer as a response, for where a `Response` is needed (the request went to
+    /// [`Handler::call_with`] after all).
+    pub(crate) fn into_response(self) -> Response<Body> {
+        respond(self.status, self.content_type, self.body)
+    }
+}
+
+/// What [`Handler::answer`] answers with.
+#[derive(Debug)]
+pub enum Answer {
+    /// A fixed response, written without a `HeaderMap` at all.
+    Fixed(Fixed),
+    /// A whole response (such as a cache hit), written as a handler's response is.
+    Response(Response<Body>),
 }

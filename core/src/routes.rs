@@ -14,7 +14,7 @@ use crate::cache::{CacheSection, ResponseCache};
 use crate::compress::{self, CompressionSection};
 use crate::config::RouteConfig;
 use crate::files::{Files, FilesSection};
-use crate::handler::{content_type, Answer, Head};
+use crate::handler::{content_type, Answer, Fixed, Head};
 use crate::proxy::{Proxy, ProxyConfig, RouteOptions};
 use crate::rt;
 use crate::{clients, ConnectionInfo};
@@ -27,7 +27,7 @@ pub type WelcomePage = Arc<OnceLock<Bytes>>;
 
 /// Where a route sends its requests.
 enum Action {
-    Fixed(Answer),
+    Fixed(Fixed),
     /// An upstream group (index into the handler's proxies) and the route's options.
     Proxy(usize, RouteOptions),
     /// A hosted app (index into the handler's apps) and the route's options.
@@ -205,7 +205,7 @@ impl BuiltinRoutes {
                         Action::Files(files.len() - 1, then.map(Box::new))
                     }
                     (None, Some(forward)) => forward,
-                    (None, None) => Action::Fixed(Answer {
+                    (None, None) => Action::Fixed(Fixed {
                         status: StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
                         content_type: HeaderValue::from_str(&r.content_type)
                             .unwrap_or(HeaderValue::from_static("text/plain")),
@@ -363,22 +363,26 @@ impl Handler for BuiltinRoutes {
         self.call_with(request, None)
     }
 
-    /// A fixed route's answer, or a built-in one when no route matches and nothing is
-    /// behind the routes; only where `call_with` would answer the same and nothing else runs
-    /// first: no client checks on the route, no compression.
+    /// A fixed route's answer, a built-in one when no route matches and nothing is behind
+    /// the routes, or a cache hit of a forwarding route (or of the fallback): only where
+    /// `call_with` would answer the same and nothing else runs first (no client checks on
+    /// the route, no compression, no files tried first).
     fn answer(&self, head: &Head<'_>) -> Option<Answer> {
         match self.route_for(head.uri().path(), || head.host()) {
+            Some(route) if route.checks_clients() || route.compress => None,
             Some(route) => match &route.action {
-                Action::Fixed(f) if !route.checks_clients() && !route.compress => Some(f.clone()),
-                _ => None,
+                Action::Fixed(f) => Some(Answer::Fixed(f.clone())),
+                // A forwarding route's cache hit; a miss goes the whole way.
+                Action::Proxy(..) | Action::App(..) => {
+                    route.cache.as_ref()?.fresh_hit(head).map(Answer::Response)
+                }
+                Action::Files(..) => None,
             },
-            None if self.fallback.is_none()
-                && self.fallback_files.is_none()
-                && !self.compress_fallback =>
-            {
-                self.builtin_answer(head.uri().path())
-            }
-            None => None,
+            None if self.compress_fallback || self.fallback_files.is_some() => None,
+            None => match self.fallback {
+                None => self.builtin_answer(head.uri().path()).map(Answer::Fixed),
+                Some(_) => self.fallback_cache.as_deref()?.fresh_hit(head).map(Answer::Response),
+            },
         }
     }
 
@@ -481,7 +485,7 @@ impl BuiltinRoutes {
     }
 
     /// The built-in routes' fixed answers: all of them but `/echo` (`None`).
-    fn builtin_answer(&self, path: &str) -> Option<Answer> {
+    fn builtin_answer(&self, path: &str) -> Option<Fixed> {
         let (status, content_type, body) = match path {
             "/plaintext" => {
                 (StatusCode::OK, content_type::TEXT, Bytes::from_static(b"Hello, World!"))
@@ -505,6 +509,6 @@ impl BuiltinRoutes {
             }
             _ => (StatusCode::NOT_FOUND, content_type::TEXT, Bytes::from_static(b"Not Found\n")),
         };
-        Some(Answer { status, content_type, body })
+        Some(Fixed { status, content_type, body })
     }
 }

@@ -240,3 +240,58 @@ fn a_purged_key_is_fetched_again_and_the_others_stay() {
     assert_eq!(on("/public").header("x-cache"), Some("HIT"), "only that key went");
     stop(server);
 }
+
+/// Over HTTP/2, where a hit is answered from the stream's decoded head (no `Request` built):
+/// the stored answer, `Vary` selected by the request's fields, a conditional `304`, HEAD.
+#[test]
+fn hits_over_http2_are_answered_from_the_head() {
+    let up = scripted();
+    let server = cached(&up, "");
+    let a = addr(&server);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(a).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let fetch = |method: &str, path: &str, fields: &[(&str, &str)]| {
+            let mut client = client.clone();
+            let mut request =
+                http::Request::builder().method(method).uri(format!("http://app.test{path}"));
+            for (name, value) in fields {
+                request = request.header(*name, *value);
+            }
+            let request = request.body(()).unwrap();
+            async move {
+                client = client.ready().await.unwrap();
+                let (response, _) = client.send_request(request, true).unwrap();
+                let (parts, mut body) = response.await.unwrap().into_parts();
+                let mut bytes = Vec::new();
+                while let Some(chunk) = body.data().await {
+                    let chunk = chunk.unwrap();
+                    body.flow_control().release_capacity(chunk.len()).unwrap();
+                    bytes.extend_from_slice(&chunk);
+                }
+                let cache = parts.headers.get("x-cache").map(|v| v.to_str().unwrap().to_owned());
+                (parts.status.as_u16(), cache, bytes)
+            }
+        };
+        let first = fetch("GET", "/fresh", &[]).await;
+        assert_eq!((first.0, first.1.as_deref()), (200, Some("MISS")));
+        let again = fetch("GET", "/fresh", &[]).await;
+        assert_eq!((again.1.as_deref(), &again.2), (Some("HIT"), &first.2));
+        let head = fetch("HEAD", "/fresh", &[]).await;
+        assert_eq!((head.0, head.1.as_deref(), head.2.len()), (200, Some("HIT"), 0));
+        let not_modified = fetch("GET", "/fresh", &[("if-none-match", "\"v1\"")]).await;
+        assert_eq!((not_modified.0, not_modified.1.as_deref()), (304, Some("HIT")));
+        assert_eq!(upstream_saw(&up, "/fresh"), 1);
+        let en = fetch("GET", "/vary", &[("accept-language", "en")]).await;
+        let fr = fetch("GET", "/vary", &[("accept-language", "fr")]).await;
+        assert_ne!(en.2, fr.2);
+        let en_again = fetch("GET", "/vary", &[("accept-language", "en")]).await;
+        assert_eq!((en_again.1.as_deref(), &en_again.2), (Some("HIT"), &en.2));
+        assert_eq!(upstream_saw(&up, "/vary"), 2, "one upstream request per variant");
+    });
+    stop(server);
+}

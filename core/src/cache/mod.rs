@@ -40,6 +40,7 @@ use futures_core::Stream;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use serde::Deserialize;
 
+use crate::handler::Head;
 use crate::{rt, Body, BodyChunk};
 use policy::{Lookup, Rules};
 use store::{Found, Freshness, Store, Stored};
@@ -179,18 +180,30 @@ impl ResponseCache {
     /// The stored answer to `request`, without awaiting anything (a caller can try it
     /// before building [`fetch`](Self::fetch)'s future), or what the fetch needs to know.
     pub fn hit(&self, request: &Request<Body>) -> Result<Response<Body>, Miss> {
+        self.find(&Head::of(request), true)
+    }
+
+    /// A fresh hit for a request's head alone, before any `Request` is built (what a
+    /// handler's [`answer`](crate::Handler::answer) asks). Nothing else changes: an expired
+    /// entry stays for [`hit`](Self::hit) to report and the fetch to replace.
+    pub(crate) fn fresh_hit(&self, head: &Head<'_>) -> Option<Response<Body>> {
+        self.find(head, false).ok()
+    }
+
+    /// [`hit`](Self::hit); `evict`: an expired entry found is dropped (and reported).
+    fn find(&self, head: &Head<'_>, evict: bool) -> Result<Response<Body>, Miss> {
         self.apply_purges();
-        let (refresh, conditional) = match policy::request(request.method(), request.headers()) {
+        let (refresh, conditional) = match policy::request(head) {
             Lookup::Bypass => return Err(Miss { key: None, outcome: Outcome::Bypass }),
             Lookup::Cache { refresh, conditional } => (refresh, conditional),
         };
         // The key is built in a buffer this cache keeps: a hit allocates none.
         let mut key = self.key.borrow_mut();
-        key_of(request, &mut key);
+        key_of(head, &mut key);
         if refresh {
             return Err(Miss { key: Some(key.clone()), outcome: Outcome::Miss });
         }
-        match self.lookup(&key, request, conditional) {
+        match self.lookup(&key, head, conditional, evict) {
             Ok(hit) => Ok(hit),
             Err(outcome) => Err(Miss { key: Some(key.clone()), outcome }),
         }
@@ -218,13 +231,14 @@ impl ResponseCache {
         if let Some(flight) = flight {
             let deadline = rt::now() + self.section.lock_timeout;
             rt::timer::timeout(deadline, wait(&flight)).await;
-            if let Ok(hit) = self.lookup(&key, &request, true) {
+            if let Ok(hit) = self.lookup(&key, &Head::of(&request), true, true) {
                 return hit;
             }
         }
         let _flight = FlightGuard::start(self, &key);
         let authorized = request.headers().contains_key(header::AUTHORIZATION);
         let request_headers = request.headers().clone();
+        let (asked_uri, asked_version) = (request.uri().clone(), request.version());
         // HEAD is asked as GET, so the answer can serve both (nginx's proxy_cache_convert_head).
         *request.method_mut() = Method::GET;
         let response = fetch(request).await;
@@ -285,7 +299,9 @@ impl ResponseCache {
             Freshness { initial_age, lifetime },
             vary,
         );
-        let response = self.respond(&stored, Some(&request_headers), outcome, rt::now());
+        let fields = crate::handler::Fields::Map(&request_headers);
+        let asked = Head::new(&Method::GET, &asked_uri, asked_version, fields);
+        let response = self.respond(&stored, Some(&asked), outcome, rt::now());
         self.metrics.stored();
         let mut store = self.store.borrow_mut();
         store.put(&key, stored);
@@ -298,16 +314,16 @@ impl ResponseCache {
     fn lookup(
         &self,
         key: &str,
-        request: &Request<Body>,
+        request: &Head<'_>,
         conditional: bool,
+        evict: bool,
     ) -> Result<Response<Body>, Outcome> {
         let now = rt::now();
-        let found = self.store.borrow_mut().get(key, request.headers(), now);
+        let found = self.store.borrow_mut().get(key, request, now, evict);
         match found {
             Found::Fresh(stored) => {
                 self.metrics.count(Outcome::Hit);
-                let headers = conditional.then(|| request.headers());
-                Ok(self.respond(&stored, headers, Outcome::Hit, now))
+                Ok(self.respond(&stored, conditional.then_some(request), Outcome::Hit, now))
             }
             Found::Expired => Err(Outcome::Expired),
             Found::Missing => Err(Outcome::Miss),
@@ -319,7 +335,7 @@ impl ResponseCache {
     fn respond(
         &self,
         s: &Stored,
-        request: Option<&HeaderMap>,
+        request: Option<&Head<'_>>,
         outcome: Outcome,
         now: std::time::Instant,
     ) -> Response<Body> {
@@ -364,8 +380,8 @@ impl ResponseCache {
 
 /// The cache key into `key`: the host (lowercase, without port) and the path with its
 /// query.
-fn key_of(request: &Request<Body>, key: &mut String) {
-    let host = crate::exchange::request_host(request).unwrap_or("");
+fn key_of(request: &Head<'_>, key: &mut String) {
+    let host = request.host().unwrap_or("");
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
     key.clear();
     key.push_str(host);
@@ -393,15 +409,15 @@ fn vary_of(response: &HeaderMap, request: &HeaderMap) -> Vec<(HeaderName, Option
 
 /// Whether the request's `If-None-Match` (else `If-Modified-Since`) matches the stored
 /// response's validators.
-fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
+fn not_modified(request: &Head<'_>, stored: &HeaderMap) -> bool {
     let text =
         |m: &HeaderMap, n: HeaderName| m.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    if let Some(list) = text(request, header::IF_NONE_MATCH) {
+    let asked = |name: &str| request.header(name).and_then(|v| std::str::from_utf8(v).ok());
+    if let Some(list) = asked("if-none-match") {
         return text(stored, header::ETAG)
-            .is_some_and(|etag| crate::files::weak_match(&list, &etag));
+            .is_some_and(|etag| crate::files::weak_match(list, &etag));
     }
-    let since =
-        text(request, header::IF_MODIFIED_SINCE).and_then(|d| httpdate::parse_http_date(&d).ok());
+    let since = asked("if-modified-since").and_then(|d| httpdate::parse_http_date(d).ok());
     let modified =
         text(stored, header::LAST_MODIFIED).and_then(|d| httpdate::parse_http_date(&d).ok());
     matches!((since, modified), (Some(s), Some(m)) if m <= s)

@@ -15,6 +15,8 @@ use std::time::{Duration, SystemTime};
 
 use http::{header, HeaderMap, Method, StatusCode};
 
+use crate::handler::Head;
+
 /// How to treat a request.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Lookup {
@@ -25,32 +27,37 @@ pub(crate) enum Lookup {
     Cache { refresh: bool, conditional: bool },
 }
 
-/// The request's treatment.
-pub(crate) fn request(method: &Method, headers: &HeaderMap) -> Lookup {
+/// The request's treatment, from its head (built into a `Request` or not).
+pub(crate) fn request(head: &Head<'_>) -> Lookup {
+    let method = head.method();
     if method != Method::GET && method != Method::HEAD {
         return Lookup::Bypass;
     }
-    // One pass over the fields (a request has few; four hashed lookups cost more).
-    let (mut directives_given, mut conditional) = (false, false);
-    for name in headers.keys() {
-        if name == header::RANGE || name == header::UPGRADE {
-            return Lookup::Bypass;
-        }
-        directives_given |= name == header::CACHE_CONTROL || name == header::PRAGMA;
-        conditional |= name == header::IF_NONE_MATCH || name == header::IF_MODIFIED_SINCE;
+    // One pass over the fields (a request has few; four lookups cost more).
+    let (mut bypass, mut directives_given, mut conditional) = (false, false, false);
+    head.each_name(|name| {
+        let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+        bypass |= is("range") || is("upgrade");
+        directives_given |= is("cache-control") || is("pragma");
+        conditional |= is("if-none-match") || is("if-modified-since");
+    });
+    if bypass {
+        return Lookup::Bypass;
     }
     // Most requests say nothing about caching: no directive to parse.
     if !directives_given {
         return Lookup::Cache { refresh: false, conditional };
     }
-    let cc = directives(headers);
+    let mut values = Vec::new();
+    head.each_value("cache-control", |v| values.push(v));
+    let cc = directives(values.into_iter());
     if has(&cc, "no-store") {
         return Lookup::Bypass;
     }
-    let pragma_no_cache = headers
-        .get_all(header::PRAGMA)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("no-cache")));
+    let mut pragma_no_cache = false;
+    head.each_value("pragma", |v| {
+        pragma_no_cache |= v.to_ascii_lowercase().windows(8).any(|w| w == b"no-cache");
+    });
     let refresh = has(&cc, "no-cache") || (cc.is_empty() && pragma_no_cache);
     Lookup::Cache { refresh, conditional }
 }
@@ -80,7 +87,7 @@ pub(crate) fn freshness(
     if vary_any {
         return None;
     }
-    let cc = directives(headers);
+    let cc = directives(headers.get_all(header::CACHE_CONTROL).iter().map(|v| v.as_bytes()));
     if has(&cc, "no-store") || has(&cc, "private") || has(&cc, "no-cache") {
         return None;
     }
@@ -135,11 +142,11 @@ fn date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
     httpdate::parse_http_date(headers.get(name)?.to_str().ok()?).ok()
 }
 
-/// `Cache-Control` directives, lowercased names with their (unquoted) values.
-fn directives(headers: &HeaderMap) -> Vec<(String, Option<String>)> {
+/// The directives of `Cache-Control` values: lowercased names with their (unquoted) values.
+fn directives<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<(String, Option<String>)> {
     let mut out = Vec::new();
-    for value in headers.get_all(header::CACHE_CONTROL) {
-        let Ok(value) = value.to_str() else { continue };
+    for value in values {
+        let Ok(value) = std::str::from_utf8(value) else { continue };
         for item in value.split(',') {
             let item = item.trim();
             if item.is_empty() {
@@ -179,19 +186,26 @@ mod tests {
         freshness(s, &h(pairs), &RULES, SystemTime::now()).map(|d| d.as_secs())
     }
 
+    /// The treatment of a request with `method` and the fields `headers`.
+    fn req(method: Method, headers: &HeaderMap) -> Lookup {
+        let uri = http::Uri::from_static("/");
+        let fields = crate::handler::Fields::Map(headers);
+        request(&Head::new(&method, &uri, http::Version::HTTP_11, fields))
+    }
+
     #[test]
     fn requests() {
         let plain = Lookup::Cache { refresh: false, conditional: false };
-        assert_eq!(request(&Method::GET, &h(&[])), plain);
-        assert_eq!(request(&Method::HEAD, &h(&[])), plain);
+        assert_eq!(req(Method::GET, &h(&[])), plain);
+        assert_eq!(req(Method::HEAD, &h(&[])), plain);
         let conditional = Lookup::Cache { refresh: false, conditional: true };
-        assert_eq!(request(&Method::GET, &h(&[("if-none-match", "\"a\"")])), conditional);
-        assert_eq!(request(&Method::POST, &h(&[])), Lookup::Bypass);
-        assert_eq!(request(&Method::GET, &h(&[("range", "bytes=0-1")])), Lookup::Bypass);
-        assert_eq!(request(&Method::GET, &h(&[("cache-control", "no-store")])), Lookup::Bypass);
+        assert_eq!(req(Method::GET, &h(&[("if-none-match", "\"a\"")])), conditional);
+        assert_eq!(req(Method::POST, &h(&[])), Lookup::Bypass);
+        assert_eq!(req(Method::GET, &h(&[("range", "bytes=0-1")])), Lookup::Bypass);
+        assert_eq!(req(Method::GET, &h(&[("cache-control", "no-store")])), Lookup::Bypass);
         let refresh = Lookup::Cache { refresh: true, conditional: false };
-        assert_eq!(request(&Method::GET, &h(&[("cache-control", "no-cache")])), refresh);
-        assert_eq!(request(&Method::GET, &h(&[("pragma", "no-cache")])), refresh);
+        assert_eq!(req(Method::GET, &h(&[("cache-control", "no-cache")])), refresh);
+        assert_eq!(req(Method::GET, &h(&[("pragma", "no-cache")])), refresh);
     }
 
     #[test]

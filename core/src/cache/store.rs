@@ -10,6 +10,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use lru::LruCache;
 
+use crate::handler::Head;
+
 /// A stored response.
 pub(crate) struct Stored {
     pub(crate) status: StatusCode,
@@ -88,9 +90,11 @@ impl Stored {
         hit.1 = now + (Duration::from_secs(seconds.saturating_add(1)) - age);
     }
 
-    /// Whether a request with `headers` selects this variant.
-    fn selected_by(&self, headers: &HeaderMap) -> bool {
-        self.vary.iter().all(|(name, value)| headers.get(name) == value.as_ref())
+    /// Whether `request` selects this variant.
+    fn selected_by(&self, request: &Head<'_>) -> bool {
+        self.vary.iter().all(|(name, value)| {
+            request.header(name.as_str()) == value.as_ref().map(|v| v.as_bytes())
+        })
     }
 
     fn size(&self) -> usize {
@@ -122,13 +126,22 @@ impl Store {
     }
 
     /// The variant of `key` a request with `headers` selects.
-    pub(crate) fn get(&mut self, key: &str, headers: &HeaderMap, now: Instant) -> Found {
+    pub(crate) fn get(
+        &mut self,
+        key: &str,
+        request: &Head<'_>,
+        now: Instant,
+        evict: bool,
+    ) -> Found {
         let Some(variants) = self.entries.get_mut(key) else { return Found::Missing };
-        let Some(i) = variants.iter().position(|v| v.selected_by(headers)) else {
+        let Some(i) = variants.iter().position(|v| v.selected_by(request)) else {
             return Found::Missing;
         };
         if variants[i].is_fresh(now) {
             return Found::Fresh(Rc::clone(&variants[i]));
+        }
+        if !evict {
+            return Found::Expired;
         }
         let old = variants.swap_remove(i);
         self.bytes -= old.size();

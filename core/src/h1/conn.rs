@@ -37,7 +37,7 @@ use super::write::{
 use crate::access_log::CoreLog;
 use crate::clients::ClientPolicy;
 use crate::exchange::{self, Panicked, Record};
-use crate::handler::Fields;
+use crate::handler::{Answer, Fields};
 use crate::metrics::Rejection;
 use crate::transport::Transport;
 use crate::{date, rt, Body, ConnectionInfo, Handler, Head};
@@ -346,12 +346,12 @@ async fn serve_request<H: Handler>(
     };
     // A panicked handler's 500 closes the connection: its state is not to be trusted.
     let (mut response, panicked) = match (over_rate, answered) {
-        (_, Ok(Some(answer))) => {
+        (_, Ok(Some(Answer::Fixed(fixed)))) => {
             let close = !keep_alive || rt::shutting_down();
-            let written = write_answer(io, &answer, &method, version, close).await;
+            let written = write_answer(io, &fixed, &method, version, close).await;
             return match written {
                 Written::Done { close, body_bytes } => {
-                    record.finish(answer.status, body_bytes, settings.access_log.as_ref());
+                    record.finish(fixed.status, body_bytes, settings.access_log.as_ref());
                     Ok(!close)
                 }
                 Written::FailedBeforeStart(status) => {
@@ -360,6 +360,7 @@ async fn serve_request<H: Handler>(
                 Written::Abort(why) => Err(Ending::Abort(why)),
             };
         }
+        (_, Ok(Some(Answer::Response(response)))) => (response, false),
         (_, Err(Panicked)) => (exchange::internal_error(), true),
         (Some(too_many), Ok(None)) => (too_many, false),
         (None, Ok(None)) => {

@@ -10,7 +10,7 @@ use peregrine_protocols::h1::{
 use super::io::{ConnIo, Why, WriteFail};
 use crate::body::BodyError;
 use crate::exchange::{pump, BodyFailed, BodySink, PumpError};
-use crate::handler::Answer;
+use crate::handler::Fixed;
 use crate::transport::Recv;
 use crate::{date, Body};
 use bytes::{Bytes, BytesMut};
@@ -95,7 +95,7 @@ pub(crate) fn prepare_response(
 /// into the output buffer, sent as [`finish`] decides.
 pub(crate) async fn write_answer(
     io: &ConnIo,
-    answer: &Answer,
+    answer: &Fixed,
     method: &Method,
     version: Version,
     close: bool,

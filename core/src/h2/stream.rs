@@ -15,7 +15,7 @@ use peregrine_protocols::h2::{Reason, RequestHead, StreamId};
 use super::body::RequestBody;
 use super::conn::Shared;
 use crate::exchange::{self, BodyFailed, BodySink, Panicked, PumpError, Record};
-use crate::handler::{Answer, Fields};
+use crate::handler::{Answer, Fields, Fixed};
 use crate::metrics::Rejection;
 use crate::rt::executor;
 use crate::rt::timer::Timer;
@@ -127,44 +127,45 @@ async fn run<H: Handler>(
     record.note_client(info.client);
     let over_rate = shared.clients.admit(info.client).await;
     // A request without a body may be answered from its head: no `Request` is built.
-    if over_rate.is_none() && end_stream {
-        match exchange::answer(
-            handler,
-            &Head::new(&method, &uri, Version::HTTP_2, Fields::List(&headers)),
-        ) {
-            Ok(Some(answer)) => {
-                let Some(bytes) = write_answer(shared, id, &answer, &method).await else {
-                    return;
-                };
-                return record.finish(answer.status, bytes, log);
-            }
-            Ok(None) => {}
-            Err(Panicked) => return respond_error(shared, id, StatusCode::INTERNAL_SERVER_ERROR),
+    let answered = match over_rate {
+        None if end_stream => {
+            let head = Head::new(&method, &uri, Version::HTTP_2, Fields::List(&headers));
+            exchange::answer(handler, &head)
         }
-    }
-    let body = if end_stream {
-        Body::empty()
-    } else if protocol.is_some() {
-        Body::h2(RequestBody::tunnel(Rc::clone(shared), id))
-    } else {
-        Body::h2(RequestBody::new(Rc::clone(shared), id, content_length))
+        _ => Ok(None),
     };
-    let certificates = shared.info.client_certificates();
-    let headers = headers.into_map();
-    let mut request = exchange::request(method, uri, Version::HTTP_2, headers, body, certificates);
-    if let Some(protocol) = protocol {
-        request.extensions_mut().insert(exchange::ConnectProtocol::new(protocol));
-    }
-    let mut response = match over_rate {
-        // Per stream: the connection and its other streams go on.
-        Some(too_many) => too_many,
-        None => {
-            match exchange::call(handler, request, &info).await {
-                Ok(r) => r,
-                // The 500 goes on this stream only: the connection's other streams go on.
-                Err(Panicked) => {
-                    return respond_error(shared, id, StatusCode::INTERNAL_SERVER_ERROR)
-                }
+    let mut response = match answered {
+        Ok(Some(Answer::Fixed(fixed))) => {
+            let Some(bytes) = write_answer(shared, id, &fixed, &method).await else { return };
+            return record.finish(fixed.status, bytes, log);
+        }
+        Ok(Some(Answer::Response(response))) => response,
+        // The 500 goes on this stream only: the connection's other streams go on.
+        Err(Panicked) => return respond_error(shared, id, StatusCode::INTERNAL_SERVER_ERROR),
+        Ok(None) => {
+            let body = if end_stream {
+                Body::empty()
+            } else if protocol.is_some() {
+                Body::h2(RequestBody::tunnel(Rc::clone(shared), id))
+            } else {
+                Body::h2(RequestBody::new(Rc::clone(shared), id, content_length))
+            };
+            let certificates = shared.info.client_certificates();
+            let headers = headers.into_map();
+            let mut request =
+                exchange::request(method, uri, Version::HTTP_2, headers, body, certificates);
+            if let Some(protocol) = protocol {
+                request.extensions_mut().insert(exchange::ConnectProtocol::new(protocol));
+            }
+            match over_rate {
+                // Per stream: the connection and its other streams go on.
+                Some(too_many) => too_many,
+                None => match exchange::call(handler, request, &info).await {
+                    Ok(r) => r,
+                    Err(Panicked) => {
+                        return respond_error(shared, id, StatusCode::INTERNAL_SERVER_ERROR)
+                    }
+                },
             }
         }
     };
@@ -236,7 +237,7 @@ fn queue_response(
 
 /// Queues a fixed answer ([`Handler::answer`](crate::Handler::answer)) as
 /// [`queue_response`] queues a response with its body in memory.
-fn queue_answer(shared: &Shared, id: StreamId, answer: &Answer, method: &Method) -> Option<Queued> {
+fn queue_answer(shared: &Shared, id: StreamId, answer: &Fixed, method: &Method) -> Option<Queued> {
     let (no_body, len) = content_of(answer.status, method, Some(answer.body.len() as u64));
     queue_head(shared, id, answer.status, answer.fields(), len, no_body)?;
     if no_body {
@@ -305,7 +306,7 @@ async fn write_response(
 async fn write_answer(
     shared: &Shared,
     id: StreamId,
-    answer: &Answer,
+    answer: &Fixed,
     method: &Method,
 ) -> Option<u64> {
     let queued = queue_answer(shared, id, answer, method)?;

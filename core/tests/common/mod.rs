@@ -128,7 +128,11 @@ impl Handler for AnsweringHandler {
             _ => return None,
         };
         let content_type = HeaderValue::from_static("text/plain");
-        Some(peregrine::Answer { status: StatusCode::OK, content_type, body })
+        Some(peregrine::Answer::Fixed(peregrine::Fixed {
+            status: StatusCode::OK,
+            content_type,
+            body,
+        }))
     }
 }
 

@@ -100,6 +100,11 @@ struct FieldSpan {
 }
 
 impl RawFields {
+    /// Every field's name as sent, in order.
+    pub fn names(&self) -> impl Iterator<Item = &[u8]> {
+        self.spans.iter().map(|f| &self.bytes[f.name.0 as usize..f.name.1 as usize])
+    }
+
     /// The values of the fields called `name` (ignoring ASCII case), in the order sent.
     pub fn values<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = &'s [u8]> + 'n
     where
