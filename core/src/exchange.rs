@@ -139,12 +139,9 @@ pub(crate) fn host_of<'a>(
     if let Some(a) = uri.authority() {
         return Some(a.host());
     }
-    let host = host_field()?;
-    // Visible ASCII only, as `HeaderValue::to_str` has it.
-    if !host.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
-        return None;
-    }
-    let host = std::str::from_utf8(host).ok()?;
+    // The codecs let only a valid host through (`is_valid_host`: name bytes and a port), and a
+    // `HeaderValue` holds no control bytes: text is all that is left to check.
+    let host = std::str::from_utf8(host_field()?).ok()?;
     // A byte scan for the last ':' (a `str` search for a `char` costs several times more
     // on every request). `[::1]` alone ends in `]`, so its colons are never a port's.
     let port_at = host.bytes().rposition(|b| b == b':');

@@ -141,11 +141,14 @@ impl<'a> Head<'a> {
 
     /// The first value of the field `name` (any case), as sent.
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
-        let mut first = None;
-        self.each_value(name, |v| {
-            first = first.or(Some(v));
-        });
-        first
+        match self.fields {
+            Fields::Map(map) => map.get(name).map(HeaderValue::as_bytes),
+            Fields::List(list) => list
+                .iter()
+                .find(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_bytes()),
+            Fields::Raw(fields) => fields.values(name).next(),
+        }
     }
 
     /// Calls `f` with each value of the field `name` (any case), in order.
