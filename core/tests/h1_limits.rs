@@ -11,6 +11,7 @@ use common::{addr, count_status_lines, finish, first_status, start, Client};
 /// A connection slot comes back when the server has processed the client's close, which
 /// happens shortly after the client's `close()` returns; retries wait this long between tries.
 const SETTLE: Duration = Duration::from_millis(50);
+use peregrine::routes::BuiltinRoutes;
 use peregrine::{IoChoice, Limits, MinDataRate};
 
 fn limits() -> Limits {
@@ -348,6 +349,23 @@ fn limits_fire_when_the_head_trickles_in(io: IoChoice) {
     finish(server);
 }
 
+/// A field name longer than an `http::HeaderName` holds (64 KiB), under a section limit that
+/// allows it: refused with 400 by the parser, also where the request would be answered from
+/// its head without any `HeaderMap` (the built-in `/plaintext`), and the longest allowed
+/// name is served.
+fn field_name_longer_than_a_header_map_holds(io: IoChoice) {
+    let limits = Limits { max_request_headers_total_size: 256 * 1024, ..Limits::default() };
+    let server =
+        peregrine::Server::start(common::config(io, limits), || BuiltinRoutes::new(&[])).unwrap();
+    let head = |name_len: usize| {
+        format!("GET /plaintext HTTP/1.1\r\nHost: x\r\n{}: v\r\n\r\n", "n".repeat(name_len))
+    };
+    let longest = common::request(addr(&server), head(65_535).as_bytes());
+    assert_eq!((longest.status, &longest.body[..]), (200, &b"Hello, World!"[..]));
+    assert_rejected(&server, head(65_536).as_bytes(), 400, "a 64 KiB + 1 field name");
+    finish(server);
+}
+
 all_transports!(
     limits_fire_when_the_head_trickles_in,
     request_line_too_long,
@@ -367,3 +385,5 @@ all_transports!(
 // Over TLS a connection past max_connections is closed before the handshake (no 503): see
 // tls.rs.
 both_drivers!(max_connections);
+// The parser is the same behind TLS; its cleartext run is the one to read.
+both_drivers!(field_name_longer_than_a_header_map_holds);
