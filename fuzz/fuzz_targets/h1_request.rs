@@ -1,7 +1,8 @@
 //! The HTTP/1 request head parser, and the split-invariance of the stateful parser: the same
 //! bytes fed whole to `parse_request`, or piece by piece to `HeadParser`, give the same head
-//! (and leave the same bytes behind) or the same error status. Small limits, so the limit
-//! paths are reached too.
+//! (and leave the same bytes behind) or the same error status; and the one-pass lexer for the
+//! common shape agrees with the reference tokeniser. Small limits, so the limit paths are
+//! reached too.
 #![no_main]
 
 mod split;
@@ -9,7 +10,8 @@ mod split;
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use peregrine_protocols::h1::{
-    parse_request, HeadParser, ParseConfig, ParseError, ParsedHead, RequestHead,
+    agrees_with_reference, parse_request, HeadParser, ParseConfig, ParseError, ParsedHead,
+    RequestHead,
 };
 
 fn summary(result: Result<Option<RequestHead>, ParseError>, rest: &BytesMut) -> String {
@@ -27,6 +29,8 @@ fuzz_target!(|input: &[u8]| {
         max_request_headers_total_size: 1024,
         max_request_header_count: 16,
     };
+    // The one-pass lexer takes only what the reference tokeniser takes, the same way.
+    assert!(agrees_with_reference(data, &cfg), "the lexers disagree");
     let mut whole = BytesMut::from(data);
     let result = parse_request(&mut whole, &cfg);
     let expected = summary(result, &whole);

@@ -23,6 +23,7 @@ mod chunked;
 pub mod client;
 pub mod error;
 mod head;
+mod lex;
 pub mod request;
 pub mod response;
 pub(crate) mod scan;
@@ -35,6 +36,8 @@ pub use client::{
 };
 pub use error::{BodyError, Limit, LimitExceeded, ParseError, Violation};
 pub use head::HeadParser;
+#[doc(hidden)]
+pub use lex::agrees_with_reference;
 pub use request::{parse_request, BodyFraming, ParseConfig, ParsedHead, RawFields, RequestHead};
 pub use response::{
     encode_chunk_header, encode_error_response, encode_last_chunk, encode_response_head,

@@ -9,6 +9,7 @@ use http::{HeaderMap, Method, Uri, Version};
 use peregrine_limits::Limit;
 
 use super::error::{LimitExceeded, ParseError, Violation};
+use super::lex;
 use super::scan::{self, HeaderSpan, RawHead};
 use crate::host::is_valid_host;
 
@@ -93,10 +94,21 @@ pub struct RawFields {
 
 /// Where one field's name and value lie in a [`ParsedHead`]'s bytes. A head is far
 /// smaller than 4 GiB (its size limits say so), hence `u32`.
-#[derive(Debug, Clone, Copy)]
-struct FieldSpan {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct FieldSpan {
     name: (u32, u32),
     value: (u32, u32),
+}
+
+impl FieldSpan {
+    pub(super) fn new(name: std::ops::Range<usize>, value: std::ops::Range<usize>) -> FieldSpan {
+        let at = |r: std::ops::Range<usize>| (r.start as u32, r.end as u32);
+        FieldSpan { name: at(name), value: at(value) }
+    }
+
+    pub(super) fn of(span: &HeaderSpan) -> FieldSpan {
+        FieldSpan::new(span.name.clone(), span.value.clone())
+    }
 }
 
 impl RawFields {
@@ -182,6 +194,13 @@ pub(crate) fn parse_head(
     cfg: &ParseConfig,
 ) -> Result<Option<ParsedHead>, ParseError> {
     let slots = scan::header_slots(cfg);
+    let mut kept = Vec::with_capacity(slots.min(TYPICAL_FIELDS));
+    // The common shape, in one pass; anything else goes to the reference tokeniser.
+    if let Some(raw) = lex::lex_common(buf, cfg, slots, &mut kept) {
+        let head = buf.split_to(raw.len).freeze();
+        return check_head(head, &raw, kept).map(Some);
+    }
+    kept.clear();
     // Most requests carry a handful of headers: parse first with a small span array (its
     // initialisation is paid on every request), and only when that runs out of slots parse
     // again with room for every header the limit allows.
@@ -192,7 +211,8 @@ pub(crate) fn parse_head(
         result => {
             let Some(raw) = result? else { return Ok(None) };
             let head = buf.split_to(raw.len).freeze();
-            return check_head(head, &raw, &small[..raw.header_count]).map(Some);
+            kept.extend(small[..raw.header_count].iter().map(FieldSpan::of));
+            return check_head(head, &raw, kept).map(Some);
         }
     }
     let mut stack_spans = [const { HeaderSpan::EMPTY }; scan::STACK_HEADER_SLOTS];
@@ -208,13 +228,18 @@ pub(crate) fn parse_head(
     // The head is complete: from here on the buffer is only split, never copied. On an error
     // below the head is already consumed, which is fine: the caller closes the connection.
     let head = buf.split_to(raw.len).freeze();
-    check_head(head, &raw, &spans[..raw.header_count]).map(Some)
+    kept.extend(spans[..raw.header_count].iter().map(FieldSpan::of));
+    check_head(head, &raw, kept).map(Some)
 }
 
 /// Fields a request's map has room for beyond what arrived: a reverse proxy adds its
 /// forwarding fields (`X-Forwarded-For`, `-Proto`, `-Host`, `X-Request-Id`, `Host`), and a
 /// map that grows for them allocates and re-hashes every field once more.
 const ROOM_FOR_ADDED_FIELDS: usize = 5;
+
+/// Room for the fields of a typical request (a browser's dozen), reserved before they are
+/// counted: a head with more grows the list once or twice.
+const TYPICAL_FIELDS: usize = 16;
 
 /// Header slots of the first parse attempt (see [`parse_request`]).
 const FIRST_TRY_SLOTS: usize = 24;
@@ -230,22 +255,20 @@ fn invalid(v: Violation) -> ParseError {
 /// Applies the semantic rules to a tokenised head (`bytes` is the head, split off the
 /// buffer). When several rules are broken the first in this order is reported: malformed
 /// field bytes, target, Host, Transfer-Encoding, Content-Length.
-fn check_head(bytes: Bytes, raw: &RawHead, spans: &[HeaderSpan]) -> Result<ParsedHead, ParseError> {
+fn check_head(bytes: Bytes, raw: &RawHead, kept: Vec<FieldSpan>) -> Result<ParsedHead, ParseError> {
     let method = Method::from_bytes(&bytes[raw.method.clone()]).map_err(malformed)?;
     let version = if raw.minor_version == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
 
     let mut fields = Fields::default();
-    let mut kept = Vec::with_capacity(spans.len());
-    for span in spans {
-        let (name, value) = (&bytes[span.name.clone()], &bytes[span.value.clone()]);
+    for span in &kept {
+        let name = &bytes[span.name.0 as usize..span.name.1 as usize];
+        let value = &bytes[span.value.0 as usize..span.value.1 as usize];
         // `HeaderName` holds up to 64 KiB: checked here, so that building the map later
         // cannot fail on a head that was answered without one.
         if name.len() > usize::from(u16::MAX) {
             return Err(malformed(()));
         }
         fields.observe(name, value);
-        let at = |r: &std::ops::Range<usize>| (r.start as u32, r.end as u32);
-        kept.push(FieldSpan { name: at(&span.name), value: at(&span.value) });
     }
 
     let uri = parse_target(&method, bytes.slice(raw.target.clone()))?;

@@ -47,7 +47,7 @@ impl HeaderSpan {
 }
 
 /// Where everything in a complete, tokenised request head lies, as offsets into the buffer.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(super) struct RawHead {
     /// Bytes to split off: leading empty lines, request line and header section.
     pub(super) len: usize,
@@ -262,7 +262,7 @@ fn classify_header_name(line: &[u8]) -> Verdict {
 }
 
 /// `tchar` (RFC 9110 §5.6.2): the bytes allowed in a token such as a field name.
-pub(crate) fn is_tchar(b: u8) -> bool {
+pub(crate) const fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
