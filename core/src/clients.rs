@@ -55,6 +55,12 @@ impl ClientPolicy {
         self.connections.is_some() || self.rates.is_some()
     }
 
+    /// Whether requests are subject to a rate limit ([`admit`](Self::admit) may answer or
+    /// wait).
+    pub(crate) fn limits_requests(&self) -> bool {
+        self.rates.is_some()
+    }
+
     /// The client key of `ip`.
     pub(crate) fn key(&self, ip: IpAddr) -> ClientKey {
         ClientKey::new(ip, self.ipv6_prefix)

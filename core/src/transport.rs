@@ -100,6 +100,16 @@ impl Transport {
         }
     }
 
+    /// Sends some of `buf` at once, where that needs no waiting: cleartext, on a driver that
+    /// sends without an operation ([`rt::io::try_send`]). `None`: nothing was sent; use
+    /// [`send`](Self::send). TLS always says `None` (its records are sealed in `send`).
+    pub(crate) fn try_send(&self, buf: &SendBuf) -> Option<io::Result<usize>> {
+        match &self.tls {
+            None => rt::io::try_send(self.fd, buf),
+            Some(_) => None,
+        }
+    }
+
     /// Sends all of `buf`, one send after another. Returns the emptied buffer for reuse.
     pub(crate) async fn send_all(&self, mut buf: SendBuf) -> io::Result<SendBuf> {
         while !buf.is_empty() {

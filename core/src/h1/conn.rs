@@ -31,8 +31,8 @@ use tracing::debug;
 use super::incoming::Incoming;
 use super::io::{ConnIo, Continue, Why};
 use super::write::{
-    finish as finish_response, must_flush, prepare_response, stream_body, write_answer, Prepared,
-    Written,
+    finish as finish_response, must_flush, prepare_response, put_answer, stream_body, why_failed,
+    write_answer, Prepared, Written,
 };
 use crate::access_log::CoreLog;
 use crate::clients::ClientPolicy;
@@ -168,17 +168,21 @@ pub(crate) fn serve<H: Handler>(
             io.response_started.set(false);
             // The parse result is matched inside this statement and nothing of it outlives
             // it: the connection's idle state holds no request head.
-            let exchange: Exchange<'_> = {
+            let next: Result<Result<bool, Ending>, Exchange<'_>> = {
                 let clients = admitted.clients();
                 let mut parser = HeadParser::new();
-                match parser.parse(&mut io.read.borrow_mut().inbuf, &settings.parse) {
+                let parsed = parser.parse(&mut io.read.borrow_mut().inbuf, &settings.parse);
+                match parsed {
                     Ok(Some(head)) => {
                         first_deadline = None;
-                        rt::boxed(|| {
-                            serve_request(&io, &*handler, &settings, head, &details, clients)
-                        })
+                        match offer(&io, &*handler, &settings, head, &details, clients) {
+                            Offered::Done(done) => Ok(done),
+                            Offered::Serve(started) => Err(rt::boxed(|| {
+                                serve_request(&io, &*handler, &settings, started, &details, clients)
+                            })),
+                        }
                     }
-                    Ok(None) => rt::boxed(|| {
+                    Ok(None) => Err(rt::boxed(|| {
                         read_and_serve(
                             &io,
                             &*handler,
@@ -188,20 +192,22 @@ pub(crate) fn serve<H: Handler>(
                             &details,
                             clients,
                         )
-                    }),
-                    Err(e) => Box::pin(refuse_head(&io, reject(&e))),
+                    })),
+                    Err(e) => Err(Box::pin(refuse_head(&io, reject(&e)))),
                 }
             };
-            match exchange.await {
+            let done = match next {
+                Ok(done) => done,
+                Err(exchange) => exchange.await,
+            };
+            match done {
                 Ok(true) => {}
                 Ok(false) => break Ending::Close,
                 Err(e) => break e,
             }
-            // Responses held back for a pipelined batch go out before the connection idles.
-            if io.read.borrow().inbuf.is_empty()
-                && io.has_output()
-                && Box::pin(io.flush()).await.is_err()
-            {
+            // Responses held back for a pipelined batch go out before the connection idles,
+            // or once they are many; what `offer` could not send at once goes out here.
+            if must_flush(&io, false) && io.has_output() && Box::pin(io.flush()).await.is_err() {
                 break Ending::Close;
             }
         };
@@ -224,7 +230,12 @@ async fn read_and_serve<H: Handler>(
     clients: &ClientPolicy,
 ) -> Result<bool, Ending> {
     let head = read_head(io, settings, parser, first_deadline).await?;
-    serve_request(io, handler, settings, head, details, clients).await
+    match offer(io, handler, settings, head, details, clients) {
+        Offered::Done(done) => done,
+        Offered::Serve(started) => {
+            serve_request(io, handler, settings, started, details, clients).await
+        }
+    }
 }
 
 /// Ends the connection for a head the codec refused: the responses to requests pipelined
@@ -285,29 +296,51 @@ async fn read_head(
     }
 }
 
-/// One request/response exchange. `Ok(true)`: keep the connection for another request.
-async fn serve_request<H: Handler>(
-    io: &Rc<ConnIo>,
+/// A request's exchange once [`offer`] has begun it.
+struct Started {
+    head: ParsedHead,
+    record: Record,
+    /// The connection's details, with the real client when a trusted proxy names it.
+    info: ConnectionInfo,
+    /// What [`Handler::answer`] said, when it was asked (`None`: the request has a body, or
+    /// a rate limit has a say first).
+    answered: Option<Result<Option<Answer>, Panicked>>,
+}
+
+/// What [`offer`] made of a request.
+// Not boxed: a `Started` moves once, into the exchange's boxed future; a box of its own
+// would be a second allocation for every request that goes on.
+#[allow(clippy::large_enum_variant)]
+enum Offered {
+    /// The exchange is over: as [`serve_request`]'s result.
+    Done(Result<bool, Ending>),
+    /// The rest takes waiting: [`serve_request`] goes on.
+    Serve(Started),
+}
+
+/// Begins the exchange for `head`, and ends it where that takes no waiting: a request
+/// without a body, under no rate limit, that the handler answers with a fixed response is
+/// answered here, and the response sent at once when the socket takes it
+/// ([`ConnIo::try_flush`]). Such a request builds no future at all (keep-alive `/plaintext`
+/// spent about 500 instructions on its boxed exchange future, the moves into it and the
+/// flush's future).
+fn offer<H: Handler>(
+    io: &ConnIo,
     handler: &H,
     settings: &Settings,
     head: ParsedHead,
     details: &crate::conn::ConnectionDetails,
     clients: &ClientPolicy,
-) -> Result<bool, Ending> {
+) -> Offered {
     let info = details.info();
     let limits = &settings.limits;
-    let mut record = Record::start(
-        &head.method,
-        &head.uri,
-        head.version,
-        info.peer,
-        settings.access_log.as_ref(),
-    );
+    let log = settings.access_log.as_ref();
+    let mut record = Record::start(&head.method, &head.uri, head.version, info.peer, log);
     if let (BodyFraming::Length(n), Some(max)) = (head.framing, limits.max_request_body_size) {
         if n > max {
             // Before reading any of it, and before any 100 Continue.
             let why = Why::limit(Limit::MaxRequestBodySize);
-            return Err(Ending::Reject(StatusCode::PAYLOAD_TOO_LARGE, why));
+            return Offered::Done(Err(Ending::Reject(StatusCode::PAYLOAD_TOO_LARGE, why)));
         }
     }
     let has_body = head.framing != BodyFraming::Empty;
@@ -329,20 +362,58 @@ async fn serve_request<H: Handler>(
         read.failure = None;
     }
     io.response_started.set(false);
-
-    let ParsedHead { method, uri, version, framing, keep_alive, upgrade, fields, .. } = head;
-    let forwarded_for = fields.values(crate::trust::X_FORWARDED_FOR.as_str());
+    let forwarded_for = head.fields.values(crate::trust::X_FORWARDED_FOR.as_str());
     let info = settings.real_client(info, forwarded_for);
     record.note_client(info.client);
-    let over_rate = clients.admit(info.client).await;
+    if has_body || clients.limits_requests() {
+        return Offered::Serve(Started { head, record, info, answered: None });
+    }
     // A request without a body may be answered from its head: no `Request` is built, and
     // its fields never go into a `HeaderMap`.
-    let answered = match over_rate {
-        None if framing == BodyFraming::Empty => {
-            let head = Head::new(&method, &uri, version, Fields::Raw(&fields));
-            exchange::answer(handler, &head)
+    let view = Head::new(&head.method, &head.uri, head.version, Fields::Raw(&head.fields));
+    let fixed = match exchange::answer(handler, &view) {
+        Ok(Some(Answer::Fixed(fixed))) => fixed,
+        answered => {
+            return Offered::Serve(Started { head, record, info, answered: Some(answered) })
         }
-        _ => Ok(None),
+    };
+    let close = !head.keep_alive || rt::shutting_down();
+    let body_bytes = put_answer(io, &fixed, &head.method, head.version, close);
+    // Closing flushes on the way out; a pipelined batch is sent once it is read.
+    if !close && must_flush(io, false) {
+        if let Some(Err(e)) = io.try_flush() {
+            return Offered::Done(Err(Ending::Abort(why_failed(e))));
+        }
+    }
+    record.finish(fixed.status, body_bytes, log);
+    Offered::Done(Ok(!close))
+}
+
+/// One request/response exchange, from where [`offer`] left it. `Ok(true)`: keep the
+/// connection for another request.
+async fn serve_request<H: Handler>(
+    io: &Rc<ConnIo>,
+    handler: &H,
+    settings: &Settings,
+    started: Started,
+    details: &crate::conn::ConnectionDetails,
+    clients: &ClientPolicy,
+) -> Result<bool, Ending> {
+    let Started { head, mut record, info, answered } = started;
+    let ParsedHead { method, uri, version, framing, keep_alive, upgrade, fields, .. } = head;
+    let (over_rate, answered) = match answered {
+        Some(answered) => (None, answered),
+        None => {
+            let over_rate = clients.admit(info.client).await;
+            let answered = match over_rate {
+                None if framing == BodyFraming::Empty => {
+                    let head = Head::new(&method, &uri, version, Fields::Raw(&fields));
+                    exchange::answer(handler, &head)
+                }
+                _ => Ok(None),
+            };
+            (over_rate, answered)
+        }
     };
     // A panicked handler's 500 closes the connection: its state is not to be trusted.
     let (mut response, panicked) = match (over_rate, answered) {

@@ -282,16 +282,7 @@ impl ConnIo {
     /// its grace period is over, or the write fails (a client that stops reading cannot pin
     /// response memory forever).
     pub(crate) async fn flush(&self) -> Result<(), WriteFail> {
-        let mut buf = std::mem::take(&mut *self.queued.borrow_mut());
-        if buf.is_empty() {
-            buf = rt::io::take_send_buf();
-        }
-        {
-            let mut out = self.out.borrow_mut();
-            if !out.is_empty() {
-                buf.push(out.split().freeze());
-            }
-        }
+        let mut buf = self.pending();
         let mut rate = self.rates.response.map(DataRate::new);
         while !buf.is_empty() {
             let deadline = rate.as_mut().map(|r| r.start_wait(rt::now()));
@@ -300,12 +291,7 @@ impl ConnIo {
                 return Err(WriteFail::TooSlow);
             };
             buf = back;
-            let n = result.map_err(WriteFail::Io)?;
-            if n == 0 {
-                return Err(WriteFail::Io(io::ErrorKind::WriteZero.into()));
-            }
-            self.response_started.set(true);
-            crate::metrics::count(|m| m.bytes_out(n as u64));
+            let n = self.sent(result)?;
             if let Some(r) = rate.as_mut() {
                 r.end_wait(rt::now(), n as u64);
             }
@@ -315,5 +301,48 @@ impl ConnIo {
         // holds none.
         rt::io::give_send_buf(buf);
         Ok(())
+    }
+
+    /// [`flush`](Self::flush) where the transport sends without waiting (cleartext with room
+    /// in the socket): no future, no deadline (nothing waits, so no rate applies).
+    /// `None`: what is left stays pending for `flush`.
+    pub(crate) fn try_flush(&self) -> Option<Result<(), WriteFail>> {
+        let mut buf = self.pending();
+        while !buf.is_empty() {
+            let Some(result) = self.transport.try_send(&buf) else {
+                *self.queued.borrow_mut() = buf;
+                return None;
+            };
+            match self.sent(result) {
+                Ok(n) => buf.advance(n),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        rt::io::give_send_buf(buf);
+        Some(Ok(()))
+    }
+
+    /// Everything pending, queued chunks then the output buffer, in one chunk list.
+    fn pending(&self) -> SendBuf {
+        let mut buf = std::mem::take(&mut *self.queued.borrow_mut());
+        if buf.is_empty() {
+            buf = rt::io::take_send_buf();
+        }
+        let mut out = self.out.borrow_mut();
+        if !out.is_empty() {
+            buf.push(out.split().freeze());
+        }
+        buf
+    }
+
+    /// Accounts for one send's `result`: the bytes it sent, or why the write failed.
+    fn sent(&self, result: io::Result<usize>) -> Result<usize, WriteFail> {
+        let n = result.map_err(WriteFail::Io)?;
+        if n == 0 {
+            return Err(WriteFail::Io(io::ErrorKind::WriteZero.into()));
+        }
+        self.response_started.set(true);
+        crate::metrics::count(|m| m.bytes_out(n as u64));
+        Ok(n)
     }
 }

@@ -91,8 +91,8 @@ pub(crate) fn prepare_response(
     Prepared::Complete { close }
 }
 
-/// Writes a fixed answer ([`Handler::answer`](crate::Handler::answer)): its head and body
-/// into the output buffer, sent as [`finish`] decides.
+/// Writes a fixed answer ([`Handler::answer`](crate::Handler::answer)), sent as [`finish`]
+/// decides.
 pub(crate) async fn write_answer(
     io: &ConnIo,
     answer: &Fixed,
@@ -100,23 +100,35 @@ pub(crate) async fn write_answer(
     version: Version,
     close: bool,
 ) -> Written {
+    let body_bytes = put_answer(io, answer, method, version, close);
+    if must_flush(io, close) {
+        return finish(io, close, body_bytes).await;
+    }
+    Written::Done { close, body_bytes }
+}
+
+/// Puts a fixed answer's head and body into the output buffer. Returns the body bytes
+/// written (none for `HEAD`, `204`, `304`).
+pub(crate) fn put_answer(
+    io: &ConnIo,
+    answer: &Fixed,
+    method: &Method,
+    version: Version,
+    close: bool,
+) -> u64 {
     let len = answer.body.len() as u64;
     let framing = response_framing(answer.status, method, version, Some(len));
     date::with(|d| {
         let mut out = io.out();
         encode_response_head(answer.status, answer.fields(), framing, version, close, d, &mut out)
     });
-    let body_bytes = match framing {
+    match framing {
         ResponseFraming::NoBody { .. } => 0,
         _ => {
             write_in_memory(io, answer.body.clone());
             len
         }
-    };
-    if must_flush(io, close) {
-        return finish(io, close, body_bytes).await;
     }
-    Written::Done { close, body_bytes }
 }
 
 /// Puts a body that is in memory after its head: copied when small (one send, one small
@@ -323,11 +335,16 @@ fn body_failed(io: &ConnIo, e: BodyError) -> Written {
 }
 
 pub(crate) fn write_failed(e: WriteFail) -> Written {
+    Written::Abort(why_failed(e))
+}
+
+/// Why a connection whose write failed ends.
+pub(crate) fn why_failed(e: WriteFail) -> Why {
     match e {
-        WriteFail::TooSlow => Written::Abort(Why::limit(Limit::MinResponseDataRate)),
+        WriteFail::TooSlow => Why::limit(Limit::MinResponseDataRate),
         WriteFail::Io(e) => {
             tracing::debug!(error = %e, "write failed");
-            Written::Abort(Why::uncounted("write error"))
+            Why::uncounted("write error")
         }
     }
 }

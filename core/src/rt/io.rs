@@ -228,8 +228,14 @@ pub(crate) struct Send {
     done: Option<(io::Result<usize>, SendBuf)>,
 }
 
+/// Sends from `buf` at once, where the driver can without waiting (see
+/// [`driver::Driver::try_send`]); `None`: nothing was sent, submit a [`send`].
+pub(crate) fn try_send(fd: RawSocket, buf: &SendBuf) -> Option<io::Result<usize>> {
+    with_driver(|d, _| d.try_send(fd, buf))
+}
+
 pub(crate) fn send(fd: RawSocket, buf: SendBuf) -> Send {
-    if let Some(result) = with_driver(|d, _| d.try_send(fd, &buf)) {
+    if let Some(result) = try_send(fd, &buf) {
         return Send { index: None, done: Some((result, buf)) };
     }
     let index = submit(SlotState::Send { result: None }, |d, token| d.send(fd, buf, token));
