@@ -319,8 +319,8 @@ enum Offered {
 }
 
 /// Begins the exchange for `head`, and ends it where that takes no waiting: a request
-/// without a body, under no rate limit, that the handler answers with a fixed response is
-/// answered here, and the response sent at once when the socket takes it
+/// without a body, under no rate limit, that the handler answers from its head with a
+/// fixed response or one whose body is in memory (a cache hit) is answered here, and the response sent at once when the socket takes it
 /// ([`ConnIo::try_flush`]). Such a request builds no future at all (keep-alive `/plaintext`
 /// spent about 500 instructions on its boxed exchange future, the moves into it and the
 /// flush's future).
@@ -371,21 +371,40 @@ fn offer<H: Handler>(
     // A request without a body may be answered from its head: no `Request` is built, and
     // its fields never go into a `HeaderMap`.
     let view = Head::new(&head.method, &head.uri, head.version, Fields::Raw(&head.fields));
-    let fixed = match exchange::answer(handler, &view) {
-        Ok(Some(Answer::Fixed(fixed))) => fixed,
+    let close = !head.keep_alive || rt::shutting_down();
+    let (status, body_bytes, close) = match exchange::answer(handler, &view) {
+        Ok(Some(Answer::Fixed(fixed))) => {
+            let body_bytes = put_answer(io, &fixed, &head.method, head.version, close);
+            (fixed.status, body_bytes, close)
+        }
+        // A response whose body is in memory (a cache hit) is written the same way; a `101`
+        // that may open a tunnel is not.
+        Ok(Some(Answer::Response(mut response)))
+            if response.body().is_in_memory()
+                && !(head.upgrade && response.status() == StatusCode::SWITCHING_PROTOCOLS) =>
+        {
+            let body_bytes = response.body().exact_len().unwrap_or(0);
+            let prepared =
+                prepare_response(io, &mut response, &head.method, head.version, close, false);
+            let Prepared::Complete { close } = prepared else {
+                // An in-memory body is written whole: never taken.
+                let why = Why::uncounted("response body not in memory");
+                return Offered::Done(Err(Ending::Abort(why)));
+            };
+            record.note_upstream(&response);
+            (response.status(), body_bytes, close)
+        }
         answered => {
             return Offered::Serve(Started { head, record, info, answered: Some(answered) })
         }
     };
-    let close = !head.keep_alive || rt::shutting_down();
-    let body_bytes = put_answer(io, &fixed, &head.method, head.version, close);
     // Closing flushes on the way out; a pipelined batch is sent once it is read.
     if !close && must_flush(io, false) {
         if let Some(Err(e)) = io.try_flush() {
             return Offered::Done(Err(Ending::Abort(why_failed(e))));
         }
     }
-    record.finish(fixed.status, body_bytes, log);
+    record.finish(status, body_bytes, log);
     Offered::Done(Ok(!close))
 }
 
