@@ -122,7 +122,7 @@ pub(crate) struct UpstreamFields {
 pub(crate) struct Entry<'a> {
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) method: &'a http::Method,
-    pub(crate) target: &'a http::Uri,
+    pub(crate) target: &'a str,
     pub(crate) version: http::Version,
     pub(crate) status: u16,
     pub(crate) bytes: u64,
@@ -149,7 +149,7 @@ impl CoreLog {
         line.push_str(",\"method\":");
         json_string(&mut line, e.method.as_str());
         line.push_str(",\"target\":");
-        json_string(&mut line, &e.target.to_string());
+        json_string(&mut line, e.target);
         let _ = write!(
             line,
             ",\"protocol\":\"{:?}\",\"status\":{},\"bytes\":{},\"duration_us\":{}",
@@ -241,12 +241,11 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let mut writer = Writer::start(&AccessLogTarget::File(path.clone())).unwrap();
         let log = writer.core();
-        let uri: http::Uri = "/a?b=c".parse().unwrap();
         log.record(
             &Entry {
                 peer: Some("127.0.0.1:5000".parse().unwrap()),
                 method: &http::Method::GET,
-                target: &uri,
+                target: "/a?b=c",
                 version: http::Version::HTTP_11,
                 status: 200,
                 bytes: 13,

@@ -127,16 +127,16 @@ pub(crate) struct Panicked;
 /// absolute-form target), else the `Host` field. What routes match and cache keys hold.
 pub(crate) fn request_host(request: &Request<Body>) -> Option<&str> {
     let field = || request.headers().get(http::header::HOST).map(http::HeaderValue::as_bytes);
-    host_of(request.uri(), field)
+    host_of(Some(request.uri()), field)
 }
 
 /// [`request_host`] from a request's target and its `Host` field (looked up only when the
 /// target has no authority).
 pub(crate) fn host_of<'a>(
-    uri: &'a Uri,
+    uri: Option<&'a Uri>,
     host_field: impl FnOnce() -> Option<&'a [u8]>,
 ) -> Option<&'a str> {
-    if let Some(a) = uri.authority() {
+    if let Some(a) = uri.and_then(Uri::authority) {
         return Some(a.host());
     }
     // The codecs let only a valid host through (`is_valid_host`: name bytes and a port), and a
@@ -333,8 +333,8 @@ pub(crate) struct Record {
     started: Instant,
     method: Method,
     version: Version,
-    /// The target, kept only when the access log is on (a `Uri` clone is a few refcounts).
-    target: Option<Uri>,
+    /// The target as text, kept only when the access log is on.
+    target: Option<String>,
     peer: Option<SocketAddr>,
     /// The upstream that answered, when a proxied request is logged.
     upstream: Option<UpstreamFields>,
@@ -346,7 +346,7 @@ impl Record {
     /// Starts the record of a request (now is its start time).
     pub(crate) fn start(
         method: &Method,
-        uri: &Uri,
+        target: &impl std::fmt::Display,
         version: Version,
         peer: Option<SocketAddr>,
         log: Option<&CoreLog>,
@@ -355,7 +355,7 @@ impl Record {
             started: rt::now(),
             method: method.clone(),
             version,
-            target: log.map(|_| uri.clone()),
+            target: log.map(|_| target.to_string()),
             peer,
             upstream: None,
             client: None,

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 
 use crate::{Body, ConnectionInfo};
-use peregrine_protocols::h1::RawFields;
+use peregrine_protocols::h1::{RawFields, Target};
 use peregrine_protocols::h2::FieldList;
 
 /// The content types of the responses the server writes itself. Constants, so the value is
@@ -98,9 +98,30 @@ where
 #[derive(Debug, Clone, Copy)]
 pub struct Head<'a> {
     method: &'a Method,
-    uri: &'a Uri,
+    target: TargetOf<'a>,
     version: Version,
     fields: Fields<'a>,
+}
+
+/// Where a [`Head`]'s target is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TargetOf<'a> {
+    /// A `Uri` (HTTP/2's, or a built request's).
+    Uri(&'a Uri),
+    /// As HTTP/1's parser checked it, a `Uri` only if it had to be.
+    Parsed(&'a Target),
+}
+
+impl<'a> From<&'a Uri> for TargetOf<'a> {
+    fn from(uri: &'a Uri) -> Self {
+        TargetOf::Uri(uri)
+    }
+}
+
+impl<'a> From<&'a Target> for TargetOf<'a> {
+    fn from(target: &'a Target) -> Self {
+        TargetOf::Parsed(target)
+    }
 }
 
 /// Where a [`Head`]'s fields are.
@@ -117,11 +138,11 @@ pub(crate) enum Fields<'a> {
 impl<'a> Head<'a> {
     pub(crate) fn new(
         method: &'a Method,
-        uri: &'a Uri,
+        target: impl Into<TargetOf<'a>>,
         version: Version,
         fields: Fields<'a>,
     ) -> Head<'a> {
-        Head { method, uri, version, fields }
+        Head { method, target: target.into(), version, fields }
     }
 
     /// The request method.
@@ -129,9 +150,55 @@ impl<'a> Head<'a> {
         self.method
     }
 
-    /// The request target.
-    pub fn uri(&self) -> &'a Uri {
-        self.uri
+    /// The target's path.
+    pub fn path(&self) -> &'a str {
+        match self.target {
+            TargetOf::Uri(uri) => uri.path(),
+            TargetOf::Parsed(target) => target.path(),
+        }
+    }
+
+    /// [`path`](Self::path)'s bytes, without making them text.
+    pub(crate) fn path_bytes(&self) -> &'a [u8] {
+        match self.target {
+            TargetOf::Uri(uri) => uri.path().as_bytes(),
+            TargetOf::Parsed(target) => target.path_bytes(),
+        }
+    }
+
+    /// The target's query, if any.
+    pub fn query(&self) -> Option<&'a str> {
+        match self.target {
+            TargetOf::Uri(uri) => uri.query(),
+            TargetOf::Parsed(target) => target.query(),
+        }
+    }
+
+    /// The target's path and query (`/` when it has neither).
+    pub fn path_and_query(&self) -> &'a str {
+        match self.target {
+            TargetOf::Uri(uri) => uri.path_and_query().map_or("/", |p| p.as_str()),
+            TargetOf::Parsed(target) => target.path_and_query(),
+        }
+    }
+
+    /// The request target as a `Uri`. An HTTP/1 origin-form target is built into one here
+    /// (its parser checked it and kept its bytes): [`path`](Self::path) and
+    /// [`query`](Self::query) cost less.
+    pub fn uri(&self) -> Uri {
+        match self.target {
+            TargetOf::Uri(uri) => uri.clone(),
+            // The parser's check is a subset of what `Uri` takes, so this always succeeds.
+            TargetOf::Parsed(target) => target.clone().into_uri().unwrap_or_default(),
+        }
+    }
+
+    /// The target's `Uri` when it has one already (HTTP/2, absolute-form HTTP/1).
+    fn built_uri(&self) -> Option<&'a Uri> {
+        match self.target {
+            TargetOf::Uri(uri) => Some(uri),
+            TargetOf::Parsed(target) => target.as_uri(),
+        }
     }
 
     /// The protocol version.
@@ -174,7 +241,7 @@ impl<'a> Head<'a> {
 
     /// The host the request is for, as routes match it (see `exchange::host_of`).
     pub(crate) fn host(&self) -> Option<&'a str> {
-        crate::exchange::host_of(self.uri, || self.header("host"))
+        crate::exchange::host_of(self.built_uri(), || self.header("host"))
     }
 
     /// A built request's head.

@@ -108,11 +108,11 @@ impl Route {
 
     /// Whether the route takes a request for `path`, whose host `host` gives (asked only
     /// when the route names one: most do not, and finding the host costs a field lookup).
-    fn matches<'r>(&self, path: &str, host: impl FnOnce() -> Option<&'r str>) -> bool {
+    fn matches<'r>(&self, path: &[u8], host: impl FnOnce() -> Option<&'r str>) -> bool {
         let path_ok = match &self.path {
             PathMatch::Any => true,
-            PathMatch::Exact(p) => path == p,
-            PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Exact(p) => path == p.as_bytes(),
+            PathMatch::Prefix(p) => path.starts_with(p.as_bytes()),
         };
         let Some(want) = self.host.as_deref().filter(|_| path_ok) else { return path_ok };
         let Some(have) = host() else { return false };
@@ -295,11 +295,12 @@ impl BuiltinRoutes {
 
     /// The first route matching `request`.
     fn route(&self, request: &Request<Body>) -> Option<&Route> {
-        self.route_for(request.uri().path(), || crate::exchange::request_host(request))
+        let path = request.uri().path().as_bytes();
+        self.route_for(path, || crate::exchange::request_host(request))
     }
 
     /// [`route`](Self::route) from a request's path and host (found only if a route asks).
-    fn route_for<'a>(&self, path: &str, host: impl FnOnce() -> Option<&'a str>) -> Option<&Route> {
+    fn route_for<'a>(&self, path: &[u8], host: impl FnOnce() -> Option<&'a str>) -> Option<&Route> {
         if self.routes.is_empty() {
             return None;
         }
@@ -368,7 +369,7 @@ impl Handler for BuiltinRoutes {
     /// `call_with` would answer the same and nothing else runs first (no client checks on
     /// the route, no compression, no files tried first).
     fn answer(&self, head: &Head<'_>) -> Option<Answer> {
-        match self.route_for(head.uri().path(), || head.host()) {
+        match self.route_for(head.path_bytes(), || head.host()) {
             Some(route) if route.checks_clients() || route.compress => None,
             Some(route) => match &route.action {
                 Action::Fixed(f) => Some(Answer::Fixed(f.clone())),
@@ -380,7 +381,7 @@ impl Handler for BuiltinRoutes {
             },
             None if self.compress_fallback || self.fallback_files.is_some() => None,
             None => match self.fallback {
-                None => self.builtin_answer(head.uri().path()).map(Answer::Fixed),
+                None => self.builtin_answer(head.path_bytes()).map(Answer::Fixed),
                 Some(_) => self.fallback_cache.as_deref()?.fresh_hit(head).map(Answer::Response),
             },
         }
@@ -472,7 +473,7 @@ impl Handler for BuiltinRoutes {
 impl BuiltinRoutes {
     /// The built-in routes: the welcome page, the benchmark routes and `/echo`.
     fn builtin(&self, request: Request<Body>) -> Response<Body> {
-        if let Some(answer) = self.builtin_answer(request.uri().path()) {
+        if let Some(answer) = self.builtin_answer(request.uri().path().as_bytes()) {
             return answer.into_response();
         }
         // `/echo`: streams the request body straight back, with its length when known.
@@ -485,18 +486,18 @@ impl BuiltinRoutes {
     }
 
     /// The built-in routes' fixed answers: all of them but `/echo` (`None`).
-    fn builtin_answer(&self, path: &str) -> Option<Fixed> {
+    fn builtin_answer(&self, path: &[u8]) -> Option<Fixed> {
         let (status, content_type, body) = match path {
-            "/plaintext" => {
+            b"/plaintext" => {
                 (StatusCode::OK, content_type::TEXT, Bytes::from_static(b"Hello, World!"))
             }
-            "/json" => (
+            b"/json" => (
                 StatusCode::OK,
                 content_type::JSON,
                 Bytes::from_static(br#"{"message":"Hello, World!"}"#),
             ),
-            "/echo" => return None,
-            "/" => {
+            b"/echo" => return None,
+            b"/" => {
                 let page = self.welcome.get().cloned().unwrap_or_else(|| {
                     let empty = crate::overview::Overview {
                         listeners: Vec::new(),

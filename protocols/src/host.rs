@@ -78,7 +78,7 @@ fn is_reg_name(host: &[u8]) -> bool {
 
 /// The bytes a `reg-name` holds as themselves: unreserved (`ALPHA DIGIT - . _ ~`) and
 /// sub-delims (`! $ & ' ( ) * + , ; =`).
-const REG_NAME: [bool; 256] = {
+static REG_NAME: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
     while b < 256 {

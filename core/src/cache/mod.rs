@@ -382,7 +382,7 @@ impl ResponseCache {
 /// query.
 fn key_of(request: &Head<'_>, key: &mut String) {
     let host = request.host().unwrap_or("");
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let path = request.path_and_query();
     key.clear();
     key.push_str(host);
     key.make_ascii_lowercase();

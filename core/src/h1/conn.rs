@@ -335,7 +335,7 @@ fn offer<H: Handler>(
     let info = details.info();
     let limits = &settings.limits;
     let log = settings.access_log.as_ref();
-    let mut record = Record::start(&head.method, &head.uri, head.version, info.peer, log);
+    let mut record = Record::start(&head.method, &head.target, head.version, info.peer, log);
     if let (BodyFraming::Length(n), Some(max)) = (head.framing, limits.max_request_body_size) {
         if n > max {
             // Before reading any of it, and before any 100 Continue.
@@ -370,7 +370,7 @@ fn offer<H: Handler>(
     }
     // A request without a body may be answered from its head: no `Request` is built, and
     // its fields never go into a `HeaderMap`.
-    let view = Head::new(&head.method, &head.uri, head.version, Fields::Raw(&head.fields));
+    let view = Head::new(&head.method, &head.target, head.version, Fields::Raw(&head.fields));
     let close = !head.keep_alive || rt::shutting_down();
     let (status, body_bytes, close) = match exchange::answer(handler, &view) {
         Ok(Some(Answer::Fixed(fixed))) => {
@@ -419,14 +419,14 @@ async fn serve_request<H: Handler>(
     clients: &ClientPolicy,
 ) -> Result<bool, Ending> {
     let Started { head, mut record, info, answered } = started;
-    let ParsedHead { method, uri, version, framing, keep_alive, upgrade, fields, .. } = head;
+    let ParsedHead { method, target, version, framing, keep_alive, upgrade, fields, .. } = head;
     let (over_rate, answered) = match answered {
         Some(answered) => (None, answered),
         None => {
             let over_rate = clients.admit(info.client).await;
             let answered = match over_rate {
                 None if framing == BodyFraming::Empty => {
-                    let head = Head::new(&method, &uri, version, Fields::Raw(&fields));
+                    let head = Head::new(&method, &target, version, Fields::Raw(&fields));
                     exchange::answer(handler, &head)
                 }
                 _ => Ok(None),
@@ -454,9 +454,9 @@ async fn serve_request<H: Handler>(
         (_, Err(Panicked)) => (exchange::internal_error(), true),
         (Some(too_many), Ok(None)) => (too_many, false),
         (None, Ok(None)) => {
-            let headers = match fields.to_map() {
-                Ok(headers) => headers,
-                Err(e) => return Err(reject(&e)),
+            let (headers, uri) = match (fields.to_map(), target.into_uri()) {
+                (Ok(headers), Ok(uri)) => (headers, uri),
+                (Err(e), _) | (_, Err(e)) => return Err(reject(&e)),
             };
             drop(fields);
             let body = match framing {

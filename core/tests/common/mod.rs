@@ -121,7 +121,7 @@ impl Handler for AnsweringHandler {
     }
 
     fn answer(&self, head: &peregrine::Head<'_>) -> Option<peregrine::Answer> {
-        let body = match head.uri().path() {
+        let body = match head.path() {
             "/fixed" => Bytes::from_static(b"fixed"),
             "/host" => Bytes::copy_from_slice(head.header("host")?),
             "/fixed-panic" => panic!("AnsweringHandler: /fixed-panic panics on purpose"),

@@ -101,11 +101,12 @@ impl HeadParser {
         {
             self.parses += 1;
         }
-        let head = parse_head(buf, cfg)?;
-        if head.is_some() {
+        // Returned as `parse_head` built it: unwrapping and re-wrapping would copy the head.
+        let head = parse_head(buf, cfg);
+        if let Ok(Some(_)) = head {
             *self = HeadParser::default();
         }
-        Ok(head)
+        head
     }
 }
 
@@ -195,10 +196,10 @@ mod tests {
     fn resets_for_the_next_pipelined_head() {
         let mut buf = BytesMut::from(&b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\n"[..]);
         let mut p = HeadParser::new();
-        assert_eq!(p.parse(&mut buf, &cfg()).unwrap().unwrap().uri.path(), "/1");
+        assert_eq!(p.parse(&mut buf, &cfg()).unwrap().unwrap().target.path(), "/1");
         assert!(!p.started());
         assert!(p.parse(&mut buf, &cfg()).unwrap().is_none());
         buf.extend_from_slice(b"Host: x\r\n\r\n");
-        assert_eq!(p.parse(&mut buf, &cfg()).unwrap().unwrap().uri.path(), "/2");
+        assert_eq!(p.parse(&mut buf, &cfg()).unwrap().unwrap().target.path(), "/2");
     }
 }

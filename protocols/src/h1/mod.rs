@@ -38,7 +38,9 @@ pub use error::{BodyError, Limit, LimitExceeded, ParseError, Violation};
 pub use head::HeadParser;
 #[doc(hidden)]
 pub use lex::agrees_with_reference;
-pub use request::{parse_request, BodyFraming, ParseConfig, ParsedHead, RawFields, RequestHead};
+pub use request::{
+    parse_request, BodyFraming, ParseConfig, ParsedHead, RawFields, RequestHead, Target,
+};
 pub use response::{
     encode_chunk_header, encode_error_response, encode_last_chunk, encode_response_head,
     response_framing, ResponseFraming, CHUNK_END, CONTINUE_100, LAST_CHUNK,

@@ -68,8 +68,8 @@ pub struct RequestHead {
 pub struct ParsedHead {
     /// The request method.
     pub method: Method,
-    /// The request target.
-    pub uri: Uri,
+    /// The request target, checked; a `Uri` only when asked for.
+    pub target: Target,
     /// `HTTP/1.0` or `HTTP/1.1`.
     pub version: Version,
     /// How the body is framed.
@@ -164,7 +164,7 @@ impl ParsedHead {
         Ok(RequestHead {
             headers: self.fields.to_map()?,
             method: self.method,
-            uri: self.uri,
+            uri: self.target.into_uri()?,
             version: self.version,
             framing: self.framing,
             keep_alive: self.keep_alive,
@@ -198,7 +198,7 @@ pub(crate) fn parse_head(
     // The common shape, in one pass; anything else goes to the reference tokeniser.
     if let Some(raw) = lex::lex_common(buf, cfg, slots, &mut kept) {
         let head = buf.split_to(raw.len).freeze();
-        return check_head(head, &raw, kept).map(Some);
+        return check_head(head, &raw, kept);
     }
     kept.clear();
     // Most requests carry a handful of headers: parse first with a small span array (its
@@ -212,7 +212,7 @@ pub(crate) fn parse_head(
             let Some(raw) = result? else { return Ok(None) };
             let head = buf.split_to(raw.len).freeze();
             kept.extend(small[..raw.header_count].iter().map(FieldSpan::of));
-            return check_head(head, &raw, kept).map(Some);
+            return check_head(head, &raw, kept);
         }
     }
     let mut stack_spans = [const { HeaderSpan::EMPTY }; scan::STACK_HEADER_SLOTS];
@@ -229,7 +229,7 @@ pub(crate) fn parse_head(
     // below the head is already consumed, which is fine: the caller closes the connection.
     let head = buf.split_to(raw.len).freeze();
     kept.extend(spans[..raw.header_count].iter().map(FieldSpan::of));
-    check_head(head, &raw, kept).map(Some)
+    check_head(head, &raw, kept)
 }
 
 /// Fields a request's map has room for beyond what arrived: a reverse proxy adds its
@@ -255,7 +255,14 @@ fn invalid(v: Violation) -> ParseError {
 /// Applies the semantic rules to a tokenised head (`bytes` is the head, split off the
 /// buffer). When several rules are broken the first in this order is reported: malformed
 /// field bytes, target, Host, Transfer-Encoding, Content-Length.
-fn check_head(bytes: Bytes, raw: &RawHead, kept: Vec<FieldSpan>) -> Result<ParsedHead, ParseError> {
+///
+/// Returns the head as the parse's result (built in place, not wrapped afterwards: a head is
+/// a couple of hundred bytes to copy).
+fn check_head(
+    bytes: Bytes,
+    raw: &RawHead,
+    kept: Vec<FieldSpan>,
+) -> Result<Option<ParsedHead>, ParseError> {
     let method = Method::from_bytes(&bytes[raw.method.clone()]).map_err(malformed)?;
     let version = if raw.minor_version == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
 
@@ -271,7 +278,7 @@ fn check_head(bytes: Bytes, raw: &RawHead, kept: Vec<FieldSpan>) -> Result<Parse
         fields.observe(name, value);
     }
 
-    let uri = parse_target(&method, bytes.slice(raw.target.clone()))?;
+    let target = parse_target(&method, bytes.slice(raw.target.clone()))?;
     fields.check_host(version)?;
     let framing = fields.framing(version)?;
 
@@ -279,9 +286,9 @@ fn check_head(bytes: Bytes, raw: &RawHead, kept: Vec<FieldSpan>) -> Result<Parse
     // RFC 9112 §9.3: HTTP/1.1 is persistent unless `close`; HTTP/1.0 only with `keep-alive`.
     // `close` wins when both are sent.
     let keep_alive = !fields.conn_close && (http11 || fields.conn_keep_alive);
-    Ok(ParsedHead {
+    Ok(Some(ParsedHead {
         method,
-        uri,
+        target,
         version,
         framing,
         keep_alive,
@@ -290,7 +297,137 @@ fn check_head(bytes: Bytes, raw: &RawHead, kept: Vec<FieldSpan>) -> Result<Parse
         // RFC 9110 §7.8: a server MUST ignore Upgrade in an HTTP/1.0 request.
         upgrade: http11 && fields.conn_upgrade && fields.upgrade,
         fields: RawFields { bytes, spans: kept },
-    })
+    }))
+}
+
+/// A request target that passed [`parse_target`]'s checks.
+///
+/// An origin-form target (`/path?query`) made only of bytes `http::Uri` takes as they are,
+/// which is nearly every one, stays those bytes until a `Uri` is asked for: building one
+/// checks every byte again and costs about 250 instructions that a request answered from
+/// its head ([`ParsedHead`]) never needed. Any other target is a `Uri` from the start.
+#[derive(Debug, Clone)]
+pub struct Target(TargetRepr);
+
+#[derive(Debug, Clone)]
+enum TargetRepr {
+    /// Origin-form: ASCII, no fragment, every byte one `Uri` keeps as it is.
+    Origin {
+        text: Bytes,
+        /// Where `?` is, if anywhere.
+        query: Option<usize>,
+    },
+    Uri(Uri),
+}
+
+impl Target {
+    /// The path, as `Uri::path` gives it.
+    pub fn path(&self) -> &str {
+        match &self.0 {
+            TargetRepr::Origin { text, query } => ascii(&text[..query.unwrap_or(text.len())]),
+            TargetRepr::Uri(uri) => uri.path(),
+        }
+    }
+
+    /// [`path`](Self::path)'s bytes, without making them text (a check of each byte).
+    pub fn path_bytes(&self) -> &[u8] {
+        match &self.0 {
+            TargetRepr::Origin { text, query } => &text[..query.unwrap_or(text.len())],
+            TargetRepr::Uri(uri) => uri.path().as_bytes(),
+        }
+    }
+
+    /// The query, as `Uri::query` gives it.
+    pub fn query(&self) -> Option<&str> {
+        match &self.0 {
+            TargetRepr::Origin { text, query } => query.map(|q| ascii(&text[q + 1..])),
+            TargetRepr::Uri(uri) => uri.query(),
+        }
+    }
+
+    /// The path with its query (`/` when the target has neither, as in `*`'s `Uri`).
+    pub fn path_and_query(&self) -> &str {
+        match &self.0 {
+            TargetRepr::Origin { text, .. } => ascii(text),
+            TargetRepr::Uri(uri) => uri.path_and_query().map_or("/", |p| p.as_str()),
+        }
+    }
+
+    /// The target as a `Uri`, when it was built as one (it is not origin-form, or has bytes
+    /// a `Uri` re-encodes).
+    pub fn as_uri(&self) -> Option<&Uri> {
+        match &self.0 {
+            TargetRepr::Origin { .. } => None,
+            TargetRepr::Uri(uri) => Some(uri),
+        }
+    }
+
+    /// The target as a `Uri`. Fails only if `Uri` refuses what the origin-form check let
+    /// through, which the tests below rule out byte by byte.
+    pub fn into_uri(self) -> Result<Uri, ParseError> {
+        match self.0 {
+            TargetRepr::Origin { text, .. } => {
+                Uri::from_maybe_shared(text).map_err(|_| invalid(Violation::InvalidTarget))
+            }
+            TargetRepr::Uri(uri) => Ok(uri),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            TargetRepr::Origin { .. } => f.write_str(self.path_and_query()),
+            TargetRepr::Uri(uri) => uri.fmt(f),
+        }
+    }
+}
+
+/// `bytes` as text: only called on a target the origin-form check found ASCII.
+fn ascii(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
+
+/// Bytes an origin-form target may hold in its path ([`PATH_BYTE`]) and in its query
+/// ([`QUERY_BYTE`]) for `Uri` to keep it byte for byte: printable ASCII, less what `http`'s
+/// grammars refuse or treat specially (`#` starts a fragment; `?` ends the path).
+static PLAIN_TARGET: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if b.is_ascii_graphic() {
+            if !matches!(b, b'#' | b'<' | b'>' | b'`' | b'?') {
+                table[i] |= PATH_BYTE;
+            }
+            if !matches!(b, b'#' | b'<' | b'>' | b'"') {
+                table[i] |= QUERY_BYTE;
+            }
+        }
+        i += 1;
+    }
+    table
+};
+const PATH_BYTE: u8 = 1;
+const QUERY_BYTE: u8 = 2;
+
+/// Whether `target` is an origin-form target `Uri` keeps byte for byte (RFC 9112 §3.2.1):
+/// `/`, path bytes, then optionally `?` and query bytes (see [`PLAIN_TARGET`]). Returns
+/// where `?` is.
+fn plain_origin_form(target: &[u8]) -> Option<Option<usize>> {
+    if target.first() != Some(&b'/') || target.len() >= usize::from(u16::MAX) {
+        return None;
+    }
+    let (mut query, mut allowed) = (None, PATH_BYTE);
+    for (i, &b) in target.iter().enumerate() {
+        if PLAIN_TARGET[usize::from(b)] & allowed == 0 {
+            if b != b'?' || query.is_some() {
+                return None;
+            }
+            (query, allowed) = (Some(i), QUERY_BYTE);
+        }
+    }
+    Some(query)
 }
 
 /// Checks the request-target against the form its method allows (RFC 9112 §3.2).
@@ -303,7 +440,17 @@ fn check_head(bytes: Bytes, raw: &RawHead, kept: Vec<FieldSpan>) -> Result<Parse
 ///
 /// A fragment is never part of a request-target; `http` would drop it silently, we reject
 /// it. Targets longer than `http::Uri` can hold (64 KiB) are rejected as invalid too.
-fn parse_target(method: &Method, target: Bytes) -> Result<Uri, ParseError> {
+pub(crate) fn parse_target(method: &Method, target: Bytes) -> Result<Target, ParseError> {
+    if *method != Method::CONNECT {
+        if let Some(query) = plain_origin_form(&target) {
+            return Ok(Target(TargetRepr::Origin { text: target, query }));
+        }
+    }
+    parse_target_uri(method, target).map(|uri| Target(TargetRepr::Uri(uri)))
+}
+
+/// [`parse_target`] for the targets that become a `Uri` at once.
+fn parse_target_uri(method: &Method, target: Bytes) -> Result<Uri, ParseError> {
     let bad = || invalid(Violation::InvalidTarget);
     if target.contains(&b'#') {
         return Err(bad());
@@ -500,6 +647,47 @@ pub(crate) fn head_may_be_complete(buf: &[u8], from: usize) -> bool {
         .windows(2)
         .enumerate()
         .any(|(i, w)| w == b"\n\n" || (w == b"\n\r" && buf.get(start + i + 2) == Some(&b'\n')))
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::*;
+
+    /// Every byte, in the path and in the query: where the origin-form check keeps a target
+    /// as bytes, the `Uri` built later exists and has the same path and query; where it
+    /// does not, the target goes the `Uri` way at once, with the same outcome as before.
+    #[test]
+    fn a_target_kept_as_bytes_becomes_the_same_uri() {
+        let mut kept = 0;
+        for b in 0..=255u8 {
+            for raw in [
+                [b"/a".as_slice(), &[b], b"b?q=1"].concat(),
+                [b"/a?q".as_slice(), &[b], b"x"].concat(),
+            ] {
+                let bytes = Bytes::from(raw.clone());
+                let target = parse_target(&Method::GET, bytes.clone());
+                let reference = parse_target_uri(&Method::GET, bytes);
+                match (target, reference) {
+                    (Ok(t), Ok(uri)) => {
+                        kept += usize::from(t.as_uri().is_none());
+                        assert_eq!((t.path(), t.query()), (uri.path(), uri.query()), "{raw:?}");
+                        assert_eq!(t.path_bytes(), uri.path().as_bytes());
+                        let want = uri.path_and_query().unwrap().as_str();
+                        assert_eq!(t.path_and_query(), want);
+                        assert_eq!(t.to_string(), uri.to_string());
+                        assert_eq!(t.into_uri().unwrap(), uri);
+                    }
+                    (Err(_), Err(_)) => {}
+                    (t, uri) => panic!("{raw:?}: {t:?} but the Uri way says {uri:?}"),
+                }
+            }
+        }
+        assert!(kept > 150, "{kept} kept as bytes");
+        let star = parse_target(&Method::OPTIONS, Bytes::from_static(b"*")).unwrap();
+        assert_eq!((star.as_uri().is_some(), star.path_and_query()), (true, "*"));
+        let absolute = parse_target(&Method::GET, Bytes::from_static(b"http://h/p?q")).unwrap();
+        assert_eq!((absolute.path(), absolute.query()), ("/p", Some("q")));
+    }
 }
 
 #[cfg(test)]
