@@ -55,12 +55,6 @@ impl ClientPolicy {
         self.connections.is_some() || self.rates.is_some()
     }
 
-    /// Whether requests are subject to a rate limit ([`admit`](Self::admit) may answer or
-    /// wait).
-    pub(crate) fn limits_requests(&self) -> bool {
-        self.rates.is_some()
-    }
-
     /// The client key of `ip`.
     pub(crate) fn key(&self, ip: IpAddr) -> ClientKey {
         ClientKey::new(ip, self.ipv6_prefix)
@@ -85,8 +79,17 @@ impl ClientPolicy {
     /// Applies the listener's `rate_limit` to a request from `peer`: `None` to serve it
     /// (after waiting its turn, if it is one of the `delayed`), or the `429` to answer.
     pub(crate) async fn admit(&self, peer: Option<IpAddr>) -> Option<Response<Body>> {
-        let (Some(rates), Some(ip)) = (self.rates.as_ref(), peer) else { return None };
-        admit(rates, self.key(ip), ip).await
+        match self.check(peer) {
+            Admission::Now => None,
+            waits => waits.wait().await,
+        }
+    }
+
+    /// [`admit`](Self::admit)'s verdict, decided at once: a request to serve now needs no
+    /// future.
+    pub(crate) fn check(&self, peer: Option<IpAddr>) -> Admission {
+        let (Some(rates), Some(ip)) = (self.rates.as_ref(), peer) else { return Admission::Now };
+        check(rates, self.key(ip), ip)
     }
 }
 
@@ -95,26 +98,52 @@ pub(crate) fn route_rates(limit: RateLimit) -> Arc<ClientRates> {
     ClientRates::new(limit, Instant::now())
 }
 
+/// What a rate limit says of a request, decided at once.
+pub(crate) enum Admission {
+    /// Serve it now.
+    Now,
+    /// Serve it after this wait (one of the `delayed`).
+    After(Duration),
+    /// Answer this `429` (counted, and logged with the address).
+    Refused(Response<Body>),
+}
+
+impl Admission {
+    /// Waits out an [`Admission::After`]: `None` to serve the request, or the `429`.
+    pub(crate) async fn wait(self) -> Option<Response<Body>> {
+        match self {
+            Admission::Now => None,
+            Admission::After(wait) => {
+                // Waits on the connection's task, as nginx's delayed requests do.
+                rt::timer::timeout(rt::now() + wait, std::future::pending::<()>()).await;
+                None
+            }
+            Admission::Refused(too_many) => Some(too_many),
+        }
+    }
+}
+
+/// Applies `rates` to a request from `ip` (counted as `key`), without waiting.
+pub(crate) fn check(rates: &ClientRates, key: ClientKey, ip: IpAddr) -> Admission {
+    match rates.check(key, rt::now()) {
+        RateVerdict::Now => Admission::Now,
+        RateVerdict::After(wait) => Admission::After(wait),
+        RateVerdict::Refused(wait) => {
+            tracing::debug!(%ip, retry_after = ?wait, "rate_limit: answering 429");
+            crate::metrics::count(|m| m.rejected(Rejection::Limit(Limit::RateLimit)));
+            Admission::Refused(too_many_requests(wait))
+        }
+    }
+}
+
 /// Applies `rates` to a request from `ip` (counted as `key`): `None` to serve it (after its
-/// wait, if it has one), or the `429` to answer (counted, and logged with the address).
+/// wait, if it has one), or the `429` to answer.
 pub(crate) async fn admit(
     rates: &ClientRates,
     key: ClientKey,
     ip: IpAddr,
 ) -> Option<Response<Body>> {
-    match rates.check(key, rt::now()) {
-        RateVerdict::Now => None,
-        RateVerdict::After(wait) => {
-            // Waits on the connection's task, as nginx's delayed requests do.
-            rt::timer::timeout(rt::now() + wait, std::future::pending::<()>()).await;
-            None
-        }
-        RateVerdict::Refused(wait) => {
-            tracing::debug!(%ip, retry_after = ?wait, "rate_limit: answering 429");
-            crate::metrics::count(|m| m.rejected(Rejection::Limit(Limit::RateLimit)));
-            Some(too_many_requests(wait))
-        }
-    }
+    check(rates, key, ip).wait().await
 }
 
 /// `429 Too Many Requests` with `Retry-After` in whole seconds (rounded up; at least 1).

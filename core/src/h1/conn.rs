@@ -35,7 +35,7 @@ use super::write::{
     write_answer, Prepared, Written,
 };
 use crate::access_log::CoreLog;
-use crate::clients::ClientPolicy;
+use crate::clients::{Admission, ClientPolicy};
 use crate::exchange::{self, Panicked, Record};
 use crate::handler::{Answer, Fields};
 use crate::metrics::Rejection;
@@ -178,7 +178,7 @@ pub(crate) fn serve<H: Handler>(
                         match offer(&io, &*handler, &settings, head, &details, clients) {
                             Offered::Done(done) => Ok(done),
                             Offered::Serve(started) => Err(rt::boxed(|| {
-                                serve_request(&io, &*handler, &settings, started, &details, clients)
+                                serve_request(&io, &*handler, &settings, started, &details)
                             })),
                         }
                     }
@@ -232,9 +232,7 @@ async fn read_and_serve<H: Handler>(
     let head = read_head(io, settings, parser, first_deadline).await?;
     match offer(io, handler, settings, head, details, clients) {
         Offered::Done(done) => done,
-        Offered::Serve(started) => {
-            serve_request(io, handler, settings, started, details, clients).await
-        }
+        Offered::Serve(started) => serve_request(io, handler, settings, started, details).await,
     }
 }
 
@@ -302,9 +300,20 @@ struct Started {
     record: Record,
     /// The connection's details, with the real client when a trusted proxy names it.
     info: ConnectionInfo,
-    /// What [`Handler::answer`] said, when it was asked (`None`: the request has a body, or
-    /// a rate limit has a say first).
-    answered: Option<Result<Option<Answer>, Panicked>>,
+    /// Where the exchange stands.
+    stage: Stage,
+}
+
+/// How far [`offer`] took an exchange it could not end.
+enum Stage {
+    /// The request has a body: call the handler.
+    Call,
+    /// A rate limit delays the request: wait, then answer or call.
+    Delayed(Admission),
+    /// A rate limit refused it: this `429` is the response.
+    Refused(http::Response<Body>),
+    /// What [`Handler::answer`] said of a bodiless request.
+    Answered(Result<Option<Answer>, Panicked>),
 }
 
 /// What [`offer`] made of a request.
@@ -365,8 +374,14 @@ fn offer<H: Handler>(
     let forwarded_for = head.fields.values(crate::trust::X_FORWARDED_FOR.as_str());
     let info = settings.real_client(info, forwarded_for);
     record.note_client(info.client);
-    if has_body || clients.limits_requests() {
-        return Offered::Serve(Started { head, record, info, answered: None });
+    let stage = match clients.check(info.client) {
+        Admission::Now if !has_body => None,
+        Admission::Now => Some(Stage::Call),
+        Admission::Refused(too_many) => Some(Stage::Refused(too_many)),
+        delayed => Some(Stage::Delayed(delayed)),
+    };
+    if let Some(stage) = stage {
+        return Offered::Serve(Started { head, record, info, stage });
     }
     // A request without a body may be answered from its head: no `Request` is built, and
     // its fields never go into a `HeaderMap`.
@@ -395,7 +410,8 @@ fn offer<H: Handler>(
             (response.status(), body_bytes, close)
         }
         answered => {
-            return Offered::Serve(Started { head, record, info, answered: Some(answered) })
+            let stage = Stage::Answered(answered);
+            return Offered::Serve(Started { head, record, info, stage });
         }
     };
     // Closing flushes on the way out; a pipelined batch is sent once it is read.
@@ -416,14 +432,15 @@ async fn serve_request<H: Handler>(
     settings: &Settings,
     started: Started,
     details: &crate::conn::ConnectionDetails,
-    clients: &ClientPolicy,
 ) -> Result<bool, Ending> {
-    let Started { head, mut record, info, answered } = started;
+    let Started { head, mut record, info, stage } = started;
     let ParsedHead { method, target, version, framing, keep_alive, upgrade, fields, .. } = head;
-    let (over_rate, answered) = match answered {
-        Some(answered) => (None, answered),
-        None => {
-            let over_rate = clients.admit(info.client).await;
+    let (over_rate, answered) = match stage {
+        Stage::Answered(answered) => (None, answered),
+        Stage::Call => (None, Ok(None)),
+        Stage::Refused(too_many) => (Some(too_many), Ok(None)),
+        Stage::Delayed(admission) => {
+            let over_rate = admission.wait().await;
             let answered = match over_rate {
                 None if framing == BodyFraming::Empty => {
                     let head = Head::new(&method, &target, version, Fields::Raw(&fields));
