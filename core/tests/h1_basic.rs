@@ -452,8 +452,47 @@ fn fixed_answers(io: IoChoice) {
     finish(server);
 }
 
+/// A fixed answer the socket cannot take at once: what the send that does not wait leaves
+/// goes out later, whole and in order, while the client is slow to read; pipelined ones
+/// past the batching threshold too; and the connection carries on.
+fn fixed_answers_larger_than_the_socket_takes(io: IoChoice) {
+    let (server, _) = common::start_answering(io);
+    let big = common::big_body();
+    let mut c = Client::connect(addr(&server));
+    c.send(
+        b"GET /fixed-big HTTP/1.1
+Host: x
+
+",
+    );
+    // Nothing is read for a while: the server's send fills the socket and must wait.
+    std::thread::sleep(Duration::from_millis(300));
+    let r = c.read_response();
+    assert_eq!(r.status, 200);
+    assert!(r.body == big, "a {} byte body, not the {} sent", r.body.len(), big.len());
+    c.send(
+        &b"GET /fixed-big HTTP/1.1
+Host: x
+
+"
+        .repeat(3),
+    );
+    for _ in 0..3 {
+        assert!(c.read_response().body == big, "a pipelined large answer came back changed");
+    }
+    c.send(
+        b"GET /fixed HTTP/1.1
+Host: x
+
+",
+    );
+    assert_eq!(c.read_response().body, b"fixed");
+    finish(server);
+}
+
 all_transports!(
     fixed_answers,
+    fixed_answers_larger_than_the_socket_takes,
     hyper_get_plaintext_and_json,
     hyper_head_plaintext,
     hyper_post_echo,

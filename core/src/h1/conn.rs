@@ -207,7 +207,7 @@ pub(crate) fn serve<H: Handler>(
             }
             // Responses held back for a pipelined batch go out before the connection idles,
             // or once they are many; what `offer` could not send at once goes out here.
-            if must_flush(&io, false) && io.has_output() && Box::pin(io.flush()).await.is_err() {
+            if io.has_output() && must_flush(&io, false) && Box::pin(io.flush()).await.is_err() {
                 break Ending::Close;
             }
         };

@@ -102,7 +102,8 @@ impl futures_core::Stream for PanicAfterOneChunk {
     }
 }
 
-/// A handler that answers `/fixed` (and `/host`, with the request's `Host`) from the head
+/// A handler that answers `/fixed` (and `/host`, with the request's `Host`; `/fixed-big`,
+/// [`big_body`]) from the head
 /// ([`Handler::answer`]), panics there for `/fixed-panic`, and answers everything else
 /// through `call`: `/plaintext` as the built-in routes do (for [`assert_healthy`]), the
 /// rest with `called`, counting those calls.
@@ -125,6 +126,7 @@ impl Handler for AnsweringHandler {
             "/fixed" => Bytes::from_static(b"fixed"),
             "/host" => Bytes::copy_from_slice(head.header("host")?),
             "/fixed-panic" => panic!("AnsweringHandler: /fixed-panic panics on purpose"),
+            "/fixed-big" => Bytes::from(big_body()),
             _ => return None,
         };
         let content_type = HeaderValue::from_static("text/plain");
@@ -134,6 +136,12 @@ impl Handler for AnsweringHandler {
             body,
         }))
     }
+}
+
+/// `/fixed-big`'s body: far more than a socket's send buffer takes at once, each byte
+/// telling its position (so a lost or repeated piece shows).
+pub fn big_body() -> Vec<u8> {
+    (0..4u32 << 20).map(|i| (i % 251) as u8).collect()
 }
 
 /// Starts a one-core server (as [`start`] does) with an [`AnsweringHandler`]; the counter
