@@ -76,17 +76,8 @@ impl ClientPolicy {
         Some((table.counted(), table.addresses()))
     }
 
-    /// Applies the listener's `rate_limit` to a request from `peer`: `None` to serve it
-    /// (after waiting its turn, if it is one of the `delayed`), or the `429` to answer.
-    pub(crate) async fn admit(&self, peer: Option<IpAddr>) -> Option<Response<Body>> {
-        match self.check(peer) {
-            Admission::Now => None,
-            waits => waits.wait().await,
-        }
-    }
-
-    /// [`admit`](Self::admit)'s verdict, decided at once: a request to serve now needs no
-    /// future.
+    /// What the listener's `rate_limit` says of a request from `peer`, decided at once (a
+    /// request to serve now needs no future); a delay is waited out by [`Admission::wait`].
     pub(crate) fn check(&self, peer: Option<IpAddr>) -> Admission {
         let (Some(rates), Some(ip)) = (self.rates.as_ref(), peer) else { return Admission::Now };
         check(rates, self.key(ip), ip)

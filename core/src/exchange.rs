@@ -24,6 +24,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 
 use crate::access_log::{CoreLog, Entry, UpstreamFields};
+use crate::clients::Admission;
 use crate::handler::{Answer, Head};
 use crate::metrics::Rejection;
 use crate::{rt, Body, BodyError, Handler};
@@ -212,6 +213,51 @@ fn panicked() -> Panicked {
 /// same panic isolation as [`call`]. Only for requests without a body: the caller checks.
 pub(crate) fn answer<H: Handler>(handler: &H, head: &Head<'_>) -> Result<Option<Answer>, Panicked> {
     catch_unwind(AssertUnwindSafe(|| handler.answer(head))).map_err(|_| panicked())
+}
+
+/// How far a protocol's synchronous start of an exchange (HTTP/1's `offer`, HTTP/2's) took
+/// a request it could not end without waiting: the exchange's future goes on from here.
+pub(crate) enum Stage {
+    /// The request has a body (or opens a tunnel): call the handler.
+    Call,
+    /// A rate limit delays the request: wait, then answer or call.
+    Delayed(Admission),
+    /// A rate limit refused it: this `429` is the response.
+    Refused(Response<Body>),
+    /// What [`Handler::answer`] said of a bodiless request.
+    Answered(Result<Option<Answer>, Panicked>),
+}
+
+impl Stage {
+    /// Where a rate limit's verdict leaves a request: `None` when it may be answered at once
+    /// from its head (admitted now, and `bodiless`).
+    pub(crate) fn admitted(admission: Admission, bodiless: bool) -> Option<Stage> {
+        match admission {
+            Admission::Now if bodiless => None,
+            Admission::Now => Some(Stage::Call),
+            Admission::Refused(too_many) => Some(Stage::Refused(too_many)),
+            delayed => Some(Stage::Delayed(delayed)),
+        }
+    }
+
+    /// Waits out a delay, then says what is left: the rate limit's `429` if it refused the
+    /// request, and what [`answer`] says of it (`Ok(None)`: call the handler). `head` is
+    /// given for a bodiless request, the only kind the handler may answer from its head.
+    pub(crate) async fn settle<H: Handler>(
+        self,
+        handler: &H,
+        head: Option<Head<'_>>,
+    ) -> (Option<Response<Body>>, Result<Option<Answer>, Panicked>) {
+        match self {
+            Stage::Answered(answered) => (None, answered),
+            Stage::Call => (None, Ok(None)),
+            Stage::Refused(too_many) => (Some(too_many), Ok(None)),
+            Stage::Delayed(admission) => match admission.wait().await {
+                None => (None, head.map_or(Ok(None), |head| answer(handler, &head))),
+                refused => (refused, Ok(None)),
+            },
+        }
+    }
 }
 
 /// The `500` sent for a panicked handler.

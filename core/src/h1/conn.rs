@@ -35,8 +35,8 @@ use super::write::{
     write_answer, Prepared, Written,
 };
 use crate::access_log::CoreLog;
-use crate::clients::{Admission, ClientPolicy};
-use crate::exchange::{self, Panicked, Record};
+use crate::clients::ClientPolicy;
+use crate::exchange::{self, Panicked, Record, Stage};
 use crate::handler::{Answer, Fields};
 use crate::metrics::Rejection;
 use crate::transport::Transport;
@@ -304,18 +304,6 @@ struct Started {
     stage: Stage,
 }
 
-/// How far [`offer`] took an exchange it could not end.
-enum Stage {
-    /// The request has a body: call the handler.
-    Call,
-    /// A rate limit delays the request: wait, then answer or call.
-    Delayed(Admission),
-    /// A rate limit refused it: this `429` is the response.
-    Refused(http::Response<Body>),
-    /// What [`Handler::answer`] said of a bodiless request.
-    Answered(Result<Option<Answer>, Panicked>),
-}
-
 /// What [`offer`] made of a request.
 // Not boxed: a `Started` moves once, into the exchange's boxed future; a box of its own
 // would be a second allocation for every request that goes on.
@@ -374,13 +362,7 @@ fn offer<H: Handler>(
     let forwarded_for = head.fields.values(crate::trust::X_FORWARDED_FOR.as_str());
     let info = settings.real_client(info, forwarded_for);
     record.note_client(info.client);
-    let stage = match clients.check(info.client) {
-        Admission::Now if !has_body => None,
-        Admission::Now => Some(Stage::Call),
-        Admission::Refused(too_many) => Some(Stage::Refused(too_many)),
-        delayed => Some(Stage::Delayed(delayed)),
-    };
-    if let Some(stage) = stage {
+    if let Some(stage) = Stage::admitted(clients.check(info.client), !has_body) {
         return Offered::Serve(Started { head, record, info, stage });
     }
     // A request without a body may be answered from its head: no `Request` is built, and
@@ -435,22 +417,9 @@ async fn serve_request<H: Handler>(
 ) -> Result<bool, Ending> {
     let Started { head, mut record, info, stage } = started;
     let ParsedHead { method, target, version, framing, keep_alive, upgrade, fields, .. } = head;
-    let (over_rate, answered) = match stage {
-        Stage::Answered(answered) => (None, answered),
-        Stage::Call => (None, Ok(None)),
-        Stage::Refused(too_many) => (Some(too_many), Ok(None)),
-        Stage::Delayed(admission) => {
-            let over_rate = admission.wait().await;
-            let answered = match over_rate {
-                None if framing == BodyFraming::Empty => {
-                    let head = Head::new(&method, &target, version, Fields::Raw(&fields));
-                    exchange::answer(handler, &head)
-                }
-                _ => Ok(None),
-            };
-            (over_rate, answered)
-        }
-    };
+    let bodiless = framing == BodyFraming::Empty;
+    let view = bodiless.then(|| Head::new(&method, &target, version, Fields::Raw(&fields)));
+    let (over_rate, answered) = stage.settle(handler, view).await;
     // A panicked handler's 500 closes the connection: its state is not to be trusted.
     let (mut response, panicked) = match (over_rate, answered) {
         (_, Ok(Some(Answer::Fixed(fixed)))) => {

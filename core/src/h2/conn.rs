@@ -366,17 +366,20 @@ impl<'a, H: Handler> Driver<'a, H> {
     /// Hands the codec's events to the stream tasks. Returns whether there were any.
     fn dispatch_events(&mut self, cx: &mut Context<'_>) -> bool {
         let mut any = false;
+        let _on_conn_task = stream::OnConnTask::enter(self.shared);
         loop {
             let event = self.shared.conn.borrow_mut().poll_event();
             let Some(event) = event else { return any };
             any = true;
             match event {
                 Event::Request { id, head, end_stream } => {
+                    let offered = stream::offer(self.shared, &**self.handler, id, head, end_stream);
+                    let Some(started) = offered else { continue };
                     let slot = Slot { body_done: end_stream, ..Slot::default() };
                     self.shared.slots.borrow_mut().insert(id, slot);
                     self.shared.running.set(self.shared.running.get() + 1);
                     let (shared, handler) = (Rc::clone(self.shared), Rc::clone(self.handler));
-                    stream::start(shared, handler, id, head, end_stream, cx);
+                    stream::start(shared, handler, id, started, cx);
                 }
                 Event::Data { id, data, end_stream } => {
                     let len = data.len();

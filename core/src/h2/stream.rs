@@ -14,50 +14,139 @@ use peregrine_protocols::h2::{Reason, RequestHead, StreamId};
 
 use super::body::RequestBody;
 use super::conn::Shared;
-use crate::exchange::{self, BodyFailed, BodySink, Panicked, PumpError, Record};
+use crate::exchange::{self, BodyFailed, BodySink, Panicked, PumpError, Record, Stage};
 use crate::handler::{Answer, Fields, Fixed};
 use crate::metrics::Rejection;
 use crate::rt::executor;
 use crate::rt::timer::Timer;
-use crate::{date, rt, Body, Handler, Head};
+use crate::{date, rt, Body, ConnectionInfo, Handler, Head};
 
-/// Starts the work for a new request on stream `id`: polled once right here, on the
-/// connection task, and given a task of its own only if it has to wait. A handler that
-/// answers at once (most do) then costs no task, no scheduling and no second poll. Wakers
-/// it registered during that first poll are the connection task's: they cause at most a
-/// spurious wake of it, and the stream's own task re-registers when it first runs.
+/// What [`offer`] could not end: the rest runs in the stream's task ([`start`]).
+pub(crate) struct Started {
+    head: Box<RequestHead>,
+    end_stream: bool,
+    record: Record,
+    /// The connection's details, with the real client when a trusted proxy names it.
+    info: ConnectionInfo,
+    stage: Stage,
+}
+
+/// Begins the exchange for a new request on stream `id`, and ends it where that takes no
+/// waiting (as HTTP/1's `offer` does): a request without a body, under no rate limit, that
+/// the handler answers from its head with a fixed response or one whose body is in memory
+/// and within `max_stream_send_buffer` is queued on the codec here, on the connection task.
+/// Such a stream costs no task, no slot and no future (h2c `/plaintext` spent about 900
+/// instructions a request on them). Anything else comes back as a [`Started`].
+pub(crate) fn offer<H: Handler>(
+    shared: &Shared,
+    handler: &H,
+    id: StreamId,
+    head: Box<RequestHead>,
+    end_stream: bool,
+) -> Option<Started> {
+    crate::metrics::count(|m| m.h2_stream_opened());
+    let started = begin(shared, handler, id, head, end_stream);
+    if started.is_none() {
+        crate::metrics::count(|m| m.h2_stream_closed());
+    }
+    started
+}
+
+/// [`offer`], but for the stream counts.
+fn begin<H: Handler>(
+    shared: &Shared,
+    handler: &H,
+    id: StreamId,
+    head: Box<RequestHead>,
+    end_stream: bool,
+) -> Option<Started> {
+    let limits = &shared.settings.limits;
+    let log = shared.settings.access_log.as_ref();
+    let mut record =
+        Record::start(&head.method, &head.uri, Version::HTTP_2, shared.info.info().peer, log);
+    if let (Some(n), Some(max)) = (head.content_length, limits.max_request_body_size) {
+        if n > max {
+            crate::metrics::count(|m| m.rejected(Rejection::Limit(Limit::MaxRequestBodySize)));
+            respond_error(shared, id, StatusCode::PAYLOAD_TOO_LARGE);
+            return None;
+        }
+    }
+    let forwarded_for = head.headers.get_all(&crate::trust::X_FORWARDED_FOR).map(|v| v.as_bytes());
+    let info = shared.settings.real_client(shared.info.info(), forwarded_for);
+    record.note_client(info.client);
+    let admission = shared.clients.check(info.client);
+    if let Some(stage) = Stage::admitted(admission, end_stream) {
+        return Some(Started { head, end_stream, record, info, stage });
+    }
+    // No `Request` is built, and the fields never go into a `HeaderMap`.
+    let view = Head::new(&head.method, &head.uri, Version::HTTP_2, Fields::List(&head.headers));
+    let max = limits.h2.max_stream_send_buffer;
+    let whole = |len: Option<u64>| len.is_some_and(|n| n <= max as u64);
+    // A CONNECT's 2xx opens a tunnel, which is not a whole response.
+    let connect = head.method == Method::CONNECT;
+    let (status, bytes) = match exchange::answer(handler, &view) {
+        Ok(Some(Answer::Fixed(fixed))) if whole(Some(fixed.body.len() as u64)) => {
+            let body = fixed.body.clone();
+            (
+                fixed.status,
+                queue_whole(shared, id, fixed.status, fixed.fields(), body, &head.method),
+            )
+        }
+        Ok(Some(Answer::Response(mut response)))
+            if !connect && response.body().is_in_memory() && whole(response.body().exact_len()) =>
+        {
+            record.note_upstream(&response);
+            let body = response.body_mut().take_full().unwrap_or_default();
+            let status = response.status();
+            (status, queue_whole(shared, id, status, response.headers(), body, &head.method))
+        }
+        // The 500 goes on this stream only: the connection's other streams go on.
+        Err(Panicked) => {
+            respond_error(shared, id, StatusCode::INTERNAL_SERVER_ERROR);
+            return None;
+        }
+        answered => {
+            let stage = Stage::Answered(answered);
+            return Some(Started { head, end_stream, record, info, stage });
+        }
+    };
+    if let Some(bytes) = bytes {
+        record.finish(status, bytes, log);
+    }
+    None
+}
+
+/// Runs what [`offer`] began on stream `id`: polled once right here, on the connection
+/// task, and given a task of its own only if it has to wait. Wakers it registered during
+/// that first poll are the connection task's: they cause at most a spurious wake of it, and
+/// the stream's own task re-registers when it first runs.
 pub(crate) fn start<H: Handler>(
     shared: Rc<Shared>,
     handler: Rc<H>,
     id: StreamId,
-    head: Box<RequestHead>,
-    end_stream: bool,
+    started: Started,
     cx: &mut Context<'_>,
 ) {
-    crate::metrics::count(|m| m.h2_stream_opened());
     // One allocation per stream: the handler's future is built inside the task, which owns
     // what it needs (an `async` block borrowing them would need the work boxed apart).
     let task_shared = Rc::clone(&shared);
     let mut work = rt::boxed(|| StreamTask {
         shared: Rc::clone(&shared),
         id,
-        work: run(task_shared, handler, id, head, end_stream),
+        work: run(task_shared, handler, id, started),
     });
-    let pending = {
-        let _on_conn_task = OnConnTask::enter(&shared);
-        work.as_mut().poll(cx).is_pending()
-    };
-    if pending {
+    if work.as_mut().poll(cx).is_pending() {
         executor::spawn(work);
     }
 }
 
-/// Marks a stream's first poll as running on the connection task, until dropped (also if
-/// the poll unwinds, so the flag can never stay set).
-struct OnConnTask<'a>(&'a Shared);
+/// Marks the connection task's handling of the codec's events, until dropped (also if it
+/// unwinds, so the flag can never stay set): a stream's work done there need not wake the
+/// connection task, which transmits right after.
+pub(crate) struct OnConnTask<'a>(&'a Shared);
 
 impl<'a> OnConnTask<'a> {
-    fn enter(shared: &'a Shared) -> OnConnTask<'a> {
+    pub(crate) fn enter(shared: &'a Shared) -> OnConnTask<'a> {
         shared.on_conn_task.set(true);
         OnConnTask(shared)
     }
@@ -104,36 +193,14 @@ impl<F: Future<Output = ()>> Future for StreamTask<F> {
     }
 }
 
-async fn run<H: Handler>(
-    shared: Rc<Shared>,
-    handler: Rc<H>,
-    id: StreamId,
-    head: Box<RequestHead>,
-    end_stream: bool,
-) {
+async fn run<H: Handler>(shared: Rc<Shared>, handler: Rc<H>, id: StreamId, started: Started) {
     let (shared, handler) = (&shared, &*handler);
-    let limits = &shared.settings.limits;
     let log = shared.settings.access_log.as_ref();
+    let Started { head, end_stream, mut record, info, stage } = started;
     let RequestHead { method, uri, headers, content_length, protocol } = *head;
-    let mut record = Record::start(&method, &uri, Version::HTTP_2, shared.info.info().peer, log);
-    if let (Some(n), Some(max)) = (content_length, limits.max_request_body_size) {
-        if n > max {
-            crate::metrics::count(|m| m.rejected(Rejection::Limit(Limit::MaxRequestBodySize)));
-            return respond_error(shared, id, StatusCode::PAYLOAD_TOO_LARGE);
-        }
-    }
-    let forwarded_for = headers.get_all(&crate::trust::X_FORWARDED_FOR).map(|v| v.as_bytes());
-    let info = shared.settings.real_client(shared.info.info(), forwarded_for);
-    record.note_client(info.client);
-    let over_rate = shared.clients.admit(info.client).await;
-    // A request without a body may be answered from its head: no `Request` is built.
-    let answered = match over_rate {
-        None if end_stream => {
-            let head = Head::new(&method, &uri, Version::HTTP_2, Fields::List(&headers));
-            exchange::answer(handler, &head)
-        }
-        _ => Ok(None),
-    };
+    let view =
+        end_stream.then(|| Head::new(&method, &uri, Version::HTTP_2, Fields::List(&headers)));
+    let (over_rate, answered) = stage.settle(handler, view).await;
     let mut response = match answered {
         Ok(Some(Answer::Fixed(fixed))) => {
             let Some(bytes) = write_answer(shared, id, &fixed, &method).await else { return };
@@ -217,33 +284,56 @@ fn queue_response(
     // Borrowed, not moved: a response is a few hundred bytes, copied at each hand-over.
     let mut body = std::mem::take(response.body_mut());
     let (status, headers) = (response.status(), response.headers());
-    // The shared content rule (and the body's own length, whatever content-length the
-    // handler set: the codec owns that field).
-    let (no_body, len) = if *method == Method::CONNECT && status.is_success() {
+    if *method == Method::CONNECT && status.is_success() {
         // RFC 9113 §8.5: after a 2xx the stream's DATA frames are the tunnel's bytes, with
         // no length (HTTP/1's tunnel leaves HTTP instead, hence the shared rule's "none").
-        (false, None)
-    } else {
-        content_of(status, method, body.exact_len())
-    };
-    let full = if no_body { None } else { body.take_full() };
-    queue_head(shared, id, status, headers, len, no_body)?;
-    if no_body {
-        return Some(Queued::Done(0));
+        queue_head(shared, id, status, headers, None, false)?;
+        return Some(Queued::Streaming(body, None));
     }
-    let Some(full) = full else { return Some(Queued::Streaming(body, len)) };
-    queue_body(shared, id, full)
+    if let Some(full) = body.take_full() {
+        let n = queue_whole(shared, id, status, headers, full, method)?;
+        return Some(queued_whole(shared, n));
+    }
+    let (no_body, len) = content_of(status, method, body.exact_len());
+    queue_head(shared, id, status, headers, len, no_body)?;
+    Some(if no_body { Queued::Done(0) } else { Queued::Streaming(body, len) })
 }
 
 /// Queues a fixed answer ([`Handler::answer`](crate::Handler::answer)) as
 /// [`queue_response`] queues a response with its body in memory.
 fn queue_answer(shared: &Shared, id: StreamId, answer: &Fixed, method: &Method) -> Option<Queued> {
-    let (no_body, len) = content_of(answer.status, method, Some(answer.body.len() as u64));
-    queue_head(shared, id, answer.status, answer.fields(), len, no_body)?;
+    let n = queue_whole(shared, id, answer.status, answer.fields(), answer.body.clone(), method)?;
+    Some(queued_whole(shared, n))
+}
+
+/// Queues a response whose body is in memory, head and body: the body bytes queued, or
+/// `None` if the stream is gone.
+fn queue_whole<'f>(
+    shared: &Shared,
+    id: StreamId,
+    status: StatusCode,
+    headers: impl IntoIterator<Item = (&'f http::HeaderName, &'f http::HeaderValue)>,
+    body: Bytes,
+    method: &Method,
+) -> Option<u64> {
+    let (no_body, len) = content_of(status, method, Some(body.len() as u64));
+    queue_head(shared, id, status, headers, len, no_body)?;
     if no_body {
-        return Some(Queued::Done(0));
+        return Some(0);
     }
-    queue_body(shared, id, answer.body.clone())
+    let n = body.len() as u64;
+    shared.conn.borrow_mut().send_data(id, body, true).ok()?;
+    Some(n)
+}
+
+/// What is left to do for a whole body of `n` bytes once queued: nothing when it sits
+/// within `max_stream_send_buffer` (bounded without watching it).
+fn queued_whole(shared: &Shared, n: u64) -> Queued {
+    if n <= shared.settings.limits.h2.max_stream_send_buffer as u64 {
+        Queued::Done(n)
+    } else {
+        Queued::Large(n)
+    }
 }
 
 /// Whether a response has no body, and the length it advertises: the shared content rule
@@ -275,19 +365,6 @@ fn queue_head<'f>(
     sent.ok()?;
     shared.wake_conn();
     Some(())
-}
-
-/// Queues a whole in-memory body after its head.
-fn queue_body(shared: &Shared, id: StreamId, full: Bytes) -> Option<Queued> {
-    let mut conn = shared.conn.borrow_mut();
-    let n = full.len() as u64;
-    conn.send_data(id, full, true).ok()?;
-    // Small bodies sit within max_stream_send_buffer: bounded without watching them.
-    if n as usize <= shared.settings.limits.h2.max_stream_send_buffer {
-        Some(Queued::Done(n))
-    } else {
-        Some(Queued::Large(n))
-    }
 }
 
 /// Queues the response, then follows it while its queue drains. Returns the body bytes

@@ -51,12 +51,12 @@ pub(crate) fn check(
 /// [`check`] for a decoded field: a value checked when its table entry was made passes as
 /// it is.
 pub(crate) fn check_entry(
-    name: HeaderName,
-    value: Value,
+    name: &HeaderName,
+    value: &Value,
 ) -> Result<(HeaderName, HeaderValue), &'static str> {
     match value {
-        Value::Checked(value) => Ok((name, value)),
-        Value::Raw(raw) => check(name, raw),
+        Value::Checked(value) => Ok((name.clone(), value.clone())),
+        Value::Raw(raw) => check(name.clone(), raw.clone()),
     }
 }
 

@@ -36,7 +36,7 @@ use super::error::{go_away, reset, Error, Reason};
 use super::fields;
 use super::frame::StreamId;
 use super::hpack::decoder::{DecodeError, Decoder, ListLimits};
-use super::hpack::table::{Entry, Name, Pseudo};
+use super::hpack::table::{Entry, Name, Pseudo, Value};
 use crate::h1::LimitExceeded;
 use crate::host::is_valid_host;
 
@@ -178,13 +178,7 @@ impl std::error::Error for HeaderError {}
 /// Decodes request header blocks for one connection (owns the HPACK dynamic table).
 #[derive(Debug)]
 pub struct HeaderDecoder {
-    hpack: Decoder,
-    limits: ListLimits,
-    /// Set by a connection-level failure: the table is out of step for good, so every later
-    /// block fails the same way.
-    failed: Option<HeaderError>,
-    /// The limit the last block crossed, for logs and metrics.
-    last_limit: Option<LimitExceeded>,
+    blocks: Blocks,
     /// We sent SETTINGS_ENABLE_CONNECT_PROTOCOL: `:protocol` is allowed.
     extended_connect: bool,
     /// The last request's `:authority` and `:path`, parsed.
@@ -201,12 +195,13 @@ struct Recent {
 }
 
 impl Recent {
-    fn authority(&mut self, value: Bytes) -> Result<Authority, &'static str> {
+    fn authority(&mut self, value: &Value) -> Result<Authority, &'static str> {
         if let Some((bytes, parsed)) = &self.authority {
-            if *bytes == value {
+            if bytes[..] == *value.as_bytes() {
                 return Ok(parsed.clone());
             }
         }
+        let value = value.to_raw();
         let parsed = parse_authority(value.clone())?;
         self.authority = Some((value, parsed.clone()));
         Ok(parsed)
@@ -236,11 +231,14 @@ impl HeaderDecoder {
     /// client that encodes before the acknowledgement may then be refused. At the default
     /// (4096) there is no difference.
     pub fn new(max_table_size: usize, max_list_size: usize, max_fields: usize) -> HeaderDecoder {
+        let limits = ListLimits { max_size: max_list_size, max_fields };
         HeaderDecoder {
-            hpack: Decoder::new(max_table_size),
-            limits: ListLimits { max_size: max_list_size, max_fields },
-            failed: None,
-            last_limit: None,
+            blocks: Blocks {
+                hpack: Decoder::new(max_table_size),
+                limits,
+                failed: None,
+                last_limit: None,
+            },
             extended_connect: false,
             recent: Recent::default(),
         }
@@ -254,9 +252,9 @@ impl HeaderDecoder {
 
     /// Decodes one complete header block that opens a request.
     pub fn decode_request(&mut self, block: &[u8]) -> Result<RequestHead, HeaderError> {
-        let mut req = Request { extended_connect: self.extended_connect, ..Request::default() };
-        let too_large = self.decode(block, |f| req.field(f))?;
-        req.finish(too_large, &mut self.recent)
+        let mut req = Request::new(&mut self.recent, self.extended_connect);
+        let too_large = self.blocks.decode(block, |f| req.field(f))?;
+        req.finish(too_large)
     }
 
     /// Decodes one complete header block that opens a response (the client side, RFC 9113
@@ -268,7 +266,7 @@ impl HeaderDecoder {
         let mut content_length: Option<u64> = None;
         let mut regular_seen = false;
         let mut malformed: Option<&'static str> = None;
-        let too_large = self.decode(block, |Entry { name, value, .. }| {
+        let too_large = self.blocks.decode(block, |Entry { name, value, .. }| {
             if malformed.is_some() {
                 return;
             }
@@ -278,11 +276,11 @@ impl HeaderDecoder {
                 }
                 Name::Pseudo(Pseudo::Status) if status.is_some() => Err("duplicate :status"),
                 Name::Pseudo(Pseudo::Status) => {
-                    status = Some(value.into_raw());
+                    status = Some(value.to_raw());
                     Ok(())
                 }
                 Name::Pseudo(_) => Err("request pseudo-header in a response"),
-                Name::Invalid(why) => Err(why),
+                Name::Invalid(why) => Err(*why),
                 Name::Header(name) => {
                     regular_seen = true;
                     fields::check_entry(name, value).and_then(|(name, value)| {
@@ -321,14 +319,14 @@ impl HeaderDecoder {
     pub fn decode_trailers(&mut self, block: &[u8]) -> Result<HeaderMap, HeaderError> {
         let mut headers = HeaderMap::new();
         let mut malformed = None;
-        let too_large = self.decode(block, |Entry { name, value, .. }| {
+        let too_large = self.blocks.decode(block, |Entry { name, value, .. }| {
             if malformed.is_some() {
                 return;
             }
             let checked = match name {
                 Name::Header(name) => fields::check_entry(name, value),
                 Name::Pseudo(_) => Err("pseudo-header in trailers"),
-                Name::Invalid(why) => Err(why),
+                Name::Invalid(why) => Err(*why),
             };
             match checked {
                 Ok((name, value)) => {
@@ -347,14 +345,28 @@ impl HeaderDecoder {
     /// Which limit the last block crossed (with the configured and observed values), if it
     /// ended in [`HeaderError::TooLarge`] or [`HeaderError::Flood`].
     pub fn last_limit(&self) -> Option<LimitExceeded> {
-        self.last_limit
+        self.blocks.last_limit
     }
+}
 
+/// The HPACK context and the list limits blocks are decoded under.
+#[derive(Debug)]
+struct Blocks {
+    hpack: Decoder,
+    limits: ListLimits,
+    /// Set by a connection-level failure: the table is out of step for good, so every later
+    /// block fails the same way.
+    failed: Option<HeaderError>,
+    /// The limit the last block crossed, for logs and metrics.
+    last_limit: Option<LimitExceeded>,
+}
+
+impl Blocks {
     /// Runs the HPACK decoder over `block`, turning connection-level failures into
     /// [`HeaderError`]s; `Ok(true)` means the list passed a limit (fields past it were not
     /// delivered). The caller reports a malformed message before that: the fields it
     /// checked were all within the limit, and a malformed request must never get a response.
-    fn decode(&mut self, block: &[u8], field: impl FnMut(Entry)) -> Result<bool, HeaderError> {
+    fn decode(&mut self, block: &[u8], field: impl FnMut(&Entry)) -> Result<bool, HeaderError> {
         if let Some(e) = self.failed {
             return Err(e);
         }
@@ -396,12 +408,15 @@ fn size_limit(max: usize, observed: usize) -> LimitExceeded {
     }
 }
 
-/// A request head being assembled, field by field.
-#[derive(Default)]
-struct Request {
-    method: Option<Bytes>,
-    scheme: Option<Bytes>,
-    authority: Option<Bytes>,
+/// A request head being assembled, field by field. Fields are lent by the decoder
+/// ([`Decoder::decode`]): what is kept is shared out of them, and `:method`, `:scheme` and
+/// `:authority` are parsed on the spot (their errors kept for [`finish`](Self::finish), so
+/// the rules are still reported in order).
+struct Request<'r> {
+    recent: &'r mut Recent,
+    method: Option<Option<Method>>,
+    scheme: Option<Option<Scheme>>,
+    authority: Option<Result<Authority, &'static str>>,
     path: Option<Bytes>,
     protocol: Option<Bytes>,
     extended_connect: bool,
@@ -412,8 +427,28 @@ struct Request {
     malformed: Option<&'static str>,
 }
 
-impl Request {
-    fn field(&mut self, entry: Entry) {
+/// Room for a typical request's regular fields (a browser sends about ten), so the list
+/// is allocated once.
+const TYPICAL_FIELDS: usize = 12;
+
+impl<'r> Request<'r> {
+    fn new(recent: &'r mut Recent, extended_connect: bool) -> Request<'r> {
+        Request {
+            recent,
+            method: None,
+            scheme: None,
+            authority: None,
+            path: None,
+            protocol: None,
+            extended_connect,
+            regular_seen: false,
+            headers: FieldList(Vec::with_capacity(TYPICAL_FIELDS)),
+            content_length: None,
+            malformed: None,
+        }
+    }
+
+    fn field(&mut self, entry: &Entry) {
         if self.malformed.is_none() {
             if let Err(why) = self.try_field(entry) {
                 self.malformed = Some(why);
@@ -422,25 +457,32 @@ impl Request {
     }
 
     /// Rules 1–3.
-    fn try_field(&mut self, Entry { name, value, .. }: Entry) -> Result<(), &'static str> {
+    fn try_field(&mut self, Entry { name, value, .. }: &Entry) -> Result<(), &'static str> {
         match name {
             Name::Pseudo(pseudo) => {
                 if self.regular_seen {
                     return Err("pseudo-header after a regular field");
                 }
-                let slot = match pseudo {
-                    Pseudo::Method => &mut self.method,
-                    Pseudo::Scheme => &mut self.scheme,
-                    Pseudo::Authority => &mut self.authority,
-                    Pseudo::Path => &mut self.path,
-                    Pseudo::Protocol if self.extended_connect => &mut self.protocol,
+                let taken = match pseudo {
+                    Pseudo::Method => self.method.is_some(),
+                    Pseudo::Scheme => self.scheme.is_some(),
+                    Pseudo::Authority => self.authority.is_some(),
+                    Pseudo::Path => self.path.is_some(),
+                    Pseudo::Protocol if self.extended_connect => self.protocol.is_some(),
                     Pseudo::Protocol => return Err(":protocol without extended CONNECT"),
                     Pseudo::Status => return Err("response pseudo-header in a request"),
                 };
-                if slot.is_some() {
+                if taken {
                     return Err("duplicate pseudo-header");
                 }
-                *slot = Some(value.into_raw());
+                let bytes = value.as_bytes();
+                match pseudo {
+                    Pseudo::Method => self.method = Some(Method::from_bytes(bytes).ok()),
+                    Pseudo::Scheme => self.scheme = Some(Scheme::try_from(bytes).ok()),
+                    Pseudo::Authority => self.authority = Some(self.recent.authority(value)),
+                    Pseudo::Path => self.path = Some(value.to_raw()),
+                    _ => self.protocol = Some(value.to_raw()),
+                }
             }
             Name::Invalid(why) => return Err(why),
             Name::Header(name) => {
@@ -461,20 +503,19 @@ impl Request {
 
     /// Rules 4–6, once the whole block is decoded (unless it was too large: then fields are
     /// missing and only the rules broken so far count).
-    fn finish(self, too_large: bool, recent: &mut Recent) -> Result<RequestHead, HeaderError> {
+    fn finish(self, too_large: bool) -> Result<RequestHead, HeaderError> {
         if let Some(why) = self.malformed {
             return Err(HeaderError::Malformed(why));
         }
         if too_large {
             return Err(HeaderError::TooLarge);
         }
-        self.build(recent).map_err(HeaderError::Malformed)
+        self.build().map_err(HeaderError::Malformed)
     }
 
-    fn build(self, recent: &mut Recent) -> Result<RequestHead, &'static str> {
-        let method = self.method.ok_or("missing :method")?;
-        let method = Method::from_bytes(&method).map_err(|_| "invalid :method")?;
-        let authority = self.authority.map(|a| recent.authority(a)).transpose()?;
+    fn build(self) -> Result<RequestHead, &'static str> {
+        let method = self.method.ok_or("missing :method")?.ok_or("invalid :method")?;
+        let authority = self.authority.transpose()?;
         if let (Some(host), Some(authority)) = (self.headers.get(&HOST), &authority) {
             if !host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes()) {
                 return Err("host differs from :authority");
@@ -510,9 +551,9 @@ impl Request {
                     host_authority(host.clone()).ok_or("invalid host")?
                 }
             };
-            parts.scheme = Some(Scheme::try_from(&scheme[..]).map_err(|_| "invalid :scheme")?);
+            parts.scheme = Some(scheme.ok_or("invalid :scheme")?);
             parts.authority = Some(authority);
-            parts.path_and_query = Some(recent.path(path)?);
+            parts.path_and_query = Some(self.recent.path(path)?);
         }
         let uri = Uri::from_parts(parts).map_err(|_| "invalid request target")?;
         Ok(RequestHead {

@@ -82,7 +82,8 @@ impl Decoder {
     }
 
     /// Decodes one complete block, calling `field` for each field while the list is within
-    /// `limits`.
+    /// `limits`. Fields are lent, not given: one sent by index is read in the table, and the
+    /// callback copies (shares) only what it keeps.
     ///
     /// Past a limit the remaining fields are still decoded, because literals with
     /// incremental indexing change the table, but are dropped on the spot; past twice the
@@ -92,7 +93,7 @@ impl Decoder {
         &mut self,
         block: &[u8],
         limits: ListLimits,
-        mut field: impl FnMut(Entry),
+        mut field: impl FnMut(&Entry),
     ) -> Result<Decoded, DecodeError> {
         let mut src = Cursor { buf: block, pos: 0 };
         let mut budget = Budget { limits, size: 0, fields: 0, over: false };
@@ -104,7 +105,7 @@ impl Decoder {
                 let index = src.integer(7)?;
                 let entry = self.table.get(index).ok_or(Compression("field index out of range"))?;
                 if budget.admit(entry.size, matches!(entry.name, Name::Pseudo(_)))? {
-                    field(entry.clone());
+                    field(entry);
                 }
             } else if first & 0x40 != 0 {
                 let name = self.literal_name(&mut src, 6)?;
@@ -114,7 +115,7 @@ impl Decoder {
                 // Checked once here, not at each use of the entry.
                 let entry = Entry { name: name.into_name(), value, size }.checked();
                 if budget.admit(size, matches!(entry.name, Name::Pseudo(_)))? {
-                    field(entry.clone());
+                    field(&entry);
                 }
                 self.table.insert(entry);
             } else if first & 0x20 != 0 {
@@ -140,7 +141,7 @@ impl Decoder {
                 // Nothing is classified or copied for a field that will be dropped.
                 if budget.admit(size, name.is_pseudo())? {
                     let value = Value::Raw(value.into_bytes());
-                    field(Entry { name: name.into_name(), value, size });
+                    field(&Entry { name: name.into_name(), value, size });
                 }
             }
             fields_seen = true;

@@ -104,11 +104,19 @@ impl Value {
         }
     }
 
-    /// The value's bytes. Only pseudo-headers are read this way, and only regular fields
-    /// are ever checked, so the copy of a checked value is not taken in practice.
-    pub(crate) fn into_raw(self) -> Bytes {
+    /// The value's bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         match self {
             Value::Raw(b) => b,
+            Value::Checked(v) => v.as_bytes(),
+        }
+    }
+
+    /// The value's bytes, shared. Only pseudo-headers are read this way, and only regular
+    /// fields are ever checked, so the copy of a checked value is not taken in practice.
+    pub(crate) fn to_raw(&self) -> Bytes {
+        match self {
+            Value::Raw(b) => b.clone(),
             Value::Checked(v) => Bytes::copy_from_slice(v.as_bytes()),
         }
     }

@@ -32,8 +32,8 @@ fn decode_with(
     limits: ListLimits,
 ) -> (Result<Decoded, DecodeError>, List) {
     let mut list = Vec::new();
-    let res = dec
-        .decode(block, limits, |e| list.push((name_bytes(&e.name), e.value.into_raw().to_vec())));
+    let res =
+        dec.decode(block, limits, |e| list.push((name_bytes(&e.name), e.value.to_raw().to_vec())));
     (res, list)
 }
 

@@ -27,12 +27,12 @@ fn own_decode_with(dec: &mut Decoder, block: &[u8]) -> List {
     let mut out = Vec::new();
     let limits = ListLimits { max_size: 1 << 20, max_fields: 1000 };
     dec.decode(block, limits, |e| {
-        let name = match e.name {
+        let name = match &e.name {
             crate::h2::hpack::table::Name::Header(h) => h.to_string(),
             crate::h2::hpack::table::Name::Pseudo(p) => format!(":{p:?}").to_lowercase(),
             crate::h2::hpack::table::Name::Invalid(w) => panic!("{w}"),
         };
-        out.push((name, String::from_utf8(e.value.into_raw().to_vec()).unwrap()));
+        out.push((name, String::from_utf8(e.value.to_raw().to_vec()).unwrap()));
     })
     .unwrap();
     out
