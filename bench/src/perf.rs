@@ -11,7 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::servers::Launcher;
 use crate::sys;
@@ -107,7 +107,8 @@ pub struct PerfRun {
 impl PerfRun {
     /// Attaches perf to `pid`, pinned to `cpus` (the load generator's CPUs:
     /// perf sleeps while counting, and must not steal the server's core), and
-    /// gives it [`ATTACH_DELAY`] to start counting. Counts go to `output`.
+    /// gives it [`ATTACH_DELAY`] after its output file appears to start counting.
+    /// Counts go to `output`.
     pub fn start(
         launcher: &Launcher,
         cpus: &str,
@@ -125,6 +126,12 @@ impl PerfRun {
             .stdout(Stdio::null())
             .stderr(File::create(&stderr)?)
             .spawn()?;
+        // perf creates its output file as it starts: on a loaded machine that can take
+        // longer than the delay, and a SIGINT before it would end it with nothing written.
+        let started = Instant::now();
+        while !output.exists() && started.elapsed() < STOP_TIMEOUT {
+            thread::sleep(Duration::from_millis(10));
+        }
         thread::sleep(ATTACH_DELAY);
         Ok(PerfRun { child, output: output.to_owned(), stderr })
     }

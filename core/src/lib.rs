@@ -25,6 +25,7 @@
 
 mod access_log;
 mod admin;
+mod answer_start;
 pub mod apps;
 mod body;
 pub mod cache;

@@ -5,9 +5,10 @@
 //!
 //! Ownership, field by field: the runtime (`rt`) owns the driver and op table, the clock, the
 //! shutdown flag, the timers, the run queue and the buffer pools; `date` owns the cached
-//! `Date`; `conn` owns the count of TLS handshakes running; `metrics` owns the handle to this
-//! core's counters. The reactor's teardown (`rt::teardown`) empties what holds tasks before
-//! the thread ends, so nothing reaches back here while the thread-local is being destroyed.
+//! `Date`; `answer_start` the start of the last fixed answer's head; `conn` owns the count of
+//! TLS handshakes running; `metrics` owns the handle to this core's counters. The reactor's
+//! teardown (`rt::teardown`) empties what holds tasks before the thread ends, so nothing
+//! reaches back here while the thread-local is being destroyed.
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::VecDeque;
@@ -17,6 +18,7 @@ use std::time::Instant;
 use async_task::Runnable;
 use bytes::BytesMut;
 
+use crate::answer_start::AnswerStarts;
 use crate::date::DateCache;
 use crate::metrics::CoreMetrics;
 use crate::rt::timer::Timers;
@@ -43,6 +45,8 @@ pub(crate) struct PerCore {
     pub(crate) blocking: crate::rt::blocking::Waiters,
     /// `date`: the cached `Date` value.
     pub(crate) date: RefCell<DateCache>,
+    /// `answer_start`: the start of the last fixed answer's head, per protocol.
+    pub(crate) answer_starts: RefCell<AnswerStarts>,
     /// `conn`: TLS handshakes running (capped per core).
     pub(crate) tls_handshakes: Cell<usize>,
     /// `metrics`: this core's counters.
@@ -63,6 +67,7 @@ impl PerCore {
             send_lists: RefCell::new(Vec::new()),
             blocking: crate::rt::blocking::Waiters::new(),
             date: RefCell::new(DateCache::new()),
+            answer_starts: RefCell::new(AnswerStarts::new()),
             tls_handshakes: Cell::new(0),
             metrics: OnceCell::new(),
             access_log: Cell::new(false),

@@ -14,6 +14,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use peregrine::routes::BuiltinRoutes;
 use peregrine::{IoChoice, Limits};
 
 /// Runs `f` on a current-thread tokio runtime, failing after 10 s.
@@ -490,6 +491,56 @@ Host: x
     finish(server);
 }
 
+/// Fixed answers that differ in status, type, length and request (`HEAD`, HTTP/1.0) one
+/// after another on one connection, pipelined: each head is its own (the start of the last
+/// one written is reused only for the same answer), with one of each field.
+fn alternating_fixed_answers(io: IoChoice) {
+    // The binary's routes, which answer these from the head.
+    let config = common::config(io, Limits::default());
+    let server = peregrine::Server::start(config, || BuiltinRoutes::new(&[])).expect("start");
+    let mut c = Client::connect(addr(&server));
+    c.send(
+        b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /json HTTP/1.1\r\nHost: x\r\n\r\n\
+          HEAD /plaintext HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /plaintext HTTP/1.0\r\nConnection: keep-alive\r\n\r\n\
+          GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    let plain = ("text/plain", &b"Hello, World!"[..]);
+    let json = ("application/json", &br#"{"message":"Hello, World!"}"#[..]);
+    let missing = ("text/plain", &b"Not Found\n"[..]);
+    let expected = [
+        (200, plain, false, None),
+        (200, json, false, None),
+        (200, plain, true, None),
+        (200, plain, false, Some("keep-alive")),
+        (404, missing, false, None),
+        (200, plain, false, None),
+    ];
+    for (i, (status, (content_type, body), head_only, connection)) in
+        expected.into_iter().enumerate()
+    {
+        let r = if head_only { c.read_head() } else { c.read_response() };
+        assert_eq!(r.status, status, "response {i}");
+        for (name, value) in [
+            ("content-type", content_type.to_string()),
+            ("content-length", body.len().to_string()),
+            ("server", "peregrine".to_string()),
+        ] {
+            let values: Vec<_> = r.headers.iter().filter(|(n, _)| n == name).collect();
+            assert_eq!(values.len(), 1, "response {i}: {name}");
+            assert_eq!(values[0].1, value, "response {i}: {name}");
+        }
+        assert_eq!(r.headers.iter().filter(|(n, _)| n == "date").count(), 1, "response {i}");
+        assert_eq!(r.header("connection"), connection, "response {i}");
+        let want: &[u8] = if head_only { b"" } else { body };
+        assert_eq!(r.body, want, "response {i}");
+    }
+    drop(c);
+    finish(server);
+}
+
 all_transports!(
     fixed_answers,
     fixed_answers_larger_than_the_socket_takes,
@@ -508,6 +559,8 @@ all_transports!(
     response_body_panic,
     wrong_content_length_is_replaced,
 );
+// Cleartext: the head's bytes do not depend on the transport.
+both_drivers!(alternating_fixed_answers);
 // curl is a Linux program: under Wine (the Windows CI) a test cannot start it, so the curl
 // client test runs on Linux only; the Windows CI checks the binary with curl from Linux.
 #[cfg(not(windows))]

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{addr, finish, start};
 use http::{Method, Request, StatusCode};
+use peregrine::routes::BuiltinRoutes;
 use peregrine::{IoChoice, Limits};
 use tokio::net::TcpStream;
 
@@ -419,6 +420,50 @@ fn fixed_answers(io: IoChoice, via: Via) {
     });
     finish(server);
 }
+
+/// Fixed answers that differ in status, type and length (and a `HEAD`) one after another on
+/// one h2c connection: each block is its own (the start of the last one is reused only for
+/// the same answer), with one of each field.
+fn alternating_fixed_answers(io: IoChoice) {
+    // The binary's routes, which answer these from the head.
+    let config = common::config(io, Limits::default());
+    let server = peregrine::Server::start(config, || BuiltinRoutes::new(&[])).expect("start");
+    let a = addr(&server);
+    let plain = ("text/plain", &b"Hello, World!"[..]);
+    let json = ("application/json", &br#"{"message":"Hello, World!"}"#[..]);
+    let missing = ("text/plain", &b"Not Found\n"[..]);
+    let steps = [
+        (Method::GET, "/plaintext", 200, plain),
+        (Method::GET, "/json", 200, json),
+        (Method::HEAD, "/plaintext", 200, plain),
+        (Method::GET, "/nowhere", 404, missing),
+        (Method::GET, "/plaintext", 200, plain),
+        (Method::HEAD, "/json", 200, json),
+    ];
+    runtime().block_on(async {
+        let mut c = connect(a, Via::H2c).await;
+        for (i, (method, path, status, (content_type, body))) in steps.into_iter().enumerate() {
+            let head_only = method == Method::HEAD;
+            let request = Request::builder().method(method).uri(uri(a, Via::H2c, path));
+            let (parts, got) = fetch(&mut c, request.body(()).unwrap(), None).await;
+            assert_eq!(parts.status, status, "response {i}");
+            let length = body.len().to_string();
+            for (name, value) in [
+                ("content-type", content_type),
+                ("content-length", &length),
+                ("server", "peregrine"),
+            ] {
+                let values: Vec<_> = parts.headers.get_all(name).iter().collect();
+                assert_eq!(values, [value], "response {i}: {name}");
+            }
+            assert_eq!(parts.headers.get_all("date").iter().count(), 1, "response {i}");
+            assert_eq!(&got[..], if head_only { &b""[..] } else { body }, "response {i}");
+        }
+    });
+    finish(server);
+}
+
+both_drivers!(alternating_fixed_answers);
 
 h2_matrix!(
     fixed_answers,

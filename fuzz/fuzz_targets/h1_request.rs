@@ -9,6 +9,7 @@ mod split;
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
+use peregrine_protocols::host::KnownHost;
 use peregrine_protocols::h1::{
     agrees_with_reference, parse_request, HeadParser, ParseConfig, ParseError, ParsedHead,
     RequestHead,
@@ -36,12 +37,13 @@ fuzz_target!(|input: &[u8]| {
     let expected = summary(result, &whole);
 
     let mut parser = HeadParser::new();
+    let mut known_host = KnownHost::default();
     let mut buf = BytesMut::new();
     let mut got = None;
     let pieces = split::pieces(seed, data);
     for (i, piece) in pieces.iter().enumerate() {
         buf.extend_from_slice(piece);
-        match parser.parse(&mut buf, &cfg) {
+        match parser.parse(&mut buf, &cfg, &mut known_host) {
             Ok(None) => {}
             other => {
                 // What arrives after the head is left behind for the body or the next one.

@@ -9,6 +9,41 @@
 
 use std::net::Ipv6Addr;
 
+/// The longest host [`KnownHost`] remembers.
+const KNOWN_HOST_MAX: usize = 47;
+
+/// The last valid `Host` value a connection sent. A connection's requests repeat it: the
+/// same bytes again are the same valid value, found by a comparison instead of a pass over
+/// them with a table load per byte (about 120 instructions for `127.0.0.1:8080`, on every
+/// HTTP/1 request).
+#[derive(Debug, Clone)]
+pub struct KnownHost {
+    len: u8,
+    bytes: [u8; KNOWN_HOST_MAX],
+}
+
+impl Default for KnownHost {
+    fn default() -> KnownHost {
+        KnownHost { len: 0, bytes: [0; KNOWN_HOST_MAX] }
+    }
+}
+
+impl KnownHost {
+    /// [`is_valid_host`], answered from memory when `value` is the last valid one.
+    pub fn is_valid(&mut self, value: &[u8]) -> bool {
+        let n = value.len();
+        if n > 0 && n == usize::from(self.len) && *value == self.bytes[..n] {
+            return true;
+        }
+        let valid = is_valid_host(value);
+        if valid && n <= KNOWN_HOST_MAX {
+            self.bytes[..n].copy_from_slice(value);
+            self.len = n as u8;
+        }
+        valid
+    }
+}
+
 /// Whether `value` is `uri-host [ ":" port ]` (RFC 3986 §3.2.2 and §3.2.3):
 ///
 /// - `uri-host` is a bracketed IPv6 address, or a non-empty `reg-name` (unreserved
@@ -159,6 +194,25 @@ mod tests {
             "ä",
         ] {
             assert!(!is_valid_host(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_known_host_answers_as_the_check_does() {
+        let mut known = super::KnownHost::default();
+        let values: [&[u8]; 9] = [
+            b"127.0.0.1:8080",
+            b"127.0.0.1:8080",
+            b"127.0.0.1:80800",
+            b"127.0.0.1:8080",
+            b"exa mple.com",
+            b"exa mple.com",
+            b"",
+            &[b'a'; 60],
+            b"[::1]:443",
+        ];
+        for value in values.into_iter().chain(values) {
+            assert_eq!(known.is_valid(value), is_valid_host(value), "{value:?}");
         }
     }
 }

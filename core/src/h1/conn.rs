@@ -171,7 +171,10 @@ pub(crate) fn serve<H: Handler>(
             let next: Result<Result<bool, Ending>, Exchange<'_>> = {
                 let clients = admitted.clients();
                 let mut parser = HeadParser::new();
-                let parsed = parser.parse(&mut io.read.borrow_mut().inbuf, &settings.parse);
+                let parsed = {
+                    let read = &mut *io.read.borrow_mut();
+                    parser.parse(&mut read.inbuf, &settings.parse, &mut read.known_host)
+                };
                 match parsed {
                     Ok(Some(head)) => {
                         first_deadline = None;
@@ -286,7 +289,11 @@ async fn read_head(
         }
         // The codec decides when the growing head is worth parsing again (a byte-at-a-time
         // client costs a handful of parses per head, and limits still fire on the dot).
-        match parser.parse(&mut io.read.borrow_mut().inbuf, &settings.parse) {
+        let parsed = {
+            let read = &mut *io.read.borrow_mut();
+            parser.parse(&mut read.inbuf, &settings.parse, &mut read.known_host)
+        };
+        match parsed {
             Ok(Some(head)) => return Ok(head),
             Ok(None) => {}
             Err(e) => return Err(reject(&e)),

@@ -14,6 +14,7 @@ use crate::sys::driver::SendBuf;
 use bytes::{Bytes, BytesMut};
 use peregrine_limits::{DataRate, Limit, MinDataRate};
 use peregrine_protocols::h1::{BodyDecoder, ParseError};
+use peregrine_protocols::host::KnownHost;
 
 use crate::metrics::Rejection;
 
@@ -77,6 +78,8 @@ impl Why {
 /// request has a body, and an idle connection should not carry their ~170 bytes.
 pub(crate) struct ReadState {
     pub(crate) inbuf: BytesMut,
+    /// The connection's last valid `Host`, for the head parser.
+    pub(crate) known_host: KnownHost,
     pub(crate) decoder: Option<Box<BodyDecoder>>,
     pub(crate) continue_state: Continue,
     pub(crate) body_rate: Option<Box<DataRate>>,
@@ -155,6 +158,7 @@ impl ConnIo {
             transport,
             timer: Timer::new(),
             read: RefCell::new(ReadState {
+                known_host: KnownHost::default(),
                 inbuf: BytesMut::new(),
                 decoder: None,
                 continue_state: Continue::NotExpected,

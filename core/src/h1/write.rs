@@ -3,11 +3,12 @@
 
 use http::{Method, Response, Version};
 use peregrine_protocols::h1::{
-    encode_chunk_header, encode_last_chunk, encode_response_head, response_framing,
-    ResponseFraming, CHUNK_END, LAST_CHUNK,
+    encode_chunk_header, encode_head_end, encode_head_start, encode_last_chunk,
+    encode_response_head, response_framing, HeadStart, ResponseFraming, CHUNK_END, LAST_CHUNK,
 };
 
 use super::io::{ConnIo, Why, WriteFail};
+use crate::answer_start::{self, H1Start};
 use crate::body::BodyError;
 use crate::exchange::{pump, BodyFailed, BodySink, PumpError};
 use crate::handler::Fixed;
@@ -120,7 +121,8 @@ pub(crate) fn put_answer(
     let framing = response_framing(answer.status, method, version, Some(len));
     date::with(|d| {
         let mut out = io.out();
-        encode_response_head(answer.status, answer.fields(), framing, version, close, d, &mut out)
+        let start = put_answer_start(answer, framing, &mut out);
+        encode_head_end(start, framing, version, close, d, &mut out);
     });
     match framing {
         ResponseFraming::NoBody { .. } => 0,
@@ -129,6 +131,35 @@ pub(crate) fn put_answer(
             len
         }
     }
+}
+
+/// Writes a fixed answer's [`encode_head_start`], copied from this core's last one
+/// (`answer_start`) when it is the same answer.
+fn put_answer_start(answer: &Fixed, framing: ResponseFraming, out: &mut BytesMut) -> HeadStart {
+    // A declared length gives `HEAD` and `GET` the same bytes; other framings are rare for
+    // a fixed answer.
+    let (ResponseFraming::Length(len) | ResponseFraming::NoBody { content_length: Some(len) }) =
+        framing
+    else {
+        return encode_head_start(answer.status, answer.fields(), framing, out);
+    };
+    answer_start::with(|known| {
+        if let Some(kept) = known.h1.get(answer, len) {
+            out.extend_from_slice(&kept.bytes);
+            return kept.start;
+        }
+        let at = out.len();
+        let start = encode_head_start(answer.status, answer.fields(), framing, out);
+        let written = &out[at..];
+        if written.len() <= answer_start::MAX_KEPT {
+            // The last one's room is reused when answers alternate.
+            let mut bytes = known.h1.take().map(|k| k.bytes).unwrap_or_default();
+            bytes.clear();
+            bytes.extend_from_slice(written);
+            known.h1.set(answer, len, H1Start { start, bytes });
+        }
+        start
+    })
 }
 
 /// Puts a body that is in memory after its head: copied when small (one send, one small

@@ -10,7 +10,7 @@ use http::{HeaderMap, Method, Response, StatusCode, Version};
 use peregrine_limits::{DataRate, Limit};
 use peregrine_protocols::content::{response_content, Content};
 use peregrine_protocols::h2::server::ServerFields;
-use peregrine_protocols::h2::{Reason, RequestHead, StreamId};
+use peregrine_protocols::h2::{Reason, RequestHead, ResponseStart, StreamId};
 
 use super::body::RequestBody;
 use super::conn::Shared;
@@ -19,7 +19,7 @@ use crate::handler::{Answer, Fields, Fixed};
 use crate::metrics::Rejection;
 use crate::rt::executor;
 use crate::rt::timer::Timer;
-use crate::{date, rt, Body, ConnectionInfo, Handler, Head};
+use crate::{answer_start, date, rt, Body, ConnectionInfo, Handler, Head};
 
 /// What [`offer`] could not end: the rest runs in the stream's task ([`start`]).
 pub(crate) struct Started {
@@ -86,11 +86,7 @@ fn begin<H: Handler>(
     let connect = head.method == Method::CONNECT;
     let (status, bytes) = match exchange::answer(handler, &view) {
         Ok(Some(Answer::Fixed(fixed))) if whole(Some(fixed.body.len() as u64)) => {
-            let body = fixed.body.clone();
-            (
-                fixed.status,
-                queue_whole(shared, id, fixed.status, fixed.fields(), body, &head.method),
-            )
+            (fixed.status, queue_fixed(shared, id, &fixed, &head.method))
         }
         Ok(Some(Answer::Response(mut response)))
             if !connect && response.body().is_in_memory() && whole(response.body().exact_len()) =>
@@ -302,8 +298,39 @@ fn queue_response(
 /// Queues a fixed answer ([`Handler::answer`](crate::Handler::answer)) as
 /// [`queue_response`] queues a response with its body in memory.
 fn queue_answer(shared: &Shared, id: StreamId, answer: &Fixed, method: &Method) -> Option<Queued> {
-    let n = queue_whole(shared, id, answer.status, answer.fields(), answer.body.clone(), method)?;
+    let n = queue_fixed(shared, id, answer, method)?;
     Some(queued_whole(shared, n))
+}
+
+/// [`queue_whole`] for a fixed answer: its block starts from this core's last one
+/// (`answer_start`) when it is the same answer.
+fn queue_fixed(shared: &Shared, id: StreamId, answer: &Fixed, method: &Method) -> Option<u64> {
+    let body = &answer.body;
+    let (no_body, len) = content_of(answer.status, method, Some(body.len() as u64));
+    let Some(len) = len else {
+        return queue_whole(shared, id, answer.status, answer.fields(), body.clone(), method);
+    };
+    let mut conn = shared.conn.borrow_mut();
+    let sent = date::with(|date| {
+        answer_start::with(|known| {
+            if let Some(start) = known.h2.get(answer, len) {
+                return conn.send_response_from(id, start, date, no_body);
+            }
+            let start = ResponseStart::encode(answer.status, answer.fields(), Some(len));
+            let sent = conn.send_response_from(id, &start, date, no_body);
+            if start.len() <= answer_start::MAX_KEPT {
+                known.h2.set(answer, len, start);
+            }
+            sent
+        })
+    });
+    sent.ok()?;
+    if !no_body {
+        conn.send_data(id, body.clone(), true).ok()?;
+    }
+    drop(conn);
+    shared.wake_conn();
+    Some(if no_body { 0 } else { body.len() as u64 })
 }
 
 /// Queues a response whose body is in memory, head and body: the body bytes queued, or

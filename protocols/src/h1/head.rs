@@ -6,6 +6,7 @@ use bytes::BytesMut;
 
 use super::request::{head_may_be_complete, parse_head, ParseConfig, ParsedHead};
 use super::ParseError;
+use crate::host::KnownHost;
 
 /// Parses one request head at a time from a buffer that grows between calls.
 ///
@@ -64,7 +65,8 @@ impl HeadParser {
     }
 
     /// Parses the head at the front of `buf`, which holds everything received since the
-    /// previous head (the caller only appends between calls).
+    /// previous head (the caller only appends between calls). `known_host` is the
+    /// connection's, kept from head to head (see [`KnownHost`]).
     ///
     /// - `Ok(Some(head))`: the head was split off `buf`, every rule checked, its fields not yet
     ///   in a `HeaderMap` ([`ParsedHead::into_head`]); the parser is ready for the next one.
@@ -74,6 +76,7 @@ impl HeadParser {
         &mut self,
         buf: &mut BytesMut,
         cfg: &ParseConfig,
+        known_host: &mut KnownHost,
     ) -> Result<Option<ParsedHead>, ParseError> {
         let len = buf.len();
         if len == 0 {
@@ -102,7 +105,7 @@ impl HeadParser {
             self.parses += 1;
         }
         // Returned as `parse_head` built it: unwrapping and re-wrapping would copy the head.
-        let head = parse_head(buf, cfg);
+        let head = parse_head(buf, cfg, known_host);
         if let Ok(Some(_)) = head {
             *self = HeadParser::default();
         }
@@ -132,7 +135,7 @@ mod tests {
         for piece in bytes.chunks(step) {
             buf.extend_from_slice(piece);
             parses = p.parses;
-            last = p.parse(&mut buf, &cfg());
+            last = p.parse(&mut buf, &cfg(), &mut KnownHost::default());
             parses = parses.max(p.parses);
             if !matches!(last, Ok(None)) {
                 break;
@@ -145,7 +148,10 @@ mod tests {
     fn split_anywhere_gives_the_same_head_with_few_parses() {
         let head = b"\r\nGET /a?b=c HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n";
         let mut whole = BytesMut::from(&head[..]);
-        let want = HeadParser::new().parse(&mut whole, &cfg()).unwrap().expect("a head");
+        let want = HeadParser::new()
+            .parse(&mut whole, &cfg(), &mut KnownHost::default())
+            .unwrap()
+            .expect("a head");
         let want = want.into_head().unwrap();
         for step in 1..head.len() {
             let (got, parses) = trickle(head, step);
@@ -179,7 +185,9 @@ mod tests {
     fn a_parsed_head_finds_its_fields_and_builds_the_same_map() {
         let bytes = b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.2.3.4\r\nAccept: */*\r\n\
                       x-forwarded-for: 5.6.7.8\r\n\r\n";
-        let head = HeadParser::new().parse(&mut BytesMut::from(&bytes[..]), &cfg()).unwrap();
+        let head = HeadParser::new()
+            .parse(&mut BytesMut::from(&bytes[..]), &cfg(), &mut KnownHost::default())
+            .unwrap();
         let head = head.expect("a head");
         let xff: Vec<&[u8]> = head.fields.values("X-Forwarded-FOR").collect();
         assert_eq!(xff, [&b"1.2.3.4"[..], b"5.6.7.8"], "every line, in order, any case");
@@ -196,10 +204,16 @@ mod tests {
     fn resets_for_the_next_pipelined_head() {
         let mut buf = BytesMut::from(&b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\n"[..]);
         let mut p = HeadParser::new();
-        assert_eq!(p.parse(&mut buf, &cfg()).unwrap().unwrap().target.path(), "/1");
+        assert_eq!(
+            p.parse(&mut buf, &cfg(), &mut KnownHost::default()).unwrap().unwrap().target.path(),
+            "/1"
+        );
         assert!(!p.started());
-        assert!(p.parse(&mut buf, &cfg()).unwrap().is_none());
+        assert!(p.parse(&mut buf, &cfg(), &mut KnownHost::default()).unwrap().is_none());
         buf.extend_from_slice(b"Host: x\r\n\r\n");
-        assert_eq!(p.parse(&mut buf, &cfg()).unwrap().unwrap().target.path(), "/2");
+        assert_eq!(
+            p.parse(&mut buf, &cfg(), &mut KnownHost::default()).unwrap().unwrap().target.path(),
+            "/2"
+        );
     }
 }

@@ -42,6 +42,7 @@ pub use request::{
     parse_request, BodyFraming, ParseConfig, ParsedHead, RawFields, RequestHead, Target,
 };
 pub use response::{
-    encode_chunk_header, encode_error_response, encode_last_chunk, encode_response_head,
-    response_framing, ResponseFraming, CHUNK_END, CONTINUE_100, LAST_CHUNK,
+    encode_chunk_header, encode_error_response, encode_head_end, encode_head_start,
+    encode_last_chunk, encode_response_head, response_framing, HeadStart, ResponseFraming,
+    CHUNK_END, CONTINUE_100, LAST_CHUNK,
 };

@@ -11,7 +11,7 @@ use peregrine_limits::Limit;
 use super::error::{LimitExceeded, ParseError, Violation};
 use super::lex;
 use super::scan::{self, HeaderSpan, RawHead};
-use crate::host::is_valid_host;
+use crate::host::KnownHost;
 
 /// The limits the head parser enforces while bytes arrive. Built by the caller from
 /// `peregrine_limits::Limits`; the field names match.
@@ -185,20 +185,22 @@ pub fn parse_request(
     buf: &mut BytesMut,
     cfg: &ParseConfig,
 ) -> Result<Option<RequestHead>, ParseError> {
-    parse_head(buf, cfg)?.map(ParsedHead::into_head).transpose()
+    parse_head(buf, cfg, &mut KnownHost::default())?.map(ParsedHead::into_head).transpose()
 }
 
-/// [`parse_request`] without building the `HeaderMap`: see [`ParsedHead`].
+/// [`parse_request`] without building the `HeaderMap`: see [`ParsedHead`]. `known_host` is
+/// the connection's last valid `Host`.
 pub(crate) fn parse_head(
     buf: &mut BytesMut,
     cfg: &ParseConfig,
+    known_host: &mut KnownHost,
 ) -> Result<Option<ParsedHead>, ParseError> {
     let slots = scan::header_slots(cfg);
     let mut kept = Vec::with_capacity(slots.min(TYPICAL_FIELDS));
     // The common shape, in one pass; anything else goes to the reference tokeniser.
     if let Some(raw) = lex::lex_common(buf, cfg, slots, &mut kept) {
         let head = buf.split_to(raw.len).freeze();
-        return check_head(head, &raw, kept);
+        return check_head(head, &raw, kept, known_host);
     }
     kept.clear();
     // Most requests carry a handful of headers: parse first with a small span array (its
@@ -212,7 +214,7 @@ pub(crate) fn parse_head(
             let Some(raw) = result? else { return Ok(None) };
             let head = buf.split_to(raw.len).freeze();
             kept.extend(small[..raw.header_count].iter().map(FieldSpan::of));
-            return check_head(head, &raw, kept);
+            return check_head(head, &raw, kept, known_host);
         }
     }
     let mut stack_spans = [const { HeaderSpan::EMPTY }; scan::STACK_HEADER_SLOTS];
@@ -229,7 +231,7 @@ pub(crate) fn parse_head(
     // below the head is already consumed, which is fine: the caller closes the connection.
     let head = buf.split_to(raw.len).freeze();
     kept.extend(spans[..raw.header_count].iter().map(FieldSpan::of));
-    check_head(head, &raw, kept)
+    check_head(head, &raw, kept, known_host)
 }
 
 /// Fields a request's map has room for beyond what arrived: a reverse proxy adds its
@@ -262,6 +264,7 @@ fn check_head(
     bytes: Bytes,
     raw: &RawHead,
     kept: Vec<FieldSpan>,
+    known_host: &mut KnownHost,
 ) -> Result<Option<ParsedHead>, ParseError> {
     let method = Method::from_bytes(&bytes[raw.method.clone()]).map_err(malformed)?;
     let version = if raw.minor_version == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
@@ -275,7 +278,9 @@ fn check_head(
         if name.len() > usize::from(u16::MAX) {
             return Err(malformed(()));
         }
-        fields.observe(name, value);
+        if fields.observe(name, value) {
+            fields.check_host_value(value, known_host);
+        }
     }
 
     let target = parse_target(&method, bytes.slice(raw.target.clone()))?;
@@ -502,17 +507,14 @@ pub(super) struct Fields {
 
 impl Fields {
     /// Notes what one field says, its name matched ignoring ASCII case: by length first, so
-    /// most fields cost one comparison of a length.
-    pub(super) fn observe(&mut self, name: &[u8], value: &[u8]) {
+    /// most fields cost one comparison of a length. Returns whether it is a `Host` field,
+    /// whose value the caller checks ([`Fields::check_host_value`]).
+    pub(super) fn observe(&mut self, name: &[u8], value: &[u8]) -> bool {
         let is = |known: &str| crate::names::token_is(name, known.as_bytes());
         match name.len() {
             4 if is("host") => {
                 self.host_count += 1;
-                // RFC 9110 §7.2: Host = uri-host [ ":" port ]. Empty is allowed (a target URI
-                // without authority).
-                if !value.is_empty() && !is_valid_host(value) {
-                    self.host_invalid = true;
-                }
+                return true;
             }
             14 if is("content-length") => {
                 self.content_length_seen = true;
@@ -542,6 +544,15 @@ impl Fields {
             }
             7 if is("upgrade") => self.upgrade = true,
             _ => {}
+        }
+        false
+    }
+
+    /// Checks a `Host` value (RFC 9110 §7.2: `uri-host [ ":" port ]`; empty is allowed, for
+    /// a target URI without authority).
+    pub(super) fn check_host_value(&mut self, value: &[u8], known: &mut KnownHost) {
+        if !value.is_empty() && !known.is_valid(value) {
+            self.host_invalid = true;
         }
     }
 

@@ -109,20 +109,42 @@ pub fn encode_response_head<'f>(
     date: &[u8],
     dst: &mut BytesMut,
 ) {
-    let close = close || framing == ResponseFraming::CloseDelimited;
+    let start = encode_head_start(status, headers, framing, dst);
+    encode_head_end(start, framing, request_version, close, date, dst);
+}
+
+/// What the start of a head ([`encode_head_start`]) wrote of the fields the codec adds
+/// otherwise.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeadStart {
+    has_date: bool,
+    has_server: bool,
+}
+
+/// The part of [`encode_response_head`] that depends only on the response: the status line,
+/// the handler's fields and the framing field. It does not depend on the request or the
+/// connection (`HEAD` and `GET` get the same bytes), so a caller may keep the bytes written
+/// for a response it sends again and put them in place of a second call; then
+/// [`encode_head_end`] with what this returned.
+pub fn encode_head_start<'f>(
+    status: StatusCode,
+    headers: impl IntoIterator<Item = (&'f HeaderName, &'f HeaderValue)>,
+    framing: ResponseFraming,
+    dst: &mut BytesMut,
+) -> HeadStart {
     let headers = headers.into_iter();
     // Room for the status line, the codec's own fields and a typical field each (more is
     // grown as needed): sized without a pass over the fields.
-    dst.reserve(headers.size_hint().0 * 48 + date.len() + 160);
+    dst.reserve(headers.size_hint().0 * 48 + 200);
 
     put_status_line(status, dst);
     // One pass: the handler's fields are written and `date`/`server` noted (no lookups).
-    let (mut has_date, mut has_server) = (false, false);
+    let mut start = HeadStart::default();
     for (name, value) in headers {
         if name == header::DATE {
-            has_date = true;
+            start.has_date = true;
         } else if name == header::SERVER {
-            has_server = true;
+            start.has_server = true;
         } else if is_codec_owned(name) {
             continue;
         }
@@ -139,6 +161,20 @@ pub fn encode_response_head<'f>(
         | ResponseFraming::CloseDelimited
         | ResponseFraming::SwitchingProtocols => {}
     }
+    start
+}
+
+/// The rest of [`encode_response_head`] after [`encode_head_start`]: the `connection` field,
+/// `date` and `server` unless the handler set them, and the empty line.
+pub fn encode_head_end(
+    start: HeadStart,
+    framing: ResponseFraming,
+    request_version: Version,
+    close: bool,
+    date: &[u8],
+    dst: &mut BytesMut,
+) {
+    let close = close || framing == ResponseFraming::CloseDelimited;
     if framing == ResponseFraming::SwitchingProtocols {
         dst.extend_from_slice(b"connection: upgrade\r\n");
     } else if close {
@@ -147,7 +183,7 @@ pub fn encode_response_head<'f>(
         // HTTP/1.0 closes by default (RFC 9112 §9.3); say that this connection persists.
         dst.extend_from_slice(b"connection: keep-alive\r\n");
     }
-    put_tail((!has_date).then_some(date), !has_server, dst);
+    put_tail((!start.has_date).then_some(date), !start.has_server, dst);
 }
 
 /// The head's last lines in one copy: our `date` and `server` fields (each where the

@@ -42,4 +42,4 @@ pub use error::{Error, Reason};
 pub use frame::{Frame, FrameDecoder, Head, Kind, StreamId, StreamIdHasher, StreamMap};
 pub mod server;
 pub use request::{FieldList, HeaderDecoder, HeaderError, RequestHead, ResponseHead};
-pub use response::{HeaderEncoder, OwnField, Present, RequestPseudo};
+pub use response::{HeaderEncoder, OwnField, Present, RequestPseudo, ResponseStart};

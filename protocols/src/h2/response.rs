@@ -21,7 +21,7 @@
 //! table is cut down with it); an increase needs no signal (our table stays at the smaller
 //! size, which the larger setting allows).
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::fields::is_connection_specific;
@@ -176,16 +176,7 @@ impl HeaderEncoder {
         dst: &mut BytesMut,
     ) -> Present {
         self.flush_update(dst);
-        match static_status_index(status.as_u16()) {
-            Some(index) => encoder::indexed(index, dst),
-            None => {
-                encoder::literal(STATUS_NAME_INDEX, &[], status.as_str().as_bytes(), false, dst)
-            }
-        }
-        // `content-length` is the codec's, as in HTTP/1: the caller passes the body's real
-        // length (`ServerFields`), so a wrong one from the application never reaches the
-        // wire (RFC 9113 §8.1.1 makes a mismatch a malformed response).
-        encode_fields(headers, Some(&http::header::CONTENT_LENGTH), dst)
+        encode_start(status, headers, None, dst)
     }
 
     /// Appends the HPACK block for a request head to `dst` (the client side): the four
@@ -236,19 +227,14 @@ impl HeaderEncoder {
         }
     }
 
-    /// Appends the `content-length` the codec computed to the block `encode_response` just
-    /// wrote (the application's own was dropped there).
-    pub fn encode_content_length(&mut self, digits: &[u8], dst: &mut BytesMut) {
-        encoder::literal(CONTENT_LENGTH_INDEX, &[], digits, false, dst);
-    }
-
     /// Appends the HPACK block for trailers to `dst`, dropping connection-specific fields.
     pub fn encode_trailers(&mut self, headers: &HeaderMap, dst: &mut BytesMut) {
         self.flush_update(dst);
         encode_fields(headers, None, dst);
     }
 
-    fn flush_update(&mut self, dst: &mut BytesMut) {
+    /// Starts a block: a pending dynamic table size update must come first (RFC 7541 §4.2).
+    pub(crate) fn flush_update(&mut self, dst: &mut BytesMut) {
         if let Some(size) = self.pending_update.take() {
             encoder::size_update(size, dst);
             // The peer's decoder evicts down to the new size on reading the update.
@@ -264,6 +250,68 @@ pub struct Present {
     pub date: bool,
     /// `server`.
     pub server: bool,
+}
+
+/// The part of a response block that depends on the response alone: `:status`, the
+/// handler's fields and, when given, `content-length`, each encoded without the dynamic
+/// table, so the same bytes are right on any connection at any time.
+pub(crate) fn encode_start<'f>(
+    status: StatusCode,
+    headers: impl IntoIterator<Item = (&'f HeaderName, &'f HeaderValue)>,
+    content_length: Option<u64>,
+    dst: &mut BytesMut,
+) -> Present {
+    match static_status_index(status.as_u16()) {
+        Some(index) => encoder::indexed(index, dst),
+        None => encoder::literal(STATUS_NAME_INDEX, &[], status.as_str().as_bytes(), false, dst),
+    }
+    // `content-length` is the codec's, as in HTTP/1: the caller passes the body's real
+    // length (`ServerFields`), so a wrong one from the application never reaches the wire
+    // (RFC 9113 §8.1.1 makes a mismatch a malformed response).
+    let present = encode_fields(headers, Some(&http::header::CONTENT_LENGTH), dst);
+    if let Some(n) = content_length {
+        let mut scratch = [0; 20];
+        let digits = crate::h1::response::decimal(n, &mut scratch);
+        encoder::literal(CONTENT_LENGTH_INDEX, &[], digits, false, dst);
+    }
+    present
+}
+
+/// The start of a response's header block ([`encode_start`]'s bytes), made once and sent
+/// any number of times with
+/// [`Connection::send_response_from`](crate::h2::server::Connection::send_response_from):
+/// a server that answers with the same response again and again (a fixed page, a health
+/// check) formats it once. Only this encoder makes one, so what a connection sends from it
+/// is always a valid block.
+#[derive(Debug, Clone)]
+pub struct ResponseStart {
+    pub(crate) status: StatusCode,
+    pub(crate) bytes: Bytes,
+    pub(crate) present: Present,
+}
+
+impl ResponseStart {
+    /// Encodes `:status`, `headers` (as [`HeaderEncoder::encode_response`] takes them) and
+    /// `content-length: content_length`.
+    pub fn encode<'f>(
+        status: StatusCode,
+        headers: impl IntoIterator<Item = (&'f HeaderName, &'f HeaderValue)>,
+        content_length: Option<u64>,
+    ) -> ResponseStart {
+        let mut bytes = BytesMut::new();
+        let present = encode_start(status, headers, content_length, &mut bytes);
+        ResponseStart { status, bytes: bytes.freeze(), present }
+    }
+
+    /// The encoded bytes' length.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether there are none (never: `:status` is always there).
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
 }
 
 /// Encodes `headers` but connection-specific fields and `skip`; notes `date` and `server`.

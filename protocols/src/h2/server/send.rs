@@ -13,7 +13,7 @@ use super::stream::SendState;
 use super::{Connection, Phase};
 use crate::h2::frame::{self, RstStream, StreamId, WindowUpdate};
 use crate::h2::outbound;
-use crate::h2::response::OwnField;
+use crate::h2::response::{encode_start, OwnField, Present, ResponseStart};
 use crate::h2::Reason;
 
 /// The most room reserved in the output buffer when a batch of responses starts: a batch
@@ -71,16 +71,47 @@ impl Connection {
         fields: Option<ServerFields<'_>>,
         end_stream: bool,
     ) -> Result<(), StreamGone> {
+        self.start_response(id, status, end_stream)?;
+        self.encode_head(id, status, headers, fields, end_stream);
+        if end_stream {
+            self.settle(id);
+        }
+        Ok(())
+    }
+
+    /// [`send_response_with`](Self::send_response_with) for a response whose block starts
+    /// with `start` (made once, sent any number of times; see [`ResponseStart`]): `date` and
+    /// `server` follow unless it set them.
+    pub fn send_response_from(
+        &mut self,
+        id: StreamId,
+        start: &ResponseStart,
+        date: &[u8],
+        end_stream: bool,
+    ) -> Result<(), StreamGone> {
+        self.start_response(id, start.status, end_stream)?;
+        let at = self.begin_head();
+        self.out.extend_from_slice(&start.bytes);
+        self.end_head(id, at, start.present, Some(date), end_stream);
+        if end_stream {
+            self.settle(id);
+        }
+        Ok(())
+    }
+
+    /// Moves `id` on to sending its response head (only once; refused if it is gone).
+    fn start_response(
+        &mut self,
+        id: StreamId,
+        status: StatusCode,
+        end_stream: bool,
+    ) -> Result<(), StreamGone> {
         let stream = self.streams.get_mut(&id).ok_or(StreamGone)?;
         if stream.send != SendState::Idle {
             return Err(StreamGone);
         }
         stream.send = if end_stream { SendState::Done } else { SendState::Open };
         stream.tunnel = stream.connect && status.is_success();
-        self.encode_head(id, status, headers, fields, end_stream);
-        if end_stream {
-            self.settle(id);
-        }
         Ok(())
     }
 
@@ -201,6 +232,15 @@ impl Connection {
         fields: Option<ServerFields<'_>>,
         end_stream: bool,
     ) {
+        let at = self.begin_head();
+        let content_length = fields.and_then(|f| f.content_length);
+        let present = encode_start(status, headers, content_length, &mut self.out);
+        self.end_head(id, at, present, fields.map(|f| f.date), end_stream);
+    }
+
+    /// Room for a head in the output, the frame header's included: where it starts. The
+    /// block's size update, if one is due, is written (it must come first, RFC 7541 §4.2).
+    fn begin_head(&mut self) -> usize {
         if self.out.is_empty() {
             // The first response of a batch: room for the batch up front, so a hundred
             // responses are not encoded into a buffer that doubles (and copies) its way up.
@@ -212,33 +252,41 @@ impl Connection {
                 self.out.reserve(room);
             }
         }
-        let start = self.out.len();
+        let at = self.out.len();
         self.out.extend_from_slice(&[0; frame::HEAD_LEN]);
-        let present = self.encoder.encode_response(status, headers, &mut self.out);
-        if let Some(f) = fields {
+        self.encoder.flush_update(&mut self.out);
+        at
+    }
+
+    /// Ends a head begun at `at`: `date` and `server` unless `present` says the handler set
+    /// them (when `date` is given), then the frame header.
+    fn end_head(
+        &mut self,
+        id: StreamId,
+        at: usize,
+        present: Present,
+        date: Option<&[u8]>,
+        end_stream: bool,
+    ) {
+        if let Some(date) = date {
             if !present.date {
-                self.encoder.encode_own_field(OwnField::Date, f.date, &mut self.out);
+                self.encoder.encode_own_field(OwnField::Date, date, &mut self.out);
             }
             if !present.server {
                 self.encoder.encode_own_field(OwnField::Server, b"peregrine", &mut self.out);
             }
-            if let Some(n) = f.content_length {
-                let mut scratch = [0; 20];
-                let digits = crate::h1::response::decimal(n, &mut scratch);
-                self.encoder.encode_content_length(digits, &mut self.out);
-            }
         }
-        let len = self.out.len() - start - frame::HEAD_LEN;
+        let len = self.out.len() - at - frame::HEAD_LEN;
         if len <= self.peer_max_frame_size as usize {
             let mut flags = frame::flags::END_HEADERS;
             if end_stream {
                 flags |= frame::flags::END_STREAM;
             }
             let head = frame::Head::new(frame::Kind::Headers, flags, id, len as u32);
-            self.out[start..start + frame::HEAD_LEN].copy_from_slice(&head.to_bytes());
+            self.out[at..at + frame::HEAD_LEN].copy_from_slice(&head.to_bytes());
         } else {
-            let block = self.out.split_off(start + frame::HEAD_LEN).freeze();
-            self.out.truncate(start);
+            let block = self.out.split_off(at + frame::HEAD_LEN).freeze();
+            self.out.truncate(at);
             self.write_block(id, block, end_stream);
         }
     }
