@@ -90,6 +90,9 @@ impl OwnField {
 /// table holds too.
 const OWN_TABLE_MAX: usize = 512;
 
+/// The `server` field's value.
+const SERVER: &[u8] = b"peregrine";
+
 /// The peer's dynamic table as far as this encoder filled it (RFC 7541 §2.3, §4): the sizes
 /// of the entries, newest first, and the insertion numbers of the current `date` and
 /// `server` values. An entry's index is 62 plus the number of entries inserted after it.
@@ -209,6 +212,27 @@ impl HeaderEncoder {
             }
         }
         encode_fields(headers, Some(&http::header::HOST), dst);
+    }
+
+    /// Appends the server's own `date` (when given) and `server` (when `server`), as
+    /// [`encode_own_field`](Self::encode_own_field) would one after the other. Once both sit
+    /// in the peer's table (every block after the first, within a second) they are one byte
+    /// each, written together.
+    pub fn encode_own_fields(&mut self, date: Option<&[u8]>, server: bool, dst: &mut BytesMut) {
+        if let (Some(date), true) = (date, server) {
+            let date_index = self.own.index_of(OwnField::Date, date);
+            let server_index = self.own.index_of(OwnField::Server, SERVER);
+            if let (Some(d @ ..=126), Some(s @ ..=126)) = (date_index, server_index) {
+                dst.extend_from_slice(&[0x80 | d as u8, 0x80 | s as u8]);
+                return;
+            }
+        }
+        if let Some(date) = date {
+            self.encode_own_field(OwnField::Date, date, dst);
+        }
+        if server {
+            self.encode_own_field(OwnField::Server, SERVER, dst);
+        }
     }
 
     /// Appends a field the server adds (`date`, `server`) to the block `encode_response`

@@ -13,7 +13,7 @@ use super::stream::SendState;
 use super::{Connection, Phase};
 use crate::h2::frame::{self, RstStream, StreamId, WindowUpdate};
 use crate::h2::outbound;
-use crate::h2::response::{encode_start, OwnField, Present, ResponseStart};
+use crate::h2::response::{encode_start, Present, ResponseStart};
 use crate::h2::Reason;
 
 /// The most room reserved in the output buffer when a batch of responses starts: a batch
@@ -269,12 +269,8 @@ impl Connection {
         end_stream: bool,
     ) {
         if let Some(date) = date {
-            if !present.date {
-                self.encoder.encode_own_field(OwnField::Date, date, &mut self.out);
-            }
-            if !present.server {
-                self.encoder.encode_own_field(OwnField::Server, b"peregrine", &mut self.out);
-            }
+            let date = (!present.date).then_some(date);
+            self.encoder.encode_own_fields(date, !present.server, &mut self.out);
         }
         let len = self.out.len() - at - frame::HEAD_LEN;
         if len <= self.peer_max_frame_size as usize {

@@ -8,7 +8,7 @@ use loona_hpack::Decoder as OtherDecoder;
 
 use crate::h2::hpack::decoder::{Decoder, ListLimits};
 use crate::h2::response::encode_start;
-use crate::h2::{HeaderEncoder, OwnField};
+use crate::h2::HeaderEncoder;
 
 type List = Vec<(String, String)>;
 
@@ -158,8 +158,7 @@ fn own_fields_block(enc: &mut HeaderEncoder, date: &str) -> Vec<u8> {
     let mut dst = BytesMut::new();
     enc.flush_update(&mut dst);
     encode_start(StatusCode::OK, &HeaderMap::new(), Some(13), &mut dst);
-    enc.encode_own_field(OwnField::Date, date.as_bytes(), &mut dst);
-    enc.encode_own_field(OwnField::Server, b"peregrine", &mut dst);
+    enc.encode_own_fields(Some(date.as_bytes()), true, &mut dst);
     dst.to_vec()
 }
 
