@@ -2,6 +2,7 @@
 //! isolation) is the exchange's job: `exchange.rs`.
 
 use std::future::Future;
+use std::rc::Rc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -282,6 +283,43 @@ impl Fixed {
 pub enum Answer {
     /// A fixed response, written without a `HeaderMap` at all.
     Fixed(Fixed),
-    /// A whole response (such as a cache hit), written as a handler's response is.
+    /// A whole response, written as a handler's response is.
     Response(Response<Body>),
+    /// A response-cache hit, written from the entry's fields as they are stored.
+    CacheHit(CacheHit),
+}
+
+/// A response the response cache answers with: its fields are the stored entry's, shared
+/// (a hit copies no map), and its body is in memory. Made by the cache only.
+#[derive(Debug, Clone)]
+pub struct CacheHit {
+    pub(crate) status: StatusCode,
+    pub(crate) fields: Rc<http::HeaderMap>,
+    pub(crate) body: Bytes,
+}
+
+impl CacheHit {
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The fields (without a length: the codecs frame the body).
+    pub fn fields(&self) -> &http::HeaderMap {
+        &self.fields
+    }
+
+    /// The body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The hit as a response, for where a `Response` is needed (a request that waited out
+    /// a rate limit's delay goes the whole way).
+    pub(crate) fn into_response(self) -> Response<Body> {
+        let mut r = Response::new(Body::from(self.body));
+        *r.status_mut() = self.status;
+        *r.headers_mut() = Rc::unwrap_or_clone(self.fields);
+        r
+    }
 }

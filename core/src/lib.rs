@@ -60,7 +60,7 @@ pub mod upgrade;
 pub use access_log::AccessLogTarget;
 pub use body::{Body, BodyChunk, BodyError};
 pub use exchange::{ClientCertificates, ConnectProtocol, ConnectionInfo};
-pub use handler::{Answer, Fixed, Handler, Head};
+pub use handler::{Answer, CacheHit, Fixed, Handler, Head};
 pub use listener::{InheritedSocket, ListenerSpec, Protocols, UnixSocket};
 pub use metrics::Metrics;
 pub use peregrine_limits::{Limits, MinDataRate, RateLimit};

@@ -374,15 +374,13 @@ impl Handler for BuiltinRoutes {
             Some(route) => match &route.action {
                 Action::Fixed(f) => Some(Answer::Fixed(f.clone())),
                 // A forwarding route's cache hit; a miss goes the whole way.
-                Action::Proxy(..) | Action::App(..) => {
-                    route.cache.as_ref()?.fresh_hit(head).map(Answer::Response)
-                }
+                Action::Proxy(..) | Action::App(..) => route.cache.as_ref()?.fresh_hit(head),
                 Action::Files(..) => None,
             },
             None if self.compress_fallback || self.fallback_files.is_some() => None,
             None => match self.fallback {
                 None => self.builtin_answer(head.path_bytes()).map(Answer::Fixed),
-                Some(_) => self.fallback_cache.as_deref()?.fresh_hit(head).map(Answer::Response),
+                Some(_) => self.fallback_cache.as_deref()?.fresh_hit(head),
             },
         }
     }

@@ -40,7 +40,7 @@ use futures_core::Stream;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use serde::Deserialize;
 
-use crate::handler::Head;
+use crate::handler::{Answer, CacheHit, Head};
 use crate::{rt, Body, BodyChunk};
 use policy::{Lookup, Rules};
 use store::{Found, Freshness, Store, Stored};
@@ -180,18 +180,30 @@ impl ResponseCache {
     /// The stored answer to `request`, without awaiting anything (a caller can try it
     /// before building [`fetch`](Self::fetch)'s future), or what the fetch needs to know.
     pub fn hit(&self, request: &Request<Body>) -> Result<Response<Body>, Miss> {
-        self.find(&Head::of(request), true)
+        let head = Head::of(request);
+        self.find(&head, true).map(|hit| self.respond(hit, &head))
     }
 
     /// A fresh hit for a request's head alone, before any `Request` is built (what a
     /// handler's [`answer`](crate::Handler::answer) asks). Nothing else changes: an expired
     /// entry stays for [`hit`](Self::hit) to report and the fetch to replace.
-    pub(crate) fn fresh_hit(&self, head: &Head<'_>) -> Option<Response<Body>> {
-        self.find(head, false).ok()
+    pub(crate) fn fresh_hit(&self, head: &Head<'_>) -> Option<Answer> {
+        let hit = self.find(head, false).ok()?;
+        if hit.conditional && not_modified(head, &hit.stored.headers) {
+            return Some(Answer::Response(self.respond(hit, head)));
+        }
+        // The fields are the entry's, shared: nothing is copied into a map.
+        let Hit { stored, now, .. } = hit;
+        let fields = stored.hit_headers(now);
+        Some(Answer::CacheHit(CacheHit {
+            status: stored.status,
+            fields,
+            body: stored.body.clone(),
+        }))
     }
 
     /// [`hit`](Self::hit); `evict`: an expired entry found is dropped (and reported).
-    fn find(&self, head: &Head<'_>, evict: bool) -> Result<Response<Body>, Miss> {
+    fn find(&self, head: &Head<'_>, evict: bool) -> Result<Hit, Miss> {
         self.apply_purges();
         let (refresh, conditional) = match policy::request(head) {
             Lookup::Bypass => return Err(Miss { key: None, outcome: Outcome::Bypass }),
@@ -231,8 +243,9 @@ impl ResponseCache {
         if let Some(flight) = flight {
             let deadline = rt::now() + self.section.lock_timeout;
             rt::timer::timeout(deadline, wait(&flight)).await;
-            if let Ok(hit) = self.lookup(&key, &Head::of(&request), true, true) {
-                return hit;
+            let head = Head::of(&request);
+            if let Ok(hit) = self.lookup(&key, &head, true, true) {
+                return self.respond(hit, &head);
             }
         }
         let _flight = FlightGuard::start(self, &key);
@@ -301,7 +314,8 @@ impl ResponseCache {
         );
         let fields = crate::handler::Fields::Map(&request_headers);
         let asked = Head::new(&Method::GET, &asked_uri, asked_version, fields);
-        let response = self.respond(&stored, Some(&asked), outcome, rt::now());
+        let fresh = not_modified(&asked, &stored.headers);
+        let response = self.mark(stored_response(&stored, fresh, stored.headers.clone()), outcome);
         self.metrics.stored();
         let mut store = self.store.borrow_mut();
         store.put(&key, stored);
@@ -317,40 +331,27 @@ impl ResponseCache {
         request: &Head<'_>,
         conditional: bool,
         evict: bool,
-    ) -> Result<Response<Body>, Outcome> {
+    ) -> Result<Hit, Outcome> {
         let now = rt::now();
         let found = self.store.borrow_mut().get(key, request, now, evict);
         match found {
             Found::Fresh(stored) => {
                 self.metrics.count(Outcome::Hit);
-                Ok(self.respond(&stored, conditional.then_some(request), Outcome::Hit, now))
+                Ok(Hit { stored, conditional, now })
             }
             Found::Expired => Err(Outcome::Expired),
             Found::Missing => Err(Outcome::Miss),
         }
     }
 
-    /// The response for a stored entry: `304` when the request's validators match it.
-    /// (`request`: the request's fields when they may hold validators.)
-    fn respond(
-        &self,
-        s: &Stored,
-        request: Option<&Head<'_>>,
-        outcome: Outcome,
-        now: std::time::Instant,
-    ) -> Response<Body> {
-        let not_modified = request.is_some_and(|r| not_modified(r, &s.headers));
-        // HEAD gets the body too: the protocol writes its length and never its bytes.
-        let body = if not_modified { Body::empty() } else { Body::from(s.body.clone()) };
-        let mut r = Response::new(body);
-        *r.status_mut() = if not_modified { StatusCode::NOT_MODIFIED } else { s.status };
-        if outcome != Outcome::Hit {
-            *r.headers_mut() = s.headers.clone();
-            return self.mark(r, outcome);
-        }
+    /// The response for a hit on `request`: `304` when the request's validators match the
+    /// entry (and it may carry validators).
+    fn respond(&self, hit: Hit, request: &Head<'_>) -> Response<Body> {
+        let Hit { stored, conditional, now } = hit;
+        let not_modified = conditional && not_modified(request, &stored.headers);
         // The hit's fields were prepared when it was stored (with the status header).
-        *r.headers_mut() = s.hit_headers(now);
-        r
+        let fields = HeaderMap::clone(&stored.hit_headers(now));
+        stored_response(&stored, not_modified, fields)
     }
 
     fn mark(&self, mut response: Response<Body>, outcome: Outcome) -> Response<Body> {
@@ -376,6 +377,24 @@ impl ResponseCache {
         self.purges_seen.set(now);
         self.metrics.usage(store.usage());
     }
+}
+
+/// A response from entry `s` with `fields`: a `304` without a body when `not_modified`.
+fn stored_response(s: &Stored, not_modified: bool, fields: HeaderMap) -> Response<Body> {
+    // HEAD gets the body too: the protocol writes its length and never its bytes.
+    let body = if not_modified { Body::empty() } else { Body::from(s.body.clone()) };
+    let mut r = Response::new(body);
+    *r.status_mut() = if not_modified { StatusCode::NOT_MODIFIED } else { s.status };
+    *r.headers_mut() = fields;
+    r
+}
+
+/// A fresh entry found for a request.
+struct Hit {
+    stored: Rc<Stored>,
+    /// The request may carry validators (a `304` may be the answer).
+    conditional: bool,
+    now: std::time::Instant,
 }
 
 /// The cache key into `key`: the host (lowercase, without port) and the path with its

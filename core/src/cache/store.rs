@@ -19,8 +19,9 @@ pub(crate) struct Stored {
     pub(crate) headers: HeaderMap,
     /// The same with the cache's status header saying HIT and an `Age`, ready for hits, and
     /// until when that `Age` is right: it is brought up to date once a second, so a hit
-    /// neither formats it nor does clock arithmetic.
-    hit_headers: RefCell<(HeaderMap, Instant)>,
+    /// neither formats it nor does clock arithmetic. Shared with the hits answered from it
+    /// ([`CacheHit`](crate::CacheHit)), which copy none of it.
+    hit_headers: RefCell<(Rc<HeaderMap>, Instant)>,
     pub(crate) body: Bytes,
     stored_at: Instant,
     /// Its age when it arrived.
@@ -52,7 +53,7 @@ impl Stored {
         let stored = Stored {
             status,
             headers,
-            hit_headers: RefCell::new((hit_headers, now)),
+            hit_headers: RefCell::new((Rc::new(hit_headers), now)),
             body,
             stored_at: now,
             initial_age,
@@ -74,19 +75,20 @@ impl Stored {
     }
 
     /// The fields of a hit at `now`.
-    pub(crate) fn hit_headers(&self, now: Instant) -> HeaderMap {
+    pub(crate) fn hit_headers(&self, now: Instant) -> Rc<HeaderMap> {
         let mut hit = self.hit_headers.borrow_mut();
         if now >= hit.1 {
             self.refresh_age(&mut hit, now);
         }
-        hit.0.clone()
+        Rc::clone(&hit.0)
     }
 
-    /// Sets `Age` to the age at `now` (whole seconds), and when it next changes.
-    fn refresh_age(&self, hit: &mut (HeaderMap, Instant), now: Instant) {
+    /// Sets `Age` to the age at `now` (whole seconds), and when it next changes. (A hit
+    /// still holding the fields keeps its own copy.)
+    fn refresh_age(&self, hit: &mut (Rc<HeaderMap>, Instant), now: Instant) {
         let age = self.age(now);
         let seconds = age.as_secs();
-        hit.0.insert(http::header::AGE, HeaderValue::from(seconds));
+        Rc::make_mut(&mut hit.0).insert(http::header::AGE, HeaderValue::from(seconds));
         hit.1 = now + (Duration::from_secs(seconds.saturating_add(1)) - age);
     }
 

@@ -31,8 +31,8 @@ use tracing::debug;
 use super::incoming::Incoming;
 use super::io::{ConnIo, Continue, Why};
 use super::write::{
-    finish as finish_response, must_flush, prepare_response, put_answer, stream_body, why_failed,
-    write_answer, Prepared, Written,
+    finish as finish_response, must_flush, prepare_response, put_answer, put_in_memory,
+    stream_body, why_failed, write_answer, Prepared, Written,
 };
 use crate::access_log::CoreLog;
 use crate::clients::ClientPolicy;
@@ -398,6 +398,12 @@ fn offer<H: Handler>(
             record.note_upstream(&response);
             (response.status(), body_bytes, close)
         }
+        Ok(Some(Answer::CacheHit(hit))) => {
+            let body = hit.body.clone();
+            let (close, body_bytes) =
+                put_in_memory(io, hit.status, &hit.fields, body, &head.method, head.version, close);
+            (hit.status, body_bytes, close)
+        }
         answered => {
             let stage = Stage::Answered(answered);
             return Offered::Serve(Started { head, record, info, stage });
@@ -444,6 +450,7 @@ async fn serve_request<H: Handler>(
             };
         }
         (_, Ok(Some(Answer::Response(response)))) => (response, false),
+        (_, Ok(Some(Answer::CacheHit(hit)))) => (hit.into_response(), false),
         (_, Err(Panicked)) => (exchange::internal_error(), true),
         (Some(too_many), Ok(None)) => (too_many, false),
         (None, Ok(None)) => {

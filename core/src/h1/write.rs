@@ -1,7 +1,7 @@
 //! Writing a response: head, then the body as one piece or streamed, framed as the codec
 //! decided (Content-Length, chunked, or until close).
 
-use http::{Method, Response, Version};
+use http::{HeaderMap, Method, Response, StatusCode, Version};
 use peregrine_protocols::h1::{
     encode_chunk_header, encode_head_end, encode_head_start, encode_last_chunk,
     encode_response_head, response_framing, HeadStart, ResponseFraming, CHUNK_END, LAST_CHUNK,
@@ -74,9 +74,13 @@ pub(crate) fn prepare_response(
 ) -> Prepared {
     let mut body = std::mem::take(response.body_mut());
     let (status, headers) = (response.status(), response.headers());
+    if let Some(full) = body.take_full() {
+        let close = close || close_unless_streaming;
+        let (close, _) = put_in_memory(io, status, headers, full, method, version, close);
+        return Prepared::Complete { close };
+    }
     let framing = response_framing(status, method, version, body.exact_len());
     close |= framing == ResponseFraming::CloseDelimited || wants_close(headers);
-    close |= close_unless_streaming && body.is_in_memory();
     date::with(|d| {
         let mut out = io.out();
         encode_response_head(status, headers, framing, version, close, d, &mut out)
@@ -84,12 +88,34 @@ pub(crate) fn prepare_response(
     if let ResponseFraming::NoBody { .. } = framing {
         return Prepared::Complete { close };
     }
-    match body.take_full() {
-        // `exact_len` came from this same body, so a Length framing matches it.
-        Some(full) => write_in_memory(io, full),
-        None => return Prepared::Streaming(StreamingBody { body, framing, close }),
+    Prepared::Streaming(StreamingBody { body, framing, close })
+}
+
+/// Puts a response whose body is in memory, head and body, into the output buffer: a
+/// handler's, or a cache hit with the entry's fields as they are stored. Returns whether
+/// the connection must close after it, and the body bytes written (none for `HEAD`, `204`,
+/// `304`).
+pub(crate) fn put_in_memory(
+    io: &ConnIo,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Bytes,
+    method: &Method,
+    version: Version,
+    close: bool,
+) -> (bool, u64) {
+    let len = body.len() as u64;
+    let framing = response_framing(status, method, version, Some(len));
+    let close = close || framing == ResponseFraming::CloseDelimited || wants_close(headers);
+    date::with(|d| {
+        let mut out = io.out();
+        encode_response_head(status, headers, framing, version, close, d, &mut out)
+    });
+    if let ResponseFraming::NoBody { .. } = framing {
+        return (close, 0);
     }
-    Prepared::Complete { close }
+    write_in_memory(io, body);
+    (close, len)
 }
 
 /// Writes a fixed answer ([`Handler::answer`](crate::Handler::answer)), sent as [`finish`]

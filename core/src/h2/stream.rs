@@ -96,6 +96,10 @@ fn begin<H: Handler>(
             let status = response.status();
             (status, queue_whole(shared, id, status, response.headers(), body, &head.method))
         }
+        Ok(Some(Answer::CacheHit(hit))) if whole(Some(hit.body.len() as u64)) => {
+            let (status, fields, body) = (hit.status, hit.fields.iter(), hit.body.clone());
+            (status, queue_whole(shared, id, status, fields, body, &head.method))
+        }
         // The 500 goes on this stream only: the connection's other streams go on.
         Err(Panicked) => {
             respond_error(shared, id, StatusCode::INTERNAL_SERVER_ERROR);
@@ -203,6 +207,7 @@ async fn run<H: Handler>(shared: Rc<Shared>, handler: Rc<H>, id: StreamId, start
             return record.finish(fixed.status, bytes, log);
         }
         Ok(Some(Answer::Response(response))) => response,
+        Ok(Some(Answer::CacheHit(hit))) => hit.into_response(),
         // The 500 goes on this stream only: the connection's other streams go on.
         Err(Panicked) => return respond_error(shared, id, StatusCode::INTERNAL_SERVER_ERROR),
         Ok(None) => {
