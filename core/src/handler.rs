@@ -291,11 +291,23 @@ pub enum Answer {
 
 /// A response the response cache answers with: its fields are the stored entry's, shared
 /// (a hit copies no map), and its body is in memory. Made by the cache only.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CacheHit {
     pub(crate) status: StatusCode,
     pub(crate) fields: Rc<http::HeaderMap>,
     pub(crate) body: Bytes,
+    /// The entry, which keeps the encodings of the start of its head.
+    pub(crate) entry: Rc<crate::cache::Stored>,
+}
+
+impl std::fmt::Debug for CacheHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheHit")
+            .field("status", &self.status)
+            .field("fields", &self.fields)
+            .field("body", &self.body.len())
+            .finish()
+    }
 }
 
 impl CacheHit {

@@ -90,8 +90,17 @@ fn fresh_responses_are_served_from_memory_with_age_and_validators() {
     let second = get(a, "/fresh", "");
     assert_eq!(second.header("x-cache"), Some("HIT"));
     assert_eq!(second.body, first.body, "the stored answer");
-    assert!(second.header("age").unwrap().parse::<u64>().unwrap() >= 1);
+    let age = |r: &common::RawResponse| r.header("age").unwrap().parse::<u64>().unwrap();
+    assert!(age(&second) >= 1);
     assert_eq!(second.header("etag"), Some("\"v1\""));
+    // The start of a hit's head is kept with the entry, and follows its `Age`.
+    let third = get(a, "/fresh", "");
+    assert!(age(&third) >= age(&second));
+    std::thread::sleep(Duration::from_millis(1100));
+    let fourth = get(a, "/fresh", "");
+    assert!(age(&fourth) > age(&third), "{} then {}", age(&third), age(&fourth));
+    assert_eq!(fourth.headers.iter().filter(|(n, _)| n == "age").count(), 1);
+    assert_eq!(fourth.body, first.body);
     assert_eq!(upstream_saw(&up, "/fresh"), 1);
     // HEAD is answered from GET's entry, with its length.
     let mut c = common::Client::connect(a);

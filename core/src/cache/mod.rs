@@ -43,7 +43,8 @@ use serde::Deserialize;
 use crate::handler::{Answer, CacheHit, Head};
 use crate::{rt, Body, BodyChunk};
 use policy::{Lookup, Rules};
-use store::{Found, Freshness, Store, Stored};
+pub(crate) use store::Stored;
+use store::{Found, Freshness, Store};
 
 /// `[cache]`: the response cache's settings (per core: each core has its own store).
 #[derive(Debug, Clone, Deserialize)]
@@ -195,11 +196,8 @@ impl ResponseCache {
         // The fields are the entry's, shared: nothing is copied into a map.
         let Hit { stored, now, .. } = hit;
         let fields = stored.hit_headers(now);
-        Some(Answer::CacheHit(CacheHit {
-            status: stored.status,
-            fields,
-            body: stored.body.clone(),
-        }))
+        let (status, body) = (stored.status, stored.body.clone());
+        Some(Answer::CacheHit(CacheHit { status, fields, body, entry: stored }))
     }
 
     /// [`hit`](Self::hit); `evict`: an expired entry found is dropped (and reported).

@@ -10,6 +10,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use lru::LruCache;
 
+use peregrine_protocols::h2::ResponseStart;
+
+use crate::answer_start::H1Start;
 use crate::handler::Head;
 
 /// A stored response.
@@ -17,11 +20,9 @@ pub(crate) struct Stored {
     pub(crate) status: StatusCode,
     /// The response's fields, without hop-by-hop ones and without `Age`.
     pub(crate) headers: HeaderMap,
-    /// The same with the cache's status header saying HIT and an `Age`, ready for hits, and
-    /// until when that `Age` is right: it is brought up to date once a second, so a hit
-    /// neither formats it nor does clock arithmetic. Shared with the hits answered from it
-    /// ([`CacheHit`](crate::CacheHit)), which copy none of it.
-    hit_headers: RefCell<(Rc<HeaderMap>, Instant)>,
+    /// The same with the cache's status header saying HIT and an `Age`, ready for hits (see
+    /// [`HitFields`]).
+    hit: RefCell<HitFields>,
     pub(crate) body: Bytes,
     stored_at: Instant,
     /// Its age when it arrived.
@@ -30,6 +31,19 @@ pub(crate) struct Stored {
     fresh_until: Instant,
     /// The request fields its `Vary` names, with the values they had.
     pub(crate) vary: Vec<(HeaderName, Option<HeaderValue>)>,
+}
+
+/// A stored response's fields as hits give them, brought up to date once a second (so a hit
+/// neither formats `Age` nor does clock arithmetic), and their encodings as each protocol
+/// writes the start of a head, made at the first hit that needs one and dropped when `Age`
+/// moves on. The fields are shared with the hits answered from them
+/// ([`CacheHit`](crate::CacheHit)), which copy none of it.
+struct HitFields {
+    fields: Rc<HeaderMap>,
+    /// Until when `Age` is right.
+    until: Instant,
+    h1: Option<Rc<H1Start>>,
+    h2: Option<ResponseStart>,
 }
 
 /// How old a response was when it arrived, and until what age it is fresh.
@@ -53,7 +67,12 @@ impl Stored {
         let stored = Stored {
             status,
             headers,
-            hit_headers: RefCell::new((Rc::new(hit_headers), now)),
+            hit: RefCell::new(HitFields {
+                fields: Rc::new(hit_headers),
+                until: now,
+                h1: None,
+                h2: None,
+            }),
             body,
             stored_at: now,
             initial_age,
@@ -61,7 +80,7 @@ impl Stored {
             fresh_until: now + lifetime.saturating_sub(initial_age).min(super::policy::MAX_DELTA),
             vary,
         };
-        stored.refresh_age(&mut stored.hit_headers.borrow_mut(), now);
+        stored.refresh_age(&mut stored.hit.borrow_mut(), now);
         stored
     }
 
@@ -76,20 +95,50 @@ impl Stored {
 
     /// The fields of a hit at `now`.
     pub(crate) fn hit_headers(&self, now: Instant) -> Rc<HeaderMap> {
-        let mut hit = self.hit_headers.borrow_mut();
-        if now >= hit.1 {
+        let mut hit = self.hit.borrow_mut();
+        if now >= hit.until {
             self.refresh_age(&mut hit, now);
         }
-        Rc::clone(&hit.0)
+        Rc::clone(&hit.fields)
     }
 
-    /// Sets `Age` to the age at `now` (whole seconds), and when it next changes. (A hit
-    /// still holding the fields keeps its own copy.)
-    fn refresh_age(&self, hit: &mut (Rc<HeaderMap>, Instant), now: Instant) {
+    /// The start of an HTTP/1 head for a hit with `fields` (as [`hit_headers`]
+    /// (Self::hit_headers) gave them), made by `make` at the first hit that asks; `None`
+    /// once `Age` has moved on from those fields (the caller makes its own).
+    pub(crate) fn h1_start(
+        &self,
+        fields: &Rc<HeaderMap>,
+        make: impl FnOnce() -> H1Start,
+    ) -> Option<Rc<H1Start>> {
+        let mut hit = self.hit.borrow_mut();
+        // The caller holds `fields`: their allocation cannot have been reused.
+        if !Rc::ptr_eq(&hit.fields, fields) {
+            return None;
+        }
+        Some(Rc::clone(hit.h1.get_or_insert_with(|| Rc::new(make()))))
+    }
+
+    /// [`h1_start`](Self::h1_start) for HTTP/2: the start of a header block.
+    pub(crate) fn h2_start(
+        &self,
+        fields: &Rc<HeaderMap>,
+        make: impl FnOnce() -> ResponseStart,
+    ) -> Option<ResponseStart> {
+        let mut hit = self.hit.borrow_mut();
+        if !Rc::ptr_eq(&hit.fields, fields) {
+            return None;
+        }
+        Some(hit.h2.get_or_insert_with(make).clone())
+    }
+
+    /// Sets `Age` to the age at `now` (whole seconds), and when it next changes; the
+    /// encodings of the old fields go. (A hit still holding the fields keeps its own copy.)
+    fn refresh_age(&self, hit: &mut HitFields, now: Instant) {
         let age = self.age(now);
         let seconds = age.as_secs();
-        Rc::make_mut(&mut hit.0).insert(http::header::AGE, HeaderValue::from(seconds));
-        hit.1 = now + (Duration::from_secs(seconds.saturating_add(1)) - age);
+        Rc::make_mut(&mut hit.fields).insert(http::header::AGE, HeaderValue::from(seconds));
+        hit.until = now + (Duration::from_secs(seconds.saturating_add(1)) - age);
+        (hit.h1, hit.h2) = (None, None);
     }
 
     /// Whether `request` selects this variant.

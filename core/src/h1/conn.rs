@@ -31,7 +31,7 @@ use tracing::debug;
 use super::incoming::Incoming;
 use super::io::{ConnIo, Continue, Why};
 use super::write::{
-    finish as finish_response, must_flush, prepare_response, put_answer, put_in_memory,
+    finish as finish_response, must_flush, prepare_response, put_answer, put_cache_hit,
     stream_body, why_failed, write_answer, Prepared, Written,
 };
 use crate::access_log::CoreLog;
@@ -399,9 +399,7 @@ fn offer<H: Handler>(
             (response.status(), body_bytes, close)
         }
         Ok(Some(Answer::CacheHit(hit))) => {
-            let body = hit.body.clone();
-            let (close, body_bytes) =
-                put_in_memory(io, hit.status, &hit.fields, body, &head.method, head.version, close);
+            let (close, body_bytes) = put_cache_hit(io, &hit, &head.method, head.version, close);
             (hit.status, body_bytes, close)
         }
         answered => {

@@ -11,7 +11,7 @@ use super::io::{ConnIo, Why, WriteFail};
 use crate::answer_start::{self, H1Start};
 use crate::body::BodyError;
 use crate::exchange::{pump, BodyFailed, BodySink, PumpError};
-use crate::handler::Fixed;
+use crate::handler::{CacheHit, Fixed};
 use crate::transport::Recv;
 use crate::{date, Body};
 use bytes::{Bytes, BytesMut};
@@ -104,12 +104,62 @@ pub(crate) fn put_in_memory(
     version: Version,
     close: bool,
 ) -> (bool, u64) {
+    let start = |framing, out: &mut BytesMut| encode_head_start(status, headers, framing, out);
+    put_whole(io, status, headers, body, (method, version, close), start)
+}
+
+/// [`put_in_memory`] for a cache hit: the start of its head is the entry's, formatted at the
+/// first hit that needs it (once for each second of `Age`) and copied after that.
+pub(crate) fn put_cache_hit(
+    io: &ConnIo,
+    hit: &CacheHit,
+    method: &Method,
+    version: Version,
+    close: bool,
+) -> (bool, u64) {
+    let (status, fields) = (hit.status, &*hit.fields);
+    let start = |framing: ResponseFraming, out: &mut BytesMut| {
+        // A declared length gives `HEAD` and `GET` the same bytes.
+        let (ResponseFraming::Length(_) | ResponseFraming::NoBody { content_length: Some(_) }) =
+            framing
+        else {
+            return encode_head_start(status, fields, framing, out);
+        };
+        let kept = hit.entry.h1_start(&hit.fields, || {
+            let mut bytes = BytesMut::new();
+            let start = encode_head_start(status, fields, framing, &mut bytes);
+            H1Start { start, bytes: bytes.to_vec() }
+        });
+        match kept {
+            Some(kept) => {
+                out.extend_from_slice(&kept.bytes);
+                kept.start
+            }
+            None => encode_head_start(status, fields, framing, out),
+        }
+    };
+    put_whole(io, status, fields, hit.body.clone(), (method, version, close), start)
+}
+
+/// The request's method and version, and whether the connection closes after the response.
+type Exchange<'a> = (&'a Method, Version, bool);
+
+/// [`put_in_memory`], with the start of the head put by `start`.
+fn put_whole(
+    io: &ConnIo,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Bytes,
+    (method, version, close): Exchange<'_>,
+    start: impl FnOnce(ResponseFraming, &mut BytesMut) -> HeadStart,
+) -> (bool, u64) {
     let len = body.len() as u64;
     let framing = response_framing(status, method, version, Some(len));
     let close = close || framing == ResponseFraming::CloseDelimited || wants_close(headers);
     date::with(|d| {
         let mut out = io.out();
-        encode_response_head(status, headers, framing, version, close, d, &mut out)
+        let head_start = start(framing, &mut out);
+        encode_head_end(head_start, framing, version, close, d, &mut out);
     });
     if let ResponseFraming::NoBody { .. } = framing {
         return (close, 0);

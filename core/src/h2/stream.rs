@@ -10,12 +10,13 @@ use http::{HeaderMap, Method, Response, StatusCode, Version};
 use peregrine_limits::{DataRate, Limit};
 use peregrine_protocols::content::{response_content, Content};
 use peregrine_protocols::h2::server::ServerFields;
+use peregrine_protocols::h2::server::{Connection, StreamGone as Gone};
 use peregrine_protocols::h2::{Reason, RequestHead, ResponseStart, StreamId};
 
 use super::body::RequestBody;
 use super::conn::Shared;
 use crate::exchange::{self, BodyFailed, BodySink, Panicked, PumpError, Record, Stage};
-use crate::handler::{Answer, Fields, Fixed};
+use crate::handler::{Answer, CacheHit, Fields, Fixed};
 use crate::metrics::Rejection;
 use crate::rt::executor;
 use crate::rt::timer::Timer;
@@ -97,8 +98,7 @@ fn begin<H: Handler>(
             (status, queue_whole(shared, id, status, response.headers(), body, &head.method))
         }
         Ok(Some(Answer::CacheHit(hit))) if whole(Some(hit.body.len() as u64)) => {
-            let (status, fields, body) = (hit.status, hit.fields.iter(), hit.body.clone());
-            (status, queue_whole(shared, id, status, fields, body, &head.method))
+            (hit.status, queue_cache_hit(shared, id, &hit, &head.method))
         }
         // The 500 goes on this stream only: the connection's other streams go on.
         Err(Panicked) => {
@@ -315,8 +315,7 @@ fn queue_fixed(shared: &Shared, id: StreamId, answer: &Fixed, method: &Method) -
     let Some(len) = len else {
         return queue_whole(shared, id, answer.status, answer.fields(), body.clone(), method);
     };
-    let mut conn = shared.conn.borrow_mut();
-    let sent = date::with(|date| {
+    let send = |conn: &mut Connection, date: &[u8]| {
         answer_start::with(|known| {
             if let Some(start) = known.h2.get(answer, len) {
                 return conn.send_response_from(id, start, date, no_body);
@@ -328,14 +327,43 @@ fn queue_fixed(shared: &Shared, id: StreamId, answer: &Fixed, method: &Method) -
             }
             sent
         })
-    });
-    sent.ok()?;
-    if !no_body {
-        conn.send_data(id, body.clone(), true).ok()?;
+    };
+    queue_started(shared, id, send, (!no_body).then(|| body.clone()))
+}
+
+/// [`queue_whole`] for a cache hit: its block starts from the entry's encoding, made at the
+/// first hit that needs it (once for each second of `Age`).
+fn queue_cache_hit(shared: &Shared, id: StreamId, hit: &CacheHit, method: &Method) -> Option<u64> {
+    let (status, fields, body) = (hit.status, &*hit.fields, &hit.body);
+    let (no_body, len) = content_of(status, method, Some(body.len() as u64));
+    let Some(len) = len else {
+        return queue_whole(shared, id, status, fields, body.clone(), method);
+    };
+    let start =
+        hit.entry.h2_start(&hit.fields, || ResponseStart::encode(status, fields, Some(len)));
+    let start = start.unwrap_or_else(|| ResponseStart::encode(status, fields, Some(len)));
+    let send =
+        |conn: &mut Connection, date: &[u8]| conn.send_response_from(id, &start, date, no_body);
+    queue_started(shared, id, send, (!no_body).then(|| body.clone()))
+}
+
+/// Queues a head that `send` sends from a [`ResponseStart`], then `body` (none: the head
+/// ends the stream): the body bytes queued, or `None` if the stream is gone.
+fn queue_started(
+    shared: &Shared,
+    id: StreamId,
+    send: impl FnOnce(&mut Connection, &[u8]) -> Result<(), Gone>,
+    body: Option<Bytes>,
+) -> Option<u64> {
+    let mut conn = shared.conn.borrow_mut();
+    date::with(|date| send(&mut conn, date)).ok()?;
+    let n = body.as_ref().map_or(0, |b| b.len() as u64);
+    if let Some(body) = body {
+        conn.send_data(id, body, true).ok()?;
     }
     drop(conn);
     shared.wake_conn();
-    Some(if no_body { 0 } else { body.len() as u64 })
+    Some(n)
 }
 
 /// Queues a response whose body is in memory, head and body: the body bytes queued, or
