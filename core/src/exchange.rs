@@ -142,22 +142,36 @@ pub(crate) fn host_of<'a>(
     }
     // The codecs let only a valid host through (`is_valid_host`: name bytes and a port), and a
     // `HeaderValue` holds no control bytes: text is all that is left to check.
-    let host = std::str::from_utf8(host_field()?).ok()?;
-    // A byte scan for the last ':' (a `str` search for a `char` costs several times more
-    // on every request). `[::1]` alone ends in `]`, so its colons are never a port's.
-    let port_at = host.bytes().rposition(|b| b == b':');
-    Some(match port_at {
+    std::str::from_utf8(host_field_name(host_field()?)).ok()
+}
+
+/// [`host_of`]'s bytes, without making them text (the cache's key is bytes).
+pub(crate) fn host_bytes_of<'a>(
+    uri: Option<&'a Uri>,
+    host_field: impl FnOnce() -> Option<&'a [u8]>,
+) -> Option<&'a [u8]> {
+    match uri.and_then(Uri::authority) {
+        Some(a) => Some(a.host().as_bytes()),
+        None => Some(host_field_name(host_field()?)),
+    }
+}
+
+/// A `Host` field's value without its port. A byte scan for the last ':' (a `str` search
+/// for a `char` costs several times more on every request); `[::1]` alone ends in `]`, so
+/// its colons are never a port's.
+fn host_field_name(host: &[u8]) -> &[u8] {
+    match host.iter().rposition(|&b| b == b':') {
         Some(i) if is_port(&host[i + 1..]) => &host[..i],
         _ => host,
-    })
+    }
 }
 
 /// Whether `s` is a port number (0 to 65535, digits only): the check `str::parse::<u16>`
 /// makes, without its cost on every request.
-fn is_port(s: &str) -> bool {
+fn is_port(s: &[u8]) -> bool {
     (1..=5).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_digit())
-        && (s.len() < 5 || s <= "65535")
+        && s.iter().all(u8::is_ascii_digit)
+        && (s.len() < 5 || s <= b"65535".as_slice())
 }
 
 /// Calls the handler with panic isolation: a panic becomes [`Panicked`] (answer

@@ -240,9 +240,30 @@ impl<'a> Head<'a> {
         }
     }
 
+    /// [`host`](Self::host)'s bytes, without making them text.
+    pub(crate) fn host_bytes(&self) -> Option<&'a [u8]> {
+        crate::exchange::host_bytes_of(self.built_uri(), || self.host_field())
+    }
+
+    /// The `Host` field's value: where HTTP/1's parser found it, else looked up.
+    fn host_field(&self) -> Option<&'a [u8]> {
+        match self.fields {
+            Fields::Raw(fields) => fields.host(),
+            _ => self.header("host"),
+        }
+    }
+
+    /// [`path_and_query`](Self::path_and_query)'s bytes, without making them text.
+    pub(crate) fn path_and_query_bytes(&self) -> &'a [u8] {
+        match self.target {
+            TargetOf::Uri(uri) => uri.path_and_query().map_or(b"/", |p| p.as_str().as_bytes()),
+            TargetOf::Parsed(target) => target.path_and_query_bytes(),
+        }
+    }
+
     /// The host the request is for, as routes match it (see `exchange::host_of`).
     pub(crate) fn host(&self) -> Option<&'a str> {
-        crate::exchange::host_of(self.built_uri(), || self.header("host"))
+        crate::exchange::host_of(self.built_uri(), || self.host_field())
     }
 
     /// A built request's head.

@@ -124,7 +124,7 @@ impl Outcome {
 #[derive(Debug)]
 pub struct Miss {
     /// The key to store under (`None`: the request bypasses the cache).
-    key: Option<String>,
+    key: Option<Vec<u8>>,
     outcome: Outcome,
 }
 
@@ -140,9 +140,9 @@ pub struct ResponseCache {
     section: Arc<CacheSection>,
     status_header: Option<HeaderName>,
     store: RefCell<Store>,
-    flights: RefCell<HashMap<String, Rc<Flight>>>,
+    flights: RefCell<HashMap<Vec<u8>, Rc<Flight>>>,
     /// Where each request's key is built.
-    key: RefCell<String>,
+    key: RefCell<Vec<u8>>,
     metrics: Arc<metrics::CacheMetrics>,
     purges_seen: Cell<u64>,
 }
@@ -296,8 +296,10 @@ impl ResponseCache {
         }
         let mut hit_headers = headers.clone();
         // Both protocols frame a response from its body and skip the map's length, so a
-        // hit does not copy it (the hit's fields are cloned on every hit).
+        // hit does not carry it. Fields of one connection are not for the next ones (RFC
+        // 9111 §3.1 lets a cache drop them before storing): a hit asks no close.
         hit_headers.remove(header::CONTENT_LENGTH);
+        crate::proxy::forward::remove_hop_by_hop(&mut hit_headers);
         if let Some(name) = &self.status_header {
             hit_headers.insert(name.clone(), HeaderValue::from_static(Outcome::Hit.token()));
         }
@@ -325,7 +327,7 @@ impl ResponseCache {
     /// (`conditional`: the request may carry validators; false skips looking for them.)
     fn lookup(
         &self,
-        key: &str,
+        key: &[u8],
         request: &Head<'_>,
         conditional: bool,
         evict: bool,
@@ -369,7 +371,7 @@ impl ResponseCache {
         let now = purge::since(seen, |p| match p {
             Purge::All => store.clear(),
             Purge::Key { host, path } => {
-                store.remove(&format!("{}\n{path}", host.to_ascii_lowercase()));
+                store.remove(format!("{}\n{path}", host.to_ascii_lowercase()).as_bytes());
             }
         });
         self.purges_seen.set(now);
@@ -397,14 +399,14 @@ struct Hit {
 
 /// The cache key into `key`: the host (lowercase, without port) and the path with its
 /// query.
-fn key_of(request: &Head<'_>, key: &mut String) {
-    let host = request.host().unwrap_or("");
-    let path = request.path_and_query();
+fn key_of(request: &Head<'_>, key: &mut Vec<u8>) {
+    let host = request.host_bytes().unwrap_or_default();
+    let path = request.path_and_query_bytes();
     key.clear();
-    key.push_str(host);
+    key.extend_from_slice(host);
     key.make_ascii_lowercase();
-    key.push('\n');
-    key.push_str(path);
+    key.push(b'\n');
+    key.extend_from_slice(path);
 }
 
 /// The request fields a response's `Vary` names, with the request's values.
@@ -456,14 +458,14 @@ async fn wait(flight: &Flight) {
 /// the fetching request is abandoned half-way.
 struct FlightGuard<'a> {
     cache: &'a ResponseCache,
-    key: &'a str,
+    key: &'a [u8],
     flight: Rc<Flight>,
 }
 
 impl<'a> FlightGuard<'a> {
-    fn start(cache: &'a ResponseCache, key: &'a str) -> FlightGuard<'a> {
+    fn start(cache: &'a ResponseCache, key: &'a [u8]) -> FlightGuard<'a> {
         let flight = Rc::new(Flight::default());
-        cache.flights.borrow_mut().insert(key.to_string(), Rc::clone(&flight));
+        cache.flights.borrow_mut().insert(key.to_vec(), Rc::clone(&flight));
         FlightGuard { cache, key, flight }
     }
 }

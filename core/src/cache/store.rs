@@ -157,7 +157,7 @@ impl Stored {
 
 /// See the module doc.
 pub(crate) struct Store {
-    entries: LruCache<String, Vec<Rc<Stored>>>,
+    entries: LruCache<Vec<u8>, Vec<Rc<Stored>>>,
     bytes: usize,
     max_bytes: usize,
 }
@@ -179,7 +179,7 @@ impl Store {
     /// The variant of `key` a request with `headers` selects.
     pub(crate) fn get(
         &mut self,
-        key: &str,
+        key: &[u8],
         request: &Head<'_>,
         now: Instant,
         evict: bool,
@@ -203,7 +203,7 @@ impl Store {
     }
 
     /// Stores `stored` as a variant of `key` (replacing the one it selects the same way).
-    pub(crate) fn put(&mut self, key: &str, stored: Stored) {
+    pub(crate) fn put(&mut self, key: &[u8], stored: Stored) {
         let size = stored.size();
         if size > self.max_bytes {
             return;
@@ -222,9 +222,7 @@ impl Store {
         match self.entries.get_mut(key) {
             Some(variants) => variants.push(Rc::new(stored)),
             None => {
-                if let Some((_, evicted)) =
-                    self.entries.push(key.to_string(), vec![Rc::new(stored)])
-                {
+                if let Some((_, evicted)) = self.entries.push(key.to_vec(), vec![Rc::new(stored)]) {
                     self.bytes -= evicted.iter().map(|v| v.size()).sum::<usize>();
                 }
             }
@@ -232,7 +230,7 @@ impl Store {
     }
 
     /// Removes `key` (every variant); whether there was one.
-    pub(crate) fn remove(&mut self, key: &str) -> bool {
+    pub(crate) fn remove(&mut self, key: &[u8]) -> bool {
         match self.entries.pop(key) {
             Some(variants) => {
                 self.bytes -= variants.iter().map(|v| v.size()).sum::<usize>();

@@ -105,7 +105,8 @@ pub(crate) fn put_in_memory(
     close: bool,
 ) -> (bool, u64) {
     let start = |framing, out: &mut BytesMut| encode_head_start(status, headers, framing, out);
-    put_whole(io, status, headers, body, (method, version, close), start)
+    let close = close || wants_close(headers);
+    put_whole(io, status, body, (method, version, close), start)
 }
 
 /// [`put_in_memory`] for a cache hit: the start of its head is the entry's, formatted at the
@@ -138,24 +139,25 @@ pub(crate) fn put_cache_hit(
             None => encode_head_start(status, fields, framing, out),
         }
     };
-    put_whole(io, status, fields, hit.body.clone(), (method, version, close), start)
+    // The entry's hit fields hold no `connection` (dropped when it was stored).
+    put_whole(io, status, hit.body.clone(), (method, version, close), start)
 }
 
 /// The request's method and version, and whether the connection closes after the response.
 type Exchange<'a> = (&'a Method, Version, bool);
 
-/// [`put_in_memory`], with the start of the head put by `start`.
+/// [`put_in_memory`], with the start of the head put by `start` (`close` already says
+/// whether the response's fields ask for a close).
 fn put_whole(
     io: &ConnIo,
     status: StatusCode,
-    headers: &HeaderMap,
     body: Bytes,
     (method, version, close): Exchange<'_>,
     start: impl FnOnce(ResponseFraming, &mut BytesMut) -> HeadStart,
 ) -> (bool, u64) {
     let len = body.len() as u64;
     let framing = response_framing(status, method, version, Some(len));
-    let close = close || framing == ResponseFraming::CloseDelimited || wants_close(headers);
+    let close = close || framing == ResponseFraming::CloseDelimited;
     date::with(|d| {
         let mut out = io.out();
         let head_start = start(framing, &mut out);

@@ -22,7 +22,7 @@
 mod balance;
 pub mod config;
 mod error;
-mod forward;
+pub(crate) mod forward;
 mod h1;
 pub(crate) mod h2;
 pub(crate) mod metrics;

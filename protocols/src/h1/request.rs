@@ -90,6 +90,8 @@ pub struct RawFields {
     bytes: Bytes,
     /// Each field's name and value, in order.
     spans: Vec<FieldSpan>,
+    /// Where the `Host` value lies (the parse found it: no second search for it).
+    host: Option<(u32, u32)>,
 }
 
 /// Where one field's name and value lie in a [`ParsedHead`]'s bytes. A head is far
@@ -112,6 +114,11 @@ impl FieldSpan {
 }
 
 impl RawFields {
+    /// The `Host` field's value (a head has at most one).
+    pub fn host(&self) -> Option<&[u8]> {
+        self.host.map(|(start, end)| &self.bytes[start as usize..end as usize])
+    }
+
     /// Every field's name as sent, in order.
     pub fn names(&self) -> impl Iterator<Item = &[u8]> {
         self.spans.iter().map(|f| &self.bytes[f.name.0 as usize..f.name.1 as usize])
@@ -270,6 +277,7 @@ fn check_head(
     let version = if raw.minor_version == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
 
     let mut fields = Fields::default();
+    let mut host = None;
     for span in &kept {
         let name = &bytes[span.name.0 as usize..span.name.1 as usize];
         let value = &bytes[span.value.0 as usize..span.value.1 as usize];
@@ -280,6 +288,7 @@ fn check_head(
         }
         if fields.observe(name, value) {
             fields.check_host_value(value, known_host);
+            host = Some(span.value);
         }
     }
 
@@ -301,7 +310,7 @@ fn check_head(
         expect_continue: http11 && fields.expect_continue,
         // RFC 9110 §7.8: a server MUST ignore Upgrade in an HTTP/1.0 request.
         upgrade: http11 && fields.conn_upgrade && fields.upgrade,
-        fields: RawFields { bytes, spans: kept },
+        fields: RawFields { bytes, spans: kept, host },
     }))
 }
 
@@ -355,6 +364,14 @@ impl Target {
         match &self.0 {
             TargetRepr::Origin { text, .. } => ascii(text),
             TargetRepr::Uri(uri) => uri.path_and_query().map_or("/", |p| p.as_str()),
+        }
+    }
+
+    /// [`path_and_query`](Self::path_and_query)'s bytes, without making them text.
+    pub fn path_and_query_bytes(&self) -> &[u8] {
+        match &self.0 {
+            TargetRepr::Origin { text, .. } => text,
+            TargetRepr::Uri(uri) => uri.path_and_query().map_or(b"/", |p| p.as_str().as_bytes()),
         }
     }
 
