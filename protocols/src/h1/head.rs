@@ -216,4 +216,20 @@ mod tests {
             "/2"
         );
     }
+
+    /// The parse notes where `Host` is, however it is spelled and wherever it comes.
+    #[test]
+    fn the_host_field_is_found_by_the_parse() {
+        let cases: [(&[u8], Option<&[u8]>); 3] = [
+            (b"GET / HTTP/1.1\r\nUser-Agent: x\r\nhOsT: a.test:80\r\n\r\n", Some(b"a.test:80")),
+            (b"GET / HTTP/1.1\r\nHost: b.test\r\nAccept: */*\r\n\r\n", Some(b"b.test")),
+            (b"GET / HTTP/1.0\r\nAccept: */*\r\n\r\n", None),
+        ];
+        for (bytes, host) in cases {
+            let mut buf = BytesMut::from(bytes);
+            let head = HeadParser::new().parse(&mut buf, &cfg(), &mut KnownHost::default());
+            let head = head.unwrap().expect("a head");
+            assert_eq!(head.fields.host(), host, "{:?}", String::from_utf8_lossy(bytes));
+        }
+    }
 }

@@ -90,9 +90,13 @@ pub struct RawFields {
     bytes: Bytes,
     /// Each field's name and value, in order.
     spans: Vec<FieldSpan>,
-    /// Where the `Host` value lies (the parse found it: no second search for it).
-    host: Option<(u32, u32)>,
+    /// Which of `spans` is the `Host` field (`NO_HOST`: none): the parse found it, so no
+    /// second search for it.
+    host_at: u16,
 }
+
+/// [`RawFields::host_at`] for a head without `Host`.
+const NO_HOST: u16 = u16::MAX;
 
 /// Where one field's name and value lie in a [`ParsedHead`]'s bytes. A head is far
 /// smaller than 4 GiB (its size limits say so), hence `u32`.
@@ -116,7 +120,11 @@ impl FieldSpan {
 impl RawFields {
     /// The `Host` field's value (a head has at most one).
     pub fn host(&self) -> Option<&[u8]> {
-        self.host.map(|(start, end)| &self.bytes[start as usize..end as usize])
+        match self.spans.get(usize::from(self.host_at)) {
+            Some(f) => Some(&self.bytes[f.value.0 as usize..f.value.1 as usize]),
+            // None, or further than `host_at` counts: looked for.
+            None => self.values("host").next(),
+        }
     }
 
     /// Every field's name as sent, in order.
@@ -277,8 +285,8 @@ fn check_head(
     let version = if raw.minor_version == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
 
     let mut fields = Fields::default();
-    let mut host = None;
-    for span in &kept {
+    let mut host_at = NO_HOST;
+    for (i, span) in kept.iter().enumerate() {
         let name = &bytes[span.name.0 as usize..span.name.1 as usize];
         let value = &bytes[span.value.0 as usize..span.value.1 as usize];
         // `HeaderName` holds up to 64 KiB: checked here, so that building the map later
@@ -288,7 +296,9 @@ fn check_head(
         }
         if fields.observe(name, value) {
             fields.check_host_value(value, known_host);
-            host = Some(span.value);
+            // Past `NO_HOST` fields (only a limit far above the default lets them through)
+            // `host` looks for it.
+            host_at = u16::try_from(i).unwrap_or(NO_HOST);
         }
     }
 
@@ -310,7 +320,7 @@ fn check_head(
         expect_continue: http11 && fields.expect_continue,
         // RFC 9110 §7.8: a server MUST ignore Upgrade in an HTTP/1.0 request.
         upgrade: http11 && fields.conn_upgrade && fields.upgrade,
-        fields: RawFields { bytes, spans: kept, host },
+        fields: RawFields { bytes, spans: kept, host_at },
     }))
 }
 

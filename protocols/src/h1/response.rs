@@ -190,7 +190,8 @@ pub fn encode_head_end(
 /// handler set none) and the empty line.
 fn put_tail(date: Option<&[u8]>, server: bool, dst: &mut BytesMut) {
     const SERVER: &[u8] = b"server: peregrine\r\n";
-    let mut tail = [0u8; 128];
+    // `date: ` + 64 + CRLF, `server: peregrine` + CRLF, CRLF: 96 bytes at most.
+    let mut tail = [0u8; 96];
     let mut len = 0;
     let mut put = |bytes: &[u8]| {
         tail[len..len + bytes.len()].copy_from_slice(bytes);
