@@ -9,11 +9,11 @@ mod split;
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use peregrine_protocols::host::KnownHost;
 use peregrine_protocols::h1::{
     agrees_with_reference, parse_request, HeadParser, ParseConfig, ParseError, ParsedHead,
     RequestHead,
 };
+use peregrine_protocols::host::KnownHost;
 
 fn summary(result: Result<Option<RequestHead>, ParseError>, rest: &BytesMut) -> String {
     match result {
