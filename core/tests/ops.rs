@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{config, Client, TestHandler};
+use peregrine::routes::BuiltinRoutes;
 use peregrine::{AccessLogTarget, IoChoice, Limits, Server};
 
 fn start_with_admin(limits: Limits, access_log: Option<AccessLogTarget>) -> Server {
@@ -80,6 +81,62 @@ fn metrics_count_requests_rejections_and_connections() {
     let driver = server.driver().to_string();
     assert!(text.contains(&format!("peregrine_io_driver{{driver=\"{driver}\"}} 1")), "{text}");
     assert_eq!(admin_get(&server, "/nope").status, 404);
+    common::finish(server);
+}
+
+/// HTTP/2 streams answered on the connection task (no task of their own) and streams that
+/// went to `call` are counted in and out alike: none stays active once all are answered.
+#[test]
+fn h2_streams_answered_either_way_leave_none_active() {
+    let mut cfg = config(IoChoice::Auto, Limits::default());
+    cfg.admin = Some("127.0.0.1:0".parse().unwrap());
+    let server = Server::start(cfg, || BuiltinRoutes::new(&[])).expect("server starts");
+    let addr = common::addr(&server);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        // Answered from the head: `/plaintext` and a 404; called: `/echo` with a body.
+        for (path, body, status) in
+            [("/plaintext", None, 200), ("/nowhere", None, 404), ("/echo", Some("abc"), 200)]
+        {
+            for _ in 0..5 {
+                let mut client = client.clone().ready().await.unwrap();
+                let method = if body.is_some() { "POST" } else { "GET" };
+                let request = http::Request::builder()
+                    .method(method)
+                    .uri(format!("http://x{path}"))
+                    .body(())
+                    .unwrap();
+                let (response, mut send) = client.send_request(request, body.is_none()).unwrap();
+                if let Some(b) = body {
+                    send.send_data(bytes::Bytes::from_static(b.as_bytes()), true).unwrap();
+                }
+                let response = response.await.unwrap();
+                assert_eq!(response.status().as_u16(), status, "{path}");
+                let mut body = response.into_body();
+                while let Some(chunk) = body.data().await {
+                    body.flow_control().release_capacity(chunk.unwrap().len()).unwrap();
+                }
+            }
+        }
+    });
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = admin_get(&server, "/metrics").text();
+        if sample(&text, "peregrine_h2_streams_active") == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(sample(&text, "peregrine_h2_streams_active"), 0, "{text}");
+    assert_eq!(sample(&text, "peregrine_connections_by_protocol_total{protocol=\"h2\"}"), 1);
+    // Responses are counted by status class under one label for both protocols.
+    assert_eq!(sample(&text, "peregrine_responses_total{protocol=\"http/1.1\",code=\"2xx\"}"), 10);
+    assert_eq!(sample(&text, "peregrine_responses_total{protocol=\"http/1.1\",code=\"4xx\"}"), 5);
     common::finish(server);
 }
 

@@ -412,8 +412,13 @@ impl<'a, H: Handler> Driver<'a, H> {
             any = true;
             match event {
                 Event::Request { id, head, end_stream } => {
+                    crate::metrics::count(|m| m.h2_stream_opened());
                     let offered = stream::offer(self.shared, &**self.handler, id, head, end_stream);
-                    let Some(started) = offered else { continue };
+                    let Some(started) = offered else {
+                        // Ended there (answered, or refused): its task never starts.
+                        crate::metrics::count(|m| m.h2_stream_closed());
+                        continue;
+                    };
                     let slot = Slot { body_done: end_stream, ..Slot::default() };
                     self.shared.slots.borrow_mut().insert(id, slot);
                     self.shared.running.set(self.shared.running.get() + 1);

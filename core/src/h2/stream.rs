@@ -45,22 +45,6 @@ pub(crate) fn offer<H: Handler>(
     head: Box<RequestHead>,
     end_stream: bool,
 ) -> Option<Started> {
-    crate::metrics::count(|m| m.h2_stream_opened());
-    let started = begin(shared, handler, id, head, end_stream);
-    if started.is_none() {
-        crate::metrics::count(|m| m.h2_stream_closed());
-    }
-    started
-}
-
-/// [`offer`], but for the stream counts.
-fn begin<H: Handler>(
-    shared: &Shared,
-    handler: &H,
-    id: StreamId,
-    head: Box<RequestHead>,
-    end_stream: bool,
-) -> Option<Started> {
     let limits = &shared.settings.limits;
     let log = shared.settings.access_log.as_ref();
     let mut record =
