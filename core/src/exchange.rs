@@ -18,9 +18,10 @@ use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::uri::Authority;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 
 use crate::access_log::{CoreLog, Entry, UpstreamFields};
@@ -128,16 +129,16 @@ pub(crate) struct Panicked;
 /// absolute-form target), else the `Host` field. What routes match and cache keys hold.
 pub(crate) fn request_host(request: &Request<Body>) -> Option<&str> {
     let field = || request.headers().get(http::header::HOST).map(http::HeaderValue::as_bytes);
-    host_of(Some(request.uri()), field)
+    host_of(request.uri().authority(), field)
 }
 
 /// [`request_host`] from a request's target and its `Host` field (looked up only when the
 /// target has no authority).
 pub(crate) fn host_of<'a>(
-    uri: Option<&'a Uri>,
+    authority: Option<&'a Authority>,
     host_field: impl FnOnce() -> Option<&'a [u8]>,
 ) -> Option<&'a str> {
-    if let Some(a) = uri.and_then(Uri::authority) {
+    if let Some(a) = authority {
         return Some(a.host());
     }
     // The codecs let only a valid host through (`is_valid_host`: name bytes and a port), and a
@@ -147,10 +148,10 @@ pub(crate) fn host_of<'a>(
 
 /// [`host_of`]'s bytes, without making them text (the cache's key is bytes).
 pub(crate) fn host_bytes_of<'a>(
-    uri: Option<&'a Uri>,
+    authority: Option<&'a Authority>,
     host_field: impl FnOnce() -> Option<&'a [u8]>,
 ) -> Option<&'a [u8]> {
-    match uri.and_then(Uri::authority) {
+    match authority {
         Some(a) => Some(a.host().as_bytes()),
         None => Some(host_field_name(host_field()?)),
     }
@@ -446,7 +447,14 @@ impl Record {
     /// Records a response sent in full: the metrics (status class and duration) and an
     /// access log line. `body_bytes`: body bytes sent (none for HEAD).
     pub(crate) fn finish(self, status: StatusCode, body_bytes: u64, log: Option<&CoreLog>) {
-        let duration = rt::now().saturating_duration_since(self.started);
+        let now = rt::now();
+        // The clock is read once per reactor turn, and most answers leave in the turn their
+        // request came in: then there is no difference to work out.
+        let duration = if now == self.started {
+            Duration::ZERO
+        } else {
+            now.saturating_duration_since(self.started)
+        };
         crate::metrics::count(|m| m.response(status, Some(duration.as_micros() as u64)));
         if let (Some(log), Some(target)) = (log, &self.target) {
             let bytes = if self.method == Method::HEAD { 0 } else { body_bytes };
@@ -461,7 +469,7 @@ impl Record {
                 upstream: self.upstream.as_ref(),
                 client: self.client,
             };
-            log.record(&entry, rt::now());
+            log.record(&entry, now);
         }
     }
 }

@@ -5,11 +5,12 @@ use std::future::Future;
 use std::rc::Rc;
 
 use bytes::Bytes;
+use http::uri::Authority;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 
 use crate::{Body, ConnectionInfo};
 use peregrine_protocols::h1::{RawFields, Target};
-use peregrine_protocols::h2::FieldList;
+use peregrine_protocols::h2::{FieldList, RequestTarget};
 
 /// The content types of the responses the server writes itself. Constants, so the value is
 /// checked when the binary is built: `HeaderValue::from_static` called with a runtime
@@ -107,10 +108,18 @@ pub struct Head<'a> {
 /// Where a [`Head`]'s target is.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum TargetOf<'a> {
-    /// A `Uri` (HTTP/2's, or a built request's).
+    /// A built request's `Uri`.
     Uri(&'a Uri),
     /// As HTTP/1's parser checked it, a `Uri` only if it had to be.
     Parsed(&'a Target),
+    /// As HTTP/2's decoder checked it: `:scheme`, `:authority` and `:path`, no `Uri`.
+    H2(&'a RequestTarget),
+}
+
+impl<'a> From<&'a RequestTarget> for TargetOf<'a> {
+    fn from(target: &'a RequestTarget) -> Self {
+        TargetOf::H2(target)
+    }
 }
 
 impl<'a> From<&'a Uri> for TargetOf<'a> {
@@ -156,14 +165,17 @@ impl<'a> Head<'a> {
         match self.target {
             TargetOf::Uri(uri) => uri.path(),
             TargetOf::Parsed(target) => target.path(),
+            TargetOf::H2(target) => target.path().map_or("", Target::path),
         }
     }
 
     /// [`path`](Self::path)'s bytes, without making them text.
+    #[inline]
     pub(crate) fn path_bytes(&self) -> &'a [u8] {
         match self.target {
             TargetOf::Uri(uri) => uri.path().as_bytes(),
             TargetOf::Parsed(target) => target.path_bytes(),
+            TargetOf::H2(target) => target.path().map_or(b"", Target::path_bytes),
         }
     }
 
@@ -172,6 +184,7 @@ impl<'a> Head<'a> {
         match self.target {
             TargetOf::Uri(uri) => uri.query(),
             TargetOf::Parsed(target) => target.query(),
+            TargetOf::H2(target) => target.path().and_then(Target::query),
         }
     }
 
@@ -180,25 +193,28 @@ impl<'a> Head<'a> {
         match self.target {
             TargetOf::Uri(uri) => uri.path_and_query().map_or("/", |p| p.as_str()),
             TargetOf::Parsed(target) => target.path_and_query(),
+            TargetOf::H2(target) => target.path().map_or("/", Target::path_and_query),
         }
     }
 
-    /// The request target as a `Uri`. An HTTP/1 origin-form target is built into one here
-    /// (its parser checked it and kept its bytes): [`path`](Self::path) and
-    /// [`query`](Self::query) cost less.
+    /// The request target as a `Uri`. An HTTP/1 origin-form target, or an HTTP/2 one, is
+    /// built into one here (its parser checked it and kept its bytes): [`path`](Self::path)
+    /// and [`query`](Self::query) cost less.
     pub fn uri(&self) -> Uri {
         match self.target {
             TargetOf::Uri(uri) => uri.clone(),
             // The parser's check is a subset of what `Uri` takes, so this always succeeds.
             TargetOf::Parsed(target) => target.clone().into_uri().unwrap_or_default(),
+            TargetOf::H2(target) => target.to_uri(),
         }
     }
 
-    /// The target's `Uri` when it has one already (HTTP/2, absolute-form HTTP/1).
-    fn built_uri(&self) -> Option<&'a Uri> {
+    /// The target's authority, when it has one (HTTP/2, absolute-form HTTP/1).
+    fn authority(&self) -> Option<&'a Authority> {
         match self.target {
-            TargetOf::Uri(uri) => Some(uri),
-            TargetOf::Parsed(target) => target.as_uri(),
+            TargetOf::Uri(uri) => uri.authority(),
+            TargetOf::Parsed(target) => target.as_uri().and_then(Uri::authority),
+            TargetOf::H2(target) => target.authority(),
         }
     }
 
@@ -242,7 +258,7 @@ impl<'a> Head<'a> {
 
     /// [`host`](Self::host)'s bytes, without making them text.
     pub(crate) fn host_bytes(&self) -> Option<&'a [u8]> {
-        crate::exchange::host_bytes_of(self.built_uri(), || self.host_field())
+        crate::exchange::host_bytes_of(self.authority(), || self.host_field())
     }
 
     /// The `Host` field's value: where HTTP/1's parser found it, else looked up.
@@ -258,12 +274,13 @@ impl<'a> Head<'a> {
         match self.target {
             TargetOf::Uri(uri) => uri.path_and_query().map_or(b"/", |p| p.as_str().as_bytes()),
             TargetOf::Parsed(target) => target.path_and_query_bytes(),
+            TargetOf::H2(target) => target.path().map_or(b"/", Target::path_and_query_bytes),
         }
     }
 
     /// The host the request is for, as routes match it (see `exchange::host_of`).
     pub(crate) fn host(&self) -> Option<&'a str> {
-        crate::exchange::host_of(self.built_uri(), || self.host_field())
+        crate::exchange::host_of(self.authority(), || self.host_field())
     }
 
     /// A built request's head.

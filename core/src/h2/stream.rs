@@ -48,7 +48,7 @@ pub(crate) fn offer<H: Handler>(
     let limits = &shared.settings.limits;
     let log = shared.settings.access_log.as_ref();
     let mut record =
-        Record::start(&head.method, &head.uri, Version::HTTP_2, shared.info.info().peer, log);
+        Record::start(&head.method, &head.target, Version::HTTP_2, shared.info.info().peer, log);
     if let (Some(n), Some(max)) = (head.content_length, limits.max_request_body_size) {
         if n > max {
             crate::metrics::count(|m| m.rejected(Rejection::Limit(Limit::MaxRequestBodySize)));
@@ -64,7 +64,7 @@ pub(crate) fn offer<H: Handler>(
         return Some(Started { head, end_stream, record, info, stage });
     }
     // No `Request` is built, and the fields never go into a `HeaderMap`.
-    let view = Head::new(&head.method, &head.uri, Version::HTTP_2, Fields::List(&head.headers));
+    let view = Head::new(&head.method, &head.target, Version::HTTP_2, Fields::List(&head.headers));
     let max = limits.h2.max_stream_send_buffer;
     let whole = |len: Option<u64>| len.is_some_and(|n| n <= max as u64);
     // A CONNECT's 2xx opens a tunnel, which is not a whole response.
@@ -181,9 +181,9 @@ async fn run<H: Handler>(shared: Rc<Shared>, handler: Rc<H>, id: StreamId, start
     let (shared, handler) = (&shared, &*handler);
     let log = shared.settings.access_log.as_ref();
     let Started { head, end_stream, mut record, info, stage } = started;
-    let RequestHead { method, uri, headers, content_length, protocol } = *head;
+    let RequestHead { method, target, headers, content_length, protocol } = *head;
     let view =
-        end_stream.then(|| Head::new(&method, &uri, Version::HTTP_2, Fields::List(&headers)));
+        end_stream.then(|| Head::new(&method, &target, Version::HTTP_2, Fields::List(&headers)));
     let (over_rate, answered) = stage.settle(handler, view).await;
     let mut response = match answered {
         Ok(Some(Answer::Fixed(fixed))) => {
@@ -204,8 +204,14 @@ async fn run<H: Handler>(shared: Rc<Shared>, handler: Rc<H>, id: StreamId, start
             };
             let certificates = shared.info.client_certificates();
             let headers = headers.into_map();
-            let mut request =
-                exchange::request(method, uri, Version::HTTP_2, headers, body, certificates);
+            let mut request = exchange::request(
+                method,
+                target.into_uri(),
+                Version::HTTP_2,
+                headers,
+                body,
+                certificates,
+            );
             if let Some(protocol) = protocol {
                 request.extensions_mut().insert(exchange::ConnectProtocol::new(protocol));
             }
@@ -299,20 +305,21 @@ fn queue_fixed(shared: &Shared, id: StreamId, answer: &Fixed, method: &Method) -
     let Some(len) = len else {
         return queue_whole(shared, id, answer.status, answer.fields(), body.clone(), method);
     };
-    let send = |conn: &mut Connection, date: &[u8]| {
+    let body = (!no_body).then(|| body.clone());
+    let send = |conn: &mut Connection, date: &[u8], body| {
         answer_start::with(|known| {
             if let Some(start) = known.h2.get(answer, len) {
-                return conn.send_response_from(id, start, date, no_body);
+                return conn.send_response_from(id, start, date, body);
             }
             let start = ResponseStart::encode(answer.status, answer.fields(), Some(len));
-            let sent = conn.send_response_from(id, &start, date, no_body);
+            let sent = conn.send_response_from(id, &start, date, body);
             if start.len() <= answer_start::MAX_KEPT {
                 known.h2.set(answer, len, start);
             }
             sent
         })
     };
-    queue_started(shared, id, send, (!no_body).then(|| body.clone()))
+    queue_started(shared, send, body)
 }
 
 /// [`queue_whole`] for a cache hit: its block starts from the entry's encoding, made at the
@@ -327,25 +334,19 @@ fn queue_cache_hit(shared: &Shared, id: StreamId, hit: &CacheHit, method: &Metho
         hit.entry.h2_start(&hit.fields, || ResponseStart::encode(status, fields, Some(len)));
     let start = start.unwrap_or_else(|| ResponseStart::encode(status, fields, Some(len)));
     let send =
-        |conn: &mut Connection, date: &[u8]| conn.send_response_from(id, &start, date, no_body);
-    queue_started(shared, id, send, (!no_body).then(|| body.clone()))
+        |conn: &mut Connection, date: &[u8], body| conn.send_response_from(id, &start, date, body);
+    queue_started(shared, send, (!no_body).then(|| body.clone()))
 }
 
-/// Queues a head that `send` sends from a [`ResponseStart`], then `body` (none: the head
-/// ends the stream): the body bytes queued, or `None` if the stream is gone.
+/// Queues a whole response that `send` sends from a [`ResponseStart`] with `body` (none:
+/// the head ends the stream): the body bytes queued, or `None` if the stream is gone.
 fn queue_started(
     shared: &Shared,
-    id: StreamId,
-    send: impl FnOnce(&mut Connection, &[u8]) -> Result<(), Gone>,
+    send: impl FnOnce(&mut Connection, &[u8], Option<Bytes>) -> Result<(), Gone>,
     body: Option<Bytes>,
 ) -> Option<u64> {
-    let mut conn = shared.conn.borrow_mut();
-    date::with(|date| send(&mut conn, date)).ok()?;
     let n = body.as_ref().map_or(0, |b| b.len() as u64);
-    if let Some(body) = body {
-        conn.send_data(id, body, true).ok()?;
-    }
-    drop(conn);
+    date::with(|date| send(&mut shared.conn.borrow_mut(), date, body)).ok()?;
     shared.wake_conn();
     Some(n)
 }

@@ -5,6 +5,7 @@
 
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Uri, Version};
 use peregrine_limits::Limit;
 
@@ -324,7 +325,8 @@ fn check_head(
     }))
 }
 
-/// A request target that passed [`parse_target`]'s checks.
+/// A request target that passed [`parse_target`]'s checks (HTTP/1's request line) or
+/// [`parse_path`]'s (HTTP/2's `:path`).
 ///
 /// An origin-form target (`/path?query`) made only of bytes `http::Uri` takes as they are,
 /// which is nearly every one, stays those bytes until a `Uri` is asked for: building one
@@ -354,6 +356,7 @@ impl Target {
     }
 
     /// [`path`](Self::path)'s bytes, without making them text (a check of each byte).
+    #[inline]
     pub fn path_bytes(&self) -> &[u8] {
         match &self.0 {
             TargetRepr::Origin { text, query } => &text[..query.unwrap_or(text.len())],
@@ -402,6 +405,16 @@ impl Target {
                 Uri::from_maybe_shared(text).map_err(|_| invalid(Violation::InvalidTarget))
             }
             TargetRepr::Uri(uri) => Ok(uri),
+        }
+    }
+
+    /// The path and query as a `Uri`'s part (HTTP/2 builds an absolute `Uri` from it and
+    /// its `:scheme` and `:authority`); `None` only where [`into_uri`](Self::into_uri)
+    /// would fail, or for a target with no path (CONNECT's authority-form).
+    pub fn into_path_and_query(self) -> Option<PathAndQuery> {
+        match self.0 {
+            TargetRepr::Origin { text, .. } => PathAndQuery::from_maybe_shared(text).ok(),
+            TargetRepr::Uri(uri) => uri.into_parts().path_and_query,
         }
     }
 }
@@ -479,6 +492,21 @@ pub(crate) fn parse_target(method: &Method, target: Bytes) -> Result<Target, Par
         }
     }
     parse_target_uri(method, target).map(|uri| Target(TargetRepr::Uri(uri)))
+}
+
+/// An HTTP/2 `:path` that starts with `/`, or is `*` (RFC 9113 §8.3.1; the caller checks
+/// which methods may have which), checked as an origin-form (or asterisk-form) target is
+/// above: kept as bytes when `Uri` would keep them as they are, else a `Uri` now. A
+/// fragment is refused, as it is in a request line (`#` is in neither the path nor the
+/// query grammar).
+pub(crate) fn parse_path(path: Bytes) -> Option<Target> {
+    if let Some(query) = plain_origin_form(&path) {
+        return Some(Target(TargetRepr::Origin { text: path, query }));
+    }
+    if path.contains(&b'#') {
+        return None;
+    }
+    Uri::from_maybe_shared(path).ok().map(|uri| Target(TargetRepr::Uri(uri)))
 }
 
 /// [`parse_target`] for the targets that become a `Uri` at once.

@@ -41,5 +41,7 @@ mod tests;
 pub use error::{Error, Reason};
 pub use frame::{Frame, FrameDecoder, Head, Kind, StreamId, StreamIdHasher, StreamMap};
 pub mod server;
-pub use request::{FieldList, HeaderDecoder, HeaderError, RequestHead, ResponseHead};
+pub use request::{
+    FieldList, HeaderDecoder, HeaderError, RequestHead, RequestTarget, ResponseHead,
+};
 pub use response::{HeaderEncoder, OwnField, Present, RequestPseudo, ResponseStart};

@@ -29,7 +29,7 @@ use std::fmt;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST};
-use http::uri::{Authority, Parts, PathAndQuery, Scheme};
+use http::uri::{Authority, Parts, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 use super::error::{go_away, reset, Error, Reason};
@@ -37,6 +37,7 @@ use super::fields;
 use super::frame::StreamId;
 use super::hpack::decoder::{DecodeError, Decoder, ListLimits};
 use super::hpack::table::{Entry, Name, Pseudo, Value};
+use crate::h1::request::{parse_path, Target};
 use crate::h1::LimitExceeded;
 use crate::host::is_valid_host;
 
@@ -47,7 +48,7 @@ pub struct RequestHead {
     pub method: http::Method,
     /// Scheme, authority (from `:authority`, else `host`) and path-and-query; for CONNECT,
     /// the authority alone.
-    pub uri: http::Uri,
+    pub target: RequestTarget,
     /// The regular fields, in order; repeated names (such as several `cookie` fields) are
     /// kept as separate entries.
     pub headers: FieldList,
@@ -56,6 +57,63 @@ pub struct RequestHead {
     /// An extended CONNECT's `:protocol` (RFC 8441), such as `websocket`: the stream becomes
     /// a tunnel for that protocol once the response is a 2xx.
     pub protocol: Option<Bytes>,
+}
+
+/// A request's target as its pseudo-headers gave it (RFC 9113 §8.3.1), checked, with a
+/// `Uri` built only when asked for ([`to_uri`](Self::to_uri)): building one checks every
+/// byte again, and a request answered from its head never needs it. The path is checked
+/// as HTTP/1 checks an origin-form target, and kept the same way ([`Target`]).
+#[derive(Debug, Clone)]
+pub struct RequestTarget {
+    scheme: Option<Scheme>,
+    authority: Option<Authority>,
+    /// `None` for a CONNECT (not an extended one), which has only an authority.
+    path: Option<Target>,
+}
+
+impl RequestTarget {
+    /// `:scheme`; `None` for a CONNECT.
+    pub fn scheme(&self) -> Option<&Scheme> {
+        self.scheme.as_ref()
+    }
+
+    /// `:authority`, else the `host` field (rule 6).
+    pub fn authority(&self) -> Option<&Authority> {
+        self.authority.as_ref()
+    }
+
+    /// `:path`; `None` for a CONNECT.
+    pub fn path(&self) -> Option<&Target> {
+        self.path.as_ref()
+    }
+
+    /// The target as an absolute `Uri` (the authority alone for a CONNECT).
+    pub fn to_uri(&self) -> Uri {
+        self.clone().into_uri()
+    }
+
+    /// [`to_uri`](Self::to_uri), taking the parts.
+    pub fn into_uri(self) -> Uri {
+        let mut parts = Parts::default();
+        parts.scheme = self.scheme;
+        parts.authority = self.authority;
+        parts.path_and_query = self.path.and_then(Target::into_path_and_query);
+        // The decoder let through only the two shapes `Uri` takes: scheme, authority and
+        // path, or a CONNECT's authority alone.
+        Uri::from_parts(parts).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for RequestTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.scheme, &self.authority, &self.path) {
+            (Some(scheme), Some(authority), Some(path)) => {
+                write!(f, "{scheme}://{authority}{}", path.path_and_query())
+            }
+            (_, Some(authority), None) => write!(f, "{authority}"),
+            _ => write!(f, "{}", self.to_uri()),
+        }
+    }
 }
 
 /// A request's regular fields as decoded, in order, each checked (rule 2): a `HeaderMap`
@@ -185,13 +243,12 @@ pub struct HeaderDecoder {
     recent: Recent,
 }
 
-/// The last `:authority` and `:path` of a connection with their parsed forms. A
-/// connection's requests repeat them (one host, often one path): the same bytes again are
-/// the same valid value, with no second parse.
+/// The last `:authority` of a connection with its parsed form. A connection's requests
+/// repeat it (one host): the same bytes again are the same valid value, with no second
+/// parse. (`:path` is not kept: checking one costs about what comparing it would.)
 #[derive(Debug, Default)]
 struct Recent {
     authority: Option<(Bytes, Authority)>,
-    path: Option<(Bytes, PathAndQuery)>,
 }
 
 impl Recent {
@@ -204,17 +261,6 @@ impl Recent {
         let value = value.to_raw();
         let parsed = parse_authority(value.clone())?;
         self.authority = Some((value, parsed.clone()));
-        Ok(parsed)
-    }
-
-    fn path(&mut self, value: Bytes) -> Result<PathAndQuery, &'static str> {
-        if let Some((bytes, parsed)) = &self.path {
-            if *bytes == value {
-                return Ok(parsed.clone());
-            }
-        }
-        let parsed = PathAndQuery::from_maybe_shared(value.clone()).map_err(|_| "invalid :path")?;
-        self.path = Some((value, parsed.clone()));
         Ok(parsed)
     }
 }
@@ -250,8 +296,9 @@ impl HeaderDecoder {
         self.extended_connect = true;
     }
 
-    /// Decodes one complete header block that opens a request.
-    pub fn decode_request(&mut self, block: &[u8]) -> Result<RequestHead, HeaderError> {
+    /// Decodes one complete header block that opens a request. The head comes boxed (it is
+    /// a few hundred bytes, and built in its box it is not moved on the way out).
+    pub fn decode_request(&mut self, block: &[u8]) -> Result<Box<RequestHead>, HeaderError> {
         let mut req = Request::new(&mut self.recent, self.extended_connect);
         let too_large = self.blocks.decode(block, |f| req.field(f))?;
         req.finish(too_large)
@@ -477,8 +524,8 @@ impl<'r> Request<'r> {
                 }
                 let bytes = value.as_bytes();
                 match pseudo {
-                    Pseudo::Method => self.method = Some(Method::from_bytes(bytes).ok()),
-                    Pseudo::Scheme => self.scheme = Some(Scheme::try_from(bytes).ok()),
+                    Pseudo::Method => self.method = Some(parse_method(bytes)),
+                    Pseudo::Scheme => self.scheme = Some(parse_scheme(bytes)),
                     Pseudo::Authority => self.authority = Some(self.recent.authority(value)),
                     Pseudo::Path => self.path = Some(value.to_raw()),
                     _ => self.protocol = Some(value.to_raw()),
@@ -503,7 +550,7 @@ impl<'r> Request<'r> {
 
     /// Rules 4–6, once the whole block is decoded (unless it was too large: then fields are
     /// missing and only the rules broken so far count).
-    fn finish(self, too_large: bool) -> Result<RequestHead, HeaderError> {
+    fn finish(self, too_large: bool) -> Result<Box<RequestHead>, HeaderError> {
         if let Some(why) = self.malformed {
             return Err(HeaderError::Malformed(why));
         }
@@ -513,7 +560,7 @@ impl<'r> Request<'r> {
         self.build().map_err(HeaderError::Malformed)
     }
 
-    fn build(self) -> Result<RequestHead, &'static str> {
+    fn build(self) -> Result<Box<RequestHead>, &'static str> {
         let method = self.method.ok_or("missing :method")?.ok_or("invalid :method")?;
         let authority = self.authority.transpose()?;
         if let (Some(host), Some(authority)) = (self.headers.get(&HOST), &authority) {
@@ -525,12 +572,12 @@ impl<'r> Request<'r> {
         if self.protocol.is_some() && method != Method::CONNECT {
             return Err(":protocol outside CONNECT");
         }
-        let mut parts = Parts::default();
-        if method == Method::CONNECT && self.protocol.is_none() {
+        let target = if method == Method::CONNECT && self.protocol.is_none() {
             if self.scheme.is_some() || self.path.is_some() {
                 return Err("CONNECT with :scheme or :path");
             }
-            parts.authority = Some(authority.ok_or("CONNECT without :authority")?);
+            let authority = Some(authority.ok_or("CONNECT without :authority")?);
+            RequestTarget { scheme: None, authority, path: None }
         } else {
             let scheme = self.scheme.ok_or("missing :scheme")?;
             let path = self.path.ok_or("missing :path")?;
@@ -551,18 +598,36 @@ impl<'r> Request<'r> {
                     host_authority(host.clone()).ok_or("invalid host")?
                 }
             };
-            parts.scheme = Some(scheme.ok_or("invalid :scheme")?);
-            parts.authority = Some(authority);
-            parts.path_and_query = Some(self.recent.path(path)?);
-        }
-        let uri = Uri::from_parts(parts).map_err(|_| "invalid request target")?;
-        Ok(RequestHead {
+            let scheme = Some(scheme.ok_or("invalid :scheme")?);
+            let path = Some(parse_path(path).ok_or("invalid :path")?);
+            RequestTarget { scheme, authority: Some(authority), path }
+        };
+        Ok(Box::new(RequestHead {
             method,
-            uri,
+            target,
             headers: self.headers,
             content_length: self.content_length,
             protocol: self.protocol,
-        })
+        }))
+    }
+}
+
+/// `:method`, with the two that nearly every request has found without `Method`'s
+/// general parse.
+fn parse_method(bytes: &[u8]) -> Option<Method> {
+    match bytes {
+        b"GET" => Some(Method::GET),
+        b"POST" => Some(Method::POST),
+        _ => Method::from_bytes(bytes).ok(),
+    }
+}
+
+/// `:scheme`, likewise for `http` and `https`.
+fn parse_scheme(bytes: &[u8]) -> Option<Scheme> {
+    match bytes {
+        b"https" => Some(Scheme::HTTPS),
+        b"http" => Some(Scheme::HTTP),
+        _ => Scheme::try_from(bytes).ok(),
     }
 }
 

@@ -96,13 +96,20 @@ impl Decoder {
         mut field: impl FnMut(&Entry),
     ) -> Result<Decoded, DecodeError> {
         let mut src = Cursor { buf: block, pos: 0 };
-        let mut budget = Budget { limits, size: 0, fields: 0, over: false };
+        let flood_at = limits.max_size.saturating_mul(2);
+        let mut budget = Budget { limits, flood_at, size: 0, fields: 0, over: false };
         // §4.2: size updates may come only before the first field of a block.
         let mut fields_seen = false;
 
         while let Some(first) = src.peek() {
             if first & 0x80 != 0 {
-                let index = src.integer(7)?;
+                // Nearly every index fits the first byte's seven bits.
+                let index = if first != 0xff {
+                    src.pos += 1;
+                    usize::from(first & 0x7f)
+                } else {
+                    src.integer(7)?
+                };
                 let entry = self.table.get(index).ok_or(Compression("field index out of range"))?;
                 if budget.admit(entry.size, matches!(entry.name, Name::Pseudo(_)))? {
                     field(entry);
@@ -252,6 +259,8 @@ impl Str<'_> {
 /// Counts the decoded list against [`ListLimits`].
 struct Budget {
     limits: ListLimits,
+    /// Twice `limits.max_size`: past it, decoding stops.
+    flood_at: usize,
     size: usize,
     fields: usize,
     /// A limit was passed: no further field is delivered.
@@ -262,13 +271,11 @@ impl Budget {
     /// Counts one field; `Ok(true)` if it should be delivered.
     fn admit(&mut self, size: usize, pseudo: bool) -> Result<bool, DecodeError> {
         self.size = self.size.saturating_add(size);
-        if self.size > self.limits.max_size.saturating_mul(2) {
-            return Err(DecodeError::Flood(self.size));
-        }
-        if !pseudo {
-            self.fields += 1;
-        }
+        self.fields += usize::from(!pseudo);
         if self.size > self.limits.max_size || self.fields > self.limits.max_fields {
+            if self.size > self.flood_at {
+                return Err(DecodeError::Flood(self.size));
+            }
             self.over = true;
         }
         Ok(!self.over)

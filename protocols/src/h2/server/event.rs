@@ -34,8 +34,9 @@ pub enum Event {
     Trailers {
         /// The stream.
         id: StreamId,
-        /// The trailer fields.
-        trailers: HeaderMap,
+        /// The trailer fields (boxed: they are rare, and every event is as large as the
+        /// largest kind, moved in and out of the queue).
+        trailers: Box<HeaderMap>,
     },
     /// The stream ended abnormally and accepts no more output: the client reset it, or the
     /// server did after a stream error. Stop working on it.

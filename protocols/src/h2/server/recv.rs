@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use peregrine_limits::H2Limits;
 
 use super::config::UNACKED_REFUSALS;
 use super::flow::RecvWindow;
@@ -184,6 +185,11 @@ impl Connection {
         if !h.stream_id.is_client_initiated() {
             return Err(go_away(Reason::PROTOCOL_ERROR, "HEADERS on a server stream id"));
         }
+        if h.end_headers {
+            // The whole block in one frame, as nearly every one is: nothing to assemble.
+            check_block(&self.config.h2, 1, h.fragment.len())?;
+            return self.on_block(h.stream_id, &h.fragment, h.end_stream, now);
+        }
         let block = HeaderBlock {
             id: h.stream_id,
             fragments: BytesMut::new(),
@@ -192,7 +198,7 @@ impl Connection {
             started: now,
         };
         self.block = Some(block);
-        self.add_fragment(h.fragment, h.end_headers, now)
+        self.add_fragment(h.fragment, false, now)
     }
 
     fn on_continuation(&mut self, c: Continuation, now: Instant) -> Result<(), Error> {
@@ -206,22 +212,11 @@ impl Connection {
     /// Appends a fragment, enforcing the block's byte and frame caps as it grows (the
     /// CONTINUATION flood defence: a block is never buffered past `max_header_block_size`).
     fn add_fragment(&mut self, fragment: Bytes, end: bool, now: Instant) -> Result<(), Error> {
-        let limits = &self.config.h2;
         let Some(block) = self.block.as_mut() else {
             return Err(go_away(Reason::PROTOCOL_ERROR, "CONTINUATION without a field block"));
         };
         block.frames += 1;
-        if block.frames > limits.max_header_block_frames {
-            return Err(go_away(Reason::ENHANCE_YOUR_CALM, "max_header_block_frames"));
-        }
-        if block.fragments.len() + fragment.len() > limits.max_header_block_size {
-            return Err(go_away(Reason::ENHANCE_YOUR_CALM, "max_header_block_size"));
-        }
-        if end && block.fragments.is_empty() {
-            // The whole block in one frame: no copy.
-            let block = self.block.take().expect("block present");
-            return self.on_block(block.id, &fragment, block.end_stream, now);
-        }
+        check_block(&self.config.h2, block.frames, block.fragments.len() + fragment.len())?;
         block.fragments.extend_from_slice(&fragment);
         if end {
             let block = self.block.take().expect("block present");
@@ -285,7 +280,7 @@ impl Connection {
         stream.connect = head.method == http::Method::CONNECT;
         self.streams.insert(id, stream);
         self.idle_since = None;
-        self.events.push_back(super::Event::Request { id, head: Box::new(head), end_stream: end });
+        self.events.push_back(super::Event::Request { id, head, end_stream: end });
         Ok(())
     }
 
@@ -362,7 +357,7 @@ impl Connection {
         }
         stream.recv_open = false;
         let _ = now;
-        self.events.push_back(super::Event::Trailers { id, trailers });
+        self.events.push_back(super::Event::Trailers { id, trailers: Box::new(trailers) });
         self.settle(id);
         Ok(())
     }
@@ -443,11 +438,33 @@ impl Connection {
     /// Returns whether the stream is still there.
     pub(super) fn settle(&mut self, id: StreamId) -> bool {
         match self.streams.get(&id) {
-            Some(s) if s.is_finished() => self.remove_stream(id),
-            Some(s) if s.outlived_by_request() => self.send_reset(id, Reason::NO_ERROR),
-            Some(_) => return true,
-            None => {}
+            Some(s) => self.settle_as(id, s.is_finished(), s.outlived_by_request()),
+            None => false,
+        }
+    }
+
+    /// [`settle`](Self::settle) for a stream whose state the caller read: `finished`
+    /// ([`Stream::is_finished`]) and `outlived` ([`Stream::outlived_by_request`]).
+    pub(super) fn settle_as(&mut self, id: StreamId, finished: bool, outlived: bool) -> bool {
+        if finished {
+            self.remove_stream(id);
+        } else if outlived {
+            self.send_reset(id, Reason::NO_ERROR);
+        } else {
+            return true;
         }
         false
     }
+}
+
+/// The caps on a header block as it grows, at `frames` frames and `size` bytes: the
+/// CONTINUATION flood defence (a block is never buffered past `max_header_block_size`).
+fn check_block(limits: &H2Limits, frames: usize, size: usize) -> Result<(), Error> {
+    if frames > limits.max_header_block_frames {
+        return Err(go_away(Reason::ENHANCE_YOUR_CALM, "max_header_block_frames"));
+    }
+    if size > limits.max_header_block_size {
+        return Err(go_away(Reason::ENHANCE_YOUR_CALM, "max_header_block_size"));
+    }
+    Ok(())
 }

@@ -13,7 +13,7 @@ use super::stream::SendState;
 use super::{Connection, Phase};
 use crate::h2::frame::{self, RstStream, StreamId, WindowUpdate};
 use crate::h2::outbound;
-use crate::h2::response::{encode_start, Present, ResponseStart};
+use crate::h2::response::{encode_start, HeaderEncoder, Present, ResponseStart};
 use crate::h2::Reason;
 
 /// The most room reserved in the output buffer when a batch of responses starts: a batch
@@ -79,22 +79,47 @@ impl Connection {
         Ok(())
     }
 
-    /// [`send_response_with`](Self::send_response_with) for a response whose block starts
-    /// with `start` (made once, sent any number of times; see [`ResponseStart`]): `date` and
-    /// `server` follow unless it set them.
+    /// A whole response whose body is in memory, as [`send_response_with`] and then
+    /// [`send_data`] with `end_stream` would send it, for a head that starts with `start`
+    /// (made once, sent any number of times; see [`ResponseStart`]): `date` and `server`
+    /// follow unless it set them. `body`: `None` ends the stream with the head. The stream
+    /// is looked up once, and a small body goes out right behind its head.
+    ///
+    /// [`send_response_with`]: Self::send_response_with
+    /// [`send_data`]: Self::send_data
     pub fn send_response_from(
         &mut self,
         id: StreamId,
         start: &ResponseStart,
         date: &[u8],
-        end_stream: bool,
+        body: Option<Bytes>,
     ) -> Result<(), StreamGone> {
-        self.start_response(id, start.status, end_stream)?;
-        let at = self.begin_head();
-        self.out.extend_from_slice(&start.bytes);
-        self.end_head(id, at, start.present, Some(date), end_stream);
-        if end_stream {
-            self.settle(id);
+        let open_streams = self.streams.len();
+        let stream = self.streams.get_mut(&id).ok_or(StreamGone)?;
+        let end_stream = body.is_none();
+        stream.start_response(start.status, end_stream)?;
+        let max_frame = self.peer_max_frame_size as usize;
+        let mut head = HeadOut { out: &mut self.out, encoder: &mut self.encoder, max_frame };
+        let at = head.begin(open_streams);
+        head.out.extend_from_slice(&start.bytes);
+        head.end(id, at, start.present, Some(date), end_stream);
+        let mut queued = false;
+        if let Some(body) = body {
+            stream.send = SendState::Done;
+            let conn_window = self.send_window.available();
+            let out = &mut self.out;
+            if stream.out.send_at_once(id, &body, true, conn_window, max_frame, out) {
+                self.send_window.consume(body.len());
+            } else {
+                stream.out.push_data(body, true);
+                queued = true;
+            }
+        }
+        let (finished, outlived) = (stream.is_finished(), stream.outlived_by_request());
+        if queued {
+            self.schedule(id);
+        } else {
+            self.settle_as(id, finished, outlived);
         }
         Ok(())
     }
@@ -107,12 +132,7 @@ impl Connection {
         end_stream: bool,
     ) -> Result<(), StreamGone> {
         let stream = self.streams.get_mut(&id).ok_or(StreamGone)?;
-        if stream.send != SendState::Idle {
-            return Err(StreamGone);
-        }
-        stream.send = if end_stream { SendState::Done } else { SendState::Open };
-        stream.tunnel = stream.connect && status.is_success();
-        Ok(())
+        stream.start_response(status, end_stream)
     }
 
     /// Queues body bytes on `id` (after [`send_response`](Self::send_response)); they leave
@@ -134,6 +154,15 @@ impl Connection {
         }
         if end_stream {
             stream.send = SendState::Done;
+        }
+        let conn_window = self.send_window.available();
+        let max_frame = self.peer_max_frame_size as usize;
+        if stream.out.send_at_once(id, &data, end_stream, conn_window, max_frame, &mut self.out) {
+            self.send_window.consume(data.len());
+            if end_stream {
+                self.settle(id);
+            }
+            return Ok(());
         }
         stream.out.push_data(data, end_stream);
         self.schedule(id);
@@ -232,59 +261,13 @@ impl Connection {
         fields: Option<ServerFields<'_>>,
         end_stream: bool,
     ) {
-        let at = self.begin_head();
+        let open_streams = self.streams.len();
+        let max_frame = self.peer_max_frame_size as usize;
+        let mut head = HeadOut { out: &mut self.out, encoder: &mut self.encoder, max_frame };
+        let at = head.begin(open_streams);
         let content_length = fields.and_then(|f| f.content_length);
-        let present = encode_start(status, headers, content_length, &mut self.out);
-        self.end_head(id, at, present, fields.map(|f| f.date), end_stream);
-    }
-
-    /// Room for a head in the output, the frame header's included: where it starts. The
-    /// block's size update, if one is due, is written (it must come first, RFC 7541 §4.2).
-    fn begin_head(&mut self) -> usize {
-        if self.out.is_empty() {
-            // The first response of a batch: room for the batch up front, so a hundred
-            // responses are not encoded into a buffer that doubles (and copies) its way up.
-            // Sized by the streams open (each likely to answer in this batch), so a
-            // connection with one stream, such as a slow client's, holds little while its
-            // send waits. `shrink_idle` gives it back when the connection goes quiet.
-            let room = (self.streams.len() * ROOM_PER_STREAM).clamp(MIN_ROOM, OUT_ROOM);
-            if self.out.capacity() < room {
-                self.out.reserve(room);
-            }
-        }
-        let at = self.out.len();
-        self.out.extend_from_slice(&[0; frame::HEAD_LEN]);
-        self.encoder.flush_update(&mut self.out);
-        at
-    }
-
-    /// Ends a head begun at `at`: `date` and `server` unless `present` says the handler set
-    /// them (when `date` is given), then the frame header.
-    fn end_head(
-        &mut self,
-        id: StreamId,
-        at: usize,
-        present: Present,
-        date: Option<&[u8]>,
-        end_stream: bool,
-    ) {
-        if let Some(date) = date {
-            let date = (!present.date).then_some(date);
-            self.encoder.encode_own_fields(date, !present.server, &mut self.out);
-        }
-        let len = self.out.len() - at - frame::HEAD_LEN;
-        if len <= self.peer_max_frame_size as usize {
-            let mut flags = frame::flags::END_HEADERS;
-            if end_stream {
-                flags |= frame::flags::END_STREAM;
-            }
-            let head = frame::Head::new(frame::Kind::Headers, flags, id, len as u32);
-            self.out[at..at + frame::HEAD_LEN].copy_from_slice(&head.to_bytes());
-        } else {
-            let block = self.out.split_off(at + frame::HEAD_LEN).freeze();
-            self.out.truncate(at);
-            self.write_block(id, block, end_stream);
-        }
+        let present = encode_start(status, headers, content_length, head.out);
+        head.end(id, at, present, fields.map(|f| f.date), end_stream);
     }
 
     fn write_block(&mut self, id: StreamId, block: Bytes, end_stream: bool) {
@@ -346,5 +329,65 @@ impl Connection {
             self.schedule(id);
         }
         sent
+    }
+}
+
+/// The connection's output and HPACK encoder, borrowed apart from its stream table, to
+/// write a response head into.
+struct HeadOut<'a> {
+    out: &'a mut BytesMut,
+    encoder: &'a mut HeaderEncoder,
+    /// The peer's SETTINGS_MAX_FRAME_SIZE.
+    max_frame: usize,
+}
+
+impl HeadOut<'_> {
+    /// Room for a head in the output, the frame header's included: where it starts. The
+    /// block's size update, if one is due, is written (it must come first, RFC 7541 §4.2).
+    fn begin(&mut self, open_streams: usize) -> usize {
+        if self.out.is_empty() {
+            // The first response of a batch: room for the batch up front, so a hundred
+            // responses are not encoded into a buffer that doubles (and copies) its way up.
+            // Sized by the streams open (each likely to answer in this batch), so a
+            // connection with one stream, such as a slow client's, holds little while its
+            // send waits. `shrink_idle` gives it back when the connection goes quiet.
+            let room = (open_streams * ROOM_PER_STREAM).clamp(MIN_ROOM, OUT_ROOM);
+            if self.out.capacity() < room {
+                self.out.reserve(room);
+            }
+        }
+        let at = self.out.len();
+        self.out.extend_from_slice(&[0; frame::HEAD_LEN]);
+        self.encoder.flush_update(self.out);
+        at
+    }
+
+    /// Ends a head begun at `at`: `date` and `server` unless `present` says the handler set
+    /// them (when `date` is given), then the frame header.
+    fn end(
+        &mut self,
+        id: StreamId,
+        at: usize,
+        present: Present,
+        date: Option<&[u8]>,
+        end_stream: bool,
+    ) {
+        if let Some(date) = date {
+            let date = (!present.date).then_some(date);
+            self.encoder.encode_own_fields(date, !present.server, self.out);
+        }
+        let len = self.out.len() - at - frame::HEAD_LEN;
+        if len <= self.max_frame {
+            let mut flags = frame::flags::END_HEADERS;
+            if end_stream {
+                flags |= frame::flags::END_STREAM;
+            }
+            let head = frame::Head::new(frame::Kind::Headers, flags, id, len as u32);
+            self.out[at..at + frame::HEAD_LEN].copy_from_slice(&head.to_bytes());
+        } else {
+            let block = self.out.split_off(at + frame::HEAD_LEN).freeze();
+            self.out.truncate(at);
+            outbound::write_block(self.out, id, block, end_stream, self.max_frame);
+        }
     }
 }

@@ -66,6 +66,20 @@ impl Stream {
         }
     }
 
+    /// Moves on to sending the response head (only once: refused when one was sent).
+    pub(crate) fn start_response(
+        &mut self,
+        status: http::StatusCode,
+        end_stream: bool,
+    ) -> Result<(), super::StreamGone> {
+        if self.send != SendState::Idle {
+            return Err(super::StreamGone);
+        }
+        self.send = if end_stream { SendState::Done } else { SendState::Open };
+        self.tunnel = self.connect && status.is_success();
+        Ok(())
+    }
+
     /// Both halves are done and nothing is left to send.
     pub(crate) fn is_finished(&self) -> bool {
         !self.recv_open && self.response_left()

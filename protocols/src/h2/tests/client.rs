@@ -93,7 +93,7 @@ fn a_request_with_bodies_larger_than_the_windows_and_trailers_both_ways() {
     let (sid, head) = head.expect("the request arrived");
     assert_eq!(sid, id);
     assert_eq!(head.method, Method::POST);
-    assert_eq!(head.uri, "http://up.example/svc/Method");
+    assert_eq!(head.target.to_uri(), "http://up.example/svc/Method");
     assert!(head.headers.clone().into_map().get("host").is_none(), ":authority replaces host");
     assert_eq!(head.headers.clone().into_map().get("te").unwrap(), "trailers");
     assert_eq!(received.len(), up.len());

@@ -19,7 +19,7 @@ fn decoder() -> HeaderDecoder {
     HeaderDecoder::new(4096, 32 * 1024, 100)
 }
 
-fn request(fields: &[(&str, &str)]) -> Result<RequestHead, HeaderError> {
+fn request(fields: &[(&str, &str)]) -> Result<Box<RequestHead>, HeaderError> {
     decoder().decode_request(&block(fields))
 }
 
@@ -53,7 +53,7 @@ fn a_valid_request() {
     ]))
     .unwrap();
     assert_eq!(head.method, http::Method::GET);
-    assert_eq!(head.uri, "https://example.com/a?b=c");
+    assert_eq!(head.target.to_uri(), "https://example.com/a?b=c");
     assert_eq!(head.content_length, Some(12));
     // The list keeps the fields in order, and the map built from it holds them all.
     let list: Vec<String> = head.headers.iter().map(|(n, _)| n.as_str().to_owned()).collect();
@@ -78,13 +78,16 @@ fn authority_from_host_connect_and_options() {
         ("host", "h.example:8080"),
     ])
     .unwrap();
-    assert_eq!(head.uri, "http://h.example:8080/");
+    assert_eq!(head.target.to_uri(), "http://h.example:8080/");
     let head = request(&get_with(&[("host", "EXAMPLE.com")])).unwrap();
-    assert_eq!(head.uri.host(), Some("example.com"));
+    assert_eq!(head.target.to_uri().host(), Some("example.com"));
     let head = request(&[(":method", "CONNECT"), (":authority", "proxy.example:443")]).unwrap();
     assert_eq!(head.method, http::Method::CONNECT);
-    assert_eq!(head.uri.authority().unwrap(), "proxy.example:443");
-    assert_eq!((head.uri.scheme(), head.uri.path_and_query()), (None, None));
+    assert_eq!(head.target.to_uri().authority().unwrap(), "proxy.example:443");
+    assert_eq!(
+        (head.target.to_uri().scheme(), head.target.to_uri().path_and_query()),
+        (None, None)
+    );
     let head = request(&[
         (":method", "OPTIONS"),
         (":scheme", "https"),
@@ -92,7 +95,7 @@ fn authority_from_host_connect_and_options() {
         (":path", "*"),
     ])
     .unwrap();
-    assert_eq!(head.uri.path(), "*");
+    assert_eq!(head.target.to_uri().path(), "*");
 }
 
 #[test]
@@ -134,7 +137,7 @@ const EXTENDED_CONNECT: [(&str, &str); 5] = [
     (":path", "/chat?room=1"),
 ];
 
-fn extended(fields: &[(&str, &str)]) -> Result<RequestHead, HeaderError> {
+fn extended(fields: &[(&str, &str)]) -> Result<Box<RequestHead>, HeaderError> {
     let mut d = decoder();
     d.allow_extended_connect();
     d.decode_request(&block(fields))
@@ -145,7 +148,7 @@ fn extended_connect_where_enabled() {
     let head = extended(&get_with_version(&EXTENDED_CONNECT)).unwrap();
     assert_eq!(head.method, http::Method::CONNECT);
     assert_eq!(head.protocol.as_deref(), Some(&b"websocket"[..]));
-    assert_eq!(head.uri, "https://a.example/chat?room=1");
+    assert_eq!(head.target.to_uri(), "https://a.example/chat?room=1");
     assert_eq!(head.headers.clone().into_map().get("sec-websocket-version").unwrap(), "13");
     // Plain CONNECT is unchanged.
     let head = extended(&[(":method", "CONNECT"), (":authority", "p.example:443")]).unwrap();
@@ -410,11 +413,11 @@ fn repeated_authority_and_path_parse_to_the_same_target_and_a_bad_one_is_still_r
         ("a.example", "/x?q=1"),
     ] {
         let head = dec.decode_request(&block(authority, path)).unwrap();
-        assert_eq!(head.uri.authority().unwrap().as_str(), authority);
-        assert_eq!(head.uri.path_and_query().unwrap().as_str(), path);
+        assert_eq!(head.target.to_uri().authority().unwrap().as_str(), authority);
+        assert_eq!(head.target.to_uri().path_and_query().unwrap().as_str(), path);
     }
     assert!(dec.decode_request(&block("user@a.example", "/x?q=1")).is_err());
     assert!(dec.decode_request(&block("a.example", "/x y")).is_err());
     let head = dec.decode_request(&block("a.example", "/x?q=1")).unwrap();
-    assert_eq!(head.uri.to_string(), "http://a.example/x?q=1");
+    assert_eq!(head.target.to_uri().to_string(), "http://a.example/x?q=1");
 }
