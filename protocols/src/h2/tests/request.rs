@@ -112,6 +112,34 @@ fn bad_paths() {
     assert_malformed(&[GET[0], GET[1], GET[2], (":path", "*")], ":path * outside OPTIONS");
     assert_malformed(&[GET[0], GET[1], GET[2], (":path", "a/b")], ":path is not an absolute path");
     assert_malformed(&[GET[0], GET[1], GET[2], (":path", "/a b")], "invalid :path");
+    // A fragment is in neither the path nor the query grammar (as in a request line).
+    assert_malformed(&[GET[0], GET[1], GET[2], (":path", "/a#b")], "invalid :path");
+    assert_malformed(&[GET[0], GET[1], GET[2], (":path", "/a?q#b")], "invalid :path");
+}
+
+/// The target's parts as the pseudo-headers gave them, the `Uri` built only when asked for;
+/// a path with bytes `Uri` would re-encode is one already.
+#[test]
+fn the_target_keeps_its_parts_and_builds_a_uri_on_demand() {
+    let head = request(&get_with(&[])).unwrap();
+    let target = &head.target;
+    assert_eq!(target.scheme().map(|s| s.as_str()), Some("https"));
+    assert_eq!(target.authority().map(|a| a.as_str()), Some("example.com"));
+    let path = target.path().unwrap();
+    assert_eq!((path.path(), path.query()), ("/a", Some("b=c")));
+    assert!(path.as_uri().is_none(), "kept as bytes");
+    assert_eq!(target.to_string(), "https://example.com/a?b=c");
+    assert_eq!(target.to_uri(), "https://example.com/a?b=c");
+
+    let odd = [GET[0], GET[1], GET[2], (":path", "/a{b}")];
+    let head = request(&odd).unwrap();
+    assert_eq!(head.target.to_uri(), "https://example.com/a{b}");
+    assert_eq!(head.target.to_string(), head.target.to_uri().to_string());
+
+    let head = request(&[(":method", "CONNECT"), (":authority", "proxy.example:443")]).unwrap();
+    assert_eq!((head.target.scheme(), head.target.path().is_none()), (None, true));
+    assert_eq!(head.target.to_string(), "proxy.example:443");
+    assert_eq!(head.target.to_uri().authority().unwrap(), "proxy.example:443");
 }
 
 #[test]

@@ -891,6 +891,41 @@ fn server_fields_are_added_unless_the_handler_set_them() {
     assert_eq!(get("content-length"), vec!["1234".to_string()]);
 }
 
+/// A whole response from a kept start: a small body leaves in the same batch as its head,
+/// and the stream is gone at once; where the client's window holds the body back, it waits
+/// in the stream's queue and leaves when the window opens, as any DATA does.
+#[test]
+fn a_whole_response_goes_at_once_where_the_window_allows_and_waits_where_it_does_not() {
+    use crate::h2::ResponseStart;
+    let date = b"Sun, 22 Nov 2026 05:00:00 GMT";
+    let start = ResponseStart::encode(StatusCode::OK, &HeaderMap::new(), Some(3));
+    let body = || Some(Bytes::from_static(b"abc"));
+    let data = |n| Frame::Data(Data::new(id(n), Bytes::from_static(b"abc"), true));
+
+    let mut c = Client::new();
+    c.open(1);
+    c.conn.send_response_from(id(1), &start, date, body()).unwrap();
+    assert_eq!(c.conn.open_streams(), 0, "sent whole: nothing left of the stream");
+    let frames = c.frames();
+    assert!(matches!(&frames[..], [Frame::Headers(h), d] if !h.end_stream && *d == data(1)));
+    assert!(c.conn.send_response_from(id(1), &start, date, body()).is_err(), "gone");
+
+    // A head alone ends the stream (HEAD, or no body).
+    c.open(3);
+    c.conn.send_response_from(id(3), &start, date, None).unwrap();
+    assert!(matches!(&c.frames()[..], [Frame::Headers(h)] if h.end_stream));
+
+    c.send(&settings(Settings { initial_window_size: Some(0), ..Settings::default() }));
+    let _ = c.frames();
+    c.open(5);
+    c.conn.send_response_from(id(5), &start, date, body()).unwrap();
+    assert!(matches!(&c.frames()[..], [Frame::Headers(_)]), "window 0: the head only");
+    assert_eq!(c.conn.open_streams(), 1, "the body waits on its stream");
+    c.send(&settings(Settings { initial_window_size: Some(10), ..Settings::default() }));
+    assert!(c.frames().contains(&data(5)));
+    assert_eq!(c.conn.open_streams(), 0);
+}
+
 /// A response that is complete while the request body is still open ends the stream with
 /// RST_STREAM NO_ERROR (RFC 9113 §8.1), but only once the whole response has left: DATA held
 /// back by the client's window goes first. A 2xx to CONNECT is a tunnel and is not reset.
