@@ -11,7 +11,7 @@ use std::fs;
 use std::path::Path;
 
 use peregrine_bench::peers::{self, TlsFiles};
-use peregrine_bench::report::{median, RunMeasurement, H2O, NGINX, PEREGRINE};
+use peregrine_bench::report::{median, PhaseMedians, RunMeasurement, H2O, NGINX, PEREGRINE};
 use peregrine_bench::scenario::{Load, Scenario};
 use peregrine_bench::servers::{self, Launcher, NginxTemplates, Server};
 use peregrine_bench::sys::{self, UtcTime};
@@ -303,38 +303,39 @@ fn table(
     );
     let _ = writeln!(
         md,
-        "| scenario | server | req/s | MiB/s | req/CPU-s | CPU-s per GiB | p99 latency | \
-         Peregrine ÷ server (req/CPU-s) |"
+        "| scenario | server | req/s | MiB/s | req/CPU-s | CPU-s per GiB | kernel share | \
+         p99 latency | Peregrine ÷ server (req/CPU-s) | kernel ceiling |"
     );
-    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for fs in &SCENARIOS {
         let name = fs.scenario.name;
         let size = fs.size as f64;
         let of = |server: &str| -> Vec<&RunMeasurement> {
             results.iter().filter(|(s, n, _)| *s == name && n == server).map(|r| &r.2).collect()
         };
-        let per_cpu = |server: &str| median(of(server).iter().filter_map(|m| m.req_per_cpu_s()));
-        let ours = per_cpu(PEREGRINE);
+        let ours = PhaseMedians::of(&of(PEREGRINE));
         for server in [PEREGRINE, NGINX, H2O] {
             let runs = of(server);
             if runs.is_empty() {
                 continue;
             }
             let rps = median(runs.iter().map(|m| m.req_per_s)).unwrap_or(0.0);
-            let cpu = per_cpu(server);
-            let per_gib = cpu.map(|c| (1u64 << 30) as f64 / (c * size));
+            let m = PhaseMedians::of(&runs);
+            let per_gib = m.req_per_cpu_s.map(|c| (1u64 << 30) as f64 / (c * size));
             let p99 = median(runs.iter().filter_map(|m| m.latency.p99()))
                 .map_or("n/a".into(), |us| format!("{us:.0} µs"));
-            let ratio = match (ours, cpu) {
-                (Some(a), Some(b)) if server != PEREGRINE && b > 0.0 => format!("{:.2}×", a / b),
-                _ => "—".into(),
+            let (ratio, ceiling) = match server {
+                PEREGRINE => ("—".into(), "—".into()),
+                _ => (m.ratio_cell(ours.req_per_cpu_s), m.ratio_cell(ours.req_per_kernel_s)),
             };
             let _ = writeln!(
                 md,
-                "| {name} | {server} | {rps:.0} | {:.0} | {} | {} | {p99} | {ratio} |",
+                "| {name} | {server} | {rps:.0} | {:.0} | {} | {} | {} | {p99} | {ratio} | \
+                 {ceiling} |",
                 rps * size / (1 << 20) as f64,
-                cpu.map_or("n/a".into(), |c| format!("{c:.0}")),
+                m.req_per_cpu_s.map_or("n/a".into(), |c| format!("{c:.0}")),
                 per_gib.map_or("n/a".into(), |g| format!("{g:.3}")),
+                m.kernel_share_cell(),
             );
         }
     }
@@ -355,7 +356,9 @@ fn table(
     }
     md.push_str(
         "\nTargets: the 1 KiB file ≥ 1.5× nginx per server-CPU-second; large files' server \
-         CPU per GiB ≤ nginx's; a cache hit ≤ 1.2× a `/plaintext` response.\n",
+         CPU per GiB ≤ nginx's; a cache hit ≤ 1.2× a `/plaintext` response. The kernel \
+         ceiling is the ratio Peregrine would reach if its user space cost nothing (its \
+         requests per kernel-second over the server's per CPU-second).\n",
     );
     for note in notes {
         let _ = writeln!(md, "\n- {note}");

@@ -11,19 +11,52 @@
 use std::io;
 use std::process::Command;
 
-/// Extracts `utime + stime` (fields 14 and 15, in clock ticks) from the text of
-/// `/proc/PID/stat`.
+/// A process's CPU time in clock ticks, in user space and in the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTicks {
+    /// `utime`: user space.
+    pub user: u64,
+    /// `stime`: the kernel, working for the process (system calls; on loopback
+    /// also the peer's TCP receive path, which runs in the sender's context).
+    pub system: u64,
+}
+
+impl CpuTicks {
+    /// User and system time together.
+    pub fn total(self) -> u64 {
+        self.user + self.system
+    }
+
+    /// The ticks spent since `earlier`, each part on its own.
+    pub fn since(self, earlier: CpuTicks) -> CpuTicks {
+        CpuTicks {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+}
+
+impl std::ops::Add for CpuTicks {
+    type Output = CpuTicks;
+
+    fn add(self, other: CpuTicks) -> CpuTicks {
+        CpuTicks { user: self.user + other.user, system: self.system + other.system }
+    }
+}
+
+/// Extracts `utime` and `stime` (fields 14 and 15, in clock ticks) from the text
+/// of `/proc/PID/stat`.
 ///
 /// Field 2 is the command name in parentheses and may itself contain spaces and
 /// parentheses (e.g. `(my (odd) server)`), so fields are counted from the *last*
 /// `)` rather than by splitting the whole line on whitespace.
-pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+pub fn parse_cpu_ticks(stat: &str) -> Option<CpuTicks> {
     let after_comm = &stat[stat.rfind(')')? + 1..];
     // After the comm field, the first token is field 3 (state); utime is field 14.
     let mut fields = after_comm.split_whitespace().skip(14 - 3);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(CpuTicks { user, system })
 }
 
 /// Extracts the parent PID (field 4) from the text of `/proc/PID/stat`.
@@ -92,24 +125,24 @@ pub fn read_tree_rss_bytes(pid: u32) -> io::Result<u64> {
     Ok(total)
 }
 
-/// Reads `utime + stime` of process `pid`, in clock ticks.
-pub fn read_cpu_ticks(pid: u32) -> io::Result<u64> {
+/// Reads `utime` and `stime` of process `pid`, in clock ticks.
+pub fn read_cpu_ticks(pid: u32) -> io::Result<CpuTicks> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     parse_cpu_ticks(&stat).ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidData, format!("unparseable /proc/{pid}/stat"))
     })
 }
 
-/// `utime + stime` of `pid` and its descendants, in clock ticks.
+/// `utime` and `stime` of `pid` and its descendants, in clock ticks.
 ///
 /// A descendant that exits between the scan and the read is left out (its
 /// time then goes missing from the later reading, so a server that forks
 /// short-lived children would be undercounted; none of the servers here do).
-pub fn read_tree_cpu_ticks(pid: u32) -> io::Result<u64> {
-    let mut total = 0;
+pub fn read_tree_cpu_ticks(pid: u32) -> io::Result<CpuTicks> {
+    let mut total = CpuTicks::default();
     for (i, member) in process_tree(pid).into_iter().enumerate() {
         match read_cpu_ticks(member) {
-            Ok(ticks) => total += ticks,
+            Ok(ticks) => total = total + ticks,
             Err(e) if i == 0 => return Err(e),
             Err(_) => {}
         }
@@ -141,14 +174,15 @@ mod tests {
         // Captured from a real nginx worker (fields after stime trimmed a little).
         let stat = "3874 (nginx) S 3873 3873 3812 0 -1 4194624 2021 0 0 0 \
                     1234 567 0 0 20 0 1 0 51563 13008896 1052 18446744073709551615";
-        assert_eq!(parse_cpu_ticks(stat), Some(1234 + 567));
+        assert_eq!(parse_cpu_ticks(stat), Some(CpuTicks { user: 1234, system: 567 }));
+        assert_eq!(parse_cpu_ticks(stat).unwrap().total(), 1234 + 567);
     }
 
     #[test]
     fn parses_comm_with_spaces_and_parentheses() {
         let stat = "42 (my (o) ) srv) R 1 42 42 0 -1 4194560 100 0 0 0 \
                     77 23 0 0 20 0 4 0 1000 2000000 300 18446744073709551615";
-        assert_eq!(parse_cpu_ticks(stat), Some(100));
+        assert_eq!(parse_cpu_ticks(stat), Some(CpuTicks { user: 77, system: 23 }));
     }
 
     #[test]
@@ -162,7 +196,7 @@ mod tests {
     fn reads_own_process() {
         let ticks = read_cpu_ticks(std::process::id()).expect("own /proc/PID/stat");
         // Any value is fine; this checks the live file format matches the parser.
-        assert!(ticks < u64::MAX);
+        assert!(ticks.total() < u64::MAX);
     }
 
     #[test]

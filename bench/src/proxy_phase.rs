@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use peregrine_bench::peers;
-use peregrine_bench::report::{median, RunMeasurement, H2O, NGINX, PEREGRINE};
+use peregrine_bench::report::{median, PhaseMedians, RunMeasurement, H2O, NGINX, PEREGRINE};
 use peregrine_bench::scenario::{Load, Scenario};
 use peregrine_bench::servers::{self, Launcher, NginxTemplates, Server};
 use peregrine_bench::sys::{self, UtcTime};
@@ -196,9 +196,10 @@ fn table(
     );
     let _ = writeln!(
         md,
-        "| scenario | proxy | req/s | req/CPU-s | p99 / mean latency | Peregrine ÷ proxy (req/CPU-s) |"
+        "| scenario | proxy | req/s | req/CPU-s | kernel share | p99 / mean latency | \
+         Peregrine ÷ proxy (req/CPU-s) | kernel ceiling |"
     );
-    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|");
     for scenario in &SCENARIOS {
         let of = |server: &str| -> Vec<&RunMeasurement> {
             results
@@ -207,15 +208,14 @@ fn table(
                 .map(|r| &r.2)
                 .collect()
         };
-        let per_cpu = |server: &str| median(of(server).iter().filter_map(|m| m.req_per_cpu_s()));
-        let ours = per_cpu(PEREGRINE);
+        let ours = PhaseMedians::of(&of(PEREGRINE));
         for server in [PEREGRINE, PEREGRINE_APP, NGINX, NGINX_FORWARDING, H2O] {
             let runs = of(server);
             if runs.is_empty() {
                 continue;
             }
             let rps = median(runs.iter().map(|m| m.req_per_s)).unwrap_or(0.0);
-            let cpu = per_cpu(server);
+            let m = PhaseMedians::of(&runs);
             let latency = match scenario.load {
                 Load::H2load { .. } => {
                     median(runs.iter().filter_map(|m| m.request_time.map(|t| t.mean_us)))
@@ -224,15 +224,16 @@ fn table(
                 _ => median(runs.iter().filter_map(|m| m.latency.p99()))
                     .map_or("n/a".into(), |us| format!("p99 {us:.0} µs")),
             };
-            let ratio = match (ours, cpu) {
-                (Some(a), Some(b)) if server != PEREGRINE && b > 0.0 => format!("{:.2}×", a / b),
-                _ => "—".into(),
+            let (ratio, ceiling) = match server {
+                PEREGRINE => ("—".into(), "—".into()),
+                _ => (m.ratio_cell(ours.req_per_cpu_s), m.ratio_cell(ours.req_per_kernel_s)),
             };
             let _ = writeln!(
                 md,
-                "| {} | {server} | {rps:.0} | {} | {latency} | {ratio} |",
+                "| {} | {server} | {rps:.0} | {} | {} | {latency} | {ratio} | {ceiling} |",
                 scenario.name,
-                cpu.map_or("n/a".into(), |c| format!("{c:.0}"))
+                m.req_per_cpu_s.map_or("n/a".into(), |c| format!("{c:.0}")),
+                m.kernel_share_cell(),
             );
         }
     }
@@ -240,7 +241,9 @@ fn table(
         "\nTargets: ≥ 1.5× nginx and ≥ 1.3× h2o per proxy-CPU-second; `peregrine (app)` \
          (the upstream started by Peregrine as a hosted app) the same as `peregrine`. \
          `nginx (forwarding)` also sends `X-Forwarded-For`, `-Proto`, `-Host` and \
-         `X-Request-Id`, as Peregrine does by default; the targets are set against `nginx`.\n",
+         `X-Request-Id`, as Peregrine does by default; the targets are set against `nginx`. \
+         The kernel ceiling is the ratio Peregrine would reach if its user space cost \
+         nothing (its requests per kernel-second over the proxy's per CPU-second).\n",
     );
     for note in notes {
         let _ = writeln!(md, "\n- {note}");

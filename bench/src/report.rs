@@ -46,6 +46,9 @@ pub struct RunMeasurement {
     pub elapsed_s: f64,
     /// Server CPU time (user + system, all threads) during the run, in seconds.
     pub cpu_s: f64,
+    /// The part of `cpu_s` spent in the kernel (system calls, and on loopback
+    /// the peer's TCP receive path too, which runs in the sender's context).
+    pub system_s: f64,
     /// Latency percentiles (see [`crate::wrk::WrkStats::latency`]); all
     /// `None` for h2load and s_time, which print no percentiles.
     pub latency: Percentiles,
@@ -64,6 +67,18 @@ impl RunMeasurement {
     /// measured (it is sampled in clock ticks, so this needs a run ≫ 10 ms).
     pub fn req_per_cpu_s(&self) -> Option<f64> {
         (self.cpu_s > 0.0).then(|| self.total_requests as f64 / self.cpu_s)
+    }
+
+    /// The kernel's share of the server's CPU time.
+    pub fn kernel_share(&self) -> Option<f64> {
+        (self.cpu_s > 0.0).then(|| self.system_s / self.cpu_s)
+    }
+
+    /// Responses per second of the server's kernel time alone: what
+    /// [`req_per_cpu_s`](Self::req_per_cpu_s) would be if its user space cost
+    /// nothing, the ceiling no user-space work can pass.
+    pub fn req_per_kernel_s(&self) -> Option<f64> {
+        (self.system_s > 0.0).then(|| self.total_requests as f64 / self.system_s)
     }
 
     /// Server CPU time over wall time: 1.0 means one core fully busy. Well
@@ -182,6 +197,10 @@ pub struct Summary {
     pub req_per_cpu_s: Option<f64>,
     /// Median server CPU utilisation (1.0 = one core).
     pub cpu_utilisation: Option<f64>,
+    /// Median share of the server's CPU time spent in the kernel.
+    pub kernel_share: Option<f64>,
+    /// Median requests per second of the server's kernel time alone.
+    pub req_per_kernel_s: Option<f64>,
     /// Median of each latency percentile over the runs that have it.
     pub latency: Percentiles,
     /// Median instructions per request over the runs that have a count.
@@ -206,12 +225,53 @@ pub struct Ratios {
     pub req_per_s: Option<f64>,
     /// Ratio of median requests per server-CPU-second (higher is better).
     pub req_per_cpu_s: Option<f64>,
+    /// Peregrine's requests per second of its kernel time alone over the peer's
+    /// requests per CPU-second: the best `req_per_cpu_s` ratio Peregrine could
+    /// reach if its user space cost nothing (the kernel work staying the same).
+    pub kernel_ceiling: Option<f64>,
     /// Ratio of median p99 latency (lower is better).
     pub p99: Option<f64>,
     /// Ratio of median h2load mean request time (lower is better).
     pub mean_request: Option<f64>,
     /// Ratio of median instructions per request (lower is better).
     pub instructions_per_req: Option<f64>,
+}
+
+/// The figures a phase's table (`--proxy`, `--files`) shows for one server's
+/// runs, and compares Peregrine's with.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PhaseMedians {
+    /// Median requests per server-CPU-second.
+    pub req_per_cpu_s: Option<f64>,
+    /// Median requests per second of the server's kernel time alone.
+    pub req_per_kernel_s: Option<f64>,
+    /// Median share of the server's CPU time spent in the kernel.
+    pub kernel_share: Option<f64>,
+}
+
+impl PhaseMedians {
+    /// The medians over `runs`.
+    pub fn of(runs: &[&RunMeasurement]) -> PhaseMedians {
+        PhaseMedians {
+            req_per_cpu_s: median(runs.iter().filter_map(|m| m.req_per_cpu_s())),
+            req_per_kernel_s: median(runs.iter().filter_map(|m| m.req_per_kernel_s())),
+            kernel_share: median(runs.iter().filter_map(|m| m.kernel_share())),
+        }
+    }
+
+    /// `ours` (a figure of Peregrine's, per second) over this server's requests per
+    /// CPU-second, as a table cell: `1.23×`, or `—` without both.
+    pub fn ratio_cell(&self, ours: Option<f64>) -> String {
+        match ratio(ours, self.req_per_cpu_s) {
+            Some(r) => format!("{r:.2}×"),
+            None => "—".into(),
+        }
+    }
+
+    /// The kernel share as a table cell: `86%`, or `n/a`.
+    pub fn kernel_share_cell(&self) -> String {
+        self.kernel_share.map_or("n/a".into(), |k| format!("{:.0}%", k * 100.0))
+    }
 }
 
 /// Median of the values (mean of the middle two for an even count); `None`
@@ -250,6 +310,8 @@ impl Report {
             req_per_s: median(ok.iter().map(|m| m.req_per_s))?,
             req_per_cpu_s: median(ok.iter().filter_map(|m| m.req_per_cpu_s())),
             cpu_utilisation: median(ok.iter().filter_map(|m| m.cpu_utilisation())),
+            kernel_share: median(ok.iter().filter_map(|m| m.kernel_share())),
+            req_per_kernel_s: median(ok.iter().filter_map(|m| m.req_per_kernel_s())),
             latency,
             instructions_per_req: median(ok.iter().filter_map(|m| m.instructions_per_request())),
             mean_request_us: median(ok.iter().filter_map(|m| Some(m.request_time?.mean_us))),
@@ -273,6 +335,7 @@ impl Report {
         Some(Ratios {
             req_per_s: ratio(Some(p.req_per_s), Some(n.req_per_s)),
             req_per_cpu_s: ratio(p.req_per_cpu_s, n.req_per_cpu_s),
+            kernel_ceiling: ratio(p.req_per_kernel_s, n.req_per_cpu_s),
             p99: ratio(p.latency.p99(), n.latency.p99()),
             mean_request: ratio(p.mean_request_us, n.mean_request_us),
             instructions_per_req: ratio(p.instructions_per_req, n.instructions_per_req),
@@ -380,6 +443,7 @@ pub(crate) mod tests {
             total_requests: total,
             elapsed_s: 3.0,
             cpu_s,
+            system_s: cpu_s * 0.75,
             latency: Percentiles([Some(500.0), Some(700.0), Some(900.0), Some(1500.0), None]),
             request_time: None,
             instructions: Some(total * 20_000),
@@ -481,9 +545,28 @@ pub(crate) mod tests {
         let ratios = r.ratios("keepalive-c64").unwrap();
         assert_eq!(ratios.req_per_s, Some(2.2));
         assert_eq!(ratios.req_per_cpu_s, Some(3.3));
+        // A quarter of each run's CPU time was user space: 440 per kernel-second
+        // (the median of 400 and 480) over nginx's 100 per CPU-second.
+        assert_eq!(p.kernel_share, Some(0.75));
+        assert_eq!(p.req_per_kernel_s, Some(440.0));
+        assert_eq!(ratios.kernel_ceiling, Some(4.4));
         assert_eq!(ratios.p99, Some(1.0));
         assert_eq!(ratios.instructions_per_req, Some(1.0));
         assert!(r.ratios("pipeline16-c64").is_none());
+    }
+
+    #[test]
+    fn phase_medians_give_the_ratio_and_the_kernel_ceiling_cells() {
+        let ours = [&measurement(200.0, 600, 2.0, 0), &measurement(240.0, 720, 2.0, 0)];
+        let theirs = [&measurement(100.0, 300, 3.0, 0)];
+        let (ours, theirs) = (PhaseMedians::of(&ours), PhaseMedians::of(&theirs));
+        assert_eq!(ours.req_per_cpu_s, Some(330.0));
+        assert_eq!(ours.req_per_kernel_s, Some(440.0));
+        assert_eq!(theirs.ratio_cell(ours.req_per_cpu_s), "3.30×");
+        assert_eq!(theirs.ratio_cell(ours.req_per_kernel_s), "4.40×");
+        assert_eq!(theirs.kernel_share_cell(), "75%");
+        assert_eq!(PhaseMedians::default().ratio_cell(Some(1.0)), "—");
+        assert_eq!(PhaseMedians::default().kernel_share_cell(), "n/a");
     }
 
     #[test]

@@ -197,12 +197,12 @@ impl Server {
         self.tls_addr.map(|addr| format!("https://{addr}{path}"))
     }
 
-    /// CPU time (user + system, all threads) consumed so far by the server
+    /// CPU time (user and system, all threads) consumed so far by the server
     /// and its descendants, in clock ticks. The descendants matter for h2o,
     /// whose private-key operations run in a forked helper (neverbleed);
     /// Peregrine and nginx (`master_process off`) are single processes. With
     /// [`own_cpu_only`](Self::own_cpu_only), the server's process alone.
-    pub fn cpu_ticks(&self) -> io::Result<u64> {
+    pub fn cpu_ticks(&self) -> io::Result<procstat::CpuTicks> {
         match self.own_cpu_only {
             true => procstat::read_cpu_ticks(self.pid()),
             false => procstat::read_tree_cpu_ticks(self.pid()),

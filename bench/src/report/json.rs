@@ -82,9 +82,11 @@ impl Report {
             let _ = writeln!(
                 j,
                 "      \"ratio_peregrine_over_peer\": {{\"req_per_s\": {}, \"req_per_cpu_s\": {}, \
-                 \"p99\": {}, \"mean_request_time\": {}, \"instructions_per_req\": {}}},",
+                 \"kernel_ceiling\": {}, \"p99\": {}, \"mean_request_time\": {}, \
+                 \"instructions_per_req\": {}}},",
                 jf(r.and_then(|r| r.req_per_s)),
                 jf(r.and_then(|r| r.req_per_cpu_s)),
+                jf(r.and_then(|r| r.kernel_ceiling)),
                 jf(r.and_then(|r| r.p99)),
                 jf(r.and_then(|r| r.mean_request)),
                 jf(r.and_then(|r| r.instructions_per_req))
@@ -97,7 +99,8 @@ impl Report {
                     let body = match self.summary(s.name, &server.name) {
                         Some(m) => format!(
                             "{{\"median_req_per_s\": {}, \"median_req_per_cpu_s\": {}, \
-                             \"median_cpu_utilisation\": {}, \"median_latency_us\": {}, \
+                             \"median_cpu_utilisation\": {}, \"median_kernel_share\": {}, \
+                             \"median_latency_us\": {}, \
                              \"median_instructions_per_req\": {}, \
                              \"median_mean_request_us\": {}, \"median_sd_request_us\": {}, \
                              \"max_request_us\": {}, \"median_errors\": {}, \
@@ -105,6 +108,7 @@ impl Report {
                             jf(Some(m.req_per_s)),
                             jf(m.req_per_cpu_s),
                             jf(m.cpu_utilisation),
+                            jf(m.kernel_share),
                             jp(&m.latency),
                             jf(m.instructions_per_req),
                             jf(m.mean_request_us),
@@ -151,13 +155,14 @@ fn run_json(run: &RunRecord) -> String {
     match &run.outcome {
         Ok(m) => format!(
             "\n    {{{head}, \"req_per_s\": {}, \"total_requests\": {}, \"elapsed_s\": {}, \
-             \"cpu_s\": {}, \"req_per_cpu_s\": {}, \"latency_us\": {}, \
+             \"cpu_s\": {}, \"system_s\": {}, \"req_per_cpu_s\": {}, \"latency_us\": {}, \
              \"request_time_us\": {}, \"instructions\": {}, \"instructions_per_req\": {}, \
              \"errors\": {}}}",
             jf(Some(m.req_per_s)),
             m.total_requests,
             jf(Some(m.elapsed_s)),
             jf(Some(m.cpu_s)),
+            jf(Some(m.system_s)),
             jf(m.req_per_cpu_s()),
             jp(&m.latency),
             m.request_time.map_or("null".into(), |t| format!(

@@ -41,14 +41,14 @@ impl Report {
         }
         md.push_str(
             "| scenario | peer | req/s | req per server-CPU-s | target (per CPU-s) | met | \
-             p99 latency | mean request time | instructions/req |\n",
+             kernel ceiling | p99 latency | mean request time | instructions/req |\n",
         );
-        md.push_str("|---|---|---:|---:|---:|:---:|---:|---:|---:|\n");
+        md.push_str("|---|---|---:|---:|---:|:---:|---:|---:|---:|---:|\n");
         for s in &self.scenarios {
             if !self.has_server(s.peer) {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | n/a: {} not measured (see Notes) | | {} | n/a | | | |",
+                    "| {} | {} | n/a: {} not measured (see Notes) | | {} | n/a | | | | |",
                     s.description,
                     s.peer,
                     s.peer,
@@ -66,12 +66,13 @@ impl Report {
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {met} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {met} | {} | {} | {} | {} |",
                 s.description,
                 s.peer,
                 fmt_ratio(r.and_then(|r| r.req_per_s)),
                 fmt_ratio(per_cpu),
                 fmt_target(s.target_cpu_ratio),
+                fmt_ratio(r.and_then(|r| r.kernel_ceiling)),
                 fmt_ratio(r.and_then(|r| r.p99)),
                 fmt_ratio(r.and_then(|r| r.mean_request)),
                 fmt_ratio(r.and_then(|r| r.instructions_per_req)),
@@ -95,7 +96,11 @@ impl Report {
         let _ = writeln!(md, "\nMemory per idle keep-alive connection, Peregrine / nginx: {idle}.");
         md.push_str(
             "\nHigher is better for req/s and req per server-CPU-s; lower is better for latency, \
-             instructions per request and memory. For the handshake scenario a request is a \
+             instructions per request and memory. The kernel ceiling is Peregrine's requests \
+             per second of its kernel time alone over the peer's per CPU-second: the ratio \
+             Peregrine would reach if its user space cost nothing and its kernel work stayed \
+             the same, so a target above it cannot be met by user-space work. For the \
+             handshake scenario a request is a \
              connection: a full TLS 1.3 handshake, one HTTP/1.0 request, close. p99 comes from \
              wrk only; h2load gives a mean request time instead (no percentiles), s_time neither.",
         );
@@ -109,10 +114,10 @@ impl Report {
         let rounds = self.config.rounds;
         let _ = writeln!(md, "\n## Per server (medians over {rounds} round(s))\n");
         md.push_str(
-            "| scenario | server | req/s | req per server-CPU-s | server CPU | p50 | p99 | p99.9 | \
-             instructions/req | errors (median / total) | runs ok |\n",
+            "| scenario | server | req/s | req per server-CPU-s | server CPU | kernel share | p50 | \
+             p99 | p99.9 | instructions/req | errors (median / total) | runs ok |\n",
         );
-        md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for s in &self.scenarios {
             for server in self.servers_in(s) {
                 let Some(sum) = self.summary(s.name, &server.name) else {
@@ -122,7 +127,7 @@ impl Report {
                         .replace('|', "\\|");
                     let _ = writeln!(
                         md,
-                        "| {} | {} | failed: {why} | | | | | | | | 0/{} |",
+                        "| {} | {} | failed: {why} | | | | | | | | | 0/{} |",
                         s.description,
                         server.name,
                         self.runs_of(s.name, &server.name)
@@ -132,12 +137,13 @@ impl Report {
                 let flag = if sum.errors_total > 0 { " ⚠" } else { "" };
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {}{flag} | {}/{} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {}{flag} | {}/{} |",
                     s.description,
                     server.name,
                     fmt_count(sum.req_per_s),
                     sum.req_per_cpu_s.map_or("n/a".into(), fmt_count),
                     sum.cpu_utilisation.map_or("n/a".into(), |u| format!("{:.0}%", u * 100.0)),
+                    sum.kernel_share.map_or("n/a".into(), |k| format!("{:.0}%", k * 100.0)),
                     sum.latency.p50().map_or("n/a".into(), fmt_us),
                     sum.latency.p99().map_or("n/a".into(), fmt_us),
                     sum.latency.p999().map_or("n/a".into(), fmt_us),
@@ -152,7 +158,9 @@ impl Report {
         md.push_str(
             "\n`server CPU` is server CPU time over wall time (100% = one core busy); well under \
              100% means wrk, not the server, set the pace, so req/s understates the server and \
-             req per server-CPU-s is the number to read. Latency percentiles come from wrk's \
+             req per server-CPU-s is the number to read. `kernel share` is the part of the \
+             server's CPU time spent in the kernel (on loopback that includes the client's TCP \
+             receive path, which runs in the sending server's context). Latency percentiles come from wrk's \
              histogram through the scripts' `done` hook. Pipelined percentiles are per batch of \
              16 (wrk records one latency per pipelined write) and approximate; `n/a` marks a \
              percentile wrk reported as impossible (wg/wrk#354), or a tool that prints none \
@@ -471,8 +479,8 @@ mod tests {
         let per_server = md.find("## Per server").unwrap();
         assert!(ratios < caveat && caveat < per_server, "{md}");
         assert!(md.contains(
-            "| keep-alive, 64 connections | nginx | 2.00× | 3.00× | ≥ 1.5× | yes | 1.00× | n/a | \
-             1.00× |"
+            "| keep-alive, 64 connections | nginx | 2.00× | 3.00× | ≥ 1.5× | yes | 4.00× | 1.00× | \
+             n/a | 1.00× |"
         ));
         assert!(md.contains("Peregrine / nginx: **0.50×** (2,048 B vs 4,096 B per connection"));
         assert!(md.contains("Instructions per request: not supported on this machine."));
@@ -482,7 +490,7 @@ mod tests {
         assert!(md.contains("h2load"));
         assert!(md.contains("failed: wrk timed out"));
         // p50 / p99 / p99.9 (missing) / instructions per request.
-        assert!(md.contains("| 500 us | 1.50 ms | n/a | 20,000 |"));
+        assert!(md.contains("| 75% | 500 us | 1.50 ms | n/a | 20,000 |"));
     }
 
     #[test]
@@ -518,11 +526,12 @@ mod tests {
         let md = report(runs, &[PEREGRINE, NGINX, H2O]).to_markdown();
         // The h2 row compares with h2o and has no ratio while Peregrine fails.
         assert!(md.contains(
-            "| h2c, 16 connections × 10 streams | h2o | n/a | n/a | ≥ 1.3× | n/a | n/a | n/a | n/a |"
+            "| h2c, 16 connections × 10 streams | h2o | n/a | n/a | ≥ 1.3× | n/a | n/a | n/a | n/a \
+             | n/a |"
         ));
         assert!(md.contains(
             "| h2c, 16 connections × 10 streams | peregrine | failed: h2load completed no \
-             request over h2c \\| x | | | | | | | | 0/1 |"
+             request over h2c \\| x | | | | | | | | | 0/1 |"
         ));
         // h2o's errors are flagged; its request time has its own table.
         assert!(md.contains("| 7 / 7 ⚠ | 1/1 |"), "{md}");
