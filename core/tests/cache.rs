@@ -259,11 +259,7 @@ fn hits_over_http2_are_answered_from_the_head() {
     let a = addr(&server);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(a).await.unwrap();
-        let (client, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let client = common::h2c(a).await;
         let fetch = |method: &str, path: &str, fields: &[(&str, &str)]| {
             let mut client = client.clone();
             let mut request =

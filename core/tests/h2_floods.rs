@@ -204,6 +204,16 @@ fn malformed_requests_are_reset(io: IoChoice) {
             b
         }),
         ("bad content-length", request_block(&[("content-length", "12x")])),
+        // A fragment is in neither the path nor the query grammar (refused in a request
+        // line too).
+        ("fragment in :path", {
+            let mut b = Vec::new();
+            for (n, v) in [(":method", "GET"), (":scheme", "http"), (":authority", "x")] {
+                literal(n, v, &mut b);
+            }
+            literal(":path", "/a#b", &mut b);
+            b
+        }),
     ];
     let mut raw = Raw::connect(a);
     for (i, (what, block)) in cases.into_iter().enumerate() {
@@ -692,6 +702,21 @@ fn oversized_header_block(io: IoChoice) {
     );
 }
 
+/// A header block in one HEADERS frame (END_HEADERS set) is held to max_header_block_size
+/// as an assembled one is: the frame is within max_frame_size, the block is not.
+fn oversized_header_block_in_one_frame(io: IoChoice) {
+    flood(
+        io,
+        |l| l.h2.max_header_block_size = 8_000,
+        |raw| {
+            raw.send(&frame(|b| {
+                Headers::new(StreamId::new(1), Bytes::from(vec![0; 12_000]), true, true).encode(b)
+            }));
+        },
+        Reason::ENHANCE_YOUR_CALM,
+    );
+}
+
 both_drivers!(
     request_body_limit_gets_413,
     stalled_request_body_gets_408,
@@ -699,4 +724,5 @@ both_drivers!(
     priority_flood,
     window_update_flood,
     oversized_header_block,
+    oversized_header_block_in_one_frame,
 );

@@ -29,6 +29,20 @@ fn sample(text: &str, series: &str) -> u64 {
         .unwrap()
 }
 
+/// `/metrics` once the gauge `series` reads 0, or after about a second (closes and stream
+/// ends land asynchronously); the caller asserts on the text.
+fn metrics_once_zero(server: &Server, series: &str) -> String {
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = admin_get(server, "/metrics").text();
+        if sample(&text, series) == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    text
+}
+
 #[test]
 fn health_and_readiness_follow_the_shutdown() {
     let server = start_with_admin(Limits::default(), None);
@@ -63,14 +77,7 @@ fn metrics_count_requests_rejections_and_connections() {
     let r = common::request(addr, b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n");
     assert_eq!(r.status, 431);
     // The connections' closes land asynchronously; poll briefly for the final counts.
-    let mut text = String::new();
-    for _ in 0..50 {
-        text = admin_get(&server, "/metrics").text();
-        if sample(&text, "peregrine_connections_active") == 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let text = metrics_once_zero(&server, "peregrine_connections_active");
     assert_eq!(sample(&text, "peregrine_connections_accepted_total"), 4, "{text}");
     assert_eq!(sample(&text, "peregrine_connections_active"), 0, "{text}");
     assert_eq!(sample(&text, "peregrine_responses_total{protocol=\"http/1.1\",code=\"2xx\"}"), 3);
@@ -94,11 +101,7 @@ fn h2_streams_answered_either_way_leave_none_active() {
     let addr = common::addr(&server);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (client, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let client = common::h2c(addr).await;
         // Answered from the head: `/plaintext` and a 404; called: `/echo` with a body.
         for (path, body, status) in
             [("/plaintext", None, 200), ("/nowhere", None, 404), ("/echo", Some("abc"), 200)]
@@ -124,14 +127,7 @@ fn h2_streams_answered_either_way_leave_none_active() {
             }
         }
     });
-    let mut text = String::new();
-    for _ in 0..50 {
-        text = admin_get(&server, "/metrics").text();
-        if sample(&text, "peregrine_h2_streams_active") == 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let text = metrics_once_zero(&server, "peregrine_h2_streams_active");
     assert_eq!(sample(&text, "peregrine_h2_streams_active"), 0, "{text}");
     assert_eq!(sample(&text, "peregrine_connections_by_protocol_total{protocol=\"h2\"}"), 1);
     // Responses are counted by status class under one label for both protocols.

@@ -698,23 +698,12 @@ fn websocket_upstream_checking_keys(
     }
 }
 
-/// An HTTP/2 client connection (h2c, prior knowledge) to `addr`, its connection task
-/// running on the current runtime.
-async fn h2c(addr: SocketAddr) -> h2::client::SendRequest<bytes::Bytes> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    send
-}
-
 /// Opens a WebSocket over HTTP/2 (RFC 8441) to `proxy`: the response, and the stream to send
 /// on. Waits for the server's SETTINGS to enable extended CONNECT first.
 async fn extended_connect(
     proxy: SocketAddr,
 ) -> (http::Response<h2::RecvStream>, h2::SendStream<bytes::Bytes>) {
-    let send = h2c(proxy).await;
+    let send = common::h2c(proxy).await;
     let mut send = send.ready().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !send.is_extended_connect_protocol_enabled() {
@@ -937,7 +926,7 @@ fn grpc_over_an_h2c_upstream_streams_both_ways_with_trailers(io: IoChoice) {
     let proxy = addr(&server);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let send = h2c(proxy).await;
+        let send = common::h2c(proxy).await;
         // Two calls at once on one client connection, each a bidirectional stream.
         tokio::join!(grpc_chat(send.clone(), 0), grpc_chat(send, 1));
     });
@@ -966,7 +955,7 @@ fn grpc_over_an_h2c_upstream_streams_both_ways_with_trailers(io: IoChoice) {
     // (CANCEL), and the shared connection goes on serving others.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let send = h2c(proxy).await;
+        let send = common::h2c(proxy).await;
         let mut send = send.ready().await.unwrap();
         let request = http::Request::post("http://grpc.test/slow").body(()).unwrap();
         let (response, mut stream) = send.send_request(request, false).unwrap();
@@ -1006,7 +995,7 @@ fn an_http2_clients_oversized_body_to_an_h2c_upstream_is_413_not_the_upstreams_f
     let proxy = addr(&server);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let mut send = h2c(proxy).await.ready().await.unwrap();
+        let mut send = common::h2c(proxy).await.ready().await.unwrap();
         // No content-length: the limit is found while the body streams to the upstream,
         // which has not answered (`/slow`).
         let request = http::Request::post("http://grpc.test/slow").body(()).unwrap();

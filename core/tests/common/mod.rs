@@ -857,3 +857,14 @@ fn parse_chunked(buf: &[u8]) -> Result<Option<Chunked>, String> {
         pos += size + 2;
     }
 }
+
+/// An HTTP/2 client connection (h2c, prior knowledge) to `addr`, its connection task
+/// running on the current tokio runtime.
+pub async fn h2c(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.expect("h2c handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}
