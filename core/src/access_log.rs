@@ -99,11 +99,15 @@ pub(crate) fn set_enabled(on: bool) {
     crate::percore::with(|p| p.access_log.set(on));
 }
 
-/// Attaches `fields` to a proxied `response` for its log line, when this core writes an
-/// access log: an extension allocates a map per request, not worth it for nobody.
-pub(crate) fn attach_upstream(response: &mut http::Response<crate::Body>, fields: UpstreamFields) {
+/// Attaches the fields `make` gives to a proxied `response` for its log line, when this
+/// core writes an access log: an extension allocates a map per request, and the fields cost
+/// a shared count and a copied request id, not worth it for nobody.
+pub(crate) fn attach_upstream(
+    response: &mut http::Response<crate::Body>,
+    make: impl FnOnce() -> UpstreamFields,
+) {
     if crate::percore::with(|p| p.access_log.get()) {
-        response.extensions_mut().insert(fields);
+        response.extensions_mut().insert(make());
     }
 }
 
@@ -115,7 +119,8 @@ pub(crate) struct UpstreamFields {
     pub(crate) server: std::sync::Arc<str>,
     pub(crate) status: u16,
     pub(crate) head_us: u64,
-    pub(crate) request_id: http::HeaderValue,
+    /// `None`: a route's header edits removed it.
+    pub(crate) request_id: Option<http::HeaderValue>,
 }
 
 /// What one line records.
@@ -166,7 +171,10 @@ impl CoreLog {
                 ",\"upstream_status\":{},\"upstream_head_us\":{},\"request_id\":",
                 u.status, u.head_us
             );
-            json_string(&mut line, &String::from_utf8_lossy(u.request_id.as_bytes()));
+            match &u.request_id {
+                Some(id) => json_string(&mut line, &String::from_utf8_lossy(id.as_bytes())),
+                None => line.push_str("null"),
+            }
         }
         line.push_str("}\n");
         self.buf.borrow_mut().extend_from_slice(line.as_bytes());

@@ -354,9 +354,7 @@ fn proxies_to_a_unix_socket() {
 #[cfg(not(windows))] // curl runs on the Linux side only
 #[test]
 fn http2_clients_reach_an_http1_upstream_with_their_authority_as_host() {
-    let up = upstream::start(|seen| {
-        ok(&format!("host={}", seen.header("host").unwrap_or_default()), "")
-    });
+    let up = upstream::start(|seen| ok(&hosts_seen(seen), ""));
     let server = proxy(IoChoice::Auto, &up);
     let url = format!("http://{}/from-h2", addr(&server));
     let out = std::process::Command::new("curl")
@@ -364,7 +362,34 @@ fn http2_clients_reach_an_http1_upstream_with_their_authority_as_host() {
         .output()
         .expect("curl runs");
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "host=h2.test");
+    // One `Host`, the first field (as RFC 9112 §3.2 asks of a client).
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hosts=[h2.test] first=host");
+    stop(server);
+}
+
+/// The `Host` values an upstream saw, and the name of the first field after the request line.
+fn hosts_seen(seen: &upstream::Seen) -> String {
+    let fields: Vec<(&str, &str)> =
+        seen.head.lines().skip(1).filter_map(|l| l.split_once(':')).collect();
+    let hosts: Vec<&str> = fields
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.trim())
+        .collect();
+    let first = fields.first().map_or("", |(n, _)| n.trim()).to_ascii_lowercase();
+    format!("hosts=[{}] first={first}", hosts.join(","))
+}
+
+#[test]
+fn an_absolute_form_target_replaces_the_host_field_once() {
+    let up = upstream::start(|seen| ok(&hosts_seen(seen), ""));
+    let server = proxy(IoChoice::Auto, &up);
+    let sent = common::request(
+        addr(&server),
+        b"GET http://target.test/abs HTTP/1.1\r\nAccept: */*\r\nHost: field.test\r\n\r\n",
+    );
+    assert_eq!(sent.status, 200);
+    assert_eq!(sent.text(), "hosts=[target.test] first=accept");
     stop(server);
 }
 

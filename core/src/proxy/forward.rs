@@ -202,7 +202,18 @@ impl Added {
 
     /// Whether `name` is among the added fields.
     pub(crate) fn holds(&self, name: &HeaderName) -> bool {
-        self.iter().any(|(added, _)| added == name)
+        self.get(name).is_some()
+    }
+
+    /// The value added under `name`.
+    pub(crate) fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        self.iter().find_map(|(added, value)| (added == name).then_some(value))
+    }
+
+    /// Takes the value added under `name` out (once the fields are encoded).
+    pub(crate) fn take(&mut self, name: &HeaderName) -> Option<HeaderValue> {
+        let slot = self.fields.iter_mut().find(|f| f.as_ref().is_some_and(|(n, _)| *n == name))?;
+        slot.take().map(|(_, value)| value)
     }
 
     /// The added fields, in the order they were added.
@@ -236,7 +247,9 @@ fn set(
 
 /// Rewrites a request's fields for the upstream: hop-by-hop fields out, forwarded fields
 /// and a request id in, and `cert_field` (the client certificate's, which only Peregrine may
-/// fill) out. Returns the fields to add (see [`Added`]) and the request id.
+/// fill) out. Returns the fields to add (see [`Added`]): a new request id is among them, a
+/// trusted proxy's stays in `headers`. The id is not returned apart: a copy of a fresh
+/// value allocates.
 pub(crate) fn request_fields(
     headers: &mut HeaderMap,
     client: &Client,
@@ -244,7 +257,7 @@ pub(crate) fn request_fields(
     forwarded: bool,
     peer_text: &AddressText,
     cert_field: Option<&HeaderName>,
-) -> (Added, HeaderValue) {
+) -> Added {
     remove_hop_by_hop(headers);
     let peer_trusted = client.peer.is_some_and(|p| trusted.contains(p.ip()));
     remove_matching(headers, |name| {
@@ -306,15 +319,10 @@ pub(crate) fn request_fields(
             added.push(&X_FORWARDED_HOST, host.clone());
         }
     }
-    let request_id = match kept(headers, &X_REQUEST_ID) {
-        Some(id) => id,
-        None => {
-            let id = new_request_id();
-            added.push(&X_REQUEST_ID, id.clone());
-            id
-        }
-    };
-    (added, request_id)
+    if !has(headers, &X_REQUEST_ID) {
+        added.push(&X_REQUEST_ID, new_request_id());
+    }
+    added
 }
 
 thread_local! {
@@ -406,8 +414,14 @@ mod tests {
         }
     }
 
+    /// The request id a rewritten request carries: a new one among `added`, or a trusted
+    /// proxy's kept in `headers`.
+    fn request_id<'a>(headers: &'a HeaderMap, added: &'a Added) -> Option<&'a HeaderValue> {
+        added.get(&X_REQUEST_ID).or_else(|| headers.get(&X_REQUEST_ID))
+    }
+
     /// `request_fields` for a request from an untrusted peer, 10.0.0.7.
-    fn from_untrusted(h: &mut HeaderMap) -> (Added, HeaderValue) {
+    fn from_untrusted(h: &mut HeaderMap) -> Added {
         let peer = client("10.0.0.7:5000");
         request_fields(h, &peer, &Trusted::default(), false, &AddressText::default(), None)
     }
@@ -431,7 +445,7 @@ mod tests {
         let texts = AddressText::default();
         for peer in ["10.0.0.7:5000", "10.0.0.7:5001", "192.168.1.20:80", "10.0.0.7:5000"] {
             let mut h = HeaderMap::new();
-            let (added, _) =
+            let added =
                 request_fields(&mut h, &client(peer), &Trusted::default(), false, &texts, None);
             added.into_map(&mut h);
             let ip = peer.rsplit_once(':').unwrap().0;
@@ -445,7 +459,8 @@ mod tests {
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         h.insert(&X_REQUEST_ID, HeaderValue::from_static("spoofed"));
-        let (added, id) = from_untrusted(&mut h);
+        let added = from_untrusted(&mut h);
+        let id = request_id(&h, &added).cloned().expect("a new request id");
         // The client's fields are gone from the map; the proxy's own are beside it.
         assert_eq!(h.len(), 0, "{h:?}");
         added.into_map(&mut h);
@@ -463,7 +478,7 @@ mod tests {
         h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc"));
         let t = trusted(&["10.0.0.0/8"]);
-        let (added, id) = request_fields(
+        let added = request_fields(
             &mut h,
             &client("10.0.0.7:5000"),
             &t,
@@ -471,6 +486,7 @@ mod tests {
             &AddressText::default(),
             None,
         );
+        let id = request_id(&h, &added).cloned().expect("the trusted proxy's id");
         // Replaced where it stood; nothing added twice.
         assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 10.0.0.7");
         assert!(added.iter().all(|(name, _)| !h.contains_key(name)), "{added:?}");

@@ -398,6 +398,9 @@ pub(super) async fn forward(
     };
     let mut r = request::rewrite(shared, request, options, connection)?;
     // The HTTP/2 codec encodes one map.
+    if let Some(host) = r.host.take() {
+        r.headers.insert(header::HOST, host);
+    }
     std::mem::take(&mut r.added).into_map(&mut r.headers);
     if r.bridge.is_some() {
         // A WebSocket over HTTP/2 would need RFC 8441 toward the upstream too; answering it
@@ -504,11 +507,12 @@ pub(super) async fn forward(
         shared.balance.succeeded(server);
         let head_us = rt::now().saturating_duration_since(sent_at).as_micros() as u64;
         counters.response(head.status, head_us);
-        let log = UpstreamFields {
+        let upstream_status = head.status.as_u16();
+        let log = || UpstreamFields {
             server: std::sync::Arc::clone(&config.servers[server].shared_name),
-            status: head.status.as_u16(),
+            status: upstream_status,
             head_us,
-            request_id: r.request_id.clone(),
+            request_id: r.headers.get(&super::forward::X_REQUEST_ID).cloned(),
         };
         let Head { status, mut headers, content_length, end_stream: ended } = head;
         super::forward::remove_hop_by_hop(&mut headers);

@@ -391,9 +391,10 @@ async fn forward(
                 shared.balance.succeeded(server);
                 let head_us = rt::now().saturating_duration_since(sent_at).as_micros() as u64;
                 counters.response(head.status, head_us);
-                let log = UpstreamFields {
+                let upstream_status = head.status.as_u16();
+                let log = || UpstreamFields {
                     server: Arc::clone(&config.servers[server].shared_name),
-                    status: head.status.as_u16(),
+                    status: upstream_status,
                     head_us,
                     request_id: request_id.clone(),
                 };

@@ -28,8 +28,8 @@ pub(crate) struct Outgoing {
     pub(crate) upgrade: Option<HeaderValue>,
     /// The hash key of the hashing balancers.
     pub(crate) key: Option<Vec<u8>>,
-    /// The request id sent upstream (and logged).
-    pub(crate) request_id: HeaderValue,
+    /// The request id sent upstream (and logged); `None` if a route's edits removed it.
+    pub(crate) request_id: Option<HeaderValue>,
     /// The client's connection (for a PROXY protocol header to the upstream).
     pub(crate) info: ConnectionInfo,
     /// An HTTP/2 WebSocket (extended CONNECT) sent upstream as an HTTP/1.1 upgrade.
@@ -70,13 +70,17 @@ pub(crate) async fn buffered(
 pub(crate) struct Rewritten {
     pub(crate) method: Method,
     pub(crate) uri: http::Uri,
+    /// The host an HTTP/2 request (or an absolute-form target) names, sent as `Host`: kept
+    /// beside the map, as `added` is (the map of such a request has no `Host`, and one more
+    /// field would grow it: about 550 instructions a proxied request). `None` when the map
+    /// holds the request's own `Host`, or once a route's edits merged it in.
+    pub(crate) host: Option<HeaderValue>,
     pub(crate) headers: http::HeaderMap,
     /// The forwarding fields, sent after `headers`.
     pub(crate) added: forward::Added,
     pub(crate) body: Body,
     pub(crate) upgrade: Option<HeaderValue>,
     pub(crate) key: Option<Vec<u8>>,
-    pub(crate) request_id: HeaderValue,
     pub(crate) info: ConnectionInfo,
     pub(crate) bridge: Option<Bridge>,
     /// The client accepts trailers (`TE: trailers`, which HTTP/2 upstreams such as gRPC
@@ -119,12 +123,18 @@ pub(crate) fn prepare(
     encode_request_head(
         &r.method,
         &r.target(options),
+        r.host.as_ref(),
         &r.headers,
         r.added.iter(),
         framing,
         &mut head,
     );
     let head = head.freeze();
+    // Moved out once encoded (a fresh id's copy would allocate); a trusted proxy's is copied.
+    let request_id = r
+        .added
+        .take(&forward::X_REQUEST_ID)
+        .or_else(|| r.headers.get(&forward::X_REQUEST_ID).cloned());
     // A body already in memory goes with the head, and can be sent again on a retry.
     let in_memory = if r.body.is_in_memory() { r.body.take_full() } else { None };
     Ok(Outgoing {
@@ -135,7 +145,7 @@ pub(crate) fn prepare(
         body: Some(r.body),
         upgrade: r.upgrade,
         key: r.key,
-        request_id: r.request_id,
+        request_id,
         info: r.info,
         bridge: r.bridge,
     })
@@ -203,7 +213,7 @@ pub(crate) fn rewrite(
             v.to_str().is_ok_and(|v| v.split(',').any(asks))
         });
     let client = forward::Client { peer: info.peer, tls: info.tls, host: host.clone() };
-    let (mut added, request_id) = forward::request_fields(
+    let mut added = forward::request_fields(
         &mut headers,
         &client,
         &shared.trusted,
@@ -215,8 +225,11 @@ pub(crate) fn rewrite(
         headers.insert(header::UPGRADE, protocol.clone());
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    if let Some(host) = host.filter(|_| host_from_target) {
-        headers.insert(header::HOST, host);
+    let mut host = host.filter(|_| host_from_target);
+    if host.is_some() && headers.contains_key(header::HOST) {
+        // An absolute-form target beside a `Host` (or an HTTP/2 request that also sent one):
+        // the target's authority replaces the field, in place.
+        headers.insert(header::HOST, host.take().expect("checked"));
     }
     let bridge = websocket.then(|| {
         let key = websocket::new_key();
@@ -227,6 +240,9 @@ pub(crate) fn rewrite(
     // may set or remove them; the certificate field is the configuration's to name).
     let cert_field = config.client_cert_header.as_ref();
     if cert_field.is_some_and(|name| added.holds(name)) || !options.request_headers.is_empty() {
+        if let Some(host) = host.take() {
+            headers.insert(header::HOST, host);
+        }
         std::mem::take(&mut added).into_map(&mut headers);
     }
     if let Some(name) = &config.client_cert_header {
@@ -236,12 +252,12 @@ pub(crate) fn rewrite(
     Ok(Rewritten {
         method,
         uri: parts.uri,
+        host,
         headers,
         added,
         body,
         upgrade,
         key,
-        request_id,
         info,
         bridge,
         te_trailers,

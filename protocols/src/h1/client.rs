@@ -234,26 +234,30 @@ fn response_body(
 }
 
 /// Writes an HTTP/1.1 request head into `dst`: the request line with `target` (origin-form:
-/// path and query), every field of `headers`, then those of `more` (the fields a proxy adds,
-/// kept out of the map), then the framing field for `body` (the caller has removed any
-/// framing fields of its own). A request with no body gets `content-length: 0` when its
-/// method usually has one, as browsers and Go's proxy send.
+/// path and query), `host` as the first field when given (the host an HTTP/2 request names
+/// in `:authority`, kept out of the map: inserting it there grows the map), every field of
+/// `headers`, then those of `more` (the fields a proxy adds, kept out of the map), then the
+/// framing field for `body` (the caller has removed any framing fields of its own). A
+/// request with no body gets `content-length: 0` when its method usually has one, as
+/// browsers and Go's proxy send.
 pub fn encode_request_head<'a>(
     method: &Method,
     target: &str,
+    host: Option<&'a HeaderValue>,
     headers: &'a HeaderMap,
     more: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> + Clone,
     body: BodyFraming,
     dst: &mut BytesMut,
 ) {
-    let fields = headers.iter().chain(more.clone());
+    let host = host.map(|value| (&header::HOST, value));
+    let fields = host.into_iter().chain(headers.iter()).chain(more.clone());
     let size: usize = fields.map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
     dst.reserve(method.as_str().len() + target.len() + size + 64);
     dst.extend_from_slice(method.as_str().as_bytes());
     dst.extend_from_slice(b" ");
     dst.extend_from_slice(target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers.iter().chain(more) {
+    for (name, value) in host.into_iter().chain(headers.iter()).chain(more) {
         dst.extend_from_slice(name.as_str().as_bytes());
         dst.extend_from_slice(b": ");
         dst.extend_from_slice(value.as_bytes());
@@ -379,6 +383,7 @@ mod tests {
         encode_request_head(
             &Method::POST,
             "/a?b",
+            None,
             &headers,
             None.into_iter(),
             BodyFraming::Length(12),
@@ -392,6 +397,7 @@ mod tests {
         encode_request_head(
             &Method::PUT,
             "/",
+            None,
             &HeaderMap::new(),
             None.into_iter(),
             BodyFraming::Empty,
@@ -402,11 +408,34 @@ mod tests {
         encode_request_head(
             &Method::GET,
             "/",
+            None,
             &HeaderMap::new(),
             None.into_iter(),
             BodyFraming::Chunked,
             &mut dst,
         );
         assert_eq!(&dst[..], b"GET / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n");
+    }
+
+    #[test]
+    fn a_host_kept_out_of_the_map_is_the_first_field() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        let added = (HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("h"));
+        let host = HeaderValue::from_static("example.com:8443");
+        let mut dst = BytesMut::new();
+        encode_request_head(
+            &Method::GET,
+            "/",
+            Some(&host),
+            &headers,
+            std::iter::once((&added.0, &added.1)),
+            BodyFraming::Empty,
+            &mut dst,
+        );
+        assert_eq!(
+            &dst[..],
+            &b"GET / HTTP/1.1\r\nhost: example.com:8443\r\naccept: */*\r\nx-forwarded-proto: h\r\n\r\n"[..]
+        );
     }
 }
