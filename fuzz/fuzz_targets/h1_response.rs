@@ -1,5 +1,6 @@
 //! The HTTP/1 response head parser (the proxy's side): no panic, and the head parsed from
-//! the bytes whole is the one parsed as they arrive piece by piece.
+//! the bytes whole is the one parsed as they arrive piece by piece, with the field names of
+//! an earlier parse of the same bytes remembered (`ResponseNames`).
 #![no_main]
 
 mod split;
@@ -7,7 +8,7 @@ mod split;
 use bytes::BytesMut;
 use http::Method;
 use libfuzzer_sys::fuzz_target;
-use peregrine_protocols::h1::{parse_response, ResponseLimits};
+use peregrine_protocols::h1::{parse_response, parse_response_with, ResponseLimits, ResponseNames};
 
 fuzz_target!(|input: &[u8]| {
     let Some((&seed, data)) = input.split_first() else { return };
@@ -28,12 +29,15 @@ fuzz_target!(|input: &[u8]| {
         Ok(None) => "incomplete".into(),
         Err(e) => format!("error {e:?}"),
     };
+    // Names remembered from the same head parsed once before: reusing them must change nothing.
+    let mut names = ResponseNames::default();
+    let _ = parse_response_with(&mut BytesMut::from(data), &method, &limits, &mut names);
     let mut buf = BytesMut::new();
     let mut got = "incomplete".to_string();
     let pieces = split::pieces(seed, data);
     for (i, piece) in pieces.iter().enumerate() {
         buf.extend_from_slice(piece);
-        match parse_response(&mut buf, &method, &limits) {
+        match parse_response_with(&mut buf, &method, &limits, &mut names) {
             Ok(None) => {}
             Ok(Some(head)) => {
                 for later in &pieces[i + 1..] {

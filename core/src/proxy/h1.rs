@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 use http::Method;
 use peregrine_protocols::h1::{
-    encode_chunk_header, parse_response, BodyDecoder, BodyEvent, ResponseBody, ResponseHead,
+    encode_chunk_header, parse_response_with, BodyDecoder, BodyEvent, ResponseBody, ResponseHead,
     CHUNK_END, LAST_CHUNK,
 };
 
@@ -146,7 +146,9 @@ pub(super) async fn read_head(
 ) -> Result<ResponseHead, ProxyError> {
     let limits = &shared.config.response_limits;
     loop {
-        while let Some(head) = parse_response(&mut conn.buf, method, limits)? {
+        while let Some(head) =
+            parse_response_with(&mut conn.buf, method, limits, &mut shared.names.borrow_mut())?
+        {
             let switching = upgrading && head.status == http::StatusCode::SWITCHING_PROTOCOLS;
             if head.status.is_informational() && !switching {
                 continue; // 100 Continue, 103 Early Hints: not forwarded (yet)

@@ -179,6 +179,8 @@ pub(crate) struct Shared {
     trusted: forward::Trusted,
     /// The last client address written for `X-Forwarded-For`.
     peer_text: forward::AddressText,
+    /// The field names of this core's last upstream response heads, reused by position.
+    names: std::cell::RefCell<peregrine_protocols::h1::ResponseNames>,
     pool: Pool,
     /// This core's HTTP/2 connections (`h2c://` servers).
     h2: h2::Connections,
@@ -240,6 +242,7 @@ impl Proxy {
         let shared = Shared {
             trusted: forward::Trusted::new(config.trusted_proxies.clone()),
             peer_text: forward::AddressText::default(),
+            names: Default::default(),
             pool: Pool::new(metrics.clone(), config.max_idle_per_server, config.keepalive_timeout),
             h2: h2::Connections::default(),
             metrics,

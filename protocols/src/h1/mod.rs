@@ -32,7 +32,8 @@ mod tests;
 
 pub use body::{BodyDecoder, BodyEvent};
 pub use client::{
-    encode_request_head, parse_response, ResponseBody, ResponseError, ResponseHead, ResponseLimits,
+    encode_request_head, parse_response, parse_response_with, ResponseBody, ResponseError,
+    ResponseHead, ResponseLimits, ResponseNames,
 };
 pub use error::{BodyError, Limit, LimitExceeded, ParseError, Violation};
 pub use head::HeadParser;
