@@ -13,6 +13,24 @@ pub static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// `Proxy-Connection`, which old clients send in place of `Connection`.
 pub static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Whether the field name `token` (a token) is one that describes a single hop, which a proxy
+/// never forwards (RFC 9110 §7.6.1: `Connection`, `Keep-Alive`, `Proxy-Authenticate`,
+/// `Proxy-Authorization`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`; plus the
+/// `Proxy-Connection` of old clients), ignoring ASCII case: a jump on its length, then at
+/// most two comparisons.
+pub fn is_hop_by_hop(token: &[u8]) -> bool {
+    match token.len() {
+        2 => token_is(token, b"te"),
+        7 => token_is(token, b"trailer") || token_is(token, b"upgrade"),
+        10 => token_is(token, b"connection") || token_is(token, b"keep-alive"),
+        16 => token_is(token, b"proxy-connection"),
+        17 => token_is(token, b"transfer-encoding"),
+        18 => token_is(token, b"proxy-authenticate"),
+        19 => token_is(token, b"proxy-authorization"),
+        _ => false,
+    }
+}
+
 /// Whether the field name `token` (a token, as the parser checked it) is `lower`, ignoring
 /// ASCII case, eight bytes at a time. `lower` is lowercase letters and `-` only: OR-ing
 /// 0x20 into a token byte gives such a byte only from that byte or its uppercase letter
@@ -37,6 +55,26 @@ pub(crate) fn token_is(token: &[u8], lower: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_names_are_found_in_any_case_and_no_others() {
+        for name in [
+            "te",
+            "Trailer",
+            "UPGRADE",
+            "connection",
+            "Keep-Alive",
+            "proxy-connection",
+            "Transfer-Encoding",
+            "proxy-authenticate",
+            "Proxy-Authorization",
+        ] {
+            assert!(is_hop_by_hop(name.as_bytes()), "{name}");
+        }
+        for name in ["t", "tf", "content-length", "x-upgrade", "upgradex", "connectiom", "host"] {
+            assert!(!is_hop_by_hop(name.as_bytes()), "{name}");
+        }
+    }
 
     #[test]
     fn a_token_is_a_lowercase_name_in_any_case_and_nothing_else() {

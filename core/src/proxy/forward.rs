@@ -28,9 +28,8 @@ pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forw
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Whether `name` is one of the fields that describe one hop only, never forwarded
-/// (RFC 9110 §7.6.1, plus the `Proxy-Connection` of old clients and `Transfer-Encoding`):
-/// a `match` on the text (a jump on its length, then one comparison), where
-/// `HOP_BY_HOP.contains` compared every name with ten.
+/// (RFC 9110 §7.6.1, plus the `Proxy-Connection` of old clients and `Transfer-Encoding`),
+/// by the protocol crate's list (which the response parser checks too).
 ///
 /// `Content-Length` is not among them. A response keeps the upstream's: both server codecs
 /// frame a response from its body and skip the map's copy (and compression drops it), so
@@ -38,18 +37,7 @@ pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-
 /// removed with the forwarding fields ([`request_fields`]): the upstream codec writes its
 /// own, and the caller may re-frame the body.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
+    peregrine_protocols::names::is_hop_by_hop(name.as_str().as_bytes())
 }
 
 /// Removes the hop-by-hop fields from `headers`, and the ones `Connection` names. One pass

@@ -596,7 +596,9 @@ fn respond(mut up: Upstream<'_>, mut head: ResponseHead, method: &http::Method) 
     let head_len = (*method == http::Method::HEAD)
         .then(|| head.headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse::<u64>().ok())
         .flatten();
-    forward::remove_hop_by_hop(&mut head.headers);
+    if head.hop_by_hop {
+        forward::remove_hop_by_hop(&mut head.headers);
+    }
     let body = match head.body.exact_len() {
         Some(0) => {
             // Nothing to read: the connection is free again at once (the client's codec never

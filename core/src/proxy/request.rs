@@ -113,7 +113,12 @@ pub(crate) fn prepare(
     options: &RouteOptions,
     connection: Option<&ConnectionInfo>,
 ) -> Result<Outgoing, ProxyError> {
-    let mut r = rewrite(shared, request, options, connection)?;
+    // Borrowed where it lies, not moved out of the `Result` by `?`: the rewritten request is
+    // several hundred bytes, and that copy was a hundred instructions a proxied request.
+    let mut rewritten = rewrite(shared, request, options, connection);
+    let Ok(r) = &mut rewritten else {
+        return Err(rewritten.err().expect("not Ok"));
+    };
     let framing = match r.body.exact_len() {
         Some(0) => BodyFraming::Empty,
         Some(n) => BodyFraming::Length(n),
@@ -138,16 +143,16 @@ pub(crate) fn prepare(
     // A body already in memory goes with the head, and can be sent again on a retry.
     let in_memory = if r.body.is_in_memory() { r.body.take_full() } else { None };
     Ok(Outgoing {
-        method: r.method,
+        method: std::mem::take(&mut r.method),
         head,
         framing,
         in_memory,
-        body: Some(r.body),
-        upgrade: r.upgrade,
-        key: r.key,
+        body: Some(std::mem::take(&mut r.body)),
+        upgrade: r.upgrade.take(),
+        key: r.key.take(),
         request_id,
         info: r.info,
-        bridge: r.bridge,
+        bridge: r.bridge.take(),
     })
 }
 

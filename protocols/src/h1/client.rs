@@ -119,6 +119,9 @@ pub struct ResponseHead {
     pub body: ResponseBody,
     /// Whether the connection may carry another request after this body.
     pub keep_alive: bool,
+    /// Whether a hop-by-hop field is among `headers` ([`crate::names::is_hop_by_hop`]): a
+    /// proxy has fields to remove only then.
+    pub hop_by_hop: bool,
 }
 
 /// The field names of the response heads parsed before, by position, as their bytes arrived:
@@ -215,8 +218,10 @@ pub fn parse_response_with(
     let mut fields = Fields::default();
     let mut spans: Vec<(HeaderName, std::ops::Range<usize>)> =
         Vec::with_capacity(response.headers.len());
+    let mut hop_by_hop = false;
     for (position, h) in response.headers.iter().enumerate() {
         fields.observe(h.name.as_bytes(), h.value);
+        hop_by_hop |= crate::names::is_hop_by_hop(h.name.as_bytes());
         let name = names.name(position, h.name.as_bytes())?;
         let start = h.value.as_ptr() as usize - base;
         spans.push((name, start..start + h.value.len()));
@@ -231,7 +236,7 @@ pub fn parse_response_with(
     let keep_alive = !fields.conn_close
         && (version == Version::HTTP_11 || fields.conn_keep_alive)
         && body != ResponseBody::UntilClose;
-    Ok(Some(ResponseHead { status, version, headers, body, keep_alive }))
+    Ok(Some(ResponseHead { status, version, headers, body, keep_alive, hop_by_hop }))
 }
 
 fn malformed() -> ResponseError {
@@ -457,6 +462,14 @@ mod tests {
             &mut dst,
         );
         assert_eq!(&dst[..], b"GET / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n");
+    }
+
+    #[test]
+    fn a_head_says_whether_it_has_hop_by_hop_fields() {
+        let hop = |bytes: &[u8]| parse(bytes, Method::GET).unwrap().unwrap().hop_by_hop;
+        assert!(!hop(b"HTTP/1.1 200 OK\r\nContent-Type: a\r\nContent-Length: 0\r\n\r\n"));
+        assert!(hop(b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n"));
+        assert!(hop(b"HTTP/1.1 200 OK\r\nX-A: 1\r\nconnection: x-a\r\ncontent-length: 0\r\n\r\n"));
     }
 
     #[test]
