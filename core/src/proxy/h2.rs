@@ -398,9 +398,6 @@ pub(super) async fn forward(
     };
     let mut r = request::rewrite(shared, request, options, connection)?;
     // The HTTP/2 codec encodes one map.
-    if let Some(host) = r.host.take() {
-        r.headers.insert(header::HOST, host);
-    }
     std::mem::take(&mut r.added).into_map(&mut r.headers);
     if r.bridge.is_some() {
         // A WebSocket over HTTP/2 would need RFC 8441 toward the upstream too; answering it

@@ -70,11 +70,6 @@ pub(crate) async fn buffered(
 pub(crate) struct Rewritten {
     pub(crate) method: Method,
     pub(crate) uri: http::Uri,
-    /// The host an HTTP/2 request (or an absolute-form target) names, sent as `Host`: kept
-    /// beside the map, as `added` is (the map of such a request has no `Host`, and one more
-    /// field would grow it: about 550 instructions a proxied request). `None` when the map
-    /// holds the request's own `Host`, or once a route's edits merged it in.
-    pub(crate) host: Option<HeaderValue>,
     pub(crate) headers: http::HeaderMap,
     /// The forwarding fields, sent after `headers`.
     pub(crate) added: forward::Added,
@@ -128,7 +123,7 @@ pub(crate) fn prepare(
     encode_request_head(
         &r.method,
         &r.target(options),
-        r.host.as_ref(),
+        r.added.host(),
         &r.headers,
         r.added.iter(),
         framing,
@@ -230,11 +225,14 @@ pub(crate) fn rewrite(
         headers.insert(header::UPGRADE, protocol.clone());
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    let mut host = host.filter(|_| host_from_target);
-    if host.is_some() && headers.contains_key(header::HOST) {
-        // An absolute-form target beside a `Host` (or an HTTP/2 request that also sent one):
-        // the target's authority replaces the field, in place.
-        headers.insert(header::HOST, host.take().expect("checked"));
+    if let Some(host) = host.filter(|_| host_from_target) {
+        if headers.contains_key(header::HOST) {
+            // An absolute-form target beside a `Host` (or an HTTP/2 request that also sent
+            // one): the target's authority replaces the field, in place.
+            headers.insert(header::HOST, host);
+        } else {
+            added.set_host(host);
+        }
     }
     let bridge = websocket.then(|| {
         let key = websocket::new_key();
@@ -245,9 +243,6 @@ pub(crate) fn rewrite(
     // may set or remove them; the certificate field is the configuration's to name).
     let cert_field = config.client_cert_header.as_ref();
     if cert_field.is_some_and(|name| added.holds(name)) || !options.request_headers.is_empty() {
-        if let Some(host) = host.take() {
-            headers.insert(header::HOST, host);
-        }
         std::mem::take(&mut added).into_map(&mut headers);
     }
     if let Some(name) = &config.client_cert_header {
@@ -257,7 +252,6 @@ pub(crate) fn rewrite(
     Ok(Rewritten {
         method,
         uri: parts.uri,
-        host,
         headers,
         added,
         body,
