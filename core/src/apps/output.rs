@@ -8,7 +8,8 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::Child;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use super::config::AppConfig;
 
@@ -21,6 +22,9 @@ pub(super) struct Output {
     pub(super) log_path: Option<PathBuf>,
     file: Mutex<Option<LogFile>>,
     tail: Mutex<VecDeque<u8>>,
+    /// Pipes still being copied, and a signal when one reaches its end.
+    open: Mutex<usize>,
+    closed: Condvar,
 }
 
 struct LogFile {
@@ -52,21 +56,52 @@ impl Output {
             log_path: log.as_ref().map(|l| l.path.clone()),
             file: Mutex::new(log),
             tail: Mutex::new(VecDeque::with_capacity(TAIL_BYTES)),
+            open: Mutex::new(0),
+            closed: Condvar::new(),
         });
         let pipes: [Option<Box<dyn Read + Send>>; 2] = [
             child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
             child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
         ];
         for pipe in pipes.into_iter().flatten() {
-            let output = Arc::clone(&output);
+            *output.open.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            let copier = Arc::clone(&output);
             let spawned = std::thread::Builder::new()
                 .name(format!("peregrine-app-{}-output", config.name))
-                .spawn(move || output.copy(pipe));
+                .spawn(move || {
+                    copier.copy(pipe);
+                    copier.pipe_closed();
+                });
             if let Err(e) = spawned {
+                output.pipe_closed();
                 tracing::warn!(error = %e, "cannot read an app's output");
             }
         }
         output
+    }
+
+    fn pipe_closed(&self) {
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.closed.notify_all();
+    }
+
+    /// Waits, at most `within`, until both pipes are read to their end. A process that has
+    /// exited closed its ends, but its last lines may still be in the pipe, unread: the
+    /// supervisor can notice the exit first. A child the process left running may hold the
+    /// pipes open, hence the bound.
+    pub(super) fn drain(&self, within: Duration) {
+        let until = Instant::now() + within;
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        while *open > 0 {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            open = match self.closed.wait_timeout(open, left) {
+                Ok((guard, _)) => guard,
+                Err(e) => e.into_inner().0,
+            };
+        }
     }
 
     /// Copies `pipe` until the process closes it, whole lines at a time: stdout and stderr
@@ -149,4 +184,48 @@ fn log_path(base: &std::path::Path, pid: u32) -> PathBuf {
     let mut name = base.as_os_str().to_owned();
     name.push(format!("_{stamp}_{pid}.log"));
     PathBuf::from(name)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    /// Runs `script` in `sh` with both outputs captured, and waits for its exit.
+    fn exited(script: &str) -> Arc<Output> {
+        let config = AppConfig::from_command("t", "sh");
+        let mut child = Command::new("sh")
+            .args(["-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sh runs");
+        let output = Output::capture(&config, &mut child);
+        child.wait().expect("the child exits");
+        output
+    }
+
+    #[test]
+    fn drain_waits_for_the_last_lines_of_a_process_that_exited() {
+        for _ in 0..20 {
+            // The process writes its last lines and exits at once; the supervisor notices
+            // the exit before the copying threads may have read them.
+            let output = exited("echo first; echo last >&2; exit 3");
+            output.drain(Duration::from_secs(5));
+            let mut lines = output.last_lines(5);
+            lines.sort();
+            assert_eq!(lines, ["first", "last"]);
+        }
+    }
+
+    #[test]
+    fn drain_gives_up_on_a_pipe_a_child_of_the_process_holds_open() {
+        // The process leaves a child holding its outputs; drain stops waiting at its bound.
+        let output = exited("echo started; sleep 3 & exit 0");
+        let began = Instant::now();
+        output.drain(Duration::from_millis(200));
+        let waited = began.elapsed();
+        assert!(waited >= Duration::from_millis(200), "returned before its bound: {waited:?}");
+        assert!(waited < Duration::from_secs(2), "waited for the grandchild: {waited:?}");
+    }
 }

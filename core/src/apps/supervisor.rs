@@ -26,6 +26,8 @@ const OFFLINE_EVERY: Duration = Duration::from_millis(250);
 const MAX_OFFLINE_PAGE: u64 = 1 << 20;
 /// Lines of a failed process's output written to the server's log when it has no log file.
 const TAIL_LINES: usize = 20;
+/// How long a failed process's output may take to be read to its end before it is reported.
+const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
 
 /// What the cores and the server ask of a supervisor.
 pub(super) enum Command {
@@ -413,6 +415,7 @@ impl Supervisor {
 
     /// Logs a failure with the process's last output when it has no log file.
     fn report(&self, pid: u32, output: &Output, what: &str) {
+        output.drain(OUTPUT_DRAIN);
         match &output.log_path {
             Some(log) => {
                 error!(app = %self.app.config.name, pid, log = %log.display(), "app process {what}")
