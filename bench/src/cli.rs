@@ -35,6 +35,8 @@ OPTIONS:
     --instructions       only count user-space instructions per request with valgrind's
                          callgrind (Peregrine, nginx, h2o; h2load runs of 20,000 and 60,000
                          requests, the difference divided out) and print that table
+    --keep-profiles      with --instructions: keep each long run's callgrind profile in
+                         <out>/<time>-callgrind/, for callgrind_annotate
     --proxy              only the reverse-proxy benchmark: Peregrine, nginx and h2o as
                          proxies (one worker each) in front of one upstream, and Peregrine
                          hosting that upstream program as an [[app]]; wrk c64/c256 and
@@ -61,6 +63,8 @@ pub struct Cli {
     pub quick: bool,
     /// `--instructions`: the callgrind count only.
     pub instructions: bool,
+    /// `--keep-profiles`: keep the callgrind profiles `--instructions` counted.
+    pub keep_profiles: bool,
     /// `--proxy`: the reverse-proxy benchmark only.
     pub proxy: bool,
     /// `--limits`: the per-client limits' cost only.
@@ -112,6 +116,7 @@ impl Default for Cli {
         Cli {
             quick: false,
             instructions: false,
+            keep_profiles: false,
             proxy: false,
             limits: false,
             files: false,
@@ -181,6 +186,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Cli>, Stri
             "-h" | "--help" => return Ok(None),
             "--quick" => cli.quick = true,
             "--instructions" => cli.instructions = true,
+            "--keep-profiles" => cli.keep_profiles = true,
             "--proxy" => cli.proxy = true,
             "--limits" => cli.limits = true,
             "--files" => cli.files = true,
@@ -229,6 +235,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Cli>, Stri
             }
             _ => return Err(format!("unknown argument {arg:?}; see --help")),
         }
+    }
+    if cli.keep_profiles && !cli.instructions {
+        return Err("--keep-profiles goes with --instructions".into());
     }
     if cli.peers_only && cli.no_nginx && cli.no_h2o {
         return Err("--peers-only with --no-nginx and --no-h2o leaves nothing to benchmark".into());
@@ -299,6 +308,8 @@ mod tests {
         assert!(parse_strs(&["--duration"]).is_err());
         assert!(parse_strs(&["--idle-conns", "-1"]).is_err());
         assert!(parse_strs(&["--server-cpu", "0; rm -rf /"]).is_err());
+        assert!(parse_strs(&["--keep-profiles"]).is_err(), "only with --instructions");
+        assert!(parse_strs(&["--instructions", "--keep-profiles"]).unwrap().unwrap().keep_profiles);
         assert!(parse_strs(&["--frobnicate"]).is_err());
         assert!(parse_strs(&["--peers-only", "--no-nginx", "--no-h2o"]).is_err());
         assert!(parse_strs(&["--peers-only", "--no-nginx"]).is_ok());

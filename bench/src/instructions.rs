@@ -167,6 +167,32 @@ fn one_run(
     total_instructions(&text).ok_or_else(|| "no total in the callgrind output".into())
 }
 
+/// Copies the profile of the `n`-request run into `dir` as `<scenario>--<server>.out`, for
+/// `callgrind_annotate`.
+fn keep_profile(scratch: &Path, n: u64, dir: &Path, scenario: &str, server: &str) {
+    let to = dir.join(format!("{}--{}.out", file_word(scenario), file_word(server)));
+    let moved = fs::create_dir_all(dir)
+        .and_then(|()| fs::copy(scratch.join(format!("callgrind-{n}.out")), &to));
+    match moved {
+        Ok(_) => eprintln!("instructions: profile kept in {}", to.display()),
+        Err(e) => eprintln!("instructions: cannot keep the profile in {}: {e}", to.display()),
+    }
+}
+
+/// `name` as one file-name word: lower-case letters and digits, each run of anything else
+/// one `-` ("reverse proxy, HTTP/1.1" becomes "reverse-proxy-http-1-1").
+fn file_word(name: &str) -> String {
+    let mut word = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            word.push(c.to_ascii_lowercase());
+        } else if !word.is_empty() && !word.ends_with('-') {
+            word.push('-');
+        }
+    }
+    word.trim_end_matches('-').to_owned()
+}
+
 /// The name of the Peregrine run with the per-client limits on (measured on the first
 /// scenario only: the request path is the same on the others).
 pub const WITH_LIMITS: &str = "peregrine, per-client limits on";
@@ -182,6 +208,7 @@ pub fn measure(
     valgrind: &Path,
     h2load: &Path,
     scratch: &Path,
+    keep: Option<&Path>,
 ) -> Vec<Count> {
     let mut counts = Vec::new();
     for scenario in &SCENARIOS {
@@ -204,6 +231,9 @@ pub fn measure(
             let run = |n| one_run(start.as_ref(), launcher, valgrind, h2load, scenario, n, scratch);
             let per = run(SHORT).and_then(|short| {
                 let long = run(LONG)?;
+                if let Some(dir) = keep {
+                    keep_profile(scratch, LONG, dir, scenario.name, name);
+                }
                 per_request(short, long).ok_or_else(|| "the long run counted less".to_string())
             });
             match &per {
@@ -265,6 +295,15 @@ pub fn find_valgrind() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profile_names_are_one_word_each() {
+        assert_eq!(
+            file_word("reverse proxy, HTTP/1.1 keep-alive, -c16 -m1"),
+            "reverse-proxy-http-1-1-keep-alive-c16-m1"
+        );
+        assert_eq!(file_word("peregrine, per-client limits on"), "peregrine-per-client-limits-on");
+    }
 
     #[test]
     fn reads_the_total_and_divides_the_difference() {

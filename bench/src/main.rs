@@ -314,7 +314,19 @@ fn run_instructions(cli: &cli::Cli) -> Result<(), String> {
             }
         }
     }
-    let counts = instructions::measure(&servers, &launcher, &valgrind, &h2load, scratch.path());
+    let out_dir =
+        cli.out.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
+    let started = UtcTime::now();
+    let keep =
+        cli.keep_profiles.then(|| out_dir.join(format!("{}-callgrind", started.file_stamp())));
+    let counts = instructions::measure(
+        &servers,
+        &launcher,
+        &valgrind,
+        &h2load,
+        scratch.path(),
+        keep.as_deref(),
+    );
     drop(upstream);
     let mut report = String::from(
         "## User-space instructions per request (callgrind)\n\nEach figure: (instructions of \
@@ -326,9 +338,7 @@ fn run_instructions(cli: &cli::Cli) -> Result<(), String> {
         report.push_str(&format!("\n- {note}"));
     }
     println!("{report}");
-    let out_dir =
-        cli.out.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
-    peregrine_bench::report::write_markdown(&out_dir, UtcTime::now(), "instructions", &report)
+    peregrine_bench::report::write_markdown(&out_dir, started, "instructions", &report)
 }
 
 fn run(cli: &cli::Cli) -> Result<(), String> {
