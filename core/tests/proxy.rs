@@ -434,6 +434,15 @@ fn routed(toml: &str) -> Server {
     common::routed(IoChoice::Auto, toml, false)
 }
 
+/// A configuration with one route, with `keys` added, sending every request to one upstream
+/// server at `upstream`.
+fn one_route(keys: &str, upstream: SocketAddr) -> String {
+    format!(
+        "[[route]]\nupstream = \"app\"\n{keys}\n\n\
+         [[upstream]]\nname = \"app\"\n[[upstream.server]]\naddress = \"http://{upstream}\"\n"
+    )
+}
+
 fn get_host(addr: SocketAddr, host: &str, path: &str) -> common::RawResponse {
     common::request(addr, format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
 }
@@ -554,18 +563,9 @@ fn a_route_s_own_body_limit_and_timeout_apply() {
         "/slow" => Reply::After(Duration::from_secs(3), Box::new(ok("late", ""))),
         _ => ok(&format!("{} bytes", seen.body.len()), ""),
     });
-    let server = routed(&format!(
-        r#"
-        [[route]]
-        upstream = "app"
-        max_request_body_size = 10
-        response_header_timeout = "300ms"
-        [[upstream]]
-        name = "app"
-        [[upstream.server]]
-        address = "http://{}"
-        "#,
-        up.addr
+    let server = routed(&one_route(
+        "max_request_body_size = 10\nresponse_header_timeout = \"300ms\"",
+        up.addr,
     ));
     let a = addr(&server);
     let small = common::request(a, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
@@ -1203,6 +1203,24 @@ fn the_access_log_names_the_upstream_its_status_and_the_request_id() {
     let sent = up.seen()[0].header("x-request-id").unwrap();
     assert!(log.contains(&format!("\"request_id\":\"{sent}\"}}")), "{log}");
     assert!(log.contains("\"upstream_head_us\":"), "{log}");
+}
+
+#[test]
+fn a_request_id_a_route_removes_is_neither_sent_nor_logged() {
+    let up = upstream::start(|_| ok("ok", ""));
+    let path =
+        std::env::temp_dir().join(format!("peregrine-proxy-noid-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let toml = one_route(r#"request_headers = { remove = ["x-request-id"] }"#, up.addr);
+    let server = common::routed_logged(IoChoice::Auto, &toml, false, Some(path.clone()));
+    let r = common::request(addr(&server), b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 200);
+    stop(server);
+    let log = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(up.seen()[0].header("x-request-id"), None);
+    assert!(log.contains("\"upstream_status\":200,"), "{log}");
+    assert!(log.contains("\"request_id\":null}"), "{log}");
 }
 
 /// A TLS upstream: a Peregrine serving the built-in routes (`/plaintext`, `/echo`) over TLS

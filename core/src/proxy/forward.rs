@@ -175,27 +175,12 @@ static FORWARDED: HeaderName = header::FORWARDED;
 /// and inserting four custom names hashes each byte by byte: about a thousand instructions
 /// a proxied request. Whoever edits the map by name afterwards merges them in first
 /// ([`Added::into_map`]).
-///
-/// The `Host` an HTTP/2 request (or an absolute-form target) names waits here too: such a
-/// request's map has no `Host`, and inserting one grew the map (about 550 instructions).
-/// The HTTP/1.1 head writes it first ([`Added::host`]).
 #[derive(Debug, Default)]
 pub(crate) struct Added {
     fields: [Option<(&'static HeaderName, HeaderValue)>; 5],
-    host: Option<HeaderValue>,
 }
 
 impl Added {
-    /// Sets the `Host` to send, which the map does not hold.
-    pub(crate) fn set_host(&mut self, host: HeaderValue) {
-        self.host = Some(host);
-    }
-
-    /// The `Host` to send ahead of every other field, if the map does not hold it.
-    pub(crate) fn host(&self) -> Option<&HeaderValue> {
-        self.host.as_ref()
-    }
-
     /// Adds `name: value`, which the map does not hold.
     fn push(&mut self, name: &'static HeaderName, value: HeaderValue) {
         // One slot per forwarding field: each is added at most once.
@@ -203,7 +188,7 @@ impl Added {
         *free.expect("a slot for each forwarding field") = Some((name, value));
     }
 
-    /// Whether `name` is among the added forwarding fields (`Host` is apart).
+    /// Whether `name` is among the added fields.
     pub(crate) fn holds(&self, name: &HeaderName) -> bool {
         self.get(name).is_some()
     }
@@ -224,12 +209,8 @@ impl Added {
         self.fields.iter().flatten().map(|(n, v)| (*n, v))
     }
 
-    /// Moves the fields, `Host` included, into `headers` (for a map that is edited or
-    /// encoded on its own).
+    /// Moves the fields into `headers` (for a map that is edited or encoded on its own).
     pub(crate) fn into_map(self, headers: &mut HeaderMap) {
-        if let Some(host) = self.host {
-            headers.insert(header::HOST, host);
-        }
         for (name, value) in self.fields.into_iter().flatten() {
             headers.insert(name.clone(), value);
         }

@@ -398,7 +398,7 @@ pub(super) async fn forward(
     };
     let mut r = request::rewrite(shared, request, options, connection)?;
     // The HTTP/2 codec encodes one map.
-    std::mem::take(&mut r.added).into_map(&mut r.headers);
+    request::merge_kept(&mut r.headers, &mut r.host, &mut r.added);
     if r.bridge.is_some() {
         // A WebSocket over HTTP/2 would need RFC 8441 toward the upstream too; answering it
         // as a plain request would tell the client its tunnel is open when it is not.

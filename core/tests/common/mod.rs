@@ -248,6 +248,16 @@ pub fn start(io: IoChoice, limits: Limits) -> Server {
 /// `[[upstream]]`s and the `[files]`, `[cache]` and `[compression]` sections) on driver `io`,
 /// over TLS with the test CA's `localhost` certificate when `tls`.
 pub fn routed(io: IoChoice, toml: &str, tls: bool) -> Server {
+    routed_logged(io, toml, tls, None)
+}
+
+/// [`routed`], writing an access log to `log` when given.
+pub fn routed_logged(
+    io: IoChoice,
+    toml: &str,
+    tls: bool,
+    log: Option<std::path::PathBuf>,
+) -> Server {
     let config = peregrine::config::Config::parse(toml).unwrap_or_else(|e| panic!("{e}"));
     config.validate().unwrap_or_else(|e| panic!("{e}"));
     let groups: Vec<(String, std::sync::Arc<peregrine::proxy::ProxyConfig>)> = config
@@ -258,6 +268,7 @@ pub fn routed(io: IoChoice, toml: &str, tls: bool) -> Server {
     let routes = config.route.clone();
     let settings = peregrine::routes::RouteSettings::of(&config);
     let mut server_config = self::config(io, Limits::default());
+    server_config.access_log = log.map(peregrine::AccessLogTarget::File);
     if tls {
         let addr = server_config.listen[0].address;
         server_config.listen = vec![ListenerSpec::tls(addr, self::tls::localhost_settings())];
